@@ -1,0 +1,1 @@
+"""Sneakers23: a real-time store for sneaker drops."""

@@ -1,0 +1,92 @@
+"""The tables. Stock sits in its own table because it is the hot, often-written part."""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import CheckConstraint, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _timestamp(**kwargs):
+    return Field(default_factory=_now, sa_column_kwargs={"nullable": False, **kwargs}, sa_type=DateTime(timezone=True))
+
+
+class ProductRow(SQLModel, table=True):
+    __tablename__ = "products"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sku: str = Field(max_length=32, unique=True)
+    order: int = Field(default=0)
+    brand: str = Field(max_length=255)
+    name: str = Field(max_length=255)
+    color: str = Field(max_length=255)
+    price_usd: int
+    main_image_url: str = Field(max_length=1024)
+    released: bool = Field(default=False)
+    # Grows on every change to the row; caches apply only newer versions.
+    version: int = Field(default=1)
+    inserted_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class ItemRow(SQLModel, table=True):
+    """One size of a product: what is actually sold."""
+
+    __tablename__ = "items"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sku: str = Field(max_length=32, unique=True)
+    size: str = Field(max_length=16)
+    product_id: int = Field(foreign_key="products.id", index=True)
+    inserted_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class ItemAvailabilityRow(SQLModel, table=True):
+    __tablename__ = "item_availabilities"
+    __table_args__ = (CheckConstraint("available_count >= 0", name="available_count_not_negative"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="items.id", unique=True)
+    available_count: int
+    version: int = Field(default=1)
+    inserted_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class OrderRow(SQLModel, table=True):
+    """One row per pair sold, written in the same transaction as the decrement."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        # At most one pair of each size per shopper.
+        UniqueConstraint("shopper_id", "item_id", name="orders_one_pair_per_size"),
+        # A repeated purchase (same shopper, same key) finds its first result instead of selling again.
+        UniqueConstraint("shopper_id", "idempotency_key", "line", name="orders_idempotency_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    shopper_id: str = Field(max_length=64)
+    item_id: int = Field(foreign_key="items.id", index=True)
+    product_id: int = Field(foreign_key="products.id")
+    idempotency_key: str = Field(max_length=128)
+    line: int = Field(default=0)  # position of the unit in its purchase
+    # The item's count and version right after this sale: the purchase's result, kept for replays.
+    available_count_after: int
+    version_after: int
+    inserted_at: datetime = _timestamp()
+
+
+class ShopperProductPairsRow(SQLModel, table=True):
+    """Pairs of one product bought by one shopper: a row the database locks, so that one
+    shopper's concurrent purchases cannot pass the per-product limit together."""
+
+    __tablename__ = "shopper_product_pairs"
+    __table_args__ = (CheckConstraint("pairs >= 0", name="pairs_not_negative"),)
+
+    shopper_id: str = Field(max_length=64, primary_key=True)
+    product_id: int = Field(foreign_key="products.id", primary_key=True)
+    pairs: int = Field(default=0)

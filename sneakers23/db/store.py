@@ -1,0 +1,235 @@
+"""Reads and writes of the shop's truth. Selling is decided here, by the database, atomically."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, Engine, and_, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
+from sneakers23.domain.catalog import Item, Product, complete_products
+from sneakers23.domain.changes import ProductReleased
+from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
+from sneakers23.errors import NotFound
+
+products_t = ProductRow.__table__
+items_t = ItemRow.__table__
+availability_t = ItemAvailabilityRow.__table__
+orders_t = OrderRow.__table__
+pairs_t = ShopperProductPairsRow.__table__
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+def load_products(connection: Connection) -> list[Product]:
+    """The complete products: every product with every item and its count, in display order."""
+    products = [
+        Product(
+            id=row.id, sku=row.sku, order=row.order, brand=row.brand, name=row.name, color=row.color,
+            price_usd=row.price_usd, main_image_url=row.main_image_url, released=bool(row.released),
+            version=row.version,
+        )
+        for row in connection.execute(select(products_t))
+    ]
+    items = [
+        Item(id=row.id, sku=row.sku, size=row.size, product_id=row.product_id,
+             available_count=row.available_count, version=row.version)
+        for row in connection.execute(
+            select(items_t.c.id, items_t.c.sku, items_t.c.size, items_t.c.product_id,
+                   availability_t.c.available_count, availability_t.c.version)
+            .join(availability_t, availability_t.c.item_id == items_t.c.id)
+        )
+    ]
+    return complete_products(products, items)
+
+
+def count_products(connection: Connection) -> int:
+    return connection.execute(select(func.count()).select_from(products_t)).scalar_one()
+
+
+# --- release -----------------------------------------------------------------------------------
+
+def release(connection: Connection, product_id: int) -> tuple[ProductReleased, bool]:
+    """Release a product. Idempotent: releasing it again changes nothing and returns its state.
+
+    Returns the change (with the row's version) and whether this call released it.
+    """
+    version = connection.execute(
+        update(products_t)
+        .where(products_t.c.id == product_id, products_t.c.released.is_(False))
+        .values(released=True, version=products_t.c.version + 1, updated_at=_now())
+        .returning(products_t.c.version)
+    ).scalar_one_or_none()
+    if version is not None:
+        return ProductReleased(product_id=product_id, released=True, version=version), True
+    row = connection.execute(
+        select(products_t.c.released, products_t.c.version).where(products_t.c.id == product_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"there is no product {product_id}")
+    return ProductReleased(product_id=product_id, released=bool(row.released), version=row.version), False
+
+
+# --- purchase ----------------------------------------------------------------------------------
+
+class _Refused(Exception):
+    """Raised inside the purchase transaction so that it rolls back entirely."""
+
+    def __init__(self, result: PurchaseResult):
+        self.result = result
+
+
+def purchase(
+    engine: Engine, shopper_id: str, item_ids: list[int], idempotency_key: str | None, max_pairs_per_product: int
+) -> PurchaseResult:
+    """Sell one pair of each item to the shopper, all or nothing, in one transaction.
+
+    Every unit is a conditional decrement (`available_count > 0` and the product released), so the
+    database never sells a pair it does not have, whatever any cache believes. Per-shopper limits
+    are enforced by a locked counter row and a unique index, so a shopper's concurrent requests
+    cannot pass them together. A repeated idempotency key returns the first purchase's result.
+    """
+    key = idempotency_key or uuid.uuid4().hex
+    try:
+        with engine.begin() as connection:
+            return _purchase_in(connection, shopper_id, item_ids, key, idempotency_key is not None,
+                                max_pairs_per_product)
+    except _Refused as refused:
+        return refused.result
+    except IntegrityError:
+        # A concurrent request with the same key or for the same size won the race; both are
+        # caught by unique indexes. Look again, in a fresh transaction, at what it committed.
+        with engine.begin() as connection:
+            replay = _replay(connection, shopper_id, key) if idempotency_key else None
+            if replay is not None:
+                return replay
+            owned = _sizes_owned(connection, shopper_id, item_ids)
+        return PurchaseResult.refused(Refusal.LIMIT_REACHED, owned[0] if owned else item_ids[0])
+
+
+def _purchase_in(
+    connection: Connection, shopper_id: str, item_ids: list[int], key: str, keyed: bool, max_pairs: int
+) -> PurchaseResult:
+    def refuse(refusal: Refusal, item_id: int):
+        if refusal is Refusal.LIMIT_REACHED and keyed:
+            # The limit may have been reached by this very purchase, sent before: replay it.
+            replay = _replay(connection, shopper_id, key)
+            if replay is not None:
+                raise _Refused(replay)
+        raise _Refused(PurchaseResult.refused(refusal, item_id))
+
+    if keyed and (replay := _replay(connection, shopper_id, key)) is not None:
+        return replay
+
+    # Read what is asked for. The count read here only turns away the obviously sold out early,
+    # without taking any lock; the decrement below decides.
+    rows = {
+        row.id: row
+        for row in connection.execute(
+            select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count)
+            .join(products_t, products_t.c.id == items_t.c.product_id)
+            .join(availability_t, availability_t.c.item_id == items_t.c.id)
+            .where(items_t.c.id.in_(set(item_ids)))
+        )
+    }
+    seen: set[int] = set()
+    pairs_per_product: dict[int, int] = {}
+    for item_id in item_ids:
+        row = rows.get(item_id)
+        if row is None:
+            refuse(Refusal.UNKNOWN_ITEM, item_id)
+        if not row.released:
+            refuse(Refusal.NOT_RELEASED, item_id)
+        if item_id in seen:
+            refuse(Refusal.LIMIT_REACHED, item_id)  # one pair per size
+        seen.add(item_id)
+        pairs_per_product[row.product_id] = pairs_per_product.get(row.product_id, 0) + 1
+    for item_id in item_ids:
+        if rows[item_id].available_count <= 0:
+            refuse(Refusal.SOLD_OUT, item_id)
+
+    # Per-shopper limits. The counter row is locked until commit (in sorted order, so two
+    # purchases never wait for each other in a circle): the shopper's concurrent purchases of the
+    # same product queue here, and each sees what the one before it committed.
+    for product_id in sorted(pairs_per_product):
+        wanted = pairs_per_product[product_id]
+        first_item = next(i for i in item_ids if rows[i].product_id == product_id)
+        if wanted > max_pairs or not _add_pairs(connection, shopper_id, product_id, wanted, max_pairs):
+            refuse(Refusal.LIMIT_REACHED, first_item)
+    owned = _sizes_owned(connection, shopper_id, item_ids)
+    if owned:
+        refuse(Refusal.LIMIT_REACHED, owned[0])
+
+    # The sale: one atomic conditional decrement per unit, in item order (a fixed lock order).
+    after: dict[int, tuple[int, int]] = {}
+    for item_id in sorted(item_ids):
+        product_id = rows[item_id].product_id
+        sold = connection.execute(
+            update(availability_t)
+            .where(
+                availability_t.c.item_id == item_id,
+                availability_t.c.available_count > 0,
+                exists().where(and_(products_t.c.id == product_id, products_t.c.released.is_(True))),
+            )
+            .values(available_count=availability_t.c.available_count - 1,
+                    version=availability_t.c.version + 1, updated_at=_now())
+            .returning(availability_t.c.available_count, availability_t.c.version)
+        ).one_or_none()
+        if sold is None:
+            released = connection.execute(
+                select(products_t.c.released).where(products_t.c.id == product_id)
+            ).scalar_one()
+            refuse(Refusal.SOLD_OUT if released else Refusal.NOT_RELEASED, item_id)
+        after[item_id] = (sold.available_count, sold.version)
+
+    now = _now()
+    units = []
+    for line, item_id in enumerate(item_ids):
+        count, version = after[item_id]
+        order_id = connection.execute(
+            orders_t.insert()
+            .values(shopper_id=shopper_id, item_id=item_id, product_id=rows[item_id].product_id,
+                    idempotency_key=key, line=line, available_count_after=count, version_after=version,
+                    inserted_at=now)
+            .returning(orders_t.c.id)
+        ).scalar_one()
+        units.append(SoldUnit(order_id, item_id, rows[item_id].product_id, count, version))
+    return PurchaseResult.sold(tuple(units))
+
+
+def _add_pairs(connection: Connection, shopper_id: str, product_id: int, wanted: int, max_pairs: int) -> bool:
+    """Count `wanted` more pairs of the product for the shopper, unless that passes the limit."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(pairs_t).values(shopper_id=shopper_id, product_id=product_id, pairs=wanted)
+    statement = statement.on_conflict_do_update(
+        index_elements=[pairs_t.c.shopper_id, pairs_t.c.product_id],
+        set_={"pairs": pairs_t.c.pairs + statement.excluded.pairs},
+        where=pairs_t.c.pairs + statement.excluded.pairs <= max_pairs,
+    ).returning(pairs_t.c.pairs)
+    return connection.execute(statement).scalar_one_or_none() is not None
+
+
+def _sizes_owned(connection: Connection, shopper_id: str, item_ids: list[int]) -> list[int]:
+    owned = set(connection.execute(
+        select(orders_t.c.item_id).where(orders_t.c.shopper_id == shopper_id, orders_t.c.item_id.in_(set(item_ids)))
+    ).scalars())
+    return [item_id for item_id in item_ids if item_id in owned]
+
+
+def _replay(connection: Connection, shopper_id: str, key: str) -> PurchaseResult | None:
+    rows = connection.execute(
+        select(orders_t)
+        .where(orders_t.c.shopper_id == shopper_id, orders_t.c.idempotency_key == key)
+        .order_by(orders_t.c.line)
+    ).all()
+    if not rows:
+        return None
+    units = tuple(SoldUnit(r.id, r.item_id, r.product_id, r.available_count_after, r.version_after) for r in rows)
+    return PurchaseResult.sold(units, replayed=True)

@@ -1,0 +1,96 @@
+"""The complete-product view: products in display order, each with its sizes and their levels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
+from sneakers23.domain.levels import Level, level_for
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One size of a product, with how many pairs are left."""
+
+    id: int
+    sku: str
+    size: str
+    product_id: int
+    available_count: int
+    version: int
+
+    @property
+    def level(self) -> Level:
+        return level_for(self.available_count)
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: int
+    sku: str
+    order: int
+    brand: str
+    name: str
+    color: str
+    price_usd: int
+    main_image_url: str
+    released: bool
+    version: int
+    items: tuple[Item, ...] = ()
+
+
+def complete_products(products: Iterable[Product], items: Iterable[Item]) -> list[Product]:
+    """Products by display order (then id), each with its items sorted by id."""
+    by_product: dict[int, list[Item]] = {}
+    for item in items:
+        by_product.setdefault(item.product_id, []).append(item)
+    return [
+        replace(product, items=tuple(sorted(by_product.get(product.id, ()), key=lambda i: i.id)))
+        for product in sorted(products, key=lambda p: (p.order, p.id))
+    ]
+
+
+class Catalog:
+    """A node's in-memory copy of the inventory that only ever moves forward.
+
+    Every change carries the version of the database row it came from; a change is applied only
+    when it is newer than what is held, so late, duplicated or reordered changes are harmless.
+    """
+
+    def __init__(self, products: Iterable[Product]):
+        self._products: dict[int, Product] = {}
+        self._items: dict[int, Item] = {}
+        for product in products:
+            self._products[product.id] = replace(product, items=())
+            for item in product.items:
+                self._items[item.id] = item
+
+    def products(self) -> list[Product]:
+        return complete_products(self._products.values(), self._items.values())
+
+    def product(self, product_id: int) -> Product | None:
+        product = self._products.get(product_id)
+        if product is None:
+            return None
+        items = sorted((i for i in self._items.values() if i.product_id == product_id), key=lambda i: i.id)
+        return replace(product, items=tuple(items))
+
+    def item(self, item_id: int) -> Item | None:
+        return self._items.get(item_id)
+
+    def apply(self, change: Change) -> bool:
+        """Apply a change if it is newer than what is held; True when something changed."""
+        if isinstance(change, ProductReleased):
+            product = self._products.get(change.product_id)
+            if product is None or change.version <= product.version:
+                return False
+            self._products[product.id] = replace(product, released=change.released, version=change.version)
+            return True
+        if isinstance(change, AvailabilityChanged):
+            item = self._items.get(change.item_id)
+            if item is None or change.version <= item.version:
+                return False
+            self._items[item.id] = replace(item, available_count=change.available_count, version=change.version)
+            return True
+        raise TypeError(f"not a change: {change!r}")

@@ -1,0 +1,48 @@
+"""Change events: what happened to one database row, stamped with the row's new version."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+from sneakers23.domain.levels import Level, level_for
+
+
+@dataclass(frozen=True, slots=True)
+class ProductReleased:
+    product_id: int
+    released: bool
+    version: int
+
+    kind = "product_released"
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityChanged:
+    item_id: int
+    product_id: int
+    available_count: int
+    version: int
+
+    kind = "availability_changed"
+
+    @property
+    def level(self) -> Level:
+        return level_for(self.available_count)
+
+
+Change = Union[ProductReleased, AvailabilityChanged]
+
+_KINDS = {cls.kind: cls for cls in (ProductReleased, AvailabilityChanged)}
+
+
+def change_to_dict(change: Change) -> dict[str, Any]:
+    return {"kind": change.kind, **asdict(change)}
+
+
+def change_from_dict(data: dict[str, Any]) -> Change:
+    fields = dict(data)
+    cls = _KINDS.get(fields.pop("kind", None))
+    if cls is None:
+        raise ValueError(f"unknown change kind in {data!r}")
+    return cls(**fields)

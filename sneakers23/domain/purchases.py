@@ -1,0 +1,96 @@
+"""What a purchase asks for and what it comes back with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sneakers23.domain.changes import AvailabilityChanged
+from sneakers23.domain.levels import Level, level_for
+
+MAX_UNITS_PER_PURCHASE = 20
+MAX_SHOPPER_ID_LENGTH = 64
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
+
+
+class Refusal(StrEnum):
+    SOLD_OUT = "sold_out"
+    NOT_RELEASED = "not_released"
+    LIMIT_REACHED = "limit_reached"
+    UNKNOWN_ITEM = "unknown_item"
+
+
+_MESSAGES = {
+    Refusal.SOLD_OUT: "item {item_id} is sold out",
+    Refusal.NOT_RELEASED: "item {item_id} belongs to a product that is not released yet",
+    Refusal.LIMIT_REACHED: "the shopper has reached the purchase limit for item {item_id}",
+    Refusal.UNKNOWN_ITEM: "there is no item {item_id}",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SoldUnit:
+    """One pair sold, with the item's count and version right after the sale."""
+
+    order_id: int
+    item_id: int
+    product_id: int
+    available_count: int
+    version: int
+
+    @property
+    def level(self) -> Level:
+        return level_for(self.available_count)
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseResult:
+    """Either every unit was sold (`units`), or none was and `refusal` says why."""
+
+    units: tuple[SoldUnit, ...] = ()
+    refusal: Refusal | None = None
+    refused_item_id: int | None = None
+    replayed: bool = False  # a repeated idempotency key: the first purchase's result, nothing sold now
+    changes: tuple[AvailabilityChanged, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def message(self) -> str:
+        if self.refusal is None:
+            return f"sold {len(self.units)} pair(s)"
+        return _MESSAGES[self.refusal].format(item_id=self.refused_item_id)
+
+    @classmethod
+    def refused(cls, refusal: Refusal, item_id: int) -> "PurchaseResult":
+        return cls(refusal=refusal, refused_item_id=item_id)
+
+    @classmethod
+    def sold(cls, units: tuple[SoldUnit, ...], replayed: bool = False) -> "PurchaseResult":
+        # The newest state of each item: the last unit sold of it carries the highest version.
+        latest: dict[int, SoldUnit] = {}
+        for unit in units:
+            if unit.item_id not in latest or unit.version > latest[unit.item_id].version:
+                latest[unit.item_id] = unit
+        changes = tuple(
+            AvailabilityChanged(u.item_id, u.product_id, u.available_count, u.version)
+            for u in sorted(latest.values(), key=lambda u: u.item_id)
+        )
+        return cls(units=units, replayed=replayed, changes=changes)
+
+
+def validate_purchase(shopper_id: str, item_ids: list[int], idempotency_key: str | None) -> None:
+    """Reject malformed requests before they reach the database."""
+    if not isinstance(shopper_id, str) or not shopper_id or len(shopper_id) > MAX_SHOPPER_ID_LENGTH:
+        raise ValueError(f"a shopper id is 1 to {MAX_SHOPPER_ID_LENGTH} characters")
+    if not item_ids:
+        raise ValueError("a purchase needs at least one item")
+    if len(item_ids) > MAX_UNITS_PER_PURCHASE:
+        raise ValueError(f"a purchase holds at most {MAX_UNITS_PER_PURCHASE} pairs")
+    for item_id in item_ids:
+        if isinstance(item_id, bool) or not isinstance(item_id, int):
+            raise ValueError(f"item ids are whole numbers, not {item_id!r}")
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH):
+        raise ValueError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")

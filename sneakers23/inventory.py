@@ -1,0 +1,121 @@
+"""The inventory: the one business API that pages, channels, jobs and the CLI call.
+
+It knows the shop's operations (complete products, release, purchase, sell, seed), not the web or
+the command line. Writes go to the database, which decides; nothing here decides from memory.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+from sqlalchemy import Engine
+
+from sneakers23.db import seeds, store
+from sneakers23.db.engine import make_engine, translated_errors
+from sneakers23.domain.catalog import Item, Product
+from sneakers23.domain.changes import ProductReleased
+from sneakers23.domain.levels import Level, level_for
+from sneakers23.domain.purchases import PurchaseResult, validate_purchase
+from sneakers23.errors import NotFound
+from sneakers23.settings import Settings, get_settings
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOutcome:
+    change: ProductReleased
+    newly_released: bool  # False when the product was already out: nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class SellReport:
+    """What `sell` did: pairs sold one by one, each to its own synthetic shopper."""
+
+    item: Item
+    requested: int
+    sold: int
+    available_count: int | None  # right after the last pair sold; None when none was
+    refused: PurchaseResult | None  # why it stopped early, if it did
+
+    @property
+    def level(self) -> Level | None:
+        return None if self.available_count is None else level_for(self.available_count)
+
+
+class Inventory:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+    def _errors(self):
+        return translated_errors(self.settings.database_url)
+
+    # --- reads ---
+
+    def complete_products(self) -> list[Product]:
+        with self._errors(), self.engine.connect() as connection:
+            return store.load_products(connection)
+
+    def item(self, item_id: int) -> Item:
+        for product in self.complete_products():
+            for item in product.items:
+                if item.id == item_id:
+                    return item
+        raise NotFound(f"there is no item {item_id}")
+
+    # --- writes ---
+
+    def release(self, product_id: int) -> ReleaseOutcome:
+        with self._errors(), self.engine.begin() as connection:
+            change, newly = store.release(connection, product_id)
+        return ReleaseOutcome(change, newly)
+
+    def purchase(self, shopper_id: str, item_ids: list[int], idempotency_key: str | None = None) -> PurchaseResult:
+        """Sell one pair of each item to the shopper, all or nothing (see db.store.purchase)."""
+        item_ids = list(item_ids)
+        validate_purchase(shopper_id, item_ids, idempotency_key)
+        with self._errors():
+            return store.purchase(self.engine, shopper_id, item_ids, idempotency_key,
+                                  self.settings.max_pairs_per_product)
+
+    def sell(self, item_id: int, count: int = 1, on_sold: Callable[[PurchaseResult], None] | None = None) -> SellReport:
+        """Sell up to `count` pairs of an item through the purchase path, one synthetic shopper each.
+
+        Stops at the first refusal (sold out, not released) and says why.
+        """
+        if count < 1:
+            raise ValueError("the count of pairs to sell is at least 1")
+        item = self.item(item_id)
+        sold, available_count = 0, None
+        for _ in range(count):
+            result = self.purchase(f"mock-{uuid.uuid4().hex}", [item_id])
+            if not result.ok:
+                return SellReport(item, count, sold, available_count, result)
+            sold += 1
+            available_count = result.units[0].available_count
+            if on_sold is not None:
+                on_sold(result)
+        return SellReport(item, count, sold, available_count, None)
+
+    def seed(self, random_seed: int | None = None, reset: bool = False) -> int:
+        with self._errors(), self.engine.begin() as connection:
+            return seeds.seed(connection, random_seed=random_seed, reset=reset)
+
+    def is_seeded(self) -> bool:
+        with self._errors(), self.engine.connect() as connection:
+            return store.count_products(connection) > 0
+
+    def upgrade_schema(self) -> None:
+        from sneakers23.db import migrate
+
+        with self._errors():
+            migrate.upgrade(self.engine)

@@ -1,0 +1,105 @@
+"""Test databases: every database test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from SNEAKERS23_TEST_POSTGRES_URL, or else from a throwaway server that this
+session starts from the machine's PostgreSQL binaries. Where neither is possible the PostgreSQL
+tests are skipped on a developer's machine, and fail in CI (CI=true): CI never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from sneakers23.db import migrate
+from sneakers23.db.engine import make_engine
+from sneakers23.inventory import Inventory
+from sneakers23.settings import Settings
+from tests.support import postgres
+
+SEED = 23
+
+
+def _postgres_required() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true") or bool(os.environ.get("SNEAKERS23_REQUIRE_POSTGRES"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a PostgreSQL server's maintenance database, for creating test databases."""
+    given = os.environ.get("SNEAKERS23_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    bindir = postgres.find_bindir()
+    if bindir is None:
+        reason = "no PostgreSQL server binaries here and SNEAKERS23_TEST_POSTGRES_URL is not set"
+        if _postgres_required():
+            pytest.fail(reason + " (CI must run the PostgreSQL tests)")
+        pytest.skip(reason)
+    server = postgres.start(bindir)  # a failure to start fails the tests, everywhere
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url):
+    """A migrated database that each test's database is copied from (CREATE DATABASE … TEMPLATE)."""
+    admin = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    name = f"sneakers23_template_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(_with_database(postgres_url, name))
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield admin, name
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _with_database(url: str, name: str) -> str:
+    return make_url(url).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    """An empty, migrated database of each kind, new for every test."""
+    if request.param == "sqlite":
+        path = tmp_path / "shop.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    admin, template = request.getfixturevalue("postgres_template")
+    name = f"sneakers23_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield _with_database(request.getfixturevalue("postgres_url"), name)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(database_url) -> Settings:
+    return Settings(database_url=database_url, max_pairs_per_product=2)
+
+
+@pytest.fixture
+def inventory(settings):
+    """The inventory API on a freshly seeded database (both products unreleased)."""
+    inventory = Inventory(settings)
+    inventory.seed(random_seed=SEED)
+    yield inventory
+    inventory.close()

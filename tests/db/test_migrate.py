@@ -1,0 +1,39 @@
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
+
+from sneakers23.db import migrate
+from sneakers23.db.engine import make_engine
+
+
+def test_upgrade_builds_exactly_the_models_schema(database_url):
+    engine = make_engine(database_url)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+    engine.dispose()
+
+
+def test_downgrade_and_upgrade_again(database_url):
+    engine = make_engine(database_url)
+    migrate.downgrade(engine, "base")
+    assert "products" not in inspect(engine).get_table_names()
+    migrate.upgrade(engine)
+    assert {"products", "items", "item_availabilities", "orders"} <= set(inspect(engine).get_table_names())
+    migrate.upgrade(engine)  # at head already: nothing to do
+    engine.dispose()
+
+
+def test_the_database_refuses_negative_stock_and_a_second_availability_row(inventory):
+    with pytest.raises(IntegrityError):
+        with inventory.engine.begin() as connection:
+            connection.execute(text("UPDATE item_availabilities SET available_count = -1 WHERE item_id = 1"))
+    with pytest.raises(IntegrityError):
+        with inventory.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO item_availabilities (item_id, available_count, version, inserted_at, updated_at) "
+                "VALUES (1, 5, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ))

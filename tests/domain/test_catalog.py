@@ -1,0 +1,70 @@
+from dataclasses import replace
+
+from sneakers23.domain.catalog import Catalog, Item, Product, complete_products
+from sneakers23.domain.changes import AvailabilityChanged, ProductReleased, change_from_dict, change_to_dict
+from sneakers23.domain.levels import Level
+
+
+def product(id, order, released=False, version=1):
+    return Product(id=id, sku=f"P{id}", order=order, brand="b", name=f"p{id}", color="c", price_usd=100,
+                   main_image_url="", released=released, version=version)
+
+
+def item(id, product_id, count=300, version=1):
+    return Item(id=id, sku=f"I{id}", size="9", product_id=product_id, available_count=count, version=version)
+
+
+def test_products_sorted_by_order_then_id_and_items_by_id():
+    products = [product(3, order=1), product(1, order=5), product(2, order=1)]
+    items = [item(9, 1), item(4, 2), item(7, 1), item(5, 3), item(2, 1)]
+    view = complete_products(products, items)
+    assert [p.id for p in view] == [2, 3, 1]
+    assert [[i.id for i in p.items] for p in view] == [[4], [5], [2, 7, 9]]
+
+
+def test_a_product_without_items_has_none():
+    assert complete_products([product(1, 0)], []) == [product(1, 0)]
+
+
+def test_item_level_follows_its_count():
+    assert item(1, 1, count=0).level is Level.OUT
+    assert item(1, 1, count=149).level is Level.LOW
+
+
+def catalog():
+    return Catalog([replace(product(1, 0), items=(item(1, 1), item(2, 1)))])
+
+
+def test_newer_changes_apply_and_older_or_repeated_ones_do_not():
+    c = catalog()
+    assert c.apply(AvailabilityChanged(item_id=1, product_id=1, available_count=250, version=3))
+    assert not c.apply(AvailabilityChanged(item_id=1, product_id=1, available_count=260, version=2))  # late
+    assert not c.apply(AvailabilityChanged(item_id=1, product_id=1, available_count=250, version=3))  # duplicate
+    assert c.item(1).available_count == 250 and c.item(1).version == 3
+    assert c.apply(ProductReleased(product_id=1, released=True, version=2))
+    assert not c.apply(ProductReleased(product_id=1, released=True, version=2))
+    assert c.product(1).released
+
+
+def test_any_order_of_the_same_changes_ends_in_the_same_state():
+    changes = [AvailabilityChanged(item_id=2, product_id=1, available_count=300 - v, version=v) for v in range(2, 12)]
+    changes += [ProductReleased(product_id=1, released=True, version=2)]
+    forward, backward, doubled = catalog(), catalog(), catalog()
+    for change in changes:
+        forward.apply(change)
+    for change in reversed(changes):
+        backward.apply(change)
+    for change in changes + changes[::2]:
+        doubled.apply(change)
+    assert forward.products() == backward.products() == doubled.products()
+    assert forward.item(2).available_count == 289 and forward.item(2).version == 11
+
+
+def test_changes_for_unknown_rows_are_ignored():
+    assert not catalog().apply(AvailabilityChanged(item_id=99, product_id=1, available_count=1, version=9))
+    assert not catalog().apply(ProductReleased(product_id=99, released=True, version=9))
+
+
+def test_changes_round_trip_through_plain_dicts():
+    for change in (ProductReleased(1, True, 2), AvailabilityChanged(3, 1, 0, 7)):
+        assert change_from_dict(change_to_dict(change)) == change

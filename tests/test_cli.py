@@ -1,0 +1,141 @@
+"""The `sneakers23` command, run as a user runs it: a separate process, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
+
+
+def run(database_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SNEAKERS23_DATABASE_URL": database_url}
+    result = subprocess.run([str(SNEAKERS23), *args], capture_output=True, text=True, env=env, timeout=60)
+    assert "Traceback" not in result.stderr
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def fails(database_url: str, *args: str, code: int = 1) -> str:
+    """Runs a command that must fail: one line on stderr, a non-zero exit, nothing on stdout."""
+    result = run(database_url, *args, ok=False)
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == ""
+    return result.stderr.strip()
+
+
+def catalog(database_url: str) -> list[dict]:
+    return json.loads(run(database_url, "products", "--json").stdout)
+
+
+def test_upgrade_creates_the_schema_on_a_new_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    assert "up to date" in run(url, "db", "upgrade").stdout
+    assert "up to date" in run(url, "db", "upgrade").stdout  # again: nothing to do
+    assert "seeded 26 items" in run(url, "db", "seed").stdout
+
+
+def test_the_default_database_is_a_sqlite_file_in_the_working_directory(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SNEAKERS23_DATABASE_URL"}
+    for args in (["db", "upgrade"], ["db", "seed"]):
+        subprocess.run([str(SNEAKERS23), *args], cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert (tmp_path / "sneakers23.db").exists()
+
+
+def test_seed_and_products(database_url):
+    assert run(database_url, "db", "seed", "--random-seed", "5").stdout == "seeded 26 items\n"
+    products = catalog(database_url)
+    assert [p["sku"] for p in products] == ["SHU6000", "SHU6100"]
+    assert set(products[0]) == {"id", "sku", "name", "brand", "color", "price_usd", "released", "items"}
+    assert set(products[0]["items"][0]) == {"id", "sku", "size", "available_count", "level"}
+    assert products[0]["items"][0]["sku"] == "SHU6001" and products[0]["price_usd"] == 120
+
+    table = run(database_url, "products").stdout
+    assert "Product 1  SHU6000  Snks 23 Hop Man 3 (yellow/blue)  $120  coming soon" in table
+    first = products[0]["items"][0]
+    assert f"{first['id']:>4}  SHU6001  " in table and table.count("SHU61") == 14  # the product and its 13 sizes
+
+    fails_with = fails(database_url, "db", "seed")
+    assert "already holds products" in fails_with and "--reset" in fails_with
+    assert "already seeded" in run(database_url, "db", "seed", "--if-empty").stdout
+    run(database_url, "db", "seed", "--reset", "--random-seed", "5")
+    assert catalog(database_url) == products  # the same random seed, the same stock
+
+
+def test_release(database_url):
+    run(database_url, "db", "seed")
+    assert run(database_url, "release", "1").stdout == "product 1 released (version 2)\n"
+    assert run(database_url, "release", "1", "2").stdout == (
+        "product 1 already released (version 2)\nproduct 2 released (version 2)\n"
+    )
+    assert [p["released"] for p in catalog(database_url)] == [True, True]
+
+
+def test_release_errors_release_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    run(url, "db", "upgrade")
+    run(url, "db", "seed")
+    assert "no product 9" in fails(url, "release", "1", "9")
+    assert "not a valid integer" in fails(url, "release", "abc", code=2)
+    assert "PRODUCT_ID" in fails(url, "release", code=2)
+    assert [p["released"] for p in catalog(url)] == [False, False]
+
+
+def test_sell(database_url):
+    run(database_url, "db", "seed", "--random-seed", "5")
+    item = next(i for i in catalog(database_url)[0]["items"] if i["available_count"] > 0)
+    assert "not released" in fails(database_url, "sell", str(item["id"]))
+    run(database_url, "release", "1")
+    out = run(database_url, "sell", str(item["id"]), "--count", "3").stdout
+    left = item["available_count"] - 3
+    assert out.startswith(f"sold 3 pair(s) of item {item['id']} ({item['sku']}, size {item['size']}): {left} left")
+    after = next(i for i in catalog(database_url)[0]["items"] if i["id"] == item["id"])
+    assert after["available_count"] == left
+
+
+def test_sell_until_sold_out_reports_where_it_stopped(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    run(url, "db", "upgrade")
+    run(url, "db", "seed", "--random-seed", "5")
+    run(url, "release", "1")
+    item = next(i for i in catalog(url)[0]["items"] if 0 < i["available_count"])
+    result = run(url, "sell", str(item["id"]), "--count", str(item["available_count"] + 2), ok=False)
+    assert result.returncode == 1
+    assert f"sold {item['available_count']} pair(s)" in result.stdout and "0 left, level out" in result.stdout
+    assert "sold out" in result.stderr and f"stopped after selling {item['available_count']}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [(["sell", "999"], 1, "no item 999"), (["sell", "x"], 2, "not a valid integer"),
+     (["sell", "1", "--count", "0"], 2, "--count"), (["nonsense"], 2, "No such command"),
+     (["products", "--bogus"], 2, "No such option")],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, code, message):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    run(url, "db", "upgrade")
+    run(url, "db", "seed")
+    assert message in fails(url, *args, code=code)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("postgresql+psycopg://nobody@127.0.0.1:1/shop", "cannot reach the database"),
+     ("postgresql+psycopg://nobody:secret@127.0.0.1:1/shop", "nobody:***@"),
+     ("not a url", "malformed database URL"),
+     ("mysql://x@localhost/shop", "unsupported database")],
+)
+def test_a_bad_database_url_is_one_clear_line(url, message):
+    error = fails(url, "products")
+    assert message in error and "secret" not in error
+
+
+def test_a_database_without_the_schema_says_to_upgrade(tmp_path):
+    assert "sneakers23 db upgrade" in fails(f"sqlite:///{tmp_path / 'empty.db'}", "products")

@@ -1,0 +1,214 @@
+"""The inventory API on SQLite and PostgreSQL: selling is decided by the database, under races."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from sneakers23.domain.purchases import Refusal
+from sneakers23.errors import NotFound
+from sneakers23.inventory import Inventory
+from tests.support import shop
+
+HOT_ITEM = 3  # product 1, size 7
+
+
+def race(settings, jobs):
+    """Run each job on its own thread with its own connection, all released at once."""
+    barrier = threading.Barrier(len(jobs))
+
+    def run(job):
+        inventory = Inventory(settings)  # its own engine, so its own database connection
+        try:
+            inventory.complete_products()  # connect before the start line
+            barrier.wait()
+            return job(inventory)
+        finally:
+            inventory.close()
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(run, jobs))
+
+
+def test_64_buyers_race_for_10_pairs(inventory, settings):
+    inventory.release(1)
+    shop.set_available(inventory, HOT_ITEM, 10)
+    results = race(settings, [lambda inv, n=n: inv.purchase(f"buyer-{n}", [HOT_ITEM]) for n in range(64)])
+    sold = [r for r in results if r.ok]
+    assert len(sold) == 10
+    assert {r.refusal for r in results if not r.ok} == {Refusal.SOLD_OUT}
+    assert shop.available(inventory, HOT_ITEM) == 0
+    assert shop.order_count(inventory, item_id=HOT_ITEM) == 10
+    # Every sale saw a different count, from 9 down to 0, each with its own version.
+    assert sorted(r.units[0].available_count for r in sold) == list(range(10))
+    assert len({r.units[0].version for r in sold}) == 10
+
+
+def test_a_multi_item_purchase_with_one_sold_out_item_changes_nothing(inventory):
+    inventory.release(1)
+    shop.set_available(inventory, 5, 0)
+    before = shop.all_counts(inventory)
+    result = inventory.purchase("shopper", [1, 5])
+    assert result.refusal is Refusal.SOLD_OUT and result.refused_item_id == 5
+    assert shop.all_counts(inventory) == before
+    assert shop.order_count(inventory) == 0
+
+
+def test_a_multi_item_purchase_rolls_back_when_the_last_pair_goes_first(inventory, settings):
+    """The sold-out check that decides is the decrement itself, not an earlier read."""
+    inventory.release(1)
+    inventory.release(2)
+    shop.set_available(inventory, 20, 1)
+    assert inventory.purchase("someone-else", [20]).ok
+    before = shop.all_counts(inventory)
+    result = inventory.purchase("shopper", [1, 20])
+    assert result.refusal is Refusal.SOLD_OUT and result.refused_item_id == 20
+    assert shop.all_counts(inventory) == before
+    assert shop.order_count(inventory, shopper_id="shopper") == 0
+
+
+def test_a_multi_item_purchase_sells_every_pair_at_once(inventory):
+    inventory.release(1)
+    inventory.release(2)
+    before = shop.all_counts(inventory)
+    result = inventory.purchase("shopper", [14, 1])
+    assert result.ok and [u.item_id for u in result.units] == [14, 1]
+    assert shop.available(inventory, 1) == before[1] - 1 and shop.available(inventory, 14) == before[14] - 1
+    assert shop.order_count(inventory, shopper_id="shopper") == 2
+
+
+def test_one_shopper_gets_one_pair_per_size(inventory):
+    inventory.release(1)
+    assert inventory.purchase("shopper", [1]).ok
+    again = inventory.purchase("shopper", [1])
+    assert again.refusal is Refusal.LIMIT_REACHED
+    assert inventory.purchase("shopper", [2, 2]).refusal is Refusal.LIMIT_REACHED
+    assert shop.order_count(inventory, shopper_id="shopper") == 1
+
+
+def test_one_shopper_gets_at_most_the_product_limit(inventory):
+    inventory.release(1)
+    assert inventory.purchase("shopper", [1, 2, 4]).refusal is Refusal.LIMIT_REACHED  # 3 > 2 at once
+    assert inventory.purchase("shopper", [1]).ok
+    assert inventory.purchase("shopper", [2]).ok
+    assert inventory.purchase("shopper", [4]).refusal is Refusal.LIMIT_REACHED
+    inventory.release(2)
+    assert inventory.purchase("shopper", [14]).ok  # the limit is per product
+    assert shop.order_count(inventory, shopper_id="shopper") == 3
+
+
+def test_one_shoppers_concurrent_requests_never_pass_the_limits(inventory, settings):
+    inventory.release(1)
+    in_stock = [i.id for i in inventory.complete_products()[0].items if i.available_count > 0]
+    sizes = in_stock[:8]
+    jobs = [lambda inv, item=item: inv.purchase("greedy", [item]) for item in sizes for _ in range(4)]
+    results = race(settings, jobs)
+    assert sum(r.ok for r in results) == 2  # settings.max_pairs_per_product
+    assert {r.refusal for r in results if not r.ok} == {Refusal.LIMIT_REACHED}
+    assert shop.order_count(inventory, shopper_id="greedy") == 2
+
+
+def test_one_shopper_racing_for_one_size_gets_one_pair(inventory, settings):
+    inventory.release(1)
+    results = race(settings, [lambda inv: inv.purchase("twin", [1]) for _ in range(16)])
+    assert sum(r.ok for r in results) == 1
+    assert shop.order_count(inventory, shopper_id="twin") == 1
+
+
+def test_a_repeated_idempotency_key_sells_once(inventory):
+    inventory.release(1)
+    before = shop.available(inventory, 1)
+    first = inventory.purchase("shopper", [1, 2], idempotency_key="checkout-1")
+    again = inventory.purchase("shopper", [1, 2], idempotency_key="checkout-1")
+    assert first.ok and again.ok and again.replayed and not first.replayed
+    assert again.units == first.units and again.changes == first.changes
+    assert shop.available(inventory, 1) == before - 1
+    assert shop.order_count(inventory, shopper_id="shopper") == 2
+
+
+def test_a_repeated_idempotency_key_sells_once_under_a_race(inventory, settings):
+    inventory.release(1)
+    results = race(settings, [lambda inv: inv.purchase("retrier", [1], idempotency_key="k") for _ in range(16)])
+    assert all(r.ok for r in results)
+    assert len({r.units for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    assert shop.order_count(inventory, shopper_id="retrier") == 1
+
+
+def test_the_same_key_from_another_shopper_is_another_purchase(inventory):
+    inventory.release(1)
+    assert not inventory.purchase("a", [1], idempotency_key="k").replayed
+    assert not inventory.purchase("b", [1], idempotency_key="k").replayed
+    assert shop.order_count(inventory, item_id=1) == 2
+
+
+def test_an_unreleased_product_cannot_be_bought(inventory):
+    before = shop.all_counts(inventory)
+    result = inventory.purchase("shopper", [14])
+    assert result.refusal is Refusal.NOT_RELEASED and "not released" in result.message
+    assert shop.all_counts(inventory) == before and shop.order_count(inventory) == 0
+
+
+def test_an_unknown_item_is_refused(inventory):
+    inventory.release(1)
+    result = inventory.purchase("shopper", [1, 999])
+    assert result.refusal is Refusal.UNKNOWN_ITEM and result.refused_item_id == 999
+    assert shop.order_count(inventory) == 0
+
+
+def test_a_sold_out_item_is_refused(inventory):
+    inventory.release(1)
+    shop.set_available(inventory, 1, 1)
+    assert inventory.purchase("first", [1]).units[0].available_count == 0
+    assert inventory.purchase("second", [1]).refusal is Refusal.SOLD_OUT
+    assert shop.available(inventory, 1) == 0
+
+
+def test_versions_grow_with_every_change(inventory):
+    product_version = shop.product_version(inventory, 1)
+    released = inventory.release(1)
+    assert released.newly_released and released.change.version == product_version + 1
+    again = inventory.release(1)  # idempotent: nothing changes, the same version comes back
+    assert not again.newly_released and again.change.version == released.change.version
+    assert shop.product_version(inventory, 1) == released.change.version
+
+    versions = [shop.availability_version(inventory, 1)]
+    for n in range(3):
+        result = inventory.purchase(f"buyer-{n}", [1])
+        versions.append(result.changes[0].version)
+        assert result.changes[0].version == shop.availability_version(inventory, 1)
+    assert versions == sorted(set(versions)) and len(versions) == 4
+
+
+def test_releasing_an_unknown_product_is_an_error(inventory):
+    with pytest.raises(NotFound, match="no product 9"):
+        inventory.release(9)
+
+
+def test_complete_products_carry_counts_and_levels(inventory):
+    shop.set_available(inventory, 1, 149)
+    shop.set_available(inventory, 2, 0)
+    products = inventory.complete_products()
+    first = products[0].items
+    assert (first[0].available_count, str(first[0].level)) == (149, "low")
+    assert (first[1].available_count, str(first[1].level)) == (0, "out")
+
+
+def test_sell_sells_pairs_one_synthetic_shopper_each(inventory):
+    inventory.release(1)
+    shop.set_available(inventory, 1, 5)
+    report = inventory.sell(1, 3)
+    assert (report.sold, report.available_count, report.refused) == (3, 2, None)
+    report = inventory.sell(1, 5)
+    assert report.sold == 2 and report.refused.refusal is Refusal.SOLD_OUT and str(report.level) == "out"
+    assert shop.order_count(inventory, item_id=1) == 5
+
+
+def test_malformed_purchases_touch_nothing(inventory):
+    with pytest.raises(ValueError):
+        inventory.purchase("", [1])
+    with pytest.raises(ValueError):
+        inventory.purchase("shopper", [])
+    assert shop.order_count(inventory) == 0
