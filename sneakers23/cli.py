@@ -10,6 +10,7 @@ import click
 from sneakers23.domain.catalog import Product
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
+from sneakers23.settings import get_settings
 
 PROG = "sneakers23"
 
@@ -31,10 +32,18 @@ class _Commands(click.Group):
             sys.exit(1)
 
 
-def _inventory(ctx: click.Context) -> Inventory:
+def _inventory(ctx: click.Context, publish: bool = False) -> Inventory:
+    """The inventory API; with publish, changes also go to the caches of a running cluster."""
     inventory = ctx.ensure_object(dict).get("inventory")
     if inventory is None:
-        inventory = ctx.obj["inventory"] = Inventory()
+        settings = get_settings()
+        replication = None
+        if publish:
+            from sneakers23 import cluster  # imports Ray: only for the commands that need it
+
+            if cluster.join(settings):
+                replication = cluster.RayReplication()
+        inventory = ctx.obj["inventory"] = Inventory(settings, replication=replication)
         ctx.call_on_close(inventory.close)
     return inventory
 
@@ -118,7 +127,7 @@ def _product_table(product: Product) -> str:
 @click.pass_context
 def release(ctx: click.Context, product_ids: tuple[int, ...]) -> None:
     """Release products: their sizes go on sale."""
-    inventory = _inventory(ctx)
+    inventory = _inventory(ctx, publish=True)
     known = {p.id for p in inventory.complete_products()}
     unknown = [str(i) for i in product_ids if i not in known]
     if unknown:  # checked first, so that a typo releases nothing
@@ -135,7 +144,7 @@ def release(ctx: click.Context, product_ids: tuple[int, ...]) -> None:
 @click.pass_context
 def sell(ctx: click.Context, item_id: int, count: int) -> None:
     """Sell pairs of an item through the purchase path, one synthetic shopper per pair."""
-    inventory = _inventory(ctx)
+    inventory = _inventory(ctx, publish=True)
     if sys.stderr.isatty() and count > 1:
         with click.progressbar(length=count, label=f"selling item {item_id}", file=sys.stderr) as bar:
             report = inventory.sell(item_id, count, on_sold=lambda _result: bar.update(1))
@@ -149,6 +158,47 @@ def sell(ctx: click.Context, item_id: int, count: int) -> None:
         raise Sneakers23Error(
             f"stopped after selling {report.sold} of {count}: {report.refused.message} ({report.refused.refusal})"
         )
+
+
+@cli.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Show the cluster's nodes, each cache's version and lag behind the database, and replication."""
+    import time
+
+    import ray
+
+    from sneakers23 import cluster
+    from sneakers23.db.engine import describe_url
+
+    inventory = _inventory(ctx)
+    database_version = inventory.database_version()
+    click.echo(f"database     {describe_url(inventory.settings.database_url)}  version {database_version}")
+    if not cluster.join(inventory.settings):
+        raise Sneakers23Error("no Ray cluster is running here (nor at RAY_ADDRESS): no cache to report on")
+    replicator = cluster.replicator()
+    if replicator is None:
+        raise Sneakers23Error("the store's replication is not running on this cluster: start the store")
+    report = ray.get(replicator.status.remote(), timeout=30)
+    now = time.time()
+    fault = report.fault
+    fault_text = (f", FAULT INJECTION ON: dropping {fault['drop_probability']:.0%} of deliveries"
+                  f" to {fault['node_id'] or 'every node'}") if fault["drop_probability"] else ""
+    click.echo(f"replication  alive, up {now - report.started_at:.0f}s: {report.published} change(s) published, "
+               f"{report.delivered} deliveries, {report.failed} failed, {report.dropped} dropped{fault_text}")
+    rows = [("NODE", "ADDRESS", "ROLE", "CACHE", "VERSION", "LAG", "LAST RESYNC")]
+    for node in report.nodes:
+        role = "head" if node.is_head else "worker"
+        if node.cache is None:
+            rows.append((node.node_id[:12], node.address, role, "DOWN", "-", "-", node.error or ""))
+            continue
+        stats = node.cache
+        resync = f"{now - stats.last_resync_at:.1f}s ago" if stats.last_resync_at else "not yet"
+        rows.append((node.node_id[:12], node.address, role, "ready", str(stats.version),
+                     str(database_version - stats.version), resync))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def main() -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import Engine
 
 from sneakers23.db import seeds, store
-from sneakers23.db.engine import make_engine, translated_errors
+from sneakers23.db.engine import make_engine, reading, translated_errors
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import ProductReleased
+from sneakers23.domain.changes import Change, ProductReleased
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import PurchaseResult, validate_purchase
 from sneakers23.errors import NotFound
@@ -44,9 +44,16 @@ class SellReport:
         return None if self.available_count is None else level_for(self.available_count)
 
 
+class Replication(Protocol):
+    """Where committed changes go next: the node caches (see sneakers23.cluster.RayReplication)."""
+
+    def publish(self, changes: Iterable[Change]) -> None: ...
+
+
 class Inventory:
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, replication: Replication | None = None):
         self.settings = settings or get_settings()
+        self.replication = replication
 
     @cached_property
     def engine(self) -> Engine:
@@ -62,7 +69,7 @@ class Inventory:
     # --- reads ---
 
     def complete_products(self) -> list[Product]:
-        with self._errors(), self.engine.connect() as connection:
+        with self._errors(), reading(self.engine) as connection:
             return store.load_products(connection)
 
     def item(self, item_id: int) -> Item:
@@ -74,9 +81,16 @@ class Inventory:
 
     # --- writes ---
 
+    def _publish(self, changes: Iterable[Change]) -> None:
+        # Only after the commit: a cache must never show what the database might still roll back.
+        if self.replication is not None:
+            self.replication.publish(changes)
+
     def release(self, product_id: int) -> ReleaseOutcome:
         with self._errors(), self.engine.begin() as connection:
             change, newly = store.release(connection, product_id)
+        if newly:
+            self._publish([change])
         return ReleaseOutcome(change, newly)
 
     def purchase(self, shopper_id: str, item_ids: list[int], idempotency_key: str | None = None) -> PurchaseResult:
@@ -84,8 +98,11 @@ class Inventory:
         item_ids = list(item_ids)
         validate_purchase(shopper_id, item_ids, idempotency_key)
         with self._errors():
-            return store.purchase(self.engine, shopper_id, item_ids, idempotency_key,
-                                  self.settings.max_pairs_per_product)
+            result = store.purchase(self.engine, shopper_id, item_ids, idempotency_key,
+                                    self.settings.max_pairs_per_product)
+        if result.ok and not result.replayed:
+            self._publish(result.changes)
+        return result
 
     def sell(self, item_id: int, count: int = 1, on_sold: Callable[[PurchaseResult], None] | None = None) -> SellReport:
         """Sell up to `count` pairs of an item through the purchase path, one synthetic shopper each.
@@ -110,8 +127,13 @@ class Inventory:
         with self._errors(), self.engine.begin() as connection:
             return seeds.seed(connection, random_seed=random_seed, reset=reset)
 
+    def database_version(self) -> int:
+        """The sum of every row's version, the figure caches are compared with."""
+        with self._errors(), reading(self.engine) as connection:
+            return store.version_total(connection)
+
     def is_seeded(self) -> bool:
-        with self._errors(), self.engine.connect() as connection:
+        with self._errors(), reading(self.engine) as connection:
             return store.count_products(connection) > 0
 
     def upgrade_schema(self) -> None:

@@ -103,3 +103,53 @@ def inventory(settings):
     inventory.seed(random_seed=SEED)
     yield inventory
     inventory.close()
+
+
+# --- Ray: one multi-node cluster for the whole session --------------------------------------------
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A head and two worker nodes on this machine, told apart by custom resources."""
+    import tempfile
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sneakers23.actors import NAMESPACE
+
+    # A short temp dir of our own (unix socket paths are limited to 107 characters).
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="s23ray-", dir="/tmp")
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False},
+    )
+    nodes = {"head": cluster.head_node}
+    for name in ("node_a", "node_b"):
+        nodes[name] = cluster.add_node(num_cpus=1, resources={name: 1})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+    cluster.named_nodes = nodes
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_settings(tmp_path_factory) -> Settings:
+    """A seeded SQLite database for the Ray tests, with product 1 released and a quick resync."""
+    path = tmp_path_factory.mktemp("ray-db") / "shop.db"
+    settings = Settings(database_url=f"sqlite:///{path}", resync_seconds=1.0, cluster="none")
+    inventory = Inventory(settings)
+    inventory.upgrade_schema()
+    inventory.seed(random_seed=SEED)
+    inventory.release(1)
+    inventory.close()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def ray_store(ray_cluster, ray_settings):
+    """The store's replication running on the cluster: every node has a loaded cache."""
+    from sneakers23.actors.replicator import start_replication
+
+    return start_replication(ray_settings, watch_seconds=0.5)

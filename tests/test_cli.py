@@ -14,7 +14,7 @@ SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 
 
 def run(database_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SNEAKERS23_DATABASE_URL": database_url}
+    env = {**os.environ, "SNEAKERS23_DATABASE_URL": database_url, "SNEAKERS23_CLUSTER": "none"}
     result = subprocess.run([str(SNEAKERS23), *args], capture_output=True, text=True, env=env, timeout=60)
     assert "Traceback" not in result.stderr
     if ok:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, ProgrammingError
 
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "sneakers23_read_only"
 
 
 def describe_url(url: str) -> str:
@@ -57,9 +58,13 @@ def _sqlite_engine(url) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        # Take the write lock at the start: a deferred transaction that reads and then writes
-        # fails with "database is locked" instead of waiting when another writer got in between.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock at the start: a deferred transaction that reads and then
+        # writes fails with "database is locked" instead of waiting when another writer got in
+        # between. Readers (see `reading`) begin deferred and never wait for writers (WAL).
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -82,3 +87,11 @@ def translated_errors(url: str) -> Iterator[None]:
         if error.connection_invalidated:
             raise DatabaseUnavailable(f"lost the connection to the database at {describe_url(url)}") from None
         raise
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: on SQLite it does not take the write lock."""
+    with engine.connect() as connection:
+        connection.execution_options(**{READ_ONLY: True})
+        yield connection

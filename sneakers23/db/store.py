@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
 from sneakers23.domain.catalog import Item, Product, complete_products
-from sneakers23.domain.changes import ProductReleased
+from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
 from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
 from sneakers23.errors import NotFound
 
@@ -233,3 +233,31 @@ def _replay(connection: Connection, shopper_id: str, key: str) -> PurchaseResult
         return None
     units = tuple(SoldUnit(r.id, r.item_id, r.product_id, r.available_count_after, r.version_after) for r in rows)
     return PurchaseResult.sold(units, replayed=True)
+
+
+# --- versions, for the node caches' anti-entropy ----------------------------------------------------
+
+def version_total(connection: Connection) -> int:
+    """The sum of every row's version: it grows by one with each change, so a cache whose own
+    total is equal holds every change (a cache never holds a version the database lacks)."""
+    products_sum = select(func.coalesce(func.sum(products_t.c.version), 0)).scalar_subquery()
+    availability_sum = select(func.coalesce(func.sum(availability_t.c.version), 0)).scalar_subquery()
+    return int(connection.execute(select(products_sum + availability_sum)).scalar_one())
+
+
+def current_changes(connection: Connection) -> list[Change]:
+    """Every row's current state as a change, for a cache to apply what it missed."""
+    changes: list[Change] = [
+        ProductReleased(product_id=row.id, released=bool(row.released), version=row.version)
+        for row in connection.execute(select(products_t.c.id, products_t.c.released, products_t.c.version))
+    ]
+    changes += [
+        AvailabilityChanged(item_id=row.item_id, product_id=row.product_id,
+                            available_count=row.available_count, version=row.version)
+        for row in connection.execute(
+            select(availability_t.c.item_id, items_t.c.product_id, availability_t.c.available_count,
+                   availability_t.c.version)
+            .join(items_t, items_t.c.id == availability_t.c.item_id)
+        )
+    ]
+    return changes

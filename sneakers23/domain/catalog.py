@@ -94,3 +94,26 @@ class Catalog:
             self._items[item.id] = replace(item, available_count=change.available_count, version=change.version)
             return True
         raise TypeError(f"not a change: {change!r}")
+
+    def version_total(self) -> int:
+        """Sum of every row's version: equal to the database's when nothing was missed."""
+        return sum(p.version for p in self._products.values()) + sum(i.version for i in self._items.values())
+
+    def reconcile(self, current: Iterable[Change]) -> tuple[list[Change], bool]:
+        """Catch up with the database's current rows: apply every newer one.
+
+        Returns the changes applied, and False when moving forward cannot reach the database's
+        state (a row unknown here, or older than here: the database was reseeded), so the caller
+        must reload instead.
+        """
+        applied: list[Change] = []
+        for change in current:
+            if isinstance(change, ProductReleased):
+                held = self._products.get(change.product_id)
+            else:
+                held = self._items.get(change.item_id)
+            if held is None or held.version > change.version:
+                return applied, False
+            if self.apply(change):
+                applied.append(change)
+        return applied, True

@@ -68,3 +68,16 @@ def test_changes_for_unknown_rows_are_ignored():
 def test_changes_round_trip_through_plain_dicts():
     for change in (ProductReleased(1, True, 2), AvailabilityChanged(3, 1, 0, 7)):
         assert change_from_dict(change_to_dict(change)) == change
+
+
+def test_reconcile_applies_what_was_missed_and_says_when_only_a_reload_helps():
+    c = catalog()
+    assert c.version_total() == 3
+    missed = AvailabilityChanged(item_id=2, product_id=1, available_count=7, version=5)
+    current = [ProductReleased(1, False, 1), AvailabilityChanged(1, 1, 300, 1), missed]
+    assert c.reconcile(current) == ([missed], True)
+    assert c.item(2).available_count == 7 and c.version_total() == 7
+    assert c.reconcile(current) == ([], True)
+    reseeded = [ProductReleased(1, False, 1), AvailabilityChanged(2, 1, 500, 1)]
+    assert c.reconcile(reseeded)[1] is False
+    assert c.reconcile([AvailabilityChanged(42, 1, 5, 1)])[1] is False

@@ -1,0 +1,174 @@
+"""The node cache: one actor per Ray node holding that node's inventory in memory.
+
+It loads everything from the database when it starts (and after every restart), applies versioned
+changes from the replication actor, heals from the database every `resync_seconds`, and lets the
+node's followers (the web replicas) read what it applied from a cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from sneakers23.actors import NAMESPACE
+from sneakers23.db import store
+from sneakers23.db.engine import make_engine, reading
+from sneakers23.domain.catalog import Catalog, Product
+from sneakers23.domain.changes import Change
+from sneakers23.domain.feed import ChangeFeed, FeedRead
+from sneakers23.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FOLLOW_TIMEOUT_S = 15.0
+
+
+def cache_name(node_id: str) -> str:
+    return f"cache-{node_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    epoch: str
+    cursor: int  # follow from here to get every change after this snapshot
+    products: list[Product]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    node_id: str
+    epoch: str
+    version: int  # the sum of the versions held: the database's minus this is the lag
+    applied: int  # changes applied from replication
+    healed: int  # changes found missing by anti-entropy and applied
+    reloads: int  # full reloads since start (the database was reseeded)
+    started_at: float
+    last_resync_at: float | None
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class NodeCache:
+    def __init__(self, settings: Settings, node_id: str):
+        self._settings = settings
+        self._node_id = node_id
+        self._engine = make_engine(settings.database_url)
+        self._catalog = self._load()  # before any call is served: a cache is never half loaded
+        self._feed = ChangeFeed()
+        self._applied = self._healed = self._reloads = 0
+        self._started_at = time.time()
+        self._last_resync_at: float | None = None
+        self._new_change: asyncio.Event | None = None
+        self._resync_task: asyncio.Task | None = None
+
+    def _load(self) -> Catalog:
+        with reading(self._engine) as connection:
+            return Catalog(store.load_products(connection))
+
+    def _running(self) -> None:
+        """Start the background work on the actor's event loop (not reachable from __init__)."""
+        if self._resync_task is None:
+            self._new_change = asyncio.Event()
+            self._resync_task = asyncio.get_running_loop().create_task(self._resync_forever())
+
+    def _publish_to_followers(self, changes: list[Change]) -> None:
+        for change in changes:
+            self._feed.append(change)
+        if changes:
+            self._wake_followers()
+
+    def _wake_followers(self) -> None:
+        woken, self._new_change = self._new_change, asyncio.Event()
+        woken.set()
+
+    # --- what the replication actor calls ---
+
+    async def apply(self, changes: list[Change]) -> int:
+        """Apply the changes newer than what is held; returns how many were."""
+        self._running()
+        applied = [change for change in changes if self._catalog.apply(change)]
+        self._applied += len(applied)
+        self._publish_to_followers(applied)
+        return len(applied)
+
+    # --- what readers and followers call ---
+
+    async def snapshot(self) -> Snapshot:
+        self._running()
+        return Snapshot(self._feed.epoch, self._feed.cursor, self._catalog.products())
+
+    async def follow(self, epoch: str, cursor: int, timeout_s: float = FOLLOW_TIMEOUT_S) -> tuple[FeedRead, Snapshot | None]:
+        """The changes applied after (epoch, cursor), waiting up to timeout_s for one.
+
+        When the follower cannot continue from its cursor (a restart, a reload, or it fell too far
+        behind), it gets a snapshot to start again from.
+        """
+        self._running()
+        read = self._feed.read(epoch, cursor)
+        if not read.reset and not read.changes:
+            new_change = self._new_change
+            try:
+                await asyncio.wait_for(new_change.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+            read = self._feed.read(epoch, cursor)
+        if read.reset:
+            return read, Snapshot(self._feed.epoch, self._feed.cursor, self._catalog.products())
+        return read, None
+
+    async def stats(self) -> CacheStats:
+        self._running()
+        return CacheStats(self._node_id, self._feed.epoch, self._catalog.version_total(), self._applied,
+                          self._healed, self._reloads, self._started_at, self._last_resync_at)
+
+    # --- anti-entropy ---
+
+    async def resync(self) -> int:
+        """Catch up with the database; returns how many missed changes were found."""
+        self._running()
+        total = await asyncio.to_thread(self._database_version)
+        self._last_resync_at = time.time()
+        if total == self._catalog.version_total():
+            return 0  # the common case: one cheap query, nothing missed
+        current = await asyncio.to_thread(self._database_rows)
+        healed, consistent = self._catalog.reconcile(current)
+        self._healed += len(healed)
+        self._publish_to_followers(healed)
+        if not consistent:
+            log.warning("node cache %s: the database went back in versions (reseeded?): reloading", self._node_id)
+            self._catalog = await asyncio.to_thread(self._load)
+            self._feed.new_epoch()
+            self._reloads += 1
+            self._wake_followers()
+        return len(healed)
+
+    def _database_version(self) -> int:
+        with reading(self._engine) as connection:
+            return store.version_total(connection)
+
+    def _database_rows(self) -> list[Change]:
+        with reading(self._engine) as connection:
+            return store.current_changes(connection)
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.resync_seconds)
+            try:
+                await self.resync()
+            except Exception as error:  # the database may be away for a while: keep serving, retry
+                log.warning("node cache %s: resync failed: %s", self._node_id, error)
+
+
+def cache_for_node(node_id: str, settings: Settings):
+    """The cache actor of a node: found by name, or created there (pinned, detached, restartable)."""
+    return NodeCache.options(
+        name=cache_name(node_id),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+    ).remote(settings, node_id)

@@ -1,0 +1,163 @@
+"""The replication actor: carries every change to the cache of every node.
+
+It also keeps the set of caches equal to the set of live nodes: a node that joins gets a cache
+within `watch_seconds` without anyone acting, and the cache of a node that died is let go. A change
+goes to each cache once per publish; caches apply only newer versions, so nothing loops or applies
+twice, and a delivery that is lost anyway is healed by the caches' anti-entropy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import ray
+
+from sneakers23.actors import NAMESPACE
+from sneakers23.actors.node_cache import CacheStats, cache_for_node
+from sneakers23.domain.changes import Change
+from sneakers23.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPLICATOR_NAME = "replicator"
+WATCH_SECONDS = 1.0
+STATS_TIMEOUT_S = 3.0
+
+
+@dataclass
+class NodeStatus:
+    node_id: str
+    address: str
+    is_head: bool
+    cache: CacheStats | None
+    error: str | None = None
+
+
+@dataclass
+class ReplicationStatus:
+    published: int
+    delivered: int
+    failed: int
+    dropped: int
+    fault: dict
+    started_at: float
+    nodes: list[NodeStatus] = field(default_factory=list)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class Replicator:
+    def __init__(self, settings: Settings, watch_seconds: float = WATCH_SECONDS):
+        self._settings = settings
+        self._watch_seconds = watch_seconds
+        self._caches: dict[str, ray.actor.ActorHandle] = {}
+        self._nodes: dict[str, dict] = {}
+        self._published = self._delivered = self._failed = self._dropped = 0
+        # Fault injection, for tests and drills: drop deliveries on purpose.
+        self._drop_probability = 0.0
+        self._drop_node: str | None = None
+        self._started_at = time.time()
+        self._watch_task: asyncio.Task | None = None
+        self._pending: set[asyncio.Task] = set()
+
+    def _running(self) -> None:
+        if self._watch_task is None:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch_forever())
+
+    async def ready(self) -> list[str]:
+        """Returns once every live node has a loaded cache; the node ids."""
+        self._running()
+        await self._sync_nodes()
+        await asyncio.gather(*(cache.stats.remote() for cache in self._caches.values()))
+        return sorted(self._caches)
+
+    async def publish(self, changes: list[Change]) -> int:
+        """Send the changes to every node's cache; returns once sent (not applied)."""
+        self._running()
+        self._published += len(changes)
+        sent = 0
+        for node_id, cache in list(self._caches.items()):
+            if self._drop_probability and self._drop_node in (None, node_id) \
+                    and random.random() < self._drop_probability:
+                self._dropped += 1
+                continue
+            task = asyncio.ensure_future(self._deliver(cache, changes))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            sent += 1
+        return sent
+
+    async def _deliver(self, cache, changes: list[Change]) -> None:
+        try:
+            await cache.apply.remote(changes)
+            self._delivered += 1
+        except Exception as error:  # a dying node's cache; anti-entropy heals whatever else
+            self._failed += 1
+            log.info("delivery failed: %s", error)
+
+    async def set_fault(self, drop_probability: float = 0.0, node_id: str | None = None) -> None:
+        """Drop this share of deliveries (to one node's cache, or to all); 0 turns it off."""
+        if not 0.0 <= drop_probability <= 1.0:
+            raise ValueError("drop_probability is between 0 and 1")
+        self._drop_probability, self._drop_node = drop_probability, node_id
+
+    async def caches(self) -> dict[str, ray.actor.ActorHandle]:
+        self._running()
+        return dict(self._caches)
+
+    async def status(self) -> ReplicationStatus:
+        self._running()
+        nodes = []
+        for node_id, cache in sorted(self._caches.items()):
+            node = self._nodes.get(node_id, {})
+            status = NodeStatus(node_id, node.get("NodeManagerAddress", "?"), _is_head(node), None)
+            try:
+                status.cache = await asyncio.wait_for(cache.stats.remote(), STATS_TIMEOUT_S)
+            except Exception as error:
+                status.error = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            nodes.append(status)
+        fault = {"drop_probability": self._drop_probability, "node_id": self._drop_node}
+        return ReplicationStatus(self._published, self._delivered, self._failed, self._dropped, fault,
+                                 self._started_at, nodes)
+
+    async def _watch_forever(self) -> None:
+        while True:
+            try:
+                await self._sync_nodes()
+            except Exception as error:
+                log.warning("watching the nodes failed: %s", error)
+            await asyncio.sleep(self._watch_seconds)
+
+    async def _sync_nodes(self) -> None:
+        nodes = await asyncio.to_thread(ray.nodes)
+        alive = {n["NodeID"]: n for n in nodes if n.get("Alive")}
+        self._nodes = alive
+        for node_id in alive.keys() - self._caches.keys():
+            # Registered before it finishes loading: changes published from now on queue for it,
+            # and everything committed before is in what it loads.
+            self._caches[node_id] = await asyncio.to_thread(cache_for_node, node_id, self._settings)
+            log.info("node %s joined: its cache is starting", node_id)
+        for node_id in self._caches.keys() - alive.keys():
+            cache = self._caches.pop(node_id)
+            log.info("node %s is gone: letting its cache go", node_id)
+            try:
+                ray.kill(cache, no_restart=True)  # frees its name; it cannot come back there
+            except Exception:
+                pass
+
+
+def _is_head(node: dict) -> bool:
+    return any(key.startswith("node:__internal_head__") for key in node.get("Resources", {}))
+
+
+def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS):
+    """The cluster's replication actor, started if it is not running; returns when every node's
+    cache is loaded."""
+    replicator = Replicator.options(
+        name=REPLICATOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(settings, watch_seconds)
+    ray.get(replicator.ready.remote())
+    return replicator

@@ -1,0 +1,155 @@
+"""Node caches and replication on a real three-node Ray cluster (head, node_a, node_b)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import ray
+
+from sneakers23.cluster import RayReplication
+from sneakers23.inventory import Inventory
+from tests.support import cluster
+from tests.support.cluster import cached_counts, stats_if_up, database_counts, matches_database, on_node
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.usefixtures("ray_store")
+
+
+def in_stock_item(settings, product_id=1) -> int:
+    inventory = Inventory(settings)
+    try:
+        product = next(p for p in inventory.complete_products() if p.id == product_id)
+        return max(product.items, key=lambda i: i.available_count).id
+    finally:
+        inventory.close()
+
+
+def test_every_node_has_a_loaded_cache_equal_to_the_database(ray_settings):
+    for node in ("head", "node_a", "node_b"):
+        assert matches_database(node, ray_settings)
+
+
+def test_a_release_on_node_a_reaches_node_b_and_a_sale_on_b_reaches_a(ray_settings):
+    assert not cluster.cached_products("node_b")[1].released
+    outcome = on_node("node_a", ray_settings, "release", 2)
+    assert outcome.newly_released
+    wait_for(lambda: cluster.cached_products("node_b")[1].released, what="node B to see the release")
+
+    item = in_stock_item(ray_settings, product_id=2)
+    result = on_node("node_b", ray_settings, "purchase", "shopper-on-b", [item])
+    assert result.ok
+    count = result.units[0].available_count
+    wait_for(lambda: cached_counts("node_a")[item] == count, what="node A to see the sale")
+    wait_for(lambda: cached_counts("head")[item] == count, what="the head to see the sale")
+
+
+def test_a_cache_killed_during_a_stream_of_sales_restarts_and_ends_equal(ray_settings):
+    item = in_stock_item(ray_settings)
+    before = ray.get(cluster.cache("node_a").stats.remote())
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    sold = threading.Event()
+
+    def sell():
+        inventory.sell(item, 40, on_sold=lambda _result: sold.set())
+
+    seller = threading.Thread(target=sell)
+    seller.start()
+    sold.wait(10)
+    ray.kill(cluster.cache("node_a"), no_restart=False)  # a crash: Ray restarts it
+    seller.join(60)
+    inventory.close()
+    assert not seller.is_alive()
+    wait_for(lambda: (stats_if_up("node_a") or before).started_at > before.started_at, what="the restarted cache")
+    wait_for(lambda: matches_database("node_a", ray_settings), timeout=15, what="node A to equal the database")
+    assert ray.get(cluster.cache("node_a").stats.remote()).epoch != before.epoch
+
+
+def test_a_dropped_message_heals_within_the_resync_period(ray_settings, ray_store):
+    item = in_stock_item(ray_settings)
+    node_b = cluster.node_id("node_b")
+    healed_before = ray.get(cluster.cache("node_b").stats.remote()).healed
+    dropped_before = ray.get(ray_store.status.remote()).dropped
+    ray.get(ray_store.set_fault.remote(drop_probability=1.0, node_id=node_b))
+    try:
+        inventory = Inventory(ray_settings, replication=RayReplication())
+        result = inventory.purchase("shopper-lost-message", [item])
+        inventory.close()
+    finally:
+        ray.get(ray_store.set_fault.remote(0.0))
+    committed = time.monotonic()
+    count = result.units[0].available_count
+    assert ray.get(ray_store.status.remote()).dropped == dropped_before + 1
+    wait_for(lambda: cached_counts("node_a")[item] == count, what="node A, which got the message")
+    wait_for(lambda: cached_counts("node_b")[item] == count, timeout=10, what="node B to heal")
+    healed_after = time.monotonic() - committed
+    assert healed_after <= ray_settings.resync_seconds + 1.0, healed_after
+    assert ray.get(cluster.cache("node_b").stats.remote()).healed > healed_before  # healed, not delivered
+
+
+def test_a_follower_misses_nothing_and_gets_nothing_twice(ray_settings):
+    item = in_stock_item(ray_settings)
+    cache = cluster.cache("node_a")
+    snapshot = ray.get(cache.snapshot.remote())
+    epoch, cursor = snapshot.epoch, snapshot.cursor
+    state = {i.id: (i.available_count, i.version) for p in snapshot.products for i in p.items}
+    received = []
+    done = threading.Event()
+
+    def follow():
+        nonlocal epoch, cursor
+        while not done.is_set() or cursor < ray.get(cache.snapshot.remote()).cursor:
+            read, restart = ray.get(cache.follow.remote(epoch, cursor, 0.2))
+            assert restart is None, "the cache did not restart: the cursor must hold"
+            received.extend(read.changes)
+            epoch, cursor = read.epoch, read.cursor
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    inventory.sell(item, 30)
+    inventory.close()
+    done.set()
+    follower.join(30)
+    assert not follower.is_alive()
+
+    seen = [(c.item_id, c.version) for c in received]
+    assert len(seen) == len(set(seen)), "a change came twice"
+    for change in received:
+        count, version = state[change.item_id]
+        assert change.version > version, "a change came out of order"
+        state[change.item_id] = (change.available_count, change.version)
+    final = ray.get(cache.snapshot.remote())
+    assert state == {i.id: (i.available_count, i.version) for p in final.products for i in p.items}
+    wait_for(lambda: matches_database("node_a", ray_settings), what="node A to equal the database")
+    assert state[item][0] == database_counts(ray_settings)[item]
+
+
+def test_a_node_that_joins_gets_a_full_cache_and_one_that_leaves_takes_only_its_own(
+    ray_cluster, ray_settings, ray_store
+):
+    others = {node: ray.get(cluster.cache(node).stats.remote()) for node in ("head", "node_a", "node_b")}
+    extra = ray_cluster.add_node(num_cpus=1, resources={"node_extra": 1})
+    ray_cluster.wait_for_nodes()
+    extra_id = wait_for(lambda: _try(cluster.node_id, "node_extra"), what="the new node")
+    wait_for(lambda: extra_id in ray.get(ray_store.caches.remote()), what="a cache for the new node")
+    wait_for(lambda: matches_database("node_extra", ray_settings), what="its full inventory")
+
+    ray_cluster.remove_node(extra)
+    wait_for(lambda: extra_id not in ray.get(ray_store.caches.remote()), timeout=30, what="its cache let go")
+    item = in_stock_item(ray_settings)
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    count = inventory.purchase("after-the-node-left", [item]).units[0].available_count
+    inventory.close()
+    for node, stats in others.items():
+        now = ray.get(cluster.cache(node).stats.remote())
+        assert (now.epoch, now.started_at) == (stats.epoch, stats.started_at)  # never restarted
+        wait_for(lambda node=node: cached_counts(node)[item] == count, what=f"{node} to keep replicating")
+
+
+def _try(function, *args):
+    try:
+        return function(*args)
+    except LookupError:
+        return None

@@ -1,0 +1,46 @@
+"""The CLI on a running cluster: release and sell reach every node's cache; status reports them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import cached_counts, database_counts
+from tests.support.waiting import wait_for
+
+SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
+NODES = ("head", "node_a", "node_b")
+
+pytestmark = pytest.mark.usefixtures("ray_store")
+
+
+def run(ray_cluster, settings, *args):
+    env = {**os.environ, "SNEAKERS23_DATABASE_URL": settings.database_url, "SNEAKERS23_CLUSTER": "auto",
+           "RAY_ADDRESS": ray_cluster.address}
+    return subprocess.run([str(SNEAKERS23), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_sell_from_the_cli_reaches_every_nodes_cache(ray_cluster, ray_settings):
+    counts = database_counts(ray_settings)
+    item = max(range(1, 14), key=counts.get)  # product 1 is released for the Ray tests
+    result = run(ray_cluster, ray_settings, "sell", str(item), "--count", "2")
+    assert result.returncode == 0, result.stderr
+    assert f"{counts[item] - 2} left" in result.stdout
+    for node in NODES:
+        wait_for(lambda node=node: cached_counts(node)[item] == counts[item] - 2, what=f"{node}'s cache")
+
+
+def test_status_lists_every_node_with_its_lag(ray_cluster, ray_settings):
+    def all_caught_up():
+        result = run(ray_cluster, ray_settings, "status")
+        assert result.returncode == 0, result.stderr
+        rows = [line.split() for line in result.stdout.splitlines()[3:]]
+        return len(rows) == 3 and all(row[3] == "ready" and row[5] == "0" for row in rows) and result.stdout
+
+    out = wait_for(all_caught_up, timeout=20, what="every cache at lag 0")
+    assert out.startswith("database ") and "replication  alive" in out
+    assert sorted(line.split()[2] for line in out.splitlines()[3:]) == ["head", "worker", "worker"]
