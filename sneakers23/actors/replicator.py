@@ -48,7 +48,8 @@ class ReplicationStatus:
     nodes: list[NodeStatus] = field(default_factory=list)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+# Task events (per-call records for the dashboard) cost CPU on every one of its many small calls.
+@ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)
 class Replicator:
     def __init__(self, settings: Settings, watch_seconds: float = WATCH_SECONDS):
         self._settings = settings
@@ -61,7 +62,8 @@ class Replicator:
         self._drop_node: str | None = None
         self._started_at = time.time()
         self._watch_task: asyncio.Task | None = None
-        self._pending: set[asyncio.Task] = set()
+        self._outbox: dict[str, list[Change]] = {}  # changes waiting to be sent, per node
+        self._sending: set[str] = set()  # nodes with a send under way
 
     def _running(self) -> None:
         if self._watch_task is None:
@@ -75,28 +77,40 @@ class Replicator:
         return sorted(self._caches)
 
     async def publish(self, changes: list[Change]) -> int:
-        """Send the changes to every node's cache; returns once sent (not applied)."""
+        """Queue the changes for every node's cache; returns once queued (not applied)."""
         self._running()
         self._published += len(changes)
-        sent = 0
-        for node_id, cache in list(self._caches.items()):
+        queued = 0
+        for node_id in list(self._caches):
             if self._drop_probability and self._drop_node in (None, node_id) \
                     and random.random() < self._drop_probability:
                 self._dropped += 1
                 continue
-            task = asyncio.ensure_future(self._deliver(cache, changes))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-            sent += 1
-        return sent
+            self._outbox.setdefault(node_id, []).extend(changes)
+            if node_id not in self._sending:
+                self._sending.add(node_id)
+                asyncio.get_running_loop().create_task(self._send(node_id))
+            queued += 1
+        return queued
 
-    async def _deliver(self, cache, changes: list[Change]) -> None:
+    async def _send(self, node_id: str) -> None:
+        """Send a cache what is queued for it, one call at a time: while a call is under way, new
+        changes gather into the next one, so a busy cluster sends fewer, larger messages."""
         try:
-            await cache.apply.remote(changes)
-            self._delivered += 1
-        except Exception as error:  # a dying node's cache; anti-entropy heals whatever else
-            self._failed += 1
-            log.info("delivery failed: %s", error)
+            while self._outbox.get(node_id):
+                batch, self._outbox[node_id] = self._outbox[node_id], []
+                cache = self._caches.get(node_id)
+                if cache is None:  # the node left
+                    break
+                try:
+                    await cache.apply.remote(batch)
+                    self._delivered += 1
+                except Exception as error:  # a dying node's cache; anti-entropy heals the rest
+                    self._failed += 1
+                    log.info("delivery to %s failed: %s", node_id, error)
+        finally:
+            self._sending.discard(node_id)
+            self._outbox.pop(node_id, None) if node_id not in self._caches else None
 
     async def set_fault(self, drop_probability: float = 0.0, node_id: str | None = None) -> None:
         """Drop this share of deliveries (to one node's cache, or to all); 0 turns it off."""
