@@ -161,6 +161,16 @@ def sell(ctx: click.Context, item_id: int, count: int) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Run the live store: Ray, the node caches, the pages and the product channels."""
+    from sneakers23.serve.run import run_store
+
+    run_store(get_settings(), host, port)
+
+
+@cli.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Show the cluster's nodes, each cache's version and lag behind the database, and replication."""

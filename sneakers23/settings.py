@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # The Ray cluster that release and sell publish to: "auto" joins one running on this machine
     # (or at RAY_ADDRESS) if there is one, "none" only writes the database, anything else is an address.
     cluster: str = "auto"
+    # Signs the shopper cookie. Every web replica of a store needs the same one; `sneakers23 serve`
+    # makes one up when it is not set.
+    secret_key: str | None = Field(default=None, min_length=16)
 
     @field_validator("database_url")
     @classmethod

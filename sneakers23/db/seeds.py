@@ -38,7 +38,7 @@ def seed(connection: Connection, random_seed: int | None = None, reset: bool = F
         product_id = connection.execute(
             ProductRow.__table__.insert()
             .values(sku=sku, order=order, brand=brand, name=name, color=color, price_usd=price,
-                    main_image_url=f"/images/{image}.jpg", released=False, version=1)
+                    main_image_url=f"/static/images/{image}.svg", released=False, version=1)
             .returning(ProductRow.__table__.c.id)
         ).scalar_one()
         for number, size in enumerate(SIZES, start=1):

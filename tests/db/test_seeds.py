@@ -13,7 +13,7 @@ def test_seeds_are_the_original_store(inventory):
         (1, "SHU6000", 0, "Snks 23", "Hop Man 3", "yellow/blue", 120, False),
         (2, "SHU6100", 1, "Asler", "Breezy Boost 600", "momentum", 140, False),
     ]
-    assert [p.main_image_url for p in products] == ["/images/hopman.jpg", "/images/breezy.jpg"]
+    assert [p.main_image_url for p in products] == ["/static/images/hopman.svg", "/static/images/breezy.svg"]
     items = [i for p in products for i in p.items]
     assert len(items) == 26
     assert [i.id for i in items] == list(range(1, 27))

@@ -1,0 +1,55 @@
+"""What shoppers are told when the inventory changes (the original's rules).
+
+A size's level change is pushed; a change that leaves a size out of stock is pushed even when it was
+out before; the same level otherwise is not. Shoppers never see counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+from sneakers23.domain.catalog import Item, Product
+from sneakers23.domain.levels import Level
+
+
+@dataclass(frozen=True, slots=True)
+class ProductWentOnSale:
+    product_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StockChanged:
+    product_id: int
+    item_id: int
+    level: Level
+
+
+ShopperEvent = Union[ProductWentOnSale, StockChanged]
+
+
+def stock_change(before: Item | None, after: Item) -> StockChanged | None:
+    if before is not None and before.level == after.level and after.level is not Level.OUT:
+        return None
+    return StockChanged(after.product_id, after.id, after.level)
+
+
+def release_change(before: Product | None, after: Product) -> ProductWentOnSale | None:
+    if after.released and (before is None or not before.released):
+        return ProductWentOnSale(after.id)
+    return None
+
+
+def differences(before: Iterable[Product], after: Iterable[Product]) -> list[ShopperEvent]:
+    """The events that take a page from `before` to `after` (after a cache restart, say)."""
+    old_products = {p.id: p for p in before}
+    old_items = {i.id: i for p in old_products.values() for i in p.items}
+    events: list[ShopperEvent] = []
+    for product in after:
+        if (went := release_change(old_products.get(product.id), product)) is not None:
+            events.append(went)
+        for item in product.items:
+            old = old_items.get(item.id)
+            if old is None or old.level != item.level:
+                events.append(StockChanged(item.product_id, item.id, item.level))
+    return events

@@ -1,0 +1,126 @@
+"""The live catalog: this node's inventory, copied into the process that serves shoppers.
+
+A web replica renders every page and answers every join from this copy, with no call to anyone.
+It follows the node cache from a cursor, so it gets each change once and in order, and tells its
+listeners what shoppers must be told. When the cache restarts, the copy starts again from a
+snapshot and the listeners are told the differences, so no page stays stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import ray
+
+from sneakers23.actors.node_cache import cache_for_node
+from sneakers23.domain.catalog import Catalog, Item, Product
+from sneakers23.domain.changes import AvailabilityChanged, ProductReleased
+from sneakers23.domain.shopper_events import ShopperEvent, differences, release_change, stock_change
+from sneakers23.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+Listener = Callable[[list[ShopperEvent]], None]
+
+
+class LiveCatalog:
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._catalog: Catalog | None = None
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task | None = None
+        self.changes_seen = 0
+
+    # --- reads (from memory) ---
+
+    @property
+    def ready(self) -> bool:
+        return self._catalog is not None
+
+    def products(self) -> list[Product]:
+        return self._catalog.products() if self._catalog else []
+
+    def product(self, product_id: int) -> Product | None:
+        return self._catalog.product(product_id) if self._catalog else None
+
+    def item(self, item_id: int) -> Item | None:
+        return self._catalog.item(item_id) if self._catalog else None
+
+    # --- following ---
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start following, on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._follow_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        async def ready():
+            while not self.ready:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(ready(), timeout)
+
+    async def _follow_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                node_id = ray.get_runtime_context().get_node_id()
+                cache = await asyncio.to_thread(cache_for_node, node_id, self._settings)
+                snapshot = await cache.snapshot.remote()
+                self._install(snapshot.products)
+                epoch, cursor = snapshot.epoch, snapshot.cursor
+                failures = 0
+                while True:
+                    read, restart = await cache.follow.remote(epoch, cursor)
+                    if restart is not None:
+                        self._install(restart.products)
+                    else:
+                        self._apply(read.changes)
+                    epoch, cursor = read.epoch, read.cursor
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the cache is restarting, or the node is going away
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                log.info("following the node cache failed (%s); again in %.2fs", error, delay)
+                await asyncio.sleep(delay)
+
+    def _install(self, products: list[Product]) -> None:
+        before = self.products()
+        self._catalog = Catalog(products)
+        if before:
+            self._tell(differences(before, products))
+
+    def _apply(self, changes) -> None:
+        events: list[ShopperEvent] = []
+        for change in changes:
+            self.changes_seen += 1
+            if isinstance(change, ProductReleased):
+                before = self._catalog.product(change.product_id)
+                if self._catalog.apply(change) and (event := release_change(before, self._catalog.product(change.product_id))):
+                    events.append(event)
+            elif isinstance(change, AvailabilityChanged):
+                before = self._catalog.item(change.item_id)
+                if self._catalog.apply(change) and (event := stock_change(before, self._catalog.item(change.item_id))):
+                    events.append(event)
+        self._tell(events)
+
+    def _tell(self, events: list[ShopperEvent]) -> None:
+        if not events:
+            return
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("a live catalog listener failed")

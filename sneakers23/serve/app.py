@@ -1,0 +1,152 @@
+"""The store's two Serve applications.
+
+- `store` (route /): the catalog page, static files, the JSON API and purchases. Short requests.
+- `channels` (route /product_socket): the Phoenix-protocol WebSockets. Long-lived: every open
+  socket holds one of the replica's request slots for its whole life, so this deployment gets a
+  limit in the thousands, and the pages get their own replicas that sockets cannot starve.
+
+Both read only from their node's live catalog (memory); purchases go to the database through the
+inventory API. `build_store` and `build_channels` are the import paths of the Serve config file.
+"""
+
+
+import asyncio
+import logging
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from ray import serve
+
+from sneakers23.cluster import RayReplication
+from sneakers23.domain.purchases import Refusal
+from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
+from sneakers23.inventory import Inventory
+from sneakers23.serve.channels import ChannelHub
+from sneakers23.serve.render import STATIC, catalog_page
+from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, ShopperCookies
+from sneakers23.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SOCKETS_PER_REPLICA = 20_000
+PAGE_REQUESTS_PER_REPLICA = 256
+NO_STORE = {"Cache-Control": "no-store, must-revalidate"}  # the back button must not show a stale page
+
+REFUSAL_STATUS = {
+    Refusal.SOLD_OUT: 409,
+    Refusal.LIMIT_REACHED: 409,
+    Refusal.NOT_RELEASED: 403,
+    Refusal.UNKNOWN_ITEM: 404,
+}
+
+store_api = FastAPI(title="Sneakers23", docs_url=None, redoc_url=None, openapi_url=None)
+store_api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=NO_STORE)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=PAGE_REQUESTS_PER_REPLICA)
+@serve.ingress(store_api)
+class Storefront:
+    def __init__(self, settings: Settings):
+        self.inventory = Inventory(settings, replication=RayReplication())
+        self.live = self.inventory.live_catalog()
+        self.live.start()
+        self.cookies = ShopperCookies(settings.secret_key)
+
+    def _shopper(self, request: Request) -> str | None:
+        return self.cookies.read(request.cookies.get(COOKIE))
+
+    @store_api.get("/", response_class=HTMLResponse)
+    async def catalog(self, request: Request):
+        if not self.live.ready:
+            return HTMLResponse("<!DOCTYPE html><title>Sneakers23</title><p>The store is opening: try again in a moment.",
+                                status_code=503, headers={**NO_STORE, "Retry-After": "1"})
+        response = HTMLResponse(catalog_page(self.live.products()), headers=NO_STORE)
+        if self._shopper(request) is None:
+            _shopper_id, cookie = self.cookies.new()
+            response.set_cookie(COOKIE, cookie, max_age=MAX_AGE_S, httponly=True, samesite="lax")
+        return response
+
+    @store_api.get("/api/products")
+    async def products(self):
+        if not self.live.ready:
+            return _error(503, "starting", "the store is opening: try again in a moment")
+        return JSONResponse([
+            {"id": p.id, "sku": p.sku, "name": p.name, "brand": p.brand, "color": p.color,
+             "price_usd": p.price_usd, "main_image_url": p.main_image_url, "released": p.released,
+             "items": [{"id": i.id, "sku": i.sku, "size": i.size, "level": str(i.level)} for i in p.items]}
+            for p in self.live.products()
+        ], headers=NO_STORE)
+
+    @store_api.get("/healthz")
+    async def healthz(self):
+        if not self.live.ready:
+            return _error(503, "starting", "the node cache is not loaded yet")
+        return JSONResponse({"status": "ok", "changes_seen": self.live.changes_seen})
+
+    @store_api.post("/api/items/{item_id}/purchase")
+    async def purchase(self, item_id: str, request: Request):
+        shopper_id = self._shopper(request)
+        if shopper_id is None:
+            return _error(401, "no_shopper", "no valid shopper cookie: open the store page first")
+        if not item_id.isdigit() or len(item_id) > 9:
+            return _error(404, Refusal.UNKNOWN_ITEM, f"there is no item {item_id[:32]!r}")
+        key = request.headers.get("Idempotency-Key")
+        try:
+            result = await asyncio.to_thread(self.inventory.purchase, shopper_id, [int(item_id)], key)
+        except (DatabaseUnavailable, SchemaMissing) as error:
+            log.warning("purchase failed: %s", error)
+            return _error(503, "unavailable", "the store cannot sell right now: try again in a moment")
+        except ValueError as error:  # a malformed idempotency key
+            return _error(400, "bad_request", str(error))
+        except Sneakers23Error as error:
+            return _error(500, "error", str(error))
+        if not result.ok:
+            return _error(REFUSAL_STATUS[result.refusal], str(result.refusal), result.message)
+        unit = result.units[0]
+        return JSONResponse({"item_id": unit.item_id, "level": str(unit.level), "replayed": result.replayed,
+                             "message": f"sold one pair of item {unit.item_id}"}, headers=NO_STORE)
+
+
+channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=SOCKETS_PER_REPLICA)
+@serve.ingress(channels_api)
+class ProductChannels:
+    def __init__(self, settings: Settings):
+        self.live = Inventory(settings).live_catalog()
+        self.hub = ChannelHub(self.live)
+        self.live.subscribe(self.hub.publish)
+        self.live.start()
+
+    @channels_api.websocket("/websocket")
+    async def socket(self, websocket: WebSocket):
+        await self.live.wait_ready()
+        await self.hub.serve(websocket)
+
+    async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
+        """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""
+        return await self.hub.drop_all(refuse_for_s)
+
+    async def stats(self) -> dict:
+        return {"sockets": self.hub.sockets, "changes_seen": self.live.changes_seen}
+
+
+def _settings(args: dict) -> Settings:
+    settings = Settings(**args)
+    if not settings.secret_key:
+        raise Sneakers23Error("SNEAKERS23_SECRET_KEY is not set: every web replica needs the same one")
+    return settings
+
+
+def build_store(args: dict):
+    return Storefront.bind(_settings(args))
+
+
+def build_channels(args: dict):
+    return ProductChannels.bind(_settings(args))

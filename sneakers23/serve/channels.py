@@ -1,0 +1,207 @@
+"""Product channels: topic `product:{id}` per product, speaking the Phoenix protocol.
+
+Each socket gets its own outbox and writer, so one slow shopper never holds up the others; a push
+is encoded once and queued for every socket that joined its topic. A join is answered with the
+product's current state, so a page that reconnects re-syncs itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from sneakers23.domain.catalog import Product
+from sneakers23.domain.shopper_events import ProductWentOnSale, ShopperEvent, StockChanged
+from sneakers23.serve import phoenix
+from sneakers23.serve.render import size_html
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX = "product:"
+MAX_CHANNELS_PER_SOCKET = 32
+MAX_MESSAGES_PER_SECOND = 50  # sustained; bursts up to MESSAGE_BURST
+MESSAGE_BURST = 200
+OUTBOX_LIMIT = 1_000  # pushes waiting for a slow socket before it is closed
+IDLE_TIMEOUT_S = 60.0  # the Phoenix client sends a heartbeat every 30 s
+
+
+class Products(Protocol):
+    def product(self, product_id: int) -> Product | None: ...
+
+
+def join_state(product: Product) -> dict:
+    return {
+        "released": product.released,
+        "size_html": size_html(product),
+        "items": [{"id": item.id, "level": str(item.level)} for item in product.items],
+    }
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket):
+        self.websocket = websocket
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.joined: dict[str, str | None] = {}  # topic -> join_ref
+        self.overflowed = False
+        self.dropped = False
+        self._allowance = float(MESSAGE_BURST)
+        self._checked = time.monotonic()
+
+    def send(self, frame: str) -> None:
+        try:
+            self.outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed = True  # the reader loop closes it; its page re-syncs when it rejoins
+
+    def allow_message(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(MESSAGE_BURST, self._allowance + (now - self._checked) * MAX_MESSAGES_PER_SECOND)
+        self._checked = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
+    async def write_forever(self) -> None:
+        while (frame := await self.outbox.get()) is not None:
+            await self.websocket.send_text(frame)
+
+
+class ChannelHub:
+    """Every socket of this replica, by topic; turns shopper events into pushes."""
+
+    def __init__(self, products: Products):
+        self._products = products
+        self._topics: dict[str, set[Connection]] = {}
+        self._connections: set[Connection] = set()
+        self._refuse_until = 0.0
+        self.sockets = 0
+
+    async def drop_all(self, refuse_for_s: float = 0.0) -> int:
+        """Close every socket, and refuse new ones for refuse_for_s (their clients retry)."""
+        self._refuse_until = time.monotonic() + refuse_for_s
+        dropped = list(self._connections)
+        for connection in dropped:
+            connection.dropped = True
+            try:
+                await connection.websocket.close(code=1012, reason="service restart")
+            except Exception:
+                pass
+        return len(dropped)
+
+    # --- pushes ---
+
+    def publish(self, events: list[ShopperEvent]) -> None:
+        for event in events:
+            topic = f"{TOPIC_PREFIX}{event.product_id}"
+            subscribers = self._topics.get(topic)
+            if not subscribers:
+                continue
+            if isinstance(event, ProductWentOnSale):
+                product = self._products.product(event.product_id)
+                if product is None:
+                    continue
+                frame = phoenix.push(topic, "released", {"size_html": size_html(product)})
+            elif isinstance(event, StockChanged):
+                frame = phoenix.push(topic, "stock_change", {
+                    "product_id": event.product_id, "item_id": event.item_id, "level": str(event.level),
+                })
+            else:
+                continue
+            for connection in subscribers:
+                connection.send(frame)
+
+    # --- one socket ---
+
+    async def serve(self, websocket: WebSocket) -> None:
+        vsn = websocket.query_params.get("vsn", phoenix.VERSION)
+        await websocket.accept()
+        if time.monotonic() < self._refuse_until:
+            await websocket.close(code=1013, reason="try again later")
+            return
+        if vsn != phoenix.VERSION:
+            await websocket.close(code=phoenix.CLOSE_INVALID, reason=f"only protocol {phoenix.VERSION} is spoken")
+            return
+        connection = Connection(websocket)
+        writer = asyncio.get_running_loop().create_task(connection.write_forever())
+        self._connections.add(connection)
+        self.sockets += 1
+        close = (1000, "")
+        try:
+            while True:
+                text = await asyncio.wait_for(websocket.receive_text(), IDLE_TIMEOUT_S)
+                if not connection.allow_message():
+                    close = (phoenix.CLOSE_POLICY, "too many messages")
+                    break
+                try:
+                    self._handle(connection, phoenix.decode(text))
+                except phoenix.ProtocolError as error:
+                    close = (error.code, error.reason)
+                    break
+                if connection.overflowed:
+                    close = (phoenix.CLOSE_POLICY, "too slow to keep up")
+                    break
+        except (WebSocketDisconnect, asyncio.TimeoutError, RuntimeError, KeyError):
+            close = None  # gone, idle past the heartbeat, or closed under us
+        finally:
+            self._connections.discard(connection)
+            self.sockets -= 1
+            if connection.dropped:
+                close = None
+            for topic in connection.joined:
+                self._leave(connection, topic)
+            writer.cancel()
+            if close is not None:
+                try:
+                    await websocket.close(code=close[0], reason=close[1])
+                except Exception:
+                    pass
+
+    def _handle(self, connection: Connection, message: phoenix.Message) -> None:
+        if message.topic == phoenix.SOCKET_TOPIC and message.event == phoenix.HEARTBEAT:
+            connection.send(phoenix.reply(message, "ok"))
+        elif message.event == phoenix.JOIN:
+            self._join(connection, message)
+        elif message.event == phoenix.LEAVE:
+            if message.topic in connection.joined:
+                self._leave(connection, message.topic)
+                del connection.joined[message.topic]
+            connection.send(phoenix.reply(message, "ok"))
+            connection.send(phoenix.encode(message.join_ref, message.ref, message.topic, phoenix.CLOSE, {}))
+        elif message.topic not in connection.joined:
+            connection.send(phoenix.reply(message, "error", {"reason": "unmatched topic"}))
+        else:
+            connection.send(phoenix.reply(message, "error", {"reason": f"unknown event {message.event[:64]!r}"}))
+
+    def _join(self, connection: Connection, message: phoenix.Message) -> None:
+        product = self._product_for(message.topic)
+        if product is None:
+            reason = "unknown product" if message.topic.startswith(TOPIC_PREFIX) else "unmatched topic"
+            connection.send(phoenix.reply(message, "error", {"reason": reason}))
+            return
+        if message.topic not in connection.joined and len(connection.joined) >= MAX_CHANNELS_PER_SOCKET:
+            connection.send(phoenix.reply(message, "error", {"reason": "too many channels on one socket"}))
+            return
+        # A join (or a rejoin after a reconnect) is answered with the current state.
+        connection.joined[message.topic] = message.join_ref
+        self._topics.setdefault(message.topic, set()).add(connection)
+        connection.send(phoenix.reply(message, "ok", join_state(product)))
+
+    def _leave(self, connection: Connection, topic: str) -> None:
+        subscribers = self._topics.get(topic)
+        if subscribers is not None:
+            subscribers.discard(connection)
+            if not subscribers:
+                del self._topics[topic]
+
+    def _product_for(self, topic: str) -> Product | None:
+        if not topic.startswith(TOPIC_PREFIX):
+            return None
+        product_id = topic[len(TOPIC_PREFIX):]
+        if not product_id.isdigit() or len(product_id) > 9:
+            return None
+        return self._products.product(int(product_id))

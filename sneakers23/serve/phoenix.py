@@ -1,0 +1,69 @@
+"""The Phoenix Channels wire protocol, version 2.0.0 (JSON).
+
+Every frame is `[join_ref, ref, topic, event, payload]`. Clients join topics with `phx_join`, leave
+with `phx_leave` and keep the socket alive with `heartbeat` on the topic `phoenix`; every message
+with a ref gets a `phx_reply` `{"status": "ok" | "error", "response": …}`. Server pushes carry null
+refs. This module only reads and writes frames; what the channels do lives in channels.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = "2.0.0"
+MAX_FRAME_CHARS = 64 * 1024
+
+JOIN, LEAVE, REPLY, HEARTBEAT, CLOSE, ERROR = "phx_join", "phx_leave", "phx_reply", "heartbeat", "phx_close", "phx_error"
+SOCKET_TOPIC = "phoenix"
+
+# WebSocket close codes for frames that cannot be answered (they carry no usable ref).
+CLOSE_INVALID = 1007  # not JSON, or not a Phoenix frame
+CLOSE_POLICY = 1008  # too many messages, or a consumer too slow to keep up
+CLOSE_TOO_BIG = 1009
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    join_ref: str | None
+    ref: str | None
+    topic: str
+    event: str
+    payload: Any
+
+
+def decode(text: str) -> Message:
+    if len(text) > MAX_FRAME_CHARS:
+        raise ProtocolError(CLOSE_TOO_BIG, f"frame over {MAX_FRAME_CHARS} characters")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise ProtocolError(CLOSE_INVALID, "frame is not JSON") from None
+    if not isinstance(frame, list) or len(frame) != 5:
+        raise ProtocolError(CLOSE_INVALID, "frame is not a [join_ref, ref, topic, event, payload] array")
+    join_ref, ref, topic, event, payload = frame
+    if not all(r is None or isinstance(r, str) for r in (join_ref, ref)):
+        raise ProtocolError(CLOSE_INVALID, "refs are strings or null")
+    if not isinstance(topic, str) or not isinstance(event, str):
+        raise ProtocolError(CLOSE_INVALID, "topic and event are strings")
+    return Message(join_ref, ref, topic, event, payload)
+
+
+def encode(join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> str:
+    return json.dumps([join_ref, ref, topic, event, payload], separators=(",", ":"))
+
+
+def reply(message: Message, status: str, response: dict | None = None) -> str:
+    return encode(message.join_ref, message.ref, message.topic, REPLY, {"status": status, "response": response or {}})
+
+
+def push(topic: str, event: str, payload: dict) -> str:
+    return encode(None, None, topic, event, payload)

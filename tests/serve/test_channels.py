@@ -1,0 +1,163 @@
+"""The channel hub behind a plain Starlette app: protocol, the original's push rules, bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from sneakers23.domain.catalog import Catalog, Item, Product
+from sneakers23.domain.shopper_events import ProductWentOnSale, StockChanged, stock_change
+from sneakers23.serve import channels, phoenix
+from sneakers23.serve.channels import ChannelHub
+
+
+def make_catalog(released=False):
+    items = tuple(Item(id=n, sku=f"SHU60{n:02d}", size=str(5 + n), product_id=1, available_count=n * 100, version=1)
+                  for n in range(1, 4))
+    return Catalog([Product(id=1, sku="SHU6000", order=0, brand="Snks 23", name="Hop Man 3", color="yellow/blue",
+                            price_usd=120, main_image_url="", released=released, version=1, items=items)])
+
+
+@pytest.fixture
+def hub():
+    return ChannelHub(make_catalog())
+
+
+@pytest.fixture
+def client(hub):
+    app = Starlette(routes=[WebSocketRoute("/product_socket/websocket", hub.serve)])
+    with TestClient(app) as client:
+        yield client
+
+
+def frame(*parts):
+    return json.dumps(list(parts))
+
+
+def socket(client):
+    return client.websocket_connect("/product_socket/websocket?vsn=2.0.0")
+
+
+def join(ws, topic="product:1", ref="1"):
+    ws.send_text(frame(ref, ref, topic, "phx_join", {}))
+    return json.loads(ws.receive_text())
+
+
+def test_join_replies_with_the_products_current_state(client):
+    with socket(client) as ws:
+        reply = join(ws)
+        assert reply[:4] == ["1", "1", "product:1", "phx_reply"]
+        assert reply[4]["status"] == "ok"
+        state = reply[4]["response"]
+        assert state["released"] is False and "product-soon-1" in state["size_html"]
+        assert state["items"] == [{"id": 1, "level": "low"}, {"id": 2, "level": "medium"}, {"id": 3, "level": "medium"}]
+
+
+def test_unknown_products_and_topics_get_error_replies(client):
+    with socket(client) as ws:
+        assert join(ws, "product:999")[4] == {"status": "error", "response": {"reason": "unknown product"}}
+        assert join(ws, "nonsense:1", "2")[4] == {"status": "error", "response": {"reason": "unmatched topic"}}
+        assert join(ws, "product:abc", "3")[4]["status"] == "error"
+        assert join(ws, "product:1", "4")[4]["status"] == "ok"  # the socket still works
+
+
+def test_heartbeat_and_leave_are_answered(client):
+    with socket(client) as ws:
+        ws.send_text(frame(None, "7", "phoenix", "heartbeat", {}))
+        assert json.loads(ws.receive_text()) == [None, "7", "phoenix", "phx_reply", {"status": "ok", "response": {}}]
+        join(ws)
+        ws.send_text(frame("1", "8", "product:1", "phx_leave", {}))
+        assert json.loads(ws.receive_text())[3:] == ["phx_reply", {"status": "ok", "response": {}}]
+        assert json.loads(ws.receive_text())[3] == "phx_close"
+
+
+def test_pushes_follow_the_originals_rules(client, hub):
+    catalog = hub._products
+    with socket(client) as ws:
+        join(ws)
+        before = catalog.item(2)
+        after = replace(before, available_count=150)  # 200 -> 150: medium -> medium: nothing
+        assert stock_change(before, after) is None
+        hub.publish([StockChanged(1, 2, after.level)] if stock_change(before, after) else [])
+        hub.publish([StockChanged(1, 1, make_catalog().item(1).level)])
+        pushed = json.loads(ws.receive_text())
+        assert pushed == [None, None, "product:1", "stock_change", {"product_id": 1, "item_id": 1, "level": "low"}]
+
+
+def test_a_release_pushes_the_size_html(client, hub):
+    with socket(client) as ws:
+        join(ws)
+        hub._products = make_catalog(released=True)
+        hub.publish([ProductWentOnSale(1)])
+        topic, event, payload = json.loads(ws.receive_text())[2:]
+        assert (topic, event) == ("product:1", "released")
+        assert payload["size_html"].count("size-container__entry ") == 3
+        for item_id in (1, 2, 3):
+            assert f'value="{item_id}"' in payload["size_html"]
+
+
+def test_pushes_reach_only_the_sockets_that_joined(client, hub):
+    with socket(client) as joined, socket(client) as other:
+        join(joined)
+        other.send_text(frame(None, "1", "phoenix", "heartbeat", {}))
+        other.receive_text()
+        hub.publish([StockChanged(1, 3, "out")])
+        assert json.loads(joined.receive_text())[3] == "stock_change"
+        other.send_text(frame(None, "2", "phoenix", "heartbeat", {}))
+        assert json.loads(other.receive_text())[1] == "2"  # the next frame is its reply, not a push
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("not json", phoenix.CLOSE_INVALID), ('{"a": 1}', phoenix.CLOSE_INVALID), ('["1", "1", "t"]', phoenix.CLOSE_INVALID),
+     ("[" + " " * (1024 * 1024) + "]", phoenix.CLOSE_TOO_BIG)],
+)
+def test_frames_that_cannot_be_answered_close_only_their_socket(client, hub, text, code):
+    with socket(client) as bystander:
+        join(bystander)
+        with socket(client) as ws:
+            ws.send_text(text)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            assert closed.value.code == code
+        hub.publish([StockChanged(1, 1, "out")])
+        assert json.loads(bystander.receive_text())[3] == "stock_change"
+
+
+def test_unknown_events_and_unjoined_topics_get_error_replies(client):
+    with socket(client) as ws:
+        ws.send_text(frame("1", "1", "product:1", "buy_everything", {}))
+        assert json.loads(ws.receive_text())[4] == {"status": "error", "response": {"reason": "unmatched topic"}}
+        join(ws, ref="2")
+        ws.send_text(frame("2", "3", "product:1", "buy_everything", {}))
+        assert json.loads(ws.receive_text())[4]["response"]["reason"].startswith("unknown event")
+
+
+def test_a_flood_of_joins_is_refused_then_cut_off(client, hub):
+    with socket(client) as bystander:
+        join(bystander)
+        with socket(client) as ws:
+            for n in range(channels.MAX_CHANNELS_PER_SOCKET + 5):
+                ws.send_text(frame(str(n), str(n), f"product:{1 if n == 0 else n + 1000}", "phx_join", {}))
+            replies = [json.loads(ws.receive_text()) for _ in range(channels.MAX_CHANNELS_PER_SOCKET + 5)]
+            assert all(r[4]["status"] == "error" for r in replies[1:])
+            with pytest.raises(WebSocketDisconnect) as closed:
+                for n in range(channels.MESSAGE_BURST * 2):
+                    ws.send_text(frame(str(n), str(n), "product:1", "phx_join", {}))
+                    ws.receive_text()
+            assert closed.value.code == phoenix.CLOSE_POLICY
+        hub.publish([StockChanged(1, 1, "out")])
+        assert json.loads(bystander.receive_text())[3] == "stock_change"
+
+
+def test_another_protocol_version_is_refused(client):
+    with client.websocket_connect("/product_socket/websocket?vsn=1.0.0") as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == phoenix.CLOSE_INVALID
