@@ -23,7 +23,7 @@ from tests.support import postgres
 SEED = 23
 
 
-def _postgres_required() -> bool:
+def _must_run_everything() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true") or bool(os.environ.get("SNEAKERS23_REQUIRE_POSTGRES"))
 
 
@@ -37,7 +37,7 @@ def postgres_url():
     bindir = postgres.find_bindir()
     if bindir is None:
         reason = "no PostgreSQL server binaries here and SNEAKERS23_TEST_POSTGRES_URL is not set"
-        if _postgres_required():
+        if _must_run_everything():
             pytest.fail(reason + " (CI must run the PostgreSQL tests)")
         pytest.skip(reason)
     server = postgres.start(bindir)  # a failure to start fails the tests, everywhere

@@ -10,12 +10,18 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import cached_counts, database_counts
+from tests.support import cluster as cluster_support
 from tests.support.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 NODES = ("head", "node_a", "node_b")
 
 pytestmark = pytest.mark.usefixtures("ray_store")
+
+
+@pytest.fixture(autouse=True)
+def product_1_released(ray_store, ray_settings):
+    cluster_support.ensure_released(ray_settings, 1)
 
 
 def run(ray_cluster, settings, *args):

@@ -9,12 +9,19 @@ import pytest
 import ray
 
 from sneakers23.cluster import RayReplication
+from tests.conftest import SEED
 from sneakers23.inventory import Inventory
 from tests.support import cluster
 from tests.support.cluster import cached_counts, stats_if_up, database_counts, matches_database, on_node
+from tests.support import cluster as cluster_support
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_store")
+
+
+@pytest.fixture(autouse=True)
+def product_1_released(ray_store, ray_settings):
+    cluster_support.ensure_released(ray_settings, 1)
 
 
 def in_stock_item(settings, product_id=1) -> int:
@@ -32,6 +39,9 @@ def test_every_node_has_a_loaded_cache_equal_to_the_database(ray_settings):
 
 
 def test_a_release_on_node_a_reaches_node_b_and_a_sale_on_b_reaches_a(ray_settings):
+    if cluster.cached_products("node_b")[1].released:  # released by an earlier test: start over
+        cluster.reseed(ray_settings, SEED).close()
+        cluster_support.ensure_released(ray_settings, 1)
     assert not cluster.cached_products("node_b")[1].released
     outcome = on_node("node_a", ray_settings, "release", 2)
     assert outcome.newly_released

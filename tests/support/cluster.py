@@ -75,3 +75,30 @@ def database_counts(settings: Settings) -> dict[int, int]:
         return shop.all_counts(inventory)
     finally:
         inventory.close()
+
+
+def ensure_released(settings: Settings, product_id: int = 1) -> None:
+    """Other tests reseed the shared database: release again (idempotent) and wait for the caches."""
+    from sneakers23.cluster import RayReplication
+
+    inventory = Inventory(settings, replication=RayReplication())
+    try:
+        inventory.release(product_id)
+    finally:
+        inventory.close()
+    from tests.support.waiting import wait_for
+
+    for node in ("head", "node_a", "node_b"):
+        wait_for(lambda node=node: next(p for p in cached_products(node) if p.id == product_id).released,
+                 what=f"{node} to see product {product_id} released")
+
+
+def reseed(settings: Settings, random_seed: int) -> Inventory:
+    """The original seeds again (nothing released), with every node's cache reloaded."""
+    from tests.support.waiting import wait_for
+
+    inventory = Inventory(settings)
+    inventory.seed(random_seed=random_seed, reset=True)
+    for node in ("head", "node_a", "node_b"):
+        wait_for(lambda node=node: matches_database(node, settings), timeout=20, what=f"{node} to reload")
+    return inventory

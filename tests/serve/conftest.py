@@ -1,0 +1,149 @@
+"""The store deployed on the session's Ray cluster, plus the tools that act as shoppers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SEED, _must_run_everything
+from tests.support.cluster import reseed
+from tests.support.waiting import wait_for
+
+JS = Path(__file__).resolve().parents[1] / "js"
+CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def store_url(ray_cluster, ray_store, ray_settings):
+    """The store's two Serve applications, behind one proxy on the head node."""
+    from ray import serve
+
+    from sneakers23.serve.run import APPS
+
+    port = _free_port()
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    args = ray_settings.model_copy(update={"secret_key": "test-secret-key-0123456789"}).model_dump()
+    for name, route_prefix, build in APPS:
+        serve.run(build(args), name=name, route_prefix=route_prefix)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _healthy(url), timeout=60, what="the store to be healthy")
+    yield url
+    for name, _prefix, _build in APPS:
+        serve.delete(name)
+    serve.shutdown()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def fresh_shop(store_url, ray_settings):
+    """The original seeds again, both products unreleased, with every cache and page caught up."""
+    inventory = reseed(ray_settings, SEED)
+    wait_for(lambda: not any(p["released"] for p in httpx.get(f"{store_url}/api/products").json()),
+             what="the pages to show the reseeded catalog")
+    yield inventory
+    inventory.close()
+
+
+@pytest.fixture(scope="session")
+def phoenix_js():
+    """The official `phoenix` npm client, installed with npm from tests/js/package-lock.json."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        if _must_run_everything():  # in CI, every test runs
+            pytest.fail("node and npm are needed for the Phoenix client tests")
+        pytest.skip("node and npm are not installed")
+    if not (JS / "node_modules" / "phoenix").exists():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=JS, check=True)
+    return node
+
+
+class PhoenixClient:
+    """A Node process running the official client; records every line it prints."""
+
+    def __init__(self, node: str, url: str, topics: list[str]):
+        self.process = subprocess.Popen([node, str(JS / "phoenix_client.mjs"), url, *topics], cwd=JS,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.records: list[dict] = []
+        import threading
+
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.records.append(json.loads(line))
+
+    def of(self, kind: str, **match) -> list[dict]:
+        return [r for r in self.records if r["type"] == kind and all(r.get(k) == v for k, v in match.items())]
+
+    def close(self):
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def phoenix_client(phoenix_js, store_url):
+    clients = []
+
+    def start(*topics: str) -> PhoenixClient:
+        ws_url = store_url.replace("http://", "ws://") + "/product_socket"
+        client = PhoenixClient(phoenix_js, ws_url, list(topics))
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium from the machine (Debian's package), driven by Playwright."""
+    if not Path(CHROMIUM).exists():
+        if _must_run_everything():
+            pytest.fail(f"no Chromium at {CHROMIUM}: the browser tests must run in CI")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.console_messages = []
+    page.on("console", lambda message: page.console_messages.append(message))
+    page.on("pageerror", lambda error: page.console_messages.append(error))
+    yield page
+    context.close()

@@ -1,0 +1,68 @@
+"""What shoppers see, in a real browser (the machine's Chromium, headless, driven by Playwright)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ray import serve
+
+from sneakers23.cluster import RayReplication
+from sneakers23.inventory import Inventory
+from tests.support import shop
+
+JOINED = "() => window.sneakers23 && Object.values(window.sneakers23.channels).every(c => c.state === 'joined')"
+
+
+def open_store(page, store_url):
+    page.goto(store_url)
+    page.wait_for_function(JOINED)
+    page.evaluate("() => { window.notReloaded = true }")
+
+
+def assert_not_reloaded(page):
+    assert page.evaluate("() => window.notReloaded === true")
+
+
+def test_releasing_a_product_shows_its_sizes_without_a_reload(page, store_url, fresh_shop, ray_settings):
+    open_store(page, store_url)
+    assert page.locator(".product-soon-2").count() == 1
+    Inventory(ray_settings, replication=RayReplication()).release(2)
+    page.wait_for_selector('[data-sizes-for="2"] .size-container__entry', timeout=10_000)
+    assert page.locator(".product-soon-2").count() == 0
+    assert page.locator('[data-sizes-for="2"] .size-container__entry').count() == 13
+    assert page.locator(".product-soon-1").count() == 1  # the other product is still coming
+    assert_not_reloaded(page)
+    assert page.console_messages == []
+
+
+def test_selling_a_size_to_zero_turns_its_button_out_without_a_reload(page, store_url, fresh_shop, ray_settings):
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    inventory.release(1)
+    item = max(fresh_shop.complete_products()[0].items, key=lambda i: i.available_count)
+    open_store(page, store_url)
+    button = page.locator(f'.size-container__entry[value="{item.id}"]')
+    assert button.is_enabled() and "--level-out" not in button.get_attribute("class")
+    shop.set_available(fresh_shop, item.id, 3)
+    page.wait_for_selector(f'.size-container__entry--level-low[value="{item.id}"]', timeout=10_000)  # healed
+    inventory.sell(item.id, 3)
+    page.wait_for_selector(f'.size-container__entry--level-out[value="{item.id}"]', timeout=10_000)
+    assert button.is_disabled()
+    assert_not_reloaded(page)
+    assert page.console_messages == []
+
+
+def test_a_page_that_lost_its_socket_during_a_release_catches_up_when_it_reconnects(
+    page, store_url, fresh_shop, ray_settings
+):
+    open_store(page, store_url)
+    # The server drops every socket and refuses new ones for 3 s: the release happens in between.
+    # (Serve handles block, which Playwright's event loop in this thread forbids: another thread.)
+    with ThreadPoolExecutor(1) as thread:
+        dropped = thread.submit(lambda: serve.get_app_handle("channels").drop_sockets.remote(3.0).result()).result()
+    assert dropped >= 1
+    page.wait_for_function("() => !window.sneakers23.socket.isConnected()")
+    Inventory(ray_settings, replication=RayReplication()).release(2)
+    assert page.locator(".product-soon-2").count() == 1  # nothing could reach the page
+    page.wait_for_selector('[data-sizes-for="2"] .size-container__entry', timeout=20_000)
+    assert page.locator(".product-soon-2").count() == 0
+    assert_not_reloaded(page)
