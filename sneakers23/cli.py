@@ -189,7 +189,10 @@ def status(ctx: click.Context) -> None:
     replicator = cluster.replicator()
     if replicator is None:
         raise Sneakers23Error("the store's replication is not running on this cluster: start the store")
-    report = ray.get(replicator.status.remote(), timeout=30)
+    try:
+        report = ray.get(replicator.status.remote(), timeout=30)
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as error:
+        raise Sneakers23Error(f"the replication actor did not answer: {type(error).__name__}") from None
     now = time.time()
     fault = report.fault
     fault_text = (f", FAULT INJECTION ON: dropping {fault['drop_probability']:.0%} of deliveries"

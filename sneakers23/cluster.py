@@ -53,7 +53,10 @@ class RayReplication:
     caches' anti-entropy picks it up within the resync period.
     """
 
-    def __init__(self):
+    def __init__(self, wait: bool = True):
+        # wait: until the replication actor has the changes (a process about to exit, the CLI);
+        # without it, publishing costs the caller nothing more than a submission.
+        self._wait = wait
         self._replicator = None
 
     def publish(self, changes: Iterable[Change]) -> None:
@@ -65,7 +68,9 @@ class RayReplication:
             if self._replicator is None:
                 return  # no store running on this cluster: the database alone is the record
         try:
-            ray.get(self._replicator.publish.remote(changes), timeout=PUBLISH_TIMEOUT_S)
+            sent = self._replicator.publish.remote(changes)
+            if self._wait:
+                ray.get(sent, timeout=PUBLISH_TIMEOUT_S)
         except Exception as error:
             log.warning("could not publish %d change(s), the caches will heal by resync: %s", len(changes), error)
             self._replicator = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import Engine
@@ -54,14 +53,10 @@ class Inventory:
     def __init__(self, settings: Settings | None = None, replication: Replication | None = None):
         self.settings = settings or get_settings()
         self.replication = replication
-
-    @cached_property
-    def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        self.engine: Engine = make_engine(self.settings.database_url)  # connects on first use
 
     def close(self) -> None:
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        self.engine.dispose()
 
     def _errors(self):
         return translated_errors(self.settings.database_url)

@@ -15,6 +15,7 @@ from typing import Callable
 import ray
 
 from sneakers23.actors.node_cache import cache_for_node
+from sneakers23.actors.replicator import replication_actor
 from sneakers23.domain.catalog import Catalog, Item, Product
 from sneakers23.domain.changes import AvailabilityChanged, ProductReleased
 from sneakers23.domain.shopper_events import ShopperEvent, differences, release_change, stock_change
@@ -34,6 +35,8 @@ class LiveCatalog:
         self._listeners: list[Listener] = []
         self._task: asyncio.Task | None = None
         self.changes_seen = 0
+        self.generation = 0  # grows whenever what the catalog holds may have changed
+        self._loaded: asyncio.Event | None = None
 
     # --- reads (from memory) ---
 
@@ -65,16 +68,25 @@ class LiveCatalog:
             self._task.cancel()
             self._task = None
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
-        async def ready():
-            while not self.ready:
-                await asyncio.sleep(0.02)
-        await asyncio.wait_for(ready(), timeout)
+    async def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Until the first snapshot is in; False when it did not come within the timeout."""
+        if self._loaded is None:
+            self._loaded = asyncio.Event()
+        if not self.ready:
+            try:
+                await asyncio.wait_for(self._loaded.wait(), timeout)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     async def _follow_forever(self) -> None:
         failures = 0
         while True:
             try:
+                # A store deployed with `serve deploy` has no one else to start replication; this
+                # node's cache is all this copy waits for.
+                replicator = await asyncio.to_thread(replication_actor, self._settings)
+                replicator.ready.remote()
                 node_id = ray.get_runtime_context().get_node_id()
                 cache = await asyncio.to_thread(cache_for_node, node_id, self._settings)
                 snapshot = await cache.snapshot.remote()
@@ -99,11 +111,17 @@ class LiveCatalog:
     def _install(self, products: list[Product]) -> None:
         before = self.products()
         self._catalog = Catalog(products)
+        self.generation += 1
+        if self._loaded is None:
+            self._loaded = asyncio.Event()
+        self._loaded.set()
         if before:
             self._tell(differences(before, products))
 
     def _apply(self, changes) -> None:
         events: list[ShopperEvent] = []
+        if changes:
+            self.generation += 1
         for change in changes:
             self.changes_seen += 1
             if isinstance(change, ProductReleased):

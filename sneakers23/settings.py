@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Signs the shopper cookie. Every web replica of a store needs the same one; `sneakers23 serve`
     # makes one up when it is not set.
     secret_key: str | None = Field(default=None, min_length=16)
+    # Replicas of the page deployment (per cluster); sockets have their own deployment.
+    page_replicas: int = Field(default=1, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -128,6 +128,14 @@ def test_a_repeated_idempotency_key_sells_once(inventory):
     assert shop.order_count(inventory, shopper_id="shopper") == 2
 
 
+def test_an_idempotency_key_sent_again_with_other_items_is_refused(inventory):
+    inventory.release(1)
+    assert inventory.purchase("shopper", [1], idempotency_key="k").ok
+    reused = inventory.purchase("shopper", [2], idempotency_key="k")
+    assert reused.refusal is Refusal.KEY_REUSED and "earlier purchase" in reused.message
+    assert shop.order_count(inventory, shopper_id="shopper") == 1
+
+
 def test_a_repeated_idempotency_key_sells_once_under_a_race(inventory, settings):
     inventory.release(1)
     results = race(settings, [lambda inv: inv.purchase("retrier", [1], idempotency_key="k") for _ in range(16)])

@@ -57,7 +57,8 @@ class NodeCache:
         self._settings = settings
         self._node_id = node_id
         self._engine = make_engine(settings.database_url)
-        self._catalog = self._load()  # before any call is served: a cache is never half loaded
+        self._catalog = self._load_patiently()  # before any call is served: never half loaded
+        self._arrived_during_load: list[Change] | None = None
         self._feed = ChangeFeed()
         self._applied = self._healed = self._reloads = 0
         self._started_at = time.time()
@@ -68,6 +69,19 @@ class NodeCache:
     def _load(self) -> Catalog:
         with reading(self._engine) as connection:
             return Catalog(store.load_products(connection))
+
+    def _load_patiently(self) -> Catalog:
+        """Load, waiting out a database that is away: an actor whose constructor fails is not
+        restarted, and a node without its cache cannot serve."""
+        delay = 0.5
+        while True:
+            try:
+                return self._load()
+            except Exception as error:
+                log.warning("node cache %s: cannot load from the database (%s); again in %.1fs",
+                            self._node_id, error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _running(self) -> None:
         """Start the background work on the actor's event loop (not reachable from __init__)."""
@@ -90,6 +104,8 @@ class NodeCache:
     async def apply(self, changes: list[Change]) -> int:
         """Apply the changes newer than what is held; returns how many were."""
         self._running()
+        if self._arrived_during_load is not None:
+            self._arrived_during_load.extend(changes)
         applied = [change for change in changes if self._catalog.apply(change)]
         self._applied += len(applied)
         self._publish_to_followers(applied)
@@ -130,21 +146,39 @@ class NodeCache:
     async def resync(self) -> int:
         """Catch up with the database; returns how many missed changes were found."""
         self._running()
+        # Taken before the query: changes applied while it runs only make the cache newer, and a
+        # cache never holds a version the database lacks, so `held < total` alone means "missed".
+        held = self._catalog.version_total()
         total = await asyncio.to_thread(self._database_version)
         self._last_resync_at = time.time()
-        if total == self._catalog.version_total():
+        if total == held:
             return 0  # the common case: one cheap query, nothing missed
-        current = await asyncio.to_thread(self._database_rows)
-        healed, consistent = self._catalog.reconcile(current)
-        self._healed += len(healed)
-        self._publish_to_followers(healed)
-        if not consistent:
-            log.warning("node cache %s: the database went back in versions (reseeded?): reloading", self._node_id)
-            self._catalog = await asyncio.to_thread(self._load)
-            self._feed.new_epoch()
-            self._reloads += 1
-            self._wake_followers()
+        consistent = total > held
+        healed: list[Change] = []
+        if consistent:
+            current = await asyncio.to_thread(self._database_rows)
+            healed, consistent = self._catalog.reconcile(current)
+            self._healed += len(healed)
+            self._publish_to_followers(healed)
+        if not consistent:  # the database went back, or holds rows unknown here: start again
+            log.warning("node cache %s: the database changed under it (reseeded?): reloading", self._node_id)
+            await self._reload()
         return len(healed)
+
+    async def _reload(self) -> None:
+        # Changes that arrive while the load runs are kept and applied on top of it: they may
+        # have been committed after the load read the rows.
+        self._arrived_during_load = []
+        try:
+            catalog = await asyncio.to_thread(self._load)
+            for change in self._arrived_during_load:
+                catalog.apply(change)
+        finally:
+            self._arrived_during_load = None
+        self._catalog = catalog
+        self._feed.new_epoch()
+        self._reloads += 1
+        self._wake_followers()
 
     def _database_version(self) -> int:
         with reading(self._engine) as connection:

@@ -73,7 +73,11 @@ class Replicator:
         """Returns once every live node has a loaded cache; the node ids."""
         self._running()
         await self._sync_nodes()
-        await asyncio.gather(*(cache.stats.remote() for cache in self._caches.values()))
+        caches = list(self._caches.items())
+        outcomes = await asyncio.gather(*(cache.stats.remote() for _node, cache in caches), return_exceptions=True)
+        for (node_id, cache), outcome in zip(caches, outcomes):
+            if isinstance(outcome, ray.exceptions.ActorDiedError) and self._caches.get(node_id) is cache:
+                del self._caches[node_id]  # made again by the next sync of the nodes
         return sorted(self._caches)
 
     async def publish(self, changes: list[Change]) -> int:
@@ -167,11 +171,15 @@ def _is_head(node: dict) -> bool:
     return any(key.startswith("node:__internal_head__") for key in node.get("Resources", {}))
 
 
-def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS):
-    """The cluster's replication actor, started if it is not running; returns when every node's
-    cache is loaded."""
-    replicator = Replicator.options(
+def replication_actor(settings: Settings, watch_seconds: float = WATCH_SECONDS):
+    """The cluster's replication actor, created if it is not running (detached: it outlives us)."""
+    return Replicator.options(
         name=REPLICATOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(settings, watch_seconds)
+
+
+def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS):
+    """The cluster's replication actor, started if need be; returns when every node's cache is loaded."""
+    replicator = replication_actor(settings, watch_seconds)
     ray.get(replicator.ready.remote())
     return replicator

@@ -75,7 +75,7 @@ def translated_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (OperationalError, ProgrammingError) as error:
-        text = str(error.orig if error.orig is not None else error).strip().splitlines()[0]
+        text = (str(error.orig if error.orig is not None else error).strip().splitlines() or [repr(error)])[0]
         if "no such table" in text or ("relation" in text and "does not exist" in text):
             raise SchemaMissing(
                 f"the database at {describe_url(url)} has no Sneakers23 tables: run `sneakers23 db upgrade`"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from sqlalchemy import Connection, delete, text
+from sqlalchemy import Connection, delete, func, select, text
 
 from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
 from sneakers23.db.store import count_products
@@ -28,9 +28,12 @@ def seed(connection: Connection, random_seed: int | None = None, reset: bool = F
 
     Returns the number of items created.
     """
+    version = 1
     if count_products(connection):
         if not reset:
             raise AlreadySeeded("the database already holds products: pass --reset to replace them")
+        # Versions only grow, even across a reseed: caches then take the new rows as changes.
+        version = _highest_version(connection) + 1
         _empty(connection)
     rng = random.Random(random_seed)
     items = 0
@@ -38,7 +41,7 @@ def seed(connection: Connection, random_seed: int | None = None, reset: bool = F
         product_id = connection.execute(
             ProductRow.__table__.insert()
             .values(sku=sku, order=order, brand=brand, name=name, color=color, price_usd=price,
-                    main_image_url=f"/static/images/{image}.svg", released=False, version=1)
+                    main_image_url=f"/static/images/{image}.svg", released=False, version=version)
             .returning(ProductRow.__table__.c.id)
         ).scalar_one()
         for number, size in enumerate(SIZES, start=1):
@@ -49,10 +52,17 @@ def seed(connection: Connection, random_seed: int | None = None, reset: bool = F
             ).scalar_one()
             count = 0 if rng.random() < OUT_OF_STOCK_PROBABILITY else rng.randint(*STOCK_RANGE)
             connection.execute(
-                ItemAvailabilityRow.__table__.insert().values(item_id=item_id, available_count=count, version=1)
+                ItemAvailabilityRow.__table__.insert().values(item_id=item_id, available_count=count, version=version)
             )
             items += 1
     return items
+
+
+def _highest_version(connection: Connection) -> int:
+    return max(
+        connection.execute(select(func.coalesce(func.max(model.__table__.c.version), 0))).scalar_one()
+        for model in (ProductRow, ItemAvailabilityRow)
+    )
 
 
 def _empty(connection: Connection) -> None:

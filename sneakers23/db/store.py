@@ -107,7 +107,7 @@ def purchase(
         # A concurrent request with the same key or for the same size won the race; both are
         # caught by unique indexes. Look again, in a fresh transaction, at what it committed.
         with engine.begin() as connection:
-            replay = _replay(connection, shopper_id, key) if idempotency_key else None
+            replay = _replay(connection, shopper_id, key, item_ids) if idempotency_key else None
             if replay is not None:
                 return replay
             owned = _sizes_owned(connection, shopper_id, item_ids)
@@ -120,12 +120,12 @@ def _purchase_in(
     def refuse(refusal: Refusal, item_id: int):
         if refusal is Refusal.LIMIT_REACHED and keyed:
             # The limit may have been reached by this very purchase, sent before: replay it.
-            replay = _replay(connection, shopper_id, key)
+            replay = _replay(connection, shopper_id, key, item_ids)
             if replay is not None:
                 raise _Refused(replay)
         raise _Refused(PurchaseResult.refused(refusal, item_id))
 
-    if keyed and (replay := _replay(connection, shopper_id, key)) is not None:
+    if keyed and (replay := _replay(connection, shopper_id, key, item_ids)) is not None:
         return replay
 
     # Read what is asked for. The count read here only turns away the obviously sold out early,
@@ -223,7 +223,8 @@ def _sizes_owned(connection: Connection, shopper_id: str, item_ids: list[int]) -
     return [item_id for item_id in item_ids if item_id in owned]
 
 
-def _replay(connection: Connection, shopper_id: str, key: str) -> PurchaseResult | None:
+def _replay(connection: Connection, shopper_id: str, key: str, item_ids: list[int]) -> PurchaseResult | None:
+    """The first result of a purchase made with this key, or None when there was none."""
     rows = connection.execute(
         select(orders_t)
         .where(orders_t.c.shopper_id == shopper_id, orders_t.c.idempotency_key == key)
@@ -231,6 +232,8 @@ def _replay(connection: Connection, shopper_id: str, key: str) -> PurchaseResult
     ).all()
     if not rows:
         return None
+    if [r.item_id for r in rows] != list(item_ids):
+        return PurchaseResult.refused(Refusal.KEY_REUSED, item_ids[0])
     units = tuple(SoldUnit(r.id, r.item_id, r.product_id, r.available_count_after, r.version_after) for r in rows)
     return PurchaseResult.sold(units, replayed=True)
 

@@ -102,9 +102,9 @@ class Catalog:
     def reconcile(self, current: Iterable[Change]) -> tuple[list[Change], bool]:
         """Catch up with the database's current rows: apply every newer one.
 
-        Returns the changes applied, and False when moving forward cannot reach the database's
-        state (a row unknown here, or older than here: the database was reseeded), so the caller
-        must reload instead.
+        A row held at a newer version is fine (a change applied since the rows were read). Returns
+        the changes applied, and False when moving forward cannot reach the database's state (a
+        row unknown here), so the caller must reload instead.
         """
         applied: list[Change] = []
         for change in current:
@@ -112,7 +112,7 @@ class Catalog:
                 held = self._products.get(change.product_id)
             else:
                 held = self._items.get(change.item_id)
-            if held is None or held.version > change.version:
+            if held is None:
                 return applied, False
             if self.apply(change):
                 applied.append(change)

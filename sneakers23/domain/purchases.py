@@ -18,6 +18,7 @@ class Refusal(StrEnum):
     NOT_RELEASED = "not_released"
     LIMIT_REACHED = "limit_reached"
     UNKNOWN_ITEM = "unknown_item"
+    KEY_REUSED = "idempotency_key_reused"  # the key of an earlier purchase, sent with other items
 
 
 _MESSAGES = {
@@ -25,6 +26,7 @@ _MESSAGES = {
     Refusal.NOT_RELEASED: "item {item_id} belongs to a product that is not released yet",
     Refusal.LIMIT_REACHED: "the shopper has reached the purchase limit for item {item_id}",
     Refusal.UNKNOWN_ITEM: "there is no item {item_id}",
+    Refusal.KEY_REUSED: "this idempotency key belongs to an earlier purchase of other items",
 }
 
 

@@ -38,6 +38,7 @@ REFUSAL_STATUS = {
     Refusal.LIMIT_REACHED: 409,
     Refusal.NOT_RELEASED: 403,
     Refusal.UNKNOWN_ITEM: 404,
+    Refusal.KEY_REUSED: 422,
 }
 
 store_api = FastAPI(title="Sneakers23", docs_url=None, redoc_url=None, openapi_url=None)
@@ -48,14 +49,27 @@ def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=NO_STORE)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=PAGE_REQUESTS_PER_REPLICA)
+# A log line per request costs more than rendering the page: errors are still logged.
+QUIET = {"enable_access_log": False}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=PAGE_REQUESTS_PER_REPLICA,
+                  logging_config=QUIET)
 @serve.ingress(store_api)
 class Storefront:
     def __init__(self, settings: Settings):
-        self.inventory = Inventory(settings, replication=RayReplication())
+        # A sale is committed before it is published: the shopper does not wait for replication.
+        self.inventory = Inventory(settings, replication=RayReplication(wait=False))
         self.live = self.inventory.live_catalog()
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
+        self._page: tuple[int, bytes] = (-1, b"")  # rendered once per catalog generation
+
+    def _catalog_html(self) -> bytes:
+        generation = self.live.generation
+        if self._page[0] != generation:
+            self._page = (generation, catalog_page(self.live.products()).encode())
+        return self._page[1]
 
     def _shopper(self, request: Request) -> str | None:
         return self.cookies.read(request.cookies.get(COOKIE))
@@ -65,7 +79,7 @@ class Storefront:
         if not self.live.ready:
             return HTMLResponse("<!DOCTYPE html><title>Sneakers23</title><p>The store is opening: try again in a moment.",
                                 status_code=503, headers={**NO_STORE, "Retry-After": "1"})
-        response = HTMLResponse(catalog_page(self.live.products()), headers=NO_STORE)
+        response = HTMLResponse(self._catalog_html(), headers=NO_STORE)
         if self._shopper(request) is None:
             _shopper_id, cookie = self.cookies.new()
             response.set_cookie(COOKIE, cookie, max_age=MAX_AGE_S, httponly=True, samesite="lax")
@@ -115,7 +129,8 @@ class Storefront:
 channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=SOCKETS_PER_REPLICA)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=SOCKETS_PER_REPLICA,
+                  logging_config=QUIET)
 @serve.ingress(channels_api)
 class ProductChannels:
     def __init__(self, settings: Settings):
@@ -126,7 +141,10 @@ class ProductChannels:
 
     @channels_api.websocket("/websocket")
     async def socket(self, websocket: WebSocket):
-        await self.live.wait_ready()
+        if not await self.live.wait_ready():
+            await websocket.accept()
+            await websocket.close(code=1013, reason="the store is opening: try again")
+            return
         await self.hub.serve(websocket)
 
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
@@ -145,7 +163,8 @@ def _settings(args: dict) -> Settings:
 
 
 def build_store(args: dict):
-    return Storefront.bind(_settings(args))
+    settings = _settings(args)
+    return Storefront.options(num_replicas=settings.page_replicas).bind(settings)
 
 
 def build_channels(args: dict):

@@ -55,7 +55,15 @@ class Connection:
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
-            self.overflowed = True  # the reader loop closes it; its page re-syncs when it rejoins
+            if not self.overflowed:  # close it now; its page re-syncs when it rejoins
+                self.overflowed = True
+                asyncio.get_running_loop().create_task(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        try:
+            await self.websocket.close(code=phoenix.CLOSE_POLICY, reason="too slow to keep up")
+        except Exception:
+            pass
 
     def allow_message(self) -> bool:
         now = time.monotonic()

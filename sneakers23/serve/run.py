@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -21,6 +22,33 @@ from sneakers23.serve.app import build_channels, build_store
 from sneakers23.settings import Settings
 
 APPS = (("store", "/", build_store), ("channels", "/product_socket", build_channels))
+
+# The request path, chosen by measurement (bench/page_throughput.py, bench/channel_fanout.py; see
+# docs/performance.md): HAProxy in front of replicas that serve HTTP and WebSockets themselves,
+# with Serve's throughput settings. Ray reads these when the cluster starts; a cluster that
+# `serve` only joins keeps the path it was started with (cluster.yaml sets the same).
+REQUEST_PATH = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+}
+
+
+WANTED_OPEN_FILES = 1_048_576  # HAProxy asks for 2.5 per allowed connection
+
+
+def _raise_open_file_limit() -> int:
+    """One descriptor per socket (two in HAProxy): raise the limit for us and the Ray processes we
+    start, as far as we may (root may raise the hard limit too). Returns the limit in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (max(hard, WANTED_OPEN_FILES), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            continue
+    return soft
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -50,7 +78,32 @@ def run_store(settings: Settings, host: str, port: int, ready: threading.Event |
         if not _port_is_free(host, port):
             raise Sneakers23Error(f"port {port} on {host} is in use: pick another with --port")
         click.echo("starting a local Ray cluster")
+        limit = _raise_open_file_limit()
+        for name, value in REQUEST_PATH.items():
+            os.environ.setdefault(name, value)
+        # Every open socket is a connection in HAProxy (default limit 4,096), which wants 2.5
+        # descriptors for each one it may hold.
+        os.environ.setdefault("RAY_SERVE_HAPROXY_MAXCONN", str(max(1024, min(200_000, (limit - 1024) * 2 // 5))))
         ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, include_dashboard=True)
+    try:
+        _deploy(settings, host, port)
+        click.echo(f"Sneakers23 is open at http://{host}:{port}/  (Ctrl-C to close)")
+        if ready is not None:
+            ready.set()
+        _wait_for_stop(stop)
+    finally:
+        click.echo("closing the store")
+        if started_ray:  # everything goes with the cluster this call started
+            ray.shutdown()
+        else:  # a cluster we only joined: take back our applications, leave the rest running
+            for name, _prefix, _build in APPS:
+                try:
+                    serve.delete(name)
+                except Exception:
+                    pass
+
+
+def _deploy(settings: Settings, host: str, port: int) -> None:
     try:
         start_replication(settings)
         serve.start(http_options={"host": host, "port": port})
@@ -59,20 +112,11 @@ def run_store(settings: Settings, host: str, port: int, ready: threading.Event |
             serve.run(build(args), name=name, route_prefix=route_prefix, blocking=False)
         for name, _prefix, _build in APPS:
             serve.get_app_handle(name)  # waits for the app to be running
-        click.echo(f"Sneakers23 is open at http://{host}:{port}/  (Ctrl-C to close)")
-        if ready is not None:
-            ready.set()
-        _wait_for_stop(stop)
-    finally:
-        click.echo("closing the store")
-        for name, _prefix, _build in APPS:
-            try:
-                serve.delete(name)
-            except Exception:
-                pass
-        if started_ray:
-            serve.shutdown()
-            ray.shutdown()
+    except Sneakers23Error:
+        raise
+    except Exception as error:  # Ray's own failures arrive with pages of traceback: one line
+        first = next((line for line in reversed(str(error).splitlines()) if line.strip()), repr(error))
+        raise Sneakers23Error(f"the store could not start: {first.strip()[:300]}") from None
 
 
 def _wait_for_stop(stop: threading.Event | None) -> None:

@@ -60,3 +60,14 @@ def test_stock_follows_the_original_distribution(settings):
     assert 0.03 < zero / len(counts) < 0.2
     stocked = [c for c in counts if c]
     assert min(stocked) >= 201 and max(stocked) <= 1200 and max(stocked) - min(stocked) > 800
+
+
+def test_a_reseed_moves_every_version_forward(inventory):
+    inventory.release(1)
+    inventory.purchase("shopper", [next(i.id for i in inventory.complete_products()[0].items if i.available_count)])
+    before = {i.id: i.version for p in inventory.complete_products() for i in p.items}
+    highest = max([*before.values(), *(p.version for p in inventory.complete_products())])
+    inventory.seed(random_seed=1, reset=True)
+    after = inventory.complete_products()
+    assert all(p.version == highest + 1 for p in after)
+    assert all(i.version == highest + 1 for p in after for i in p.items)

@@ -1,0 +1,91 @@
+"""A load-generator process for the fan-out benchmark: holds sockets, notes when each push arrives.
+
+Reads commands on stdin (JSON lines), answers on stdout:
+  {"open": URL, "count": N, "join": TOPIC|null}  -> {"opened": N}
+  {"collect": MATCH, "expect": N, "timeout": S}  -> {"arrivals": [t, ...], "cpu_s": S}
+"""
+
+import asyncio
+import json
+import resource
+import sys
+import time
+
+import websockets
+
+
+class Clients:
+    def __init__(self):
+        self.sockets = []
+        self.arrivals: dict[str, list[float]] = {}
+        self.closed = 0
+
+    async def open(self, url: str, count: int, join: str | None) -> int:
+        semaphore = asyncio.Semaphore(64)
+
+        async def one(n):
+            async with semaphore:
+                ws = await websockets.connect(url, max_queue=None, open_timeout=300, ping_interval=None)
+                if join:
+                    await ws.send(json.dumps([str(n), str(n), join, "phx_join", {}]))
+                    await ws.recv()  # the join reply
+                self.sockets.append(ws)
+                asyncio.get_running_loop().create_task(self.read(ws))
+                if join:  # as the Phoenix client does: the server closes sockets silent for 60 s
+                    asyncio.get_running_loop().create_task(self.heartbeat(ws))
+
+        await asyncio.gather(*(one(n) for n in range(count)))
+        return len(self.sockets)
+
+    async def heartbeat(self, ws):
+        ref = 0
+        while True:
+            await asyncio.sleep(25)
+            ref += 1
+            try:
+                await ws.send(json.dumps([None, f"h{ref}", "phoenix", "heartbeat", {}]))
+            except websockets.ConnectionClosed:
+                return
+
+    async def read(self, ws):
+        try:
+            await self._read(ws)
+        except websockets.ConnectionClosed:
+            self.closed += 1  # counted by the missing arrivals
+
+    async def _read(self, ws):
+        async for message in ws:
+            now = time.time()
+            # The payload names what it is about; arrivals are kept by that key.
+            frame = json.loads(message)
+            if frame[3] == "phx_reply":
+                continue  # heartbeat replies
+            key = json.dumps(frame[4], sort_keys=True)
+            self.arrivals.setdefault(key, []).append(now)
+
+
+async def main():
+    clients = Clients()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        if "open" in command:
+            answer = {"opened": await clients.open(command["open"], command["count"], command.get("join"))}
+        else:
+            cpu = time.process_time()
+            deadline = time.monotonic() + command["timeout"]
+            if clients.closed:
+                deadline = min(deadline, time.monotonic() + 10)  # some will never get it
+            key = json.dumps(command["collect"], sort_keys=True)
+            while len(clients.arrivals.get(key, [])) < command["expect"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            answer = {"arrivals": clients.arrivals.pop(key, []), "cpu_s": time.process_time() - cpu}
+        print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asyncio.run(main())
