@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from datetime import datetime, timedelta, timezone
 
 import click
 
@@ -122,20 +124,64 @@ def _product_table(product: Product) -> str:
     return "\n".join(lines)
 
 
+class _Moment(click.ParamType):
+    """An ISO 8601 time (local time when it names no zone), as an aware datetime."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a time like 2026-12-01T18:00 or 2026-12-01T18:00:00+01:00", param, ctx)
+        return moment.astimezone() if moment.tzinfo is None else moment
+
+
+class _Duration(click.ParamType):
+    """A delay such as 90, 30s, 5m or 2h, in seconds."""
+
+    name = "DURATION"
+    UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+    def convert(self, value, param, ctx):
+        match = re.fullmatch(r"(\d+)([smh]?)", str(value).strip())
+        if not match or int(match.group(1)) == 0:
+            self.fail(f"{value!r} is not a delay such as 90, 30s, 5m or 2h", param, ctx)
+        return timedelta(seconds=int(match.group(1)) * self.UNITS[match.group(2)])
+
+
 @cli.command()
 @click.argument("product_ids", metavar="PRODUCT_ID...", nargs=-1, required=True, type=int)
+@click.option("--at", "at", type=_Moment(), help="Release at this time instead of now (ISO 8601).")
+@click.option("--in", "after", type=_Duration(), help="Release after this delay instead of now (30s, 5m, 2h).")
+@click.option("--cancel", is_flag=True, help="Cancel a scheduled release.")
 @click.pass_context
-def release(ctx: click.Context, product_ids: tuple[int, ...]) -> None:
-    """Release products: their sizes go on sale."""
+def release(ctx: click.Context, product_ids: tuple[int, ...], at: datetime | None, after: timedelta | None,
+            cancel: bool) -> None:
+    """Release products now, or schedule (--at, --in) or cancel (--cancel) their release."""
+    if sum(x is not None and x is not False for x in (at, after, cancel)) > 1:
+        raise click.UsageError("give at most one of --at, --in and --cancel")
     inventory = _inventory(ctx, publish=True)
     known = {p.id for p in inventory.complete_products()}
     unknown = [str(i) for i in product_ids if i not in known]
     if unknown:  # checked first, so that a typo releases nothing
         raise Sneakers23Error(f"there is no product {', '.join(unknown)}: nothing was released")
+    if after is not None:
+        at = datetime.now(timezone.utc) + after
     for product_id in dict.fromkeys(product_ids):
-        outcome = inventory.release(product_id)
-        verb = "released" if outcome.newly_released else "already released"
-        click.echo(f"product {product_id} {verb} (version {outcome.change.version})")
+        if cancel:
+            change = inventory.schedule_release(product_id, None)
+            click.echo(f"product {product_id}: scheduled release cancelled (version {change.version})")
+        elif at is not None:
+            change = inventory.schedule_release(product_id, at.astimezone(timezone.utc))
+            click.echo(f"product {product_id} goes on sale at {change.release_at.astimezone().isoformat(timespec='seconds')}"
+                       f" (version {change.version})")
+        else:
+            outcome = inventory.release(product_id)
+            verb = "released" if outcome.newly_released else "already released"
+            click.echo(f"product {product_id} {verb} (version {outcome.change.version})")
 
 
 @cli.command()

@@ -19,3 +19,7 @@ class SchemaMissing(Sneakers23Error):
 
 class AlreadySeeded(Sneakers23Error):
     pass
+
+
+class AlreadyReleased(Sneakers23Error):
+    pass

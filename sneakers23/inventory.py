@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import Engine
@@ -95,6 +96,30 @@ class Inventory:
         if newly:
             self._publish([change])
         return ReleaseOutcome(change, newly)
+
+    def schedule_release(self, product_id: int, at: datetime | None) -> ProductReleased:
+        """Have the product go on sale by itself at `at` (UTC-aware, in the future); None cancels.
+
+        The replication actor releases it at that moment, once for the whole cluster."""
+        if at is not None:
+            if at.tzinfo is None:
+                raise ValueError("a release time needs a time zone")
+            if at <= datetime.now(timezone.utc):
+                raise ValueError(f"the release time {at.isoformat()} is in the past")
+        with self._errors(), self.engine.begin() as connection:
+            change = store.schedule_release(connection, product_id, at)
+        self._publish([change])
+        return change
+
+    def release_due(self) -> list[ProductReleased]:
+        """Release the products whose time has come (the replication actor calls this)."""
+        with self._errors(), reading(self.engine) as connection:
+            if not store.release_is_due(connection):
+                return []
+        with self._errors(), self.engine.begin() as connection:
+            changes = store.release_due(connection)
+        self._publish(changes)
+        return changes
 
     def purchase(self, shopper_id: str, item_ids: list[int], idempotency_key: str | None = None) -> PurchaseResult:
         """Sell one pair of each item to the shopper, all or nothing (see db.store.purchase)."""

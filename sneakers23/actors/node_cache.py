@@ -65,6 +65,7 @@ class NodeCache:
         self._last_resync_at: float | None = None
         self._new_change: asyncio.Event | None = None
         self._resync_task: asyncio.Task | None = None
+        self._running()  # anti-entropy from the start, and again after every restart
 
     def _load(self) -> Catalog:
         with reading(self._engine) as connection:
@@ -84,10 +85,11 @@ class NodeCache:
                 delay = min(delay * 2, 10.0)
 
     def _running(self) -> None:
-        """Start the background work on the actor's event loop (not reachable from __init__)."""
+        """Start the background work on the actor's event loop (async actors run __init__ before
+        the loop, and the tasks created there start with it)."""
         if self._resync_task is None:
             self._new_change = asyncio.Event()
-            self._resync_task = asyncio.get_running_loop().create_task(self._resync_forever())
+            self._resync_task = asyncio.get_event_loop().create_task(self._resync_forever())
 
     def _publish_to_followers(self, changes: list[Change]) -> None:
         for change in changes:
@@ -103,7 +105,6 @@ class NodeCache:
 
     async def apply(self, changes: list[Change]) -> int:
         """Apply the changes newer than what is held; returns how many were."""
-        self._running()
         if self._arrived_during_load is not None:
             self._arrived_during_load.extend(changes)
         applied = [change for change in changes if self._catalog.apply(change)]
@@ -114,7 +115,6 @@ class NodeCache:
     # --- what readers and followers call ---
 
     async def snapshot(self) -> Snapshot:
-        self._running()
         return Snapshot(self._feed.epoch, self._feed.cursor, self._catalog.products())
 
     async def follow(self, epoch: str, cursor: int, timeout_s: float = FOLLOW_TIMEOUT_S) -> tuple[FeedRead, Snapshot | None]:
@@ -123,7 +123,6 @@ class NodeCache:
         When the follower cannot continue from its cursor (a restart, a reload, or it fell too far
         behind), it gets a snapshot to start again from.
         """
-        self._running()
         read = self._feed.read(epoch, cursor)
         if not read.reset and not read.changes:
             new_change = self._new_change
@@ -137,7 +136,6 @@ class NodeCache:
         return read, None
 
     async def stats(self) -> CacheStats:
-        self._running()
         return CacheStats(self._node_id, self._feed.epoch, self._catalog.version_total(), self._applied,
                           self._healed, self._reloads, self._started_at, self._last_resync_at)
 
@@ -145,7 +143,6 @@ class NodeCache:
 
     async def resync(self) -> int:
         """Catch up with the database; returns how many missed changes were found."""
-        self._running()
         # Taken before the query: changes applied while it runs only make the cache newer, and a
         # cache never holds a version the database lacks, so `held < total` alone means "missed".
         held = self._catalog.version_total()

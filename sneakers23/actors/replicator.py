@@ -19,12 +19,14 @@ import ray
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.node_cache import CacheStats, cache_for_node
 from sneakers23.domain.changes import Change
+from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 
 log = logging.getLogger(__name__)
 
 REPLICATOR_NAME = "replicator"
 WATCH_SECONDS = 1.0
+RELEASE_TICK_S = 0.25
 STATS_TIMEOUT_S = 3.0
 
 
@@ -62,16 +64,33 @@ class Replicator:
         self._drop_node: str | None = None
         self._started_at = time.time()
         self._watch_task: asyncio.Task | None = None
+        self._release_task: asyncio.Task | None = None
+        self._inventory = Inventory(settings)  # for scheduled releases; it publishes through us
         self._outbox: dict[str, list[Change]] = {}  # changes waiting to be sent, per node
         self._sending: set[str] = set()  # nodes with a send under way
+        self._running()  # at once, and again after every restart: nodes and schedules need no caller
 
     def _running(self) -> None:
+        """Start the background work on the actor's event loop (async actors run __init__ before
+        the loop, and the tasks created there start with it)."""
         if self._watch_task is None:
-            self._watch_task = asyncio.get_running_loop().create_task(self._watch_forever())
+            self._watch_task = asyncio.get_event_loop().create_task(self._watch_forever())
+            self._release_task = asyncio.get_event_loop().create_task(self._release_forever())
+
+    async def _release_forever(self) -> None:
+        """Scheduled releases: the database holds the times, so a restarted actor just goes on."""
+        while True:
+            try:
+                released = await asyncio.to_thread(self._inventory.release_due)
+                if released:
+                    log.info("released on schedule: %s", [c.product_id for c in released])
+                    await self.publish(released)
+            except Exception as error:
+                log.warning("scheduled releases failed this time: %s", error)
+            await asyncio.sleep(RELEASE_TICK_S)
 
     async def ready(self) -> list[str]:
         """Returns once every live node has a loaded cache; the node ids."""
-        self._running()
         await self._sync_nodes()
         caches = list(self._caches.items())
         outcomes = await asyncio.gather(*(cache.stats.remote() for _node, cache in caches), return_exceptions=True)
@@ -82,7 +101,6 @@ class Replicator:
 
     async def publish(self, changes: list[Change]) -> int:
         """Queue the changes for every node's cache; returns once queued (not applied)."""
-        self._running()
         self._published += len(changes)
         queued = 0
         for node_id in list(self._caches):
@@ -123,11 +141,9 @@ class Replicator:
         self._drop_probability, self._drop_node = drop_probability, node_id
 
     async def caches(self) -> dict[str, ray.actor.ActorHandle]:
-        self._running()
         return dict(self._caches)
 
     async def status(self) -> ReplicationStatus:
-        self._running()
         nodes = []
         for node_id, cache in sorted(self._caches.items()):
             node = self._nodes.get(node_id, {})

@@ -13,7 +13,7 @@ from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, Product
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
 from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
-from sneakers23.errors import NotFound
+from sneakers23.errors import AlreadyReleased, NotFound
 
 products_t = ProductRow.__table__
 items_t = ItemRow.__table__
@@ -26,6 +26,13 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time here is UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 # --- reads -------------------------------------------------------------------------------------
 
 def load_products(connection: Connection) -> list[Product]:
@@ -34,7 +41,7 @@ def load_products(connection: Connection) -> list[Product]:
         Product(
             id=row.id, sku=row.sku, order=row.order, brand=row.brand, name=row.name, color=row.color,
             price_usd=row.price_usd, main_image_url=row.main_image_url, released=bool(row.released),
-            version=row.version,
+            version=row.version, release_at=_utc(row.release_at),
         )
         for row in connection.execute(select(products_t))
     ]
@@ -57,24 +64,66 @@ def count_products(connection: Connection) -> int:
 # --- release -----------------------------------------------------------------------------------
 
 def release(connection: Connection, product_id: int) -> tuple[ProductReleased, bool]:
-    """Release a product. Idempotent: releasing it again changes nothing and returns its state.
+    """Release a product now (any release time set for it is void). Idempotent: releasing it again
+    changes nothing and returns its state.
 
     Returns the change (with the row's version) and whether this call released it.
     """
     version = connection.execute(
         update(products_t)
         .where(products_t.c.id == product_id, products_t.c.released.is_(False))
-        .values(released=True, version=products_t.c.version + 1, updated_at=_now())
+        .values(released=True, release_at=None, version=products_t.c.version + 1, updated_at=_now())
         .returning(products_t.c.version)
     ).scalar_one_or_none()
     if version is not None:
         return ProductReleased(product_id=product_id, released=True, version=version), True
+    return _product_state(connection, product_id), False
+
+
+def _product_state(connection: Connection, product_id: int) -> ProductReleased:
     row = connection.execute(
-        select(products_t.c.released, products_t.c.version).where(products_t.c.id == product_id)
+        select(products_t.c.released, products_t.c.version, products_t.c.release_at).where(products_t.c.id == product_id)
     ).one_or_none()
     if row is None:
         raise NotFound(f"there is no product {product_id}")
-    return ProductReleased(product_id=product_id, released=bool(row.released), version=row.version), False
+    return ProductReleased(product_id, bool(row.released), row.version, _utc(row.release_at))
+
+
+def schedule_release(connection: Connection, product_id: int, at: datetime | None) -> ProductReleased:
+    """Set (or, with None, cancel) the moment an unreleased product goes on sale by itself."""
+    version = connection.execute(
+        update(products_t)
+        .where(products_t.c.id == product_id, products_t.c.released.is_(False))
+        .values(release_at=at, version=products_t.c.version + 1, updated_at=_now())
+        .returning(products_t.c.version)
+    ).scalar_one_or_none()
+    if version is None:
+        _product_state(connection, product_id)  # raises NotFound for an unknown product
+        raise AlreadyReleased(f"product {product_id} is already released: there is nothing to schedule")
+    return ProductReleased(product_id, False, version, _utc(at))
+
+
+def release_is_due(connection: Connection, now: datetime | None = None) -> bool:
+    """A cheap read, so that the writer lock is taken only when there is something to release."""
+    return connection.execute(
+        select(products_t.c.id)
+        .where(products_t.c.released.is_(False), products_t.c.release_at.is_not(None),
+               products_t.c.release_at <= (now or _now()))
+        .limit(1)
+    ).first() is not None
+
+
+def release_due(connection: Connection, now: datetime | None = None) -> list[ProductReleased]:
+    """Release every product whose time has come. One atomic statement: whoever runs it, however
+    often, and on however many nodes, each product is released once."""
+    rows = connection.execute(
+        update(products_t)
+        .where(products_t.c.released.is_(False), products_t.c.release_at.is_not(None),
+               products_t.c.release_at <= (now or _now()))
+        .values(released=True, version=products_t.c.version + 1, updated_at=_now())
+        .returning(products_t.c.id, products_t.c.version, products_t.c.release_at)
+    ).all()
+    return [ProductReleased(row.id, True, row.version, _utc(row.release_at)) for row in rows]
 
 
 # --- purchase ----------------------------------------------------------------------------------
@@ -251,8 +300,10 @@ def version_total(connection: Connection) -> int:
 def current_changes(connection: Connection) -> list[Change]:
     """Every row's current state as a change, for a cache to apply what it missed."""
     changes: list[Change] = [
-        ProductReleased(product_id=row.id, released=bool(row.released), version=row.version)
-        for row in connection.execute(select(products_t.c.id, products_t.c.released, products_t.c.version))
+        ProductReleased(product_id=row.id, released=bool(row.released), version=row.version,
+                        release_at=_utc(row.release_at))
+        for row in connection.execute(
+            select(products_t.c.id, products_t.c.released, products_t.c.version, products_t.c.release_at))
     ]
     changes += [
         AvailabilityChanged(item_id=row.item_id, product_id=row.product_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Iterable
 
 from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
@@ -38,6 +39,7 @@ class Product:
     released: bool
     version: int
     items: tuple[Item, ...] = ()
+    release_at: datetime | None = None  # when an unreleased product goes on sale by itself
 
 
 def complete_products(products: Iterable[Product], items: Iterable[Item]) -> list[Product]:
@@ -85,7 +87,8 @@ class Catalog:
             product = self._products.get(change.product_id)
             if product is None or change.version <= product.version:
                 return False
-            self._products[product.id] = replace(product, released=change.released, version=change.version)
+            self._products[product.id] = replace(product, released=change.released, version=change.version,
+                                                 release_at=change.release_at)
             return True
         if isinstance(change, AvailabilityChanged):
             item = self._items.get(change.item_id)

@@ -19,13 +19,20 @@ class ProductWentOnSale:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseScheduled:
+    """An unreleased product's release time was set, moved or cancelled (its countdown changes)."""
+
+    product_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class StockChanged:
     product_id: int
     item_id: int
     level: Level
 
 
-ShopperEvent = Union[ProductWentOnSale, StockChanged]
+ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged]
 
 
 def stock_change(before: Item | None, after: Item) -> StockChanged | None:
@@ -34,9 +41,11 @@ def stock_change(before: Item | None, after: Item) -> StockChanged | None:
     return StockChanged(after.product_id, after.id, after.level)
 
 
-def release_change(before: Product | None, after: Product) -> ProductWentOnSale | None:
+def release_change(before: Product | None, after: Product) -> ProductWentOnSale | ReleaseScheduled | None:
     if after.released and (before is None or not before.released):
         return ProductWentOnSale(after.id)
+    if not after.released and before is not None and before.release_at != after.release_at:
+        return ReleaseScheduled(after.id)
     return None
 
 

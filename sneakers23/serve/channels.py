@@ -15,7 +15,7 @@ from typing import Protocol
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sneakers23.domain.catalog import Product
-from sneakers23.domain.shopper_events import ProductWentOnSale, ShopperEvent, StockChanged
+from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
 from sneakers23.serve import phoenix
 from sneakers23.serve.render import size_html
 
@@ -33,9 +33,14 @@ class Products(Protocol):
     def product(self, product_id: int) -> Product | None: ...
 
 
+def _release_at(product: Product) -> str | None:
+    return product.release_at.isoformat() if product.release_at and not product.released else None
+
+
 def join_state(product: Product) -> dict:
     return {
         "released": product.released,
+        "release_at": _release_at(product),
         "size_html": size_html(product),
         "items": [{"id": item.id, "level": str(item.level)} for item in product.items],
     }
@@ -114,6 +119,12 @@ class ChannelHub:
                 if product is None:
                     continue
                 frame = phoenix.push(topic, "released", {"size_html": size_html(product)})
+            elif isinstance(event, ReleaseScheduled):
+                product = self._products.product(event.product_id)
+                if product is None:
+                    continue
+                frame = phoenix.push(topic, "release_scheduled",
+                                     {"release_at": _release_at(product), "size_html": size_html(product)})
             elif isinstance(event, StockChanged):
                 frame = phoenix.push(topic, "stock_change", {
                     "product_id": event.product_id, "item_id": event.item_id, "level": str(event.level),

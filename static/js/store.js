@@ -32,6 +32,19 @@ function applyState(productId, state) {
   if (sizes) sizes.innerHTML = state.size_html;
 }
 
+// A live countdown on every product with a release time; the `released` push replaces it.
+function tickCountdowns() {
+  document.querySelectorAll("[data-release-at]").forEach((soon) => {
+    const left = Math.max(0, Math.round((Date.parse(soon.dataset.releaseAt) - Date.now()) / 1000));
+    const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+    const text = left > 0 ? `on sale in ${h ? `${h}:` : ""}${h ? String(m).padStart(2, "0") : m}:${String(s).padStart(2, "0")}` : "on sale now";
+    const countdown = soon.querySelector(".product-soon__countdown");
+    if (countdown && countdown.textContent !== text) countdown.textContent = text;
+  });
+}
+setInterval(tickCountdowns, 1000);
+tickCountdowns();
+
 export const channels = {};
 
 document.querySelectorAll(".product-listing[data-product-id]").forEach((listing) => {
@@ -39,8 +52,9 @@ document.querySelectorAll(".product-listing[data-product-id]").forEach((listing)
   const channel = socket.channel(`product:${productId}`, {});
   channel.on("released", ({ size_html }) => showReleased(productId, size_html));
   channel.on("stock_change", ({ item_id, level }) => setLevel(item_id, level));
+  channel.on("release_scheduled", (state) => { applyState(productId, state); tickCountdowns(); });
   // The join push is sent again on every rejoin, so this runs after each reconnect too.
-  channel.join().receive("ok", (state) => applyState(productId, state));
+  channel.join().receive("ok", (state) => { applyState(productId, state); tickCountdowns(); });
   channels[productId] = channel;
 });
 

@@ -3,7 +3,7 @@ from dataclasses import replace
 from sneakers23.domain.catalog import Item, Product
 from sneakers23.domain.levels import Level
 from sneakers23.domain.shopper_events import (
-    ProductWentOnSale, StockChanged, differences, release_change, stock_change,
+    ProductWentOnSale, ReleaseScheduled, StockChanged, differences, release_change, stock_change,
 )
 
 
@@ -35,6 +35,16 @@ def test_a_release_is_pushed_once():
     assert release_change(product(False), product(True)) == ProductWentOnSale(7)
     assert release_change(product(True), product(True)) is None
     assert release_change(product(False), product(False)) is None
+
+
+def test_a_new_release_time_is_pushed():
+    from datetime import datetime, timezone
+
+    at = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert release_change(product(False), replace(product(False), release_at=at)) == ReleaseScheduled(7)
+    assert release_change(replace(product(False), release_at=at), product(False)) == ReleaseScheduled(7)
+    assert release_change(replace(product(False), release_at=at), replace(product(True), release_at=at)) == \
+        ProductWentOnSale(7)
 
 
 def test_differences_take_a_page_from_one_state_to_another():
