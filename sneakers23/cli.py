@@ -261,6 +261,9 @@ def status(ctx: click.Context) -> None:
 
 
 def main() -> None:
+    from sneakers23.jobs.drop import drop
+
+    cli.add_command(drop)
     cli.main()
 
 

@@ -44,6 +44,16 @@ class SellReport:
         return None if self.available_count is None else level_for(self.available_count)
 
 
+@dataclass(frozen=True, slots=True)
+class StockAudit:
+    """The database's own account of stock and sales, to check a drop against."""
+
+    counts: dict[int, int]  # item -> pairs left
+    orders: dict[int, int]  # item -> orders written
+    most_pairs_per_size: int  # the most orders any shopper holds for one item
+    most_pairs_per_product: int  # the most orders any shopper holds for one product
+
+
 class Replication(Protocol):
     """Where committed changes go next: the node caches (see sneakers23.cluster.RayReplication)."""
 
@@ -154,6 +164,10 @@ class Inventory:
     def seed(self, random_seed: int | None = None, reset: bool = False) -> int:
         with self._errors(), self.engine.begin() as connection:
             return seeds.seed(connection, random_seed=random_seed, reset=reset)
+
+    def audit(self) -> StockAudit:
+        with self._errors(), reading(self.engine) as connection:
+            return StockAudit(*store.stock_audit(connection))
 
     def database_version(self) -> int:
         """The sum of every row's version, the figure caches are compared with."""

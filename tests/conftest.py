@@ -119,10 +119,17 @@ def ray_cluster():
 
     # A short temp dir of our own (unix socket paths are limited to 107 characters).
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="s23ray-", dir="/tmp")
+    import socket
+
+    with socket.socket() as probe:  # the dashboard (which takes Ray jobs) on a free port
+        probe.bind(("127.0.0.1", 0))
+        dashboard_port = probe.getsockname()[1]
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False},
+        head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": True,
+                        "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port},
     )
+    cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     nodes = {"head": cluster.head_node}
     for name in ("node_a", "node_b"):
         nodes[name] = cluster.add_node(num_cpus=1, resources={name: 1})

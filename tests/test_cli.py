@@ -139,3 +139,18 @@ def test_a_bad_database_url_is_one_clear_line(url, message):
 
 def test_a_database_without_the_schema_says_to_upgrade(tmp_path):
     assert "sneakers23 db upgrade" in fails(f"sqlite:///{tmp_path / 'empty.db'}", "products")
+
+
+def test_scheduling_a_release(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    run(url, "db", "upgrade")
+    run(url, "db", "seed")
+    assert "goes on sale at" in run(url, "release", "2", "--in", "1h").stdout
+    assert "cancelled" in run(url, "release", "2", "--cancel").stdout
+    assert "in the past" in fails(url, "release", "2", "--at", "2020-01-01T00:00")
+    assert "is not a time" in fails(url, "release", "2", "--at", "soon", code=2)
+    assert "is not a delay" in fails(url, "release", "2", "--in", "3x", code=2)
+    assert "at most one of" in fails(url, "release", "2", "--in", "5m", "--cancel", code=2)
+    run(url, "release", "1")
+    assert "already released" in fails(url, "release", "1", "--in", "5m")
+    assert [p["released"] for p in catalog(url)] == [True, False]

@@ -315,3 +315,19 @@ def current_changes(connection: Connection) -> list[Change]:
         )
     ]
     return changes
+
+
+# --- audit, for the mock drops' invariant check ---------------------------------------------------
+
+def stock_audit(connection: Connection) -> tuple[dict[int, int], dict[int, int], int, int]:
+    counts = dict(connection.execute(select(availability_t.c.item_id, availability_t.c.available_count)).all())
+    orders = {item_id: 0 for item_id in counts}
+    orders.update(connection.execute(
+        select(orders_t.c.item_id, func.count()).group_by(orders_t.c.item_id)).all())
+
+    def most(*columns) -> int:
+        per_group = select(func.count().label("n")).select_from(orders_t).group_by(*columns).subquery()
+        return int(connection.execute(select(func.coalesce(func.max(per_group.c.n), 0))).scalar_one())
+
+    return (counts, orders, most(orders_t.c.shopper_id, orders_t.c.item_id),
+            most(orders_t.c.shopper_id, orders_t.c.product_id))

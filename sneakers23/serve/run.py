@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
+from pathlib import Path
 import signal
 import socket
 import threading
@@ -79,6 +81,8 @@ def run_store(settings: Settings, host: str, port: int, ready: threading.Event |
             raise Sneakers23Error(f"port {port} on {host} is in use: pick another with --port")
         click.echo("starting a local Ray cluster")
         limit = _raise_open_file_limit()
+        # Ray jobs (`ray job submit -- python -m sneakers23.jobs.drop …`) get this Python first.
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         for name, value in REQUEST_PATH.items():
             os.environ.setdefault(name, value)
         # Every open socket is a connection in HAProxy (default limit 4,096), which wants 2.5

@@ -66,3 +66,23 @@ def test_a_page_that_lost_its_socket_during_a_release_catches_up_when_it_reconne
     page.wait_for_selector('[data-sizes-for="2"] .size-container__entry', timeout=20_000)
     assert page.locator(".product-soon-2").count() == 0
     assert_not_reloaded(page)
+
+
+def test_a_scheduled_release_counts_down_and_opens_on_time(page, store_url, fresh_shop, ray_settings):
+    from datetime import datetime, timedelta, timezone
+
+    from sneakers23.domain.purchases import Refusal
+
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    at = datetime.now(timezone.utc) + timedelta(seconds=6)
+    scheduled = inventory.schedule_release(2, at)
+    open_store(page, store_url)
+    page.wait_for_selector(".product-soon-2 .product-soon__countdown:has-text('on sale in')", timeout=10_000)
+    assert inventory.purchase("early-bird", [14]).refusal is Refusal.NOT_RELEASED  # the database refuses
+    page.wait_for_selector('[data-sizes-for="2"] .size-container__entry', timeout=20_000)
+    assert datetime.now(timezone.utc) >= at
+    assert_not_reloaded(page)
+    product = next(p for p in fresh_shop.complete_products() if p.id == 2)
+    assert product.released and product.version == scheduled.version + 1  # released once
+    in_stock = next(i.id for i in product.items if i.available_count > 0)
+    assert inventory.purchase("on-time", [in_stock]).ok

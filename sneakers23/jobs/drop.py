@@ -1,0 +1,192 @@
+"""Mock drops: `sneakers23 drop …`, or as a Ray job:
+
+    ray job submit --address http://HEAD:8265 -- python -m sneakers23.jobs.drop stampede --buyers 10000 --concurrency 200
+
+Both commands buy through the real purchase path, show progress (a bar on a terminal, a line a
+second in job logs), and end with a report whose invariants are checked against the database; a
+failed invariant makes the command exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import click
+
+from sneakers23 import cluster
+from sneakers23.cli import _Commands
+from sneakers23.errors import Sneakers23Error
+from sneakers23.inventory import Inventory
+from sneakers23.jobs.report import Attempt, DropReport, build_report
+from sneakers23.settings import get_settings
+
+
+class Progress:
+    """A bar on a terminal; in a job's log, one line a second."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.done, self.label = total, 0, label
+        self._bar = click.progressbar(length=total, label=label, file=sys.stderr) if sys.stderr.isatty() else None
+        self._printed = 0.0
+        if self._bar:
+            self._bar.__enter__()
+
+    def advance(self, count: int = 1, note: str = "") -> None:
+        self.done += count
+        if self._bar:
+            self._bar.update(count)
+        elif time.monotonic() - self._printed >= 1.0:
+            self._printed = time.monotonic()
+            click.echo(f"{self.label}: {self.done}/{self.total} {note}".rstrip(), err=True)
+
+    def close(self) -> None:
+        if self._bar:
+            self._bar.__exit__(None, None, None)
+
+
+def _finish(report: DropReport, as_json: bool, report_file: Path | None) -> None:
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if report_file is not None:
+        report_file.write_text(json.dumps(report.to_dict(), indent=2))
+    if not report.ok:
+        raise Sneakers23Error("an invariant failed: see the report")
+
+
+def _publishing_inventory() -> Inventory:
+    settings = get_settings()
+    replication = None
+    if cluster.join(settings):
+        replication = cluster.RayReplication(wait=False)
+    return Inventory(settings, replication=replication)
+
+
+@click.group(cls=_Commands)
+def drop() -> None:
+    """Mock drops: sell-offs and buyer stampedes, with a report that proves nothing was oversold."""
+
+
+_report_options = [
+    click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Also write the JSON report to this file."),
+]
+
+
+def report_options(command):
+    for option in reversed(_report_options):
+        command = option(command)
+    return command
+
+
+@drop.command("sell-until-gone")
+@click.option("--per-tick", type=click.IntRange(min=1), default=200, show_default=True, help="Sales per tick.")
+@click.option("--tick-ms", type=click.IntRange(min=0), default=250, show_default=True, help="Pause between ticks.")
+@report_options
+def sell_until_gone(per_tick: int, tick_ms: int, as_json: bool, report_file: Path | None) -> None:
+    """Each tick, sell that many pairs of random released sizes that still have stock, until none has."""
+    inventory = _publishing_inventory()
+    rng = random.Random()
+    before = inventory.audit()
+    in_stock = [i.id for p in inventory.complete_products() if p.released for i in p.items if i.available_count > 0]
+    progress = Progress(sum(before.counts[i] for i in in_stock), "selling")
+    attempts: list[Attempt] = []
+    started = time.monotonic()
+    while in_stock:
+        for _ in range(per_tick):
+            if not in_stock:
+                break
+            item_id = rng.choice(in_stock)
+            tried = time.perf_counter()
+            result = inventory.purchase(f"mock-{uuid.uuid4().hex}", [item_id])
+            outcome = "sold" if result.ok else str(result.refusal)
+            attempts.append(Attempt(item_id, outcome, (time.perf_counter() - tried) * 1000))
+            if result.ok:
+                progress.advance(note="still selling...")
+                if result.units[0].available_count == 0:
+                    in_stock.remove(item_id)
+            else:
+                in_stock.remove(item_id)  # sold out (or withdrawn) under us: pick among the rest
+        if in_stock and tick_ms:
+            time.sleep(tick_ms / 1000)
+    progress.close()
+    click.echo("sold out!", err=True)
+    seconds = time.monotonic() - started
+    _finish(build_report("sell-until-gone", attempts, seconds, before, inventory.audit(),
+                         inventory.settings.max_pairs_per_product), as_json, report_file)
+
+
+@drop.command()
+@click.option("--buyers", type=click.IntRange(min=1), required=True, help="Simulated shoppers, one try each.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Purchases under way at once, over the whole cluster.")
+@click.option("--items", "item_list", default=None,
+              help="Item ids to race for, comma-separated (default: every released size with stock).")
+@click.option("--via", type=click.Choice(["api", "http"]), default="api", show_default=True,
+              help="The inventory API directly, or the store's HTTP endpoint.")
+@click.option("--url", "urls", multiple=True, default=["http://127.0.0.1:8000"], show_default=True,
+              help="With --via http: a store URL; give one per node to use every node in turn.")
+@report_options
+def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, urls: tuple[str, ...],
+             as_json: bool, report_file: Path | None) -> None:
+    """N shoppers race to buy, spread as Ray actors over the cluster's nodes."""
+    import ray
+
+    from sneakers23.actors.buyers import Buyers
+
+    inventory = _publishing_inventory()
+    if not ray.is_initialized():
+        raise Sneakers23Error("a stampede runs on a Ray cluster: start the store (or set RAY_ADDRESS)")
+    if item_list:
+        try:
+            items = [int(i) for i in item_list.split(",") if i.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{item_list!r} is not a list of item ids", param_hint="--items") from None
+    else:
+        items = [i.id for p in inventory.complete_products() if p.released for i in p.items if i.available_count > 0]
+    if not items:
+        raise Sneakers23Error("nothing to race for: no released size has stock")
+    known = {i.id for p in inventory.complete_products() for i in p.items}
+    if unknown := [i for i in items if i not in known]:
+        raise Sneakers23Error(f"there is no item {', '.join(map(str, unknown))}")
+
+    actors = min(concurrency, max(1, len(ray.nodes())) * 2, 16)
+    threads = max(1, concurrency // actors)
+    pool = [Buyers.options(scheduling_strategy="SPREAD").remote(inventory.settings, threads, via, list(urls))
+            for _ in range(actors)]
+    ray.get([buyer.node_id.remote() for buyer in pool])  # all up before the start line
+
+    rng = random.Random()
+    plan = [(n, rng.choice(items)) for n in range(buyers)]
+    chunk = max(1, min(threads * 4, buyers // (actors * 4) or 1))
+    before = inventory.audit()
+    progress = Progress(buyers, "buyers")
+    started = time.monotonic()
+    pending = {pool[k % actors].buy.remote(plan[start:start + chunk]): None
+               for k, start in enumerate(range(0, buyers, chunk))}
+    attempts: list[Attempt] = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in done:
+            del pending[ref]
+            batch = ray.get(ref)
+            attempts += batch
+            progress.advance(len(batch), note=f"sold {sum(a.outcome == 'sold' for a in attempts)}")
+    seconds = time.monotonic() - started
+    progress.close()
+    for buyer in pool:
+        ray.kill(buyer)
+    _finish(build_report("stampede", attempts, seconds, before, inventory.audit(),
+                         inventory.settings.max_pairs_per_product), as_json, report_file)
+
+
+def main() -> None:
+    drop.main(prog_name="python -m sneakers23.jobs.drop")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Mock drops on the session's Ray cluster: stampedes, sell-offs, and a real Ray job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+
+from sneakers23.cluster import RayReplication
+from sneakers23.inventory import Inventory
+from tests.conftest import SEED
+from tests.support import shop
+from tests.support.cluster import ensure_released, reseed
+from tests.support.waiting import wait_for
+
+SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
+
+
+def drop(ray_cluster, settings, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SNEAKERS23_DATABASE_URL": settings.database_url, "SNEAKERS23_CLUSTER": "auto",
+           "RAY_ADDRESS": ray_cluster.address}
+    return subprocess.run([str(SNEAKERS23), "drop", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture
+def drop_shop(ray_store, ray_settings):
+    """Seeds again, product 1 released, its size 7 (item 3) down to 50 pairs."""
+    inventory = reseed(ray_settings, SEED)
+    ensure_released(ray_settings, 1)
+    shop.set_available(inventory, 3, 50)
+    yield inventory
+    inventory.close()
+
+
+def test_a_stampede_of_2000_buyers_for_50_pairs_sells_exactly_50(ray_cluster, ray_settings, drop_shop):
+    result = drop(ray_cluster, ray_settings, "stampede", "--buyers", "2000", "--concurrency", "64",
+                  "--items", "3", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert (report["attempts"], report["sold"], report["refusals"], report["errors"]) == (2000, 50, {"sold_out": 1950}, 0)
+    assert report["ok"] and all(i["holds"] for i in report["invariants"])
+    assert shop.available(drop_shop, 3) == 0 and shop.order_count(drop_shop, item_id=3) == 50
+
+
+def test_the_database_invariant_holds_with_replication_messages_dropped(ray_cluster, ray_settings, ray_store,
+                                                                        drop_shop):
+    ray.get(ray_store.set_fault.remote(drop_probability=1.0))
+    try:
+        result = drop(ray_cluster, ray_settings, "stampede", "--buyers", "500", "--concurrency", "32",
+                      "--items", "3", "--json")
+    finally:
+        ray.get(ray_store.set_fault.remote(0.0))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["sold"] == 50 and report["ok"]
+    assert ray.get(ray_store.status.remote()).dropped > 0  # the switch really was on
+
+
+def test_sell_until_gone_empties_every_size_and_every_shopper_sees_it_go(
+    ray_cluster, ray_settings, store_url, drop_shop, phoenix_client
+):
+    for item_id in range(1, 14):
+        shop.set_available(drop_shop, item_id, 3)
+    client = phoenix_client("product:1")
+    wait_for(lambda: client.of("join_ok", topic="product:1"), what="the join")
+    result = drop(ray_cluster, ray_settings, "sell-until-gone", "--per-tick", "10", "--tick-ms", "50")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "sold out!" in result.stderr and "[ok] pairs sold" in result.stdout
+    assert all(shop.available(drop_shop, item_id) == 0 for item_id in range(1, 14))
+    wait_for(lambda: {r["payload"]["item_id"] for r in client.of("stock_change") if r["payload"]["level"] == "out"}
+             == set(range(1, 14)), timeout=20, what="an out push for every size")
+
+
+def test_a_drop_runs_as_a_ray_job(ray_cluster, ray_settings, drop_shop, monkeypatch):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the cluster has token authentication on
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    job = client.submit_job(
+        entrypoint=f"{sys.executable} -m sneakers23.jobs.drop stampede --buyers 120 --concurrency 8 --items 3",
+        runtime_env={"env_vars": {"SNEAKERS23_DATABASE_URL": ray_settings.database_url}},
+    )
+    wait_for(lambda: client.get_job_status(job) in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED},
+             timeout=180, interval=0.5, what="the job to end")
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "pairs sold          50" in logs and "[ok] no shopper over the limits" in logs
+    assert "buyers: " in logs  # progress while it ran
+    assert shop.order_count(drop_shop, item_id=3) == 50
+
+
+def test_bad_drop_input_is_one_clear_line(ray_cluster, ray_settings, drop_shop):
+    for args, message in ((["stampede", "--buyers", "10", "--items", "999"], "no item 999"),
+                          (["stampede", "--buyers", "10", "--items", "x"], "not a list of item ids"),
+                          (["stampede", "--buyers", "0"], "--buyers")):
+        result = drop(ray_cluster, ray_settings, *args)
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
