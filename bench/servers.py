@@ -47,6 +47,7 @@ def wait_http(url: str, timeout: float = 120) -> None:
 
 class Process:
     def __init__(self, args: list[str], env: dict, log_name: str):
+        self.env = env or {}
         self.log = open(Path(tempfile.gettempdir()) / f"sneakers23-bench-{log_name}.log", "w")
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.log_path = self.log.name

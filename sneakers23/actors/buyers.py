@@ -38,7 +38,7 @@ class Buyers:
             outcome = self._api(item_id) if self._via == "api" else self._http(number, item_id)
         except Exception:
             outcome = "error"
-        return Attempt(item_id, outcome, (time.perf_counter() - started) * 1000)
+        return Attempt(item_id, outcome, (time.perf_counter() - started) * 1000, time.time())
 
     def _api(self, item_id: int) -> str:
         result = self._inventory.purchase(f"stampede-{uuid.uuid4().hex}", [item_id])

@@ -95,7 +95,7 @@ def sell_until_gone(per_tick: int, tick_ms: int, as_json: bool, report_file: Pat
     in_stock = [i.id for p in inventory.complete_products() if p.released for i in p.items if i.available_count > 0]
     progress = Progress(sum(before.counts[i] for i in in_stock), "selling")
     attempts: list[Attempt] = []
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     while in_stock:
         for _ in range(per_tick):
             if not in_stock:
@@ -104,7 +104,7 @@ def sell_until_gone(per_tick: int, tick_ms: int, as_json: bool, report_file: Pat
             tried = time.perf_counter()
             result = inventory.purchase(f"mock-{uuid.uuid4().hex}", [item_id])
             outcome = "sold" if result.ok else str(result.refusal)
-            attempts.append(Attempt(item_id, outcome, (time.perf_counter() - tried) * 1000))
+            attempts.append(Attempt(item_id, outcome, (time.perf_counter() - tried) * 1000, time.time()))
             if result.ok:
                 progress.advance(note="still selling...")
                 if result.units[0].available_count == 0:
@@ -116,7 +116,7 @@ def sell_until_gone(per_tick: int, tick_ms: int, as_json: bool, report_file: Pat
     progress.close()
     click.echo("sold out!", err=True)
     seconds = time.monotonic() - started
-    _finish(build_report("sell-until-gone", attempts, seconds, before, inventory.audit(),
+    _finish(build_report("sell-until-gone", attempts, started_at, seconds, before, inventory.audit(),
                          inventory.settings.max_pairs_per_product), as_json, report_file)
 
 
@@ -165,7 +165,7 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     chunk = max(1, min(threads * 4, buyers // (actors * 4) or 1))
     before = inventory.audit()
     progress = Progress(buyers, "buyers")
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     pending = {pool[k % actors].buy.remote(plan[start:start + chunk]): None
                for k, start in enumerate(range(0, buyers, chunk))}
     attempts: list[Attempt] = []
@@ -180,7 +180,7 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     progress.close()
     for buyer in pool:
         ray.kill(buyer)
-    _finish(build_report("stampede", attempts, seconds, before, inventory.audit(),
+    _finish(build_report("stampede", attempts, started_at, seconds, before, inventory.audit(),
                          inventory.settings.max_pairs_per_product), as_json, report_file)
 
 

@@ -14,6 +14,7 @@ class Attempt:
     item_id: int
     outcome: str  # "sold", a refusal reason, or "error"
     latency_ms: float
+    finished_at: float = 0.0  # wall clock (time.time()), to tell what came after the last sale
 
 
 @dataclass
@@ -31,10 +32,12 @@ class DropReport:
     refusals: dict[str, int]
     errors: int
     seconds: float
-    pairs_per_second: float
+    selling_seconds: float  # from the start to the last pair sold
+    pairs_per_second: float  # while there was stock
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     refusal_latency_p99_ms: float | None
+    sold_out_refusal_latency_p99_ms: float | None  # refusals asked for after the last pair was sold
     invariants: list[Invariant] = field(default_factory=list)
 
     @property
@@ -50,11 +53,12 @@ class DropReport:
 
         lines = [
             f"{self.kind}: {self.attempts} attempts in {self.seconds:.1f}s",
-            f"  pairs sold          {self.sold} ({self.pairs_per_second:.0f}/s)",
+            f"  pairs sold          {self.sold} in {self.selling_seconds:.1f}s ({self.pairs_per_second:.0f}/s)",
             *(f"  refused {reason:<12}{count}" for reason, count in sorted(self.refusals.items())),
             f"  errors              {self.errors}",
             f"  latency p50 / p99   {ms(self.latency_p50_ms)} / {ms(self.latency_p99_ms)}",
-            f"  refusal p99         {ms(self.refusal_latency_p99_ms)}",
+            f"  refusal p99         {ms(self.refusal_latency_p99_ms)} "
+            f"(once sold out: {ms(self.sold_out_refusal_latency_p99_ms)})",
             "invariants (checked against the database):",
             *(f"  [{'ok' if i.holds else 'FAILED'}] {i.name}{': ' + i.detail if i.detail else ''}"
               for i in self.invariants),
@@ -69,18 +73,23 @@ def _percentile(values: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def build_report(kind: str, attempts: list[Attempt], seconds: float, before: StockAudit, after: StockAudit,
-                 max_pairs_per_product: int) -> DropReport:
+def build_report(kind: str, attempts: list[Attempt], started_at: float, seconds: float, before: StockAudit,
+                 after: StockAudit, max_pairs_per_product: int) -> DropReport:
     outcomes = Counter(a.outcome for a in attempts)
     sold = outcomes.pop("sold", 0)
     errors = outcomes.pop("error", 0)
+    last_sale = max((a.finished_at for a in attempts if a.outcome == "sold"), default=started_at)
+    selling = max(last_sale - started_at, 1e-6)
     refusal_latencies = [a.latency_ms for a in attempts if a.outcome not in ("sold", "error")]
     report = DropReport(
         kind=kind, attempts=len(attempts), sold=sold, refusals=dict(outcomes), errors=errors, seconds=seconds,
-        pairs_per_second=sold / seconds if seconds > 0 else 0.0,
+        selling_seconds=selling if sold else 0.0, pairs_per_second=sold / selling if sold else 0.0,
         latency_p50_ms=statistics.median([a.latency_ms for a in attempts]) if attempts else None,
         latency_p99_ms=_percentile([a.latency_ms for a in attempts], 99),
         refusal_latency_p99_ms=_percentile(refusal_latencies, 99),
+        sold_out_refusal_latency_p99_ms=_percentile(
+            [a.latency_ms for a in attempts if a.outcome == "sold_out" and a.finished_at - a.latency_ms / 1000 > last_sale],
+            99),
     )
     report.invariants = check_invariants(attempts, before, after, max_pairs_per_product)
     return report
