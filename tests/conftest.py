@@ -22,6 +22,8 @@ from tests.support import postgres
 
 SEED = 23
 
+pytest_plugins = ["tests.support.store_fixtures"]
+
 
 def _must_run_everything() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true") or bool(os.environ.get("SNEAKERS23_REQUIRE_POSTGRES"))

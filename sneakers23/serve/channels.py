@@ -152,7 +152,14 @@ class ChannelHub:
         close = (1000, "")
         try:
             while True:
-                text = await asyncio.wait_for(websocket.receive_text(), IDLE_TIMEOUT_S)
+                received = await asyncio.wait_for(websocket.receive(), IDLE_TIMEOUT_S)
+                if received["type"] == "websocket.disconnect":
+                    close = None
+                    break
+                text = received.get("text")
+                if text is None:
+                    close = (phoenix.CLOSE_INVALID, "binary frames are not part of the JSON protocol")
+                    break
                 if not connection.allow_message():
                     close = (phoenix.CLOSE_POLICY, "too many messages")
                     break
@@ -164,8 +171,8 @@ class ChannelHub:
                 if connection.overflowed:
                     close = (phoenix.CLOSE_POLICY, "too slow to keep up")
                     break
-        except (WebSocketDisconnect, asyncio.TimeoutError, RuntimeError, KeyError):
-            close = None  # gone, idle past the heartbeat, or closed under us
+        except (WebSocketDisconnect, asyncio.TimeoutError, RuntimeError):
+            close = None  # gone, idle past the heartbeat, or closed under us (drop_all)
         finally:
             self._connections.discard(connection)
             self.sockets -= 1

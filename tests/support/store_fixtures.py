@@ -1,4 +1,7 @@
-"""The store deployed on the session's Ray cluster, plus the tools that act as shoppers."""
+"""The store deployed on the session's Ray cluster, plus the tools that act as shoppers.
+
+Loaded once for the whole session (`pytest_plugins` in tests/conftest.py), so that every test
+folder shares the one store."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from tests.conftest import SEED, _must_run_everything
 from tests.support.cluster import reseed
 from tests.support.waiting import wait_for
 
-JS = Path(__file__).resolve().parents[1] / "js"
+JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")
 
 
