@@ -30,7 +30,8 @@ def join(settings: Settings) -> bool:
         return False
     address = "auto" if settings.cluster == "auto" else settings.cluster
     try:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+        # ERROR: a command that only joins should not print Ray's notices (the token one, say).
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
     except ConnectionError as error:
         if settings.cluster == "auto":
             return False
