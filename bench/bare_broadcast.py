@@ -2,7 +2,6 @@
 every connected socket when a trigger message arrives. No Ray, no Phoenix, no inventory."""
 
 import asyncio
-import os
 import sys
 
 import websockets

@@ -113,6 +113,8 @@ def _product_json(product: Product) -> dict:
 
 def _product_table(product: Product) -> str:
     state = "released" if product.released else "coming soon"
+    if not product.released and product.release_at is not None:
+        state += f" (on sale at {product.release_at.astimezone().isoformat(timespec='seconds')})"
     lines = [
         f"Product {product.id}  {product.sku}  {product.brand} {product.name} ({product.color})  "
         f"${product.price_usd}  {state}",

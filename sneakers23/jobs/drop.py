@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 
-from sneakers23 import cluster
 from sneakers23.cli import _Commands
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
@@ -58,6 +57,8 @@ def _finish(report: DropReport, as_json: bool, report_file: Path | None) -> None
 
 
 def _publishing_inventory() -> Inventory:
+    from sneakers23 import cluster  # imports Ray: only once a drop runs, not for `sneakers23 --help`
+
     settings = get_settings()
     replication = None
     if cluster.join(settings):

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import ray
 
-from sneakers23.cluster import RayReplication
-from sneakers23.inventory import Inventory
 from tests.conftest import SEED
 from tests.support import shop
 from tests.support.cluster import ensure_released, reseed
