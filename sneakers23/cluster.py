@@ -39,6 +39,22 @@ def join(settings: Settings) -> bool:
     return True
 
 
+def check_database_fits(settings: Settings, nodes: list[dict] | None = None) -> None:
+    """SQLite is a file on one machine: a cluster that spans several machines needs PostgreSQL.
+    (Several Ray nodes on one machine, as in the tests, share the file and are fine.)"""
+    from sqlalchemy import make_url
+
+    if make_url(settings.database_url).get_backend_name() != "sqlite":
+        return
+    machines = {node["NodeManagerAddress"] for node in (nodes if nodes is not None else ray.nodes())
+                if node.get("Alive")}
+    if len(machines) > 1:
+        raise Sneakers23Error(
+            f"this Ray cluster spans {len(machines)} machines, but the database is SQLite, a file on one "
+            "machine: set SNEAKERS23_DATABASE_URL to a PostgreSQL database (postgresql+psycopg://…)"
+        )
+
+
 def replicator():
     """The replication actor's handle, or None where the store was never started on this cluster."""
     try:

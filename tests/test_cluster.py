@@ -50,3 +50,18 @@ def test_status_lists_every_node_with_its_lag(ray_cluster, ray_settings):
     out = wait_for(all_caught_up, timeout=20, what="every cache at lag 0")
     assert out.startswith("database ") and "replication  alive" in out
     assert sorted(line.split()[2] for line in out.splitlines()[3:]) == ["head", "worker", "worker"]
+
+
+def test_sqlite_is_refused_for_a_cluster_of_several_machines():
+    from sneakers23.cluster import check_database_fits
+    from sneakers23.errors import Sneakers23Error
+    from sneakers23.settings import Settings
+
+    one_machine = [{"Alive": True, "NodeManagerAddress": "10.0.0.1"}] * 3
+    two_machines = one_machine + [{"Alive": True, "NodeManagerAddress": "10.0.0.2"}]
+    sqlite, postgres = Settings(database_url="sqlite:///x.db"), Settings(database_url="postgresql+psycopg://h/db")
+    check_database_fits(sqlite, one_machine)
+    check_database_fits(postgres, two_machines)
+    with pytest.raises(Sneakers23Error, match="spans 2 machines.*PostgreSQL"):
+        check_database_fits(sqlite, two_machines)
+    check_database_fits(sqlite, two_machines[:-1] + [{"Alive": False, "NodeManagerAddress": "10.0.0.2"}])

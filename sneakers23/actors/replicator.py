@@ -19,6 +19,7 @@ import ray
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.node_cache import CacheStats, cache_for_node
 from sneakers23.domain.changes import Change
+from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 
@@ -168,6 +169,13 @@ class Replicator:
     async def _sync_nodes(self) -> None:
         nodes = await asyncio.to_thread(ray.nodes)
         alive = {n["NodeID"]: n for n in nodes if n.get("Alive")}
+        if alive.keys() - self._nodes.keys():
+            from sneakers23.cluster import check_database_fits  # (cluster imports this module)
+
+            try:
+                check_database_fits(self._settings, nodes)
+            except Sneakers23Error as error:  # a machine joined a SQLite store: say it loudly
+                log.error("%s", error)
         self._nodes = alive
         for node_id in alive.keys() - self._caches.keys():
             # Registered before it finishes loading: changes published from now on queue for it,

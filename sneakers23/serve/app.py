@@ -156,9 +156,12 @@ class ProductChannels:
 
 
 def _settings(args: dict) -> Settings:
+    from sneakers23.cluster import check_database_fits
+
     settings = Settings(**args)
     if not settings.secret_key:
         raise Sneakers23Error("SNEAKERS23_SECRET_KEY is not set: every web replica needs the same one")
+    check_database_fits(settings)
     return settings
 
 
