@@ -78,14 +78,6 @@ class Inventory:
         with self._errors(), reading(self.engine) as connection:
             return store.load_products(connection)
 
-    def live_catalog(self):
-        """This node's catalog, kept live in this process from the node cache (see sneakers23.live).
-
-        Pages and channels read from it: memory, never the database."""
-        from sneakers23.live import LiveCatalog  # imports Ray: only where it is used
-
-        return LiveCatalog(self.settings)
-
     def item(self, item_id: int) -> Item:
         for product in self.complete_products():
             for item in product.items:

@@ -16,7 +16,7 @@ import ray
 
 from sneakers23.actors.node_cache import cache_for_node
 from sneakers23.actors.replicator import replication_actor
-from sneakers23.domain.catalog import Catalog, Item, Product
+from sneakers23.domain.catalog import Catalog, Product
 from sneakers23.domain.changes import AvailabilityChanged, ProductReleased
 from sneakers23.domain.shopper_events import ShopperEvent, differences, release_change, stock_change
 from sneakers23.settings import Settings
@@ -36,7 +36,7 @@ class LiveCatalog:
         self._task: asyncio.Task | None = None
         self.changes_seen = 0
         self.generation = 0  # grows whenever what the catalog holds may have changed
-        self._loaded: asyncio.Event | None = None
+        self._loaded = asyncio.Event()  # set by the first snapshot
 
     # --- reads (from memory) ---
 
@@ -50,9 +50,6 @@ class LiveCatalog:
     def product(self, product_id: int) -> Product | None:
         return self._catalog.product(product_id) if self._catalog else None
 
-    def item(self, item_id: int) -> Item | None:
-        return self._catalog.item(item_id) if self._catalog else None
-
     # --- following ---
 
     def subscribe(self, listener: Listener) -> None:
@@ -63,15 +60,8 @@ class LiveCatalog:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._follow_forever())
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
     async def wait_ready(self, timeout: float = 60.0) -> bool:
         """Until the first snapshot is in; False when it did not come within the timeout."""
-        if self._loaded is None:
-            self._loaded = asyncio.Event()
         if not self.ready:
             try:
                 await asyncio.wait_for(self._loaded.wait(), timeout)
@@ -112,8 +102,6 @@ class LiveCatalog:
         before = self.products()
         self._catalog = Catalog(products)
         self.generation += 1
-        if self._loaded is None:
-            self._loaded = asyncio.Event()
         self._loaded.set()
         if before:
             self._tell(differences(before, products))

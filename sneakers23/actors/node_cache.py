@@ -44,9 +44,7 @@ class CacheStats:
     node_id: str
     epoch: str
     version: int  # the sum of the versions held: the database's minus this is the lag
-    applied: int  # changes applied from replication
     healed: int  # changes found missing by anti-entropy and applied
-    reloads: int  # full reloads since start (the database was reseeded)
     started_at: float
     last_resync_at: float | None
 
@@ -60,12 +58,13 @@ class NodeCache:
         self._catalog = self._load_patiently()  # before any call is served: never half loaded
         self._arrived_during_load: list[Change] | None = None
         self._feed = ChangeFeed()
-        self._applied = self._healed = self._reloads = 0
+        self._healed = 0
         self._started_at = time.time()
         self._last_resync_at: float | None = None
-        self._new_change: asyncio.Event | None = None
-        self._resync_task: asyncio.Task | None = None
-        self._running()  # anti-entropy from the start, and again after every restart
+        self._new_change = asyncio.Event()  # replaced by a new one each time it is set
+        # Anti-entropy from the start, and again after every restart (async actors run __init__
+        # before their event loop; a task created here starts with it).
+        asyncio.get_event_loop().create_task(self._resync_forever())
 
     def _load(self) -> Catalog:
         with reading(self._engine) as connection:
@@ -84,13 +83,6 @@ class NodeCache:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _running(self) -> None:
-        """Start the background work on the actor's event loop (async actors run __init__ before
-        the loop, and the tasks created there start with it)."""
-        if self._resync_task is None:
-            self._new_change = asyncio.Event()
-            self._resync_task = asyncio.get_event_loop().create_task(self._resync_forever())
-
     def _publish_to_followers(self, changes: list[Change]) -> None:
         for change in changes:
             self._feed.append(change)
@@ -108,7 +100,6 @@ class NodeCache:
         if self._arrived_during_load is not None:
             self._arrived_during_load.extend(changes)
         applied = [change for change in changes if self._catalog.apply(change)]
-        self._applied += len(applied)
         self._publish_to_followers(applied)
         return len(applied)
 
@@ -132,12 +123,12 @@ class NodeCache:
                 pass
             read = self._feed.read(epoch, cursor)
         if read.reset:
-            return read, Snapshot(self._feed.epoch, self._feed.cursor, self._catalog.products())
+            return read, await self.snapshot()
         return read, None
 
     async def stats(self) -> CacheStats:
-        return CacheStats(self._node_id, self._feed.epoch, self._catalog.version_total(), self._applied,
-                          self._healed, self._reloads, self._started_at, self._last_resync_at)
+        return CacheStats(self._node_id, self._feed.epoch, self._catalog.version_total(), self._healed,
+                          self._started_at, self._last_resync_at)
 
     # --- anti-entropy ---
 
@@ -174,7 +165,6 @@ class NodeCache:
             self._arrived_during_load = None
         self._catalog = catalog
         self._feed.new_epoch()
-        self._reloads += 1
         self._wake_followers()
 
     def _database_version(self) -> int:

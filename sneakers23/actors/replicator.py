@@ -64,19 +64,14 @@ class Replicator:
         self._drop_probability = 0.0
         self._drop_node: str | None = None
         self._started_at = time.time()
-        self._watch_task: asyncio.Task | None = None
-        self._release_task: asyncio.Task | None = None
         self._inventory = Inventory(settings)  # for scheduled releases; it publishes through us
         self._outbox: dict[str, list[Change]] = {}  # changes waiting to be sent, per node
         self._sending: set[str] = set()  # nodes with a send under way
-        self._running()  # at once, and again after every restart: nodes and schedules need no caller
-
-    def _running(self) -> None:
-        """Start the background work on the actor's event loop (async actors run __init__ before
-        the loop, and the tasks created there start with it)."""
-        if self._watch_task is None:
-            self._watch_task = asyncio.get_event_loop().create_task(self._watch_forever())
-            self._release_task = asyncio.get_event_loop().create_task(self._release_forever())
+        # At once, and again after every restart: nodes and schedules need no caller (async actors
+        # run __init__ before their event loop; tasks created here start with it).
+        loop = asyncio.get_event_loop()
+        loop.create_task(self._watch_forever())
+        loop.create_task(self._release_forever())
 
     async def _release_forever(self) -> None:
         """Scheduled releases: the database holds the times, so a restarted actor just goes on."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Union
+from typing import Union
 
 from sneakers23.domain.levels import Level, level_for
 
@@ -36,22 +36,3 @@ class AvailabilityChanged:
 
 
 Change = Union[ProductReleased, AvailabilityChanged]
-
-_KINDS = {cls.kind: cls for cls in (ProductReleased, AvailabilityChanged)}
-
-
-def change_to_dict(change: Change) -> dict[str, Any]:
-    fields = asdict(change)
-    if fields.get("release_at") is not None:
-        fields["release_at"] = fields["release_at"].isoformat()
-    return {"kind": change.kind, **fields}
-
-
-def change_from_dict(data: dict[str, Any]) -> Change:
-    fields = dict(data)
-    cls = _KINDS.get(fields.pop("kind", None))
-    if cls is None:
-        raise ValueError(f"unknown change kind in {data!r}")
-    if fields.get("release_at") is not None:
-        fields["release_at"] = datetime.fromisoformat(fields["release_at"])
-    return cls(**fields)

@@ -147,11 +147,12 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
             items = [int(i) for i in item_list.split(",") if i.strip()]
         except ValueError:
             raise click.BadParameter(f"{item_list!r} is not a list of item ids", param_hint="--items") from None
-    else:
-        items = [i.id for p in inventory.complete_products() if p.released for i in p.items if i.available_count > 0]
+    products = inventory.complete_products()
+    if not item_list:
+        items = [i.id for p in products if p.released for i in p.items if i.available_count > 0]
     if not items:
         raise Sneakers23Error("nothing to race for: no released size has stock")
-    known = {i.id for p in inventory.complete_products() for i in p.items}
+    known = {i.id for p in products for i in p.items}
     if unknown := [i for i in items if i not in known]:
         raise Sneakers23Error(f"there is no item {', '.join(map(str, unknown))}")
 

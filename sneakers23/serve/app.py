@@ -22,6 +22,7 @@ from sneakers23.cluster import RayReplication
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
 from sneakers23.inventory import Inventory
+from sneakers23.live import LiveCatalog
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.render import STATIC, catalog_page
 from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, ShopperCookies
@@ -60,7 +61,7 @@ class Storefront:
     def __init__(self, settings: Settings):
         # A sale is committed before it is published: the shopper does not wait for replication.
         self.inventory = Inventory(settings, replication=RayReplication(wait=False))
-        self.live = self.inventory.live_catalog()
+        self.live = LiveCatalog(settings)  # this node's catalog, in memory
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
         self._page: tuple[int, bytes] = (-1, b"")  # rendered once per catalog generation
@@ -134,7 +135,7 @@ channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=Non
 @serve.ingress(channels_api)
 class ProductChannels:
     def __init__(self, settings: Settings):
-        self.live = Inventory(settings).live_catalog()
+        self.live = LiveCatalog(settings)
         self.hub = ChannelHub(self.live)
         self.live.subscribe(self.hub.publish)
         self.live.start()
@@ -150,10 +151,6 @@ class ProductChannels:
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""
         return await self.hub.drop_all(refuse_for_s)
-
-    async def stats(self) -> dict:
-        return {"sockets": self.hub.sockets, "changes_seen": self.live.changes_seen}
-
 
 def _settings(args: dict) -> Settings:
     from sneakers23.cluster import check_database_fits

@@ -33,14 +33,9 @@ class Products(Protocol):
     def product(self, product_id: int) -> Product | None: ...
 
 
-def _release_at(product: Product) -> str | None:
-    return product.release_at.isoformat() if product.release_at and not product.released else None
-
-
 def join_state(product: Product) -> dict:
     return {
         "released": product.released,
-        "release_at": _release_at(product),
         "size_html": size_html(product),
         "items": [{"id": item.id, "level": str(item.level)} for item in product.items],
     }
@@ -50,7 +45,7 @@ class Connection:
     def __init__(self, websocket: WebSocket):
         self.websocket = websocket
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
-        self.joined: dict[str, str | None] = {}  # topic -> join_ref
+        self.joined: set[str] = set()  # topics
         self.overflowed = False
         self.dropped = False
         self._allowance = float(MESSAGE_BURST)
@@ -92,7 +87,13 @@ class ChannelHub:
         self._topics: dict[str, set[Connection]] = {}
         self._connections: set[Connection] = set()
         self._refuse_until = 0.0
-        self.sockets = 0
+        # A join (and every rejoin after a reconnect storm) is answered from here: rendered once
+        # per product and catalog generation.
+        self._join_states: dict[int, tuple[int, dict]] = {}
+
+    @property
+    def sockets(self) -> int:
+        return len(self._connections)
 
     async def drop_all(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket, and refuse new ones for refuse_for_s (their clients retry)."""
@@ -123,8 +124,7 @@ class ChannelHub:
                 product = self._products.product(event.product_id)
                 if product is None:
                     continue
-                frame = phoenix.push(topic, "release_scheduled",
-                                     {"release_at": _release_at(product), "size_html": size_html(product)})
+                frame = phoenix.push(topic, "release_scheduled", {"size_html": size_html(product)})
             elif isinstance(event, StockChanged):
                 frame = phoenix.push(topic, "stock_change", {
                     "product_id": event.product_id, "item_id": event.item_id, "level": str(event.level),
@@ -148,7 +148,6 @@ class ChannelHub:
         connection = Connection(websocket)
         writer = asyncio.get_running_loop().create_task(connection.write_forever())
         self._connections.add(connection)
-        self.sockets += 1
         close = (1000, "")
         try:
             while True:
@@ -175,7 +174,6 @@ class ChannelHub:
             close = None  # gone, idle past the heartbeat, or closed under us (drop_all)
         finally:
             self._connections.discard(connection)
-            self.sockets -= 1
             if connection.dropped:
                 close = None
             for topic in connection.joined:
@@ -195,7 +193,7 @@ class ChannelHub:
         elif message.event == phoenix.LEAVE:
             if message.topic in connection.joined:
                 self._leave(connection, message.topic)
-                del connection.joined[message.topic]
+                connection.joined.discard(message.topic)
             connection.send(phoenix.reply(message, "ok"))
             connection.send(phoenix.encode(message.join_ref, message.ref, message.topic, phoenix.CLOSE, {}))
         elif message.topic not in connection.joined:
@@ -213,9 +211,16 @@ class ChannelHub:
             connection.send(phoenix.reply(message, "error", {"reason": "too many channels on one socket"}))
             return
         # A join (or a rejoin after a reconnect) is answered with the current state.
-        connection.joined[message.topic] = message.join_ref
+        connection.joined.add(message.topic)
         self._topics.setdefault(message.topic, set()).add(connection)
-        connection.send(phoenix.reply(message, "ok", join_state(product)))
+        connection.send(phoenix.reply(message, "ok", self._join_state(product)))
+
+    def _join_state(self, product: Product) -> dict:
+        generation = getattr(self._products, "generation", None)
+        cached = self._join_states.get(product.id)
+        if generation is None or cached is None or cached[0] != generation:
+            cached = self._join_states[product.id] = (generation, join_state(product))
+        return cached[1]
 
     def _leave(self, connection: Connection, topic: str) -> None:
         subscribers = self._topics.get(topic)

@@ -15,7 +15,7 @@ from typing import Any
 VERSION = "2.0.0"
 MAX_FRAME_CHARS = 64 * 1024
 
-JOIN, LEAVE, REPLY, HEARTBEAT, CLOSE, ERROR = "phx_join", "phx_leave", "phx_reply", "heartbeat", "phx_close", "phx_error"
+JOIN, LEAVE, REPLY, HEARTBEAT, CLOSE = "phx_join", "phx_leave", "phx_reply", "heartbeat", "phx_close"
 SOCKET_TOPIC = "phoenix"
 
 # WebSocket close codes for frames that cannot be answered (they carry no usable ref).

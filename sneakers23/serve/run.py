@@ -108,7 +108,6 @@ def run_store(settings: Settings, host: str, port: int, ready: threading.Event |
 
 
 def _deploy(settings: Settings, host: str, port: int) -> None:
-    cluster.check_database_fits(settings)
     try:
         start_replication(settings)
         serve.start(http_options={"host": host, "port": port})

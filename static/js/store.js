@@ -21,12 +21,7 @@ function setLevel(itemId, level) {
   });
 }
 
-function showReleased(productId, sizeHtml) {
-  document.querySelectorAll(`.product-soon-${productId}`).forEach((soon) => {
-    soon.outerHTML = sizeHtml;
-  });
-}
-
+// The join reply, `released` and `release_scheduled` all carry the product's size selector.
 function applyState(productId, state) {
   const sizes = sizesElement(productId);
   if (sizes) sizes.innerHTML = state.size_html;
@@ -45,12 +40,12 @@ function tickCountdowns() {
 setInterval(tickCountdowns, 1000);
 tickCountdowns();
 
-export const channels = {};
+const channels = {};
 
 document.querySelectorAll(".product-listing[data-product-id]").forEach((listing) => {
   const productId = listing.dataset.productId;
   const channel = socket.channel(`product:${productId}`, {});
-  channel.on("released", ({ size_html }) => showReleased(productId, size_html));
+  channel.on("released", (state) => applyState(productId, state));
   channel.on("stock_change", ({ item_id, level }) => setLevel(item_id, level));
   channel.on("release_scheduled", (state) => { applyState(productId, state); tickCountdowns(); });
   // The join push is sent again on every rejoin, so this runs after each reconnect too.

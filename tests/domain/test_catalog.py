@@ -1,7 +1,7 @@
 from dataclasses import replace
 
 from sneakers23.domain.catalog import Catalog, Item, Product, complete_products
-from sneakers23.domain.changes import AvailabilityChanged, ProductReleased, change_from_dict, change_to_dict
+from sneakers23.domain.changes import AvailabilityChanged, ProductReleased
 from sneakers23.domain.levels import Level
 
 
@@ -63,11 +63,6 @@ def test_any_order_of_the_same_changes_ends_in_the_same_state():
 def test_changes_for_unknown_rows_are_ignored():
     assert not catalog().apply(AvailabilityChanged(item_id=99, product_id=1, available_count=1, version=9))
     assert not catalog().apply(ProductReleased(product_id=99, released=True, version=9))
-
-
-def test_changes_round_trip_through_plain_dicts():
-    for change in (ProductReleased(1, True, 2), AvailabilityChanged(3, 1, 0, 7)):
-        assert change_from_dict(change_to_dict(change)) == change
 
 
 def test_reconcile_applies_what_was_missed_and_says_when_only_a_reload_helps():
