@@ -39,13 +39,13 @@ def _inventory(ctx: click.Context, publish: bool = False) -> Inventory:
     inventory = ctx.ensure_object(dict).get("inventory")
     if inventory is None:
         settings = get_settings()
-        replication = None
         if publish:
-            from sneakers23 import cluster  # imports Ray: only for the commands that need it
+            from sneakers23.cluster import publishing_inventory  # imports Ray: only where needed
 
-            if cluster.join(settings):
-                replication = cluster.RayReplication()
-        inventory = ctx.obj["inventory"] = Inventory(settings, replication=replication)
+            inventory = publishing_inventory(settings)
+        else:
+            inventory = Inventory(settings)
+        ctx.obj["inventory"] = inventory
         ctx.call_on_close(inventory.close)
     return inventory
 

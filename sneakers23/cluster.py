@@ -63,6 +63,15 @@ def replicator():
         return None
 
 
+def publishing_inventory(settings: Settings, wait: bool = True):
+    """The inventory API, publishing to the caches of the cluster the settings name when there is
+    one to join; otherwise it only writes the database."""
+    from sneakers23.inventory import Inventory
+
+    replication = RayReplication(wait=wait) if join(settings) else None
+    return Inventory(settings, replication=replication)
+
+
 class RayReplication:
     """Publishes committed changes to every node's cache through the replication actor.
 

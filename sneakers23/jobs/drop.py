@@ -57,13 +57,9 @@ def _finish(report: DropReport, as_json: bool, report_file: Path | None) -> None
 
 
 def _publishing_inventory() -> Inventory:
-    from sneakers23 import cluster  # imports Ray: only once a drop runs, not for `sneakers23 --help`
+    from sneakers23.cluster import publishing_inventory  # imports Ray: not for `sneakers23 --help`
 
-    settings = get_settings()
-    replication = None
-    if cluster.join(settings):
-        replication = cluster.RayReplication(wait=False)
-    return Inventory(settings, replication=replication)
+    return publishing_inventory(get_settings(), wait=False)
 
 
 @click.group(cls=_Commands)
