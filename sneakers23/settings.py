@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     # Signs the shopper cookie. Every web replica of a store needs the same one; `sneakers23 serve`
     # makes one up when it is not set.
     secret_key: str | None = Field(default=None, min_length=16)
-    # Replicas of the page deployment (per cluster); sockets have their own deployment.
-    page_replicas: int = Field(default=1, ge=1)
+    # Replicas of the page deployment on every node (sockets have their own, one per node).
+    page_replicas_per_node: int = Field(default=1, ge=1, le=16)
 
     @field_validator("database_url")
     @classmethod

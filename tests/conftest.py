@@ -25,6 +25,12 @@ SEED = 23
 pytest_plugins = ["tests.support.store_fixtures"]
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that take nodes away and bring new ones run last, so no other test meets a cluster
+    that one of them left in the middle of a change."""
+    items.sort(key=lambda item: item.get_closest_marker("reshapes_cluster") is not None)
+
+
 def _must_run_everything() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true") or bool(os.environ.get("SNEAKERS23_REQUIRE_POSTGRES"))
 
@@ -70,6 +76,14 @@ def postgres_template(postgres_url):
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _with_database(url: str, name: str) -> str:
@@ -118,23 +132,21 @@ def ray_cluster():
     from ray.cluster_utils import Cluster
 
     from sneakers23.actors import NAMESPACE
+    from tests.support.cluster import add_node
 
     # A short temp dir of our own (unix socket paths are limited to 107 characters).
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="s23ray-", dir="/tmp")
-    import socket
-
-    with socket.socket() as probe:  # the dashboard (which takes Ray jobs) on a free port
-        probe.bind(("127.0.0.1", 0))
-        dashboard_port = probe.getsockname()[1]
+    dashboard_port = _free_port()  # the dashboard (which takes Ray jobs)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": True,
                         "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port},
     )
     cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+    cluster.proxy_ports = {}
     nodes = {"head": cluster.head_node}
     for name in ("node_a", "node_b"):
-        nodes[name] = cluster.add_node(num_cpus=1, resources={name: 1})
+        nodes[name] = add_node(cluster, name)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
     cluster.named_nodes = nodes
@@ -144,10 +156,28 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
-def ray_settings(tmp_path_factory) -> Settings:
-    """A seeded SQLite database for the Ray tests, with product 1 released and a quick resync."""
-    path = tmp_path_factory.mktemp("ray-db") / "shop.db"
-    settings = Settings(database_url=f"sqlite:///{path}", resync_seconds=1.0, cluster="none")
+def ray_database_url(request, tmp_path_factory):
+    """The Ray tests' store runs on PostgreSQL, as a cluster does in production, wherever one can be
+    had (always in CI); on a developer's machine without PostgreSQL, on SQLite."""
+    try:
+        server = request.getfixturevalue("postgres_url")
+    except pytest.skip.Exception:
+        yield f"sqlite:///{tmp_path_factory.mktemp('ray-db') / 'shop.db'}"
+        return
+    admin = create_engine(make_url(server).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    name = f"sneakers23_cluster_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield _with_database(server, name)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def ray_settings(ray_database_url) -> Settings:
+    """A seeded database for the Ray tests, with product 1 released and a quick resync."""
+    settings = Settings(database_url=ray_database_url, resync_seconds=1.0, cluster="none")
     inventory = Inventory(settings)
     inventory.upgrade_schema()
     inventory.seed(random_seed=SEED)

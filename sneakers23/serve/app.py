@@ -16,6 +16,7 @@ import logging
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+import ray
 from ray import serve
 
 from sneakers23.cluster import RayReplication
@@ -24,6 +25,7 @@ from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Erro
 from sneakers23.inventory import Inventory
 from sneakers23.live import LiveCatalog
 from sneakers23.serve.channels import ChannelHub
+from sneakers23.serve.placement import on_every_node
 from sneakers23.serve.render import STATIC, catalog_page
 from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, ShopperCookies
 from sneakers23.settings import Settings
@@ -64,6 +66,7 @@ class Storefront:
         self.live = LiveCatalog(settings)  # this node's catalog, in memory
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
+        self.node_id = ray.get_runtime_context().get_node_id()
         self._page: tuple[int, bytes] = (-1, b"")  # rendered once per catalog generation
 
     def _catalog_html(self) -> bytes:
@@ -101,7 +104,8 @@ class Storefront:
     async def healthz(self):
         if not self.live.ready:
             return _error(503, "starting", "the node cache is not loaded yet")
-        return JSONResponse({"status": "ok", "changes_seen": self.live.changes_seen})
+        # The node tells ops (and a load balancer's logs) which node, and so which cache, answered.
+        return JSONResponse({"status": "ok", "node_id": self.node_id, "changes_seen": self.live.changes_seen})
 
     @store_api.post("/api/items/{item_id}/purchase")
     async def purchase(self, item_id: str, request: Request):
@@ -148,6 +152,11 @@ class ProductChannels:
             return
         await self.hub.serve(websocket)
 
+    async def sockets(self) -> dict:
+        """How many shoppers this replica holds, and on which node (`handle.broadcast("sockets")`
+        asks every replica)."""
+        return {"node_id": ray.get_runtime_context().get_node_id(), "sockets": self.hub.sockets}
+
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""
         return await self.hub.drop_all(refuse_for_s)
@@ -164,8 +173,9 @@ def _settings(args: dict) -> Settings:
 
 def build_store(args: dict):
     settings = _settings(args)
-    return Storefront.options(num_replicas=settings.page_replicas).bind(settings)
+    return Storefront.options(**on_every_node(settings.page_replicas_per_node)).bind(settings)
 
 
 def build_channels(args: dict):
-    return ProductChannels.bind(_settings(args))
+    # One per node: each holds thousands of sockets, and a node's shoppers stay on its own cache.
+    return ProductChannels.options(**on_every_node(1)).bind(_settings(args))

@@ -120,6 +120,8 @@ def test_a_follower_misses_nothing_and_gets_nothing_twice(ray_settings):
     inventory = Inventory(ray_settings, replication=RayReplication())
     inventory.sell(item, 30)
     inventory.close()
+    # Deliveries are asynchronous: let the cache catch up before the follower drains to its cursor.
+    wait_for(lambda: matches_database("node_a", ray_settings), what="node A to equal the database")
     done.set()
     follower.join(30)
     assert not follower.is_alive()
@@ -132,7 +134,6 @@ def test_a_follower_misses_nothing_and_gets_nothing_twice(ray_settings):
         state[change.item_id] = (change.available_count, change.version)
     final = ray.get(cache.snapshot.remote())
     assert state == {i.id: (i.available_count, i.version) for p in final.products for i in p.items}
-    wait_for(lambda: matches_database("node_a", ray_settings), what="node A to equal the database")
     assert state[item][0] == database_counts(ray_settings)[item]
 
 
@@ -140,13 +141,13 @@ def test_a_node_that_joins_gets_a_full_cache_and_one_that_leaves_takes_only_its_
     ray_cluster, ray_settings, ray_store
 ):
     others = {node: ray.get(cluster.cache(node).stats.remote()) for node in ("head", "node_a", "node_b")}
-    extra = ray_cluster.add_node(num_cpus=1, resources={"node_extra": 1})
+    extra = cluster.add_node(ray_cluster, "node_extra")
     ray_cluster.wait_for_nodes()
     extra_id = wait_for(lambda: _try(cluster.node_id, "node_extra"), what="the new node")
     wait_for(lambda: extra_id in ray.get(ray_store.caches.remote()), what="a cache for the new node")
     wait_for(lambda: matches_database("node_extra", ray_settings), what="its full inventory")
 
-    ray_cluster.remove_node(extra)
+    cluster.remove_node(ray_cluster, "node_extra", extra)
     wait_for(lambda: extra_id not in ray.get(ray_store.caches.remote()), timeout=30, what="its cache let go")
     item = in_stock_item(ray_settings)
     inventory = Inventory(ray_settings, replication=RayReplication())

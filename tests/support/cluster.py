@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 from sneakers23.actors import NAMESPACE
@@ -9,6 +11,35 @@ from sneakers23.actors.node_cache import cache_name
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from tests.support import shop
+
+
+def add_node(cluster, name: str):
+    """A worker node told apart by the custom resource `name`, whose Serve proxy gets a port of its
+    own: on a real cluster every node's proxy listens on the same port of its own machine, and
+    here, where the nodes share one machine, a shopper picks a node by its port (Serve reads
+    RAY_SERVE_WORKER_PROXY_HTTP_PORT in the node's processes, which inherit the raylet's environment)."""
+    port = _free_port()
+    os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(port)
+    try:
+        node = cluster.add_node(num_cpus=1, resources={name: 1})
+    finally:
+        del os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"]
+    cluster.proxy_ports[name] = port
+    return node
+
+
+def remove_node(cluster, name: str, node) -> None:
+    """Kills the node (its raylet, workers, proxy and sockets go with it)."""
+    cluster.proxy_ports.pop(name, None)
+    cluster.remove_node(node)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def node_id(resource: str) -> str:
@@ -102,3 +133,21 @@ def reseed(settings: Settings, random_seed: int) -> Inventory:
     for node in ("head", "node_a", "node_b"):
         wait_for(lambda node=node: matches_database(node, settings), timeout=20, what=f"{node} to reload")
     return inventory
+
+
+def web_replicas() -> dict[str, dict[str, int]]:
+    """Every web deployment's replicas by state, e.g. {"ProductChannels": {"RUNNING": 3}}."""
+    from ray import serve
+
+    return {name: {getattr(state, "value", state): count for state, count in deployment.replica_states.items() if count}
+            for app in serve.status().applications.values() for name, deployment in app.deployments.items()}
+
+
+def web_replicas_running(count: int) -> bool:
+    """True once every web deployment runs exactly `count` replicas and has none on the way."""
+    replicas = web_replicas()
+    return bool(replicas) and all(states == {"RUNNING": count} for states in replicas.values())
+
+
+def live_node_count() -> int:
+    return sum(1 for node in ray.nodes() if node["Alive"])

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import SEED, _must_run_everything
-from tests.support.cluster import reseed
+from tests.support.cluster import live_node_count, reseed, web_replicas_running
 from tests.support.waiting import wait_for
 
 JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
@@ -31,18 +31,21 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def store_url(ray_cluster, ray_store, ray_settings):
-    """The store's two Serve applications, behind one proxy on the head node."""
+    """The store's two Serve applications, with a proxy on every node (the head's on this port,
+    the others' on `ray_cluster.proxy_ports`) and web replicas on every node, as on a real cluster."""
     from ray import serve
 
     from sneakers23.serve.run import APPS
 
     port = _free_port()
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    serve.start(proxy_location="EveryNode", http_options={"host": "127.0.0.1", "port": port})
     args = ray_settings.model_copy(update={"secret_key": "test-secret-key-0123456789"}).model_dump()
     for name, route_prefix, build in APPS:
         serve.run(build(args), name=name, route_prefix=route_prefix)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(url), timeout=60, what="the store to be healthy")
+    wait_for(lambda: web_replicas_running(live_node_count()), timeout=90, what="web replicas on every node")
+    for node_url in [url, *(f"http://127.0.0.1:{p}" for p in ray_cluster.proxy_ports.values())]:
+        wait_for(lambda node_url=node_url: _healthy(node_url), timeout=60, what=f"the store at {node_url}")
     yield url
     for name, _prefix, _build in APPS:
         serve.delete(name)

@@ -1,0 +1,139 @@
+"""Scale out, end to end: the session's cluster (head, node A, node B) on its PostgreSQL database,
+a web replica and a cache on every node, and a load balancer in front of the nodes' proxies.
+
+A shopper on node B sees a release made on node A, live and on reload; when node B is lost the
+shopper's page reconnects through the balancer to node A and re-syncs what it missed; a node that
+joins serves at once from a full cache. Runs last: it removes node B and puts a new one in its place.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from ray import serve
+
+from sneakers23.cluster import RayReplication
+from sneakers23.inventory import Inventory
+from tests.conftest import _must_run_everything
+from tests.support import cluster
+from tests.support.balancer import Balancer
+from tests.support.store_fixtures import PhoenixClient
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.reshapes_cluster
+
+
+@pytest.fixture
+def on_postgres(ray_settings):
+    if not ray_settings.database_url.startswith("postgresql"):
+        if _must_run_everything():
+            pytest.fail("the scale-out test must run on PostgreSQL in CI")
+        pytest.skip("the cluster tests run on SQLite here: no PostgreSQL server")
+
+
+def sockets_by_node() -> dict[str, int]:
+    """Sockets held by each node's channel replica (a lost node's replica may answer with an error)."""
+    # Serve's blocking calls refuse a thread with a running event loop (the session's Playwright has one).
+    with ThreadPoolExecutor(1) as thread:
+        replies = thread.submit(lambda: serve.get_app_handle("channels").broadcast("sockets").results(
+            timeout_s=10, return_exceptions=True)).result()
+    return {reply["node_id"]: reply["sockets"] for reply in replies if isinstance(reply, dict)}
+
+
+def healthz(port: int) -> dict:
+    response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def joins(shopper: PhoenixClient) -> list[dict]:
+    return [record["response"] for record in shopper.of("join_ok", topic="product:2")]
+
+
+def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
+    on_postgres, ray_cluster, ray_settings, store_url, fresh_shop, phoenix_js
+):
+    ports = ray_cluster.proxy_ports
+    node_a, node_b = cluster.node_id("node_a"), cluster.node_id("node_b")
+    assert cluster.web_replicas_running(3)  # one page and one channel replica on each of the 3 nodes
+    balancer = Balancer([ports["node_b"], ports["node_a"]])
+    shopper = PhoenixClient(phoenix_js, f"ws://127.0.0.1:{balancer.port}/product_socket", ["product:2"])
+    try:
+        # A shopper on node B: the balancer sent the socket to B's proxy, which keeps it on B's replica.
+        wait_for(lambda: joins(shopper), what="the shopper's join")
+        assert not joins(shopper)[0]["released"]
+        assert balancer.chosen == [ports["node_b"]]
+        assert wait_for(lambda: sockets_by_node().get(node_b) == 1, what="the socket on node B's replica")
+
+        # A release done on node A reaches the shopper on node B, and B's page on reload.
+        released = cluster.on_node("node_a", ray_settings, "release", 2)
+        assert released.newly_released
+        push = wait_for(lambda: shopper.of("released", topic="product:2"), what="the released push on B")
+        items = fresh_shop.complete_products()[1].items
+        assert all(f'value="{item.id}"' in push[0]["payload"]["size_html"] for item in items)
+        assert healthz(ports["node_b"])["node_id"] == node_b
+        page = httpx.get(f"http://127.0.0.1:{ports['node_b']}/").text
+        assert "product-soon-2" not in page and "product-soon-1" in page
+        assert all(f'value="{item.id}"' in page for item in items)
+
+        # Node B is lost. While the balancer fails over, a size sells out: the shopper must see it.
+        balancer.accepting.clear()
+        others = {node: cluster.stats_if_up(node) for node in ("head", "node_a")}
+        cluster.remove_node(ray_cluster, "node_b", ray_cluster.named_nodes.pop("node_b"))
+        wait_for(lambda: shopper.of("close"), what="the shopper's socket to close")
+        item = min((i for i in items if i.available_count > 0), key=lambda i: i.available_count)
+        inventory = Inventory(ray_settings, replication=RayReplication())
+        try:
+            sold = inventory.sell(item.id, item.available_count)
+        finally:
+            inventory.close()
+        assert sold.sold == item.available_count and sold.available_count == 0
+        balancer.accepting.set()
+
+        rejoined = wait_for(lambda: joins(shopper)[1:], timeout=30, what="the shopper to rejoin on node A")[0]
+        assert balancer.chosen[-1] == ports["node_a"]
+        assert {i["id"]: i["level"] for i in rejoined["items"]}[item.id] == "out"  # re-synced
+        assert rejoined["released"]
+        # Node A's proxy keeps it on a surviving node's replica (its own when it can).
+        survivors = {node_a, cluster.node_id("head")}
+        wait_for(lambda: _held_by(survivors), timeout=30, what="the socket on a surviving node's replica")
+        # Only node B's own replicas went: two of each are left, and the other caches never restarted.
+        wait_for(lambda: cluster.web_replicas_running(2), timeout=60, what="two web replicas of each")
+        for node, stats in others.items():
+            now = cluster.stats_if_up(node)
+            assert (now.epoch, now.started_at) == (stats.epoch, stats.started_at)
+
+        # A node joins: it gets a cache and web replicas with nobody acting, and serves a full catalog.
+        ray_cluster.named_nodes["node_b"] = cluster.add_node(ray_cluster, "node_b")
+        new_node = wait_for(lambda: _node_id_or_none("node_b"), what="the new node")
+        wait_for(lambda: cluster.web_replicas_running(3), timeout=90, what="web replicas on the new node")
+        wait_for(lambda: _healthy(ports["node_b"]), timeout=30, what="the new node's proxy")
+        assert healthz(ports["node_b"])["node_id"] == new_node
+        assert cluster.matches_database("node_b", ray_settings)
+        catalog = httpx.get(f"http://127.0.0.1:{ports['node_b']}/api/products").json()
+        assert catalog == httpx.get(f"{store_url}/api/products").json()
+        assert {i["id"]: i["level"] for i in catalog[1]["items"]}[item.id] == "out"
+    finally:
+        shopper.close()
+        balancer.close()
+
+
+def _held_by(nodes: set[str]) -> bool:
+    counts = sockets_by_node()
+    return sum(counts.get(node, 0) for node in nodes) == 1 and sum(counts.values()) == 1
+
+
+def _node_id_or_none(resource: str) -> str | None:
+    try:
+        return cluster.node_id(resource)
+    except LookupError:
+        return None
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
