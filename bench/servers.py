@@ -24,7 +24,28 @@ MODES = {
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
     # ... and user code on the replica's own event loop, fewer logs, GC frozen after start-up
     "haproxy+throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    # no HAProxy: the throughput settings turn on direct ingress, so each replica listens on a port
+    # of its own (30000 and up) and the sockets connect to the channel replica's port (one
+    # descriptor per socket in the server, where HAProxy needs two and a half)
+    "direct": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 }
+
+DIRECT_PORTS = range(30000, 30020)  # where Serve's direct ingress puts the first replicas
+
+
+def socket_url(mode: str, port: int) -> str:
+    """Where the benchmark's sockets connect: the store's port, or in direct mode the channel
+    replica's own port (the one that answers a join)."""
+    if mode != "direct":
+        return f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0"
+    for candidate in DIRECT_PORTS:
+        url = f"ws://127.0.0.1:{candidate}/product_socket/websocket?vsn=2.0.0"
+        try:
+            wait_socket(url, timeout=1)
+            return url
+        except RuntimeError:
+            continue
+    raise RuntimeError("no channel replica answers on the direct-ingress ports")
 
 
 def free_port() -> int:
