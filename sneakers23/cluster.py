@@ -29,7 +29,6 @@ def join(settings: Settings) -> bool:
     if settings.cluster == "none":
         return False
     address = "auto" if settings.cluster == "auto" else settings.cluster
-    _use_the_clusters_token()
     try:
         # ERROR: a command that only joins should not print Ray's notices (the token one, say).
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
@@ -38,19 +37,6 @@ def join(settings: Settings) -> bool:
             return False
         raise Sneakers23Error(f"cannot join the Ray cluster at {address}: {error}") from None
     return True
-
-
-def _use_the_clusters_token() -> None:
-    """Clusters keep Ray's token authentication on. Ray presents the token (RAY_AUTH_TOKEN or
-    ~/.ray/auth_token) when it finds a local cluster by itself, but not for an address it is given
-    unless RAY_AUTH_MODE=token: set that whenever a token is there and the mode is not chosen."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # another Ray: it decides alone
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def check_database_fits(settings: Settings, nodes: list[dict] | None = None) -> None:

@@ -84,7 +84,8 @@ def test_serve_runs_the_store_on_sqlite_and_ctrl_c_takes_it_all_down(tmp_path):
 
             # The second terminal of the README, pointed at the store's cluster (two run here).
             address = store_cluster_address(ray_dir)
-            second = {**env, "SNEAKERS23_CLUSTER": address}
+            # (Ray presents its token to an address it is given only in token mode: README, "Ray jobs".)
+            second = {**env, "SNEAKERS23_CLUSTER": address, "RAY_AUTH_MODE": "token"}
             release = subprocess.run([str(SNEAKERS23), "release", "1"], env=second, cwd=tmp_path,
                                      capture_output=True, text=True, timeout=120)
             assert release.returncode == 0, release.stderr
