@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -163,3 +165,86 @@ def test_another_protocol_version_is_refused(client):
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
         assert closed.value.code == phoenix.CLOSE_INVALID
+
+
+class FakeSocket:
+    """Just enough of a Starlette WebSocket to drive the hub on one event loop, with a client
+    that can stop reading (a stalled tab) or stop talking (a dead one)."""
+
+    def __init__(self, reads: bool = True):
+        self.query_params = {"vsn": phoenix.VERSION}
+        self.incoming: asyncio.Queue = asyncio.Queue()
+        self.sent: list[list] = []
+        self.closed: tuple[int, str] | None = None
+        self.reads = reads
+        self._stalled = asyncio.Event()  # never set: a client that stopped reading
+
+    async def accept(self):
+        pass
+
+    async def receive(self):
+        return await self.incoming.get()
+
+    async def send_text(self, text: str):
+        if not self.reads:
+            await self._stalled.wait()
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int = 1000, reason: str = ""):
+        self.closed = (code, reason)
+        self.incoming.put_nowait({"type": "websocket.disconnect", "code": code})
+
+    def say(self, *parts):
+        self.incoming.put_nowait({"type": "websocket.receive", "text": frame(*parts)})
+
+
+async def _until(condition, timeout: float = 5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_a_socket_silent_past_the_heartbeat_period_is_let_go(monkeypatch):
+    monkeypatch.setattr(channels, "IDLE_TIMEOUT_S", 0.1)
+
+    async def scenario():
+        hub = ChannelHub(make_catalog())
+        silent = FakeSocket()
+        silent.say("1", "1", "product:1", "phx_join", {})
+        served = asyncio.get_running_loop().create_task(hub.serve(silent))
+        await _until(lambda: silent.sent)
+        assert silent.sent[0][4]["status"] == "ok" and hub.sockets == 1
+        await asyncio.wait_for(served, 2)  # it stops waiting for a client that says nothing
+        assert hub.sockets == 0
+        hub.publish([StockChanged(product_id=1, item_id=1, level=Level.OUT)])  # no one left to push to
+        await asyncio.sleep(0.05)
+        assert len(silent.sent) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(monkeypatch):
+    monkeypatch.setattr(channels, "OUTBOX_LIMIT", 20)
+
+    async def scenario():
+        hub = ChannelHub(make_catalog(released=True))
+        stalled, reading = FakeSocket(reads=False), FakeSocket()
+        tasks = [asyncio.get_running_loop().create_task(hub.serve(ws)) for ws in (stalled, reading)]
+        for ws in (stalled, reading):
+            ws.say("1", "1", "product:1", "phx_join", {})
+        await _until(lambda: reading.sent and hub.sockets == 2)
+        levels = [Level.LOW, Level.MEDIUM] * 20  # 40 pushes: twice what a stalled socket may owe
+        for level in levels:
+            hub.publish([StockChanged(product_id=1, item_id=1, level=level)])
+            await asyncio.sleep(0)
+        await _until(lambda: stalled.closed is not None)
+        assert stalled.closed == (phoenix.CLOSE_POLICY, "too slow to keep up")
+        await _until(lambda: len(reading.sent) == 1 + len(levels))
+        assert [m[4]["level"] for m in reading.sent[1:]] == [str(level) for level in levels]
+        await asyncio.wait_for(tasks[0], 2)  # the stalled one is gone; the reader is still served
+        assert hub.sockets == 1 and not tasks[1].done()
+        reading.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(tasks[1], 2)
+
+    asyncio.run(scenario())

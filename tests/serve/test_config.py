@@ -31,3 +31,23 @@ def test_the_serve_config_deploys_what_sneakers23_serve_runs():
     for name, _prefix, build in APPS:
         module, attribute = apps[name]["import_path"].split(":")
         assert getattr(importlib.import_module(module), attribute) is build
+
+
+def test_the_builders_refuse_sqlite_on_several_machines_and_a_missing_secret(monkeypatch):
+    import pytest
+    import ray
+
+    from sneakers23.errors import Sneakers23Error
+    from sneakers23.serve.app import build_channels, build_store
+
+    machines = [{"Alive": True, "NodeManagerAddress": "10.0.0.1"}, {"Alive": True, "NodeManagerAddress": "10.0.0.2"}]
+    monkeypatch.setattr(ray, "nodes", lambda: machines)
+    secret = "s" * 32
+    for build in (build_store, build_channels):
+        with pytest.raises(Sneakers23Error, match="PostgreSQL"):
+            build({"database_url": "sqlite:///shop.db", "secret_key": secret})
+        with pytest.raises(Sneakers23Error, match="SNEAKERS23_SECRET_KEY"):
+            build({"database_url": "postgresql+psycopg://h/db"})
+        from ray.serve import Application
+
+        assert isinstance(build({"database_url": "postgresql+psycopg://h/db", "secret_key": secret}), Application)
