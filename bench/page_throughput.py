@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import MODES, free_port, start_bare_page, start_store
+from bench.servers import MODES, free_port, start_bare_page, start_bare_serve_page, start_store
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 
@@ -59,6 +59,14 @@ def main() -> None:
             results[f"store, {mode}"] = wrk(f"http://127.0.0.1:{port}/", args.seconds, args.connections)
         finally:
             store.stop()
+    for mode in args.modes.split(","):  # what Serve itself reaches on the same path, same bytes
+        port = free_port()
+        bare_serve = start_bare_serve_page(mode, page_file, port)
+        try:
+            wrk(f"http://127.0.0.1:{port}/", 2, args.connections)
+            results[f"bare Serve app, {mode}"] = wrk(f"http://127.0.0.1:{port}/", args.seconds, args.connections)
+        finally:
+            bare_serve.stop()
     port = free_port()
     bare = start_bare_page(page_file, port)
     try:
@@ -69,9 +77,9 @@ def main() -> None:
         bare.stop()
 
     print(f"GET / ({page_file.stat().st_size} bytes), wrk -t2 -c{args.connections} -d{args.seconds}s")
-    print(f"{'':28}{'req/s':>9}{'p99 ms':>9}{'x baseline':>12}")
+    print(f"{'':40}{'req/s':>9}{'p99 ms':>9}{'x baseline':>12}")
     for name, (rps, p99) in results.items():
-        print(f"{name:28}{rps:9.0f}{p99:9.1f}{rps / baseline[0]:12.2f}")
+        print(f"{name:40}{rps:9.0f}{p99:9.1f}{rps / baseline[0]:12.2f}")
 
 
 if __name__ == "__main__":

@@ -120,3 +120,11 @@ def start_bare_page(page_file: Path, port: int) -> Process:
                    env, "bare-page")
     wait_http(f"http://127.0.0.1:{port}/")
     return bare
+
+
+def start_bare_serve_page(mode: str, page_file: Path, port: int) -> Process:
+    env = {**os.environ, **MODES[mode], "RAY_TMPDIR": tempfile.mkdtemp(prefix="s23bench-", dir="/tmp")}
+    server = Process([sys.executable, "-m", "bench.bare_serve_page", str(page_file), str(port)], env,
+                     f"bare-serve-{mode}")
+    wait_http(f"http://127.0.0.1:{port}/")
+    return server
