@@ -1,8 +1,9 @@
 """Product channels: topic `product:{id}` per product, speaking the Phoenix protocol.
 
-Each socket gets its own outbox and writer, so one slow shopper never holds up the others; a push
-is encoded once and queued for every socket that joined its topic. A join is answered with the
-product's current state, so a page that reconnects re-syncs itself.
+A push is encoded once and sent to every socket that joined its topic, each send started at once
+(`eager`): a socket that cannot take it right away gets a task that finishes it and the frames
+queued behind it, so one slow shopper never holds up the others, and one too far behind is closed.
+A join is answered with the product's current state, so a page that reconnects re-syncs itself.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
-from sneakers23.serve import phoenix
+from sneakers23.serve import eager, phoenix
 from sneakers23.serve.render import size_html
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ TOPIC_PREFIX = "product:"
 MAX_CHANNELS_PER_SOCKET = 32
 MAX_MESSAGES_PER_SECOND = 50  # sustained; bursts up to MESSAGE_BURST
 MESSAGE_BURST = 200
-OUTBOX_LIMIT = 1_000  # pushes waiting for a slow socket before it is closed
+OUTBOX_LIMIT = 1_000  # frames waiting for a slow socket before it is closed
 IDLE_TIMEOUT_S = 60.0  # the Phoenix client sends a heartbeat every 30 s
 
 
@@ -44,20 +46,48 @@ def join_state(product: Product) -> dict:
 class Connection:
     def __init__(self, websocket: WebSocket):
         self.websocket = websocket
-        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.backlog: deque[str] = deque()  # frames waiting behind a send that had to wait
+        self.sending: asyncio.Task | None = None  # finishing that send, then the backlog
         self.joined: set[str] = set()  # topics
         self.overflowed = False
         self.dropped = False
+        self.broken = False  # a send failed: the socket is going away
         self._allowance = float(MESSAGE_BURST)
         self._checked = time.monotonic()
 
     def send(self, frame: str) -> None:
+        """Send now if the socket takes it at once (the usual case, with no task at all); else
+        queue behind the send under way, in order, and close a socket that falls too far behind."""
+        if self.broken:
+            return
+        if self.sending is not None:
+            if len(self.backlog) >= OUTBOX_LIMIT:
+                if not self.overflowed:  # close it now; its page re-syncs when it rejoins
+                    self.overflowed = True
+                    asyncio.get_running_loop().create_task(self._close_slow())
+                return
+            self.backlog.append(frame)
+            return
+        coroutine = self.websocket.send_text(frame)
         try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            if not self.overflowed:  # close it now; its page re-syncs when it rejoins
-                self.overflowed = True
-                asyncio.get_running_loop().create_task(self._close_slow())
+            waiting = eager.start(coroutine)
+        except Exception:
+            self.broken = True
+            return
+        if waiting is not eager.DONE:
+            self.sending = asyncio.get_running_loop().create_task(self._send_rest(coroutine, waiting))
+
+    async def _send_rest(self, coroutine, waiting) -> None:
+        try:
+            await eager.finish(coroutine, waiting)
+            while self.backlog:
+                await self.websocket.send_text(self.backlog.popleft())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.broken = True
+        finally:
+            self.sending = None
 
     async def _close_slow(self) -> None:
         try:
@@ -73,10 +103,6 @@ class Connection:
             return False
         self._allowance -= 1
         return True
-
-    async def write_forever(self) -> None:
-        while (frame := await self.outbox.get()) is not None:
-            await self.websocket.send_text(frame)
 
 
 class ChannelHub:
@@ -146,7 +172,6 @@ class ChannelHub:
             await websocket.close(code=phoenix.CLOSE_INVALID, reason=f"only protocol {phoenix.VERSION} is spoken")
             return
         connection = Connection(websocket)
-        writer = asyncio.get_running_loop().create_task(connection.write_forever())
         self._connections.add(connection)
         close = (1000, "")
         try:
@@ -178,7 +203,8 @@ class ChannelHub:
                 close = None
             for topic in connection.joined:
                 self._leave(connection, topic)
-            writer.cancel()
+            if connection.sending is not None:
+                connection.sending.cancel()
             if close is not None:
                 try:
                     await websocket.close(code=close[0], reason=close[1])

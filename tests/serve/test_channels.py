@@ -16,6 +16,7 @@ from sneakers23.domain.levels import Level
 from sneakers23.domain.shopper_events import ProductWentOnSale, StockChanged
 from sneakers23.serve import channels, phoenix
 from sneakers23.serve.channels import ChannelHub
+from tests.support import aio
 
 
 def make_catalog(released=False):
@@ -35,6 +36,11 @@ def client(hub):
     app = Starlette(routes=[WebSocketRoute("/product_socket/websocket", hub.serve)])
     with TestClient(app) as client:
         yield client
+
+
+def publish(client, hub, events):
+    """As the live catalog does: on the event loop that serves the sockets."""
+    client.portal.call(hub.publish, events)
 
 
 def frame(*parts):
@@ -81,7 +87,7 @@ def test_heartbeat_and_leave_are_answered(client):
 def test_a_stock_change_is_pushed_to_the_product_topic(client, hub):
     with socket(client) as ws:
         join(ws)
-        hub.publish([StockChanged(1, 1, Level.LOW)])
+        publish(client, hub, [StockChanged(1, 1, Level.LOW)])
         pushed = json.loads(ws.receive_text())
         assert pushed == [None, None, "product:1", "stock_change", {"product_id": 1, "item_id": 1, "level": "low"}]
 
@@ -90,7 +96,7 @@ def test_a_release_pushes_the_size_html(client, hub):
     with socket(client) as ws:
         join(ws)
         hub._products = make_catalog(released=True)
-        hub.publish([ProductWentOnSale(1)])
+        publish(client, hub, [ProductWentOnSale(1)])
         topic, event, payload = json.loads(ws.receive_text())[2:]
         assert (topic, event) == ("product:1", "released")
         assert payload["size_html"].count("size-container__entry ") == 3
@@ -103,7 +109,7 @@ def test_pushes_reach_only_the_sockets_that_joined(client, hub):
         join(joined)
         other.send_text(frame(None, "1", "phoenix", "heartbeat", {}))
         other.receive_text()
-        hub.publish([StockChanged(1, 3, "out")])
+        publish(client, hub, [StockChanged(1, 3, "out")])
         assert json.loads(joined.receive_text())[3] == "stock_change"
         other.send_text(frame(None, "2", "phoenix", "heartbeat", {}))
         assert json.loads(other.receive_text())[1] == "2"  # the next frame is its reply, not a push
@@ -130,7 +136,7 @@ def test_frames_that_cannot_be_answered_close_only_their_socket(client, hub, tex
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_text()
             assert closed.value.code == code
-        hub.publish([StockChanged(1, 1, "out")])
+        publish(client, hub, [StockChanged(1, 1, "out")])
         assert json.loads(bystander.receive_text())[3] == "stock_change"
 
 
@@ -156,7 +162,7 @@ def test_a_flood_of_joins_is_refused_then_cut_off(client, hub):
                     ws.send_text(frame(str(n), str(n), "product:1", "phx_join", {}))
                     ws.receive_text()
             assert closed.value.code == phoenix.CLOSE_POLICY
-        hub.publish([StockChanged(1, 1, "out")])
+        publish(client, hub, [StockChanged(1, 1, "out")])
         assert json.loads(bystander.receive_text())[3] == "stock_change"
 
 
@@ -221,7 +227,7 @@ def test_a_socket_silent_past_the_heartbeat_period_is_let_go(monkeypatch):
         await asyncio.sleep(0.05)
         assert len(silent.sent) == 1
 
-    asyncio.run(scenario())
+    aio.run(scenario())
 
 
 def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(monkeypatch):
@@ -247,4 +253,4 @@ def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(mo
         reading.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
         await asyncio.wait_for(tasks[1], 2)
 
-    asyncio.run(scenario())
+    aio.run(scenario())

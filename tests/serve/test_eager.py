@@ -1,0 +1,93 @@
+"""Starting a coroutine at once and finishing it as a task only if it has to wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sneakers23.serve import eager
+from tests.support import aio
+
+
+def test_a_coroutine_that_never_waits_runs_to_its_end_on_the_spot():
+    done = []
+
+    async def send():
+        done.append("sent")
+
+    async def scenario():
+        assert eager.start(send()) is eager.DONE
+        assert done == ["sent"]  # before the loop turned
+
+    aio.run(scenario())
+
+
+def test_one_that_waits_is_finished_once_what_it_waits_for_is_done():
+    steps = []
+
+    async def send(gate: asyncio.Future, bare_yields: int):
+        steps.append("started")
+        steps.append(await gate)
+        for _ in range(bare_yields):
+            await asyncio.sleep(0)  # a bare yield
+        steps.append("ended")
+
+    async def scenario():
+        gate = asyncio.get_running_loop().create_future()
+        coroutine = send(gate, 2)
+        waiting = eager.start(coroutine)
+        assert waiting is gate and steps == ["started"]
+        finishing = asyncio.get_running_loop().create_task(eager.finish(coroutine, waiting))
+        await asyncio.sleep(0.01)
+        assert steps == ["started"]
+        gate.set_result("opened")
+        await asyncio.wait_for(finishing, 1)
+        assert steps == ["started", "opened", "ended"]
+
+    aio.run(scenario())
+
+
+def test_errors_come_out_where_they_happen_and_a_failed_future_is_raised_inside():
+    async def fails_at_once():
+        raise ConnectionError("gone")
+
+    async def fails_later(gate):
+        try:
+            await gate
+        except KeyError:
+            raise ConnectionError("gone while waiting") from None
+
+    async def scenario():
+        with pytest.raises(ConnectionError, match="gone"):
+            eager.start(fails_at_once())
+        gate = asyncio.get_running_loop().create_future()
+        coroutine = fails_later(gate)
+        waiting = eager.start(coroutine)
+        gate.set_exception(KeyError("no"))
+        with pytest.raises(ConnectionError, match="gone while waiting"):
+            await eager.finish(coroutine, waiting)
+
+    aio.run(scenario())
+
+
+def test_cancelling_the_finish_closes_the_coroutine():
+    cleaned = []
+
+    async def send(gate):
+        try:
+            await gate
+        finally:
+            cleaned.append(True)
+
+    async def scenario():
+        gate = asyncio.get_running_loop().create_future()
+        coroutine = send(gate)
+        finishing = asyncio.get_running_loop().create_task(eager.finish(coroutine, eager.start(coroutine)))
+        await asyncio.sleep(0.01)
+        finishing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await finishing
+        assert cleaned == [True]
+
+    aio.run(scenario())
