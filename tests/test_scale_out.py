@@ -57,7 +57,8 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
 ):
     ports = ray_cluster.proxy_ports
     node_a, node_b = cluster.node_id("node_a"), cluster.node_id("node_b")
-    assert cluster.web_replicas_running(3)  # one page and one channel replica on each of the 3 nodes
+    # One page and one channel replica on each of the 3 nodes.
+    wait_for(lambda: cluster.web_replicas_running(3), timeout=90, what="web replicas on every node")
     balancer = Balancer([ports["node_b"], ports["node_a"]])
     shopper = PhoenixClient(phoenix_js, f"ws://127.0.0.1:{balancer.port}/product_socket", ["product:2"])
     try:
@@ -80,7 +81,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
 
         # Node B is lost. While the balancer fails over, a size sells out: the shopper must see it.
         balancer.accepting.clear()
-        others = {node: cluster.stats_if_up(node) for node in ("head", "node_a")}
+        others = {node: _stats(node) for node in ("head", "node_a")}
         cluster.remove_node(ray_cluster, "node_b", ray_cluster.named_nodes.pop("node_b"))
         wait_for(lambda: shopper.of("close"), what="the shopper's socket to close")
         item = min((i for i in items if i.available_count > 0), key=lambda i: i.available_count)
@@ -96,13 +97,14 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         assert balancer.chosen[-1] == ports["node_a"]
         assert {i["id"]: i["level"] for i in rejoined["items"]}[item.id] == "out"  # re-synced
         assert rejoined["released"]
-        # Node A's proxy keeps it on a surviving node's replica (its own when it can).
+        # Held by a surviving node's replica.
         survivors = {node_a, cluster.node_id("head")}
         wait_for(lambda: _held_by(survivors), timeout=30, what="the socket on a surviving node's replica")
         # Only node B's own replicas went: two of each are left, and the other caches never restarted.
-        wait_for(lambda: cluster.web_replicas_running(2), timeout=60, what="two web replicas of each")
+        # (Serve scales down once it has seen the lost replicas die: placement.DOWNSCALE_DELAY_S.)
+        wait_for(lambda: cluster.web_replicas_running(2), timeout=120, what="two web replicas of each")
         for node, stats in others.items():
-            now = cluster.stats_if_up(node)
+            now = _stats(node)
             assert (now.epoch, now.started_at) == (stats.epoch, stats.started_at)
 
         # A node joins: it gets a cache and web replicas with nobody acting, and serves a full catalog.
@@ -118,6 +120,12 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
     finally:
         shopper.close()
         balancer.close()
+
+
+def _stats(node: str):
+    stats = cluster.stats_if_up(node)
+    assert stats is not None, f"{node}'s cache does not answer"
+    return stats
 
 
 def _held_by(nodes: set[str]) -> bool:

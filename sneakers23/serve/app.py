@@ -52,6 +52,11 @@ def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=NO_STORE)
 
 
+# A replica counts as started (and HAProxy, which balances over every node's replicas, sends it
+# shoppers) when its constructor returns: wait for the node's cache first, but not forever (a
+# replica without it answers 503 and /healthz says so).
+READY_WAIT_S = 30.0
+
 # A log line per request costs more than rendering the page: errors are still logged.
 QUIET = {"enable_access_log": False}
 
@@ -60,7 +65,7 @@ QUIET = {"enable_access_log": False}
                   logging_config=QUIET)
 @serve.ingress(store_api)
 class Storefront:
-    def __init__(self, settings: Settings):
+    async def __init__(self, settings: Settings):
         # A sale is committed before it is published: the shopper does not wait for replication.
         self.inventory = Inventory(settings, replication=RayReplication(wait=False))
         self.live = LiveCatalog(settings)  # this node's catalog, in memory
@@ -68,6 +73,7 @@ class Storefront:
         self.cookies = ShopperCookies(settings.secret_key)
         self.node_id = ray.get_runtime_context().get_node_id()
         self._page: tuple[int, bytes] = (-1, b"")  # rendered once per catalog generation
+        await self.live.wait_ready(READY_WAIT_S)
 
     def _catalog_html(self) -> bytes:
         generation = self.live.generation
@@ -138,11 +144,12 @@ channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=Non
                   logging_config=QUIET)
 @serve.ingress(channels_api)
 class ProductChannels:
-    def __init__(self, settings: Settings):
+    async def __init__(self, settings: Settings):
         self.live = LiveCatalog(settings)
         self.hub = ChannelHub(self.live)
         self.live.subscribe(self.hub.publish)
         self.live.start()
+        await self.live.wait_ready(READY_WAIT_S)
 
     @channels_api.websocket("/websocket")
     async def socket(self, websocket: WebSocket):

@@ -29,6 +29,7 @@ MAX_MESSAGES_PER_SECOND = 50  # sustained; bursts up to MESSAGE_BURST
 MESSAGE_BURST = 200
 OUTBOX_LIMIT = 1_000  # frames waiting for a slow socket before it is closed
 IDLE_TIMEOUT_S = 60.0  # the Phoenix client sends a heartbeat every 30 s
+CLOSE_WAIT_S = 5.0
 
 
 class Products(Protocol):
@@ -71,8 +72,8 @@ class Connection:
         coroutine = self.websocket.send_text(frame)
         try:
             waiting = eager.start(coroutine)
-        except Exception:
-            self.broken = True
+        except (Exception, asyncio.CancelledError) as error:  # never out into the publisher's loop
+            self._failed(error)
             return
         if waiting is not eager.DONE:
             self.sending = asyncio.get_running_loop().create_task(self._send_rest(coroutine, waiting))
@@ -84,16 +85,21 @@ class Connection:
                 await self.websocket.send_text(self.backlog.popleft())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self.broken = True
+        except Exception as error:
+            self._failed(error)
         finally:
             self.sending = None
 
+    def _failed(self, error: BaseException) -> None:
+        """A send failed (mostly: the socket is already closing). Send nothing more, and close it
+        in case it is not, so it neither stays subscribed nor holds a request slot."""
+        if not self.broken:
+            self.broken = True
+            log.debug("a send failed, closing the socket: %r", error)
+            asyncio.get_running_loop().create_task(close_within(self.websocket, 1011, "internal error"))
+
     async def _close_slow(self) -> None:
-        try:
-            await self.websocket.close(code=phoenix.CLOSE_POLICY, reason="too slow to keep up")
-        except Exception:
-            pass
+        await close_within(self.websocket, phoenix.CLOSE_POLICY, "too slow to keep up")
 
     def allow_message(self) -> bool:
         now = time.monotonic()
@@ -103,6 +109,15 @@ class Connection:
             return False
         self._allowance -= 1
         return True
+
+
+async def close_within(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close, but give up after CLOSE_WAIT_S: a client that stopped reading never takes the close
+    frame either, and its socket must not hold a request slot for ever."""
+    try:
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), CLOSE_WAIT_S)
+    except Exception:
+        pass
 
 
 class ChannelHub:
@@ -206,10 +221,7 @@ class ChannelHub:
             if connection.sending is not None:
                 connection.sending.cancel()
             if close is not None:
-                try:
-                    await websocket.close(code=close[0], reason=close[1])
-                except Exception:
-                    pass
+                await close_within(websocket, close[0], close[1])
 
     def _handle(self, connection: Connection, message: phoenix.Message) -> None:
         if message.topic == phoenix.SOCKET_TOPIC and message.event == phoenix.HEARTBEAT:

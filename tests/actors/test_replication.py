@@ -137,6 +137,7 @@ def test_a_follower_misses_nothing_and_gets_nothing_twice(ray_settings):
     assert state[item][0] == database_counts(ray_settings)[item]
 
 
+@pytest.mark.reshapes_cluster
 def test_a_node_that_joins_gets_a_full_cache_and_one_that_leaves_takes_only_its_own(
     ray_cluster, ray_settings, ray_store
 ):

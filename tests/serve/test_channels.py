@@ -199,6 +199,13 @@ class FakeSocket:
     async def close(self, code: int = 1000, reason: str = ""):
         self.closed = (code, reason)
         self.incoming.put_nowait({"type": "websocket.disconnect", "code": code})
+        if not self.reads:  # the close frame waits behind everything the client never read
+            await self._stalled.wait()
+
+    def resume(self):
+        """The client reads again: everything held back goes out."""
+        self.reads = True
+        self._stalled.set()
 
     def say(self, *parts):
         self.incoming.put_nowait({"type": "websocket.receive", "text": frame(*parts)})
@@ -232,6 +239,7 @@ def test_a_socket_silent_past_the_heartbeat_period_is_let_go(monkeypatch):
 
 def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(monkeypatch):
     monkeypatch.setattr(channels, "OUTBOX_LIMIT", 20)
+    monkeypatch.setattr(channels, "CLOSE_WAIT_S", 0.2)  # its close frame cannot get through either
 
     async def scenario():
         hub = ChannelHub(make_catalog(released=True))
@@ -252,5 +260,30 @@ def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(mo
         assert hub.sockets == 1 and not tasks[1].done()
         reading.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
         await asyncio.wait_for(tasks[1], 2)
+
+    aio.run(scenario())
+
+
+def test_a_socket_that_stalls_for_a_while_gets_every_frame_in_order_afterwards():
+    async def scenario():
+        hub = ChannelHub(make_catalog(released=True))
+        ws = FakeSocket()
+        served = asyncio.get_running_loop().create_task(hub.serve(ws))
+        ws.say("1", "1", "product:1", "phx_join", {})
+        await _until(lambda: ws.sent)
+        ws.reads = False  # the tab is busy: sends wait
+        levels = [Level.LOW, Level.OUT, Level.MEDIUM, Level.HIGH, Level.LOW]
+        for level in levels:
+            hub.publish([StockChanged(product_id=1, item_id=2, level=level)])
+        connection = next(iter(hub._connections))
+        assert connection.sending is not None and len(connection.backlog) == len(levels) - 1
+        ws.resume()
+        await _until(lambda: len(ws.sent) == 1 + len(levels))
+        assert [m[4]["level"] for m in ws.sent[1:]] == [str(level) for level in levels]
+        await _until(lambda: connection.sending is None)
+        hub.publish([StockChanged(product_id=1, item_id=2, level=Level.OUT)])  # straight out again
+        assert ws.sent[-1][4]["level"] == "out" and connection.sending is None
+        ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(served, 2)
 
     aio.run(scenario())

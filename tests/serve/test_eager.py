@@ -71,14 +71,17 @@ def test_errors_come_out_where_they_happen_and_a_failed_future_is_raised_inside(
     aio.run(scenario())
 
 
-def test_cancelling_the_finish_closes_the_coroutine():
+def test_cancelling_the_finish_cancels_what_it_waits_on_and_the_coroutine_sees_it():
     cleaned = []
 
     async def send(gate):
         try:
             await gate
+        except asyncio.CancelledError:
+            cleaned.append("cancelled")
+            raise
         finally:
-            cleaned.append(True)
+            cleaned.append("cleaned")
 
     async def scenario():
         gate = asyncio.get_running_loop().create_future()
@@ -88,6 +91,24 @@ def test_cancelling_the_finish_closes_the_coroutine():
         finishing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await finishing
-        assert cleaned == [True]
+        assert cleaned == ["cancelled", "cleaned"] and gate.cancelled()
+
+    aio.run(scenario())
+
+
+def test_a_yield_that_is_not_a_future_is_an_error_inside_the_coroutine():
+    class Odd:
+        def __await__(self):
+            yield 42
+
+    async def send():
+        await Odd()
+
+    async def scenario():
+        coroutine = send()
+        waiting = eager.start(coroutine)
+        assert waiting == 42
+        with pytest.raises(RuntimeError, match="bad yield"):
+            await eager.finish(coroutine, waiting)
 
     aio.run(scenario())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,7 +53,11 @@ def test_serve_runs_the_store_on_sqlite_and_ctrl_c_takes_it_all_down(tmp_path):
     # "none": start a cluster of its own even though the test session's is running on this machine
     # (a user's `auto` would join that one).
     env.update({"RAY_TMPDIR": ray_dir, "SNEAKERS23_DATABASE_URL": f"sqlite:///{tmp_path / 'sneakers23.db'}",
-                "SNEAKERS23_CLUSTER": "none"})
+                "SNEAKERS23_CLUSTER": "none",
+                # HAProxy's files under the same folder, so its process is found (and cleaned up) too
+                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{ray_dir}/haproxy/haproxy.cfg",
+                "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{ray_dir}/haproxy/admin.sock",
+                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": f"{ray_dir}/haproxy/state"})
     store = subprocess.Popen([str(SNEAKERS23), "serve", "--port", str(port)], env=env, cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -96,6 +101,7 @@ def test_serve_runs_the_store_on_sqlite_and_ctrl_c_takes_it_all_down(tmp_path):
         assert 'data-sizes-for="1"><div class="size-container">' in httpx.get(f"http://127.0.0.1:{port}/").text
 
         assert processes_under(ray_dir), "Ray's processes run under the store's temporary directory"
+        assert haproxy_under(ray_dir), "the chosen request path: HAProxy in front of the replicas"
         store.send_signal(signal.SIGINT)  # Ctrl-C
         assert store.wait(60) == 0
         assert said_so("closing the store")
@@ -112,3 +118,9 @@ def test_serve_runs_the_store_on_sqlite_and_ctrl_c_takes_it_all_down(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def haproxy_under(directory: str) -> list[int]:
+    return [pid for pid in processes_under(directory)
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("haproxy")]
