@@ -19,6 +19,7 @@ from sneakers23.db.engine import make_engine
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from tests.support import postgres
+from tests.support.ports import free_port
 
 SEED = 23
 
@@ -78,12 +79,6 @@ def postgres_template(postgres_url):
     admin.dispose()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _with_database(url: str, name: str) -> str:
@@ -136,7 +131,7 @@ def ray_cluster():
 
     # A short temp dir of our own (unix socket paths are limited to 107 characters).
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="s23ray-", dir="/tmp")
-    dashboard_port = _free_port()  # the dashboard (which takes Ray jobs)
+    dashboard_port = free_port()  # the dashboard (which takes Ray jobs)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": True,

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import websockets.sync.client
 
-from tests.support.cluster import _free_port
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
@@ -47,7 +47,7 @@ def store_cluster_address(ray_dir: str) -> str:
 
 
 def test_serve_runs_the_store_on_sqlite_and_ctrl_c_takes_it_all_down(tmp_path):
-    port = _free_port()
+    port = free_port()
     ray_dir = tempfile.mkdtemp(prefix="s23run-", dir="/tmp")  # short: Ray's socket paths have a limit
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "SNEAKERS23_"))}
     # "none": start a cluster of its own even though the test session's is running on this machine

@@ -11,6 +11,7 @@ from sneakers23.actors.node_cache import cache_name
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from tests.support import shop
+from tests.support.ports import free_port
 
 
 def add_node(cluster, name: str):
@@ -18,7 +19,7 @@ def add_node(cluster, name: str):
     own: on a real cluster every node's proxy listens on the same port of its own machine, and
     here, where the nodes share one machine, a shopper picks a node by its port (Serve reads
     RAY_SERVE_WORKER_PROXY_HTTP_PORT in the node's processes, which inherit the raylet's environment)."""
-    port = _free_port()
+    port = free_port()
     os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(port)
     try:
         node = cluster.add_node(num_cpus=1, resources={name: 1})
@@ -34,12 +35,6 @@ def remove_node(cluster, name: str, node) -> None:
     cluster.remove_node(node)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def node_id(resource: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -17,16 +16,13 @@ import pytest
 
 from tests.conftest import SEED, _must_run_everything
 from tests.support.cluster import live_node_count, reseed, web_replicas_running
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +33,7 @@ def store_url(ray_cluster, ray_store, ray_settings):
 
     from sneakers23.serve.run import APPS
 
-    port = _free_port()
+    port = free_port()
     serve.start(proxy_location="EveryNode", http_options={"host": "127.0.0.1", "port": port})
     args = ray_settings.model_copy(update={"secret_key": "test-secret-key-0123456789"}).model_dump()
     for name, route_prefix, build in APPS:
