@@ -79,8 +79,6 @@ def postgres_template(postgres_url):
     admin.dispose()
 
 
-
-
 def _with_database(url: str, name: str) -> str:
     return make_url(url).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
 

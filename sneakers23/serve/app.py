@@ -149,6 +149,7 @@ class ProductChannels:
         self.hub = ChannelHub(self.live)
         self.live.subscribe(self.hub.publish)
         self.live.start()
+        self.node_id = ray.get_runtime_context().get_node_id()
         await self.live.wait_ready(READY_WAIT_S)
 
     @channels_api.websocket("/websocket")
@@ -162,7 +163,7 @@ class ProductChannels:
     async def sockets(self) -> dict:
         """How many shoppers this replica holds, and on which node (`handle.broadcast("sockets")`
         asks every replica)."""
-        return {"node_id": ray.get_runtime_context().get_node_id(), "sockets": self.hub.sockets}
+        return {"node_id": self.node_id, "sockets": self.hub.sockets}
 
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""
@@ -184,5 +185,5 @@ def build_store(args: dict):
 
 
 def build_channels(args: dict):
-    # One per node: each holds thousands of sockets, and a node's shoppers stay on its own cache.
+    # One per node: each holds thousands of sockets and reads its own node's cache.
     return ProductChannels.options(**on_every_node(1)).bind(_settings(args))

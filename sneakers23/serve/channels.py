@@ -83,9 +83,7 @@ class Connection:
             await eager.finish(coroutine, waiting)
             while self.backlog:
                 await self.websocket.send_text(self.backlog.popleft())
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
+        except Exception as error:  # (a cancel, from serve() closing the socket, passes through)
             self._failed(error)
         finally:
             self.sending = None

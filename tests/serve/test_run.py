@@ -38,6 +38,11 @@ def processes_under(directory: str) -> list[int]:
     return found
 
 
+def haproxy_under(directory: str) -> list[int]:
+    return [pid for pid in processes_under(directory)
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("haproxy")]
+
+
 def store_cluster_address(ray_dir: str) -> str:
     """The address of the cluster that `serve` started: Ray notes its GCS port in the session folder."""
     from ray._private.services import get_node_ip_address
@@ -119,8 +124,3 @@ def test_serve_runs_the_store_on_sqlite_and_ctrl_c_takes_it_all_down(tmp_path):
             except ProcessLookupError:
                 pass
         shutil.rmtree(ray_dir, ignore_errors=True)
-
-
-def haproxy_under(directory: str) -> list[int]:
-    return [pid for pid in processes_under(directory)
-            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("haproxy")]

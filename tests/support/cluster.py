@@ -35,8 +35,6 @@ def remove_node(cluster, name: str, node) -> None:
     cluster.remove_node(node)
 
 
-
-
 def node_id(resource: str) -> str:
     """The id of the live node that carries the custom resource (head, node_a, node_b, …)."""
     for node in ray.nodes():

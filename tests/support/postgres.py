@@ -24,8 +24,6 @@ def find_bindir() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-
-
 @dataclass
 class ThrowawayPostgres:
     datadir: Path

@@ -23,8 +23,6 @@ JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")
 
 
-
-
 @pytest.fixture(scope="session")
 def store_url(ray_cluster, ray_store, ray_settings):
     """The store's two Serve applications, with a proxy on every node (the head's on this port,
