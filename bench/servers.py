@@ -87,7 +87,7 @@ class Process:
 
 def start_store(mode: str, database_url: str, port: int, extra_env: dict | None = None) -> Process:
     env = {**os.environ, **MODES[mode], **(extra_env or {}),
-           "SNEAKERS23_DATABASE_URL": database_url, "SNEAKERS23_CLUSTER": "none",
+           "SNEAKERS23_DATABASE_URL": database_url,
            "RAY_TMPDIR": tempfile.mkdtemp(prefix="s23bench-", dir="/tmp")}
     store = Process([str(BIN / "sneakers23"), "serve", "--port", str(port)], env, f"store-{mode}")
     wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -209,13 +209,24 @@ def sell(ctx: click.Context, item_id: int, count: int) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
-def serve(host: str, port: int) -> None:
-    """Run the live store: Ray, the node caches, the pages and the product channels."""
+@click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; on a joined cluster, "
+              "where its Serve listens]")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on  [default: 8000; on a joined cluster, where its Serve listens]")
+@click.option("--address", envvar="RAY_ADDRESS", default=None, metavar="HOST:PORT",
+              help="Join the Ray cluster at this address (also RAY_ADDRESS) instead of starting one of its own.")
+@click.option("--replace", is_flag=True,
+              help="With --address: take the place of the store already running on that cluster.")
+def serve(host: str | None, port: int | None, address: str | None, replace: bool) -> None:
+    """Run the live store: Ray, the node caches, the pages and the product channels.
+
+    It starts a Ray cluster of its own on this machine, and Ctrl-C (or SIGTERM) stops all of it.
+    With --address it joins a running cluster instead, and leaves a store already running there
+    as it is unless --replace is given.
+    """
     from sneakers23.serve.run import run_store
 
-    run_store(get_settings(), host, port)
+    run_store(get_settings(), host, port, address=address or None, replace=replace)
 
 
 @cli.command()
@@ -233,7 +244,8 @@ def status(ctx: click.Context) -> None:
     database_version = inventory.database_version()
     click.echo(f"database     {describe_url(inventory.settings.database_url)}  version {database_version}")
     if not cluster.join(inventory.settings):
-        raise Sneakers23Error("no Ray cluster is running here (nor at RAY_ADDRESS): no cache to report on")
+        raise Sneakers23Error("no store on this database runs on a Ray cluster here (nor at RAY_ADDRESS): "
+                              "no cache to report on")
     replicator = cluster.replicator()
     if replicator is None:
         raise Sneakers23Error("the store's replication is not running on this cluster: start the store")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Iterable
 
 import ray
 
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.replicator import REPLICATOR_NAME
+from sneakers23.db.engine import database_identity
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
 from sneakers23.settings import Settings
@@ -16,27 +19,105 @@ from sneakers23.settings import Settings
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 5.0
+JOIN_PROBE_TIMEOUT_S = 5.0
 
 
 def join(settings: Settings) -> bool:
     """Connect this process to the cluster that the settings name; False when there is none to join.
 
-    With `cluster = "auto"`, a cluster running on this machine (or at RAY_ADDRESS) is joined if there
-    is one; with "none" nothing is; any other value is an address that must answer.
+    With `cluster = "auto"`: the cluster at RAY_ADDRESS when it is set, else the cluster on this
+    machine whose store sells from the settings' database (two stores may run here, each with its
+    own cluster), if any. With "none" nothing is joined; any other value is an address that must
+    answer.
     """
     if ray.is_initialized():
         return True
     if settings.cluster == "none":
         return False
-    address = "auto" if settings.cluster == "auto" else settings.cluster
+    address = settings.cluster if settings.cluster != "auto" else os.environ.get("RAY_ADDRESS")
+    if address:
+        join_address(address)
+        return True
+    return _join_the_store_of(settings.database_url)
+
+
+def _join_the_store_of(database_url: str) -> bool:
+    from ray._private.services import find_gcs_addresses
+    from ray._private.utils import read_ray_address
+
+    running = find_gcs_addresses()  # from the raylets running here: never a stale address
+    latest = read_ray_address()  # the last `ray start` here: the likeliest one
+    wanted = database_identity(database_url)
+    for address in sorted(running, key=lambda address: address != latest):
+        try:
+            join_address(address, found_here=True)
+        except Sneakers23Error:
+            continue
+        theirs = store_database()
+        # A lone cluster with no store on it is taken too: a drop can still run its buyers there.
+        if theirs == wanted or (theirs is None and len(running) == 1):
+            return True
+        ray.shutdown()
+    return False
+
+
+def store_database() -> str | None:
+    """The identity of the database that the store on the joined cluster sells from (None where no
+    store runs)."""
+    found = replicator()
+    if found is None:
+        return None
     try:
-        # ERROR: a command that only joins should not print Ray's notices (the token one, say).
+        return database_identity(ray.get(found.database.remote(), timeout=PUBLISH_TIMEOUT_S))
+    except Exception:
+        return None
+
+
+def use_token_authentication(create: bool = False) -> None:
+    """Ray's token authentication, for this process as a client and for the clusters it starts: on
+    where a token is at hand, unless RAY_AUTH_MODE says otherwise. With `create`, a token is made
+    when there is none (~/.ray/auth_token), as a local `ray.init()` does."""
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if "RAY_AUTH_MODE" not in os.environ:
+        if not create and not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+            return
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # Ray read its settings when it was imported: again, with the mode
+    if create:
+        ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+
+
+def join_address(address: str, found_here: bool = False) -> None:
+    """Join the cluster at this address; a one-line error when it does not answer.
+
+    As Ray does, a client presents the token (~/.ray/auth_token) to a cluster it found on this
+    machine by itself (`found_here`), and to an address it is given only with RAY_AUTH_MODE=token:
+    a client in token mode cannot use a cluster without tokens, nor the other way round."""
+    _check_it_answers(address)
+    if found_here:
+        use_token_authentication()
+    try:
+        # ERROR: a command that only joins should not print Ray's notices.
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
-    except ConnectionError as error:
-        if settings.cluster == "auto":
-            return False
-        raise Sneakers23Error(f"cannot join the Ray cluster at {address}: {error}") from None
-    return True
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        first = next((line for line in str(error).splitlines() if line.strip()), repr(error)).strip()[:300]
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            first += " (a cluster with token authentication, as every store's own is, needs RAY_AUTH_MODE=token)"
+        raise Sneakers23Error(f"cannot join the Ray cluster at {address}: {first}") from None
+
+
+def _check_it_answers(address: str) -> None:
+    """Ray waits minutes for a cluster address where nothing listens: look first."""
+    host, _colon, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port (ray://…, say): Ray's own checks apply
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=JOIN_PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        raise Sneakers23Error(f"cannot join the Ray cluster at {address}: nothing answers there "
+                              f"({getattr(error, 'strerror', None) or error})") from None
 
 
 def check_database_fits(settings: Settings, nodes: list[dict] | None = None) -> None:
@@ -68,7 +149,7 @@ def publishing_inventory(settings: Settings, wait: bool = True):
     one to join; otherwise it only writes the database."""
     from sneakers23.inventory import Inventory
 
-    replication = RayReplication(wait=wait) if join(settings) else None
+    replication = RayReplication(wait=wait, database_url=settings.database_url) if join(settings) else None
     return Inventory(settings, replication=replication)
 
 
@@ -76,23 +157,25 @@ class RayReplication:
     """Publishes committed changes to every node's cache through the replication actor.
 
     A publish that fails is logged, never raised: the sale or release is already committed, and the
-    caches' anti-entropy picks it up within the resync period.
+    caches' anti-entropy picks it up within the resync period. Changes go only to a store that sells
+    from the same database: with two stores on one machine, the cluster joined may be the other's.
     """
 
-    def __init__(self, wait: bool = True):
+    def __init__(self, wait: bool = True, database_url: str | None = None):
         # wait: until the replication actor has the changes (a process about to exit, the CLI);
         # without it, publishing costs the caller nothing more than a submission.
+        # database_url: the database the changes were committed to (None: do not check).
+        self._database = None if database_url is None else database_identity(database_url)
         self._wait = wait
         self._replicator = None
+        self._other_store = False  # the cluster's store sells from another database
 
     def publish(self, changes: Iterable[Change]) -> None:
         changes = list(changes)
-        if not changes:
+        if not changes or self._other_store:
             return
-        if self._replicator is None:
-            self._replicator = replicator()
-            if self._replicator is None:
-                return  # no store running on this cluster: the database alone is the record
+        if self._replicator is None and not self._find_replicator():
+            return  # no store running on this cluster: the database alone is the record
         try:
             sent = self._replicator.publish.remote(changes)
             if self._wait:
@@ -100,3 +183,23 @@ class RayReplication:
         except Exception as error:
             log.warning("could not publish %d change(s), the caches will heal by resync: %s", len(changes), error)
             self._replicator = None
+
+    def _find_replicator(self) -> bool:
+        found = replicator()
+        if found is None:
+            return False
+        if self._database is None:
+            self._replicator = found
+            return True
+        try:
+            theirs = ray.get(found.database.remote(), timeout=PUBLISH_TIMEOUT_S)
+        except Exception as error:
+            log.warning("the store's replication did not answer, the caches will heal by resync: %s", error)
+            return False
+        if database_identity(theirs) != self._database:
+            self._other_store = True
+            log.warning("the store on this Ray cluster sells from %s, another database: changes are not "
+                        "published to it (a store on this database picks them up by resync)", theirs)
+            return False
+        self._replicator = found
+        return True

@@ -32,6 +32,22 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("reshapes_cluster") is not None)
 
 
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures():
+    """Lines of measured figures (stop times, recovery times) that the run prints at its end."""
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def _must_run_everything() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true") or bool(os.environ.get("SNEAKERS23_REQUIRE_POSTGRES"))
 

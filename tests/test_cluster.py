@@ -65,3 +65,26 @@ def test_sqlite_is_refused_for_a_cluster_of_several_machines():
     with pytest.raises(Sneakers23Error, match="spans 2 machines.*PostgreSQL"):
         check_database_fits(sqlite, two_machines)
     check_database_fits(sqlite, two_machines[:-1] + [{"Alive": False, "NodeManagerAddress": "10.0.0.2"}])
+
+
+def test_changes_go_only_to_a_store_that_sells_from_the_same_database(ray_settings, ray_store, caplog):
+    import ray
+
+    from sneakers23.cluster import RayReplication
+    from sneakers23.inventory import Inventory
+
+    counts = database_counts(ray_settings)
+    item = max(range(1, 14), key=counts.get)
+    published = ray.get(ray_store.status.remote()).published
+    elsewhere = Inventory(ray_settings, replication=RayReplication(database_url="sqlite:////elsewhere/other.db"))
+    assert elsewhere.sell(item).sold == 1
+    assert ray.get(ray_store.status.remote()).published == published, "nothing reached the other store"
+    assert "sells from" in caplog.text and "another database" in caplog.text
+
+    same = Inventory(ray_settings, replication=RayReplication(database_url=ray_settings.database_url))
+    assert same.sell(item).sold == 1
+    assert ray.get(ray_store.status.remote()).published == published + 1
+    for node in NODES:  # both sales in every cache: the first by anti-entropy, the second published
+        wait_for(lambda node=node: cached_counts(node)[item] == counts[item] - 2, what=f"{node}'s cache")
+    elsewhere.close()
+    same.close()

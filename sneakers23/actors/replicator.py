@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import ray
 
 from sneakers23.actors import NAMESPACE
-from sneakers23.actors.node_cache import CacheStats, cache_for_node
+from sneakers23.actors.node_cache import CacheStats, cache_for_node, cache_name
+from sneakers23.db.engine import describe_url
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
@@ -139,6 +140,10 @@ class Replicator:
     async def caches(self) -> dict[str, ray.actor.ActorHandle]:
         return dict(self._caches)
 
+    async def database(self) -> str:
+        """The database this store sells from (its URL, without the password)."""
+        return describe_url(self._settings.database_url)
+
     async def status(self) -> ReplicationStatus:
         nodes = []
         for node_id, cache in sorted(self._caches.items()):
@@ -202,3 +207,28 @@ def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS):
     replicator = replication_actor(settings, watch_seconds)
     ray.get(replicator.ready.remote())
     return replicator
+
+
+def stop_replication(timeout_s: float = 10.0) -> None:
+    """Take the store's replication off the cluster: the replication actor and every node's cache.
+    Returns once their names are free, so that a store started next makes new ones."""
+    try:
+        replicator = ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        replicator = None
+    names = {cache_name(node["NodeID"]) for node in ray.nodes()}
+    if replicator is not None:
+        try:
+            names |= {cache_name(node_id) for node_id in ray.get(replicator.caches.remote(), timeout=timeout_s)}
+        except Exception:
+            pass
+        ray.kill(replicator, no_restart=True)  # first: it would make the caches again
+    for name in [REPLICATOR_NAME, *sorted(names)]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                actor = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                break  # gone, name free
+            ray.kill(actor, no_restart=True)
+            time.sleep(0.05)

@@ -22,6 +22,16 @@ def describe_url(url: str) -> str:
         return "<malformed URL>"
 
 
+def database_identity(url: str) -> str:
+    """What one database is called whatever the URL's driver, user or password: two URLs with the
+    same identity name the same database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    return f"{parsed.get_backend_name()}://{parsed.host or ''}:{parsed.port or ''}/{parsed.database or ''}"
+
+
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)

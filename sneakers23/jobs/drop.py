@@ -137,7 +137,8 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
 
     inventory = _publishing_inventory()
     if not ray.is_initialized():
-        raise Sneakers23Error("a stampede runs on a Ray cluster: start the store (or set RAY_ADDRESS)")
+        raise Sneakers23Error("a stampede runs on the Ray cluster of a store on this database: start the store "
+                              "(or set RAY_ADDRESS)")
     if item_list:
         try:
             items = [int(i) for i in item_list.split(",") if i.strip()]

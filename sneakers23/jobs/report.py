@@ -15,6 +15,7 @@ class Attempt:
     outcome: str  # "sold", a refusal reason, or "error"
     latency_ms: float
     finished_at: float = 0.0  # wall clock (time.time()), to tell what came after the last sale
+    retries: int = 0  # asked again after the store was unavailable (503, or an answer lost)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class DropReport:
     sold: int
     refusals: dict[str, int]
     errors: int
+    retries: int  # purchases asked again, with the same idempotency key, after a 503 or a lost answer
     seconds: float
     selling_seconds: float  # from the start to the last pair sold
     pairs_per_second: float  # while there was stock
@@ -56,6 +58,7 @@ class DropReport:
             f"  pairs sold          {self.sold} in {self.selling_seconds:.1f}s ({self.pairs_per_second:.0f}/s)",
             *(f"  refused {reason:<12}{count}" for reason, count in sorted(self.refusals.items())),
             f"  errors              {self.errors}",
+            f"  retried after 503   {self.retries}",
             f"  latency p50 / p99   {ms(self.latency_p50_ms)} / {ms(self.latency_p99_ms)}",
             f"  refusal p99         {ms(self.refusal_latency_p99_ms)} "
             f"(once sold out: {ms(self.sold_out_refusal_latency_p99_ms)})",
@@ -82,7 +85,8 @@ def build_report(kind: str, attempts: list[Attempt], started_at: float, seconds:
     selling = max(last_sale - started_at, 1e-6)
     refusal_latencies = [a.latency_ms for a in attempts if a.outcome not in ("sold", "error")]
     report = DropReport(
-        kind=kind, attempts=len(attempts), sold=sold, refusals=dict(outcomes), errors=errors, seconds=seconds,
+        kind=kind, attempts=len(attempts), sold=sold, refusals=dict(outcomes), errors=errors,
+        retries=sum(a.retries for a in attempts), seconds=seconds,
         selling_seconds=selling if sold else 0.0, pairs_per_second=sold / selling if sold else 0.0,
         latency_p50_ms=statistics.median([a.latency_ms for a in attempts]) if attempts else None,
         latency_p99_ms=_percentile([a.latency_ms for a in attempts], 99),

@@ -48,8 +48,12 @@ store_api = FastAPI(title="Sneakers23", docs_url=None, redoc_url=None, openapi_u
 store_api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
+RETRY_AFTER_S = 1  # what a 503 asks the client to wait before it tries again
+
+
 def _error(status: int, error: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message}, status_code=status, headers=NO_STORE)
+    headers = {**NO_STORE, "Retry-After": str(RETRY_AFTER_S)} if status == 503 else NO_STORE
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
 
 # A replica counts as started (and HAProxy, which balances over every node's replicas, sends it
@@ -67,7 +71,7 @@ QUIET = {"enable_access_log": False}
 class Storefront:
     async def __init__(self, settings: Settings):
         # A sale is committed before it is published: the shopper does not wait for replication.
-        self.inventory = Inventory(settings, replication=RayReplication(wait=False))
+        self.inventory = Inventory(settings, replication=RayReplication(wait=False, database_url=settings.database_url))
         self.live = LiveCatalog(settings)  # this node's catalog, in memory
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
@@ -88,7 +92,7 @@ class Storefront:
     async def catalog(self, request: Request):
         if not self.live.ready:
             return HTMLResponse("<!DOCTYPE html><title>Sneakers23</title><p>The store is opening: try again in a moment.",
-                                status_code=503, headers={**NO_STORE, "Retry-After": "1"})
+                                status_code=503, headers={**NO_STORE, "Retry-After": str(RETRY_AFTER_S)})
         response = HTMLResponse(self._catalog_html(), headers=NO_STORE)
         if self._shopper(request) is None:
             _shopper_id, cookie = self.cookies.new()

@@ -1,121 +1,150 @@
-"""`sneakers23 serve`: the whole store on this machine (or on the cluster at RAY_ADDRESS)."""
+"""`sneakers23 serve`: the whole store, on a Ray cluster of its own or on one it is asked to join.
+
+- By default it starts a cluster of its own on this machine (serve/local_cluster.py), so it never
+  changes a store that it did not start, and a second store on the same machine runs beside the
+  first. With `--address` (or RAY_ADDRESS) it joins that cluster instead; if a store already runs
+  there it says where and stops, unless `--replace` asks it to take that store's place.
+- The address it prints is one it has seen answer.
+- Ctrl-C, SIGINT, SIGTERM or SIGHUP, to the process or to its process group, stop it cleanly: on its
+  own cluster every process it started goes, HAProxy included, and every port is freed; on a joined
+  cluster it removes what it deployed, and only if that is still its own.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
+import json
 import secrets
-import sys
-from pathlib import Path
 import signal
-import socket
 import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 
 import click
 import ray
 from ray import serve
+from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
 from sneakers23 import cluster
-from sneakers23.actors import NAMESPACE
-from sneakers23.actors.replicator import start_replication
+from sneakers23.actors.replicator import start_replication, stop_replication
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
 from sneakers23.serve.app import build_channels, build_store
+from sneakers23.serve.local_cluster import LocalCluster, become_subreaper, one_start_at_a_time, port_is_free
 from sneakers23.settings import Settings
 
 APPS = (("store", "/", build_store), ("channels", "/product_socket", build_channels))
+STORE_APP = APPS[0][0]
 
-# The request path, chosen by measurement (bench/page_throughput.py, bench/channel_fanout.py; see
-# docs/performance.md): HAProxy in front of replicas that serve HTTP and WebSockets themselves,
-# with Serve's throughput settings. Ray reads these when the cluster starts; a cluster that
-# `serve` only joins keeps the path it was started with (cluster.yaml sets the same).
-REQUEST_PATH = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-}
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+ANSWER_TIMEOUT_S = 60.0  # for the printed address to answer, once deployed
+WATCH_EVERY_S = 2.0  # how often a running store checks that its cluster and applications are there
+CALL_TIMEOUT_S = 10.0  # for one call to the cluster
+TIDY_TIMEOUT_S = 30.0  # for a store on a joined cluster to remove what it deployed
 
 
-WANTED_OPEN_FILES = 1_048_576  # HAProxy asks for 2.5 per allowed connection
+class StopRequested(BaseException):
+    """A stop asked for by a signal while the store was still starting: unwinds the start-up."""
 
 
-def _raise_open_file_limit() -> int:
-    """One descriptor per socket (two in HAProxy): raise the limit for us and the Ray processes we
-    start, as far as we may (root may raise the hard limit too). Returns the limit in force."""
-    import resource
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP ask the store to stop. While it starts, the first one unwinds the
+    start-up (whatever it was waiting for); while it runs, it ends the wait; while it stops, more
+    of them change nothing, so a second Ctrl-C cannot cut the clean-up short."""
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for wanted in (max(hard, WANTED_OPEN_FILES), hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
-            return wanted
-        except (ValueError, OSError):
-            continue
-    return soft
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._starting = True
+
+    def install(self) -> None:
+        """(Again after `ray.init`, which puts in a SIGTERM handler of its own.)"""
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        first = not self.requested.is_set()
+        self.requested.set()
+        if first and self._starting:
+            raise StopRequested(signum)
+
+    def started(self) -> None:
+        self._starting = False
+
+    def stopping(self) -> None:
+        self._starting = False
+        self.requested.set()
 
 
-def _port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+@dataclass
+class RunningStore:
+    """A store found on a cluster: where it answers and what it sells from."""
+
+    url: str | None
+    database: str | None
+    applications: list[str]
+
+    def describe(self) -> str:
+        where = f"open at {self.url}" if self.url else "its web applications not running"
+        return f"{where}, selling from {self.database or 'an unknown database'}"
 
 
-def run_store(settings: Settings, host: str, port: int, ready: threading.Event | None = None,
-              stop: threading.Event | None = None) -> None:
-    """Run the store until Ctrl-C (or `stop`), then take down what this call started."""
-    inventory = Inventory(settings)
-    inventory.upgrade_schema()
-    if not inventory.is_seeded():
-        click.echo(f"seeded {inventory.seed()} items into an empty database")
-    inventory.close()
-    if not settings.secret_key:
+def run_store(settings: Settings, host: str | None, port: int | None, address: str | None = None,
+              replace: bool = False) -> None:
+    """Run the store until a signal asks it to stop, then take down what this call started."""
+    signals = StopSignals()
+    signals.install()
+    if replace and not address:
+        raise click.UsageError("--replace replaces the store on a cluster given with --address")
+    if not settings.secret_key:  # cookies then last as long as this store
         settings = settings.model_copy(update={"secret_key": secrets.token_urlsafe(32)})
-
-    joined = cluster.join(settings)
-    started_ray = not joined
-    if started_ray:
-        if not _port_is_free(host, port):
-            raise Sneakers23Error(f"port {port} on {host} is in use: pick another with --port")
-        click.echo("starting a local Ray cluster")
-        limit = _raise_open_file_limit()
-        # Ray jobs (`ray job submit -- python -m sneakers23.jobs.drop …`) get this Python first.
-        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        for name, value in REQUEST_PATH.items():
-            os.environ.setdefault(name, value)
-        # Every open socket is a connection in HAProxy (default limit 4,096), which wants 2.5
-        # descriptors for each one it may hold.
-        os.environ.setdefault("RAY_SERVE_HAPROXY_MAXCONN", str(max(1024, min(200_000, (limit - 1024) * 2 // 5))))
-        ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, include_dashboard=True)
+    runner = _OwnCluster(settings, host, port) if not address else _JoinedCluster(settings, host, port, address, replace)
     try:
-        _deploy(settings, host, port)
-        click.echo(f"Sneakers23 is open at http://{host}:{port}/  (Ctrl-C to close)")
-        if ready is not None:
-            ready.set()
-        _wait_for_stop(stop)
+        runner.start(signals)
+        signals.started()
+        click.echo(f"Sneakers23 is open at {runner.url}  (Ctrl-C to close)")
+        runner.watch(signals.requested)
+    except StopRequested:
+        pass
     finally:
-        click.echo("closing the store")
-        if started_ray:  # everything goes with the cluster this call started
-            ray.shutdown()
-        else:  # a cluster we only joined: take back our applications, leave the rest running
-            for name, _prefix, _build in APPS:
-                try:
-                    serve.delete(name)
-                except Exception:
-                    pass
+        signals.stopping()
+        if runner.started_anything:
+            click.echo("closing the store")
+            started = time.monotonic()
+            runner.close()
+            click.echo(f"closed in {time.monotonic() - started:.1f}s")
+        else:
+            runner.close()
+    if runner.lost is not None:
+        raise Sneakers23Error(runner.lost)
 
 
-def _deploy(settings: Settings, host: str, port: int) -> None:
+def _prepare_database(settings: Settings) -> None:
+    inventory = Inventory(settings)
     try:
+        inventory.upgrade_schema()
+        if not inventory.is_seeded():
+            click.echo(f"seeded {inventory.seed()} items into an empty database")
+    finally:
+        inventory.close()
+
+
+def _deploy(settings: Settings, host: str, port: int) -> float:
+    """Replication, Serve and the two applications; returns the store application's deploy time,
+    by which a later stop knows the applications are still its own."""
+    try:
+        cluster.check_database_fits(settings)
         start_replication(settings)
         serve.start(http_options={"host": host, "port": port})
         args = settings.model_dump()
         for name, route_prefix, build in APPS:
             serve.run(build(args), name=name, route_prefix=route_prefix, blocking=False)
         for name, _prefix, _build in APPS:
-            serve.get_app_handle(name)  # waits for the app to be running
+            serve.get_app_handle(name)  # waits for the application to be running
+        return _deployed_at()
     except Sneakers23Error:
         raise
     except Exception as error:  # Ray's own failures arrive with pages of traceback: one line
@@ -123,10 +152,259 @@ def _deploy(settings: Settings, host: str, port: int) -> None:
         raise Sneakers23Error(f"the store could not start: {first.strip()[:300]}") from None
 
 
-def _wait_for_stop(stop: threading.Event | None) -> None:
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
+def _deployed_at() -> float | None:
+    application = serve.status().applications.get(STORE_APP)
+    return None if application is None else application.last_deployed_time_s
+
+
+def _wait_until_it_answers(url: str) -> None:
+    """The printed address must be one that answers: /healthz, until 200."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT_S
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code}"
+        except OSError as error:
+            last = str(getattr(error, "reason", error))
+        time.sleep(0.2)
+    raise Sneakers23Error(f"the store was deployed, but {url} does not answer ({last})")
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}/"
+
+
+def _within(seconds: float, work):
+    """work(), given at most `seconds`: on a cluster that went away, Ray's calls wait a minute
+    before they fail, and a stop must not."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.0f}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+class _Runner:
+    url: str | None = None
+    lost: str | None = None  # why the store closed by itself, if it did
+    _deployed_at: float | None = None
+
+    def watch(self, stop: threading.Event) -> None:
+        while not stop.wait(WATCH_EVERY_S):
+            self.lost = self._problem()
+            if self.lost:
+                return
+
+    def _problem(self) -> str | None:
+        raise NotImplementedError
+
+    def _still_ours(self) -> bool:
+        return _within(CALL_TIMEOUT_S, _deployed_at) == self._deployed_at
+
+    @property
+    def started_anything(self) -> bool:
+        raise NotImplementedError
+
+
+class _OwnCluster(_Runner):
+    """The store on a Ray cluster it starts, and stops entirely."""
+
+    def __init__(self, settings: Settings, host: str | None, port: int | None):
+        self.settings = settings
+        self.host = host or DEFAULT_HOST
+        self.port = port or DEFAULT_PORT
+        self.url = _url(self.host, self.port)
+        self.local: LocalCluster | None = None
+        self._replaced = False
+
+    def start(self, signals: StopSignals) -> None:
+        _prepare_database(self.settings)
+        if not port_is_free(self.host, self.port):
+            raise Sneakers23Error(_port_taken(self.host, self.port))
+        click.echo("starting a Ray cluster of its own")
+        become_subreaper()
+        with one_start_at_a_time():
+            self.local = LocalCluster.start()
+            cluster.join_address(self.local.address)
+            signals.install()
+            click.echo(f"Ray cluster at {self.local.address}; its dashboard (Ray jobs) at {self.local.dashboard_url}")
+            self._deployed_at = _deploy(self.settings, self.host, self.port)
+            _wait_until_it_answers(self.url)
+
+    @property
+    def started_anything(self) -> bool:
+        return self.local is not None
+
+    def _problem(self) -> str | None:
+        if not self.local.alive():
+            return "the store's Ray cluster stopped under it: the store is closed"
+        if not self._replaced:
+            try:
+                self._replaced = not self._still_ours()
+            except Exception:
+                return None  # a slow answer: the cluster's processes are there, ask again later
+            if self._replaced:
+                click.echo("the store's applications on this Ray cluster were replaced by someone else (`sneakers23 "
+                           "serve --replace`, `serve deploy`): this process still runs the cluster they are on, and "
+                           "stopping it stops them too")
+        return None
+
+    def close(self) -> None:
+        if ray.is_initialized():
+            try:
+                _within(CALL_TIMEOUT_S, ray.shutdown)
+            except Exception:
+                pass
+        if self.local is not None:
+            self.local.stop()
+
+
+class _JoinedCluster(_Runner):
+    """The store on a cluster it joins: it changes a store running there only when asked to
+    replace it, and on its way out removes only what it deployed and still owns."""
+
+    def __init__(self, settings: Settings, host: str | None, port: int | None, address: str, replace: bool):
+        self.settings = settings
+        self.host, self.port = host, port
+        self.address = address
+        self.replace = replace
+        self._touched = False  # it began to deploy: from then on, its stop has things to remove
+        self._started_serve = False
+
+    def start(self, signals: StopSignals) -> None:
+        cluster.join_address(self.address)
+        signals.install()
+        running = running_store(self.address)
+        if running is not None and not self.replace:
+            raise Sneakers23Error(
+                f"a store already runs on the Ray cluster at {self.address}, {running.describe()}: it is left as "
+                "it is (to take its place, add --replace)")
+        self.host, self.port = self._listening_address()
+        self.url = _url(self._node_host(), self.port)
+        _prepare_database(self.settings)
+        if running is not None:  # its applications are replaced in place, by the deploy below
+            click.echo(f"replacing the store on the Ray cluster at {self.address} ({running.describe()})")
+            stop_replication()  # its caches hold the other store's settings
+        self._started_serve = _serve_http_address() is None
+        self._touched = True
+        self._deployed_at = _deploy(self.settings, self.host, self.port)
+        _wait_until_it_answers(self.url)
+
+    def _listening_address(self) -> tuple[str, int]:
+        """Serve keeps the HTTP address it started with: a store joining a cluster where Serve runs
+        listens there, and says so plainly when asked for another."""
+        http = _serve_http_address()
+        if http is None:
+            return self.host or DEFAULT_HOST, self.port or DEFAULT_PORT
+        if (self.port is not None and self.port != http[1]) or (self.host is not None and self.host != http[0]):
+            asked = f"{self.host or http[0]}:{self.port or http[1]}"
+            raise Sneakers23Error(
+                f"Serve on the Ray cluster at {self.address} already listens on {http[0]}:{http[1]} and cannot "
+                f"move to {asked}: leave out --host and --port, or give --host {http[0]} --port {http[1]}")
+        return http
+
+    def _node_host(self) -> str:
+        """Where to reach the proxy: the listening host, or for 0.0.0.0 the joined node's address."""
+        if self.host not in ("0.0.0.0", "::", ""):
+            return self.host
+        return ray.util.get_node_ip_address()
+
+    @property
+    def started_anything(self) -> bool:
+        return self._touched
+
+    def _problem(self) -> str | None:
+        try:
+            still_ours = self._still_ours()
+        except Exception:
+            return f"lost the Ray cluster at {self.address}: the store is closed"
+        if not still_ours:
+            return (f"the store's applications on the Ray cluster at {self.address} were replaced or deleted by "
+                    "someone else: this store is closed")
+        return None
+
+    def close(self) -> None:
+        if not ray.is_initialized():
+            return
+        try:
+            _within(TIDY_TIMEOUT_S, self._tidy)
+        except Exception as error:  # the cluster went away: nothing of ours is left there
+            click.echo(f"could not tidy the cluster up: {str(error).splitlines()[0][:200]}", err=True)
+        try:
+            _within(CALL_TIMEOUT_S, ray.shutdown)
+        except Exception:
+            pass
+
+    def _tidy(self) -> None:
+        if not self._touched:
+            return
+        if self._deployed_at is not None and not self._still_ours():
+            click.echo("the store on the cluster is no longer this one's: leaving it as it is")
+            return
+        ours = [name for name, _prefix, _build in APPS]
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        # Neither call waits for the replicas: they stay reachable for Serve's drain period (30 s),
+        # so that HAProxy takes them out first, and the controller finishes the job by itself.
+        if self._started_serve and set(serve.status().applications) <= set(ours):
+            ray.get(controller.graceful_shutdown.remote(wait=False), timeout=CALL_TIMEOUT_S)
+        else:
+            ray.get(controller.delete_apps.remote(ours), timeout=CALL_TIMEOUT_S)
+        stop_replication()
+        click.echo("its applications leave the cluster once Serve has drained them (up to 30 s)")
+
+
+def running_store(address: str) -> RunningStore | None:
+    """The store running on the joined cluster, if any: its applications or its replication."""
+    applications = sorted(set(serve.status().applications) & {name for name, _prefix, _build in APPS})
+    replicator = cluster.replicator()
+    if not applications and replicator is None:
+        return None
+    database = None
+    if replicator is not None:
+        try:
+            database = ray.get(replicator.database.remote(), timeout=10)
+        except Exception:
+            pass
+    http = _serve_http_address()
+    url = None
+    if http is not None and applications:
+        host = address.rsplit(":", 1)[0] if http[0] in ("0.0.0.0", "::", "") else http[0]
+        url = f"http://{host}:{http[1]}/"
+    return RunningStore(url, database, applications)
+
+
+def _serve_http_address() -> tuple[str, int] | None:
+    """The host and port Serve listens on in the joined cluster, or None where Serve is not running."""
+    client = serve.context._get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    return client.http_config.host, client.http_config.port
+
+
+def _port_taken(host: str, port: int) -> str:
+    """Says what holds the port when it is a store (its /healthz answers), so the user knows which."""
+    url = _url(host, port)
+    try:
+        with urllib.request.urlopen(f"{url}healthz", timeout=2) as answer:
+            if "node_id" in json.loads(answer.read() or b"{}"):
+                return f"a store is already open at {url}: stop it, or give this one another --port"
+    except (OSError, ValueError):
         pass
+    return f"port {port} on {host} is in use: pick another with --port"
+

@@ -29,6 +29,9 @@ class ThrowawayPostgres:
     datadir: Path
     port: int
     pid: int
+    bindir: Path | None = None
+    options: str = ""
+    as_user: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -45,6 +48,25 @@ class ThrowawayPostgres:
             pass
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
+    def stop_immediately(self) -> None:
+        """What a crash of the database looks like to its clients: an immediate shutdown (SIGQUIT to
+        the postmaster, every backend gone at once, recovery from the log at the next start)."""
+        os.kill(self.pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while _alive(self.pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL (pid {self.pid}) did not stop")
+            time.sleep(0.02)
+
+    def start_again(self) -> None:
+        """Start it on the same files and port; returns once it accepts connections."""
+        self._pg_ctl("start")
+
+    def _pg_ctl(self, command: str) -> None:
+        run(self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", self.options,
+            "-l", str(self.datadir.parent / "server.log"), "-w", command)
+        self.pid = int((self.datadir / "postmaster.pid").read_text().splitlines()[0])
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -58,26 +80,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def start(bindir: Path) -> ThrowawayPostgres:
-    """initdb + start on a free loopback port; as root, the server runs as the `postgres` user."""
+def run(as_user: tuple[str, ...], *args: str) -> None:
+    result = subprocess.run([*as_user, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {result.stdout}{result.stderr}")
+
+
+def start(bindir: Path, durable: bool = False) -> ThrowawayPostgres:
+    """initdb + start on a free loopback port; as root, the server runs as the `postgres` user.
+    A throwaway trades durability for speed unless asked to be `durable` (fsync and synchronous
+    commits on, as in production: for drills that crash it)."""
     base = Path(tempfile.mkdtemp(prefix="sneakers23-pg-"))
     datadir = base / "data"
-    as_user: list[str] = []
+    as_user: tuple[str, ...] = ()
     if os.geteuid() == 0:  # initdb refuses to run as root
         shutil.chown(base, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
+        as_user = ("runuser", "-u", "postgres", "--")
     port = free_port()
-
-    def run(*args: str) -> None:
-        result = subprocess.run([*as_user, *args], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed: {result.stdout}{result.stderr}")
-
-    run(str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c max_connections=300 "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"  # a throwaway: speed over durability
-    )
-    run(str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(base / "server.log"), "-w", "start")
-    pid = int((datadir / "postmaster.pid").read_text().splitlines()[0])
-    return ThrowawayPostgres(datadir=datadir, port=port, pid=pid)
+    run(as_user, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+        "--no-sync")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c max_connections=300"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    server = ThrowawayPostgres(datadir=datadir, port=port, pid=0, bindir=bindir, options=options, as_user=as_user)
+    server.start_again()
+    return server

@@ -1,0 +1,293 @@
+"""A Ray cluster of the store's own, on this machine, for `sneakers23 serve`.
+
+Why `ray start` in a session of its own rather than `ray.init()`: a local `ray.init()` puts the GCS
+and the raylet in the store's process group, so a SIGTERM to that group (a service manager, a
+container stop) killed them at the same moment as the store. The store's own Ray client could then
+abort, and HAProxy, whose parent died before it could stop it, was left running with the store's
+port. Here only the store gets the signal, and it stops the cluster in order: the raylet first (it
+takes its workers down with their process groups, HAProxy among them), then the rest, then
+whatever is left.
+
+Every process of the cluster carries the session id, which is how it is found: never by name, so
+another store or a test session's cluster on this machine is left alone. The store is also made a
+child subreaper, so a process that leaves the session (a Ray job's driver does) comes back to it.
+
+The fixed ports a Ray cluster or Serve would take (the dashboard's, HAProxy's stats and metrics,
+Serve's fallback proxy, ...) are chosen here: the usual port when it is free, another free one
+otherwise. Two stores can then run side by side, each with its own cluster.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sneakers23.errors import Sneakers23Error
+
+# The request path, chosen by measurement (bench/page_throughput.py, bench/channel_fanout.py; see
+# docs/performance.md): HAProxy in front of replicas that serve HTTP and WebSockets themselves, with
+# Serve's throughput settings. Ray reads these when the cluster starts (cluster.yaml sets the same).
+REQUEST_PATH = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+}
+
+WANTED_OPEN_FILES = 1_048_576  # HAProxy asks for 2.5 per allowed connection
+START_TIMEOUT_S = 120.0
+
+# Ports a cluster listens on: each gets its usual number where that is free. Those given as
+# environment variables are read by Serve's processes; the others are `ray start` options.
+SERVE_PORTS = {
+    "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
+    "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500,
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": 9500,
+}
+RAY_PORTS = {
+    "--port": 6379,  # the GCS: the cluster's address
+    "--dashboard-port": 8265,  # the dashboard, which takes Ray jobs
+    "--dashboard-agent-listen-port": 52365,
+    "--ray-client-server-port": 10001,
+}
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class PortTaken(Exception):
+    """A port chosen for the cluster was taken before Ray could bind it."""
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port(usual: int, taken: set[int]) -> int:
+    """The usual port when nothing holds it, else one the system picks."""
+    if usual not in taken and port_is_free("0.0.0.0", usual):
+        taken.add(usual)
+        return usual
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", 0))
+            port = probe.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def raise_open_file_limit() -> int:
+    """One descriptor per socket (two and a half in HAProxy): raise the limit for us and the Ray
+    processes we start, as far as we may (root may raise the hard limit too). Returns the limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (max(hard, WANTED_OPEN_FILES), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def become_subreaper() -> None:
+    """Orphans among our descendants come to us instead of init, so that a stop finds them."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@dataclass
+class LocalCluster:
+    address: str  # the GCS, host:port: what `ray.init(address=...)` and the CLI join
+    dashboard_url: str
+    session_id: int  # every process of the cluster carries it
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, extra_env: dict[str, str] | None = None, attempts: int = 3) -> "LocalCluster":
+        """Start a head node in a session of its own; returns once it takes clients."""
+        from sneakers23.cluster import use_token_authentication
+
+        limit = raise_open_file_limit()
+        use_token_authentication(create=True)
+        for attempt in range(1, attempts + 1):
+            try:
+                return cls._start(limit, extra_env)
+            except PortTaken:  # another cluster took a port between our look and Ray's bind
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(cls, open_files: int, extra_env: dict[str, str] | None) -> "LocalCluster":
+        from ray._private.services import get_node_ip_address
+
+        taken: set[int] = set()
+        ports = {name: _port(usual, taken) for name, usual in {**RAY_PORTS, **SERVE_PORTS}.items()}
+        env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+        for name, value in REQUEST_PATH.items():
+            env.setdefault(name, value)  # a benchmark may choose another request path
+        # Every open socket is a connection in HAProxy (default limit 4,096).
+        env.setdefault("RAY_SERVE_HAPROXY_MAXCONN", str(max(1024, min(200_000, (open_files - 1024) * 2 // 5))))
+        # Ray jobs (`ray job submit -- python -m sneakers23.jobs.drop …`) get this Python first.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update({name: str(ports[name]) for name in SERVE_PORTS})
+        env.update(extra_env or {})
+
+        command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--disable-usage-stats",
+                   "--include-dashboard=true", *(f"{option}={ports[option]}" for option in RAY_PORTS)]
+        with tempfile.TemporaryFile("w+") as output:  # a file, not a pipe: Ray's daemons inherit it
+            starter = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            cluster = cls(f"{get_node_ip_address()}:{ports['--port']}",
+                          f"http://127.0.0.1:{ports['--dashboard-port']}", starter.pid, ports)
+            try:
+                code = starter.wait(START_TIMEOUT_S)
+            except BaseException:  # a stop asked for while it starts, or a timeout
+                cluster.stop()
+                raise
+            if code == 0:
+                return cluster
+            cluster.stop()
+            output.seek(0)
+            said = output.read()
+        if "already in use" in said or "valid port" in said:
+            raise PortTaken(said)
+        last = [line.strip() for line in said.splitlines() if line.strip()]
+        raise Sneakers23Error(f"Ray did not start (`ray start` exited with {code}): "
+                              f"{last[-1][:300] if last else 'no output'}")
+
+    def processes(self) -> list[int]:
+        """The cluster's live processes: its session's, and our own descendants (the orphans that
+        came back to us), except us."""
+        table = _process_table()
+        ours = {pid for pid, (_ppid, sid, _state, _name) in table.items() if sid == self.session_id}
+        ours |= _descendants(os.getpid(), table)
+        ours.discard(os.getpid())
+        return sorted(pid for pid in ours if pid in table and table[pid][2] != "Z")
+
+    def alive(self) -> bool:
+        """The cluster still runs: its GCS and raylet are there."""
+        names = {_process_table().get(pid, (0, 0, "Z", ""))[3] for pid in self.processes()}
+        return {"gcs_server", "raylet"} <= names
+
+    def stop(self, grace_s: float = 3.0) -> int:
+        """Stop every process of the cluster, as `ray stop` would but only ours: the raylets first
+        (they stop their workers, and HAProxy with them), then the rest; what is still there after
+        the grace period is killed. Returns how many had to be killed."""
+        raylets = [pid for pid in self.processes() if _name(pid) == "raylet"]
+        _signal_all(raylets, signal.SIGTERM)
+        _wait_gone(lambda: [pid for pid in self.processes() if pid in raylets], grace_s)
+        _signal_all(self.processes(), signal.SIGTERM)
+        left = _wait_gone(self.processes, grace_s)
+        _signal_all(left, signal.SIGKILL)
+        _wait_gone(self.processes, 5.0)
+        self._forget_address()
+        return len(left)
+
+    def _forget_address(self) -> None:
+        """`ray start` noted our address for `ray.init(address="auto")`: take it back, as `ray stop`
+        does, unless another cluster has noted its own since."""
+        try:
+            from ray._common.utils import reset_ray_address
+            from ray._private.utils import read_ray_address
+
+            if read_ray_address() == self.address:
+                reset_ray_address()
+        except Exception:
+            pass
+
+
+@contextmanager
+def one_start_at_a_time():
+    """Two stores starting together would pick the same free ports: hold this from choosing the
+    ports until the last of them is bound (Serve binds HAProxy's when it deploys)."""
+    with open(Path(tempfile.gettempdir()) / "sneakers23-ray-start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _process_table() -> dict[int, tuple[int, int, str, str]]:
+    """pid -> (parent pid, session id, state, name), from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # "pid (name) state ppid pgrp session ...": the name may hold spaces and parentheses
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, ppid, _pgrp, session = stat[stat.rindex(")") + 2:].split()[:4]
+        table[int(entry)] = (int(ppid), int(session), state, name)
+    return table
+
+
+def _descendants(root: int, table: dict[int, tuple[int, int, str, str]]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, *_rest) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _reap() -> None:
+    """Collect our exited children (orphans that came to us among them), so none stays a zombie."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _wait_gone(still_there, timeout_s: float) -> list[int]:
+    """Wait until `still_there()` is empty or the time is up; returns what is still there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _reap()
+        left = still_there()
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)

@@ -1,0 +1,183 @@
+"""`sneakers23 serve` as a user runs it: a real process, in a session of its own, stopped by signals.
+
+What it started is found the way the store itself finds it, never by name: the processes of its
+session and of the sessions of its descendants (its Ray cluster runs in a session of its own, and
+every Ray process keeps that session id, HAProxy included).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.waiting import wait_for
+
+SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the test session's Ray and Sneakers23 settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "SNEAKERS23_"))}
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, env: dict, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SNEAKERS23), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@dataclass
+class Proc:
+    pid: int
+    ppid: int
+    session: int
+    state: str
+    name: str
+
+
+def process_table() -> dict[int, Proc]:
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, ppid, _pgrp, session = stat[stat.rindex(")") + 2:].split()[:4]
+        table[int(entry.name)] = Proc(int(entry.name), int(ppid), int(session), state, name)
+    return table
+
+
+def listening_ports(pids: set[int]) -> set[int]:
+    """TCP ports that these processes listen on."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    return {port for port, inode in _listeners() if inode in inodes}
+
+
+def listening_anywhere(ports: set[int]) -> set[int]:
+    return {port for port, _inode in _listeners()} & ports
+
+
+def _listeners() -> list[tuple[int, str]]:
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                found.append((int(fields[1].rsplit(":", 1)[1], 16), fields[9]))
+    return found
+
+
+@dataclass
+class StoreProcess:
+    """One `sneakers23 serve`, with what it printed and what it started."""
+
+    args: list[str]
+    env: dict
+    cwd: Path
+    process: subprocess.Popen | None = None
+    said: list[str] = field(default_factory=list)
+    sessions: set[int] = field(default_factory=set)  # its own, and its Ray cluster's
+    ports: set[int] = field(default_factory=set)  # every port its processes listened on
+
+    def start(self) -> "StoreProcess":
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.process = subprocess.Popen([str(SNEAKERS23), "serve", *self.args], env=self.env, cwd=self.cwd,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)
+        self.sessions = {self.process.pid}
+        threading.Thread(target=lambda: [self._lines.put(line) for line in self.process.stdout], daemon=True).start()
+        return self
+
+    def output(self) -> str:
+        while not self._lines.empty():
+            self.said.append(self._lines.get())
+        return "".join(self.said)
+
+    def wait_open(self, timeout: float = 180) -> str:
+        """Until it says it is open (or exits); returns the address it printed."""
+        wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
+                 interval=0.2, what="the store to open")
+        assert self.process.poll() is None, f"the store exited with {self.process.returncode}:\n{self.output()}"
+        self.note_what_runs()
+        return re.search(r"is open at (\S+)", self.output()).group(1)
+
+    @property
+    def cluster_address(self) -> str:
+        return re.search(r"Ray cluster at (\S+);", self.output()).group(1)
+
+    def note_what_runs(self) -> None:
+        """Remember the sessions and ports of everything it started, to check they are gone later."""
+        table = process_table()
+        descendants, todo = set(), [self.process.pid]
+        while todo:
+            parent = todo.pop()
+            for proc in table.values():
+                if proc.ppid == parent and proc.pid not in descendants:
+                    descendants.add(proc.pid)
+                    todo.append(proc.pid)
+        self.sessions |= {table[pid].session for pid in descendants if pid in table}
+        self.ports |= listening_ports(set(self.processes()))
+
+    def processes(self) -> list[int]:
+        """Its live processes: those of its sessions (zombies are not processes any more)."""
+        return [proc.pid for proc in process_table().values() if proc.session in self.sessions and proc.state != "Z"]
+
+    def names(self) -> list[str]:
+        table = process_table()
+        return [table[pid].name for pid in self.processes() if pid in table]
+
+    def stop(self, sig: int = signal.SIGTERM, group: bool = True, timeout: float = 10.0) -> float:
+        """Send the signal (to its process group, or to the process alone) and wait until every
+        process it started is gone; returns the seconds that took. Fails past the timeout."""
+        self.note_what_runs()
+        started = time.monotonic()
+        if group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
+        self.process.wait(timeout)
+        wait_for(lambda: not self.processes(), timeout=max(0.1, timeout - (time.monotonic() - started)),
+                 interval=0.05, what="every process of the store to be gone")
+        return time.monotonic() - started
+
+    def kill_what_is_left(self) -> None:
+        """For a failed test: nothing outlives it either."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
