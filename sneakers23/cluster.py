@@ -51,25 +51,26 @@ def _join_the_store_of(database_url: str) -> bool:
     for address in sorted(running, key=lambda address: address != latest):
         try:
             join_address(address, found_here=True)
-        except Sneakers23Error:
+            store = replicator()
+            theirs = None if store is None else database_of(store)
+        except Exception:  # a cluster that cannot be asked is not the one
+            ray.shutdown()
             continue
-        theirs = store_database()
-        # A lone cluster with no store on it is taken too: a drop can still run its buyers there.
-        if theirs == wanted or (theirs is None and len(running) == 1):
+        if theirs is not None and database_identity(theirs) == wanted:
+            return True
+        if store is None and len(running) == 1:  # a lone cluster with no store: a drop's buyers may run there
             return True
         ray.shutdown()
     return False
 
 
-def store_database() -> str | None:
-    """The identity of the database that the store on the joined cluster sells from (None where no
-    store runs)."""
-    found = replicator()
-    if found is None:
-        return None
+def database_of(store_replicator) -> str | None:
+    """The database a store sells from (its URL, without the password), asked of its replication
+    actor; None when it does not answer."""
     try:
-        return database_identity(ray.get(found.database.remote(), timeout=PUBLISH_TIMEOUT_S))
-    except Exception:
+        return ray.get(store_replicator.database.remote(), timeout=PUBLISH_TIMEOUT_S)
+    except Exception as error:
+        log.warning("the store's replication did not answer: %s", error)
         return None
 
 
@@ -111,7 +112,7 @@ def join_address(address: str, found_here: bool = False) -> None:
 def _check_it_answers(address: str) -> None:
     """Ray waits minutes for a cluster address where nothing listens: look first."""
     host, _colon, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if "://" in address or not host or not port.isdigit():
         return  # not host:port (ray://…, say): Ray's own checks apply
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=JOIN_PROBE_TIMEOUT_S).close()
@@ -191,11 +192,9 @@ class RayReplication:
         if self._database is None:
             self._replicator = found
             return True
-        try:
-            theirs = ray.get(found.database.remote(), timeout=PUBLISH_TIMEOUT_S)
-        except Exception as error:
-            log.warning("the store's replication did not answer, the caches will heal by resync: %s", error)
-            return False
+        theirs = database_of(found)
+        if theirs is None:
+            return False  # asked again at the next publish; the caches heal by resync meanwhile
         if database_identity(theirs) != self._database:
             self._other_store = True
             log.warning("the store on this Ray cluster sells from %s, another database: changes are not "

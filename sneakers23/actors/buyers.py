@@ -44,12 +44,12 @@ class Buyers:
         started = time.perf_counter()
         deadline = time.monotonic() + RETRY_FOR_S
         key = uuid.uuid4().hex  # one purchase: the same key on every try
-        if self._via == "api":
-            shopper = _ApiShopper(self._inventory, f"stampede-{key}")
-        else:
-            shopper = _HttpShopper(self._urls[number % len(self._urls)])  # every node's store in turn
-        retries = 0
+        shopper, retries = None, 0
         try:
+            if self._via == "api":
+                shopper = _ApiShopper(self._inventory, f"stampede-{key}")
+            else:
+                shopper = _HttpShopper(self._urls[number % len(self._urls)])  # every node's store in turn
             while True:
                 outcome, wait_s = shopper.buy(item_id, key)
                 if outcome != UNAVAILABLE or time.monotonic() + wait_s > deadline:
@@ -59,7 +59,8 @@ class Buyers:
         except Exception:
             outcome = "error"
         finally:
-            shopper.close()
+            if shopper is not None:
+                shopper.close()
         if outcome == UNAVAILABLE:
             outcome = "error"  # no answer in time: whether it sold is for the database to say
         return Attempt(item_id, outcome, (time.perf_counter() - started) * 1000, time.time(), retries)

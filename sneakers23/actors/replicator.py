@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import ray
 
@@ -202,33 +203,44 @@ def replication_actor(settings: Settings, watch_seconds: float = WATCH_SECONDS):
     ).remote(settings, watch_seconds)
 
 
-def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS):
-    """The cluster's replication actor, started if need be; returns when every node's cache is loaded."""
+def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS,
+                      while_waiting: Callable[[], None] | None = None):
+    """The cluster's replication actor, started if need be; returns when every node's cache is
+    loaded. `while_waiting` is called meanwhile, and may raise to stop waiting."""
     replicator = replication_actor(settings, watch_seconds)
-    ray.get(replicator.ready.remote())
+    ready = replicator.ready.remote()
+    while while_waiting is not None and not ray.wait([ready], timeout=0.2)[0]:
+        while_waiting()
+    ray.get(ready)
     return replicator
 
 
 def stop_replication(timeout_s: float = 10.0) -> None:
     """Take the store's replication off the cluster: the replication actor and every node's cache.
     Returns once their names are free, so that a store started next makes new ones."""
+    names = {cache_name(node["NodeID"]) for node in ray.nodes()}
     try:
         replicator = ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
     except ValueError:
         replicator = None
-    names = {cache_name(node["NodeID"]) for node in ray.nodes()}
     if replicator is not None:
         try:
             names |= {cache_name(node_id) for node_id in ray.get(replicator.caches.remote(), timeout=timeout_s)}
         except Exception:
             pass
-        ray.kill(replicator, no_restart=True)  # first: it would make the caches again
-    for name in [REPLICATOR_NAME, *sorted(names)]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout_s
+    taken = [REPLICATOR_NAME, *sorted(names)]  # the replicator first: it would make caches again
+    killed: set[str] = set()
+    while taken:
+        for name in list(taken):
             try:
                 actor = ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:
-                break  # gone, name free
-            ray.kill(actor, no_restart=True)
-            time.sleep(0.05)
+                taken.remove(name)  # gone, its name free
+                continue
+            if name not in killed:
+                ray.kill(actor, no_restart=True)
+                killed.add(name)
+        if taken and time.monotonic() > deadline:
+            raise Sneakers23Error(f"the store's replication did not stop within {timeout_s:.0f}s: {', '.join(taken)}")
+        time.sleep(0.05)

@@ -71,7 +71,8 @@ QUIET = {"enable_access_log": False}
 class Storefront:
     async def __init__(self, settings: Settings):
         # A sale is committed before it is published: the shopper does not wait for replication.
-        self.inventory = Inventory(settings, replication=RayReplication(wait=False, database_url=settings.database_url))
+        # (The store's own replicas publish to its own replication: no database check needed.)
+        self.inventory = Inventory(settings, replication=RayReplication(wait=False))
         self.live = LiveCatalog(settings)  # this node's catalog, in memory
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)

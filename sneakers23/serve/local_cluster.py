@@ -31,6 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sneakers23.errors import Sneakers23Error
 
@@ -120,22 +121,23 @@ class LocalCluster:
     ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, extra_env: dict[str, str] | None = None, attempts: int = 3) -> "LocalCluster":
-        """Start a head node in a session of its own; returns once it takes clients."""
+    def start(cls, check: Callable[[], None] = lambda: None, attempts: int = 3) -> "LocalCluster":
+        """Start a head node in a session of its own; returns once it takes clients. `check` is
+        called while it waits, and may raise to give up: the cluster is then stopped."""
         from sneakers23.cluster import use_token_authentication
 
-        limit = raise_open_file_limit()
+        open_files = raise_open_file_limit()
         use_token_authentication(create=True)
         for attempt in range(1, attempts + 1):
             try:
-                return cls._start(limit, extra_env)
+                return cls._start(open_files, check)
             except PortTaken:  # another cluster took a port between our look and Ray's bind
                 if attempt == attempts:
-                    raise
-        raise AssertionError("unreachable")
+                    raise Sneakers23Error("Ray did not start: the ports chosen for it were taken meanwhile, "
+                                          f"{attempts} times") from None
 
     @classmethod
-    def _start(cls, open_files: int, extra_env: dict[str, str] | None) -> "LocalCluster":
+    def _start(cls, open_files: int, check: Callable[[], None]) -> "LocalCluster":
         from ray._private.services import get_node_ip_address
 
         taken: set[int] = set()
@@ -148,7 +150,6 @@ class LocalCluster:
         # Ray jobs (`ray job submit -- python -m sneakers23.jobs.drop …`) get this Python first.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.update({name: str(ports[name]) for name in SERVE_PORTS})
-        env.update(extra_env or {})
 
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--disable-usage-stats",
                    "--include-dashboard=true", *(f"{option}={ports[option]}" for option in RAY_PORTS)]
@@ -158,11 +159,16 @@ class LocalCluster:
             cluster = cls(f"{get_node_ip_address()}:{ports['--port']}",
                           f"http://127.0.0.1:{ports['--dashboard-port']}", starter.pid, ports)
             try:
-                code = starter.wait(START_TIMEOUT_S)
-            except BaseException:  # a stop asked for while it starts, or a timeout
+                deadline = time.monotonic() + START_TIMEOUT_S
+                while starter.poll() is None:
+                    check()
+                    if time.monotonic() > deadline:
+                        raise Sneakers23Error(f"Ray did not start within {START_TIMEOUT_S:.0f}s")
+                    time.sleep(0.1)
+            except BaseException:
                 cluster.stop()
                 raise
-            if code == 0:
+            if starter.returncode == 0:
                 return cluster
             cluster.stop()
             output.seek(0)
@@ -170,34 +176,40 @@ class LocalCluster:
         if "already in use" in said or "valid port" in said:
             raise PortTaken(said)
         last = [line.strip() for line in said.splitlines() if line.strip()]
-        raise Sneakers23Error(f"Ray did not start (`ray start` exited with {code}): "
+        raise Sneakers23Error(f"Ray did not start (`ray start` exited with {starter.returncode}): "
                               f"{last[-1][:300] if last else 'no output'}")
 
     def processes(self) -> list[int]:
         """The cluster's live processes: its session's, and our own descendants (the orphans that
         came back to us), except us."""
+        return sorted(self._processes())
+
+    def _processes(self) -> dict[int, str]:
         table = _process_table()
         ours = {pid for pid, (_ppid, sid, _state, _name) in table.items() if sid == self.session_id}
         ours |= _descendants(os.getpid(), table)
         ours.discard(os.getpid())
-        return sorted(pid for pid in ours if pid in table and table[pid][2] != "Z")
+        return {pid: table[pid][3] for pid in ours if pid in table and table[pid][2] != "Z"}
 
     def alive(self) -> bool:
         """The cluster still runs: its GCS and raylet are there."""
-        names = {_process_table().get(pid, (0, 0, "Z", ""))[3] for pid in self.processes()}
-        return {"gcs_server", "raylet"} <= names
+        return {"gcs_server", "raylet"} <= set(self._processes().values())
 
-    def stop(self, grace_s: float = 3.0) -> int:
+    def reap(self) -> None:
+        """Collect the cluster's processes that have exited (they are our children: we are their
+        subreaper), so that none stays a zombie."""
+        _reap()
+
+    def stop(self, grace_s: float = 2.0) -> int:
         """Stop every process of the cluster, as `ray stop` would but only ours: the raylets first
         (they stop their workers, and HAProxy with them), then the rest; what is still there after
         the grace period is killed. Returns how many had to be killed."""
-        raylets = [pid for pid in self.processes() if _name(pid) == "raylet"]
+        raylets = [pid for pid, name in self._processes().items() if name == "raylet"]
         _signal_all(raylets, signal.SIGTERM)
         _wait_gone(lambda: [pid for pid in self.processes() if pid in raylets], grace_s)
         _signal_all(self.processes(), signal.SIGTERM)
         left = _wait_gone(self.processes, grace_s)
-        _signal_all(left, signal.SIGKILL)
-        _wait_gone(self.processes, 5.0)
+        _wait_gone(self.processes, grace_s, then=signal.SIGKILL)
         self._forget_address()
         return len(left)
 
@@ -215,11 +227,18 @@ class LocalCluster:
 
 
 @contextmanager
-def one_start_at_a_time():
+def one_start_at_a_time(check: Callable[[], None] = lambda: None):
     """Two stores starting together would pick the same free ports: hold this from choosing the
-    ports until the last of them is bound (Serve binds HAProxy's when it deploys)."""
+    ports until the last of them is bound (Serve binds HAProxy's when it deploys). `check` is
+    called while it waits for its turn, and may raise to give up."""
     with open(Path(tempfile.gettempdir()) / "sneakers23-ray-start.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                check()
+                time.sleep(0.1)
         try:
             yield
         finally:
@@ -282,12 +301,15 @@ def _reap() -> None:
             return
 
 
-def _wait_gone(still_there, timeout_s: float) -> list[int]:
-    """Wait until `still_there()` is empty or the time is up; returns what is still there."""
+def _wait_gone(still_there: Callable[[], list[int]], timeout_s: float, then: int | None = None) -> list[int]:
+    """Wait until `still_there()` is empty or the time is up; returns what is still there. With
+    `then`, that signal goes (again) to whatever is there on every look."""
     deadline = time.monotonic() + timeout_s
     while True:
         _reap()
         left = still_there()
+        if then is not None:
+            _signal_all(left, then)
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.05)

@@ -5,26 +5,31 @@
   first. With `--address` (or RAY_ADDRESS) it joins that cluster instead; if a store already runs
   there it says where and stops, unless `--replace` asks it to take that store's place.
 - The address it prints is one it has seen answer.
-- Ctrl-C, SIGINT, SIGTERM or SIGHUP, to the process or to its process group, stop it cleanly: on its
-  own cluster every process it started goes, HAProxy included, and every port is freed; on a joined
-  cluster it removes what it deployed, and only if that is still its own.
+- Ctrl-C, SIGINT, SIGTERM or SIGHUP, to the process or to its process group, stop it cleanly, at
+  any moment of its start-up too: on its own cluster every process it started goes, HAProxy
+  included, and every port is freed; on a joined cluster it removes what it deployed, and only if
+  that is still its own.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import secrets
 import signal
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Callable
 
 import click
 import ray
 from ray import serve
-from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+from ray.serve.schema import ApplicationStatus
 
 from sneakers23 import cluster
 from sneakers23.actors.replicator import start_replication, stop_replication
@@ -38,26 +43,28 @@ APPS = (("store", "/", build_store), ("channels", "/product_socket", build_chann
 STORE_APP = APPS[0][0]
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+DEPLOY_TIMEOUT_S = 180.0  # for the applications to run
 ANSWER_TIMEOUT_S = 60.0  # for the printed address to answer, once deployed
 WATCH_EVERY_S = 2.0  # how often a running store checks that its cluster and applications are there
-CALL_TIMEOUT_S = 10.0  # for one call to the cluster
+CALL_TIMEOUT_S = 10.0  # for one call to a running cluster
+LOST_AFTER = 3  # checks in a row without an answer before a joined cluster counts as lost
+DISCONNECT_TIMEOUT_S = 2.0  # for our Ray client to leave a cluster we are about to stop
 TIDY_TIMEOUT_S = 30.0  # for a store on a joined cluster to remove what it deployed
 
 
 class StopRequested(BaseException):
-    """A stop asked for by a signal while the store was still starting: unwinds the start-up."""
+    """A stop asked for while the store was starting: unwinds the start-up."""
 
 
 class StopSignals:
-    """SIGINT, SIGTERM and SIGHUP ask the store to stop. While it starts, the first one unwinds the
-    start-up (whatever it was waiting for); while it runs, it ends the wait; while it stops, more
-    of them change nothing, so a second Ctrl-C cannot cut the clean-up short."""
+    """SIGINT, SIGTERM and SIGHUP ask the store to stop. The handler only notes it: one that raised
+    could cut a start-up or a clean-up short anywhere. Start-up looks at the note between its steps
+    and while it waits (`check`); a running store wakes on it; a stop under way ignores more."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.requested = threading.Event()
-        self._starting = True
 
     def install(self) -> None:
         """(Again after `ray.init`, which puts in a SIGTERM handler of its own.)"""
@@ -65,18 +72,12 @@ class StopSignals:
             for sig in self.SIGNALS:
                 signal.signal(sig, self._handle)
 
-    def _handle(self, signum, _frame) -> None:
-        first = not self.requested.is_set()
+    def _handle(self, _signum, _frame) -> None:
         self.requested.set()
-        if first and self._starting:
-            raise StopRequested(signum)
 
-    def started(self) -> None:
-        self._starting = False
-
-    def stopping(self) -> None:
-        self._starting = False
-        self.requested.set()
+    def check(self) -> None:
+        if self.requested.is_set():
+            raise StopRequested()
 
 
 @dataclass
@@ -104,13 +105,14 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
     runner = _OwnCluster(settings, host, port) if not address else _JoinedCluster(settings, host, port, address, replace)
     try:
         runner.start(signals)
-        signals.started()
         click.echo(f"Sneakers23 is open at {runner.url}  (Ctrl-C to close)")
         runner.watch(signals.requested)
     except StopRequested:
         pass
+    except SystemExit as exit_:
+        if exit_.code != signal.SIGTERM:  # Ray's own SIGTERM handler, in place while `ray.init` runs
+            raise
     finally:
-        signals.stopping()
         if runner.started_anything:
             click.echo("closing the store")
             started = time.monotonic()
@@ -118,6 +120,10 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
             click.echo(f"closed in {time.monotonic() - started:.1f}s")
         else:
             runner.close()
+    if _Call.stuck:  # a call into a cluster that went away still hangs: do not wait for it at exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1 if runner.lost else 0)
     if runner.lost is not None:
         raise Sneakers23Error(runner.lost)
 
@@ -132,24 +138,40 @@ def _prepare_database(settings: Settings) -> None:
         inventory.close()
 
 
-def _deploy(settings: Settings, host: str, port: int) -> float:
+def _deploy(settings: Settings, host: str, port: int, check: Callable[[], None]) -> float:
     """Replication, Serve and the two applications; returns the store application's deploy time,
     by which a later stop knows the applications are still its own."""
     try:
         cluster.check_database_fits(settings)
-        start_replication(settings)
+        start_replication(settings, while_waiting=check)
+        check()
         serve.start(http_options={"host": host, "port": port})
         args = settings.model_dump()
-        for name, route_prefix, build in APPS:
-            serve.run(build(args), name=name, route_prefix=route_prefix, blocking=False)
-        for name, _prefix, _build in APPS:
-            serve.get_app_handle(name)  # waits for the application to be running
+        serve.run_many([serve.RunTarget(build(args), name=name, route_prefix=route_prefix)
+                        for name, route_prefix, build in APPS],
+                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        _wait_running(check)
         return _deployed_at()
-    except Sneakers23Error:
+    except (Sneakers23Error, StopRequested, SystemExit):
         raise
     except Exception as error:  # Ray's own failures arrive with pages of traceback: one line
-        first = next((line for line in reversed(str(error).splitlines()) if line.strip()), repr(error))
-        raise Sneakers23Error(f"the store could not start: {first.strip()[:300]}") from None
+        raise Sneakers23Error(f"the store could not start: {_last_line(error)}") from None
+
+
+def _wait_running(check: Callable[[], None]) -> None:
+    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    while True:
+        check()
+        statuses = serve.status().applications
+        failed = [f"{name}: {statuses[name].message}" for name, _prefix, _build in APPS
+                  if name in statuses and statuses[name].status == ApplicationStatus.DEPLOY_FAILED]
+        if failed:
+            raise Sneakers23Error(f"the store could not start: {failed[0].strip()[:300]}")
+        if all(name in statuses and statuses[name].status == ApplicationStatus.RUNNING for name, _p, _b in APPS):
+            return
+        if time.monotonic() > deadline:
+            raise Sneakers23Error(f"the store's applications were not running after {DEPLOY_TIMEOUT_S:.0f}s")
+        time.sleep(0.2)
 
 
 def _deployed_at() -> float | None:
@@ -157,11 +179,12 @@ def _deployed_at() -> float | None:
     return None if application is None else application.last_deployed_time_s
 
 
-def _wait_until_it_answers(url: str) -> None:
+def _wait_until_it_answers(url: str, check: Callable[[], None]) -> None:
     """The printed address must be one that answers: /healthz, until 200."""
     deadline = time.monotonic() + ANSWER_TIMEOUT_S
     last = "no answer"
     while time.monotonic() < deadline:
+        check()
         try:
             with urllib.request.urlopen(f"{url}healthz", timeout=2) as answer:
                 if answer.status == 200:
@@ -179,31 +202,55 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def _within(seconds: float, work):
-    """work(), given at most `seconds`: on a cluster that went away, Ray's calls wait a minute
-    before they fail, and a stop must not."""
-    outcome: dict = {}
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else repr(error))[:300]
 
-    def run() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as error:
-            outcome["error"] = error
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer within {seconds:.0f}s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+class _Call:
+    """A call into the cluster, given at most so long: on a cluster that went away, Ray's calls
+    wait a minute or more before they fail, and a stop must not. At most one runs at a time; one
+    that never came back marks the process, which then exits without waiting for it."""
+
+    stuck = False
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, seconds: float, work):
+        if self._thread is not None and self._thread.is_alive():
+            raise TimeoutError("an earlier call has not come back")
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = work()
+            except BaseException as error:
+                outcome["error"] = error
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        self._thread.join(seconds)
+        if self._thread.is_alive():
+            _Call.stuck = True
+            atexit.unregister(ray.shutdown)  # Ray's own would wait for that call at exit
+            raise TimeoutError(f"no answer within {seconds:.0f}s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
 
 
 class _Runner:
     url: str | None = None
     lost: str | None = None  # why the store closed by itself, if it did
     _deployed_at: float | None = None
+
+    def __init__(self) -> None:
+        self._call = _Call()
+
+    @property
+    def started_anything(self) -> bool:
+        raise NotImplementedError
 
     def watch(self, stop: threading.Event) -> None:
         while not stop.wait(WATCH_EVERY_S):
@@ -215,17 +262,21 @@ class _Runner:
         raise NotImplementedError
 
     def _still_ours(self) -> bool:
-        return _within(CALL_TIMEOUT_S, _deployed_at) == self._deployed_at
+        return self._call(CALL_TIMEOUT_S, _deployed_at) == self._deployed_at
 
-    @property
-    def started_anything(self) -> bool:
-        raise NotImplementedError
+    def _leave_ray(self) -> None:
+        if ray.is_initialized():
+            try:
+                self._call(DISCONNECT_TIMEOUT_S, ray.shutdown)
+            except Exception:
+                pass
 
 
 class _OwnCluster(_Runner):
     """The store on a Ray cluster it starts, and stops entirely."""
 
     def __init__(self, settings: Settings, host: str | None, port: int | None):
+        super().__init__()
         self.settings = settings
         self.host = host or DEFAULT_HOST
         self.port = port or DEFAULT_PORT
@@ -233,25 +284,28 @@ class _OwnCluster(_Runner):
         self.local: LocalCluster | None = None
         self._replaced = False
 
-    def start(self, signals: StopSignals) -> None:
-        _prepare_database(self.settings)
-        if not port_is_free(self.host, self.port):
-            raise Sneakers23Error(_port_taken(self.host, self.port))
-        click.echo("starting a Ray cluster of its own")
-        become_subreaper()
-        with one_start_at_a_time():
-            self.local = LocalCluster.start()
-            cluster.join_address(self.local.address)
-            signals.install()
-            click.echo(f"Ray cluster at {self.local.address}; its dashboard (Ray jobs) at {self.local.dashboard_url}")
-            self._deployed_at = _deploy(self.settings, self.host, self.port)
-            _wait_until_it_answers(self.url)
-
     @property
     def started_anything(self) -> bool:
         return self.local is not None
 
+    def start(self, signals: StopSignals) -> None:
+        _prepare_database(self.settings)
+        signals.check()
+        become_subreaper()
+        with one_start_at_a_time(signals.check):
+            if not port_is_free(self.host, self.port):
+                raise Sneakers23Error(_port_taken(self.host, self.port))
+            click.echo("starting a Ray cluster of its own")
+            self.local = LocalCluster.start(check=signals.check)
+            cluster.join_address(self.local.address)
+            signals.install()
+            signals.check()
+            click.echo(f"Ray cluster at {self.local.address}; its dashboard (Ray jobs) at {self.local.dashboard_url}")
+            self._deployed_at = _deploy(self.settings, self.host, self.port, signals.check)
+            _wait_until_it_answers(self.url, signals.check)
+
     def _problem(self) -> str | None:
+        self.local.reap()
         if not self.local.alive():
             return "the store's Ray cluster stopped under it: the store is closed"
         if not self._replaced:
@@ -266,11 +320,7 @@ class _OwnCluster(_Runner):
         return None
 
     def close(self) -> None:
-        if ray.is_initialized():
-            try:
-                _within(CALL_TIMEOUT_S, ray.shutdown)
-            except Exception:
-                pass
+        self._leave_ray()  # first: our Ray client must not see its cluster die under it
         if self.local is not None:
             self.local.stop()
 
@@ -280,16 +330,23 @@ class _JoinedCluster(_Runner):
     replace it, and on its way out removes only what it deployed and still owns."""
 
     def __init__(self, settings: Settings, host: str | None, port: int | None, address: str, replace: bool):
+        super().__init__()
         self.settings = settings
         self.host, self.port = host, port
         self.address = address
         self.replace = replace
         self._touched = False  # it began to deploy: from then on, its stop has things to remove
         self._started_serve = False
+        self._unanswered = 0
+
+    @property
+    def started_anything(self) -> bool:
+        return self._touched
 
     def start(self, signals: StopSignals) -> None:
         cluster.join_address(self.address)
         signals.install()
+        signals.check()
         running = running_store(self.address)
         if running is not None and not self.replace:
             raise Sneakers23Error(
@@ -298,13 +355,14 @@ class _JoinedCluster(_Runner):
         self.host, self.port = self._listening_address()
         self.url = _url(self._node_host(), self.port)
         _prepare_database(self.settings)
+        signals.check()
+        self._started_serve = _serve_http_address() is None
+        self._touched = True
         if running is not None:  # its applications are replaced in place, by the deploy below
             click.echo(f"replacing the store on the Ray cluster at {self.address} ({running.describe()})")
             stop_replication()  # its caches hold the other store's settings
-        self._started_serve = _serve_http_address() is None
-        self._touched = True
-        self._deployed_at = _deploy(self.settings, self.host, self.port)
-        _wait_until_it_answers(self.url)
+        self._deployed_at = _deploy(self.settings, self.host, self.port, signals.check)
+        _wait_until_it_answers(self.url, signals.check)
 
     def _listening_address(self) -> tuple[str, int]:
         """Serve keeps the HTTP address it started with: a store joining a cluster where Serve runs
@@ -325,46 +383,41 @@ class _JoinedCluster(_Runner):
             return self.host
         return ray.util.get_node_ip_address()
 
-    @property
-    def started_anything(self) -> bool:
-        return self._touched
-
     def _problem(self) -> str | None:
         try:
             still_ours = self._still_ours()
         except Exception:
+            self._unanswered += 1
+            if self._unanswered < LOST_AFTER:
+                return None  # a busy controller: ask again
             return f"lost the Ray cluster at {self.address}: the store is closed"
+        self._unanswered = 0
         if not still_ours:
             return (f"the store's applications on the Ray cluster at {self.address} were replaced or deleted by "
                     "someone else: this store is closed")
         return None
 
     def close(self) -> None:
-        if not ray.is_initialized():
-            return
-        try:
-            _within(TIDY_TIMEOUT_S, self._tidy)
-        except Exception as error:  # the cluster went away: nothing of ours is left there
-            click.echo(f"could not tidy the cluster up: {str(error).splitlines()[0][:200]}", err=True)
-        try:
-            _within(CALL_TIMEOUT_S, ray.shutdown)
-        except Exception:
-            pass
+        if self._touched and ray.is_initialized():
+            try:
+                self._call(TIDY_TIMEOUT_S, self._tidy)
+            except Exception as error:  # the cluster went away: nothing of ours is left there
+                click.echo(f"could not tidy the cluster up: {_last_line(error)}", err=True)
+        if not _Call.stuck:  # (a leave would wait for the tidy-up that never came back)
+            self._leave_ray()
 
     def _tidy(self) -> None:
-        if not self._touched:
-            return
-        if self._deployed_at is not None and not self._still_ours():
+        if self._deployed_at is not None and _deployed_at() != self._deployed_at:
             click.echo("the store on the cluster is no longer this one's: leaving it as it is")
             return
         ours = [name for name, _prefix, _build in APPS]
-        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        client = serve.context._get_global_client()
         # Neither call waits for the replicas: they stay reachable for Serve's drain period (30 s),
         # so that HAProxy takes them out first, and the controller finishes the job by itself.
         if self._started_serve and set(serve.status().applications) <= set(ours):
-            ray.get(controller.graceful_shutdown.remote(wait=False), timeout=CALL_TIMEOUT_S)
+            ray.get(client._controller.graceful_shutdown.remote(wait=False), timeout=CALL_TIMEOUT_S)
         else:
-            ray.get(controller.delete_apps.remote(ours), timeout=CALL_TIMEOUT_S)
+            client.delete_apps(ours, blocking=False)
         stop_replication()
         click.echo("its applications leave the cluster once Serve has drained them (up to 30 s)")
 
@@ -375,12 +428,7 @@ def running_store(address: str) -> RunningStore | None:
     replicator = cluster.replicator()
     if not applications and replicator is None:
         return None
-    database = None
-    if replicator is not None:
-        try:
-            database = ray.get(replicator.database.remote(), timeout=10)
-        except Exception:
-            pass
+    database = cluster.database_of(replicator) if replicator is not None else None
     http = _serve_http_address()
     url = None
     if http is not None and applications:
@@ -407,4 +455,3 @@ def _port_taken(host: str, port: int) -> str:
     except (OSError, ValueError):
         pass
     return f"port {port} on {host} is in use: pick another with --port"
-

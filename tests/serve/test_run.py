@@ -105,7 +105,7 @@ def test_serve_runs_the_store_on_sqlite_and_sigint_takes_it_all_down(tmp_path, r
     seconds = store.stop(signal.SIGINT, group=False, timeout=STOP_WITHIN_S)  # Ctrl-C, as `kill -INT PID`
     assert store.process.returncode == 0, store.output()
     assert "closing the store" in store.output()
-    assert not listening_anywhere(store.ports), "every port it held is free"
+    assert not listening_anywhere(store.fixed_ports), "every port it held is free"
     figures.append(f"serve: SIGINT to the process, everything gone in {seconds:.1f}s")
 
 
@@ -122,9 +122,21 @@ def test_sigterm_to_the_process_group_stops_everything_five_times_on_one_port(tm
         assert "haproxy" in store.names() and "raylet" in store.names()
         times.append(store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S))
         assert store.process.returncode == 0, f"cycle {cycle}: {store.output()}"
-        assert not listening_anywhere(store.ports), f"cycle {cycle}: ports still held"
+        assert not listening_anywhere(store.fixed_ports), f"cycle {cycle}: ports still held"
     figures.append("serve: SIGTERM to the process group, everything gone in "
                    + ", ".join(f"{seconds:.1f}" for seconds in times) + " s")
+
+
+@pytest.mark.parametrize("moment", ["starting a Ray cluster of its own", "Ray cluster at"])
+def test_a_stop_during_start_up_takes_down_what_was_started(tmp_path, ray_tmpdir, stores, moment):
+    store = StoreProcess(["--port", str(free_port())], sqlite_env(tmp_path, ray_tmpdir), tmp_path).start()
+    stores.append(store)
+    wait_for(lambda: moment in store.output(), timeout=120, interval=0.05, what=moment)
+    store.note_what_runs()
+    store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
+    assert store.process.returncode == 0, store.output()
+    assert "is open at" not in store.output()
+    assert not listening_anywhere(store.fixed_ports)
 
 
 def test_a_second_serve_leaves_a_running_store_alone_and_two_stores_run_side_by_side(tmp_path, ray_tmpdir,
@@ -182,7 +194,7 @@ def test_a_second_serve_leaves_a_running_store_alone_and_two_stores_run_side_by_
     for store in (second, first):
         store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
         assert store.process.returncode == 0, store.output()
-    assert not listening_anywhere(first.ports | second.ports)
+    assert not listening_anywhere(first.fixed_ports | second.fixed_ports)
 
 
 @pytest.fixture
@@ -218,6 +230,9 @@ def cache_lags(env: dict, cwd: Path) -> list[int] | None:
     return [int(row[5]) for row in rows if len(row) > 5 and row[5].lstrip("-").isdigit()]
 
 
+BUYERS = 800  # enough for the drop to outlast the outage (at 35 attempts a second through HTTP)
+
+
 @pytest.mark.postgres
 def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres, figures):
     server = crashable_postgres
@@ -235,7 +250,7 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
 
     report_file = tmp_path / "report.json"
     stampede = subprocess.Popen(
-        [str(SNEAKERS23), "drop", "stampede", "--buyers", "400", "--concurrency", "20", "--via", "http",
+        [str(SNEAKERS23), "drop", "stampede", "--buyers", str(BUYERS), "--concurrency", "20", "--via", "http",
          "--url", url.rstrip("/"), "--items", ",".join(map(str, items)), "--report", str(report_file)],
         env=on_cluster, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stampede_said: list[str] = []
@@ -261,6 +276,7 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
             assert refused.headers["retry-after"] == "1" and refused.json()["error"] == "unavailable"
         assert max(answers) < 1.0, f"a purchase waited {max(answers):.2f}s for a database that is down"
 
+        assert stampede.poll() is None, "the drop ended before the database came back: give it more buyers"
         server.start_again()  # returns once PostgreSQL accepts connections
         back = time.monotonic()
         orders_when_back = order_total(server.url)
@@ -278,9 +294,9 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
             stampede.kill()
     report = json.loads(report_file.read_text())
     assert report["ok"], report["invariants"]  # nothing sold twice, nothing lost, orders = pairs sold
-    assert report["attempts"] == 400 and report["errors"] == 0
+    assert report["attempts"] == BUYERS and report["errors"] == 0
     assert report["retries"] > 0, "some buyers met the outage and asked again"
-    assert report["sold"] + sum(report["refusals"].values()) == 400
+    assert report["sold"] + sum(report["refusals"].values()) == BUYERS
 
     # The caches catch up with the database, and the pages show its levels.
     wait_for(lambda: cache_lags(on_cluster, tmp_path) == [0], timeout=30, interval=0.5,

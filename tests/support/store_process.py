@@ -102,6 +102,9 @@ class StoreProcess:
     said: list[str] = field(default_factory=list)
     sessions: set[int] = field(default_factory=set)  # its own, and its Ray cluster's
     ports: set[int] = field(default_factory=set)  # every port its processes listened on
+    # the ports it holds at a number of its choosing: the store's, HAProxy's, the GCS's, the
+    # dashboard's (the others are picked by the system, and may go to anyone once freed)
+    fixed_ports: set[int] = field(default_factory=set)
 
     def start(self) -> "StoreProcess":
         self._lines: queue.Queue[str] = queue.Queue()
@@ -141,6 +144,10 @@ class StoreProcess:
                     todo.append(proc.pid)
         self.sessions |= {table[pid].session for pid in descendants if pid in table}
         self.ports |= listening_ports(set(self.processes()))
+        self.fixed_ports |= listening_ports({pid for pid in self.processes() if table.get(pid) and
+                                             table[pid].name == "haproxy"})
+        for printed in re.findall(r"(?:Ray cluster at|dashboard \(Ray jobs\) at) \S+?:(\d+)\b", self.output()):
+            self.fixed_ports.add(int(printed))
 
     def processes(self) -> list[int]:
         """Its live processes: those of its sessions (zombies are not processes any more)."""
