@@ -19,7 +19,7 @@ import ray
 
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.node_cache import CacheStats, cache_for_node, cache_name
-from sneakers23.db.engine import describe_url
+from sneakers23.db.engine import database_identity, describe_url
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
@@ -208,6 +208,9 @@ def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS,
     """The cluster's replication actor, started if need be; returns when every node's cache is
     loaded. `while_waiting` is called meanwhile, and may raise to stop waiting."""
     replicator = replication_actor(settings, watch_seconds)
+    theirs = ray.get(replicator.database.remote())
+    if database_identity(theirs) != database_identity(settings.database_url):
+        raise Sneakers23Error(f"the replication running on this cluster is another store's (it sells from {theirs})")
     ready = replicator.ready.remote()
     while while_waiting is not None and not ray.wait([ready], timeout=0.2)[0]:
         while_waiting()

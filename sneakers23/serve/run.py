@@ -121,6 +121,8 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
         else:
             runner.close()
     if _Call.stuck:  # a call into a cluster that went away still hangs: do not wait for it at exit
+        if runner.lost is not None:
+            click.echo(f"sneakers23: {runner.lost}", err=True)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1 if runner.lost else 0)
@@ -172,6 +174,18 @@ def _wait_running(check: Callable[[], None]) -> None:
         if time.monotonic() > deadline:
             raise Sneakers23Error(f"the store's applications were not running after {DEPLOY_TIMEOUT_S:.0f}s")
         time.sleep(0.2)
+
+
+def _remove_applications(check: Callable[[], None]) -> None:
+    """Delete the store's applications and wait until their replicas are gone."""
+    ours = [name for name, _prefix, _build in APPS]
+    serve.context._get_global_client().delete_apps(ours, blocking=False)
+    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    while set(serve.status().applications) & set(ours):
+        check()
+        if time.monotonic() > deadline:
+            raise Sneakers23Error(f"the store's applications were still there after {DEPLOY_TIMEOUT_S:.0f}s")
+        time.sleep(0.5)
 
 
 def _deployed_at() -> float | None:
@@ -358,9 +372,13 @@ class _JoinedCluster(_Runner):
         signals.check()
         self._started_serve = _serve_http_address() is None
         self._touched = True
-        if running is not None:  # its applications are replaced in place, by the deploy below
-            click.echo(f"replacing the store on the Ray cluster at {self.address} ({running.describe()})")
-            stop_replication()  # its caches hold the other store's settings
+        if running is not None:
+            click.echo(f"replacing the store on the Ray cluster at {self.address} ({running.describe()}): "
+                       "Serve drains its replicas first (up to 30 s)")
+            # In this order: a replica of the old store that outlived its replication would start
+            # that again, with the old store's settings.
+            _remove_applications(signals.check)
+            stop_replication()
         self._deployed_at = _deploy(self.settings, self.host, self.port, signals.check)
         _wait_until_it_answers(self.url, signals.check)
 

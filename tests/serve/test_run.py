@@ -139,8 +139,8 @@ def test_a_stop_during_start_up_takes_down_what_was_started(tmp_path, ray_tmpdir
     assert not listening_anywhere(store.fixed_ports)
 
 
-def test_a_second_serve_leaves_a_running_store_alone_and_two_stores_run_side_by_side(tmp_path, ray_tmpdir,
-                                                                                     stores):
+def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_and_two_stores_run_side_by_side(
+        tmp_path, ray_tmpdir, stores):
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()
@@ -190,10 +190,35 @@ def test_a_second_serve_leaves_a_running_store_alone_and_two_stores_run_side_by_
     assert released(first_url) == [True, False]
     assert join_product(first_url, 2)["released"] is False
     assert shopper.get("/healthz").status_code == 200
+    # The commands of each terminal find their own store among the clusters on this machine (the
+    # second one's is the latest started, and the test session's runs too).
+    for env, directory, mine, theirs in ((first_env, first_dir, first_url, second_url),
+                                         (second_env, second_dir, second_url, first_url)):
+        status = cli("status", env=env, cwd=directory)
+        assert status.returncode == 0, status.stderr
+        assert httpx.get(f"{mine}healthz").json()["node_id"][:12] in status.stdout
+        assert httpx.get(f"{theirs}healthz").json()["node_id"][:12] not in status.stdout
+    second.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
+    assert second.process.returncode == 0, second.output()
 
-    for store in (second, first):
-        store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
-        assert store.process.returncode == 0, store.output()
+    # Asked to, a store takes the place of the one on a cluster it joins; the replaced store says
+    # so, and keeps the cluster up; the newcomer's stop takes away only what it deployed.
+    third_dir = tmp_path / "third"
+    third_dir.mkdir()
+    third = StoreProcess(["--address", first.cluster_address, "--replace"],
+                         {**sqlite_env(third_dir, ray_tmpdir), "RAY_AUTH_MODE": "token"}, third_dir).start()
+    stores.append(third)
+    assert third.wait_open() == first_url
+    assert "replacing the store on the Ray cluster" in third.output()
+    wait_for(lambda: released(first_url) == [False, False], what="the pages to come from the third store's database")
+    wait_for(lambda: "were replaced by someone else" in first.output(), what="the first store to say so")
+    third.stop(signal.SIGINT, group=False, timeout=STOP_WITHIN_S)
+    assert third.process.returncode == 0, third.output()
+    assert "its applications leave the cluster once Serve has drained them" in third.output()
+    assert first.process.poll() is None, "the first store still runs its cluster"
+
+    first.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
+    assert first.process.returncode == 0, first.output()
     assert not listening_anywhere(first.fixed_ports | second.fixed_ports)
 
 
