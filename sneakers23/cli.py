@@ -209,6 +209,17 @@ def sell(ctx: click.Context, item_id: int, count: int) -> None:
 
 
 @cli.command()
+@click.argument("item_id", type=int)
+@click.argument("count", type=click.IntRange(min=1))
+@click.pass_context
+def restock(ctx: click.Context, item_id: int, count: int) -> None:
+    """Add COUNT pairs to a size: the pages, and the product's sales, follow at once."""
+    change = _inventory(ctx, publish=True).restock(item_id, count)
+    click.echo(f"item {item_id} restocked: {change.available_count} left, level {change.level} "
+               f"(version {change.version})")
+
+
+@cli.command()
 @click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; on a joined cluster, "
               "where its Serve listens]")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
@@ -272,6 +283,29 @@ def status(ctx: click.Context) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for stats in _sales_stats():
+        refused = sum(stats.refusals.values())
+        click.echo(f"sales        product {stats.product_id}: {stats.pairs_sold} pair(s) sold in {stats.batches} "
+                   f"batch(es), {stats.transactions} transaction(s); {refused} refused and "
+                   f"{stats.answered_from_memory - refused} replayed from memory; {stats.busy} turned away busy")
+
+
+def _sales_stats() -> list:
+    """The stats of every product's sales actor running on the joined cluster."""
+    import ray
+
+    from sneakers23.actors import NAMESPACE
+    from sneakers23.actors.sales import SALES_NAME_PREFIX
+
+    names = sorted(actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+                   if actor["namespace"] == NAMESPACE and actor["name"].startswith(SALES_NAME_PREFIX))
+    stats = []
+    for name in names:
+        try:
+            stats.append(ray.get(ray.get_actor(name, namespace=NAMESPACE).read_stats.remote(), timeout=10))
+        except Exception:  # restarting: it is shown the next time
+            continue
+    return sorted(stats, key=lambda s: s.product_id)
 
 
 def main() -> None:

@@ -148,10 +148,17 @@ def replicator():
 def publishing_inventory(settings: Settings, wait: bool = True):
     """The inventory API, publishing to the caches of the cluster the settings name when there is
     one to join; otherwise it only writes the database."""
+    from sneakers23.actors.sales import RaySales
     from sneakers23.inventory import Inventory
 
-    replication = RayReplication(wait=wait, database_url=settings.database_url) if join(settings) else None
-    return Inventory(settings, replication=replication)
+    if not join(settings):
+        return Inventory(settings)
+    store = replicator()
+    theirs = None if store is None else database_of(store)
+    # Sales go to the sales actors of a store that sells from this database, and only there.
+    ours = theirs is not None and database_identity(theirs) == database_identity(settings.database_url)
+    return Inventory(settings, replication=RayReplication(wait=wait, database_url=settings.database_url),
+                     sales=RaySales(settings) if ours else None)
 
 
 class RayReplication:

@@ -6,6 +6,7 @@ the command line. Writes go to the database, which decides; nothing here decides
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from sneakers23.db import seeds, store
 from sneakers23.db.engine import make_engine, reading, translated_errors
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import Change, ProductReleased
+from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import PurchaseResult, validate_purchase
 from sneakers23.errors import NotFound
@@ -60,10 +61,24 @@ class Replication(Protocol):
     def publish(self, changes: Iterable[Change]) -> None: ...
 
 
+class Sales(Protocol):
+    """Who sells a product's sizes when a store runs: its sales actor, which admits purchases in
+    memory and commits them in groups (see sneakers23.actors.sales.RaySales)."""
+
+    def product_for(self, item_ids: list[int]) -> int | None: ...
+
+    def purchase(self, product_id: int, shopper_id: str, item_ids: list[int], key: str | None) -> PurchaseResult: ...
+
+    async def purchase_async(self, product_id: int, shopper_id: str, item_ids: list[int],
+                             key: str | None) -> PurchaseResult: ...
+
+
 class Inventory:
-    def __init__(self, settings: Settings | None = None, replication: Replication | None = None):
+    def __init__(self, settings: Settings | None = None, replication: Replication | None = None,
+                 sales: Sales | None = None):
         self.settings = settings or get_settings()
         self.replication = replication
+        self.sales = sales
         self.engine: Engine = make_engine(self.settings.database_url)  # connects on first use
 
     def close(self) -> None:
@@ -124,15 +139,38 @@ class Inventory:
         return changes
 
     def purchase(self, shopper_id: str, item_ids: list[int], idempotency_key: str | None = None) -> PurchaseResult:
-        """Sell one pair of each item to the shopper, all or nothing (see db.store.purchase)."""
+        """Sell one pair of each item to the shopper, all or nothing. Where a store runs, the
+        product's sales actor sells them (refusing from memory, committing in groups); otherwise,
+        and for a purchase of several products' sizes, one transaction here (db.store.purchase)."""
         item_ids = list(item_ids)
         validate_purchase(shopper_id, item_ids, idempotency_key)
+        if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
+            return self.sales.purchase(product_id, shopper_id, item_ids, idempotency_key)
         with self._errors():
             result = store.purchase(self.engine, shopper_id, item_ids, idempotency_key,
                                     self.settings.max_pairs_per_product)
         if result.ok and not result.replayed:
             self._publish(result.changes)
         return result
+
+    async def purchase_async(self, shopper_id: str, item_ids: list[int],
+                             idempotency_key: str | None = None) -> PurchaseResult:
+        """`purchase`, for callers on an event loop (the web replicas)."""
+        item_ids = list(item_ids)
+        validate_purchase(shopper_id, item_ids, idempotency_key)
+        if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
+            return await self.sales.purchase_async(product_id, shopper_id, item_ids, idempotency_key)
+        return await asyncio.to_thread(self.purchase, shopper_id, item_ids, idempotency_key)
+
+    def restock(self, item_id: int, count: int) -> AvailabilityChanged:
+        """Add pairs to a size (a late delivery, returns): committed, then published, so the
+        caches, the pages and the product's sales actor learn it as they learn a sale."""
+        if count < 1:
+            raise ValueError("a restock adds at least 1 pair")
+        with self._errors(), self.engine.begin() as connection:
+            change = store.restock(connection, item_id, count)
+        self._publish([change])
+        return change
 
     def sell(self, item_id: int, count: int = 1, on_sold: Callable[[PurchaseResult], None] | None = None) -> SellReport:
         """Sell up to `count` pairs of an item through the purchase path, one synthetic shopper each.

@@ -12,18 +12,14 @@ import asyncio
 import logging
 from typing import Callable
 
-import ray
-
-from sneakers23.actors.node_cache import cache_for_node
+from sneakers23.actors.node_cache import follow_node_cache
 from sneakers23.actors.replicator import replication_actor
-from sneakers23.domain.catalog import Catalog, Product
+from sneakers23.domain.catalog import Catalog, Item, Product
 from sneakers23.domain.changes import AvailabilityChanged, ProductReleased
 from sneakers23.domain.shopper_events import ShopperEvent, differences, release_change, stock_change
 from sneakers23.settings import Settings
 
 log = logging.getLogger(__name__)
-
-RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 Listener = Callable[[list[ShopperEvent]], None]
 
@@ -50,6 +46,9 @@ class LiveCatalog:
     def product(self, product_id: int) -> Product | None:
         return self._catalog.product(product_id) if self._catalog else None
 
+    def item(self, item_id: int) -> Item | None:
+        return self._catalog.item(item_id) if self._catalog else None
+
     # --- following ---
 
     def subscribe(self, listener: Listener) -> None:
@@ -70,33 +69,13 @@ class LiveCatalog:
         return True
 
     async def _follow_forever(self) -> None:
-        failures = 0
-        while True:
-            try:
-                # A store deployed with `serve deploy` has no one else to start replication; this
-                # node's cache is all this copy waits for.
-                replicator = await asyncio.to_thread(replication_actor, self._settings)
-                replicator.ready.remote()
-                node_id = ray.get_runtime_context().get_node_id()
-                cache = await asyncio.to_thread(cache_for_node, node_id, self._settings)
-                snapshot = await cache.snapshot.remote()
-                self._install(snapshot.products)
-                epoch, cursor = snapshot.epoch, snapshot.cursor
-                failures = 0
-                while True:
-                    read, restart = await cache.follow.remote(epoch, cursor)
-                    if restart is not None:
-                        self._install(restart.products)
-                    else:
-                        self._apply(read.changes)
-                    epoch, cursor = read.epoch, read.cursor
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the cache is restarting, or the node is going away
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
-                log.info("following the node cache failed (%s); again in %.2fs", error, delay)
-                await asyncio.sleep(delay)
+        await follow_node_cache(self._settings, self._install, self._apply, prepare=self._start_replication)
+
+    async def _start_replication(self) -> None:
+        # A store deployed with `serve deploy` has no one else to start replication; this node's
+        # cache is all this copy waits for.
+        replicator = await asyncio.to_thread(replication_actor, self._settings)
+        replicator.ready.remote()
 
     def _install(self, products: list[Product]) -> None:
         before = self.products()

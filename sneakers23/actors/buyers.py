@@ -1,11 +1,16 @@
-"""Simulated shoppers for the mock drops: a pool of actors spread over the cluster's nodes, each
-buying through the real purchase path with many threads at once."""
+"""Simulated shoppers for the mock drops: a pool of actors spread over the cluster's nodes.
+
+Each actor runs its shoppers as coroutines on one event loop, so that the load generator costs far
+less than the store it loads (its ceiling against a trivial endpoint is measured in
+bench/drop_engine.py). Through HTTP, a shopper has opened the store page before the drop (that is
+where its cookie comes from) and presses "buy" when it starts, as on a real drop day.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
@@ -16,110 +21,138 @@ from sneakers23.settings import Settings
 UNAVAILABLE = "unavailable"
 RETRY_AFTER_S = 1.0  # when the store does not say how long to wait
 RETRY_FOR_S = 60.0  # a buyer gives up on an unavailable store after this long
+COOKIE = "sneakers23_shopper"
 
 
-@ray.remote(num_cpus=0, enable_task_events=False)
+@ray.remote(num_cpus=0, enable_task_events=False, max_concurrency=1_000)
 class Buyers:
-    def __init__(self, settings: Settings, threads: int, via: str, urls: list[str]):
-        from sneakers23.cluster import RayReplication
-        from sneakers23.inventory import Inventory
-
+    def __init__(self, settings: Settings, concurrency: int, via: str, urls: list[str], through_sales: bool = True):
+        self._settings = settings
         self._via = via
         self._urls = urls
-        self._pool = ThreadPoolExecutor(max_workers=threads)
-        if via == "api":
-            replication = RayReplication(wait=False, database_url=settings.database_url)
-            self._inventory = Inventory(settings, replication=replication)
+        self._concurrency = concurrency
+        self._cookies: dict[int, str] = {}  # buyer number -> its shopper cookie (through HTTP)
+        self._session = None
+        self._inventory = None
+        self._limit: asyncio.Semaphore | None = None  # purchases (or page visits) under way here, over all calls
+        self._through_sales = through_sales
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def buy(self, purchases: list[tuple[int, int]]) -> list[Attempt]:
-        """Each (buyer number, item id) is a new shopper trying to buy one pair, until it has an
-        answer: an unavailable store (503, or an answer lost on the way) is asked again, after the
-        pause it asks for, with the same idempotency key, so a retry never buys a second pair."""
-        return list(self._pool.map(lambda p: self._one(*p), purchases))
+    async def open_store(self, numbers: list[int]) -> int:
+        """Before the drop: each of these shoppers opens the store page, which gives it its cookie.
+        Returns how many did."""
+        if self._via != "http":
+            return 0
+        session = self._http()
 
-    def _one(self, number: int, item_id: int) -> Attempt:
+        async def visit(number: int) -> None:
+            async with self._under_way():
+                for _try in range(int(RETRY_FOR_S / RETRY_AFTER_S)):
+                    try:
+                        async with session.get(self._url(number) + "/") as page:
+                            await page.read()
+                            if page.status == 200 and COOKIE in page.cookies:
+                                self._cookies[number] = page.cookies[COOKIE].value
+                                return
+                    except OSError:
+                        pass
+                    await asyncio.sleep(RETRY_AFTER_S)
+
+        await asyncio.gather(*(visit(number) for number in numbers))
+        return sum(number in self._cookies for number in numbers)
+
+    async def buy(self, purchases: list[tuple[int, int]]) -> list[Attempt]:
+        """Each (buyer number, item id) is a shopper trying to buy one pair, until it has an answer:
+        an unavailable store (503, or an answer lost on the way) is asked again, after the pause it
+        asks for, with the same idempotency key, so that a retry never buys a second pair."""
+        async def one(number: int, item_id: int) -> Attempt:
+            async with self._under_way():
+                return await self._one(number, item_id)
+
+        return list(await asyncio.gather(*(one(number, item_id) for number, item_id in purchases)))
+
+    async def _one(self, number: int, item_id: int) -> Attempt:
         started = time.perf_counter()
         deadline = time.monotonic() + RETRY_FOR_S
         key = uuid.uuid4().hex  # one purchase: the same key on every try
-        shopper, retries = None, 0
+        retries = 0
         try:
-            if self._via == "api":
-                shopper = _ApiShopper(self._inventory, f"stampede-{key}")
-            else:
-                shopper = _HttpShopper(self._urls[number % len(self._urls)])  # every node's store in turn
             while True:
-                outcome, wait_s = shopper.buy(item_id, key)
+                if self._via == "api":
+                    outcome, wait_s = await self._buy_through_api(f"stampede-{key}", item_id, key)
+                else:
+                    outcome, wait_s = await self._buy_through_http(number, item_id, key)
                 if outcome != UNAVAILABLE or time.monotonic() + wait_s > deadline:
                     break
                 retries += 1
-                time.sleep(wait_s)
+                await asyncio.sleep(wait_s)
         except Exception:
             outcome = "error"
-        finally:
-            if shopper is not None:
-                shopper.close()
         if outcome == UNAVAILABLE:
             outcome = "error"  # no answer in time: whether it sold is for the database to say
         return Attempt(item_id, outcome, (time.perf_counter() - started) * 1000, time.time(), retries)
 
+    async def _buy_through_api(self, shopper_id: str, item_id: int, key: str) -> tuple[str, float]:
+        from sneakers23.actors.sales import SalesBusy, SalesUnavailable
 
-class _ApiShopper:
-    """A shopper buying through the inventory API, as the store's pages do."""
-
-    def __init__(self, inventory, shopper_id: str):
-        self._inventory = inventory
-        self._shopper_id = shopper_id
-
-    def buy(self, item_id: int, key: str) -> tuple[str, float]:
         try:
-            result = self._inventory.purchase(self._shopper_id, [item_id], key)
-        except DatabaseUnavailable:
+            result = await self._api().purchase_async(shopper_id, [item_id], key)
+        except (DatabaseUnavailable, SalesBusy, SalesUnavailable):
             return UNAVAILABLE, RETRY_AFTER_S
         return ("sold" if result.ok else str(result.refusal)), 0.0
 
-    def close(self) -> None:
-        pass
+    async def _buy_through_http(self, number: int, item_id: int, key: str) -> tuple[str, float]:
+        import aiohttp
 
-
-class _HttpShopper:
-    """One shopper's browser: the store page first (for the shopper cookie), then the purchase."""
-
-    def __init__(self, url: str):
-        import httpx
-
-        self._client = httpx.Client(base_url=url, timeout=30)
-        self._has_cookie = False
-
-    def buy(self, item_id: int, key: str) -> tuple[str, float]:
-        import httpx
-
+        if number not in self._cookies:  # the page did not open before the drop: the buyer cannot buy
+            return "error", 0.0
+        headers = {"Cookie": f"{COOKIE}={self._cookies[number]}", "Idempotency-Key": key}
         try:
-            if not self._has_cookie:
-                page = self._client.get("/")
-                if page.status_code == 503:
-                    return UNAVAILABLE, _retry_after(page)
-                page.raise_for_status()
-                self._has_cookie = True
-            response = self._client.post(f"/api/items/{item_id}/purchase", headers={"Idempotency-Key": key})
-        except httpx.TransportError:  # the answer may be lost after a sale: ask again, same key
+            async with self._http().post(f"{self._url(number)}/api/items/{item_id}/purchase",
+                                         headers=headers) as response:
+                body = await response.json(content_type=None)
+                if response.status == 200:
+                    return "sold", 0.0
+                if response.status == 503:
+                    return UNAVAILABLE, _retry_after(response.headers.get("Retry-After"))
+                if response.status in (403, 404, 409, 422):
+                    return body["error"], 0.0
+                return "error", 0.0
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):  # the answer may be lost after a sale
             return UNAVAILABLE, RETRY_AFTER_S
-        if response.status_code == 200:
-            return "sold", 0.0
-        if response.status_code == 503:
-            return UNAVAILABLE, _retry_after(response)
-        if response.status_code in (403, 404, 409, 422):
-            return response.json()["error"], 0.0
-        return "error", 0.0
 
-    def close(self) -> None:
-        self._client.close()
+    def _under_way(self) -> asyncio.Semaphore:
+        if self._limit is None:  # (made on the actor's event loop)
+            self._limit = asyncio.Semaphore(self._concurrency)
+        return self._limit
+
+    def _url(self, number: int) -> str:
+        return self._urls[number % len(self._urls)].rstrip("/")  # every node's store in turn
+
+    def _http(self):
+        import aiohttp
+
+        if self._session is None:  # made on the actor's event loop; each shopper sends its own cookie
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._concurrency), cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=30))
+        return self._session
+
+    def _api(self):
+        if self._inventory is None:
+            from sneakers23.actors.sales import RaySales
+            from sneakers23.cluster import RayReplication
+            from sneakers23.inventory import Inventory
+
+            sales = RaySales(self._settings) if self._through_sales else None
+            self._inventory = Inventory(self._settings, replication=RayReplication(wait=False), sales=sales)
+        return self._inventory
 
 
-def _retry_after(response) -> float:
+def _retry_after(value: str | None) -> float:
     try:
-        return min(float(response.headers.get("Retry-After", RETRY_AFTER_S)), RETRY_FOR_S)
+        return min(float(value if value is not None else RETRY_AFTER_S), RETRY_FOR_S)
     except ValueError:
         return RETRY_AFTER_S

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -182,6 +183,42 @@ class NodeCache:
                 await self.resync()
             except Exception as error:  # the database may be away for a while: keep serving, retry
                 log.warning("node cache %s: resync failed: %s", self._node_id, error)
+
+
+RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+async def follow_node_cache(settings: Settings, on_snapshot: Callable[[list[Product]], None],
+                            on_changes: Callable[[list[Change]], None],
+                            prepare: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Follow this node's cache, forever: `on_snapshot` gets the whole inventory at the start and
+    whenever the cache cannot be followed from the cursor (it restarted, or reloaded); `on_changes`
+    gets every change it applies after that, once and in order. A cache that restarts, or a node
+    going away, is waited out with backoff."""
+    failures = 0
+    while True:
+        try:
+            if prepare is not None:
+                await prepare()
+            cache = await asyncio.to_thread(cache_for_node, ray.get_runtime_context().get_node_id(), settings)
+            snapshot = await cache.snapshot.remote()
+            on_snapshot(snapshot.products)
+            epoch, cursor = snapshot.epoch, snapshot.cursor
+            failures = 0
+            while True:
+                read, restart = await cache.follow.remote(epoch, cursor)
+                if restart is not None:
+                    on_snapshot(restart.products)
+                else:
+                    on_changes(read.changes)
+                epoch, cursor = read.epoch, read.cursor
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the cache is restarting, or the node is going away
+            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+            failures += 1
+            log.info("following the node cache failed (%s); again in %.2fs", error, delay)
+            await asyncio.sleep(delay)
 
 
 def cache_for_node(node_id: str, settings: Settings):

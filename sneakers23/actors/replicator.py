@@ -216,34 +216,3 @@ def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS,
         while_waiting()
     ray.get(ready)
     return replicator
-
-
-def stop_replication(timeout_s: float = 10.0) -> None:
-    """Take the store's replication off the cluster: the replication actor and every node's cache.
-    Returns once their names are free, so that a store started next makes new ones."""
-    names = {cache_name(node["NodeID"]) for node in ray.nodes()}
-    try:
-        replicator = ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
-    except ValueError:
-        replicator = None
-    if replicator is not None:
-        try:
-            names |= {cache_name(node_id) for node_id in ray.get(replicator.caches.remote(), timeout=timeout_s)}
-        except Exception:
-            pass
-    deadline = time.monotonic() + timeout_s
-    taken = [REPLICATOR_NAME, *sorted(names)]  # the replicator first: it would make caches again
-    killed: set[str] = set()
-    while taken:
-        for name in list(taken):
-            try:
-                actor = ray.get_actor(name, namespace=NAMESPACE)
-            except ValueError:
-                taken.remove(name)  # gone, its name free
-                continue
-            if name not in killed:
-                ray.kill(actor, no_restart=True)
-                killed.add(name)
-        if taken and time.monotonic() > deadline:
-            raise Sneakers23Error(f"the store's replication did not stop within {timeout_s:.0f}s: {', '.join(taken)}")
-        time.sleep(0.05)

@@ -99,6 +99,18 @@ def translated_errors(url: str) -> Iterator[None]:
         raise
 
 
+class QueryCounter:
+    """Counts the statements an engine sends to the database: for stats, and for the tests that
+    show a refusal reached no database."""
+
+    def __init__(self, engine: Engine):
+        self.count = 0
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_args) -> None:
+        self.count += 1
+
+
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A connection for reads only: on SQLite it does not take the write lock."""

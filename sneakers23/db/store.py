@@ -126,6 +126,23 @@ def release_due(connection: Connection, now: datetime | None = None) -> list[Pro
     return [ProductReleased(row.id, True, row.version, _utc(row.release_at)) for row in rows]
 
 
+# --- restock -----------------------------------------------------------------------------------
+
+def restock(connection: Connection, item_id: int, count: int) -> AvailabilityChanged:
+    """Add `count` pairs to a size."""
+    row = connection.execute(
+        update(availability_t)
+        .where(availability_t.c.item_id == item_id)
+        .values(available_count=availability_t.c.available_count + count, version=availability_t.c.version + 1,
+                updated_at=_now())
+        .returning(availability_t.c.available_count, availability_t.c.version)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"there is no item {item_id}")
+    product_id = connection.execute(select(items_t.c.product_id).where(items_t.c.id == item_id)).scalar_one()
+    return AvailabilityChanged(item_id, product_id, row.available_count, row.version)
+
+
 # --- purchase ----------------------------------------------------------------------------------
 
 class _Refused(Exception):
@@ -210,7 +227,7 @@ def _purchase_in(
     for product_id in sorted(pairs_per_product):
         wanted = pairs_per_product[product_id]
         first_item = next(i for i in item_ids if rows[i].product_id == product_id)
-        if wanted > max_pairs or not _add_pairs(connection, shopper_id, product_id, wanted, max_pairs):
+        if wanted > max_pairs or not add_pairs(connection, shopper_id, product_id, wanted, max_pairs):
             refuse(Refusal.LIMIT_REACHED, first_item)
     owned = _sizes_owned(connection, shopper_id, item_ids)
     if owned:
@@ -253,7 +270,7 @@ def _purchase_in(
     return PurchaseResult.sold(tuple(units))
 
 
-def _add_pairs(connection: Connection, shopper_id: str, product_id: int, wanted: int, max_pairs: int) -> bool:
+def add_pairs(connection: Connection, shopper_id: str, product_id: int, wanted: int, max_pairs: int) -> bool:
     """Count `wanted` more pairs of the product for the shopper, unless that passes the limit."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(pairs_t).values(shopper_id=shopper_id, product_id=product_id, pairs=wanted)

@@ -81,6 +81,10 @@ class Catalog:
     def item(self, item_id: int) -> Item | None:
         return self._items.get(item_id)
 
+    def released(self, product_id: int) -> bool:
+        product = self._products.get(product_id)
+        return product is not None and product.released
+
     def apply(self, change: Change) -> bool:
         """Apply a change if it is newer than what is held; True when something changed."""
         if isinstance(change, ProductReleased):

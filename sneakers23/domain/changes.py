@@ -20,6 +20,9 @@ class ProductReleased:
 
     kind = "product_released"
 
+    def __reduce__(self):  # (a dataclass pickles through fields(): changes cross to every cache)
+        return ProductReleased, (self.product_id, self.released, self.version, self.release_at)
+
 
 @dataclass(frozen=True, slots=True)
 class AvailabilityChanged:
@@ -29,6 +32,9 @@ class AvailabilityChanged:
     version: int
 
     kind = "availability_changed"
+
+    def __reduce__(self):
+        return AvailabilityChanged, (self.item_id, self.product_id, self.available_count, self.version)
 
     @property
     def level(self) -> Level:

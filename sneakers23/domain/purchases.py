@@ -44,6 +44,9 @@ class SoldUnit:
     def level(self) -> Level:
         return level_for(self.available_count)
 
+    def __reduce__(self):  # (a dataclass pickles through fields(): results cross to and from actors by the thousand)
+        return SoldUnit, (self.order_id, self.item_id, self.product_id, self.available_count, self.version)
+
 
 @dataclass(frozen=True, slots=True)
 class PurchaseResult:
@@ -58,6 +61,9 @@ class PurchaseResult:
     @property
     def ok(self) -> bool:
         return self.refusal is None
+
+    def __reduce__(self):
+        return PurchaseResult, (self.units, self.refusal, self.refused_item_id, self.replayed, self.changes)
 
     @property
     def message(self) -> str:

@@ -153,34 +153,63 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     if unknown := [i for i in items if i not in known]:
         raise Sneakers23Error(f"there is no item {', '.join(map(str, unknown))}")
 
-    actors = min(concurrency, max(1, len(ray.nodes())) * 2, 16)
-    threads = max(1, concurrency // actors)
-    pool = [Buyers.options(scheduling_strategy="SPREAD").remote(inventory.settings, threads, via, list(urls))
+    actors = min(concurrency, max(1, len(ray.nodes())) * 2)
+    per_actor = max(1, concurrency // actors)
+    pool = [Buyers.options(scheduling_strategy="SPREAD").remote(inventory.settings, per_actor, via, list(urls),
+                                                                inventory.sales is not None)
             for _ in range(actors)]
     ray.get([buyer.node_id.remote() for buyer in pool])  # all up before the start line
 
     rng = random.Random()
     plan = [(n, rng.choice(items)) for n in range(buyers)]
-    chunk = max(1, min(threads * 4, buyers // (actors * 4) or 1))
+    chunk = max(1, min(per_actor * 4, buyers // (actors * 4) or 1))
+    if via == "http":  # the shoppers wait on the store's page for the drop: each has its cookie
+        opening = Progress(buyers, "opening the store")
+        opened = 0
+        for done in _as_they_finish([pool[k % actors].open_store.remote([n for n, _item in plan[start:start + chunk]])
+                                     for k, start in enumerate(range(0, buyers, chunk))]):
+            opened += done
+            opening.advance(done)
+        opening.close()
+        if opened < buyers:
+            raise Sneakers23Error(f"only {opened} of {buyers} shoppers could open the store at {', '.join(urls)}")
     before = inventory.audit()
+    selling = sorted({p.id for p in products for i in p.items if i.id in items})
+    transactions_before = _sales_transactions(inventory, selling)
     progress = Progress(buyers, "buyers")
     started, started_at = time.monotonic(), time.time()
-    pending = {pool[k % actors].buy.remote(plan[start:start + chunk]): None
-               for k, start in enumerate(range(0, buyers, chunk))}
     attempts: list[Attempt] = []
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-        for ref in done:
-            del pending[ref]
-            batch = ray.get(ref)
-            attempts += batch
-            progress.advance(len(batch), note=f"sold {sum(a.outcome == 'sold' for a in attempts)}")
+    for batch in _as_they_finish([pool[k % actors].buy.remote(plan[start:start + chunk])
+                                  for k, start in enumerate(range(0, buyers, chunk))]):
+        attempts += batch
+        progress.advance(len(batch), note=f"sold {sum(a.outcome == 'sold' for a in attempts)}")
     seconds = time.monotonic() - started
     progress.close()
     for buyer in pool:
         ray.kill(buyer)
-    _finish(build_report("stampede", attempts, started_at, seconds, before, inventory.audit(),
-                         inventory.settings.max_pairs_per_product), as_json, report_file)
+    report = build_report("stampede", attempts, started_at, seconds, before, inventory.audit(),
+                          inventory.settings.max_pairs_per_product)
+    if transactions_before is not None:
+        report.transactions = _sales_transactions(inventory, selling) - transactions_before
+    _finish(report, as_json, report_file)
+
+
+def _as_they_finish(calls: list):
+    """The calls' results, each as soon as it is in."""
+    import ray
+
+    pending = list(calls)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        for ref in done:
+            yield ray.get(ref)
+
+
+def _sales_transactions(inventory: Inventory, product_ids: list[int]) -> int | None:
+    """Write transactions the products' sales actors have committed so far (None without them)."""
+    if inventory.sales is None:
+        return None
+    return sum(inventory.sales.stats(product_id).transactions for product_id in product_ids)
 
 
 def main() -> None:

@@ -41,13 +41,18 @@ class DropReport:
     refusal_latency_p99_ms: float | None
     sold_out_refusal_latency_p99_ms: float | None  # refusals asked for after the last pair was sold
     invariants: list[Invariant] = field(default_factory=list)
+    transactions: int | None = None  # write transactions committed by the sales actors (None: not through them)
+
+    @property
+    def transactions_per_pair(self) -> float | None:
+        return None if self.transactions is None or not self.sold else self.transactions / self.sold
 
     @property
     def ok(self) -> bool:
         return all(invariant.holds for invariant in self.invariants)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
+        return {**asdict(self), "transactions_per_pair": self.transactions_per_pair, "ok": self.ok}
 
     def table(self) -> str:
         def ms(value):
@@ -59,6 +64,8 @@ class DropReport:
             *(f"  refused {reason:<12}{count}" for reason, count in sorted(self.refusals.items())),
             f"  errors              {self.errors}",
             f"  retried after 503   {self.retries}",
+            *([f"  transactions        {self.transactions} ({self.transactions_per_pair or 0:.3f} per pair sold)"]
+              if self.transactions is not None else []),
             f"  latency p50 / p99   {ms(self.latency_p50_ms)} / {ms(self.latency_p99_ms)}",
             f"  refusal p99         {ms(self.refusal_latency_p99_ms)} "
             f"(once sold out: {ms(self.sold_out_refusal_latency_p99_ms)})",

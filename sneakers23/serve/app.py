@@ -19,8 +19,11 @@ from fastapi.staticfiles import StaticFiles
 import ray
 from ray import serve
 
+from sneakers23.actors.sales import RaySales, SalesBusy, SalesUnavailable
 from sneakers23.cluster import RayReplication
-from sneakers23.domain.purchases import Refusal
+from sneakers23.db.engine import QueryCounter
+from sneakers23.domain.levels import Level
+from sneakers23.domain.purchases import PurchaseResult, Refusal
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
 from sneakers23.inventory import Inventory
 from sneakers23.live import LiveCatalog
@@ -72,7 +75,11 @@ class Storefront:
     async def __init__(self, settings: Settings):
         # A sale is committed before it is published: the shopper does not wait for replication.
         # (The store's own replicas publish to its own replication: no database check needed.)
-        self.inventory = Inventory(settings, replication=RayReplication(wait=False))
+        # Purchases go to the product's sales actor, found from this node's catalog.
+        sales = RaySales(settings, product_of=self._product_of)
+        self.inventory = Inventory(settings, replication=RayReplication(wait=False), sales=sales)
+        self._queries = QueryCounter(self.inventory.engine)
+        self.refused_at_edge = 0
         self.live = LiveCatalog(settings)  # this node's catalog, in memory
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
@@ -111,6 +118,15 @@ class Storefront:
             for p in self.live.products()
         ], headers=NO_STORE)
 
+    def _product_of(self, item_id: int) -> int | None:
+        item = self.live.item(item_id)
+        return None if item is None else item.product_id
+
+    async def stats(self) -> dict:
+        """What this replica did: purchases refused at the edge, and statements it sent to the
+        database (`handle.broadcast("stats")` asks every replica)."""
+        return {"node_id": self.node_id, "refused_at_edge": self.refused_at_edge, "queries": self._queries.count}
+
     @store_api.get("/healthz")
     async def healthz(self):
         if not self.live.ready:
@@ -123,12 +139,24 @@ class Storefront:
         shopper_id = self._shopper(request)
         if shopper_id is None:
             return _error(401, "no_shopper", "no valid shopper cookie: open the store page first")
-        if not item_id.isdigit() or len(item_id) > 9:
+        if not self.live.ready:
+            return _error(503, "starting", "the store is opening: try again in a moment")
+        item = self.live.item(int(item_id)) if item_id.isdigit() and len(item_id) <= 9 else None
+        if item is None:
             return _error(404, Refusal.UNKNOWN_ITEM, f"there is no item {item_id[:32]!r}")
         key = request.headers.get("Idempotency-Key")
+        if key is None and item.level is Level.OUT:
+            # Refused at the edge: no actor, no database. A stale "out" (just after a restock)
+            # lasts at most the replication lag. A purchase with a key goes on: its earlier try
+            # may be what sold the last pair, and the sales actor replays it.
+            self.refused_at_edge += 1
+            refused = PurchaseResult.refused(Refusal.SOLD_OUT, item.id)
+            return _error(REFUSAL_STATUS[Refusal.SOLD_OUT], str(Refusal.SOLD_OUT), refused.message)
         try:
-            result = await asyncio.to_thread(self.inventory.purchase, shopper_id, [int(item_id)], key)
-        except (DatabaseUnavailable, SchemaMissing) as error:
+            result = await self.inventory.purchase_async(shopper_id, [item.id], key)
+        except SalesBusy as error:
+            return _error(503, "busy", str(error))
+        except (SalesUnavailable, DatabaseUnavailable, SchemaMissing) as error:
             log.warning("purchase failed: %s", error)
             return _error(503, "unavailable", "the store cannot sell right now: try again in a moment")
         except ValueError as error:  # a malformed idempotency key

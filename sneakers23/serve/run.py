@@ -32,7 +32,8 @@ from ray import serve
 from ray.serve.schema import ApplicationStatus
 
 from sneakers23 import cluster
-from sneakers23.actors.replicator import start_replication, stop_replication
+from sneakers23.actors.replicator import start_replication
+from sneakers23.actors.store_actors import stop_store_actors
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
 from sneakers23.serve.app import build_channels, build_store
@@ -378,7 +379,7 @@ class _JoinedCluster(_Runner):
             # In this order: a replica of the old store that outlived its replication would start
             # that again, with the old store's settings.
             _remove_applications(signals.check)
-            stop_replication()
+            stop_store_actors()
         self._deployed_at = _deploy(self.settings, self.host, self.port, signals.check)
         _wait_until_it_answers(self.url, signals.check)
 
@@ -436,7 +437,7 @@ class _JoinedCluster(_Runner):
             ray.get(client._controller.graceful_shutdown.remote(wait=False), timeout=CALL_TIMEOUT_S)
         else:
             client.delete_apps(ours, blocking=False)
-        stop_replication()
+        stop_store_actors()
         click.echo("its applications leave the cluster once Serve has drained them (up to 30 s)")
 
 

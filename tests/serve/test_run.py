@@ -251,11 +251,11 @@ def cache_lags(env: dict, cwd: Path) -> list[int] | None:
     status = cli("status", env=env, cwd=cwd)
     if status.returncode != 0:
         return None
-    rows = [line.split() for line in status.stdout.splitlines()[3:]]
+    rows = [line.split() for line in status.stdout.splitlines()[3:] if not line.startswith("sales ")]
     return [int(row[5]) for row in rows if len(row) > 5 and row[5].lstrip("-").isdigit()]
 
 
-BUYERS = 800  # enough for the drop to outlast the outage (at 35 attempts a second through HTTP)
+BUYERS = 4000  # enough for the drop to outlast the start of the outage (its buyers then wait it out)
 
 
 @pytest.mark.postgres
@@ -269,9 +269,6 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
     assert cli("release", "1", env=on_cluster, cwd=tmp_path).returncode == 0
     catalog = json.loads(cli("products", "--json", env=env, cwd=tmp_path).stdout)
     items = [item["id"] for item in catalog[0]["items"] if item["available_count"] > 0]
-    # Product 2 is never released: the database turns its purchases away (403) and sells nothing, so
-    # the probe below sees the database answer again without touching the drop's invariants.
-    probe_item = catalog[1]["items"][0]["id"]
 
     report_file = tmp_path / "report.json"
     stampede = subprocess.Popen(
@@ -281,7 +278,7 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
     stampede_said: list[str] = []
     threading.Thread(target=lambda: stampede_said.extend(stampede.stdout), daemon=True).start()
     try:
-        wait_for(lambda: order_total(server.url) >= 30, timeout=120, interval=0.2, what="the drop to be selling")
+        wait_for(lambda: order_total(server.url) >= 20, timeout=120, interval=0.05, what="the drop to be selling")
         probe = httpx.Client(base_url=url, timeout=30)
         assert probe.get("/").status_code == 200
 
@@ -291,11 +288,13 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
         assert httpx.get(url, timeout=5).status_code == 200
         assert httpx.get(f"{url}api/products", timeout=5).status_code == 200
         assert join_product(url, 1, timeout=5)["released"] is True
-        # Purchases are turned away at once, with a time to come back.
+        # Purchases are turned away at once, with a time to come back: the probe's sizes have stock,
+        # so only the database could refuse them, and it is away (nothing is sold: the drop's
+        # invariants below count every order).
         answers = []
         while time.monotonic() - went_down < 3.0:
             asked = time.perf_counter()
-            refused = probe.post(f"/api/items/{probe_item}/purchase")
+            refused = probe.post(f"/api/items/{items[len(answers) % len(items)]}/purchase")
             answers.append(time.perf_counter() - asked)
             assert refused.status_code == 503, refused.text
             assert refused.headers["retry-after"] == "1" and refused.json()["error"] == "unavailable"
@@ -305,13 +304,10 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
         server.start_again()  # returns once PostgreSQL accepts connections
         back = time.monotonic()
         orders_when_back = order_total(server.url)
-        wait_for(lambda: probe.post(f"/api/items/{probe_item}/purchase").status_code == 403, timeout=10,
-                 interval=0.02, what="the database to answer purchases again")
-        answered_after = time.monotonic() - back
         wait_for(lambda: order_total(server.url) > orders_when_back, timeout=10, interval=0.02,
                  what="the drop to sell again")
         sold_after = time.monotonic() - back
-        assert answered_after <= 2.0 and sold_after <= 2.0, (answered_after, sold_after)
+        assert sold_after <= 2.0, sold_after
 
         assert stampede.wait(300) == 0, "".join(stampede_said)
     finally:
@@ -334,6 +330,6 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
     seconds = store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert store.process.returncode == 0
     figures.append(f"outage drill: purchases refused in at most {max(answers) * 1000:.0f} ms while PostgreSQL was "
-                   f"down; back up: the database answered purchases {answered_after:.2f}s and the drop sold "
-                   f"again {sold_after:.2f}s after it accepted connections; {report['retries']} purchases "
+                   f"down; back up: the drop sold again {sold_after:.2f}s after it accepted connections; "
+                   f"{report['retries']} purchases "
                    f"retried, {report['sold']} sold, invariants hold; store stopped in {seconds:.1f}s")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from contextlib import contextmanager
+
+from sqlalchemy import func, select, text, update
 
 from sneakers23.db.models import ItemAvailabilityRow, OrderRow, ProductRow
 from sneakers23.inventory import Inventory
@@ -50,3 +52,17 @@ def order_count(inventory: Inventory, item_id: int | None = None, shopper_id: st
 def all_counts(inventory: Inventory) -> dict[int, int]:
     with inventory.engine.connect() as connection:
         return dict(connection.execute(select(availability.c.item_id, availability.c.available_count)).all())
+
+
+@contextmanager
+def database_stalled(inventory: Inventory, item_id: int):
+    """Another connection holds the size's row (PostgreSQL) or the write lock (SQLite) until the
+    block ends: a sale of it waits meanwhile."""
+    with inventory.engine.connect() as blocker:
+        transaction = blocker.begin()  # (on SQLite, BEGIN IMMEDIATE: the write lock)
+        if blocker.dialect.name == "postgresql":
+            blocker.execute(text("SELECT 1 FROM item_availabilities WHERE item_id = :i FOR UPDATE"), {"i": item_id})
+        try:
+            yield
+        finally:
+            transaction.rollback()

@@ -1,0 +1,395 @@
+"""The drop engine: one sales actor per product admits purchases in memory and commits them in
+groups.
+
+Why: every purchase used to be a database transaction of several round trips, a refusal for a
+size sold out long ago included, and the hot size's row lock was held across them. Here the
+product's sales actor (`sales-<product id>`, namespace sneakers23; detached, restarted on a
+crash, placed by Ray) answers from its ledger (domain/sales.py) what it can refuse or replay, and
+queues what it admits. While one batch commits, the next one gathers: one transaction sells them
+all (db/sales.py). A buyer is answered only once its batch has committed. A batch that a guard of
+the database refuses is sold again purchase by purchase, and the ledger is reloaded.
+
+The ledger follows the database: it is loaded at every start, and it applies the changes its node
+cache applies (sales, restocks, releases made elsewhere, and whatever anti-entropy heals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import ray
+
+from sneakers23.actors import NAMESPACE
+from sneakers23.actors.node_cache import follow_node_cache
+from sneakers23.db import store
+from sneakers23.db.engine import QueryCounter, make_engine, reading, translated_errors
+from sneakers23.db.sales import BatchRefused, commit_batch, load_sales
+from sneakers23.domain.catalog import Product
+from sneakers23.domain.changes import AvailabilityChanged, Change
+from sneakers23.domain.purchases import PurchaseResult
+from sneakers23.domain.sales import Claim, SalesLedger, Waiting
+from sneakers23.errors import DatabaseUnavailable, Sneakers23Error
+from sneakers23.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1_000  # claims in one transaction
+GATHER_S = 0.01  # how long a batch waits for more claims before it commits
+MAX_WAITING = 5_000  # claims admitted and not yet committed: past it, purchases are turned away (busy)
+PURCHASE_TIMEOUT_S = 10.0  # a buyer waits this long for its answer, then is told to try again
+RETRY_AFTER_S = 1
+CALLS_UNDER_WAY = 4  # calls to one product's actor that one client has under way at once
+
+
+class SalesBusy(Sneakers23Error):
+    """Too many purchases are waiting for this product: try again in a moment."""
+
+
+class SalesUnavailable(Sneakers23Error):
+    """The product's sales actor did not answer (it is restarting, or too slow): try again with
+    the same idempotency key, which returns the purchase's result if it was committed."""
+
+
+SALES_NAME_PREFIX = "sales-"
+
+
+def sales_name(product_id: int) -> str:
+    return f"{SALES_NAME_PREFIX}{product_id}"
+
+
+@dataclass
+class SalesStats:
+    product_id: int
+    admitted: int = 0
+    answered_from_memory: int = 0  # refusals and replays: no database
+    refusals: dict[str, int] = field(default_factory=dict)
+    busy: int = 0
+    pairs_sold: int = 0
+    batches: int = 0  # group commits
+    redone: int = 0  # purchases sold one by one after a batch was refused
+    transactions: int = 0  # write transactions: batches, and the purchases redone one by one
+    queries: int = 0  # statements sent to the database, reads included
+    reloads: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+class ProductSales:
+    """One product's sales. Plain asyncio, so that it runs (and is tested) without Ray; `SalesActor`
+    is this class as a Ray actor."""
+
+    def __init__(self, settings: Settings, product_id: int, replication=None, follow_changes: bool = True):
+        self._settings = settings
+        self.product_id = product_id
+        self._replication = replication
+        self.engine = make_engine(settings.database_url)
+        self._queries = QueryCounter(self.engine)
+        self.stats = SalesStats(product_id)
+        self._ledger = self._load_patiently()
+        self._queue: list[Claim] = []
+        self._answers: dict[tuple[str, str], asyncio.Future] = {}
+        self._committing: asyncio.Task | None = None
+        self._stale = False  # the ledger may be behind the database: reload before the next batch
+        self._tasks: set[asyncio.Task] = set()
+        if follow_changes:
+            self._own(asyncio.get_event_loop().create_task(
+                follow_node_cache(settings, self._on_snapshot, self._on_changes)))
+
+    # --- purchases ---
+
+    async def purchase(self, shopper_id: str, item_ids: list[int], key: str | None = None) -> PurchaseResult:
+        decision = self._decide(shopper_id, item_ids, key)
+        return await asyncio.shield(decision) if isinstance(decision, asyncio.Future) else decision
+
+    async def purchase_many(self, purchases: list[tuple[str, list[int], str | None]]) -> list:
+        """Several purchases in one call: each one's result, or the error it met (as a value)."""
+        outcomes = []
+        for purchase in purchases:
+            try:
+                outcomes.append(self._decide(*purchase))
+            except Sneakers23Error as error:
+                outcomes.append(error)
+        waiting = [outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)]
+        if waiting:
+            await asyncio.wait(waiting)
+        return [(outcome.exception() or outcome.result()) if isinstance(outcome, asyncio.Future) else outcome
+                for outcome in outcomes]
+
+    def _decide(self, shopper_id: str, item_ids: list[int], key: str | None) -> PurchaseResult | asyncio.Future:
+        """The answer now (a refusal, a replay), or the future answer of a claim waiting to commit."""
+        if self._ledger.claims_waiting >= MAX_WAITING:
+            self.stats.busy += 1
+            raise SalesBusy(f"too many purchases of product {self.product_id} are waiting: try again in a moment")
+        decision = self._ledger.admit(shopper_id, list(item_ids), key or uuid.uuid4().hex, keyed=key is not None)
+        if isinstance(decision, PurchaseResult):
+            self.stats.answered_from_memory += 1
+            if not decision.ok:
+                self.stats.refusals[str(decision.refusal)] = self.stats.refusals.get(str(decision.refusal), 0) + 1
+            return decision
+        if isinstance(decision, Waiting):  # the same purchase, sent again while it commits
+            return self._answers[decision.claim.purchase_key]
+        self.stats.admitted += 1
+        answer = asyncio.get_running_loop().create_future()
+        self._answers[decision.purchase_key] = answer
+        self._queue.append(decision)
+        self._commit_soon()
+        return answer
+
+    def _commit_soon(self) -> None:
+        if self._committing is None or self._committing.done():
+            self._committing = self._own(asyncio.get_running_loop().create_task(self._commit_waiting()))
+
+    async def _commit_waiting(self) -> None:
+        """Commit what is waiting, a batch at a time: while one commits, the next one gathers."""
+        while True:
+            if self._stale:
+                try:
+                    await self._reload()
+                except Exception as error:  # the database is away: what waits cannot be sold now
+                    failed, self._queue = self._queue, []
+                    self._let_go(failed, error)
+            if not self._queue:
+                return
+            if len(self._queue) < MAX_BATCH:
+                await asyncio.sleep(GATHER_S)  # a moment for more to join: a commit costs the same for 1 or 1,000
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                results, changes = await asyncio.to_thread(self._commit, batch)
+            except Exception as error:  # the database is away: nothing of the batch is sold
+                self._stale = True  # (a commit whose answer was lost may have happened)
+                self._let_go(batch, error)
+                continue
+            for claim, result in zip(batch, results):
+                self._ledger.settle(claim, result)
+                self._answer(claim, result=result)
+            for change in changes:  # each size's count and version after the batch
+                self._ledger.apply(change)
+            self._publish(changes)
+
+    def _let_go(self, claims: list[Claim], error: Exception) -> None:
+        if not isinstance(error, Sneakers23Error):
+            error = DatabaseUnavailable(f"the sale could not be committed: {error}")
+        for claim in claims:
+            self._ledger.settle(claim, None)
+            self._answer(claim, error=error)
+
+    def _commit(self, batch: list[Claim]) -> tuple[list[PurchaseResult], list[Change]]:
+        """In a thread: one transaction for the batch, or, when a guard refuses it, one per purchase."""
+        max_pairs = self._settings.max_pairs_per_product
+        with translated_errors(self._settings.database_url):
+            try:
+                with self.engine.begin() as connection:
+                    results, changes = commit_batch(connection, self.product_id, batch, max_pairs)
+                self.stats.batches += 1
+                self.stats.transactions += 1
+            except BatchRefused as refused:
+                log.info("product %s: a batch of %d was refused (%s): selling them one by one",
+                         self.product_id, len(batch), refused)
+                self._stale = True
+                results = [store.purchase(self.engine, claim.shopper_id, list(claim.item_ids), claim.key, max_pairs)
+                           for claim in batch]
+                changes = [change for result in results if result.ok for change in result.changes]
+                self.stats.redone += len(batch)
+                self.stats.transactions += len(batch)
+        self.stats.pairs_sold += sum(len(result.units) for result in results if result.ok and not result.replayed)
+        return results, changes
+
+    def _answer(self, claim: Claim, result: PurchaseResult | None = None, error: Exception | None = None) -> None:
+        answer = self._answers.pop(claim.purchase_key, None)
+        if answer is None or answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(result)
+
+    def _publish(self, changes: list[Change]) -> None:
+        # Only after the commit; a publish never raises (the caches heal by anti-entropy).
+        if changes and self._replication is not None:
+            self._replication.publish(changes)
+
+    # --- the ledger and the database ---
+
+    def _load(self) -> SalesLedger:
+        with translated_errors(self._settings.database_url), reading(self.engine) as connection:
+            product, sales = load_sales(connection, self.product_id)
+        self.stats.reloads += 1
+        return SalesLedger(product, sales, self._settings.max_pairs_per_product)
+
+    def _load_patiently(self) -> SalesLedger:
+        """Load, waiting out a database that is away: an actor whose constructor fails is not
+        restarted, and a product without its sales actor cannot sell."""
+        delay = 0.5
+        while True:
+            try:
+                return self._load()
+            except DatabaseUnavailable as error:
+                log.warning("sales of product %s: cannot load from the database (%s); again in %.1fs",
+                            self.product_id, error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _reload(self) -> None:
+        """Between batches: the database's state, with the claims still waiting carried over (they
+        are taken on the event loop, at once, so that none admitted meanwhile is missed)."""
+        ledger = await asyncio.to_thread(self._load)
+        for claim in self._queue:
+            ledger.hold(claim)
+        self._ledger = ledger
+        self._stale = False
+
+    def _on_snapshot(self, products: list[Product]) -> None:
+        for product in products:
+            if product.id == self.product_id:
+                self._ledger.catch_up(product)
+        self._changed_elsewhere()  # the cache started again: what else changed, the database says
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        """The changes its node cache applied. Its own sales come back as changes it already holds;
+        a newer count was made elsewhere (a restock, a purchase of several products' sizes, a
+        reseed), and may come with orders the ledger has not seen: it reloads."""
+        for change in changes:
+            if self._ledger.apply(change) and isinstance(change, AvailabilityChanged):
+                self._changed_elsewhere()
+
+    def _changed_elsewhere(self) -> None:
+        self._stale = True
+        self._commit_soon()  # (which reloads first, with or without purchases waiting)
+
+    def _own(self, task: asyncio.Task) -> asyncio.Task:
+        """asyncio keeps only weak references to tasks: keep ours until they end."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- for ops and tests ---
+
+    async def idle(self) -> None:
+        """Returns once nothing is waiting to commit (and a reload due is done)."""
+        while self._committing is not None and not self._committing.done():
+            await asyncio.shield(self._committing)
+
+    def read_stats(self) -> SalesStats:
+        self.stats.queries = self._queries.count
+        return self.stats
+
+    def available(self, item_id: int) -> int:
+        return self._ledger.available(item_id)
+
+
+# Task events (per-call records for the dashboard) cost CPU on every one of its many small calls.
+SalesActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000, enable_task_events=False)(ProductSales)
+
+
+def sales_actor(settings: Settings, product_id: int):
+    """The product's sales actor: found by name, or started (detached: it outlives its caller)."""
+    from sneakers23.cluster import RayReplication
+
+    return SalesActor.options(name=sales_name(product_id), namespace=NAMESPACE, lifetime="detached",
+                              get_if_exists=True, max_pending_calls=MAX_WAITING * 2).remote(
+        settings, product_id, RayReplication(wait=False))
+
+
+class RaySales:
+    """The inventory's way to the sales actors: a purchase of one product's sizes goes to that
+    product's actor (which commits and publishes it); its failures become one-line errors that say
+    to try again (SalesBusy, SalesUnavailable, DatabaseUnavailable)."""
+
+    def __init__(self, settings: Settings, product_of: Callable[[int], int | None] | None = None):
+        self._settings = settings
+        self._product_of = product_of or self._product_from_database
+        self._products: dict[int, int] | None = None
+        self._actors: dict[int, ray.actor.ActorHandle] = {}
+        self._waiting: dict[int, list] = {}  # product -> purchases waiting for the next call
+        self._calling: dict[int, int] = {}  # product -> calls under way
+        self._tasks: set[asyncio.Future] = set()
+
+    def product_for(self, item_ids: list[int]) -> int | None:
+        """The one product these sizes belong to; None when they span products or one is unknown."""
+        products = {self._product_of(item_id) for item_id in item_ids}
+        return products.pop() if len(products) == 1 and None not in products else None
+
+    def purchase(self, product_id: int, shopper_id: str, item_ids: list[int], key: str | None) -> PurchaseResult:
+        try:
+            return ray.get(self._call(product_id, shopper_id, item_ids, key), timeout=PURCHASE_TIMEOUT_S)
+        except Exception as error:
+            raise self._failure(product_id, error) from None
+
+    async def purchase_async(self, product_id: int, shopper_id: str, item_ids: list[int],
+                             key: str | None) -> PurchaseResult:
+        """The same, on an event loop (a web replica). A call to the actor costs more than the
+        decision it carries, so purchases go in groups: a few calls at a time per product, and the
+        purchases that arrive meanwhile go together in the next."""
+        answer = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(product_id, [])
+        waiting.append((shopper_id, list(item_ids), key, answer))
+        if len(waiting) == 1 and self._calling.get(product_id, 0) < CALLS_UNDER_WAY:
+            asyncio.get_running_loop().call_soon(self._call_with_waiting, product_id)
+        outcome = await answer  # (the call has the timeout: one timer for all its purchases)
+        if isinstance(outcome, BaseException):
+            raise self._failure(product_id, outcome) from None
+        return outcome
+
+    def _call_with_waiting(self, product_id: int) -> None:
+        waiting = self._waiting.pop(product_id, [])
+        if not waiting or self._calling.get(product_id, 0) >= CALLS_UNDER_WAY:
+            return
+        self._calling[product_id] = self._calling.get(product_id, 0) + 1
+        call = self._actor(product_id).purchase_many.remote([purchase[:3] for purchase in waiting])
+        self._own(asyncio.ensure_future(self._answer(product_id, call, [purchase[3] for purchase in waiting])))
+
+    async def _answer(self, product_id: int, call, answers: list[asyncio.Future]) -> None:
+        try:
+            outcomes = await asyncio.wait_for(call, PURCHASE_TIMEOUT_S)
+        except Exception as error:  # the call itself failed, or took too long: every purchase in it did
+            outcomes = [error] * len(answers)
+        finally:
+            self._calling[product_id] -= 1
+            if self._waiting.get(product_id):
+                self._call_with_waiting(product_id)
+        for answer, outcome in zip(answers, outcomes):
+            if not answer.done():
+                answer.set_result(outcome)
+
+    def _own(self, task: asyncio.Future) -> asyncio.Future:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def stats(self, product_id: int) -> SalesStats:
+        return ray.get(self._actor(product_id).read_stats.remote(), timeout=PURCHASE_TIMEOUT_S)
+
+    def _actor(self, product_id: int):
+        actor = self._actors.get(product_id)
+        if actor is None:
+            actor = self._actors[product_id] = sales_actor(self._settings, product_id)
+        return actor
+
+    def _call(self, product_id: int, shopper_id: str, item_ids: list[int], key: str | None):
+        return self._actor(product_id).purchase.remote(shopper_id, item_ids, key)
+
+    def _failure(self, product_id: int, error: Exception) -> Sneakers23Error:
+        cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
+        if isinstance(cause, Sneakers23Error):
+            return cause
+        if isinstance(cause, ray.exceptions.PendingCallsLimitExceeded):
+            return SalesBusy(f"too many purchases of product {product_id} are waiting: try again in a moment")
+        if isinstance(cause, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+            self._actors.pop(product_id, None)  # found again by name next time
+        what = "took too long" if isinstance(cause, (TimeoutError, ray.exceptions.GetTimeoutError)) else "did not answer"
+        return SalesUnavailable(f"the sales of product {product_id} {what}: try again with the same idempotency key")
+
+    def _product_from_database(self, item_id: int) -> int | None:
+        if self._products is None or item_id not in self._products:  # a size added since: look again
+            engine = make_engine(self._settings.database_url)
+            try:
+                with translated_errors(self._settings.database_url), reading(engine) as connection:
+                    self._products = {item.id: product.id for product in store.load_products(connection)
+                                      for item in product.items}
+            finally:
+                engine.dispose()
+        return self._products.get(item_id)

@@ -1,0 +1,47 @@
+"""The store's actors on a cluster, taken off it together: for a store that leaves a cluster it
+joined, or that takes another store's place there."""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from sneakers23.actors import NAMESPACE
+from sneakers23.actors.node_cache import cache_name
+from sneakers23.actors.replicator import REPLICATOR_NAME
+from sneakers23.actors.sales import SALES_NAME_PREFIX
+from sneakers23.errors import Sneakers23Error
+
+
+def stop_store_actors(timeout_s: float = 10.0) -> None:
+    """Stop the replication actor, every node's cache and every product's sales actor. Returns once
+    their names are free, so that a store started next makes new ones, with its own settings."""
+    names = {cache_name(node["NodeID"]) for node in ray.nodes()}
+    names |= {actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+              if actor["namespace"] == NAMESPACE and actor["name"].startswith((SALES_NAME_PREFIX, "cache-"))}
+    try:
+        replicator = ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        replicator = None
+    if replicator is not None:
+        try:
+            names |= {cache_name(node_id) for node_id in ray.get(replicator.caches.remote(), timeout=timeout_s)}
+        except Exception:
+            pass
+    deadline = time.monotonic() + timeout_s
+    taken = [REPLICATOR_NAME, *sorted(names)]  # the replicator first: it would make caches again
+    killed: set[str] = set()
+    while taken:
+        for name in list(taken):
+            try:
+                actor = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                taken.remove(name)  # gone, its name free
+                continue
+            if name not in killed:
+                ray.kill(actor, no_restart=True)
+                killed.add(name)
+        if taken and time.monotonic() > deadline:
+            raise Sneakers23Error(f"the store's actors did not stop within {timeout_s:.0f}s: {', '.join(taken)}")
+        time.sleep(0.05)

@@ -1,0 +1,150 @@
+"""Group commit: the purchases a product's sales actor admitted, written in one transaction.
+
+Per size, one conditional decrement by the batch's count; per shopper, one guarded counter
+update; the orders in one bulk insert (the unique indexes behind them); one commit. If any guard
+trips (stock or a shopper's holdings changed outside the sales actor), the whole batch rolls back
+and the caller sells its purchases one by one (`store.purchase`), so that one bad purchase never
+fails the others. The database's guards stay the net under the ledger in memory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, and_, exists, select, text, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
+
+from sneakers23.db.store import availability_t, load_products, orders_t, pairs_t, products_t
+from sneakers23.domain.catalog import Product
+from sneakers23.domain.changes import AvailabilityChanged
+from sneakers23.domain.purchases import PurchaseResult, SoldUnit
+from sneakers23.domain.sales import Claim, SaleRecord
+from sneakers23.errors import NotFound
+
+
+class BatchRefused(Exception):
+    """A guard of the database refused the batch as a whole: sell its purchases one by one."""
+
+
+def load_sales(connection: Connection, product_id: int) -> tuple[Product, list[SaleRecord]]:
+    """What a product's sales ledger starts from: the product with each size's committed count,
+    and every purchase of it committed so far."""
+    product = next((p for p in load_products(connection) if p.id == product_id), None)
+    if product is None:
+        raise NotFound(f"there is no product {product_id}")
+    rows = connection.execute(
+        select(orders_t.c.id, orders_t.c.shopper_id, orders_t.c.idempotency_key, orders_t.c.item_id,
+               orders_t.c.available_count_after, orders_t.c.version_after)
+        .where(orders_t.c.product_id == product_id)
+        .order_by(orders_t.c.shopper_id, orders_t.c.idempotency_key, orders_t.c.line)
+    )
+    units: dict[tuple[str, str], list[SoldUnit]] = {}
+    for row in rows:
+        units.setdefault((row.shopper_id, row.idempotency_key), []).append(
+            SoldUnit(row.id, row.item_id, product_id, row.available_count_after, row.version_after))
+    return product, [SaleRecord(shopper, key, tuple(sold)) for (shopper, key), sold in units.items()]
+
+
+# On PostgreSQL the batch's rows travel as arrays, in statements whose text never changes with the
+# batch's size: parsed, planned and converted once (a statement of 200 VALUES rows cost more to build
+# than to run). SQLite, in process, takes the rows as they are.
+_PAIRS_FROM_ARRAYS = text(
+    "INSERT INTO shopper_product_pairs (shopper_id, product_id, pairs) "
+    "SELECT shopper_id, :product_id, pairs FROM unnest(CAST(:shoppers AS text[]), CAST(:pairs AS int[])) "
+    "AS wanted(shopper_id, pairs) "
+    "ON CONFLICT (shopper_id, product_id) DO UPDATE SET pairs = shopper_product_pairs.pairs + excluded.pairs "
+    "WHERE shopper_product_pairs.pairs + excluded.pairs <= :max_pairs RETURNING shopper_id")
+_ORDERS_FROM_ARRAYS = text(
+    "INSERT INTO orders (shopper_id, item_id, product_id, idempotency_key, line, available_count_after, "
+    "version_after, inserted_at) "
+    "SELECT shopper_id, item_id, :product_id, idempotency_key, line, available_count_after, version_after, "
+    ":inserted_at FROM unnest(CAST(:shoppers AS text[]), CAST(:items AS int[]), CAST(:keys AS text[]), "
+    "CAST(:lines AS int[]), CAST(:counts AS int[]), CAST(:versions AS int[])) "
+    "AS sold(shopper_id, item_id, idempotency_key, line, available_count_after, version_after) "
+    "RETURNING id, shopper_id, idempotency_key, line")
+
+
+def add_pairs_of_many(connection: Connection, product_id: int, pairs: dict[str, int], max_pairs: int) -> int:
+    """Count more pairs of the product for several shoppers in one statement, each unless that
+    passes the limit; returns how many shoppers' counts moved (all of them, or the batch is off)."""
+    shoppers = sorted(pairs)
+    if connection.dialect.name == "postgresql":
+        return len(connection.execute(_PAIRS_FROM_ARRAYS, {
+            "product_id": product_id, "shoppers": shoppers, "pairs": [pairs[s] for s in shoppers],
+            "max_pairs": max_pairs}).all())
+    statement = sqlite.insert(pairs_t).values(
+        [{"shopper_id": shopper_id, "product_id": product_id, "pairs": pairs[shopper_id]} for shopper_id in shoppers])
+    statement = statement.on_conflict_do_update(
+        index_elements=[pairs_t.c.shopper_id, pairs_t.c.product_id],
+        set_={"pairs": pairs_t.c.pairs + statement.excluded.pairs},
+        where=pairs_t.c.pairs + statement.excluded.pairs <= max_pairs,
+    ).returning(pairs_t.c.shopper_id)
+    return len(connection.execute(statement).all())
+
+
+def insert_orders(connection: Connection, product_id: int, rows: list[dict]) -> list[int]:
+    """The orders, in one statement; returns their ids in the rows' order."""
+    if connection.dialect.name != "postgresql":
+        return connection.execute(
+            orders_t.insert().returning(orders_t.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    inserted = connection.execute(_ORDERS_FROM_ARRAYS, {
+        "product_id": product_id, "inserted_at": rows[0]["inserted_at"],
+        **{name: [row[column] for row in rows] for name, column in (
+            ("shoppers", "shopper_id"), ("items", "item_id"), ("keys", "idempotency_key"), ("lines", "line"),
+            ("counts", "available_count_after"), ("versions", "version_after"))}}).all()
+    ids = {(row.shopper_id, row.idempotency_key, row.line): row.id for row in inserted}
+    return [ids[(row["shopper_id"], row["idempotency_key"], row["line"])] for row in rows]
+
+
+def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
+                 max_pairs_per_product: int) -> tuple[list[PurchaseResult], list[AvailabilityChanged]]:
+    """Sell every claim, in the caller's transaction; raises BatchRefused when a guard trips (the
+    caller rolls back). Returns the claims' results, in order, and each size's state after it."""
+    wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
+    after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
+    for item_id in sorted(wanted):  # a fixed lock order
+        row = connection.execute(
+            update(availability_t)
+            .where(availability_t.c.item_id == item_id,
+                   availability_t.c.available_count >= wanted[item_id],
+                   exists().where(and_(products_t.c.id == product_id, products_t.c.released.is_(True))))
+            .values(available_count=availability_t.c.available_count - wanted[item_id],
+                    version=availability_t.c.version + 1, updated_at=datetime.now(timezone.utc))
+            .returning(availability_t.c.available_count, availability_t.c.version)
+        ).one_or_none()
+        if row is None:
+            raise BatchRefused(f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
+        after[item_id] = (row.available_count, row.version)
+
+    pairs = Counter()
+    for claim in claims:
+        pairs[claim.shopper_id] += len(claim.item_ids)
+    if max(pairs.values()) > max_pairs_per_product or \
+            add_pairs_of_many(connection, product_id, pairs, max_pairs_per_product) < len(pairs):
+        raise BatchRefused(f"a shopper would pass the limit of {max_pairs_per_product} pairs")
+
+    # Each pair's count right after it sold: the batch sells an item's pairs in claim order.
+    left = {item_id: count + wanted[item_id] for item_id, (count, _version) in after.items()}
+    now = datetime.now(timezone.utc)
+    rows = []
+    for claim in claims:
+        for line, item_id in enumerate(claim.item_ids):
+            left[item_id] -= 1
+            rows.append({"shopper_id": claim.shopper_id, "item_id": item_id, "product_id": product_id,
+                         "idempotency_key": claim.key, "line": line, "available_count_after": left[item_id],
+                         "version_after": after[item_id][1], "inserted_at": now})
+    try:
+        order_ids = insert_orders(connection, product_id, rows)
+    except IntegrityError as error:  # a size the shopper already had, or a key already used
+        raise BatchRefused(str(error.orig).splitlines()[0]) from None
+
+    results, at = [], 0
+    for claim in claims:
+        units = tuple(SoldUnit(order_ids[at + line], item_id, product_id, rows[at + line]["available_count_after"],
+                               rows[at + line]["version_after"]) for line, item_id in enumerate(claim.item_ids))
+        results.append(PurchaseResult(units=units))  # (the batch's changes are returned once, below)
+        at += len(claim.item_ids)
+    return results, [AvailabilityChanged(item_id, product_id, count, version)
+                     for item_id, (count, version) in sorted(after.items())]

@@ -1,0 +1,150 @@
+"""The drop engine in one process (no Ray), on SQLite and on PostgreSQL: admission in memory,
+group commit, the redo of a refused batch, backpressure. (tests/actors/test_sales_actor.py runs
+it as the Ray actor: crashes, retries, refusals at the edge, restocks.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import event
+
+from sneakers23.actors import sales as sales_module
+from sneakers23.actors.sales import ProductSales, SalesBusy
+from sneakers23.db import store
+from sneakers23.domain.purchases import Refusal
+from tests.support import shop
+
+HOT = 3  # product 1's size 7
+
+
+@pytest.fixture
+def drop(inventory):
+    """Product 1 released, its size 7 down to 50 pairs."""
+    inventory.release(1)
+    shop.set_available(inventory, HOT, 50)
+    return inventory
+
+
+def commits_of(engine) -> list[int]:
+    """Counts the transactions the engine commits, as the database sees them."""
+    counted = [0]
+
+    def seen(_connection):
+        counted[0] += 1
+
+    event.listen(engine, "commit", seen)
+    return counted
+
+
+def test_racing_buyers_sell_exactly_the_stock_even_beside_purchases_outside_the_engine(drop):
+    async def race():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        outside: list = []
+
+        def buy_outside():  # a CLI's or another process's purchases, straight to the database
+            for n in range(40):
+                outside.append(store.purchase(drop.engine, f"outside-{n}", [HOT], None, 2))
+
+        seller = threading.Thread(target=buy_outside)
+        seller.start()
+        inside = await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT]) for n in range(300)))
+        await asyncio.to_thread(seller.join)
+        return inside, outside, sales.read_stats()
+
+    inside, outside, stats = asyncio.run(race())
+    sold = sum(r.ok for r in inside) + sum(r.ok for r in outside)
+    assert sold == 50
+    assert {r.refusal for r in inside + outside if not r.ok} <= {Refusal.SOLD_OUT}
+    assert shop.available(drop, HOT) == 0 and shop.order_count(drop, item_id=HOT) == 50
+    assert stats.pairs_sold == sum(r.ok for r in inside)
+
+
+def test_group_commit_is_real_1000_purchases_in_at_most_100_transactions(drop):
+    shop.set_available(drop, HOT, 2000)
+
+    async def drop_of_1000():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        commits = commits_of(sales.engine)
+        results = await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT], f"key-{n}") for n in range(1000)))
+        return results, commits[0], sales.read_stats()
+
+    results, commits, stats = asyncio.run(drop_of_1000())
+    assert all(r.ok for r in results)
+    assert 1 <= commits <= 100, commits
+    assert stats.transactions == stats.batches == commits and stats.redone == 0
+    assert shop.available(drop, HOT) == 1000 and shop.order_count(drop, item_id=HOT) == 1000
+    # every pair's count right after it sold is its own: 1999, 1998, … 1000
+    assert sorted(r.units[0].available_count for r in results) == list(range(1000, 2000))
+
+
+def test_a_batch_that_the_database_refuses_is_sold_purchase_by_purchase(drop):
+    async def after_an_outside_change():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        shop.set_available(drop, HOT, 10)  # behind the ledger's back, and no change reaches it
+        results = await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT]) for n in range(30)))
+        await sales.idle()
+        queries = sales.read_stats().queries
+        again = await sales.purchase("late", [HOT])  # the ledger, reloaded, knows it is out
+        return results, again, queries, sales.read_stats()
+
+    results, again, queries_before, stats = asyncio.run(after_an_outside_change())
+    assert sum(r.ok for r in results) == 10
+    assert [r.refusal for r in results if not r.ok] == [Refusal.SOLD_OUT] * 20
+    assert stats.redone == 30 and stats.reloads >= 2
+    assert again.refusal is Refusal.SOLD_OUT and stats.queries == queries_before, "refused from memory"
+    assert shop.order_count(drop, item_id=HOT) == 10 and shop.available(drop, HOT) == 0
+
+
+def test_refusals_and_replays_come_from_memory(drop):
+    async def shoppers():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        first = await sales.purchase("amy", [HOT], "amy-1")
+        await sales.idle()
+        queries = sales.read_stats().queries
+        answers = [
+            await sales.purchase("amy", [HOT], "amy-1"),  # a retry: the same result
+            await sales.purchase("amy", [HOT], "amy-2"),  # a second pair of one size
+            await sales.purchase("amy", [HOT, 4], "amy-3"),  # past two pairs of one product
+            await sales.purchase("bob", [999], "bob-1"),
+            await sales.purchase("bob", [14], "bob-2"),  # product 2's: not this actor's to sell
+        ]
+        return first, answers, sales.read_stats().queries - queries
+
+    first, (replay, second, third, unknown, elsewhere), queries = asyncio.run(shoppers())
+    assert first.ok and replay.ok and replay.replayed and replay.units == first.units
+    assert (second.refusal, third.refusal, unknown.refusal) == (Refusal.LIMIT_REACHED,) * 2 + (Refusal.UNKNOWN_ITEM,)
+    assert elsewhere.refusal is Refusal.UNKNOWN_ITEM
+    assert queries == 0
+    assert shop.order_count(drop, shopper_id="amy") == 1
+
+
+def test_past_the_queue_purchases_are_turned_away_busy(drop, monkeypatch):
+    monkeypatch.setattr(sales_module, "MAX_WAITING", 5)
+
+    async def stalled():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        with shop.database_stalled(drop, HOT):
+            waiting = [asyncio.ensure_future(sales.purchase(f"buyer-{n}", [HOT])) for n in range(5)]
+            while sales.read_stats().admitted < 5:
+                await asyncio.sleep(0.01)
+            with pytest.raises(SalesBusy, match="try again"):
+                await sales.purchase("one-too-many", [HOT])
+        return await asyncio.gather(*waiting), sales.read_stats()
+
+    results, stats = asyncio.run(stalled())
+    assert all(r.ok for r in results) and stats.busy == 1
+    assert shop.order_count(drop, item_id=HOT) == 5
+
+
+def test_a_key_sent_again_while_its_purchase_commits_waits_for_the_same_answer(drop):
+    async def twice():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        key = uuid.uuid4().hex
+        return await asyncio.gather(sales.purchase("amy", [HOT], key), sales.purchase("amy", [HOT], key))
+
+    first, second = asyncio.run(twice())
+    assert first.ok and second.ok and first.units == second.units
+    assert shop.order_count(drop, shopper_id="amy") == 1
