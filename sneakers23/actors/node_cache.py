@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sneakers23.actors import NAMESPACE
 from sneakers23.db import store
-from sneakers23.db.engine import make_engine, reading
+from sneakers23.db.engine import make_engine, patiently, reading
 from sneakers23.domain.catalog import Catalog, Product
 from sneakers23.domain.changes import Change
 from sneakers23.domain.feed import ChangeFeed, FeedRead
@@ -56,7 +56,8 @@ class NodeCache:
         self._settings = settings
         self._node_id = node_id
         self._engine = make_engine(settings.database_url)
-        self._catalog = self._load_patiently()  # before any call is served: never half loaded
+        # Before any call is served: never half loaded.
+        self._catalog = patiently(self._load, f"node cache {node_id}", retry_on=(Exception,))
         self._arrived_during_load: list[Change] | None = None
         self._feed = ChangeFeed()
         self._healed = 0
@@ -70,19 +71,6 @@ class NodeCache:
     def _load(self) -> Catalog:
         with reading(self._engine) as connection:
             return Catalog(store.load_products(connection))
-
-    def _load_patiently(self) -> Catalog:
-        """Load, waiting out a database that is away: an actor whose constructor fails is not
-        restarted, and a node without its cache cannot serve."""
-        delay = 0.5
-        while True:
-            try:
-                return self._load()
-            except Exception as error:
-                log.warning("node cache %s: cannot load from the database (%s); again in %.1fs",
-                            self._node_id, error, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     def _publish_to_followers(self, changes: list[Change]) -> None:
         for change in changes:

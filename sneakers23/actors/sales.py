@@ -27,7 +27,7 @@ import ray
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.node_cache import follow_node_cache
 from sneakers23.db import store
-from sneakers23.db.engine import QueryCounter, make_engine, reading, translated_errors
+from sneakers23.db.engine import QueryCounter, make_engine, patiently, reading, translated_errors
 from sneakers23.db.sales import BatchRefused, commit_batch, load_sales
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged, Change
@@ -89,7 +89,7 @@ class ProductSales:
         self.engine = make_engine(settings.database_url)
         self._queries = QueryCounter(self.engine)
         self.stats = SalesStats(product_id)
-        self._ledger = self._load_patiently()
+        self._ledger = patiently(self._load, f"sales of product {product_id}")
         self._queue: list[Claim] = []
         self._answers: dict[tuple[str, str], asyncio.Future] = {}
         self._committing: asyncio.Task | None = None
@@ -219,19 +219,6 @@ class ProductSales:
             product, sales = load_sales(connection, self.product_id)
         self.stats.reloads += 1
         return SalesLedger(product, sales, self._settings.max_pairs_per_product)
-
-    def _load_patiently(self) -> SalesLedger:
-        """Load, waiting out a database that is away: an actor whose constructor fails is not
-        restarted, and a product without its sales actor cannot sell."""
-        delay = 0.5
-        while True:
-            try:
-                return self._load()
-            except DatabaseUnavailable as error:
-                log.warning("sales of product %s: cannot load from the database (%s); again in %.1fs",
-                            self.product_id, error, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _reload(self) -> None:
         """Between batches: the database's state, with the claims still waiting carried over (they
