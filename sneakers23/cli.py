@@ -295,12 +295,10 @@ def _sales_stats() -> list:
     import ray
 
     from sneakers23.actors import NAMESPACE
-    from sneakers23.actors.sales import SALES_NAME_PREFIX
+    from sneakers23.actors.sales import sales_actor_names
 
-    names = sorted(actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
-                   if actor["namespace"] == NAMESPACE and actor["name"].startswith(SALES_NAME_PREFIX))
     stats = []
-    for name in names:
+    for name in sales_actor_names():
         try:
             stats.append(ray.get(ray.get_actor(name, namespace=NAMESPACE).read_stats.remote(), timeout=10))
         except Exception:  # restarting: it is shown the next time

@@ -42,7 +42,6 @@ MAX_BATCH = 1_000  # claims in one transaction
 GATHER_S = 0.01  # how long a batch waits for more claims before it commits
 MAX_WAITING = 5_000  # claims admitted and not yet committed: past it, purchases are turned away (busy)
 PURCHASE_TIMEOUT_S = 10.0  # a buyer waits this long for its answer, then is told to try again
-RETRY_AFTER_S = 1
 CALLS_UNDER_WAY = 4  # calls to one product's actor that one client has under way at once
 
 
@@ -60,6 +59,25 @@ SALES_NAME_PREFIX = "sales-"
 
 def sales_name(product_id: int) -> str:
     return f"{SALES_NAME_PREFIX}{product_id}"
+
+
+def sales_actor_names() -> list[str]:
+    """The names of the sales actors running on the joined cluster."""
+    return sorted(actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+                  if actor["namespace"] == NAMESPACE and actor["name"].startswith(SALES_NAME_PREFIX))
+
+
+def keep(tasks: set, task: asyncio.Future) -> asyncio.Future:
+    """asyncio keeps only weak references to tasks: keep ours until they end, and say if one fails."""
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    task.add_done_callback(_log_failure)
+    return task
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a task of the sales failed: %r", task.exception())
 
 
 @dataclass
@@ -94,6 +112,8 @@ class ProductSales:
         self._answers: dict[tuple[str, str], asyncio.Future] = {}
         self._committing: asyncio.Task | None = None
         self._stale = False  # the ledger may be behind the database: reload before the next batch
+        self._arrived_during_load: list[Change] | None = None
+        self._followed = False  # (its first snapshot is what it has just loaded)
         self._tasks: set[asyncio.Task] = set()
         if follow_changes:
             self._own(asyncio.get_event_loop().create_task(
@@ -121,9 +141,6 @@ class ProductSales:
 
     def _decide(self, shopper_id: str, item_ids: list[int], key: str | None) -> PurchaseResult | asyncio.Future:
         """The answer now (a refusal, a replay), or the future answer of a claim waiting to commit."""
-        if self._ledger.claims_waiting >= MAX_WAITING:
-            self.stats.busy += 1
-            raise SalesBusy(f"too many purchases of product {self.product_id} are waiting: try again in a moment")
         decision = self._ledger.admit(shopper_id, list(item_ids), key or uuid.uuid4().hex, keyed=key is not None)
         if isinstance(decision, PurchaseResult):
             self.stats.answered_from_memory += 1
@@ -132,6 +149,10 @@ class ProductSales:
             return decision
         if isinstance(decision, Waiting):  # the same purchase, sent again while it commits
             return self._answers[decision.claim.purchase_key]
+        if self._ledger.claims_waiting > MAX_WAITING:  # only what would wait is turned away
+            self._ledger.settle(decision, None)
+            self.stats.busy += 1
+            raise SalesBusy(f"too many purchases of product {self.product_id} are waiting: try again in a moment")
         self.stats.admitted += 1
         answer = asyncio.get_running_loop().create_future()
         self._answers[decision.purchase_key] = answer
@@ -145,30 +166,39 @@ class ProductSales:
 
     async def _commit_waiting(self) -> None:
         """Commit what is waiting, a batch at a time: while one commits, the next one gathers."""
+        await asyncio.sleep(GATHER_S)  # a moment for more to join: a commit costs the same for 1 or 1,000
         while True:
-            if self._stale:
-                try:
-                    await self._reload()
-                except Exception as error:  # the database is away: what waits cannot be sold now
-                    failed, self._queue = self._queue, []
-                    self._let_go(failed, error)
-            if not self._queue:
-                return
-            if len(self._queue) < MAX_BATCH:
-                await asyncio.sleep(GATHER_S)  # a moment for more to join: a commit costs the same for 1 or 1,000
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
-                results, changes = await asyncio.to_thread(self._commit, batch)
-            except Exception as error:  # the database is away: nothing of the batch is sold
-                self._stale = True  # (a commit whose answer was lost may have happened)
-                self._let_go(batch, error)
-                continue
-            for claim, result in zip(batch, results):
-                self._ledger.settle(claim, result)
-                self._answer(claim, result=result)
-            for change in changes:  # each size's count and version after the batch
-                self._ledger.apply(change)
-            self._publish(changes)
+                if self._stale:
+                    await self._reload()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._commit_batch(batch)
+            except Exception as error:  # the database is away: what waits cannot be sold now
+                log.warning("sales of product %s: %s", self.product_id, error)
+                self._stale = True
+                failed, self._queue = self._queue, []
+                self._let_go(failed, error)
+                return
+
+    async def _commit_batch(self, batch: list[Claim]) -> None:
+        try:
+            outcomes, changes = await asyncio.to_thread(self._commit, batch)
+        except Exception as error:  # nothing of the batch was sold
+            self._stale = True  # (a commit whose answer was lost may have happened)
+            self._let_go(batch, error)
+            return
+        for claim, outcome in zip(batch, outcomes):
+            if isinstance(outcome, PurchaseResult):
+                self._ledger.settle(claim, outcome)
+                self._answer(claim, result=outcome)
+            else:  # sold one by one, this one met the database away
+                self._stale = True
+                self._let_go([claim], outcome)
+        for change in changes:  # each size's count and version after the batch
+            self._ledger.apply(change)
+        self._publish(changes)
 
     def _let_go(self, claims: list[Claim], error: Exception) -> None:
         if not isinstance(error, Sneakers23Error):
@@ -177,8 +207,9 @@ class ProductSales:
             self._ledger.settle(claim, None)
             self._answer(claim, error=error)
 
-    def _commit(self, batch: list[Claim]) -> tuple[list[PurchaseResult], list[Change]]:
-        """In a thread: one transaction for the batch, or, when a guard refuses it, one per purchase."""
+    def _commit(self, batch: list[Claim]) -> tuple[list[PurchaseResult | Exception], list[Change]]:
+        """In a thread: one transaction for the batch, or, when a guard refuses it, one per purchase
+        (each purchase's outcome its own: one that meets the database away fails alone)."""
         max_pairs = self._settings.max_pairs_per_product
         with translated_errors(self._settings.database_url):
             try:
@@ -186,17 +217,27 @@ class ProductSales:
                     results, changes = commit_batch(connection, self.product_id, batch, max_pairs)
                 self.stats.batches += 1
                 self.stats.transactions += 1
+                self.stats.pairs_sold += sum(len(result.units) for result in results)
+                return results, changes
             except BatchRefused as refused:
                 log.info("product %s: a batch of %d was refused (%s): selling them one by one",
                          self.product_id, len(batch), refused)
-                self._stale = True
-                results = [store.purchase(self.engine, claim.shopper_id, list(claim.item_ids), claim.key, max_pairs)
-                           for claim in batch]
-                changes = [change for result in results if result.ok for change in result.changes]
-                self.stats.redone += len(batch)
-                self.stats.transactions += len(batch)
-        self.stats.pairs_sold += sum(len(result.units) for result in results if result.ok and not result.replayed)
-        return results, changes
+        self._stale = True
+        outcomes: list[PurchaseResult | Exception] = []
+        for claim in batch:
+            try:
+                with translated_errors(self._settings.database_url):
+                    result = store.purchase(self.engine, claim.shopper_id, list(claim.item_ids),
+                                            claim.key if claim.keyed else None, max_pairs)
+                self.stats.transactions += 1
+                self.stats.pairs_sold += len(result.units) if result.ok and not result.replayed else 0
+                outcomes.append(result)
+            except Exception as error:
+                outcomes.append(error)
+        self.stats.redone += len(batch)
+        changes = [change for outcome in outcomes if isinstance(outcome, PurchaseResult) and outcome.ok
+                   for change in outcome.changes]
+        return outcomes, changes
 
     def _answer(self, claim: Claim, result: PurchaseResult | None = None, error: Exception | None = None) -> None:
         answer = self._answers.pop(claim.purchase_key, None)
@@ -221,25 +262,46 @@ class ProductSales:
         return SalesLedger(product, sales, self._settings.max_pairs_per_product)
 
     async def _reload(self) -> None:
-        """Between batches: the database's state, with the claims still waiting carried over (they
-        are taken on the event loop, at once, so that none admitted meanwhile is missed)."""
-        ledger = await asyncio.to_thread(self._load)
-        for claim in self._queue:
-            ledger.hold(claim)
-        self._ledger = ledger
+        """Between batches: the database's state. The claims still waiting are carried over (on
+        the event loop, at once, so that none admitted meanwhile is missed); one the database has
+        already sold (a commit whose answer was lost) gets its replay; changes that arrive while it
+        loads are applied on top (the load may have read before they committed)."""
         self._stale = False
+        self._arrived_during_load = []
+        try:
+            ledger = await asyncio.to_thread(self._load)
+        except BaseException:
+            self._stale = True
+            raise
+        finally:
+            arrived, self._arrived_during_load = self._arrived_during_load, None
+        for change in arrived:
+            ledger.apply(change)
+        waiting, self._queue = self._queue, []
+        for claim in waiting:
+            replay = ledger.replay(claim)
+            if replay is not None:
+                self._answer(claim, result=replay)
+            else:
+                ledger.hold(claim)
+                self._queue.append(claim)
+        self._ledger = ledger
 
     def _on_snapshot(self, products: list[Product]) -> None:
         for product in products:
             if product.id == self.product_id:
                 self._ledger.catch_up(product)
-        self._changed_elsewhere()  # the cache started again: what else changed, the database says
+        if self._followed:  # the cache started again: what else changed, the database says
+            self._changed_elsewhere()
+        self._followed = True
 
     def _on_changes(self, changes: list[Change]) -> None:
         """The changes its node cache applied. Its own sales come back as changes it already holds;
         a newer count was made elsewhere (a restock, a purchase of several products' sizes, a
         reseed), and may come with orders the ledger has not seen: it reloads."""
         for change in changes:
+            if self._arrived_during_load is not None:
+                self._arrived_during_load.append(change)
             if self._ledger.apply(change) and isinstance(change, AvailabilityChanged):
                 self._changed_elsewhere()
 
@@ -248,10 +310,7 @@ class ProductSales:
         self._commit_soon()  # (which reloads first, with or without purchases waiting)
 
     def _own(self, task: asyncio.Task) -> asyncio.Task:
-        """asyncio keeps only weak references to tasks: keep ours until they end."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return keep(self._tasks, task)
 
     # --- for ops and tests ---
 
@@ -314,38 +373,46 @@ class RaySales:
         answer = asyncio.get_running_loop().create_future()
         waiting = self._waiting.setdefault(product_id, [])
         waiting.append((shopper_id, list(item_ids), key, answer))
-        if len(waiting) == 1 and self._calling.get(product_id, 0) < CALLS_UNDER_WAY:
+        if len(waiting) == 1:
             asyncio.get_running_loop().call_soon(self._call_with_waiting, product_id)
-        outcome = await answer  # (the call has the timeout: one timer for all its purchases)
+        try:  # (each call has its timeout; this one is the net under them)
+            outcome = await asyncio.wait_for(asyncio.shield(answer), 3 * PURCHASE_TIMEOUT_S)
+        except Exception as error:
+            raise self._failure(product_id, error) from None
         if isinstance(outcome, BaseException):
             raise self._failure(product_id, outcome) from None
         return outcome
 
     def _call_with_waiting(self, product_id: int) -> None:
+        if self._calling.get(product_id, 0) >= CALLS_UNDER_WAY:
+            return  # the next call to come back sends them
         waiting = self._waiting.pop(product_id, [])
-        if not waiting or self._calling.get(product_id, 0) >= CALLS_UNDER_WAY:
+        if not waiting:
+            return
+        answers = [purchase[3] for purchase in waiting]
+        try:
+            call = self._actor(product_id).purchase_many.remote([purchase[:3] for purchase in waiting])
+        except Exception as error:  # the actor could not be found, or its queue is full
+            self._answer_all(answers, [error] * len(answers))
             return
         self._calling[product_id] = self._calling.get(product_id, 0) + 1
-        call = self._actor(product_id).purchase_many.remote([purchase[:3] for purchase in waiting])
-        self._own(asyncio.ensure_future(self._answer(product_id, call, [purchase[3] for purchase in waiting])))
+        keep(self._tasks, asyncio.ensure_future(self._answer(product_id, call, answers)))
 
     async def _answer(self, product_id: int, call, answers: list[asyncio.Future]) -> None:
         try:
             outcomes = await asyncio.wait_for(call, PURCHASE_TIMEOUT_S)
         except Exception as error:  # the call itself failed, or took too long: every purchase in it did
             outcomes = [error] * len(answers)
-        finally:
-            self._calling[product_id] -= 1
-            if self._waiting.get(product_id):
-                self._call_with_waiting(product_id)
+        self._calling[product_id] -= 1
+        self._answer_all(answers, outcomes)
+        if self._waiting.get(product_id):
+            self._call_with_waiting(product_id)
+
+    @staticmethod
+    def _answer_all(answers: list[asyncio.Future], outcomes: list) -> None:
         for answer, outcome in zip(answers, outcomes):
             if not answer.done():
                 answer.set_result(outcome)
-
-    def _own(self, task: asyncio.Future) -> asyncio.Future:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def stats(self, product_id: int) -> SalesStats:
         return ray.get(self._actor(product_id).read_stats.remote(), timeout=PURCHASE_TIMEOUT_S)

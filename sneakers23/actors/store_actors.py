@@ -10,16 +10,14 @@ import ray
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.node_cache import cache_name
 from sneakers23.actors.replicator import REPLICATOR_NAME
-from sneakers23.actors.sales import SALES_NAME_PREFIX
+from sneakers23.actors.sales import sales_actor_names
 from sneakers23.errors import Sneakers23Error
 
 
 def stop_store_actors(timeout_s: float = 10.0) -> None:
     """Stop the replication actor, every node's cache and every product's sales actor. Returns once
     their names are free, so that a store started next makes new ones, with its own settings."""
-    names = {cache_name(node["NodeID"]) for node in ray.nodes()}
-    names |= {actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
-              if actor["namespace"] == NAMESPACE and actor["name"].startswith((SALES_NAME_PREFIX, "cache-"))}
+    names = {cache_name(node["NodeID"]) for node in ray.nodes()} | set(sales_actor_names())
     try:
         replicator = ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
     except ValueError:

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timezone
 
-from sqlalchemy import Connection, and_, exists, select, text, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 
-from sneakers23.db.store import availability_t, load_products, orders_t, pairs_t, products_t
+from sneakers23.db.store import add_pairs_of_many, decrement, load_products, orders_t
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged
 from sneakers23.domain.purchases import PurchaseResult, SoldUnit
@@ -47,15 +46,9 @@ def load_sales(connection: Connection, product_id: int) -> tuple[Product, list[S
     return product, [SaleRecord(shopper, key, tuple(sold)) for (shopper, key), sold in units.items()]
 
 
-# On PostgreSQL the batch's rows travel as arrays, in statements whose text never changes with the
+# On PostgreSQL the batch's rows travel as arrays, in a statement whose text never changes with the
 # batch's size: parsed, planned and converted once (a statement of 200 VALUES rows cost more to build
 # than to run). SQLite, in process, takes the rows as they are.
-_PAIRS_FROM_ARRAYS = text(
-    "INSERT INTO shopper_product_pairs (shopper_id, product_id, pairs) "
-    "SELECT shopper_id, :product_id, pairs FROM unnest(CAST(:shoppers AS text[]), CAST(:pairs AS int[])) "
-    "AS wanted(shopper_id, pairs) "
-    "ON CONFLICT (shopper_id, product_id) DO UPDATE SET pairs = shopper_product_pairs.pairs + excluded.pairs "
-    "WHERE shopper_product_pairs.pairs + excluded.pairs <= :max_pairs RETURNING shopper_id")
 _ORDERS_FROM_ARRAYS = text(
     "INSERT INTO orders (shopper_id, item_id, product_id, idempotency_key, line, available_count_after, "
     "version_after, inserted_at) "
@@ -64,24 +57,6 @@ _ORDERS_FROM_ARRAYS = text(
     "CAST(:lines AS int[]), CAST(:counts AS int[]), CAST(:versions AS int[])) "
     "AS sold(shopper_id, item_id, idempotency_key, line, available_count_after, version_after) "
     "RETURNING id, shopper_id, idempotency_key, line")
-
-
-def add_pairs_of_many(connection: Connection, product_id: int, pairs: dict[str, int], max_pairs: int) -> int:
-    """Count more pairs of the product for several shoppers in one statement, each unless that
-    passes the limit; returns how many shoppers' counts moved (all of them, or the batch is off)."""
-    shoppers = sorted(pairs)
-    if connection.dialect.name == "postgresql":
-        return len(connection.execute(_PAIRS_FROM_ARRAYS, {
-            "product_id": product_id, "shoppers": shoppers, "pairs": [pairs[s] for s in shoppers],
-            "max_pairs": max_pairs}).all())
-    statement = sqlite.insert(pairs_t).values(
-        [{"shopper_id": shopper_id, "product_id": product_id, "pairs": pairs[shopper_id]} for shopper_id in shoppers])
-    statement = statement.on_conflict_do_update(
-        index_elements=[pairs_t.c.shopper_id, pairs_t.c.product_id],
-        set_={"pairs": pairs_t.c.pairs + statement.excluded.pairs},
-        where=pairs_t.c.pairs + statement.excluded.pairs <= max_pairs,
-    ).returning(pairs_t.c.shopper_id)
-    return len(connection.execute(statement).all())
 
 
 def insert_orders(connection: Connection, product_id: int, rows: list[dict]) -> list[int]:
@@ -102,28 +77,21 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
                  max_pairs_per_product: int) -> tuple[list[PurchaseResult], list[AvailabilityChanged]]:
     """Sell every claim, in the caller's transaction; raises BatchRefused when a guard trips (the
     caller rolls back). Returns the claims' results, in order, and each size's state after it."""
-    wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
-    after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
-    for item_id in sorted(wanted):  # a fixed lock order
-        row = connection.execute(
-            update(availability_t)
-            .where(availability_t.c.item_id == item_id,
-                   availability_t.c.available_count >= wanted[item_id],
-                   exists().where(and_(products_t.c.id == product_id, products_t.c.released.is_(True))))
-            .values(available_count=availability_t.c.available_count - wanted[item_id],
-                    version=availability_t.c.version + 1, updated_at=datetime.now(timezone.utc))
-            .returning(availability_t.c.available_count, availability_t.c.version)
-        ).one_or_none()
-        if row is None:
-            raise BatchRefused(f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
-        after[item_id] = (row.available_count, row.version)
-
+    # The shoppers' counters first, then the sizes: the lock order of a purchase on its own.
     pairs = Counter()
     for claim in claims:
         pairs[claim.shopper_id] += len(claim.item_ids)
     if max(pairs.values()) > max_pairs_per_product or \
             add_pairs_of_many(connection, product_id, pairs, max_pairs_per_product) < len(pairs):
         raise BatchRefused(f"a shopper would pass the limit of {max_pairs_per_product} pairs")
+
+    wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
+    after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
+    for item_id in sorted(wanted):  # a fixed lock order
+        row = decrement(connection, item_id, product_id, wanted[item_id])
+        if row is None:
+            raise BatchRefused(f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
+        after[item_id] = (row.available_count, row.version)
 
     # Each pair's count right after it sold: the batch sells an item's pairs in claim order.
     left = {item_id: count + wanted[item_id] for item_id, (count, _version) in after.items()}

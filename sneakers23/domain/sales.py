@@ -96,6 +96,11 @@ class SalesLedger:
         self.hold(claim)
         return claim
 
+    def replay(self, claim: Claim) -> PurchaseResult | None:
+        """The committed purchase of this claim's key, when it was sold already."""
+        sale = self._sales.get(claim.purchase_key)
+        return None if sale is None else self._replay(sale, list(claim.item_ids))
+
     def hold(self, claim: Claim) -> None:
         """Count a claim as waiting, without asking whether it fits: for claims admitted by an
         earlier ledger, carried over when the ledger is loaded again (the database still judges)."""

@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import event
 
 from sneakers23.actors import sales as sales_module
-from sneakers23.actors.sales import ProductSales, SalesBusy
+from sneakers23.actors.sales import ProductSales, SalesBusy, SalesUnavailable
 from sneakers23.db import store
 from sneakers23.domain.purchases import Refusal
+from sneakers23.errors import DatabaseUnavailable
 from tests.support import shop
 
 HOT = 3  # product 1's size 7
@@ -143,8 +144,140 @@ def test_a_key_sent_again_while_its_purchase_commits_waits_for_the_same_answer(d
     async def twice():
         sales = ProductSales(drop.settings, 1, follow_changes=False)
         key = uuid.uuid4().hex
-        return await asyncio.gather(sales.purchase("amy", [HOT], key), sales.purchase("amy", [HOT], key))
+        answers = await asyncio.gather(sales.purchase("amy", [HOT], key), sales.purchase("amy", [HOT], key))
+        return answers, sales.read_stats()
 
-    first, second = asyncio.run(twice())
+    (first, second), stats = asyncio.run(twice())
+    assert (stats.admitted, stats.answered_from_memory) == (1, 0), "the second waited for the first's answer"
     assert first.ok and second.ok and first.units == second.units
     assert shop.order_count(drop, shopper_id="amy") == 1
+
+
+def test_a_purchase_that_meets_the_database_away_in_a_redo_fails_alone(drop, monkeypatch):
+    real_purchase = store.purchase
+    calls = []
+
+    def purchase_until_the_third(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise DatabaseUnavailable("the database went away for a moment")
+        return real_purchase(*args, **kwargs)
+
+    async def redo():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        shop.set_available(drop, HOT, 10)  # behind the ledger's back: the batch is refused, then redone
+        monkeypatch.setattr(store, "purchase", purchase_until_the_third)
+        return await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT]) for n in range(60)),
+                                    return_exceptions=True)
+
+    outcomes = asyncio.run(redo())
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(failed) == 1 and isinstance(failed[0], DatabaseUnavailable)
+    assert sum(o.ok for o in outcomes if not isinstance(o, Exception)) == 10, "the others sold as they could"
+    assert shop.order_count(drop, item_id=HOT) == 10
+
+
+def test_a_change_that_arrives_while_the_ledger_reloads_is_kept(drop):
+    async def restocked_during_the_load():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        loop = asyncio.get_running_loop()
+        load, restocked = sales._load, []
+
+        def load_then_a_restock_arrives():
+            ledger = load()  # it reads 50 pairs; then a restock of 30 commits, and its change comes in
+            if not restocked:
+                with drop.engine.begin() as connection:
+                    restocked.append(store.restock(connection, HOT, 30))
+                delivered = threading.Event()
+                loop.call_soon_threadsafe(lambda: (sales._on_changes(restocked), delivered.set()))
+                assert delivered.wait(5)
+            return ledger
+
+        sales._load = load_then_a_restock_arrives
+        sales._changed_elsewhere()  # it reloads, with nothing waiting to be sold
+        await sales.idle()
+        return sales.available(HOT)
+
+    assert asyncio.run(restocked_during_the_load()) == 80, "the restock is not lost behind the load"
+
+
+def test_a_purchase_whose_commit_was_already_made_is_replayed_after_a_reload(drop):
+    async def answer_lost_then_asked_again():
+        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        # Its first try committed, but the answer was lost (the ledger never heard of it) ...
+        first = store.purchase(drop.engine, "amy", [HOT], "amy-key", 2)
+        sales._stale = True  # ... which is why the ledger reloads before it commits again
+        again = await sales.purchase("amy", [HOT], "amy-key")
+        return first, again
+
+    first, again = asyncio.run(answer_lost_then_asked_again())
+    assert first.ok and again.ok and again.replayed and again.units == first.units
+    assert shop.order_count(drop, shopper_id="amy") == 1
+
+
+class _Call:
+    """A fake actor call: answered when the test says."""
+
+    def __init__(self):
+        self.future = asyncio.get_running_loop().create_future()
+
+    def __await__(self):
+        return self.future.__await__()
+
+
+class _Actor:
+    def __init__(self, fail: bool = False):
+        self.calls: list[tuple[list, _Call]] = []
+        self.fail = fail
+        self.purchase_many = self
+
+    def remote(self, purchases):
+        if self.fail:
+            raise RuntimeError("the actor's queue is full")
+        call = _Call()
+        self.calls.append((purchases, call))
+        return call
+
+
+def test_a_web_replicas_purchases_go_to_the_actor_in_few_calls_and_every_one_is_answered(drop):
+    from sneakers23.actors.sales import CALLS_UNDER_WAY, RaySales
+    from sneakers23.domain.purchases import PurchaseResult
+
+    async def loop_turns_until(condition) -> bool:
+        for _ in range(1_000):
+            if condition():
+                return True
+            await asyncio.sleep(0)
+        return condition()
+
+    def answer(call: _Call, purchases: list) -> None:
+        call.future.set_result([PurchaseResult.refused(Refusal.SOLD_OUT, HOT)] * len(purchases))
+
+    async def many_buyers():
+        sales = RaySales(drop.settings, product_of=lambda _item: 1)
+        actor = _Actor()
+        sales._actor = lambda _product: actor
+        buying = []
+        for turn in range(CALLS_UNDER_WAY + 2):  # each loop turn's purchases, while no call comes back
+            buying += [asyncio.ensure_future(sales.purchase_async(1, f"s{turn}-{n}", [HOT], None)) for n in range(20)]
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        calls_at_most = [len(purchases) for purchases, _call in actor.calls]
+        answer(*reversed(actor.calls[0]))  # one call comes back: the purchases held back go in one call
+        assert await loop_turns_until(lambda: len(actor.calls) == CALLS_UNDER_WAY + 1)
+        held_back = len(actor.calls[-1][0])
+        for purchases, call in actor.calls[1:]:
+            answer(call, purchases)
+        answers = await asyncio.gather(*buying)
+
+        broken = RaySales(drop.settings, product_of=lambda _item: 1)
+        broken._actor = lambda _product: _Actor(fail=True)
+        with pytest.raises(SalesUnavailable):
+            await broken.purchase_async(1, "u", [HOT], None)
+        return calls_at_most, held_back, answers, sales._calling[1], broken._calling.get(1, 0)
+
+    calls_at_most, held_back, answers, calling, broken_calling = asyncio.run(many_buyers())
+    assert calls_at_most == [20] * CALLS_UNDER_WAY, "one call per loop turn, and no more than its limit at once"
+    assert held_back == 40, "the two turns held back went together"
+    assert len(answers) == 20 * (CALLS_UNDER_WAY + 2) and all(a.refusal is Refusal.SOLD_OUT for a in answers)
+    assert calling == 0 and broken_calling == 0
