@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, min_length=16)
     # Replicas of the page deployment on every node (sockets have their own, one per node).
     page_replicas_per_node: int = Field(default=1, ge=1, le=16)
+    # Purchases of one product admitted in memory and waiting for the database; past it, a purchase
+    # is answered 503 busy at once rather than queued without end.
+    sales_queue_limit: int = Field(default=5_000, ge=1)
 
     @field_validator("database_url")
     @classmethod

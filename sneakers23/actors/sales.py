@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000  # claims in one transaction
 GATHER_S = 0.01  # how long a batch waits for more claims before it commits
-MAX_WAITING = 5_000  # claims admitted and not yet committed: past it, purchases are turned away (busy)
 PURCHASE_TIMEOUT_S = 10.0  # a buyer waits this long for its answer, then is told to try again
 CALLS_UNDER_WAY = 4  # calls to one product's actor that one client has under way at once
 
@@ -149,7 +148,7 @@ class ProductSales:
             return decision
         if isinstance(decision, Waiting):  # the same purchase, sent again while it commits
             return self._answers[decision.claim.purchase_key]
-        if self._ledger.claims_waiting > MAX_WAITING:  # only what would wait is turned away
+        if self._ledger.claims_waiting > self._settings.sales_queue_limit:  # only what would wait is turned away
             self._ledger.settle(decision, None)
             self.stats.busy += 1
             raise SalesBusy(f"too many purchases of product {self.product_id} are waiting: try again in a moment")
@@ -336,7 +335,7 @@ def sales_actor(settings: Settings, product_id: int):
     from sneakers23.cluster import RayReplication
 
     return SalesActor.options(name=sales_name(product_id), namespace=NAMESPACE, lifetime="detached",
-                              get_if_exists=True, max_pending_calls=MAX_WAITING * 2).remote(
+                              get_if_exists=True, max_pending_calls=2 * settings.sales_queue_limit).remote(
         settings, product_id, RayReplication(wait=False))
 
 

@@ -11,7 +11,6 @@ import uuid
 import pytest
 from sqlalchemy import event
 
-from sneakers23.actors import sales as sales_module
 from sneakers23.actors.sales import ProductSales, SalesBusy, SalesUnavailable
 from sneakers23.db import store
 from sneakers23.domain.purchases import Refusal
@@ -122,11 +121,9 @@ def test_refusals_and_replays_come_from_memory(drop):
     assert shop.order_count(drop, shopper_id="amy") == 1
 
 
-def test_past_the_queue_purchases_are_turned_away_busy(drop, monkeypatch):
-    monkeypatch.setattr(sales_module, "MAX_WAITING", 5)
-
+def test_past_the_queue_purchases_are_turned_away_busy(drop):
     async def stalled():
-        sales = ProductSales(drop.settings, 1, follow_changes=False)
+        sales = ProductSales(drop.settings.model_copy(update={"sales_queue_limit": 5}), 1, follow_changes=False)
         with shop.database_stalled(drop, HOT):
             waiting = [asyncio.ensure_future(sales.purchase(f"buyer-{n}", [HOT])) for n in range(5)]
             while sales.read_stats().admitted < 5:

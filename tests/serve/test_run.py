@@ -27,7 +27,9 @@ import pytest
 import websockets.sync.client
 
 from tests.conftest import _must_run_everything
-from tests.support import postgres
+from sneakers23.inventory import Inventory
+from sneakers23.settings import Settings
+from tests.support import postgres, shop
 from tests.support.ports import free_port
 from tests.support.store_process import SNEAKERS23, StoreProcess, clean_env, cli, listening_anywhere
 from tests.support.waiting import wait_for
@@ -220,6 +222,48 @@ def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_a
     first.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert first.process.returncode == 0, first.output()
     assert not listening_anywhere(first.fixed_ports | second.fixed_ports)
+
+
+def test_past_its_queue_limit_a_purchase_is_answered_503_busy_with_retry_after(tmp_path, ray_tmpdir, stores):
+    """Backpressure through HTTP: a store whose sales take 2 waiting purchases of a product, with the
+    database stalled; the purchases past them are answered at once, and sell when asked again."""
+    hot = 3  # product 1's size 7
+    env = {**sqlite_env(tmp_path, ray_tmpdir), "SNEAKERS23_SALES_QUEUE_LIMIT": "2"}
+    store = StoreProcess(["--port", str(free_port())], env, tmp_path).start()
+    stores.append(store)
+    url = store.wait_open()
+    for command in (["release", "1"], ["restock", str(hot), "20"]):
+        done = cli(*command, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    wait_for(lambda: f'value="{hot}" disabled' not in httpx.get(url).text and released(url)[0],
+             what="size 7 on sale on the page")
+    database = Inventory(Settings(database_url=env["SNEAKERS23_DATABASE_URL"], cluster="none"))
+    shoppers = [httpx.Client(base_url=url, timeout=60) for _ in range(6)]
+    assert all(client.get("/").status_code == 200 for client in shoppers)  # each has its cookie
+    answers: dict[int, httpx.Response] = {}
+
+    def buy(number: int) -> None:
+        answers[number] = shoppers[number].post(f"/api/items/{hot}/purchase",
+                                                headers={"Idempotency-Key": f"busy-{number}"})
+
+    with shop.database_stalled(database, hot):
+        buyers = [threading.Thread(target=buy, args=(number,)) for number in range(6)]
+        for buyer in buyers:
+            buyer.start()
+        wait_for(lambda: len(answers) == 4, what="the four past the queue to be answered")
+        turned_away = dict(answers)
+    for buyer in buyers:
+        buyer.join(60)
+    assert {(r.status_code, r.json()["error"], r.headers["retry-after"]) for r in turned_away.values()} \
+        == {(503, "busy", "1")}
+    assert sorted(r.status_code for n, r in answers.items() if n not in turned_away) == [200, 200], \
+        "the two in the queue sold once the database answered"
+    for number in turned_away:
+        again = shoppers[number].post(f"/api/items/{hot}/purchase", headers={"Idempotency-Key": f"busy-{number}"})
+        assert again.status_code == 200, again.text
+    assert shop.order_count(database, item_id=hot) == 6
+    database.close()
+    store.stop(signal.SIGTERM, timeout=STOP_WITHIN_S)
 
 
 @pytest.fixture
