@@ -26,6 +26,7 @@ from sqlalchemy import update
 from bench.servers import MODES, Process, free_port, socket_url, start_store
 from sneakers23.db.models import ItemAvailabilityRow
 from sneakers23.inventory import Inventory
+from sneakers23.jobs.report import percentile
 from sneakers23.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,11 +68,6 @@ def collect(generators, payload: dict, per_generator: int, started: float):
     busy = max(answer["cpu_s"] / max(1e-9, max(answer["arrivals"], default=started) - started)
                for answer in answers)
     return latencies, busy
-
-
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def store_rounds(mode, database_url, sizes, rounds, items):

@@ -25,9 +25,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.node_cache import cache_name
-from sneakers23.actors.replicator import start_replication
+from sneakers23.assembly import start_store_actors
 from sneakers23.cluster import RayReplication
 from sneakers23.inventory import Inventory
+from sneakers23.jobs.report import percentile
 from sneakers23.settings import Settings
 
 
@@ -88,11 +89,6 @@ class TimedReplication(RayReplication):
         super().publish(changes)
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sales", type=int, default=300)
@@ -118,7 +114,7 @@ def main() -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
     try:
-        node_ids = ray.get(start_replication(settings).ready.remote())
+        node_ids = ray.get(start_store_actors(settings).ready.remote())
         probes = [
             Probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(n)
             for n in node_ids

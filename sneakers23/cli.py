@@ -4,53 +4,30 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from datetime import datetime, timedelta, timezone
 
 import click
 
 from sneakers23.domain.catalog import Product
+from sneakers23.domain.views import product_view
+from sneakers23 import assembly
+from sneakers23.command_line import Commands, Progress
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
 from sneakers23.settings import get_settings
-
-PROG = "sneakers23"
-
-
-class _Commands(click.Group):
-    """Every failure ends as one line on stderr and a non-zero exit, never a traceback."""
-
-    def main(self, args=None, prog_name=PROG, **extra):
-        try:
-            return super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
-        except click.exceptions.Abort:
-            click.echo(f"{PROG}: interrupted", err=True)
-            sys.exit(130)
-        except click.ClickException as error:  # bad usage: unknown option, non-numeric id, …
-            click.echo(f"{PROG}: {error.format_message()}", err=True)
-            sys.exit(error.exit_code)
-        except (Sneakers23Error, ValueError) as error:
-            click.echo(f"{PROG}: {error}", err=True)
-            sys.exit(1)
-
 
 def _inventory(ctx: click.Context, publish: bool = False) -> Inventory:
     """The inventory API; with publish, changes also go to the caches of a running cluster."""
     inventory = ctx.ensure_object(dict).get("inventory")
     if inventory is None:
         settings = get_settings()
-        if publish:
-            from sneakers23.cluster import publishing_inventory  # imports Ray: only where needed
-
-            inventory = publishing_inventory(settings)
-        else:
-            inventory = Inventory(settings)
+        inventory = assembly.joined_inventory(settings) if publish else assembly.database_inventory(settings)
         ctx.obj["inventory"] = inventory
         ctx.call_on_close(inventory.close)
     return inventory
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Sneakers23: a real-time store for sneaker drops.
@@ -95,20 +72,9 @@ def products(ctx: click.Context, as_json: bool) -> None:
     """Print the catalog: every product with its sizes, counts and levels."""
     catalog = _inventory(ctx).complete_products()
     if as_json:
-        click.echo(json.dumps([_product_json(p) for p in catalog], indent=2))
+        click.echo(json.dumps([product_view(p, counts=True) for p in catalog], indent=2))
     else:
         click.echo("\n\n".join(_product_table(p) for p in catalog) or "no products: run `sneakers23 db seed`")
-
-
-def _product_json(product: Product) -> dict:
-    return {
-        "id": product.id, "sku": product.sku, "name": product.name, "brand": product.brand,
-        "color": product.color, "price_usd": product.price_usd, "released": product.released,
-        "items": [
-            {"id": i.id, "sku": i.sku, "size": i.size, "available_count": i.available_count, "level": str(i.level)}
-            for i in product.items
-        ],
-    }
 
 
 def _product_table(product: Product) -> str:
@@ -193,11 +159,8 @@ def release(ctx: click.Context, product_ids: tuple[int, ...], at: datetime | Non
 def sell(ctx: click.Context, item_id: int, count: int) -> None:
     """Sell pairs of an item through the purchase path, one synthetic shopper per pair."""
     inventory = _inventory(ctx, publish=True)
-    if sys.stderr.isatty() and count > 1:
-        with click.progressbar(length=count, label=f"selling item {item_id}", file=sys.stderr) as bar:
-            report = inventory.sell(item_id, count, on_sold=lambda _result: bar.update(1))
-    else:
-        report = inventory.sell(item_id, count)
+    with Progress(count, f"selling item {item_id}", lines=False) as progress:
+        report = inventory.sell(item_id, count, on_sold=lambda _result: progress.advance())
     item = report.item
     if report.sold:
         click.echo(f"sold {report.sold} pair(s) of item {item.id} ({item.sku}, size {item.size}): "
@@ -306,10 +269,12 @@ def _sales_stats() -> list:
     return sorted(stats, key=lambda s: s.product_id)
 
 
-def main() -> None:
-    from sneakers23.jobs.drop import drop
+from sneakers23.jobs.drop import drop  # noqa: E402 (its group, under this one)
 
-    cli.add_command(drop)
+cli.add_command(drop)
+
+
+def main() -> None:
     cli.main()
 
 

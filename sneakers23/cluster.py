@@ -1,4 +1,5 @@
-"""Joining the Ray cluster, and publishing changes to its node caches from any process."""
+"""Joining the Ray cluster, finding the store of a database on it, and publishing changes to its
+node caches from any process (the replication port of the inventory)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from typing import Iterable
 
 import ray
 
-from sneakers23.actors import NAMESPACE
-from sneakers23.actors.replicator import REPLICATOR_NAME
+from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
 from sneakers23.db.engine import database_identity
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
@@ -143,22 +143,6 @@ def replicator():
         return ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
     except ValueError:
         return None
-
-
-def publishing_inventory(settings: Settings, wait: bool = True):
-    """The inventory API, publishing to the caches of the cluster the settings name when there is
-    one to join; otherwise it only writes the database."""
-    from sneakers23.actors.sales import RaySales
-    from sneakers23.inventory import Inventory
-
-    if not join(settings):
-        return Inventory(settings)
-    store = replicator()
-    theirs = None if store is None else database_of(store)
-    # Sales go to the sales actors of a store that sells from this database, and only there.
-    ours = theirs is not None and database_identity(theirs) == database_identity(settings.database_url)
-    return Inventory(settings, replication=RayReplication(wait=wait, database_url=settings.database_url),
-                     sales=RaySales(settings) if ours else None)
 
 
 class RayReplication:

@@ -1,7 +1,16 @@
-"""The inventory: the one business API that pages, channels, jobs and the CLI call.
+"""The inventory: the one business API of the shop, for the web replicas, the actors, the jobs and
+the CLI (each gets its own, put together in sneakers23.assembly).
 
-It knows the shop's operations (complete products, release, purchase, sell, seed), not the web or
-the command line. Writes go to the database, which decides; nothing here decides from memory.
+It knows the shop's operations (complete products, release, purchase, sell, restock, seed), not the
+web or the command line. Writes go to the database, which decides; nothing here decides from memory.
+
+Reads have two places, by design:
+- the database, through this API's reads (`complete_products`, `current_changes`, `audit`, …): the
+  CLI, the jobs, and the node caches, which load and heal from it;
+- memory: pages and channels read their node's live catalog (sneakers23.live), a copy of the node
+  cache, and never the database, so that a drop's crowd costs the database nothing.
+The one exception is the sales actors' ledger: it loads each product's sales (db.sales) to admit
+purchases in memory, since it is the write side of purchases (this API's Sales port).
 """
 
 from __future__ import annotations
@@ -14,10 +23,10 @@ from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import Engine
 
-from sneakers23.db import seeds, store
+from sneakers23.db import queries, seeds
 from sneakers23.db.engine import make_engine, reading, translated_errors
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
+from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import PurchaseResult, validate_purchase
 from sneakers23.errors import NotFound
@@ -91,7 +100,7 @@ class Inventory:
 
     def complete_products(self) -> list[Product]:
         with self._errors(), reading(self.engine) as connection:
-            return store.load_products(connection)
+            return queries.load_products(connection)
 
     def item(self, item_id: int) -> Item:
         for product in self.complete_products():
@@ -109,45 +118,45 @@ class Inventory:
 
     def release(self, product_id: int) -> ReleaseOutcome:
         with self._errors(), self.engine.begin() as connection:
-            change, newly = store.release(connection, product_id)
+            change, newly = queries.release(connection, product_id)
         if newly:
             self._publish([change])
         return ReleaseOutcome(change, newly)
 
-    def schedule_release(self, product_id: int, at: datetime | None) -> ProductReleased:
+    def schedule_release(self, product_id: int, at: datetime | None) -> ReleaseScheduleChanged:
         """Have the product go on sale by itself at `at` (UTC-aware, in the future); None cancels.
 
-        The replication actor releases it at that moment, once for the whole cluster."""
+        The release clock (actors/release_clock.py) releases it then, once for the whole cluster."""
         if at is not None:
             if at.tzinfo is None:
                 raise ValueError("a release time needs a time zone")
             if at <= datetime.now(timezone.utc):
                 raise ValueError(f"the release time {at.isoformat()} is in the past")
         with self._errors(), self.engine.begin() as connection:
-            change = store.schedule_release(connection, product_id, at)
+            change = queries.schedule_release(connection, product_id, at)
         self._publish([change])
         return change
 
     def release_due(self) -> list[ProductReleased]:
-        """Release the products whose time has come (the replication actor calls this)."""
+        """Release the products whose time has come (the release clock calls this)."""
         with self._errors(), reading(self.engine) as connection:
-            if not store.release_is_due(connection):
+            if not queries.release_is_due(connection):
                 return []
         with self._errors(), self.engine.begin() as connection:
-            changes = store.release_due(connection)
+            changes = queries.release_due(connection)
         self._publish(changes)
         return changes
 
     def purchase(self, shopper_id: str, item_ids: list[int], idempotency_key: str | None = None) -> PurchaseResult:
         """Sell one pair of each item to the shopper, all or nothing. Where a store runs, the
         product's sales actor sells them (refusing from memory, committing in groups); otherwise,
-        and for a purchase of several products' sizes, one transaction here (db.store.purchase)."""
+        and for a purchase of several products' sizes, one transaction here (db.queries.purchase)."""
         item_ids = list(item_ids)
         validate_purchase(shopper_id, item_ids, idempotency_key)
         if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
             return self.sales.purchase(product_id, shopper_id, item_ids, idempotency_key)
         with self._errors():
-            result = store.purchase(self.engine, shopper_id, item_ids, idempotency_key,
+            result = queries.purchase(self.engine, shopper_id, item_ids, idempotency_key,
                                     self.settings.max_pairs_per_product)
         if result.ok and not result.replayed:
             self._publish(result.changes)
@@ -168,7 +177,7 @@ class Inventory:
         if count < 1:
             raise ValueError("a restock adds at least 1 pair")
         with self._errors(), self.engine.begin() as connection:
-            change = store.restock(connection, item_id, count)
+            change = queries.restock(connection, item_id, count)
         self._publish([change])
         return change
 
@@ -197,16 +206,21 @@ class Inventory:
 
     def audit(self) -> StockAudit:
         with self._errors(), reading(self.engine) as connection:
-            return StockAudit(*store.stock_audit(connection))
+            return StockAudit(*queries.stock_audit(connection))
+
+    def current_changes(self) -> list[Change]:
+        """Every row's current state as a change: what a cache applies to catch up (anti-entropy)."""
+        with self._errors(), reading(self.engine) as connection:
+            return queries.current_changes(connection)
 
     def database_version(self) -> int:
         """The sum of every row's version, the figure caches are compared with."""
         with self._errors(), reading(self.engine) as connection:
-            return store.version_total(connection)
+            return queries.version_total(connection)
 
     def is_seeded(self) -> bool:
         with self._errors(), reading(self.engine) as connection:
-            return store.count_products(connection) > 0
+            return queries.count_products(connection) > 0
 
     def upgrade_schema(self) -> None:
         from sneakers23.db import migrate

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 from sneakers23.actors.node_cache import follow_node_cache
-from sneakers23.actors.replicator import replication_actor
 from sneakers23.domain.catalog import Catalog, Item, Product
-from sneakers23.domain.changes import AvailabilityChanged, ProductReleased
+from sneakers23.domain.changes import AvailabilityChanged, ProductChange
 from sneakers23.domain.shopper_events import ShopperEvent, differences, release_change, stock_change
-from sneakers23.settings import Settings
+from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +24,12 @@ Listener = Callable[[list[ShopperEvent]], None]
 
 
 class LiveCatalog:
-    def __init__(self, settings: Settings):
-        self._settings = settings
+    def __init__(self, prepare: Callable[[], Awaitable[None]] | None = None):
+        self._prepare = prepare  # once, before it first follows its node (sneakers23.assembly says what)
         self._catalog: Catalog | None = None
         self._listeners: list[Listener] = []
         self._task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
         self.changes_seen = 0
         self.generation = 0  # grows whenever what the catalog holds may have changed
         self._loaded = asyncio.Event()  # set by the first snapshot
@@ -57,7 +57,7 @@ class LiveCatalog:
     def start(self) -> None:
         """Start following, on the running event loop."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._follow_forever())
+            self._task = keep(self._tasks, asyncio.get_running_loop().create_task(self._follow_forever()))
 
     async def wait_ready(self, timeout: float = 60.0) -> bool:
         """Until the first snapshot is in; False when it did not come within the timeout."""
@@ -69,13 +69,7 @@ class LiveCatalog:
         return True
 
     async def _follow_forever(self) -> None:
-        await follow_node_cache(self._settings, self._install, self._apply, prepare=self._start_replication)
-
-    async def _start_replication(self) -> None:
-        # A store deployed with `serve deploy` has no one else to start replication; this node's
-        # cache is all this copy waits for.
-        replicator = await asyncio.to_thread(replication_actor, self._settings)
-        replicator.ready.remote()
+        await follow_node_cache(self._install, self._apply, prepare=self._prepare)
 
     def _install(self, products: list[Product]) -> None:
         before = self.products()
@@ -91,7 +85,7 @@ class LiveCatalog:
             self.generation += 1
         for change in changes:
             self.changes_seen += 1
-            if isinstance(change, ProductReleased):
+            if isinstance(change, ProductChange):
                 before = self._catalog.product(change.product_id)
                 if self._catalog.apply(change) and (event := release_change(before, self._catalog.product(change.product_id))):
                     events.append(event)

@@ -198,6 +198,6 @@ def ray_settings(ray_database_url) -> Settings:
 @pytest.fixture(scope="session")
 def ray_store(ray_cluster, ray_settings):
     """The store's replication running on the cluster: every node has a loaded cache."""
-    from sneakers23.actors.replicator import start_replication
+    from sneakers23.assembly import start_store_actors
 
-    return start_replication(ray_settings, watch_seconds=0.5)
+    return start_store_actors(ray_settings, watch_seconds=0.5)

@@ -15,14 +15,16 @@ from typing import Awaitable, Callable
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from sneakers23.actors import NAMESPACE
-from sneakers23.db import store
-from sneakers23.db.engine import make_engine, patiently, reading
 from sneakers23.domain.catalog import Catalog, Product
 from sneakers23.domain.changes import Change
 from sneakers23.domain.feed import ChangeFeed, FeedRead
+from sneakers23.inventory import Inventory
+from sneakers23.retries import backoff, patiently, pause
 from sneakers23.settings import Settings
+from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class NodeCache:
     def __init__(self, settings: Settings, node_id: str):
         self._settings = settings
         self._node_id = node_id
-        self._engine = make_engine(settings.database_url)
+        self._inventory = Inventory(settings)  # its reads of the database; it writes nothing
         # Before any call is served: never half loaded.
         self._catalog = patiently(self._load, f"node cache {node_id}", retry_on=(Exception,))
         self._arrived_during_load: list[Change] | None = None
@@ -66,11 +68,11 @@ class NodeCache:
         self._new_change = asyncio.Event()  # replaced by a new one each time it is set
         # Anti-entropy from the start, and again after every restart (async actors run __init__
         # before their event loop; a task created here starts with it).
-        asyncio.get_event_loop().create_task(self._resync_forever())
+        self._tasks: set[asyncio.Task] = set()
+        keep(self._tasks, asyncio.get_event_loop().create_task(self._resync_forever()))
 
     def _load(self) -> Catalog:
-        with reading(self._engine) as connection:
-            return Catalog(store.load_products(connection))
+        return Catalog(self._inventory.complete_products())
 
     def _publish_to_followers(self, changes: list[Change]) -> None:
         for change in changes:
@@ -157,12 +159,10 @@ class NodeCache:
         self._wake_followers()
 
     def _database_version(self) -> int:
-        with reading(self._engine) as connection:
-            return store.version_total(connection)
+        return self._inventory.database_version()
 
     def _database_rows(self) -> list[Change]:
-        with reading(self._engine) as connection:
-            return store.current_changes(connection)
+        return self._inventory.current_changes()
 
     async def _resync_forever(self) -> None:
         while True:
@@ -173,26 +173,31 @@ class NodeCache:
                 log.warning("node cache %s: resync failed: %s", self._node_id, error)
 
 
-RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
-
-
-async def follow_node_cache(settings: Settings, on_snapshot: Callable[[list[Product]], None],
+async def follow_node_cache(on_snapshot: Callable[[list[Product]], None],
                             on_changes: Callable[[list[Change]], None],
                             prepare: Callable[[], Awaitable[None]] | None = None) -> None:
     """Follow this node's cache, forever: `on_snapshot` gets the whole inventory at the start and
     whenever the cache cannot be followed from the cursor (it restarted, or reloaded); `on_changes`
     gets every change it applies after that, once and in order. A cache that restarts, or a node
-    going away, is waited out with backoff."""
-    failures = 0
+    going away, is waited out with backoff (which starts again after every snapshot).
+
+    `prepare` runs once, first (until it succeeds). The node's cache is only looked for, never
+    made: the replication actor makes the caches, so a follower that outlives its store (a replica
+    draining after a stop) does not bring the store's actors back."""
+    prepared = prepare is None
+    node_id = ray.get_runtime_context().get_node_id()
     while True:
+        async for attempt in AsyncRetrying(wait=backoff(0.1, 2.0), retry=retry_if_exception_type(Exception),
+                                           before_sleep=_said_following_failed):
+            with attempt:
+                if not prepared:
+                    await prepare()
+                    prepared = True
+                cache = await asyncio.to_thread(ray.get_actor, cache_name(node_id), NAMESPACE)
+                snapshot = await cache.snapshot.remote()
         try:
-            if prepare is not None:
-                await prepare()
-            cache = await asyncio.to_thread(cache_for_node, ray.get_runtime_context().get_node_id(), settings)
-            snapshot = await cache.snapshot.remote()
             on_snapshot(snapshot.products)
             epoch, cursor = snapshot.epoch, snapshot.cursor
-            failures = 0
             while True:
                 read, restart = await cache.follow.remote(epoch, cursor)
                 if restart is not None:
@@ -200,13 +205,13 @@ async def follow_node_cache(settings: Settings, on_snapshot: Callable[[list[Prod
                 else:
                     on_changes(read.changes)
                 epoch, cursor = read.epoch, read.cursor
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # the cache is restarting, or the node is going away
-            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-            failures += 1
-            log.info("following the node cache failed (%s); again in %.2fs", error, delay)
-            await asyncio.sleep(delay)
+        except Exception as error:  # the cache is restarting, or the node is going away (a cancel passes)
+            log.info("following the node cache failed (%s): finding it again", error)
+            await pause(0.1)
+
+
+def _said_following_failed(state: RetryCallState) -> None:
+    log.info("finding the node cache failed (%s); again in %.2fs", state.outcome.exception(), state.upcoming_sleep)
 
 
 def cache_for_node(node_id: str, settings: Settings):

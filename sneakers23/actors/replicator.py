@@ -1,6 +1,7 @@
 """The replication actor: carries every change to the cache of every node.
 
-It also keeps the set of caches equal to the set of live nodes: a node that joins gets a cache
+It also keeps the set of caches equal to the set of live nodes (and nothing else: scheduled
+releases are the release clock's, actors/release_clock.py): a node that joins gets a cache
 within `watch_seconds` without anyone acting, and the cache of a node that died is let go. A change
 goes to each cache once per publish; caches apply only newer versions, so nothing loops or applies
 twice, and a delivery that is lost anyway is healed by the caches' anti-entropy.
@@ -17,19 +18,18 @@ from typing import Callable
 
 import ray
 
-from sneakers23.actors import NAMESPACE
-from sneakers23.actors.node_cache import CacheStats, cache_for_node, cache_name
+from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
+from sneakers23.actors.node_cache import CacheStats, cache_for_node
+from sneakers23.cluster import check_database_fits
 from sneakers23.db.engine import database_identity, describe_url
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
-from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
+from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
 
-REPLICATOR_NAME = "replicator"
 WATCH_SECONDS = 1.0
-RELEASE_TICK_S = 0.25
 STATS_TIMEOUT_S = 3.0
 
 
@@ -66,26 +66,12 @@ class Replicator:
         self._drop_probability = 0.0
         self._drop_node: str | None = None
         self._started_at = time.time()
-        self._inventory = Inventory(settings)  # for scheduled releases; it publishes through us
         self._outbox: dict[str, list[Change]] = {}  # changes waiting to be sent, per node
         self._sending: set[str] = set()  # nodes with a send under way
-        # At once, and again after every restart: nodes and schedules need no caller (async actors
-        # run __init__ before their event loop; tasks created here start with it).
-        loop = asyncio.get_event_loop()
-        loop.create_task(self._watch_forever())
-        loop.create_task(self._release_forever())
-
-    async def _release_forever(self) -> None:
-        """Scheduled releases: the database holds the times, so a restarted actor just goes on."""
-        while True:
-            try:
-                released = await asyncio.to_thread(self._inventory.release_due)
-                if released:
-                    log.info("released on schedule: %s", [c.product_id for c in released])
-                    await self.publish(released)
-            except Exception as error:
-                log.warning("scheduled releases failed this time: %s", error)
-            await asyncio.sleep(RELEASE_TICK_S)
+        self._tasks: set[asyncio.Task] = set()
+        # At once, and again after every restart: the nodes need no caller (async actors run
+        # __init__ before their event loop; a task created here starts with it).
+        keep(self._tasks, asyncio.get_event_loop().create_task(self._watch_forever()))
 
     async def ready(self) -> list[str]:
         """Returns once every live node has a loaded cache; the node ids."""
@@ -109,7 +95,7 @@ class Replicator:
             self._outbox.setdefault(node_id, []).extend(changes)
             if node_id not in self._sending:
                 self._sending.add(node_id)
-                asyncio.get_running_loop().create_task(self._send(node_id))
+                keep(self._tasks, asyncio.get_running_loop().create_task(self._send(node_id)))
             queued += 1
         return queued
 
@@ -171,8 +157,6 @@ class Replicator:
         nodes = await asyncio.to_thread(ray.nodes)
         alive = {n["NodeID"]: n for n in nodes if n.get("Alive")}
         if alive.keys() - self._nodes.keys():
-            from sneakers23.cluster import check_database_fits  # (cluster imports this module)
-
             try:
                 check_database_fits(self._settings, nodes)
             except Sneakers23Error as error:  # a machine joined a SQLite store: say it loudly

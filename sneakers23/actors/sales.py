@@ -26,15 +26,19 @@ import ray
 
 from sneakers23.actors import NAMESPACE
 from sneakers23.actors.node_cache import follow_node_cache
-from sneakers23.db import store
-from sneakers23.db.engine import QueryCounter, make_engine, patiently, reading, translated_errors
+from sneakers23.cluster import RayReplication
+from sneakers23.db import queries
+from sneakers23.db.engine import QueryCounter, make_engine, reading, translated_errors
 from sneakers23.db.sales import BatchRefused, commit_batch, load_sales
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged, Change
 from sneakers23.domain.purchases import PurchaseResult
 from sneakers23.domain.sales import Claim, SalesLedger, Waiting
 from sneakers23.errors import DatabaseUnavailable, Sneakers23Error
+from sneakers23.inventory import Inventory
+from sneakers23.retries import patiently
 from sneakers23.settings import Settings
+from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +68,6 @@ def sales_actor_names() -> list[str]:
     """The names of the sales actors running on the joined cluster."""
     return sorted(actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
                   if actor["namespace"] == NAMESPACE and actor["name"].startswith(SALES_NAME_PREFIX))
-
-
-def keep(tasks: set, task: asyncio.Future) -> asyncio.Future:
-    """asyncio keeps only weak references to tasks: keep ours until they end, and say if one fails."""
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-    task.add_done_callback(_log_failure)
-    return task
-
-
-def _log_failure(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a task of the sales failed: %r", task.exception())
 
 
 @dataclass
@@ -116,7 +107,7 @@ class ProductSales:
         self._tasks: set[asyncio.Task] = set()
         if follow_changes:
             self._own(asyncio.get_event_loop().create_task(
-                follow_node_cache(settings, self._on_snapshot, self._on_changes)))
+                follow_node_cache(self._on_snapshot, self._on_changes)))
 
     # --- purchases ---
 
@@ -226,7 +217,7 @@ class ProductSales:
         for claim in batch:
             try:
                 with translated_errors(self._settings.database_url):
-                    result = store.purchase(self.engine, claim.shopper_id, list(claim.item_ids),
+                    result = queries.purchase(self.engine, claim.shopper_id, list(claim.item_ids),
                                             claim.key if claim.keyed else None, max_pairs)
                 self.stats.transactions += 1
                 self.stats.pairs_sold += len(result.units) if result.ok and not result.replayed else 0
@@ -309,7 +300,7 @@ class ProductSales:
         self._commit_soon()  # (which reloads first, with or without purchases waiting)
 
     def _own(self, task: asyncio.Task) -> asyncio.Task:
-        return keep(self._tasks, task)
+        return keep(self._tasks, task)  # (its tasks end with the actor's process)
 
     # --- for ops and tests ---
 
@@ -332,8 +323,6 @@ SalesActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000, ena
 
 def sales_actor(settings: Settings, product_id: int):
     """The product's sales actor: found by name, or started (detached: it outlives its caller)."""
-    from sneakers23.cluster import RayReplication
-
     return SalesActor.options(name=sales_name(product_id), namespace=NAMESPACE, lifetime="detached",
                               get_if_exists=True, max_pending_calls=2 * settings.sales_queue_limit).remote(
         settings, product_id, RayReplication(wait=False))
@@ -438,11 +427,10 @@ class RaySales:
 
     def _product_from_database(self, item_id: int) -> int | None:
         if self._products is None or item_id not in self._products:  # a size added since: look again
-            engine = make_engine(self._settings.database_url)
+            inventory = Inventory(self._settings)
             try:
-                with translated_errors(self._settings.database_url), reading(engine) as connection:
-                    self._products = {item.id: product.id for product in store.load_products(connection)
-                                      for item in product.items}
+                self._products = {item.id: product.id for product in inventory.complete_products()
+                                  for item in product.items}
             finally:
-                engine.dispose()
+                inventory.close()
         return self._products.get(item_id)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, ProgrammingError
 
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "sneakers23_read_only"
@@ -102,21 +98,6 @@ def translated_errors(url: str) -> Iterator[None]:
         if error.connection_invalidated:
             raise DatabaseUnavailable(f"lost the connection to the database at {describe_url(url)}") from None
         raise
-
-
-def patiently(work: Callable[[], T], what: str, retry_on: tuple[type[BaseException], ...] = (DatabaseUnavailable,),
-              first_delay_s: float = 0.5, longest_delay_s: float = 10.0) -> T:
-    """work(), tried again (backoff doubling up to 10 s) while the database is away: for an actor's
-    constructor, which is not restarted when it fails, and without which its node or product
-    cannot serve."""
-    delay = first_delay_s
-    while True:
-        try:
-            return work()
-        except retry_on as error:
-            log.warning("%s: cannot load from the database (%s); again in %.1fs", what, error, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, longest_delay_s)
 
 
 class QueryCounter:

@@ -3,7 +3,7 @@
 Per size, one conditional decrement by the batch's count; per shopper, one guarded counter
 update; the orders in one bulk insert (the unique indexes behind them); one commit. If any guard
 trips (stock or a shopper's holdings changed outside the sales actor), the whole batch rolls back
-and the caller sells its purchases one by one (`store.purchase`), so that one bad purchase never
+and the caller sells its purchases one by one (`queries.purchase`), so that one bad purchase never
 fails the others. The database's guards stay the net under the ledger in memory.
 """
 
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 
-from sneakers23.db.store import add_pairs_of_many, decrement, load_products, orders_t
+from sneakers23.db.queries import add_pairs_of_many, decrement, load_products, orders_t
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged
 from sneakers23.domain.purchases import PurchaseResult, SoldUnit

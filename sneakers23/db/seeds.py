@@ -7,7 +7,7 @@ import random
 from sqlalchemy import Connection, delete, func, select, text
 
 from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
-from sneakers23.db.store import count_products
+from sneakers23.db.queries import count_products
 from sneakers23.errors import AlreadySeeded
 
 PRODUCTS = (

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable
 
-from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
+from sneakers23.domain.changes import AvailabilityChanged, Change, ProductChange
 from sneakers23.domain.levels import Level, level_for
 
 
@@ -87,7 +87,7 @@ class Catalog:
 
     def apply(self, change: Change) -> bool:
         """Apply a change if it is newer than what is held; True when something changed."""
-        if isinstance(change, ProductReleased):
+        if isinstance(change, ProductChange):
             product = self._products.get(change.product_id)
             if product is None or change.version <= product.version:
                 return False
@@ -115,7 +115,7 @@ class Catalog:
         """
         applied: list[Change] = []
         for change in current:
-            if isinstance(change, ProductReleased):
+            if isinstance(change, ProductChange):
                 held = self._products.get(change.product_id)
             else:
                 held = self._items.get(change.item_id)

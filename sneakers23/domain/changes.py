@@ -11,7 +11,8 @@ from sneakers23.domain.levels import Level, level_for
 
 @dataclass(frozen=True, slots=True)
 class ProductReleased:
-    """A product's release state changed: released, or its release time set or cleared."""
+    """A product went on sale (`released`; the store writes only True: an unreleased product's
+    state is a ReleaseScheduleChanged)."""
 
     product_id: int
     released: bool
@@ -22,6 +23,32 @@ class ProductReleased:
 
     def __reduce__(self):  # (a dataclass pickles through fields(): changes cross to every cache)
         return ProductReleased, (self.product_id, self.released, self.version, self.release_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseScheduleChanged:
+    """An unreleased product's release time was set, moved, or cancelled (None)."""
+
+    product_id: int
+    version: int
+    release_at: datetime | None
+
+    kind = "release_schedule_changed"
+    released = False
+
+    def __reduce__(self):
+        return ReleaseScheduleChanged, (self.product_id, self.version, self.release_at)
+
+
+ProductChange = (ProductReleased, ReleaseScheduleChanged)  # a product row's change (for isinstance)
+
+
+def product_state(product_id: int, released: bool, version: int,
+                  release_at: datetime | None) -> ProductReleased | ReleaseScheduleChanged:
+    """A product row's current state, as the change that leads to it."""
+    if released:
+        return ProductReleased(product_id, True, version, release_at)
+    return ReleaseScheduleChanged(product_id, version, release_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +68,4 @@ class AvailabilityChanged:
         return level_for(self.available_count)
 
 
-Change = Union[ProductReleased, AvailabilityChanged]
+Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from sneakers23.domain.catalog import Catalog, Product
-from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
+from sneakers23.domain.changes import AvailabilityChanged, Change, product_state
 from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
 
 
@@ -136,7 +136,7 @@ class SalesLedger:
         """The product as a cache holds it (a snapshot): every part of it that is newer."""
         if product.id != self.product_id:
             return
-        self._catalog.apply(ProductReleased(product.id, product.released, product.version, product.release_at))
+        self._catalog.apply(product_state(product.id, product.released, product.version, product.release_at))
         for item in product.items:
             if self._catalog.item(item.id) is not None:
                 self._catalog.apply(AvailabilityChanged(item.id, product.id, item.available_count, item.version))
@@ -153,7 +153,7 @@ class SalesLedger:
     # --- inside ---
 
     def _refusal(self, shopper_id: str, item_ids: list[int]) -> PurchaseResult | None:
-        """The same refusals, in the same order, as the database's purchase (db/store.py)."""
+        """The same refusals, in the same order, as the database's purchase (db/queries.py)."""
         released = self._catalog.released(self.product_id)
         seen: set[int] = set()
         for item_id in item_ids:

@@ -11,41 +11,18 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import click
 
-from sneakers23.cli import _Commands
+from sneakers23 import assembly
+from sneakers23.command_line import Commands, Progress
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
 from sneakers23.jobs.report import Attempt, DropReport, build_report
 from sneakers23.settings import get_settings
-
-
-class Progress:
-    """A bar on a terminal; in a job's log, one line a second."""
-
-    def __init__(self, total: int, label: str):
-        self.total, self.done, self.label = total, 0, label
-        self._bar = click.progressbar(length=total, label=label, file=sys.stderr) if sys.stderr.isatty() else None
-        self._printed = 0.0
-        if self._bar:
-            self._bar.__enter__()
-
-    def advance(self, count: int = 1, note: str = "") -> None:
-        self.done += count
-        if self._bar:
-            self._bar.update(count)
-        elif time.monotonic() - self._printed >= 1.0:
-            self._printed = time.monotonic()
-            click.echo(f"{self.label}: {self.done}/{self.total} {note}".rstrip(), err=True)
-
-    def close(self) -> None:
-        if self._bar:
-            self._bar.__exit__(None, None, None)
 
 
 def _finish(report: DropReport, as_json: bool, report_file: Path | None) -> None:
@@ -57,12 +34,10 @@ def _finish(report: DropReport, as_json: bool, report_file: Path | None) -> None
 
 
 def _publishing_inventory() -> Inventory:
-    from sneakers23.cluster import publishing_inventory  # imports Ray: not for `sneakers23 --help`
-
-    return publishing_inventory(get_settings(), wait=False)
+    return assembly.joined_inventory(get_settings(), wait=False)
 
 
-@click.group(cls=_Commands)
+@click.group(cls=Commands)
 def drop() -> None:
     """Mock drops: sell-offs and buyer stampedes, with a report that proves nothing was oversold."""
 
@@ -133,7 +108,7 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     """N shoppers race to buy, spread as Ray actors over the cluster's nodes."""
     import ray
 
-    from sneakers23.actors.buyers import Buyers
+    from sneakers23.jobs.buyers import Buyers
 
     inventory = _publishing_inventory()
     if not ray.is_initialized():

@@ -76,11 +76,12 @@ class DropReport:
         return "\n".join(lines)
 
 
-def _percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+def percentile(values: list[float], p: float) -> float | None:
+    """The p-th percentile (0 < p < 100), interpolated between the values around it."""
+    if len(values) < 2:
+        return values[0] if values else None
+    cut = min(max(round(p * 10), 1), 999)  # the cut points are at 0.1 %, 0.2 %, … 99.9 %
+    return statistics.quantiles(values, n=1000, method="inclusive")[cut - 1]
 
 
 def build_report(kind: str, attempts: list[Attempt], started_at: float, seconds: float, before: StockAudit,
@@ -96,9 +97,9 @@ def build_report(kind: str, attempts: list[Attempt], started_at: float, seconds:
         retries=sum(a.retries for a in attempts), seconds=seconds,
         selling_seconds=selling if sold else 0.0, pairs_per_second=sold / selling if sold else 0.0,
         latency_p50_ms=statistics.median([a.latency_ms for a in attempts]) if attempts else None,
-        latency_p99_ms=_percentile([a.latency_ms for a in attempts], 99),
-        refusal_latency_p99_ms=_percentile(refusal_latencies, 99),
-        sold_out_refusal_latency_p99_ms=_percentile(
+        latency_p99_ms=percentile([a.latency_ms for a in attempts], 99),
+        refusal_latency_p99_ms=percentile(refusal_latencies, 99),
+        sold_out_refusal_latency_p99_ms=percentile(
             [a.latency_ms for a in attempts if a.outcome == "sold_out" and a.finished_at - a.latency_ms / 1000 > last_sale],
             99),
     )

@@ -19,14 +19,14 @@ from fastapi.staticfiles import StaticFiles
 import ray
 from ray import serve
 
-from sneakers23.actors.sales import RaySales, SalesBusy, SalesUnavailable
-from sneakers23.cluster import RayReplication
+from sneakers23 import assembly
+from sneakers23.actors.sales import SalesBusy, SalesUnavailable
+from sneakers23.cluster import check_database_fits
 from sneakers23.db.engine import QueryCounter
 from sneakers23.domain.levels import Level
 from sneakers23.domain.purchases import PurchaseResult, Refusal
+from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
-from sneakers23.inventory import Inventory
-from sneakers23.live import LiveCatalog
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.placement import on_every_node
 from sneakers23.serve.render import STATIC, catalog_page
@@ -76,11 +76,10 @@ class Storefront:
         # A sale is committed before it is published: the shopper does not wait for replication.
         # (The store's own replicas publish to its own replication: no database check needed.)
         # Purchases go to the product's sales actor, found from this node's catalog.
-        sales = RaySales(settings, product_of=self._product_of)
-        self.inventory = Inventory(settings, replication=RayReplication(wait=False), sales=sales)
+        self.inventory = assembly.cluster_inventory(settings, product_of=self._product_of)
         self._queries = QueryCounter(self.inventory.engine)
         self.refused_at_edge = 0
-        self.live = LiveCatalog(settings)  # this node's catalog, in memory
+        self.live = assembly.live_catalog(settings)  # this node's catalog, in memory
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -111,12 +110,7 @@ class Storefront:
     async def products(self):
         if not self.live.ready:
             return _error(503, "starting", "the store is opening: try again in a moment")
-        return JSONResponse([
-            {"id": p.id, "sku": p.sku, "name": p.name, "brand": p.brand, "color": p.color,
-             "price_usd": p.price_usd, "main_image_url": p.main_image_url, "released": p.released,
-             "items": [{"id": i.id, "sku": i.sku, "size": i.size, "level": str(i.level)} for i in p.items]}
-            for p in self.live.products()
-        ], headers=NO_STORE)
+        return JSONResponse([product_view(product) for product in self.live.products()], headers=NO_STORE)
 
     def _product_of(self, item_id: int) -> int | None:
         item = self.live.item(item_id)
@@ -178,7 +172,7 @@ channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=Non
 @serve.ingress(channels_api)
 class ProductChannels:
     async def __init__(self, settings: Settings):
-        self.live = LiveCatalog(settings)
+        self.live = assembly.live_catalog(settings)
         self.hub = ChannelHub(self.live)
         self.live.subscribe(self.hub.publish)
         self.live.start()
@@ -203,8 +197,6 @@ class ProductChannels:
         return await self.hub.drop_all(refuse_for_s)
 
 def _settings(args: dict) -> Settings:
-    from sneakers23.cluster import check_database_fits
-
     settings = Settings(**args)
     if not settings.secret_key:
         raise Sneakers23Error("SNEAKERS23_SECRET_KEY is not set: every web replica needs the same one")

@@ -20,6 +20,7 @@ from sneakers23.domain.catalog import Product
 from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
 from sneakers23.serve import eager, phoenix
 from sneakers23.serve.render import size_html
+from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Connection:
         self.broken = False  # a send failed: the socket is going away
         self._allowance = float(MESSAGE_BURST)
         self._checked = time.monotonic()
+        self._tasks: set[asyncio.Task] = set()  # its closes under way
 
     def send(self, frame: str) -> None:
         """Send now if the socket takes it at once (the usual case, with no task at all); else
@@ -65,7 +67,7 @@ class Connection:
             if len(self.backlog) >= OUTBOX_LIMIT:
                 if not self.overflowed:  # close it now; its page re-syncs when it rejoins
                     self.overflowed = True
-                    asyncio.get_running_loop().create_task(self._close_slow())
+                    keep(self._tasks, asyncio.get_running_loop().create_task(self._close_slow()))
                 return
             self.backlog.append(frame)
             return
@@ -94,7 +96,8 @@ class Connection:
         if not self.broken:
             self.broken = True
             log.debug("a send failed, closing the socket: %r", error)
-            asyncio.get_running_loop().create_task(close_within(self.websocket, 1011, "internal error"))
+            keep(self._tasks, asyncio.get_running_loop().create_task(
+                close_within(self.websocket, 1011, "internal error")))
 
     async def _close_slow(self) -> None:
         await close_within(self.websocket, phoenix.CLOSE_POLICY, "too slow to keep up")

@@ -1,4 +1,5 @@
-"""Pages and fragments, rendered with jinja2 from the repository's templates/ folder."""
+"""Pages and fragments, rendered with jinja2 from the templates/ folder (in the package when it is
+installed from a wheel, at the top of the repository otherwise)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from sneakers23.domain.catalog import Product
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = Path(os.environ.get("SNEAKERS23_TEMPLATES", ROOT / "templates"))
-STATIC = Path(os.environ.get("SNEAKERS23_STATIC", ROOT / "static"))
+
+
+def _shipped(name: str) -> Path:
+    """The folder as a wheel installs it (sneakers23/<name>), else the repository's (<root>/<name>)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / name
+    return installed if installed.is_dir() else package.parent / name
+
+
+TEMPLATES = Path(os.environ.get("SNEAKERS23_TEMPLATES") or _shipped("templates"))
+STATIC = Path(os.environ.get("SNEAKERS23_STATIC") or _shipped("static"))
 
 
 @lru_cache

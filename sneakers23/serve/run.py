@@ -31,11 +31,9 @@ import ray
 from ray import serve
 from ray.serve.schema import ApplicationStatus
 
-from sneakers23 import cluster
-from sneakers23.actors.replicator import start_replication
+from sneakers23 import assembly, cluster
 from sneakers23.actors.store_actors import stop_store_actors
 from sneakers23.errors import Sneakers23Error
-from sneakers23.inventory import Inventory
 from sneakers23.serve.app import build_channels, build_store
 from sneakers23.serve.local_cluster import LocalCluster, become_subreaper, one_start_at_a_time, port_is_free
 from sneakers23.settings import Settings
@@ -132,7 +130,7 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
 
 
 def _prepare_database(settings: Settings) -> None:
-    inventory = Inventory(settings)
+    inventory = assembly.database_inventory(settings)
     try:
         inventory.upgrade_schema()
         if not inventory.is_seeded():
@@ -146,7 +144,7 @@ def _deploy(settings: Settings, host: str, port: int, check: Callable[[], None])
     by which a later stop knows the applications are still its own."""
     try:
         cluster.check_database_fits(settings)
-        start_replication(settings, while_waiting=check)
+        assembly.start_store_actors(settings, while_waiting=check)
         check()
         serve.start(http_options={"host": host, "port": port})
         args = settings.model_dump()

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from sneakers23.actors.sales import ProductSales, SalesBusy, SalesUnavailable
-from sneakers23.db import store
+from sneakers23.db import queries
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import DatabaseUnavailable
 from tests.support import shop
@@ -46,7 +46,7 @@ def test_racing_buyers_sell_exactly_the_stock_even_beside_purchases_outside_the_
 
         def buy_outside():  # a CLI's or another process's purchases, straight to the database
             for n in range(40):
-                outside.append(store.purchase(drop.engine, f"outside-{n}", [HOT], None, 2))
+                outside.append(queries.purchase(drop.engine, f"outside-{n}", [HOT], None, 2))
 
         seller = threading.Thread(target=buy_outside)
         seller.start()
@@ -151,7 +151,7 @@ def test_a_key_sent_again_while_its_purchase_commits_waits_for_the_same_answer(d
 
 
 def test_a_purchase_that_meets_the_database_away_in_a_redo_fails_alone(drop, monkeypatch):
-    real_purchase = store.purchase
+    real_purchase = queries.purchase
     calls = []
 
     def purchase_until_the_third(*args, **kwargs):
@@ -163,7 +163,7 @@ def test_a_purchase_that_meets_the_database_away_in_a_redo_fails_alone(drop, mon
     async def redo():
         sales = ProductSales(drop.settings, 1, follow_changes=False)
         shop.set_available(drop, HOT, 10)  # behind the ledger's back: the batch is refused, then redone
-        monkeypatch.setattr(store, "purchase", purchase_until_the_third)
+        monkeypatch.setattr(queries, "purchase", purchase_until_the_third)
         return await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT]) for n in range(60)),
                                     return_exceptions=True)
 
@@ -184,7 +184,7 @@ def test_a_change_that_arrives_while_the_ledger_reloads_is_kept(drop):
             ledger = load()  # it reads 50 pairs; then a restock of 30 commits, and its change comes in
             if not restocked:
                 with drop.engine.begin() as connection:
-                    restocked.append(store.restock(connection, HOT, 30))
+                    restocked.append(queries.restock(connection, HOT, 30))
                 delivered = threading.Event()
                 loop.call_soon_threadsafe(lambda: (sales._on_changes(restocked), delivered.set()))
                 assert delivered.wait(5)
@@ -202,7 +202,7 @@ def test_a_purchase_whose_commit_was_already_made_is_replayed_after_a_reload(dro
     async def answer_lost_then_asked_again():
         sales = ProductSales(drop.settings, 1, follow_changes=False)
         # Its first try committed, but the answer was lost (the ledger never heard of it) ...
-        first = store.purchase(drop.engine, "amy", [HOT], "amy-key", 2)
+        first = queries.purchase(drop.engine, "amy", [HOT], "amy-key", 2)
         sales._stale = True  # ... which is why the ledger reloads before it commits again
         again = await sales.purchase("amy", [HOT], "amy-key")
         return first, again

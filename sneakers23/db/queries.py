@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
 from sneakers23.domain.catalog import Item, Product, complete_products
-from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased
+from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
+                                       product_state)
 from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
 from sneakers23.errors import AlreadyReleased, NotFound
 
@@ -80,16 +81,16 @@ def release(connection: Connection, product_id: int) -> tuple[ProductReleased, b
     return _product_state(connection, product_id), False
 
 
-def _product_state(connection: Connection, product_id: int) -> ProductReleased:
+def _product_state(connection: Connection, product_id: int) -> ProductReleased | ReleaseScheduleChanged:
     row = connection.execute(
         select(products_t.c.released, products_t.c.version, products_t.c.release_at).where(products_t.c.id == product_id)
     ).one_or_none()
     if row is None:
         raise NotFound(f"there is no product {product_id}")
-    return ProductReleased(product_id, bool(row.released), row.version, _utc(row.release_at))
+    return product_state(product_id, bool(row.released), row.version, _utc(row.release_at))
 
 
-def schedule_release(connection: Connection, product_id: int, at: datetime | None) -> ProductReleased:
+def schedule_release(connection: Connection, product_id: int, at: datetime | None) -> ReleaseScheduleChanged:
     """Set (or, with None, cancel) the moment an unreleased product goes on sale by itself."""
     version = connection.execute(
         update(products_t)
@@ -100,7 +101,7 @@ def schedule_release(connection: Connection, product_id: int, at: datetime | Non
     if version is None:
         _product_state(connection, product_id)  # raises NotFound for an unknown product
         raise AlreadyReleased(f"product {product_id} is already released: there is nothing to schedule")
-    return ProductReleased(product_id, False, version, _utc(at))
+    return ReleaseScheduleChanged(product_id, version, _utc(at))
 
 
 def release_is_due(connection: Connection, now: datetime | None = None) -> bool:
@@ -341,8 +342,7 @@ def version_total(connection: Connection) -> int:
 def current_changes(connection: Connection) -> list[Change]:
     """Every row's current state as a change, for a cache to apply what it missed."""
     changes: list[Change] = [
-        ProductReleased(product_id=row.id, released=bool(row.released), version=row.version,
-                        release_at=_utc(row.release_at))
+        product_state(row.id, bool(row.released), row.version, _utc(row.release_at))
         for row in connection.execute(
             select(products_t.c.id, products_t.c.released, products_t.c.version, products_t.c.release_at))
     ]

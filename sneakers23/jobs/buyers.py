@@ -142,12 +142,9 @@ class Buyers:
 
     def _api(self):
         if self._inventory is None:
-            from sneakers23.actors.sales import RaySales
-            from sneakers23.cluster import RayReplication
-            from sneakers23.inventory import Inventory
+            from sneakers23 import assembly
 
-            sales = RaySales(self._settings) if self._through_sales else None
-            self._inventory = Inventory(self._settings, replication=RayReplication(wait=False), sales=sales)
+            self._inventory = assembly.cluster_inventory(self._settings, through_sales=self._through_sales)
         return self._inventory
 
 

@@ -1,0 +1,51 @@
+"""The release clock: one small actor per cluster that releases products when their scheduled time
+comes. The database holds the times, so a restarted clock just goes on; the release goes through
+the inventory API, which commits it, then publishes it to every node's cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import ray
+
+from sneakers23.actors import NAMESPACE, RELEASE_CLOCK_NAME
+from sneakers23.inventory import Inventory
+from sneakers23.tasks import keep
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.25
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)
+class ReleaseClock:
+    def __init__(self, make_inventory: Callable[[], Inventory], tick_s: float = TICK_S):
+        # The inventory as its process needs it, made by the composition root (sneakers23.assembly).
+        self._inventory = make_inventory()
+        self._tick_s = tick_s
+        self._tasks: set[asyncio.Task] = set()
+        # At once, and again after every restart (async actors run __init__ before their event
+        # loop; a task created here starts with it).
+        keep(self._tasks, asyncio.get_event_loop().create_task(self._release_forever()))
+
+    async def _release_forever(self) -> None:
+        while True:
+            try:
+                released = await asyncio.to_thread(self._inventory.release_due)
+                if released:
+                    log.info("released on schedule: %s", [change.product_id for change in released])
+            except Exception as error:  # the database may be away: the next tick tries again
+                log.warning("scheduled releases failed this time: %s", error)
+            await asyncio.sleep(self._tick_s)
+
+    async def ready(self) -> bool:
+        return True
+
+
+def release_clock(make_inventory: Callable[[], Inventory]):
+    """The cluster's release clock, started if it is not running (detached: it outlives us)."""
+    return ReleaseClock.options(
+        name=RELEASE_CLOCK_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(make_inventory)

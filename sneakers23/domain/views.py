@@ -1,0 +1,24 @@
+"""A product as JSON: for shoppers (levels, never counts) and, with its counts, for staff and ops."""
+
+from __future__ import annotations
+
+from sneakers23.domain.catalog import Item, Product
+
+
+def product_view(product: Product, counts: bool = False) -> dict:
+    """Shoppers' (the JSON API): with the image, sizes by level. Staff's (`products --json`): with counts."""
+    view = {"id": product.id, "sku": product.sku, "name": product.name, "brand": product.brand,
+            "color": product.color, "price_usd": product.price_usd}
+    if not counts:
+        view["main_image_url"] = product.main_image_url
+    view["released"] = product.released
+    view["items"] = [item_view(item, counts) for item in product.items]
+    return view
+
+
+def item_view(item: Item, counts: bool = False) -> dict:
+    view = {"id": item.id, "sku": item.sku, "size": item.size}
+    if counts:
+        view["available_count"] = item.available_count
+    view["level"] = str(item.level)
+    return view

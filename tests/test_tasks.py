@@ -1,0 +1,35 @@
+"""Owned background tasks: held until they end, and a failure is logged, not lost."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+
+from sneakers23.tasks import keep
+
+
+def test_a_kept_task_is_held_until_it_ends_and_its_failure_is_logged(caplog):
+    async def run() -> tuple[int, int]:
+        tasks: set = set()
+        release = asyncio.Event()
+
+        async def waits():
+            await release.wait()
+
+        async def fails():
+            raise RuntimeError("boom")
+
+        keep(tasks, asyncio.get_running_loop().create_task(waits()))
+        keep(tasks, asyncio.get_running_loop().create_task(fails()))
+        gc.collect()
+        await asyncio.sleep(0.01)  # the failing one has ended
+        held = len(tasks)
+        release.set()
+        await asyncio.sleep(0.01)
+        return held, len(tasks)
+
+    with caplog.at_level(logging.ERROR, logger="sneakers23.tasks"):
+        held, after = asyncio.run(run())
+    assert (held, after) == (1, 0), "the waiting one held while it ran; both let go once they ended"
+    assert "boom" in caplog.text
