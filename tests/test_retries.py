@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from sneakers23.errors import DatabaseUnavailable
 from sneakers23.retries import backoff, patiently, pause
+from tests.support.aio import run
 
 
 def test_patiently_tries_again_while_the_database_is_away_then_returns_what_the_work_gives():
@@ -50,5 +50,5 @@ def test_the_waits_are_jittered_and_bounded():
     assert max(states[0]) <= 0.2 < max(states[3]), "longer after more failures, up to the bound"
 
     started = time.monotonic()
-    asyncio.run(pause(0.05))
+    run(pause(0.05))
     assert time.monotonic() - started < 1.0

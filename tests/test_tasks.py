@@ -7,6 +7,7 @@ import gc
 import logging
 
 from sneakers23.tasks import keep
+from tests.support.aio import run as run_in_thread
 
 
 def test_a_kept_task_is_held_until_it_ends_and_its_failure_is_logged(caplog):
@@ -30,6 +31,6 @@ def test_a_kept_task_is_held_until_it_ends_and_its_failure_is_logged(caplog):
         return held, len(tasks)
 
     with caplog.at_level(logging.ERROR, logger="sneakers23.tasks"):
-        held, after = asyncio.run(run())
+        held, after = run_in_thread(run())
     assert (held, after) == (1, 0), "the waiting one held while it ran; both let go once they ended"
     assert "boom" in caplog.text
