@@ -1,4 +1,5 @@
-"""A product as JSON: for shoppers (levels, never counts) and, with its counts, for staff and ops."""
+"""A product as JSON: for shoppers (levels, never counts), for staff and ops (with its counts), and
+an item as a product channel tells it."""
 
 from __future__ import annotations
 
@@ -22,3 +23,8 @@ def item_view(item: Item, counts: bool = False) -> dict:
         view["available_count"] = item.available_count
     view["level"] = str(item.level)
     return view
+
+
+def item_level(item: Item) -> dict:
+    """An item as a product channel tells it: which, and its level (the page has the rest)."""
+    return {"id": item.id, "level": str(item.level)}

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
+from sneakers23.domain.views import item_level
 from sneakers23.serve import eager, phoenix
 from sneakers23.serve.render import size_html
 from sneakers23.tasks import keep
@@ -41,7 +42,7 @@ def join_state(product: Product) -> dict:
     return {
         "released": product.released,
         "size_html": size_html(product),
-        "items": [{"id": item.id, "level": str(item.level)} for item in product.items],
+        "items": [item_level(item) for item in product.items],
     }
 
 
