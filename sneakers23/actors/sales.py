@@ -24,7 +24,7 @@ from typing import Callable
 
 import ray
 
-from sneakers23.actors import NAMESPACE
+from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
 from sneakers23.actors.node_cache import follow_node_cache
 from sneakers23.cluster import RayReplication
 from sneakers23.db import queries
@@ -199,7 +199,8 @@ class ProductSales:
 
     def _commit(self, batch: list[Claim]) -> tuple[list[PurchaseResult | Exception], list[Change]]:
         """In a thread: one transaction for the batch, or, when a guard refuses it, one per purchase
-        (each purchase's outcome its own: one that meets the database away fails alone)."""
+        (each purchase's outcome its own: one that fails fails alone; once the database is away,
+        the rest are not tried, each try could wait out a timeout, and are told to try again)."""
         max_pairs = self._settings.max_pairs_per_product
         with translated_errors(self._settings.database_url):
             try:
@@ -218,10 +219,13 @@ class ProductSales:
             try:
                 with translated_errors(self._settings.database_url):
                     result = queries.purchase(self.engine, claim.shopper_id, list(claim.item_ids),
-                                            claim.key if claim.keyed else None, max_pairs)
+                                              claim.key if claim.keyed else None, max_pairs)
                 self.stats.transactions += 1
                 self.stats.pairs_sold += len(result.units) if result.ok and not result.replayed else 0
                 outcomes.append(result)
+            except DatabaseUnavailable as away:
+                outcomes += [away] * (len(batch) - len(outcomes))
+                break
             except Exception as error:
                 outcomes.append(error)
         self.stats.redone += len(batch)
@@ -322,7 +326,17 @@ SalesActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000, ena
 
 
 def sales_actor(settings: Settings, product_id: int):
-    """The product's sales actor: found by name, or started (detached: it outlives its caller)."""
+    """The product's sales actor: found by name, or started (detached: it outlives its caller) where
+    the store runs. Where its replication actor is gone, the store was stopped: a replica still
+    draining gets SalesUnavailable, and brings back no actor with its old settings."""
+    try:
+        return ray.get_actor(sales_name(product_id), namespace=NAMESPACE)
+    except ValueError:
+        pass
+    try:
+        ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        raise SalesUnavailable(f"the sales of product {product_id} are not running: the store is closed") from None
     return SalesActor.options(name=sales_name(product_id), namespace=NAMESPACE, lifetime="detached",
                               get_if_exists=True, max_pending_calls=2 * settings.sales_queue_limit).remote(
         settings, product_id, RayReplication(wait=False))
@@ -363,10 +377,7 @@ class RaySales:
         waiting.append((shopper_id, list(item_ids), key, answer))
         if len(waiting) == 1:
             asyncio.get_running_loop().call_soon(self._call_with_waiting, product_id)
-        try:  # (each call has its timeout; this one is the net under them)
-            outcome = await asyncio.wait_for(asyncio.shield(answer), 3 * PURCHASE_TIMEOUT_S)
-        except Exception as error:
-            raise self._failure(product_id, error) from None
+        outcome = await answer  # (its call has the timeout: one timer for all its purchases)
         if isinstance(outcome, BaseException):
             raise self._failure(product_id, outcome) from None
         return outcome
@@ -387,12 +398,15 @@ class RaySales:
         keep(self._tasks, asyncio.ensure_future(self._answer(product_id, call, answers)))
 
     async def _answer(self, product_id: int, call, answers: list[asyncio.Future]) -> None:
+        outcomes: list = [SalesUnavailable("the purchase was cut short: try again with the same idempotency key")] \
+            * len(answers)  # (what they hear if this is cancelled: every purchase is answered, whatever happens)
         try:
             outcomes = await asyncio.wait_for(call, PURCHASE_TIMEOUT_S)
         except Exception as error:  # the call itself failed, or took too long: every purchase in it did
             outcomes = [error] * len(answers)
-        self._calling[product_id] -= 1
-        self._answer_all(answers, outcomes)
+        finally:
+            self._calling[product_id] -= 1
+            self._answer_all(answers, outcomes)
         if self._waiting.get(product_id):
             self._call_with_waiting(product_id)
 

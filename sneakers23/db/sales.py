@@ -1,7 +1,8 @@
 """Group commit: the purchases a product's sales actor admitted, written in one transaction.
 
-Per size, one conditional decrement by the batch's count; per shopper, one guarded counter
-update; the orders in one bulk insert (the unique indexes behind them); one commit. If any guard
+One guarded counter update for all the batch's shoppers, then, per size, one conditional decrement
+by the batch's count (the lock order of a purchase on its own); the orders in one bulk insert (the
+unique indexes behind them); one commit. If any guard
 trips (stock or a shopper's holdings changed outside the sales actor), the whole batch rolls back
 and the caller sells its purchases one by one (`queries.purchase`), so that one bad purchase never
 fails the others. The database's guards stay the net under the ledger in memory.

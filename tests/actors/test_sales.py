@@ -150,14 +150,16 @@ def test_a_key_sent_again_while_its_purchase_commits_waits_for_the_same_answer(d
     assert shop.order_count(drop, shopper_id="amy") == 1
 
 
-def test_a_purchase_that_meets_the_database_away_in_a_redo_fails_alone(drop, monkeypatch):
+def redo_whose_third_purchase_fails(drop, monkeypatch, error: Exception) -> tuple[list, list]:
+    """60 purchases against the ledger's 50 pairs (10 refused from memory), 10 in the database: the
+    batch of 50 is refused and redone purchase by purchase, and the third of them fails with `error`."""
     real_purchase = queries.purchase
     calls = []
 
     def purchase_until_the_third(*args, **kwargs):
         calls.append(args[1])
         if len(calls) == 3:
-            raise DatabaseUnavailable("the database went away for a moment")
+            raise error
         return real_purchase(*args, **kwargs)
 
     async def redo():
@@ -167,11 +169,24 @@ def test_a_purchase_that_meets_the_database_away_in_a_redo_fails_alone(drop, mon
         return await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT]) for n in range(60)),
                                     return_exceptions=True)
 
-    outcomes = asyncio.run(redo())
+    return asyncio.run(redo()), calls
+
+
+def test_a_purchase_that_fails_in_a_redo_fails_alone(drop, monkeypatch):
+    outcomes, _calls = redo_whose_third_purchase_fails(drop, monkeypatch, RuntimeError("a bad purchase"))
     failed = [o for o in outcomes if isinstance(o, Exception)]
-    assert len(failed) == 1 and isinstance(failed[0], DatabaseUnavailable)
+    assert len(failed) == 1 and "bad purchase" in str(failed[0])
     assert sum(o.ok for o in outcomes if not isinstance(o, Exception)) == 10, "the others sold as they could"
     assert shop.order_count(drop, item_id=HOT) == 10
+
+
+def test_a_redo_that_meets_the_database_away_stops_and_tells_the_rest_to_try_again(drop, monkeypatch):
+    outcomes, calls = redo_whose_third_purchase_fails(drop, monkeypatch, DatabaseUnavailable("the database is away"))
+    assert len(calls) == 3, "no purchase was tried after the database went away"
+    assert sum(not isinstance(o, Exception) and o.ok for o in outcomes) == 2
+    assert sum(isinstance(o, DatabaseUnavailable) for o in outcomes) == 48, "the rest of the batch"
+    assert sum(not isinstance(o, Exception) and o.refusal is Refusal.SOLD_OUT for o in outcomes) == 10
+    assert shop.order_count(drop, item_id=HOT) == 2
 
 
 def test_a_change_that_arrives_while_the_ledger_reloads_is_kept(drop):

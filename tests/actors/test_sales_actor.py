@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import ray
 from ray import serve
 
@@ -151,3 +152,18 @@ def test_a_restocked_size_sells_again(store_url, ray_store, ray_settings, ray_cl
                       what="the restocked size to sell")
     assert bought and shop.available(database, HOT) == 4
     database.close()
+
+
+def test_where_the_store_is_closed_no_sales_actor_is_started(ray_store, ray_settings, monkeypatch):
+    """A replica that outlives its store (draining after a stop, when the store's actors are gone)
+    gets SalesUnavailable, and starts no sales actor with its old settings."""
+    from sneakers23.actors import sales as sales_module
+    from sneakers23.actors.sales import sales_actor_names, sales_name
+
+    product_id = 424_242  # no actor of this product runs
+    monkeypatch.setattr(sales_module, "REPLICATOR_NAME", "replicator-of-a-stopped-store")
+    with pytest.raises(SalesUnavailable, match="the store is closed"):
+        sales_actor(ray_settings, product_id)
+    assert sales_name(product_id) not in sales_actor_names()
+    monkeypatch.undo()
+    assert ray.get(sales_actor(ray_settings, 1).read_stats.remote()).product_id == 1, "where it runs, it is found"
