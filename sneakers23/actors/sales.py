@@ -167,7 +167,6 @@ class ProductSales:
                 await self._commit_batch(batch)
             except Exception as error:  # the database is away: what waits cannot be sold now
                 log.warning("sales of product %s: %s", self.product_id, error)
-                self._stale = True
                 failed, self._queue = self._queue, []
                 self._let_go(failed, error)
                 return
@@ -176,7 +175,6 @@ class ProductSales:
         try:
             outcomes, changes = await asyncio.to_thread(self._commit, batch)
         except Exception as error:  # nothing of the batch was sold
-            self._stale = True  # (a commit whose answer was lost may have happened)
             self._let_go(batch, error)
             return
         for claim, outcome in zip(batch, outcomes):
@@ -184,13 +182,15 @@ class ProductSales:
                 self._ledger.settle(claim, outcome)
                 self._answer(claim, result=outcome)
             else:  # sold one by one, this one met the database away
-                self._stale = True
                 self._let_go([claim], outcome)
         for change in changes:  # each size's count and version after the batch
             self._ledger.apply(change)
         self._publish(changes)
 
     def _let_go(self, claims: list[Claim], error: Exception) -> None:
+        """Claims the database did not answer: let go, their buyers told to try again, and the
+        ledger reloaded before the next batch (a commit whose answer was lost may have happened)."""
+        self._stale = True
         if not isinstance(error, Sneakers23Error):
             error = DatabaseUnavailable(f"the sale could not be committed: {error}")
         for claim in claims:
