@@ -191,7 +191,9 @@ def restock(ctx: click.Context, item_id: int, count: int) -> None:
               help="Join the Ray cluster at this address (also RAY_ADDRESS) instead of starting one of its own.")
 @click.option("--replace", is_flag=True,
               help="With --address: take the place of the store already running on that cluster.")
-def serve(host: str | None, port: int | None, address: str | None, replace: bool) -> None:
+@click.option("--release", "release", type=click.IntRange(min=1), multiple=True, metavar="PRODUCT_ID",
+              help="Put this product on sale once the database is ready (repeatable; `./dev store` releases 1).")
+def serve(host: str | None, port: int | None, address: str | None, replace: bool, release: tuple[int, ...]) -> None:
     """Run the live store: Ray, the node caches, the pages and the product channels.
 
     It starts a Ray cluster of its own on this machine, and Ctrl-C (or SIGTERM) stops all of it.
@@ -200,7 +202,7 @@ def serve(host: str | None, port: int | None, address: str | None, replace: bool
     """
     from sneakers23.serve.run import run_store
 
-    run_store(get_settings(), host, port, address=address or None, replace=replace)
+    run_store(get_settings(), host, port, address=address or None, replace=replace, release=release)
 
 
 @cli.command()

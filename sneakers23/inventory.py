@@ -16,19 +16,23 @@ purchases in memory, since it is the write side of purchases (this API's Sales p
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from sneakers23.db import queries, seeds
+from sneakers23.db import carts, queries, seeds
 from sneakers23.db.engine import make_engine, reading, translated_errors
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged
+from sneakers23.domain.carts import MAX_ITEMS_PER_CART, CartRefusal, CartRequest
+from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, ProductReleased, ReleaseScheduleChanged
 from sneakers23.domain.levels import Level, level_for
-from sneakers23.domain.purchases import PurchaseResult, validate_purchase
+from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
 from sneakers23.errors import NotFound
 from sneakers23.settings import Settings, get_settings
 
@@ -82,6 +86,13 @@ class Sales(Protocol):
                              key: str | None) -> PurchaseResult: ...
 
 
+log = logging.getLogger(__name__)
+
+# The `…_async` operations run in threads of their own: a transaction mostly waits for the database
+# (its commit for the disk), so more of them at once than asyncio's default few keep it busy.
+DATABASE_THREADS = 32
+
+
 class Inventory:
     def __init__(self, settings: Settings | None = None, replication: Replication | None = None,
                  sales: Sales | None = None):
@@ -89,9 +100,18 @@ class Inventory:
         self.replication = replication
         self.sales = sales
         self.engine: Engine = make_engine(self.settings.database_url)  # connects on first use
+        self._threads: ThreadPoolExecutor | None = None
+        self._carts: _CartCommits | None = None
 
     def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
         self.engine.dispose()
+
+    def _in_thread(self, function, *args):
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="sneakers23-database")
+        return asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     def _errors(self):
         return translated_errors(self.settings.database_url)
@@ -169,7 +189,73 @@ class Inventory:
         validate_purchase(shopper_id, item_ids, idempotency_key)
         if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
             return await self.sales.purchase_async(product_id, shopper_id, item_ids, idempotency_key)
-        return await asyncio.to_thread(self.purchase, shopper_id, item_ids, idempotency_key)
+        return await self._in_thread(self.purchase, shopper_id, item_ids, idempotency_key)
+
+    # --- carts (a cart holds sizes put aside; the checkout buys them through `purchase`) ---
+
+    def cart(self, shopper_id: str) -> CartChanged:
+        validate_shopper(shopper_id)
+        with self._errors(), reading(self.engine) as connection:
+            return carts.cart(connection, shopper_id)
+
+    def carts(self) -> list[CartChanged]:
+        """Every shopper's cart (what a node cache holds besides the inventory)."""
+        with self._errors(), reading(self.engine) as connection:
+            return carts.all_carts(connection)
+
+    def add_to_cart(self, shopper_id: str, item_id: int) -> CartChanged | CartRefusal:
+        """Put one pair of a size in the shopper's cart: the database checks that it exists, is on
+        sale and in stock, is not in the cart or bought already, and keeps the shopper's pairs of
+        the product (in the cart and bought) within the limit. Published after the commit, so that
+        every tab of the shopper, on any node, shows it."""
+        return self.change_carts([CartRequest(shopper_id, add=item_id)])[0]
+
+    def remove_from_cart(self, shopper_id: str, item_ids: list[int]) -> CartChanged:
+        """Take sizes out of the cart (those not in it are ignored); the cart as it is after."""
+        return self.change_carts([CartRequest(shopper_id, remove=tuple(item_ids))])[0]
+
+    def change_carts(self, requests: list[CartRequest]) -> list[CartChanged | CartRefusal]:
+        """Several cart changes in one transaction, each one's outcome in order. A batch the
+        database refuses as a whole (two batches deadlocked, say) is tried again change by change."""
+        for request in requests:
+            _validate_cart_request(request)
+        try:
+            outcomes = self._change_carts_in_one(requests)
+        except (IntegrityError, DBAPIError) as error:
+            if len(requests) == 1:
+                raise
+            log.warning("a batch of %d cart changes failed (%s): one by one", len(requests), error)
+            outcomes = [self._change_carts_in_one([request])[0] for request in requests]
+        return outcomes
+
+    def _change_carts_in_one(self, requests: list[CartRequest]) -> list[CartChanged | CartRefusal]:
+        with self._errors(), self.engine.begin() as connection:
+            outcomes = carts.change_carts(connection, requests, self.settings.max_pairs_per_product)
+        # Each cart as the batch left it (a cart's outcomes come in version order).
+        self._publish({o.shopper_id: o for o in outcomes if isinstance(o, CartChanged)}.values())
+        return outcomes
+
+    async def add_to_cart_async(self, shopper_id: str, item_id: int) -> CartChanged | CartRefusal:
+        """`add_to_cart`, for callers on an event loop: grouped with the other changes asked for
+        while a batch commits (one transaction, one publish for them all)."""
+        return await self._cart_commits().change(CartRequest(shopper_id, add=item_id))
+
+    async def remove_from_cart_async(self, shopper_id: str, item_ids: list[int]) -> CartChanged:
+        return await self._cart_commits().change(CartRequest(shopper_id, remove=tuple(item_ids)))
+
+    def _cart_commits(self) -> "_CartCommits":
+        if self._carts is None:
+            self._carts = _CartCommits(self)
+        return self._carts
+
+    async def orders_async(self, shopper_id: str) -> list[BoughtPair]:
+        return await self._in_thread(self.orders, shopper_id)
+
+    def orders(self, shopper_id: str) -> list[BoughtPair]:
+        """The pairs the shopper bought, newest first."""
+        validate_shopper(shopper_id)
+        with self._errors(), reading(self.engine) as connection:
+            return queries.shopper_orders(connection, shopper_id)
 
     def restock(self, item_id: int, count: int) -> AvailabilityChanged:
         """Add pairs to a size (a late delivery, returns): committed, then published, so the
@@ -208,10 +294,11 @@ class Inventory:
         with self._errors(), reading(self.engine) as connection:
             return StockAudit(*queries.stock_audit(connection))
 
-    def current_changes(self) -> list[Change]:
-        """Every row's current state as a change: what a cache applies to catch up (anti-entropy)."""
+    def current_changes(self, carts_changed_since: datetime | None = None) -> list[Change]:
+        """Every row's current state as a change: what a cache applies to catch up (anti-entropy).
+        Of the carts, which grow with the shoppers, only those changed since the moment given."""
         with self._errors(), reading(self.engine) as connection:
-            return queries.current_changes(connection)
+            return queries.current_changes(connection, carts_changed_since)
 
     def database_version(self) -> int:
         """The sum of every row's version, the figure caches are compared with."""
@@ -227,3 +314,52 @@ class Inventory:
 
         with self._errors():
             migrate.upgrade(self.engine)
+
+
+MAX_CART_CHANGES_PER_BATCH = 500
+
+
+def _validate_cart_request(request: CartRequest) -> None:
+    validate_shopper(request.shopper_id)
+    for item_id in ([request.add] if request.add is not None else []) + list(request.remove):
+        if isinstance(item_id, bool) or not isinstance(item_id, int):
+            raise ValueError(f"item ids are whole numbers, not {item_id!r}")
+    if request.add is None and not 0 < len(request.remove) <= MAX_ITEMS_PER_CART:
+        raise ValueError(f"a change adds a size or takes out 1 to {MAX_ITEMS_PER_CART}")
+
+
+class _CartCommits:
+    """Group commit for one process's cart changes: while a batch commits, the changes asked for
+    meanwhile wait, and go together in the next (no timer: a lone change goes at once)."""
+
+    def __init__(self, inventory: Inventory):
+        self._inventory = inventory
+        self._waiting: list[tuple[CartRequest, asyncio.Future]] = []
+        self._committing: asyncio.Task | None = None
+
+    async def change(self, request: CartRequest):
+        _validate_cart_request(request)
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._waiting.append((request, answer))
+        if self._committing is None:
+            self._committing = loop.create_task(self._commit_while_waiting())
+        return await asyncio.shield(answer)  # (a caller that goes away leaves the batch alone)
+
+    async def _commit_while_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:MAX_CART_CHANGES_PER_BATCH]
+                del self._waiting[:len(batch)]
+                try:
+                    outcomes = await self._inventory._in_thread(self._inventory.change_carts, [r for r, _ in batch])
+                except Exception as error:  # every change of the batch is told
+                    for _request, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(error)
+                    continue
+                for (_request, answer), outcome in zip(batch, outcomes):
+                    if not answer.done():
+                        answer.set_result(outcome)
+        finally:
+            self._committing = None

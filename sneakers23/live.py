@@ -1,4 +1,5 @@
-"""The live catalog: this node's inventory, copied into the process that serves shoppers.
+"""The live catalog: this node's inventory (and the shoppers' carts), copied into the process that
+serves shoppers.
 
 A web replica renders every page and answers every join from this copy, with no call to anyone.
 It follows the node cache from a cursor, so it gets each change once and in order, and tells its
@@ -12,10 +13,12 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from sneakers23.actors.node_cache import follow_node_cache
+from sneakers23.actors.node_cache import Snapshot, follow_node_cache
+from sneakers23.domain.carts import CartLine, empty_cart, lines_for
 from sneakers23.domain.catalog import Catalog, Item, Product
-from sneakers23.domain.changes import AvailabilityChanged, ProductChange
-from sneakers23.domain.shopper_events import ShopperEvent, differences, release_change, stock_change
+from sneakers23.domain.changes import AvailabilityChanged, CartChanged, ProductChange
+from sneakers23.domain.shopper_events import (CartUpdated, ShopperEvent, cart_differences, differences, release_change,
+                                              stock_change)
 from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,7 @@ class LiveCatalog:
         self._task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.changes_seen = 0
-        self.generation = 0  # grows whenever what the catalog holds may have changed
+        self.generation = 0  # grows whenever the products or their stock may have changed
         self._loaded = asyncio.Event()  # set by the first snapshot
 
     # --- reads (from memory) ---
@@ -48,6 +51,17 @@ class LiveCatalog:
 
     def item(self, item_id: int) -> Item | None:
         return self._catalog.item(item_id) if self._catalog else None
+
+    def cart(self, shopper_id: str) -> CartChanged:
+        held = self._catalog.cart(shopper_id) if self._catalog else None
+        return held or empty_cart(shopper_id)
+
+    def cart_lines(self, cart: CartChanged) -> list[CartLine]:
+        return self.lines(cart.item_ids)
+
+    def lines(self, item_ids) -> list[CartLine]:
+        """Sizes as a cart, a checkout or an order shows them."""
+        return lines_for(item_ids, self.item, self.product)
 
     # --- following ---
 
@@ -71,18 +85,19 @@ class LiveCatalog:
     async def _follow_forever(self) -> None:
         await follow_node_cache(self._install, self._apply, prepare=self._prepare)
 
-    def _install(self, products: list[Product]) -> None:
+    def _install(self, snapshot: Snapshot) -> None:
         before = self.products()
-        self._catalog = Catalog(products)
+        carts_before = self._catalog.carts() if self._catalog else []
+        self._catalog = Catalog(snapshot.products, snapshot.carts)
         self.generation += 1
         self._loaded.set()
         if before:
-            self._tell(differences(before, products))
+            self._tell([*differences(before, snapshot.products), *cart_differences(carts_before, snapshot.carts)])
 
     def _apply(self, changes) -> None:
         events: list[ShopperEvent] = []
-        if changes:
-            self.generation += 1
+        if any(not isinstance(change, CartChanged) for change in changes):
+            self.generation += 1  # (pages and join replies are rendered again; carts are not in them)
         for change in changes:
             self.changes_seen += 1
             if isinstance(change, ProductChange):
@@ -93,6 +108,9 @@ class LiveCatalog:
                 before = self._catalog.item(change.item_id)
                 if self._catalog.apply(change) and (event := stock_change(before, self._catalog.item(change.item_id))):
                     events.append(event)
+            elif isinstance(change, CartChanged):
+                if self._catalog.apply(change):
+                    events.append(CartUpdated(change.shopper_id))
         self._tell(events)
 
     def _tell(self, events: list[ShopperEvent]) -> None:

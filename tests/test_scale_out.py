@@ -2,7 +2,8 @@
 a web replica and a cache on every node, and a load balancer in front of the nodes' proxies.
 
 A shopper on node B sees a release made on node A, live and on reload; when node B is lost the
-shopper's page reconnects through the balancer to node A and re-syncs what it missed; a node that
+shopper's page reconnects through the balancer to node A and re-syncs what it missed, and finds its
+cart there; a node that
 joins serves at once from a full cache. Runs last: it removes node B and puts a new one in its place.
 """
 
@@ -19,7 +20,8 @@ from sneakers23.inventory import Inventory
 from tests.conftest import _must_run_everything
 from tests.support import cluster
 from tests.support.balancer import Balancer
-from tests.support.store_fixtures import PhoenixClient
+from tests.serve.test_carts import new_shopper
+from tests.support.store_fixtures import CartClient, PhoenixClient
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.reshapes_cluster
@@ -61,6 +63,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
     wait_for(lambda: cluster.web_replicas_running(3), timeout=90, what="web replicas on every node")
     balancer = Balancer([ports["node_b"], ports["node_a"]])
     shopper = PhoenixClient(phoenix_js, f"ws://127.0.0.1:{balancer.port}/product_socket", ["product:2"])
+    cart_tab = None
     try:
         # A shopper on node B: the balancer sent the socket to B's proxy, which keeps it on B's replica.
         wait_for(lambda: joins(shopper), what="the shopper's join")
@@ -79,11 +82,21 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         assert "product-soon-2" not in page and "product-soon-1" in page
         assert all(f'value="{item.id}"' in page for item in items)
 
+        # The shopper's cart, served by node B too (its second socket through the balancer).
+        cart_tab = CartClient(phoenix_js, f"ws://127.0.0.1:{balancer.port}/product_socket")
+        shopper_id, _cookie, token = new_shopper()
+        cart_topic = f"cart:{shopper_id}"
+        cart_tab.join(cart_topic, token=token)
+        wait_for(lambda: cart_tab.of("join_ok", topic=cart_topic), what="the cart's join on node B")
+        kept = max(items, key=lambda i: i.available_count)
+        assert cart_tab.reply(cart_tab.push(cart_topic, "add_item", {"item_id": kept.id}))["status"] == "ok"
+        assert balancer.chosen == [ports["node_b"]] * 2
+
         # Node B is lost. While the balancer fails over, a size sells out: the shopper must see it.
         balancer.accepting.clear()
         others = {node: _stats(node) for node in ("head", "node_a")}
         cluster.remove_node(ray_cluster, "node_b", ray_cluster.named_nodes.pop("node_b"))
-        wait_for(lambda: shopper.of("close"), what="the shopper's socket to close")
+        wait_for(lambda: shopper.of("close") and cart_tab.of("close"), what="the shopper's sockets to close")
         item = min((i for i in items if i.available_count > 0), key=lambda i: i.available_count)
         inventory = Inventory(ray_settings, replication=RayReplication())
         try:
@@ -97,9 +110,13 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         assert balancer.chosen[-1] == ports["node_a"]
         assert {i["id"]: i["level"] for i in rejoined["items"]}[item.id] == "out"  # re-synced
         assert rejoined["released"]
+        # The cart was never the lost node's to lose: the rejoin on node A brings it back.
+        cart_again = wait_for(lambda: cart_tab.of("join_ok", topic=cart_topic)[1:], timeout=30,
+                              what="the cart to rejoin on node A")[0]
+        assert [line["item_id"] for line in cart_again["response"]["items"]] == [kept.id]
         # Held by a surviving node's replica.
         survivors = {node_a, cluster.node_id("head")}
-        wait_for(lambda: _held_by(survivors), timeout=30, what="the socket on a surviving node's replica")
+        wait_for(lambda: _held_by(survivors), timeout=30, what="the sockets on surviving nodes' replicas")
         # Only node B's own replicas went: two of each are left, and the other caches never restarted.
         # (Serve scales down once it has seen the lost replicas die: placement.DOWNSCALE_DELAY_S.)
         wait_for(lambda: cluster.web_replicas_running(2), timeout=120, what="two web replicas of each")
@@ -119,6 +136,8 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         assert {i["id"]: i["level"] for i in catalog[1]["items"]}[item.id] == "out"
     finally:
         shopper.close()
+        if cart_tab is not None:
+            cart_tab.close()
         balancer.close()
 
 
@@ -130,7 +149,7 @@ def _stats(node: str):
 
 def _held_by(nodes: set[str]) -> bool:
     counts = sockets_by_node()
-    return sum(counts.get(node, 0) for node in nodes) == 1 and sum(counts.values()) == 1
+    return sum(counts.get(node, 0) for node in nodes) == 2 and sum(counts.values()) == 2  # the page's and the cart's
 
 
 def _node_id_or_none(resource: str) -> str | None:

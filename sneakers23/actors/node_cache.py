@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 
 import ray
@@ -19,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from sneakers23.actors import NAMESPACE
 from sneakers23.domain.catalog import Catalog, Product
-from sneakers23.domain.changes import Change
+from sneakers23.domain.changes import CartChanged, Change
 from sneakers23.domain.feed import ChangeFeed, FeedRead
 from sneakers23.inventory import Inventory
 from sneakers23.retries import backoff, patiently, pause
@@ -29,6 +30,7 @@ from sneakers23.tasks import keep
 log = logging.getLogger(__name__)
 
 FOLLOW_TIMEOUT_S = 15.0
+CLOCK_SKEW_S = 5.0  # how far apart the writers' clocks (which stamp a cart's change) may be
 
 
 def cache_name(node_id: str) -> str:
@@ -40,6 +42,7 @@ class Snapshot:
     epoch: str
     cursor: int  # follow from here to get every change after this snapshot
     products: list[Product]
+    carts: list[CartChanged]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,7 @@ class NodeCache:
         keep(self._tasks, asyncio.get_event_loop().create_task(self._resync_forever()))
 
     def _load(self) -> Catalog:
-        return Catalog(self._inventory.complete_products())
+        return Catalog(self._inventory.complete_products(), self._inventory.carts())
 
     def _publish_to_followers(self, changes: list[Change]) -> None:
         for change in changes:
@@ -96,26 +99,35 @@ class NodeCache:
 
     # --- what readers and followers call ---
 
-    async def snapshot(self) -> Snapshot:
-        return Snapshot(self._feed.epoch, self._feed.cursor, self._catalog.products())
+    async def snapshot(self, carts: bool = True) -> Snapshot:
+        return Snapshot(self._feed.epoch, self._feed.cursor, self._catalog.products(),
+                        self._catalog.carts() if carts else [])
 
-    async def follow(self, epoch: str, cursor: int, timeout_s: float = FOLLOW_TIMEOUT_S) -> tuple[FeedRead, Snapshot | None]:
+    async def follow(self, epoch: str, cursor: int, timeout_s: float = FOLLOW_TIMEOUT_S,
+                     carts: bool = True) -> tuple[FeedRead, Snapshot | None]:
         """The changes applied after (epoch, cursor), waiting up to timeout_s for one.
 
         When the follower cannot continue from its cursor (a restart, a reload, or it fell too far
-        behind), it gets a snapshot to start again from.
+        behind), it gets a snapshot to start again from. Without `carts`, carts' changes are left
+        out (a sales actor is not woken by them).
         """
-        read = self._feed.read(epoch, cursor)
-        if not read.reset and not read.changes:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            read = self._feed.read(epoch, cursor)
+            if read.reset:
+                return read, await self.snapshot(carts)
+            if not carts and read.changes:
+                read = FeedRead(read.epoch, read.cursor,
+                                tuple(change for change in read.changes if not isinstance(change, CartChanged)))
+            left = deadline - time.monotonic()
+            if read.changes or left <= 0:
+                return read, None
+            epoch, cursor = read.epoch, read.cursor
             new_change = self._new_change
             try:
-                await asyncio.wait_for(new_change.wait(), timeout_s)
+                await asyncio.wait_for(new_change.wait(), left)
             except asyncio.TimeoutError:
                 pass
-            read = self._feed.read(epoch, cursor)
-        if read.reset:
-            return read, await self.snapshot()
-        return read, None
 
     async def stats(self) -> CacheStats:
         return CacheStats(self._node_id, self._feed.epoch, self._catalog.version_total(), self._healed,
@@ -135,8 +147,16 @@ class NodeCache:
         consistent = total > held
         healed: list[Change] = []
         if consistent:
-            current = await asyncio.to_thread(self._database_rows)
-            healed, consistent = self._catalog.reconcile(current)
+            # The products and sizes, and the carts changed lately (the carts grow with the
+            # shoppers: a full read of them every few seconds of a drop would cost more than all
+            # else). Only when that is not enough to reach the database's total, every cart.
+            since = datetime.now(timezone.utc) - timedelta(seconds=self._settings.resync_seconds * 2 + CLOCK_SKEW_S)
+            for changed_since in (since, None):
+                current = await asyncio.to_thread(self._database_rows, changed_since)
+                applied, consistent = self._catalog.reconcile(current)
+                healed += applied
+                if not consistent or self._catalog.version_total() >= total:
+                    break
             self._healed += len(healed)
             self._publish_to_followers(healed)
         if not consistent:  # the database went back, or holds rows unknown here: start again
@@ -161,8 +181,8 @@ class NodeCache:
     def _database_version(self) -> int:
         return self._inventory.database_version()
 
-    def _database_rows(self) -> list[Change]:
-        return self._inventory.current_changes()
+    def _database_rows(self, carts_changed_since: datetime | None) -> list[Change]:
+        return self._inventory.current_changes(carts_changed_since)
 
     async def _resync_forever(self) -> None:
         while True:
@@ -173,17 +193,18 @@ class NodeCache:
                 log.warning("node cache %s: resync failed: %s", self._node_id, error)
 
 
-async def follow_node_cache(on_snapshot: Callable[[list[Product]], None],
+async def follow_node_cache(on_snapshot: Callable[[Snapshot], None],
                             on_changes: Callable[[list[Change]], None],
-                            prepare: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Follow this node's cache, forever: `on_snapshot` gets the whole inventory at the start and
+                            prepare: Callable[[], Awaitable[None]] | None = None, carts: bool = True) -> None:
+    """Follow this node's cache, forever: `on_snapshot` gets all it holds at the start and
     whenever the cache cannot be followed from the cursor (it restarted, or reloaded); `on_changes`
     gets every change it applies after that, once and in order. A cache that restarts, or a node
     going away, is waited out with backoff (which starts again after every snapshot).
 
     `prepare` runs once, first (until it succeeds). The node's cache is only looked for, never
     made: the replication actor makes the caches, so a follower that outlives its store (a replica
-    draining after a stop) does not bring the store's actors back."""
+    draining after a stop) does not bring the store's actors back. Without `carts`, the carts are
+    left out of the snapshots and the changes."""
     prepared = prepare is None
     node_id = ray.get_runtime_context().get_node_id()
     while True:
@@ -194,14 +215,14 @@ async def follow_node_cache(on_snapshot: Callable[[list[Product]], None],
                     await prepare()
                     prepared = True
                 cache = await asyncio.to_thread(ray.get_actor, cache_name(node_id), NAMESPACE)
-                snapshot = await cache.snapshot.remote()
+                snapshot = await cache.snapshot.remote(carts)
         try:
-            on_snapshot(snapshot.products)
+            on_snapshot(snapshot)
             epoch, cursor = snapshot.epoch, snapshot.cursor
             while True:
-                read, restart = await cache.follow.remote(epoch, cursor)
+                read, restart = await cache.follow.remote(epoch, cursor, FOLLOW_TIMEOUT_S, carts)
                 if restart is not None:
-                    on_snapshot(restart.products)
+                    on_snapshot(restart)
                 else:
                     on_changes(read.changes)
                 epoch, cursor = read.epoch, read.cursor

@@ -30,7 +30,6 @@ from sneakers23.cluster import RayReplication
 from sneakers23.db import queries
 from sneakers23.db.engine import QueryCounter, make_engine, reading, translated_errors
 from sneakers23.db.sales import BatchRefused, commit_batch, load_sales
-from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged, Change
 from sneakers23.domain.purchases import PurchaseResult
 from sneakers23.domain.sales import Claim, SalesLedger, Waiting
@@ -107,7 +106,7 @@ class ProductSales:
         self._tasks: set[asyncio.Task] = set()
         if follow_changes:
             self._own(asyncio.get_event_loop().create_task(
-                follow_node_cache(self._on_snapshot, self._on_changes)))
+                follow_node_cache(self._on_snapshot, self._on_changes, carts=False)))
 
     # --- purchases ---
 
@@ -281,8 +280,8 @@ class ProductSales:
                 self._queue.append(claim)
         self._ledger = ledger
 
-    def _on_snapshot(self, products: list[Product]) -> None:
-        for product in products:
+    def _on_snapshot(self, snapshot) -> None:
+        for product in snapshot.products:
             if product.id == self.product_id:
                 self._ledger.catch_up(product)
         if self._followed:  # the cache started again: what else changed, the database says

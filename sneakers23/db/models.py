@@ -92,3 +92,24 @@ class ShopperProductPairsRow(SQLModel, table=True):
     shopper_id: str = Field(max_length=64, primary_key=True)
     product_id: int = Field(foreign_key="products.id", primary_key=True)
     pairs: int = Field(default=0)
+
+
+class CartRow(SQLModel, table=True):
+    """A shopper's cart. Its version grows with every change (caches apply only newer ones), and
+    every change updates the row first, so one shopper's changes from several tabs take turns."""
+
+    __tablename__ = "carts"
+
+    shopper_id: str = Field(max_length=64, primary_key=True)
+    version: int = Field(default=0)
+    updated_at: datetime = _timestamp()
+
+
+class CartItemRow(SQLModel, table=True):
+    """One size in a cart: at most one pair of each."""
+
+    __tablename__ = "cart_items"
+
+    shopper_id: str = Field(max_length=64, foreign_key="carts.shopper_id", primary_key=True)
+    item_id: int = Field(foreign_key="items.id", primary_key=True)
+    added_at: datetime = _timestamp()

@@ -9,11 +9,12 @@ from sqlalchemy import Connection, Engine, and_, exists, func, select, text, upd
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
+from sneakers23.db import carts
 from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
-from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
+from sneakers23.domain.purchases import BoughtPair, PurchaseResult, Refusal, SoldUnit
 from sneakers23.errors import AlreadyReleased, NotFound
 
 products_t = ProductRow.__table__
@@ -329,6 +330,14 @@ def _replay(connection: Connection, shopper_id: str, key: str, item_ids: list[in
     return PurchaseResult.sold(units, replayed=True)
 
 
+def shopper_orders(connection: Connection, shopper_id: str) -> list[BoughtPair]:
+    return [BoughtPair(row.id, row.item_id, row.product_id, row.idempotency_key, _utc(row.inserted_at))
+            for row in connection.execute(
+                select(orders_t.c.id, orders_t.c.item_id, orders_t.c.product_id, orders_t.c.idempotency_key,
+                       orders_t.c.inserted_at)
+                .where(orders_t.c.shopper_id == shopper_id).order_by(orders_t.c.id.desc()))]
+
+
 # --- versions, for the node caches' anti-entropy ----------------------------------------------------
 
 def version_total(connection: Connection) -> int:
@@ -336,11 +345,12 @@ def version_total(connection: Connection) -> int:
     total is equal holds every change (a cache never holds a version the database lacks)."""
     products_sum = select(func.coalesce(func.sum(products_t.c.version), 0)).scalar_subquery()
     availability_sum = select(func.coalesce(func.sum(availability_t.c.version), 0)).scalar_subquery()
-    return int(connection.execute(select(products_sum + availability_sum)).scalar_one())
+    return int(connection.execute(select(products_sum + availability_sum + carts.version_sum(connection))).scalar_one())
 
 
-def current_changes(connection: Connection) -> list[Change]:
-    """Every row's current state as a change, for a cache to apply what it missed."""
+def current_changes(connection: Connection, carts_changed_since: datetime | None = None) -> list[Change]:
+    """Every row's current state as a change, for a cache to apply what it missed (of the carts,
+    only those changed since the moment given, if one is)."""
     changes: list[Change] = [
         product_state(row.id, bool(row.released), row.version, _utc(row.release_at))
         for row in connection.execute(
@@ -355,7 +365,7 @@ def current_changes(connection: Connection) -> list[Change]:
             .join(items_t, items_t.c.id == availability_t.c.item_id)
         )
     ]
-    return changes
+    return changes + carts.all_carts(connection, carts_changed_since)
 
 
 # --- audit, for the mock drops' invariant check ---------------------------------------------------

@@ -6,7 +6,8 @@ import random
 
 from sqlalchemy import Connection, delete, func, select, text
 
-from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
+from sneakers23.db.models import (CartItemRow, CartRow, ItemAvailabilityRow, ItemRow, OrderRow, ProductRow,
+                                  ShopperProductPairsRow)
 from sneakers23.db.queries import count_products
 from sneakers23.errors import AlreadySeeded
 
@@ -20,7 +21,7 @@ OUT_OF_STOCK_PROBABILITY = 0.1
 STOCK_RANGE = (201, 1200)
 
 # Children first, so that deleting never breaks a foreign key.
-_TABLES = (OrderRow, ShopperProductPairsRow, ItemAvailabilityRow, ItemRow, ProductRow)
+_TABLES = (CartItemRow, CartRow, OrderRow, ShopperProductPairsRow, ItemAvailabilityRow, ItemRow, ProductRow)
 
 
 def seed(connection: Connection, random_seed: int | None = None, reset: bool = False) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable
 
-from sneakers23.domain.changes import AvailabilityChanged, Change, ProductChange
+from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, ProductChange
 from sneakers23.domain.levels import Level, level_for
 
 
@@ -54,15 +54,17 @@ def complete_products(products: Iterable[Product], items: Iterable[Item]) -> lis
 
 
 class Catalog:
-    """A node's in-memory copy of the inventory that only ever moves forward.
+    """A node's in-memory copy of the inventory (and of the shoppers' carts) that only ever moves
+    forward.
 
     Every change carries the version of the database row it came from; a change is applied only
     when it is newer than what is held, so late, duplicated or reordered changes are harmless.
     """
 
-    def __init__(self, products: Iterable[Product]):
+    def __init__(self, products: Iterable[Product], carts: Iterable[CartChanged] = ()):
         self._products: dict[int, Product] = {}
         self._items: dict[int, Item] = {}
+        self._carts: dict[str, CartChanged] = {cart.shopper_id: cart for cart in carts}
         for product in products:
             self._products[product.id] = replace(product, items=())
             for item in product.items:
@@ -80,6 +82,13 @@ class Catalog:
 
     def item(self, item_id: int) -> Item | None:
         return self._items.get(item_id)
+
+    def cart(self, shopper_id: str) -> CartChanged | None:
+        """The shopper's cart, or None when the shopper never had one."""
+        return self._carts.get(shopper_id)
+
+    def carts(self) -> list[CartChanged]:
+        return list(self._carts.values())
 
     def released(self, product_id: int) -> bool:
         product = self._products.get(product_id)
@@ -100,25 +109,34 @@ class Catalog:
                 return False
             self._items[item.id] = replace(item, available_count=change.available_count, version=change.version)
             return True
+        if isinstance(change, CartChanged):  # a cart unknown here is a new one
+            cart = self._carts.get(change.shopper_id)
+            if cart is not None and change.version <= cart.version:
+                return False
+            self._carts[change.shopper_id] = change
+            return True
         raise TypeError(f"not a change: {change!r}")
 
     def version_total(self) -> int:
         """Sum of every row's version: equal to the database's when nothing was missed."""
-        return sum(p.version for p in self._products.values()) + sum(i.version for i in self._items.values())
+        return (sum(p.version for p in self._products.values()) + sum(i.version for i in self._items.values())
+                + sum(c.version for c in self._carts.values()))
 
     def reconcile(self, current: Iterable[Change]) -> tuple[list[Change], bool]:
         """Catch up with the database's current rows: apply every newer one.
 
         A row held at a newer version is fine (a change applied since the rows were read). Returns
         the changes applied, and False when moving forward cannot reach the database's state (a
-        row unknown here), so the caller must reload instead.
+        product or size unknown here), so the caller must reload instead.
         """
         applied: list[Change] = []
         for change in current:
             if isinstance(change, ProductChange):
                 held = self._products.get(change.product_id)
-            else:
+            elif isinstance(change, AvailabilityChanged):
                 held = self._items.get(change.item_id)
+            else:
+                held = change  # a cart: new ones are made every day
             if held is None:
                 return applied, False
             if self.apply(change):

@@ -68,4 +68,20 @@ class AvailabilityChanged:
         return level_for(self.available_count)
 
 
-Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged]
+@dataclass(frozen=True, slots=True)
+class CartChanged:
+    """A shopper's cart after a change: the sizes in it, newest first (a cart row and its items)."""
+
+    shopper_id: str
+    version: int
+    item_ids: tuple[int, ...]
+
+    kind = "cart_changed"
+
+    def __reduce__(self):
+        return CartChanged, (self.shopper_id, self.version, self.item_ids)
+
+
+InventoryChange = (ProductReleased, ReleaseScheduleChanged, AvailabilityChanged)  # (for isinstance)
+
+Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, CartChanged]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from sneakers23.domain.changes import AvailabilityChanged
@@ -89,10 +90,25 @@ class PurchaseResult:
         return cls(units=units, replayed=replayed, changes=changes)
 
 
-def validate_purchase(shopper_id: str, item_ids: list[int], idempotency_key: str | None) -> None:
-    """Reject malformed requests before they reach the database."""
+@dataclass(frozen=True, slots=True)
+class BoughtPair:
+    """One pair a shopper bought (an order row), for the shopper's orders page."""
+
+    order_id: int
+    item_id: int
+    product_id: int
+    idempotency_key: str  # the pairs of one purchase share it
+    bought_at: datetime
+
+
+def validate_shopper(shopper_id: str) -> None:
     if not isinstance(shopper_id, str) or not shopper_id or len(shopper_id) > MAX_SHOPPER_ID_LENGTH:
         raise ValueError(f"a shopper id is 1 to {MAX_SHOPPER_ID_LENGTH} characters")
+
+
+def validate_purchase(shopper_id: str, item_ids: list[int], idempotency_key: str | None) -> None:
+    """Reject malformed requests before they reach the database."""
+    validate_shopper(shopper_id)
     if not item_ids:
         raise ValueError("a purchase needs at least one item")
     if len(item_ids) > MAX_UNITS_PER_PURCHASE:
@@ -102,3 +118,20 @@ def validate_purchase(shopper_id: str, item_ids: list[int], idempotency_key: str
             raise ValueError(f"item ids are whole numbers, not {item_id!r}")
     if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH):
         raise ValueError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """The pairs of one purchase (they share its idempotency key)."""
+
+    key: str
+    bought_at: datetime
+    item_ids: tuple[int, ...]
+
+
+def orders_of(pairs: list[BoughtPair]) -> list[Order]:
+    """A shopper's pairs grouped by purchase, in the order given (newest first)."""
+    grouped: dict[str, list[BoughtPair]] = {}
+    for pair in pairs:
+        grouped.setdefault(pair.idempotency_key, []).append(pair)
+    return [Order(key, group[0].bought_at, tuple(pair.item_id for pair in group)) for key, group in grouped.items()]

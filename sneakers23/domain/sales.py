@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from sneakers23.domain.catalog import Catalog, Product
-from sneakers23.domain.changes import AvailabilityChanged, Change, product_state
+from sneakers23.domain.changes import AvailabilityChanged, Change, InventoryChange, product_state
 from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
 
 
@@ -128,8 +128,8 @@ class SalesLedger:
     def apply(self, change: Change) -> bool:
         """A committed change to the product or one of its sizes (a sale, a restock, a release),
         applied when newer than what is held."""
-        if change.product_id != self.product_id:
-            return False
+        if not isinstance(change, InventoryChange) or change.product_id != self.product_id:
+            return False  # (a cart, or another product)
         return self._catalog.apply(change)
 
     def catch_up(self, product: Product) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Union
 
 from sneakers23.domain.catalog import Item, Product
+from sneakers23.domain.changes import CartChanged
 from sneakers23.domain.levels import Level
 
 
@@ -32,7 +33,14 @@ class StockChanged:
     level: Level
 
 
-ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged]
+@dataclass(frozen=True, slots=True)
+class CartUpdated:
+    """A shopper's cart changed: every tab of that shopper shows the new one."""
+
+    shopper_id: str
+
+
+ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated]
 
 
 def stock_change(before: Item | None, after: Item) -> StockChanged | None:
@@ -62,3 +70,11 @@ def differences(before: Iterable[Product], after: Iterable[Product]) -> list[Sho
             if old is None or old.level != item.level:
                 events.append(StockChanged(item.product_id, item.id, item.level))
     return events
+
+
+def cart_differences(before: Iterable[CartChanged], after: Iterable[CartChanged]) -> list[CartUpdated]:
+    """The carts that changed between two snapshots (gone ones too: the shop was reseeded)."""
+    old = {cart.shopper_id: cart.version for cart in before}
+    new = {cart.shopper_id: cart.version for cart in after}
+    return [CartUpdated(shopper_id) for shopper_id in [*new, *(s for s in old if s not in new)]
+            if old.get(shopper_id) != new.get(shopper_id)]

@@ -12,6 +12,8 @@ inventory API. `build_store` and `build_channels` are the import paths of the Se
 
 import asyncio
 import logging
+from html import escape
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -23,14 +25,16 @@ from sneakers23 import assembly
 from sneakers23.actors.sales import SalesBusy, SalesUnavailable
 from sneakers23.cluster import check_database_fits
 from sneakers23.db.engine import QueryCounter
+from sneakers23.domain.carts import CHECKOUT_MESSAGES, CheckoutRefusal, checkout_key, checkout_refusal
 from sneakers23.domain.levels import Level
-from sneakers23.domain.purchases import PurchaseResult, Refusal
+from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, Refusal, orders_of
 from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
+from sneakers23.serve.carts import CartChannels
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.placement import on_every_node
-from sneakers23.serve.render import STATIC, catalog_page
-from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, ShopperCookies
+from sneakers23.serve.render import (CART_MARKER, STATIC, catalog_page, checkout_page, complete_page, orders_page)
+from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, CartTokens, ShopperCookies
 from sneakers23.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,39 @@ store_api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
 RETRY_AFTER_S = 1  # what a 503 asks the client to wait before it tries again
+
+
+def _opening_page() -> HTMLResponse:
+    return HTMLResponse("<!DOCTYPE html><title>Sneakers23</title><p>The store is opening: try again in a moment.",
+                        status_code=503, headers={**NO_STORE, "Retry-After": str(RETRY_AFTER_S)})
+
+
+def _page_error(status: int, message: str) -> HTMLResponse:
+    headers = {**NO_STORE, "Retry-After": str(RETRY_AFTER_S)} if status == 503 else NO_STORE
+    return HTMLResponse(f'<!DOCTYPE html><title>Sneakers23</title><link rel="stylesheet" href="/static/css/store.css">'
+                        f'<p class="flash flash--error" role="alert" data-checkout-message>{escape(message)}</p>'
+                        f'<p><a href="/checkout">Back to checkout</a></p>', status_code=status, headers=headers)
+
+
+MAX_FORM_BYTES = 4096
+
+
+async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
+    """The cart version and sizes a checkout form posts; None when it is malformed."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    try:
+        form = parse_qs(body.decode(), strict_parsing=False)
+        version = int(form.get("version", [""])[0])
+        item_ids = [int(part) for part in form.get("item_ids", [""])[0].split(",") if part]
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if version < 0 or len(item_ids) > MAX_UNITS_PER_PURCHASE or any(not 0 < i < 2**31 for i in item_ids):
+        return None
+    return version, item_ids
 
 
 def _error(status: int, error: str, message: str) -> JSONResponse:
@@ -82,15 +119,19 @@ class Storefront:
         self.live = assembly.live_catalog(settings)  # this node's catalog, in memory
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
+        self.cart_tokens = CartTokens(settings.secret_key)
         self.node_id = ray.get_runtime_context().get_node_id()
-        self._page: tuple[int, bytes] = (-1, b"")  # rendered once per catalog generation
+        # Rendered once per catalog generation, around the place of the shopper's own cart token.
+        self._page: tuple[int, bytes, bytes] = (-1, b"", b"")
         await self.live.wait_ready(READY_WAIT_S)
 
-    def _catalog_html(self) -> bytes:
+    def _catalog_html(self, shopper_id: str) -> bytes:
         generation = self.live.generation
         if self._page[0] != generation:
-            self._page = (generation, catalog_page(self.live.products()).encode())
-        return self._page[1]
+            before, _marker, after = catalog_page(self.live.products()).encode().partition(CART_MARKER.encode())
+            self._page = (generation, before, after)
+        mine = f'data-cart-id="{shopper_id}" data-cart-token="{self.cart_tokens.issue(shopper_id)}"'.encode()
+        return self._page[1] + mine + self._page[2]
 
     def _shopper(self, request: Request) -> str | None:
         return self.cookies.read(request.cookies.get(COOKIE))
@@ -98,13 +139,90 @@ class Storefront:
     @store_api.get("/", response_class=HTMLResponse)
     async def catalog(self, request: Request):
         if not self.live.ready:
-            return HTMLResponse("<!DOCTYPE html><title>Sneakers23</title><p>The store is opening: try again in a moment.",
-                                status_code=503, headers={**NO_STORE, "Retry-After": str(RETRY_AFTER_S)})
-        response = HTMLResponse(self._catalog_html(), headers=NO_STORE)
-        if self._shopper(request) is None:
-            _shopper_id, cookie = self.cookies.new()
+            return _opening_page()
+        shopper_id = self._shopper(request)
+        cookie = None
+        if shopper_id is None:
+            shopper_id, cookie = self.cookies.new()
+        response = HTMLResponse(self._catalog_html(shopper_id), headers=NO_STORE)
+        if cookie is not None:
             response.set_cookie(COOKIE, cookie, max_age=MAX_AGE_S, httponly=True, samesite="lax")
         return response
+
+    # --- checkout (the cart is in the database; pages read this node's copy of it) ---
+
+    @store_api.get("/checkout", response_class=HTMLResponse)
+    async def checkout(self, request: Request):
+        if not self.live.ready:
+            return _opening_page()
+        shopper_id = self._shopper(request)
+        cart = self.live.cart(shopper_id) if shopper_id else None
+        lines = self.live.cart_lines(cart) if cart else []
+        message = CHECKOUT_MESSAGES[CheckoutRefusal.EMPTY] if not lines else None
+        return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message), headers=NO_STORE)
+
+    @store_api.post("/checkout", response_class=HTMLResponse)
+    async def purchase_cart(self, request: Request):
+        """Buy the cart the checkout page showed, all or nothing, through the drop engine. Its key
+        comes from the cart's version: a double-click, a retry or a second tab sell it once."""
+        shopper_id = self._shopper(request)
+        if shopper_id is None:
+            return _page_error(401, "Open the shop first: your browser sent no shopper cookie")
+        if not self.live.ready:
+            return _opening_page()
+        form = await _checkout_form(request)
+        if form is None:
+            return _page_error(400, "This checkout form is not valid: open the checkout page again")
+        version, item_ids = form
+        lines = self.live.lines(item_ids)
+        refusal = checkout_refusal(lines) if len(lines) == len(set(item_ids)) else CheckoutRefusal.FAILED
+        if refusal is not None:
+            return self._checkout_refused(shopper_id, refusal)
+        try:
+            # Shielded: a shopper who goes away mid-checkout still has the cart cleared of what sold.
+            result = await asyncio.shield(self._buy_cart(shopper_id, sorted(set(item_ids)), version))
+        except SalesBusy:
+            return _page_error(503, "So many shoppers are buying right now: try again in a moment")
+        except (SalesUnavailable, DatabaseUnavailable, SchemaMissing) as error:
+            log.warning("checkout failed: %s", error)
+            return _page_error(503, "The store cannot sell right now: try again in a moment")
+        except Sneakers23Error as error:
+            log.error("checkout failed: %s", error)
+            return _page_error(500, CHECKOUT_MESSAGES[CheckoutRefusal.FAILED])
+        if not result.ok:
+            return self._checkout_refused(shopper_id, CheckoutRefusal.FAILED, result.message)
+        return HTMLResponse(complete_page(self.live.lines(unit.item_id for unit in result.units)), headers=NO_STORE)
+
+    def _checkout_refused(self, shopper_id: str, refusal: CheckoutRefusal, detail: str | None = None) -> HTMLResponse:
+        cart = self.live.cart(shopper_id)
+        message = CHECKOUT_MESSAGES[refusal] + (f" ({detail})" if detail else "")
+        return HTMLResponse(checkout_page(self.live.cart_lines(cart), cart.version, message), status_code=409,
+                            headers=NO_STORE)
+
+    async def _buy_cart(self, shopper_id: str, item_ids: list[int], version: int) -> PurchaseResult:
+        result = await self.inventory.purchase_async(shopper_id, item_ids, checkout_key(version))
+        if result.ok:
+            # The sale is committed: a cart that cannot be cleared now only shows the bought sizes
+            # until the shopper removes them (checking out again replays the same order).
+            try:
+                await self.inventory.remove_from_cart_async(shopper_id, item_ids)
+            except Sneakers23Error as error:
+                log.warning("a bought cart could not be cleared: %s", error)
+        return result
+
+    @store_api.get("/orders", response_class=HTMLResponse)
+    async def orders(self, request: Request):
+        """The shopper's orders: the one page read from the database (a shopper's own history,
+        not what the crowd reads)."""
+        shopper_id = self._shopper(request)
+        if shopper_id is None:
+            return HTMLResponse(orders_page([]), headers=NO_STORE)
+        try:
+            pairs = await self.inventory.orders_async(shopper_id)
+        except (DatabaseUnavailable, SchemaMissing):
+            return _page_error(503, "Your orders cannot be shown right now: try again in a moment")
+        return HTMLResponse(orders_page([(order, self.live.lines(order.item_ids)) for order in orders_of(pairs)]),
+                            headers=NO_STORE)
 
     @store_api.get("/api/products")
     async def products(self):
@@ -173,7 +291,10 @@ channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=Non
 class ProductChannels:
     async def __init__(self, settings: Settings):
         self.live = assembly.live_catalog(settings)
-        self.hub = ChannelHub(self.live)
+        # Cart changes are written through the inventory (then published); no purchases here.
+        carts = CartChannels(self.live, assembly.cluster_inventory(settings, through_sales=False),
+                             CartTokens(settings.secret_key), settings.max_pairs_per_product)
+        self.hub = ChannelHub(self.live, carts)
         self.live.subscribe(self.hub.publish)
         self.live.start()
         self.node_id = ray.get_runtime_context().get_node_id()

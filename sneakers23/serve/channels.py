@@ -1,4 +1,5 @@
-"""Product channels: topic `product:{id}` per product, speaking the Phoenix protocol.
+"""Product channels: topic `product:{id}` per product, speaking the Phoenix protocol (and, on the
+same sockets, the shoppers' cart channels: serve/carts.py).
 
 A push is encoded once and sent to every socket that joined its topic, each send started at once
 (`eager`): a socket that cannot take it right away gets a task that finishes it and the frames
@@ -20,6 +21,7 @@ from sneakers23.domain.catalog import Product
 from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
 from sneakers23.domain.views import item_level
 from sneakers23.serve import eager, phoenix
+from sneakers23.serve.carts import CartChannels
 from sneakers23.serve.render import size_html
 from sneakers23.tasks import keep
 
@@ -125,8 +127,9 @@ async def close_within(websocket: WebSocket, code: int, reason: str) -> None:
 class ChannelHub:
     """Every socket of this replica, by topic; turns shopper events into pushes."""
 
-    def __init__(self, products: Products):
+    def __init__(self, products: Products, carts: CartChannels | None = None):
         self._products = products
+        self._carts = carts
         self._topics: dict[str, set[Connection]] = {}
         self._connections: set[Connection] = set()
         self._refuse_until = 0.0
@@ -153,6 +156,8 @@ class ChannelHub:
     # --- pushes ---
 
     def publish(self, events: list[ShopperEvent]) -> None:
+        if self._carts is not None:
+            self._carts.publish(events)
         for event in events:
             topic = f"{TOPIC_PREFIX}{event.product_id}"
             subscribers = self._topics.get(topic)
@@ -238,17 +243,23 @@ class ChannelHub:
             connection.send(phoenix.encode(message.join_ref, message.ref, message.topic, phoenix.CLOSE, {}))
         elif message.topic not in connection.joined:
             connection.send(phoenix.reply(message, "error", {"reason": "unmatched topic"}))
+        elif self._carts is not None and self._carts.owns(message.topic):
+            self._carts.handle(connection, message)
         else:
             connection.send(phoenix.reply(message, "error", {"reason": f"unknown event {message.event[:64]!r}"}))
 
     def _join(self, connection: Connection, message: phoenix.Message) -> None:
+        if message.topic not in connection.joined and len(connection.joined) >= MAX_CHANNELS_PER_SOCKET:
+            connection.send(phoenix.reply(message, "error", {"reason": "too many channels on one socket"}))
+            return
+        if self._carts is not None and self._carts.owns(message.topic):
+            if self._carts.join(connection, message):
+                connection.joined.add(message.topic)
+            return
         product = self._product_for(message.topic)
         if product is None:
             reason = "unknown product" if message.topic.startswith(TOPIC_PREFIX) else "unmatched topic"
             connection.send(phoenix.reply(message, "error", {"reason": reason}))
-            return
-        if message.topic not in connection.joined and len(connection.joined) >= MAX_CHANNELS_PER_SOCKET:
-            connection.send(phoenix.reply(message, "error", {"reason": "too many channels on one socket"}))
             return
         # A join (or a rejoin after a reconnect) is answered with the current state.
         connection.joined.add(message.topic)
@@ -263,6 +274,9 @@ class ChannelHub:
         return cached[1]
 
     def _leave(self, connection: Connection, topic: str) -> None:
+        if self._carts is not None and self._carts.owns(topic):
+            self._carts.leave(connection, topic)
+            return
         subscribers = self._topics.get(topic)
         if subscribers is not None:
             subscribers.discard(connection)

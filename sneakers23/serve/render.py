@@ -9,7 +9,9 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from sneakers23.domain.carts import CartLine
 from sneakers23.domain.catalog import Product
+from sneakers23.domain.purchases import Order
 
 
 
@@ -30,8 +32,28 @@ def _environment() -> Environment:
                        trim_blocks=False, lstrip_blocks=False)
 
 
-def catalog_page(products: list[Product]) -> str:
-    return _environment().get_template("catalog.html").render(products=products)
+# Where a shopper's own part goes in the catalog page, which is otherwise rendered once for everyone.
+CART_MARKER = "data-sneakers23-cart-goes-here"
+
+
+def catalog_page(products: list[Product], cart_attributes: str = CART_MARKER) -> str:
+    return _environment().get_template("catalog.html").render(products=products, cart_attributes=cart_attributes)
+
+
+def checkout_page(lines: list[CartLine], version: int, message: str | None = None) -> str:
+    return _environment().get_template("checkout.html").render(
+        lines=lines, version=version, message=message, any_out=any(line.out_of_stock for line in lines),
+        item_ids=",".join(str(line.item_id) for line in lines),
+        subtotal=sum(line.price_usd for line in lines if not line.out_of_stock))
+
+
+def complete_page(lines: list[CartLine]) -> str:
+    return _environment().get_template("complete.html").render(lines=lines, total=sum(line.price_usd for line in lines))
+
+
+def orders_page(orders: list[tuple[Order, list[CartLine]]]) -> str:
+    return _environment().get_template("orders.html").render(
+        orders=[{"key": order.key, "bought_at": order.bought_at, "lines": lines} for order, lines in orders])
 
 
 def size_html(product: Product) -> str:

@@ -93,8 +93,9 @@ class RunningStore:
 
 
 def run_store(settings: Settings, host: str | None, port: int | None, address: str | None = None,
-              replace: bool = False) -> None:
-    """Run the store until a signal asks it to stop, then take down what this call started."""
+              replace: bool = False, release: tuple[int, ...] = ()) -> None:
+    """Run the store until a signal asks it to stop, then take down what this call started.
+    `release`: products put on sale once the database is ready (before the caches load it)."""
     signals = StopSignals()
     signals.install()
     if replace and not address:
@@ -102,6 +103,7 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
     if not settings.secret_key:  # cookies then last as long as this store
         settings = settings.model_copy(update={"secret_key": secrets.token_urlsafe(32)})
     runner = _OwnCluster(settings, host, port) if not address else _JoinedCluster(settings, host, port, address, replace)
+    runner.release = tuple(release)
     try:
         runner.start(signals)
         click.echo(f"Sneakers23 is open at {runner.url}  (Ctrl-C to close)")
@@ -129,12 +131,15 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
         raise Sneakers23Error(runner.lost)
 
 
-def _prepare_database(settings: Settings) -> None:
+def _prepare_database(settings: Settings, release: tuple[int, ...] = ()) -> None:
     inventory = assembly.database_inventory(settings)
     try:
         inventory.upgrade_schema()
         if not inventory.is_seeded():
             click.echo(f"seeded {inventory.seed()} items into an empty database")
+        for product_id in release:
+            if inventory.release(product_id).newly_released:  # (a running store's caches heal it in)
+                click.echo(f"product {product_id} released")
     finally:
         inventory.close()
 
@@ -257,6 +262,7 @@ class _Runner:
     url: str | None = None
     lost: str | None = None  # why the store closed by itself, if it did
     _deployed_at: float | None = None
+    release: tuple[int, ...] = ()  # products to put on sale once the database is ready
 
     def __init__(self) -> None:
         self._call = _Call()
@@ -302,7 +308,7 @@ class _OwnCluster(_Runner):
         return self.local is not None
 
     def start(self, signals: StopSignals) -> None:
-        _prepare_database(self.settings)
+        _prepare_database(self.settings, self.release)
         signals.check()
         become_subreaper()
         with one_start_at_a_time(signals.check):
@@ -367,7 +373,7 @@ class _JoinedCluster(_Runner):
                 "it is (to take its place, add --replace)")
         self.host, self.port = self._listening_address()
         self.url = _url(self._node_host(), self.port)
-        _prepare_database(self.settings)
+        _prepare_database(self.settings, self.release)
         signals.check()
         self._started_serve = _serve_http_address() is None
         self._touched = True

@@ -1,13 +1,15 @@
-"""Shoppers are told apart by a random id in a signed cookie, set on their first visit."""
+"""Shoppers are told apart by a random id in a signed cookie, set on their first visit; a page
+carries a signed, expiring cart token that lets its socket join that shopper's cart channel."""
 
 from __future__ import annotations
 
 import secrets
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner
 
 COOKIE = "sneakers23_shopper"
 MAX_AGE_S = 60 * 60 * 24 * 30
+CART_TOKEN_MAX_AGE_S = 60 * 60 * 24 * 7  # as the original's cart token
 
 
 class ShopperCookies:
@@ -29,3 +31,29 @@ class ShopperCookies:
         except (BadSignature, UnicodeError):
             return None
         return shopper_id if len(shopper_id) == 64 else None
+
+
+class CartTokens:
+    """The token a page gives its socket to join `cart:{shopper id}`: the shopper id, signed and
+    stamped with its time (a socket carries no cookie the server can rely on, and the Phoenix way
+    is a token in the join's parameters)."""
+
+    def __init__(self, secret_key: str, max_age_s: int = CART_TOKEN_MAX_AGE_S):
+        self._signer = TimestampSigner(secret_key, salt="sneakers23-cart")
+        self._max_age_s = max_age_s
+
+    def issue(self, shopper_id: str) -> str:
+        return self._signer.sign(shopper_id).decode()
+
+    def read(self, token: object) -> tuple[str | None, str]:
+        """(the shopper id, "") for a good token; (None, why) otherwise: "expired_token" or
+        "invalid_token"."""
+        if not isinstance(token, str) or not token or len(token) > 256:
+            return None, "invalid_token"
+        try:
+            shopper_id = self._signer.unsign(token, max_age=self._max_age_s).decode()
+        except SignatureExpired:
+            return None, "expired_token"
+        except (BadSignature, UnicodeError):
+            return None, "invalid_token"
+        return shopper_id, ""

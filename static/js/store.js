@@ -1,4 +1,5 @@
-// The live catalog: one Phoenix channel per product on the page, kept in step with the store.
+// The live catalog: one Phoenix channel per product on the page, kept in step with the store, and
+// the shopper's cart.
 // The official Phoenix client reconnects with backoff and rejoins every channel; each join reply
 // carries the product's current state, so a page that was disconnected re-syncs without a reload.
 import { Socket } from "/static/vendor/phoenix/phoenix.mjs";
@@ -53,5 +54,75 @@ document.querySelectorAll(".product-listing[data-product-id]").forEach((listing)
   channels[productId] = channel;
 });
 
+// The cart: its own channel, `cart:{shopper id}`, joined with the signed token the page carries.
+// Every tab of the shopper, on any node, gets the same `cart` pushes; replies and pushes carry the
+// cart's version, and a tab shows the newest it has seen (a reply may overtake its own push).
+const panel = document.querySelector("[data-cart]");
+let cart = null;
+let shown = { version: -1, items: [] };
+
+function showMessage(text) {
+  const message = panel.querySelector("[data-cart-message]");
+  message.textContent = text || "";
+  message.hidden = !text;
+}
+
+function cell(tag, className, text) {
+  const element = document.createElement(tag);
+  element.className = className;
+  element.textContent = text;
+  return element;
+}
+
+function renderCart(view) {
+  if (!view || view.version < shown.version) return;
+  shown = view;
+  panel.querySelector("[data-cart-count]").textContent = String(view.count);
+  panel.querySelector("[data-cart-subtotal]").textContent = `$${view.subtotal_usd}`;
+  const list = panel.querySelector("[data-cart-items]");
+  list.replaceChildren(...view.items.map((item) => {
+    const line = cell("li", `cart__item${item.out_of_stock ? " cart__item--out" : ""}`, "");
+    line.dataset.itemId = item.item_id;
+    const remove = cell("button", "cart__remove", "×");
+    remove.type = "button";
+    remove.dataset.cartRemove = item.item_id;
+    remove.setAttribute("aria-label", `Remove ${item.name} size ${item.size}`);
+    line.append(remove, cell("span", "cart__brand", item.brand), cell("strong", "cart__name", item.name),
+      cell("span", "cart__size", `Size ${item.size}`), cell("span", "cart__price", `$${item.price_usd}`));
+    return line;
+  }));
+  const inCart = new Set(view.items.map((item) => String(item.item_id)));
+  document.querySelectorAll(".size-container__entry").forEach((button) => {
+    button.classList.toggle("size-container__entry--in-cart", inCart.has(button.value));
+  });
+}
+
+function change(event, itemId) {
+  if (!cart) return;
+  showMessage("");
+  cart.push(event, { item_id: Number(itemId) })
+    .receive("ok", renderCart)
+    .receive("error", (error) => showMessage(error.message || error.reason))
+    .receive("timeout", () => showMessage("The store did not answer: try again"));
+}
+
+if (panel && panel.dataset.cartId) {
+  cart = socket.channel(`cart:${panel.dataset.cartId}`, { token: panel.dataset.cartToken, page: location.pathname });
+  cart.on("cart", renderCart);
+  // Joined again after every reconnect: the reply is the cart as it is now.
+  cart.join()
+    .receive("ok", (view) => { showMessage(""); renderCart(view); })
+    .receive("error", (error) => {
+      showMessage(error.message || error.reason);
+      if (error.reason === "invalid_token" || error.reason === "expired_token") cart.leave();
+    });
+  document.addEventListener("click", (event) => {
+    const size = event.target.closest(".size-container__entry");
+    if (size && !size.disabled) change("add_item", size.value);
+    const remove = event.target.closest("[data-cart-remove]");
+    if (remove) change("remove_item", remove.dataset.cartRemove);
+  });
+}
+
 socket.connect();
-window.sneakers23 = { socket, channels };
+window.sneakers23 = { socket, channels, cart: () => cart, shownCart: () => shown };

@@ -137,6 +137,57 @@ def test_a_follower_misses_nothing_and_gets_nothing_twice(ray_settings):
     assert state[item][0] == database_counts(ray_settings)[item]
 
 
+def test_carts_reach_every_cache_and_a_follower_without_carts_gets_only_the_inventory(ray_settings):
+    """Carts travel like stock (a cart's tabs may be on any node), but a sales actor, which
+    follows without carts, is not woken by them."""
+    item = in_stock_item(ray_settings)
+    cache = cluster.cache("node_b")
+    snapshot = ray.get(cache.snapshot.remote(False))
+    assert snapshot.carts == []
+    shopper = "f" * 64
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    try:
+        added = inventory.add_to_cart(shopper, item)
+        wait_for(lambda: any(c == added for c in ray.get(cache.snapshot.remote()).carts), what="the cart on node B")
+        read, restart = ray.get(cache.follow.remote(snapshot.epoch, snapshot.cursor, 0.5, False))
+        assert restart is None and read.changes == ()  # only a cart changed: nothing for it, after waiting
+        inventory.sell(item, 1)
+        read, _restart = ray.get(cache.follow.remote(read.epoch, read.cursor, 10.0, False))
+        assert [type(change).__name__ for change in read.changes] == ["AvailabilityChanged"]
+        assert matches_database("node_b", ray_settings)
+    finally:
+        inventory.remove_from_cart(shopper, [item])
+        inventory.close()
+
+
+def test_a_cart_missed_long_ago_is_healed_too(ray_settings):
+    """Anti-entropy reads only the carts changed lately, unless that cannot account for the
+    database's versions: a cart written behind the caches' backs, stamped an hour ago, still
+    reaches every cache."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import text
+
+    from sneakers23.domain.changes import CartChanged
+
+    item = in_stock_item(ray_settings)
+    shopper = "0" * 63 + "1"
+    then = datetime.now(timezone.utc) - timedelta(hours=1)
+    inventory = Inventory(ray_settings)  # publishes nothing
+    try:
+        with inventory.engine.begin() as connection:
+            connection.execute(text("INSERT INTO carts (shopper_id, version, updated_at) VALUES (:who, 3, :then)"),
+                               {"who": shopper, "then": then})
+            connection.execute(text("INSERT INTO cart_items (shopper_id, item_id, added_at) VALUES (:who, :item, :then)"),
+                               {"who": shopper, "item": item, "then": then})
+        for node in ("head", "node_a", "node_b"):
+            wait_for(lambda node=node: CartChanged(shopper, 3, (item,)) in ray.get(cluster.cache(node).snapshot.remote()).carts,
+                     timeout=ray_settings.resync_seconds * 3 + 5, what=f"the cart healed into {node}'s cache")
+    finally:
+        inventory.remove_from_cart(shopper, [item])
+        inventory.close()
+
+
 @pytest.mark.reshapes_cluster
 def test_a_node_that_joins_gets_a_full_cache_and_one_that_leaves_takes_only_its_own(
     ray_cluster, ray_settings, ray_store

@@ -27,3 +27,13 @@ def test_a_refusal_names_its_reason_and_item():
 def test_malformed_purchases_are_rejected_before_the_database(shopper, items, key, error):
     with pytest.raises(ValueError, match=error):
         validate_purchase(shopper, items, key)
+
+
+def test_a_shoppers_pairs_are_grouped_by_purchase_newest_first():
+    from datetime import datetime, timezone
+
+    from sneakers23.domain.purchases import BoughtPair, Order, orders_of
+
+    at = datetime(2026, 11, 27, tzinfo=timezone.utc)
+    pairs = [BoughtPair(5, 3, 1, "cart-2", at), BoughtPair(4, 1, 1, "cart-2", at), BoughtPair(2, 9, 1, "k", at)]
+    assert orders_of(pairs) == [Order("cart-2", at, (3, 1)), Order("k", at, (9,))]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
+from playwright.sync_api import expect
 from ray import serve
 
 from sneakers23.cluster import RayReplication
@@ -86,3 +89,184 @@ def test_a_scheduled_release_counts_down_and_opens_on_time(page, store_url, fres
     assert product.released and product.version == scheduled.version + 1  # released once
     in_stock = next(i.id for i in product.items if i.available_count > 0)
     assert inventory.purchase("on-time", [in_stock]).ok
+
+
+# --- the cart and the checkout -----------------------------------------------------------------
+
+CART_JOINED = "() => window.sneakers23 && window.sneakers23.cart() && window.sneakers23.cart().state === 'joined'"
+
+
+def open_shop(page, url):
+    open_store(page, url)
+    page.wait_for_function(CART_JOINED)
+
+
+def released_sizes(inventory, ray_settings, count: int, product_id: int = 1) -> list:
+    Inventory(ray_settings, replication=RayReplication()).release(product_id)
+    product = next(p for p in inventory.complete_products() if p.id == product_id)
+    return [item for item in product.items if item.available_count > 0][:count]
+
+
+def add_to_cart(page, item_id: int, count_after: int):
+    page.click(f'.size-container__entry[value="{item_id}"]')
+    expect(page.locator(".cart__title")).to_have_text(f"Cart {count_after}")
+
+
+def cart_line(page, item_id: int):
+    return page.locator(f'.cart__item[data-item-id="{item_id}"]')
+
+
+def shopper_of(page) -> str:
+    return page.locator("[data-cart]").get_attribute("data-cart-id")
+
+
+def sell_from_the_cli(ray_cluster, ray_settings, tmp_path, item_id: int, count: int):
+    from tests.support.store_process import cli, clean_env
+
+    env = clean_env(SNEAKERS23_DATABASE_URL=ray_settings.database_url, SNEAKERS23_CLUSTER=ray_cluster.address,
+                    RAY_TMPDIR=os.environ["RAY_TMPDIR"])
+    done = cli("sell", str(item_id), "--count", str(count), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_two_sizes_added_show_cart_2_and_the_subtotal(page, store_url, fresh_shop, ray_settings):
+    first, second = released_sizes(fresh_shop, ray_settings, 2)
+    open_shop(page, store_url)
+    expect(page.locator(".cart__title")).to_have_text("Cart 0")
+    add_to_cart(page, first.id, 1)
+    add_to_cart(page, second.id, 2)
+    expect(page.locator("[data-cart-subtotal]")).to_have_text("$240")
+    line = cart_line(page, first.id)
+    expect(line.locator(".cart__remove")).to_have_text("×")
+    expect(line.locator(".cart__brand")).to_have_text("Snks 23")
+    expect(line.locator("strong.cart__name")).to_have_text("Hop Man 3")
+    expect(line.locator(".cart__size")).to_have_text(f"Size {first.size}")
+    expect(line.locator(".cart__price")).to_have_text("$120")
+    expect(page.locator(".cart__checkout")).to_have_text("CHECKOUT")
+    # The server refuses a third pair of the product, and the page says why.
+    third = next(i for i in fresh_shop.complete_products()[0].items if i.available_count > 0 and i.id not in (first.id, second.id))
+    page.click(f'.size-container__entry[value="{third.id}"]')
+    expect(page.locator("[data-cart-message]")).to_contain_text("at most 2 pairs")
+    expect(page.locator(".cart__title")).to_have_text("Cart 2")
+    assert fresh_shop.cart(shopper_of(page)).item_ids == (second.id, first.id)
+    assert_not_reloaded(page)
+    assert page.console_messages == []
+
+
+def test_a_second_tab_on_another_node_shows_the_same_cart_and_a_removal_in_either(
+    page, store_url, fresh_shop, ray_settings, ray_cluster
+):
+    first, second = released_sizes(fresh_shop, ray_settings, 2)
+    open_shop(page, store_url)
+    add_to_cart(page, first.id, 1)
+    add_to_cart(page, second.id, 2)
+    # The same shopper (the cookie is the browser's) in a tab served by node A's proxy and replicas.
+    other = page.context.new_page()
+    open_shop(other, f"http://127.0.0.1:{ray_cluster.proxy_ports['node_a']}")
+    assert shopper_of(other) == shopper_of(page)
+    expect(other.locator(".cart__title")).to_have_text("Cart 2")
+    other.click(f'.cart__item[data-item-id="{first.id}"] .cart__remove')
+    expect(other.locator(".cart__title")).to_have_text("Cart 1")
+    expect(page.locator(".cart__title")).to_have_text("Cart 1")
+    expect(cart_line(page, first.id)).to_have_count(0)
+    page.click(f'.cart__item[data-item-id="{second.id}"] .cart__remove')
+    expect(other.locator(".cart__title")).to_have_text("Cart 0")
+    assert_not_reloaded(page)
+
+
+def test_a_size_in_the_cart_that_sells_out_is_struck_through_in_both_tabs(
+    page, store_url, fresh_shop, ray_settings, ray_cluster, tmp_path
+):
+    first, second = released_sizes(fresh_shop, ray_settings, 2)
+    shop.set_available(fresh_shop, first.id, 2)
+    open_shop(page, store_url)
+    add_to_cart(page, first.id, 1)
+    add_to_cart(page, second.id, 2)
+    other = page.context.new_page()
+    open_shop(other, store_url)
+    expect(other.locator(".cart__title")).to_have_text("Cart 2")
+    sell_from_the_cli(ray_cluster, ray_settings, tmp_path, first.id, 2)
+    for tab in (page, other):
+        expect(cart_line(tab, first.id)).to_have_class(re.compile(r"cart__item--out"), timeout=10_000)
+        expect(tab.locator(".cart__title")).to_have_text("Cart 2")  # struck through, not removed
+        expect(tab.locator("[data-cart-subtotal]")).to_have_text("$120")
+        assert "line-through" in cart_line(tab, first.id).locator(".cart__name").evaluate(
+            "e => getComputedStyle(e).textDecorationLine")
+    assert_not_reloaded(page)
+
+
+def test_checkout_buys_the_cart_clears_it_in_every_tab_and_the_orders_page_lists_the_pairs(
+    page, store_url, fresh_shop, ray_settings
+):
+    first, second = released_sizes(fresh_shop, ray_settings, 2)
+    open_shop(page, store_url)
+    add_to_cart(page, first.id, 1)
+    add_to_cart(page, second.id, 2)
+    other = page.context.new_page()
+    open_shop(other, store_url)
+    shopper_id = shopper_of(page)
+    page.click(".cart__checkout")
+    expect(page.locator(".checkout__item")).to_have_count(2)
+    expect(page.locator("[data-purchase]")).to_have_text("PURCHASE")
+    page.click("[data-purchase]")
+    expect(page.locator("h2")).to_have_text("Order Complete!")
+    expect(page.locator("[data-order-pairs] .checkout__item")).to_have_count(2)
+    expect(page.locator("[data-order-pairs]")).to_contain_text(f"Size {first.size}")
+    expect(other.locator(".cart__title")).to_have_text("Cart 0")  # cleared in the other tab, live
+    assert shop.order_count(fresh_shop, first.id, shopper_id) == 1
+    assert shop.order_count(fresh_shop, second.id, shopper_id) == 1
+    page.goto(f"{store_url}/orders")
+    expect(page.locator(".order")).to_have_count(1)
+    expect(page.locator(".order .checkout__item")).to_have_count(2)
+    expect(page.locator(".order")).to_contain_text("Hop Man 3")
+    page.goto(f"{store_url}/checkout")
+    expect(page.locator("[data-checkout-message]")).to_have_text("Your cart is empty")
+    assert shop.order_count(fresh_shop, shopper_id=shopper_id) == 2
+
+
+def test_two_shoppers_checking_out_the_last_pair_at_once_one_gets_it(browser, store_url, fresh_shop, ray_settings):
+    (last,) = released_sizes(fresh_shop, ray_settings, 1)
+    shop.set_available(fresh_shop, last.id, 1)
+    shoppers = [browser.new_context() for _ in range(2)]
+    try:
+        pages = [context.new_page() for context in shoppers]
+        for tab in pages:
+            open_shop(tab, store_url)
+            add_to_cart(tab, last.id, 1)
+            tab.click(".cart__checkout")
+            expect(tab.locator("[data-purchase]")).to_have_text("PURCHASE")
+        # Both forms go at once (no waiting for the first page to load).
+        for tab in pages:
+            tab.evaluate("() => document.querySelector('[data-purchase]').form.submit()")
+        for tab in pages:
+            tab.wait_for_load_state()
+            expect(tab.locator("h2.checkout__complete, [data-checkout-message]")).to_have_count(1, timeout=15_000)
+        won = [tab for tab in pages if tab.locator("h2.checkout__complete").count() == 1]
+        assert len(won) == 1
+        lost = next(tab for tab in pages if tab is not won[0])
+        assert lost.locator("[data-checkout-message]").inner_text() in (
+            "Your purchase could not be completed (item %d is sold out)" % last.id,
+            "Your cart has out-of-stock shoes")
+        assert shop.order_count(fresh_shop, last.id) == 1
+    finally:
+        for context in shoppers:
+            context.close()
+
+
+def test_a_reload_and_a_reconnect_keep_the_cart(page, store_url, fresh_shop, ray_settings):
+    first, second = released_sizes(fresh_shop, ray_settings, 2)
+    open_shop(page, store_url)
+    add_to_cart(page, first.id, 1)
+    page.reload()
+    page.wait_for_function(CART_JOINED)
+    expect(page.locator(".cart__title")).to_have_text("Cart 1")
+    expect(cart_line(page, first.id)).to_have_count(1)
+    page.evaluate("() => { window.notReloaded = true }")
+    # Every socket dropped (and refused for 2 s); the cart changes meanwhile, from another tab.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(lambda: serve.get_app_handle("channels").broadcast("drop_sockets", 2.0).results()).result()
+    page.wait_for_function("() => !window.sneakers23.socket.isConnected()")
+    Inventory(ray_settings, replication=RayReplication()).add_to_cart(shopper_of(page), second.id)
+    expect(page.locator(".cart__title")).to_have_text("Cart 2", timeout=20_000)
+    expect(cart_line(page, first.id)).to_have_count(1)
+    assert_not_reloaded(page)

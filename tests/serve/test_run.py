@@ -111,6 +111,31 @@ def test_serve_runs_the_store_on_sqlite_and_sigint_takes_it_all_down(tmp_path, r
     figures.append(f"serve: SIGINT to the process, everything gone in {seconds:.1f}s")
 
 
+def test_a_new_shopper_buys_a_pair_in_the_browser_from_the_readmes_store(tmp_path, ray_tmpdir, stores, page):
+    """`./dev store` as a new user runs it (`serve --release 1` on a new SQLite file): the shopper
+    adds a size, checks out, and has an order."""
+    dev = (Path(__file__).resolve().parents[2] / "dev").read_text()
+    assert 'serve --release 1 "$@"' in dev  # what the README's first command runs
+    store = StoreProcess(["--release", "1", "--port", str(free_port())], sqlite_env(tmp_path, ray_tmpdir), tmp_path).start()
+    stores.append(store)
+    url = store.wait_open()
+    assert "product 1 released" in store.output()
+    page.goto(url)
+    page.wait_for_function("() => window.sneakers23 && window.sneakers23.cart() && window.sneakers23.cart().state === 'joined'")
+    size = page.locator('[data-sizes-for="1"] .size-container__entry:not([disabled])').first
+    size.click()
+    page.wait_for_selector(".cart__title:has-text('Cart 1')")
+    page.click(".cart__checkout")
+    page.click("[data-purchase]")
+    page.wait_for_selector("h2:has-text('Order Complete!')")
+    bought = Inventory(Settings(database_url=f"sqlite:///{tmp_path / 'sneakers23.db'}"))
+    try:
+        assert shop.order_count(bought) == 1
+    finally:
+        bought.close()
+    assert store.stop() < STOP_WITHIN_S
+
+
 def test_sigterm_to_the_process_group_stops_everything_five_times_on_one_port(tmp_path, ray_tmpdir, stores,
                                                                                figures):
     port = free_port()

@@ -19,6 +19,7 @@ from tests.support.cluster import live_node_count, reseed, web_replicas_running
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
+STORE_SECRET = "test-secret-key-0123456789"  # the session store's secret key (cookies, cart tokens)
 JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")
 
@@ -33,7 +34,7 @@ def store_url(ray_cluster, ray_store, ray_settings):
 
     port = free_port()
     serve.start(proxy_location="EveryNode", http_options={"host": "127.0.0.1", "port": port})
-    args = ray_settings.model_copy(update={"secret_key": "test-secret-key-0123456789"}).model_dump()
+    args = ray_settings.model_copy(update={"secret_key": STORE_SECRET}).model_dump()
     for name, route_prefix, build in APPS:
         serve.run(build(args), name=name, route_prefix=route_prefix)
     url = f"http://127.0.0.1:{port}"
@@ -79,8 +80,10 @@ def phoenix_js():
 class PhoenixClient:
     """A Node process running the official client; records every line it prints."""
 
-    def __init__(self, node: str, url: str, topics: list[str]):
-        self.process = subprocess.Popen([node, str(JS / "phoenix_client.mjs"), url, *topics], cwd=JS,
+    SCRIPT = "phoenix_client.mjs"
+
+    def __init__(self, node: str, url: str, topics: list[str] = ()):
+        self.process = subprocess.Popen([node, str(JS / self.SCRIPT), url, *topics], cwd=JS,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.records: list[dict] = []
         import threading
@@ -102,6 +105,44 @@ class PhoenixClient:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class CartClient(PhoenixClient):
+    """The official client driven by commands (tests/js/cart_client.mjs): joins with parameters,
+    and pushes whose replies are recorded by id."""
+
+    SCRIPT = "cart_client.mjs"
+    _ids = 0
+
+    def send(self, **command) -> None:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def join(self, topic: str, **params) -> None:
+        self.send(op="join", topic=topic, params=params)
+
+    def push(self, topic: str, event: str, payload: dict) -> int:
+        CartClient._ids += 1
+        self.send(op="push", topic=topic, event=event, payload=payload, id=CartClient._ids)
+        return CartClient._ids
+
+    def reply(self, ref: int, timeout: float = 10) -> dict:
+        wait_for(lambda: self.of("reply", id=ref), timeout=timeout, what=f"the reply to push {ref}")
+        return self.of("reply", id=ref)[0]
+
+
+@pytest.fixture
+def cart_client(phoenix_js, store_url):
+    clients = []
+
+    def start(url: str = store_url) -> CartClient:
+        client = CartClient(phoenix_js, url.replace("http://", "ws://") + "/product_socket")
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,200 @@
+"""The cart's figures, each beside a baseline measured in the same run, on PostgreSQL with fsync on
+and the store as `sneakers23 serve` runs it (one node):
+
+1. checkouts per second via HTTP (POST /checkout: a cart of one pair, each request its own shopper
+   and cart, so each is a real sale and a real cart change) against the bare purchase endpoint
+   (POST /api/items/{id}/purchase, each request its own shopper) and GET /healthz: wrk, same
+   connections, back to back;
+2. from a cart change in one tab to the `cart` push in the shopper's other tab, with SHOPPERS
+   shoppers holding two tabs each (every shopper adds a size, then removes it, paced at RATE
+   changes a second): p50/p99, against the same tabs on a bare relay (bench/bare_cart_relay.py),
+   which is the load generator's own floor.
+
+    .venv/bin/python -m bench.checkout [--seconds 10] [--connections 50] [--shoppers 1000] [--rate 250]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+from bench.drop_engine import caches_caught_up, wrk
+from bench.servers import Process, free_port, start_store
+from sneakers23.db.models import CartItemRow, CartRow
+from sneakers23.inventory import Inventory
+from sneakers23.serve.shoppers import CartTokens, ShopperCookies
+from sneakers23.settings import Settings
+from tests.support import postgres, shop
+
+PURCHASE_ITEM = 3  # product 1: what the bare purchases buy
+CHECKOUT_ITEM = 16  # product 2: what the carts hold
+TAB_ITEM = 5  # what the tabs add and remove
+PLENTY = 10_000_000
+
+
+def requests_as(cookies: list[str], path: str, body: str | None) -> str:
+    """A wrk script: every request from the next shopper (each of wrk's threads takes every
+    other one), a POST of `body` to `path`."""
+    listing = ",\n".join(f'"{cookie}"' for cookie in cookies)
+    headers = '["Cookie"] = "sneakers23_shopper=" .. cookie'
+    if body is not None:
+        headers += ', ["Content-Type"] = "application/x-www-form-urlencoded"'
+    return (f"cookies = {{\n{listing}\n}}\nthreads = 0\n"
+            "function setup(thread)\n  thread:set('id', threads)\n  threads = threads + 1\nend\n"
+            "function init(args)\n  counter = id\nend\n"
+            "function request()\n  local cookie = cookies[(counter % #cookies) + 1]\n  counter = counter + 2\n"
+            f"  return wrk.format('POST', '{path}', {{{headers}}}, {json.dumps(body) if body else 'nil'})\nend\n")
+
+
+def carts_for(inventory: Inventory, shopper_ids: list[str], item_id: int) -> None:
+    """A cart of one pair for each shopper, written straight into the tables (the caches heal it in)."""
+    now = datetime.now(timezone.utc)
+    with inventory.engine.begin() as connection:
+        connection.execute(CartRow.__table__.insert(),
+                           [{"shopper_id": s, "version": 1, "updated_at": now} for s in shopper_ids])
+        connection.execute(CartItemRow.__table__.insert(),
+                           [{"shopper_id": s, "item_id": item_id, "added_at": now} for s in shopper_ids])
+
+
+def settled(count, quiet_s: float = 1.0, timeout: float = 30) -> int:
+    """A count once it stops moving (what wrk left under way has finished)."""
+    deadline = time.monotonic() + timeout
+    last = count()
+    while True:
+        time.sleep(quiet_s)
+        now = count()
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
+def carts_emptied(inventory: Inventory, bought: int, timeout: float = 30) -> int:
+    """Carts emptied, once as many as were bought are (the checkouts wrk left under way finish
+    their clearing: a shopper who goes away mid-checkout still has the cart cleared)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with inventory.engine.connect() as connection:
+            emptied = connection.exec_driver_sql(
+                "SELECT count(*) FROM carts WHERE shopper_id NOT IN (SELECT shopper_id FROM cart_items)").scalar_one()
+        if emptied >= bought or time.monotonic() > deadline:
+            return emptied
+        time.sleep(0.2)
+
+
+def wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def summary(values: list[float]) -> dict:
+    if len(values) < 2:
+        return {"count": len(values)}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"count": len(values), "p50_ms": round(cuts[49], 1), "p99_ms": round(cuts[98], 1),
+            "max_ms": round(max(values), 1)}
+
+
+def tabs(url: str, shoppers: list[tuple[str, str]], rate: float) -> dict:
+    result = subprocess.run([sys.executable, "-m", "bench.cart_tabs"], capture_output=True, text=True,
+                            input=json.dumps({"url": url, "shoppers": shoppers, "item_id": TAB_ITEM, "rate": rate}) + "\n")
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    raw = json.loads(result.stdout)
+    return {"tabs": raw["opened"], "changes": raw["changes"], "lost": raw["lost"], "errors": raw["errors"][:3],
+            "seconds": round(raw["seconds"], 1), "generator_cpu_s": round(raw["cpu_s"], 1),
+            "tab_to_tab": summary(raw["tab_to_tab_ms"]), "reply": summary(raw["reply_ms"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--shoppers", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=250, help="cart changes a second, all tabs together")
+    parser.add_argument("--requests", type=int, default=40_000, help="shoppers prepared for each wrk run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+
+    server = postgres.start(postgres.find_bindir(), durable=True)
+    store = relay = None
+    figures: dict = {}
+    secret = secrets.token_urlsafe(24)
+    try:
+        inventory = Inventory(Settings(database_url=server.url))
+        inventory.upgrade_schema()
+        inventory.seed(random_seed=23)
+        for product in (1, 2):
+            inventory.release(product)
+        for item_id in (PURCHASE_ITEM, CHECKOUT_ITEM, TAB_ITEM):
+            shop.set_available(inventory, item_id, PLENTY)
+        cookies = ShopperCookies(secret)
+        buyers = [cookies.new() for _ in range(args.requests)]
+        checkers = [cookies.new() for _ in range(args.requests)]
+        carts_for(inventory, [shopper for shopper, _cookie in checkers], CHECKOUT_ITEM)
+
+        port = free_port()
+        store = start_store("haproxy+throughput", server.url, port, {"SNEAKERS23_SECRET_KEY": secret})
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "SNEAKERS23_DATABASE_URL": server.url, "RAY_TMPDIR": store.env["RAY_TMPDIR"]}
+        caches_caught_up(env)
+
+        # 1. Checkout against the bare purchase, via HTTP.
+        for _warm_up in range(2):
+            wrk(url + "/healthz", 2, args.connections)
+        healthz = wrk(url + "/healthz", args.seconds, args.connections)
+        purchase = wrk(f"{url}/api/items/{PURCHASE_ITEM}/purchase", args.seconds, args.connections,
+                       requests_as([cookie for _s, cookie in buyers], f"/api/items/{PURCHASE_ITEM}/purchase", None))
+        checkout = wrk(f"{url}/checkout", args.seconds, args.connections,
+                       requests_as([cookie for _s, cookie in checkers], "/checkout", f"version=1&item_ids={CHECKOUT_ITEM}"))
+        # (each by its own size: the last requests of a run may commit after it ends)
+        bought = shop.order_count(inventory, item_id=PURCHASE_ITEM)
+        checked_out = settled(lambda: shop.order_count(inventory, item_id=CHECKOUT_ITEM))
+        emptied = carts_emptied(inventory, checked_out)
+        figures["http"] = {
+            "healthz": healthz, "purchase": purchase, "checkout": checkout,
+            "orders_from_purchases": bought, "orders_from_checkouts": checked_out,
+            "carts_emptied": emptied,
+            "checkout_x_purchase": round(checkout["rps"] / purchase["rps"], 2),
+            "checkout_p99_x_purchase": round(checkout["p99_ms"] / purchase["p99_ms"], 2),
+            "purchase_x_healthz": round(purchase["rps"] / healthz["rps"], 2)}
+
+        # 2. Tab to tab: the store, then the bare relay, the same tabs and pace.
+        tokens = CartTokens(secret)
+        shoppers = [(shopper, tokens.issue(shopper)) for shopper, _cookie in
+                    (cookies.new() for _ in range(args.shoppers))]
+        figures["tabs_store"] = tabs(f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0", shoppers, args.rate)
+        relay_port = free_port()
+        relay = Process([sys.executable, "-m", "bench.bare_cart_relay", str(relay_port)], {**os.environ}, "cart-relay")
+        wait_listening(relay_port)
+        figures["tabs_bare_relay"] = tabs(f"ws://127.0.0.1:{relay_port}/", shoppers, args.rate)
+        store_p99 = figures["tabs_store"]["tab_to_tab"].get("p99_ms")
+        bare_p99 = figures["tabs_bare_relay"]["tab_to_tab"].get("p99_ms")
+        if store_p99 and bare_p99:
+            figures["tab_to_tab_p99_x_bare_relay"] = round(store_p99 / bare_p99, 1)
+        inventory.close()
+    finally:
+        for process in (relay, store):
+            if process is not None:
+                process.stop()
+        server.stop()
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Carts in the database: where a shopper's cart lives, so that no node's loss can take it.
+
+Changes come in batches (a web replica groups the changes its tabs ask for while one batch
+commits): the batch locks its carts first (on PostgreSQL, in the shoppers' order; SQLite writers
+take turns anyway), so one shopper's tabs take turns and two adds cannot pass the pairs limit
+together. Carts change at drop time as often as pairs sell: a batch is about nine statements and
+one commit, whatever its size.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from sneakers23.db.models import (CartItemRow, CartRow, ItemAvailabilityRow, ItemRow, OrderRow, ProductRow,
+                                  ShopperProductPairsRow)
+from sneakers23.domain.carts import CartRefusal, CartRequest, HeldCart, SizeFacts, settle
+from sneakers23.domain.changes import CartChanged
+
+carts_t = CartRow.__table__
+cart_items_t = CartItemRow.__table__
+items_t = ItemRow.__table__
+products_t = ProductRow.__table__
+availability_t = ItemAvailabilityRow.__table__
+orders_t = OrderRow.__table__
+pairs_t = ShopperProductPairsRow.__table__
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def cart(connection: Connection, shopper_id: str) -> CartChanged:
+    version = connection.execute(select(carts_t.c.version).where(carts_t.c.shopper_id == shopper_id)).scalar()
+    items = tuple(item for item, _product in _held(connection, [shopper_id])[shopper_id])
+    return CartChanged(shopper_id, version or 0, items)
+
+
+def all_carts(connection: Connection, changed_since: datetime | None = None) -> list[CartChanged]:
+    """Every cart (or those changed since a moment), for a node cache to hold."""
+    which = select(carts_t.c.shopper_id, carts_t.c.version)
+    if changed_since is not None:
+        which = which.where(carts_t.c.updated_at >= changed_since)
+    chosen = which.subquery()
+    items: dict[str, list[int]] = {}
+    for shopper_id, item_id in connection.execute(
+            select(cart_items_t.c.shopper_id, cart_items_t.c.item_id)
+            .join(chosen, chosen.c.shopper_id == cart_items_t.c.shopper_id)
+            .order_by(cart_items_t.c.shopper_id, cart_items_t.c.added_at.desc(), cart_items_t.c.item_id)):
+        items.setdefault(shopper_id, []).append(item_id)
+    return [CartChanged(row.shopper_id, row.version, tuple(items.get(row.shopper_id, ())))
+            for row in connection.execute(which)]
+
+
+def version_sum(connection: Connection):
+    """The carts' part of the database's version total (a scalar subquery)."""
+    return select(func.coalesce(func.sum(carts_t.c.version), 0)).scalar_subquery()
+
+
+def _lock(connection: Connection, shopper_ids: list[str]) -> dict[str, int]:
+    """Make the carts that do not exist yet, and lock every one of them until the commit, in one
+    statement that takes the rows in the shoppers' order (so two batches never wait on each
+    other in a circle); their versions."""
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(carts_t)
+    insert = insert.values([{"shopper_id": s, "version": 0, "updated_at": _now()} for s in shopper_ids])
+    rows = connection.execute(insert.on_conflict_do_update(
+        index_elements=[carts_t.c.shopper_id], set_={"version": carts_t.c.version},  # (locks, changes nothing)
+    ).returning(carts_t.c.shopper_id, carts_t.c.version)).all()
+    return dict(rows)
+
+
+def _held(connection: Connection, shopper_ids: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """Each cart's (item, product) pairs, newest first."""
+    held: dict[str, list[tuple[int, int]]] = {shopper_id: [] for shopper_id in shopper_ids}
+    for shopper_id, item_id, product_id in connection.execute(
+            select(cart_items_t.c.shopper_id, cart_items_t.c.item_id, items_t.c.product_id)
+            .join(items_t, items_t.c.id == cart_items_t.c.item_id)
+            .where(cart_items_t.c.shopper_id.in_(shopper_ids))
+            .order_by(cart_items_t.c.shopper_id, cart_items_t.c.added_at.desc(), cart_items_t.c.item_id)):
+        held[shopper_id].append((item_id, product_id))
+    return held
+
+
+def _sizes(connection: Connection, item_ids: set[int]) -> dict[int, SizeFacts]:
+    if not item_ids:
+        return {}
+    return {row.id: SizeFacts(row.product_id, bool(row.released), row.available_count) for row in connection.execute(
+        select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count)
+        .join(products_t, products_t.c.id == items_t.c.product_id)
+        .join(availability_t, availability_t.c.item_id == items_t.c.id)
+        .where(items_t.c.id.in_(item_ids)))}
+
+
+def _bought(connection: Connection, shopper_ids: list[str], item_ids: set[int]) -> tuple[dict, set]:
+    """The pairs each shopper bought of each product, and the sizes among `item_ids` each bought."""
+    if not item_ids:
+        return {}, set()
+    pairs = {(row.shopper_id, row.product_id): row.pairs for row in connection.execute(
+        select(pairs_t).where(pairs_t.c.shopper_id.in_(shopper_ids)))}
+    owned = {tuple(row) for row in connection.execute(
+        select(orders_t.c.shopper_id, orders_t.c.item_id)
+        .where(orders_t.c.shopper_id.in_(shopper_ids), orders_t.c.item_id.in_(item_ids)))}
+    return pairs, owned
+
+
+def change_carts(connection: Connection, requests: list[CartRequest], max_pairs: int) -> list[CartChanged | CartRefusal]:
+    """Settle a batch of cart changes in the caller's transaction: lock the carts, read what the
+    rules need, decide (domain.carts.settle), write the differences. About nine statements,
+    whatever the batch's size."""
+    shopper_ids = sorted({request.shopper_id for request in requests})
+    versions = _lock(connection, shopper_ids)
+    held = _held(connection, shopper_ids)
+    adds = {request.add for request in requests if request.add is not None}
+    bought, owned = _bought(connection, shopper_ids, adds)
+    carts = {shopper_id: HeldCart(versions[shopper_id], list(held[shopper_id])) for shopper_id in shopper_ids}
+    outcomes = settle(requests, carts, _sizes(connection, adds), bought, owned, max_pairs)
+    _write(connection, versions, held, carts)
+    return outcomes
+
+
+def _write(connection: Connection, versions_before: dict[str, int], before: dict[str, list[tuple[int, int]]],
+           after: dict[str, HeldCart]) -> None:
+    inserts, deletes, versions = [], [], []
+    now = _now()
+    for shopper_id, cart in after.items():
+        if cart.version == versions_before[shopper_id]:
+            continue  # every change to it was refused (or took out what was not in it)
+        old = {item for item, _product in before[shopper_id]}
+        new = [item for item, _product in cart.held]
+        versions.append({"who": shopper_id, "version": cart.version, "at": now})
+        deletes += [{"who": shopper_id, "item": item} for item in old - set(new)]
+        # Newest first is by the time added: the batch's adds a microsecond apart, in their order.
+        added = [item for item in new if item not in old]
+        inserts += [{"shopper_id": shopper_id, "item_id": item, "added_at": now + timedelta(microseconds=len(added) - n)}
+                    for n, item in enumerate(added)]
+    if deletes:
+        connection.execute(delete(cart_items_t).where(cart_items_t.c.shopper_id == bindparam("who"),
+                                                      cart_items_t.c.item_id == bindparam("item")), deletes)
+    if inserts:
+        connection.execute(cart_items_t.insert(), inserts)
+    if versions:
+        connection.execute(update(carts_t).where(carts_t.c.shopper_id == bindparam("who"))
+                           .values(version=bindparam("version"), updated_at=bindparam("at")), versions)

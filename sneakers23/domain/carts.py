@@ -1,0 +1,222 @@
+"""Shopping carts: the sizes a shopper puts aside before checkout, the rules of adding one, and
+what the cart panel and the checkout page show of a cart (the original's chapter 9, checked on the
+server this time).
+
+A cart holds at most one pair of each size. Holding a size reserves nothing: the checkout buys
+through the drop engine like any purchase, so a size may sell out while it sits in a cart (it is
+then struck through, never removed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Callable
+
+from sneakers23.domain.catalog import Item, Product
+from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.levels import Level
+
+MAX_ITEMS_PER_CART = 20  # as many as one purchase may hold
+
+
+class CartRefusal(StrEnum):
+    NOT_FOUND = "not_found"  # (the original's name)
+    NOT_RELEASED = "not_released"
+    SOLD_OUT = "sold_out"
+    DUPLICATE_ITEM = "duplicate_item"  # (the original's name)
+    ALREADY_BOUGHT = "already_bought"
+    LIMIT_REACHED = "limit_reached"
+    CART_FULL = "cart_full"
+
+
+def refusal_message(refusal: CartRefusal, max_pairs: int) -> str:
+    """What the page shows when an add is refused."""
+    return {
+        CartRefusal.NOT_FOUND: "There is no such shoe",
+        CartRefusal.NOT_RELEASED: "This shoe is not on sale yet",
+        CartRefusal.SOLD_OUT: "Sorry, this size is sold out",
+        CartRefusal.DUPLICATE_ITEM: "This size is already in your cart",
+        CartRefusal.ALREADY_BOUGHT: "You already bought this size",
+        CartRefusal.LIMIT_REACHED: f"You can buy at most {max_pairs} pairs of this shoe, counting the pairs you bought",
+        CartRefusal.CART_FULL: f"A cart holds at most {MAX_ITEMS_PER_CART} pairs",
+    }[refusal]
+
+
+def empty_cart(shopper_id: str) -> CartChanged:
+    return CartChanged(shopper_id, 0, ())
+
+
+def refuse_from_memory(item: Item | None, product: Product | None) -> CartRefusal | None:
+    """What an add is certainly refused for, as a node's memory of the catalog sees it; None when
+    the database must tell (it checks everything again, with the cart and the pairs the shopper
+    bought). A stale refusal is safe: the shopper tries again a moment later. The cart itself is
+    not judged from memory: a tab's own change may not have come back from replication yet."""
+    if item is None or product is None:
+        return CartRefusal.NOT_FOUND
+    if not product.released:
+        return CartRefusal.NOT_RELEASED
+    if item.level is Level.OUT:
+        return CartRefusal.SOLD_OUT
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SizeFacts:
+    """What the database says about a size, read under the carts' locks."""
+
+    product_id: int
+    released: bool
+    available_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CartRequest:
+    """One change a tab asks for: put a size in (`add`), or take sizes out (`remove`)."""
+
+    shopper_id: str
+    add: int | None = None
+    remove: tuple[int, ...] = ()
+
+
+@dataclass
+class HeldCart:
+    """A cart as the database holds it while a batch of changes is settled."""
+
+    version: int
+    held: list[tuple[int, int]]  # (item, product), newest first
+
+    def state(self, shopper_id: str) -> CartChanged:
+        return CartChanged(shopper_id, self.version, tuple(item for item, _product in self.held))
+
+
+def refuse_add(size: SizeFacts | None, item_id: int, held: list[tuple[int, int]], bought_pairs: int,
+               bought_this_size: bool, max_pairs: int) -> CartRefusal | None:
+    """Why a size may not go in the cart (`held`: its (item, product) pairs; `bought_pairs`: the
+    shopper's pairs of the size's product), in the order the shopper is told; None when it goes in."""
+    if size is None:
+        return CartRefusal.NOT_FOUND
+    if not size.released:
+        return CartRefusal.NOT_RELEASED
+    if size.available_count == 0:
+        return CartRefusal.SOLD_OUT
+    if any(held_item == item_id for held_item, _product in held):
+        return CartRefusal.DUPLICATE_ITEM
+    if len(held) >= MAX_ITEMS_PER_CART:
+        return CartRefusal.CART_FULL
+    if bought_this_size:
+        return CartRefusal.ALREADY_BOUGHT
+    in_cart = sum(1 for _item, product in held if product == size.product_id)
+    if bought_pairs + in_cart >= max_pairs:
+        return CartRefusal.LIMIT_REACHED
+    return None
+
+
+def settle(requests: list[CartRequest], carts: dict[str, HeldCart], sizes: dict[int, SizeFacts],
+           bought: dict[tuple[str, int], int], owned: set[tuple[str, int]],
+           max_pairs: int) -> list[CartChanged | CartRefusal]:
+    """Apply the requests in order to the carts (changed in place): each one's outcome, the cart
+    after it (its version moved on when it changed anything) or why it was refused. What the
+    database then writes is the difference; a refusal writes nothing."""
+    outcomes: list[CartChanged | CartRefusal] = []
+    for request in requests:
+        cart = carts[request.shopper_id]
+        if request.add is not None:
+            size = sizes.get(request.add)
+            refusal = refuse_add(size, request.add, cart.held,
+                                 bought.get((request.shopper_id, size.product_id), 0) if size else 0,
+                                 (request.shopper_id, request.add) in owned, max_pairs)
+            if refusal is not None:
+                outcomes.append(refusal)
+                continue
+            cart.held.insert(0, (request.add, size.product_id))
+        else:
+            kept = [(item, product) for item, product in cart.held if item not in request.remove]
+            if len(kept) == len(cart.held):  # none of them was in it: nothing changes
+                outcomes.append(cart.state(request.shopper_id))
+                continue
+            cart.held = kept
+        cart.version += 1
+        outcomes.append(cart.state(request.shopper_id))
+    return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    """One size in a cart, as the panel and the checkout page show it."""
+
+    item_id: int
+    product_id: int
+    sku: str
+    size: str
+    brand: str
+    name: str
+    color: str
+    price_usd: int
+    image: str
+    released: bool
+    out_of_stock: bool
+
+    def view(self) -> dict:
+        return {"item_id": self.item_id, "product_id": self.product_id, "sku": self.sku, "size": self.size,
+                "brand": self.brand, "name": self.name, "color": self.color, "price_usd": self.price_usd,
+                "image": self.image, "released": self.released, "out_of_stock": self.out_of_stock}
+
+
+def lines_for(item_ids, item: Callable[[int], Item | None],
+              product: Callable[[int], Product | None]) -> list[CartLine]:
+    """The sizes, sorted by item id (as the original shows a cart). A size the catalog no longer
+    has (the shop was reseeded) is left out."""
+    lines = []
+    for item_id in sorted(item_ids):
+        held = item(item_id)
+        owner = None if held is None else product(held.product_id)
+        if held is None or owner is None:
+            continue
+        lines.append(CartLine(held.id, owner.id, held.sku, held.size, owner.brand, owner.name, owner.color,
+                              owner.price_usd, owner.main_image_url, owner.released, held.level is Level.OUT))
+    return lines
+
+
+def cart_view(cart: CartChanged, lines: list[CartLine]) -> dict:
+    """The `cart` push and reply: every line, the count, and the subtotal of what can be bought
+    (a struck-through size costs nothing)."""
+    return {
+        "version": cart.version,
+        "items": [line.view() for line in lines],
+        "count": len(lines),
+        "subtotal_usd": sum(line.price_usd for line in lines if not line.out_of_stock),
+    }
+
+
+class CheckoutRefusal(StrEnum):
+    EMPTY = "empty"
+    OUT_OF_STOCK = "out_of_stock"
+    UNRELEASED = "unreleased"
+    FAILED = "failed"
+
+
+CHECKOUT_MESSAGES = {  # the original's texts
+    CheckoutRefusal.EMPTY: "Your cart is empty",
+    CheckoutRefusal.OUT_OF_STOCK: "Your cart has out-of-stock shoes",
+    CheckoutRefusal.UNRELEASED: "Your cart has unreleased shoes",
+    CheckoutRefusal.FAILED: "Your purchase could not be completed",
+}
+
+
+def checkout_refusal(lines: list[CartLine]) -> CheckoutRefusal | None:
+    """Why a checkout cannot start, in the original's order; None when it may."""
+    if not lines:
+        return CheckoutRefusal.EMPTY
+    if any(line.out_of_stock for line in lines):
+        return CheckoutRefusal.OUT_OF_STOCK
+    if not all(line.released for line in lines):
+        return CheckoutRefusal.UNRELEASED
+    return None
+
+
+def checkout_key(version: int) -> str:
+    """The idempotency key of checking out a cart at one version: a double-click, a retry and two
+    tabs checking out the same cart all send it, and the drop engine sells it once. (A cart's
+    version only grows, so a key is never reused for other items.)"""
+    return f"cart-{version}"

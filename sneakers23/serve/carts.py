@@ -1,0 +1,183 @@
+"""Cart channels: topic `cart:{shopper id}`, one per shopper, on the same sockets as the products.
+
+A tab joins with the signed cart token its page carries and gets the cart at once. `add_item` and
+`remove_item` go to the database (through the inventory, in its threads: the replica's loop holds
+thousands of sockets) and are answered with the cart they left, or with an error that says why. The
+change is published after its commit, comes back through this node's cache like every change, and is
+pushed as `cart` to every tab of the shopper on every node; a size in a cart that sells out is
+pushed the same way, struck through. Pushes and replies carry the cart's version: a tab shows the
+newest it has seen (a reply may overtake the push of the same change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from sneakers23.domain.carts import CartLine, CartRefusal, cart_view, refusal_message, refuse_from_memory
+from sneakers23.domain.catalog import Item, Product
+from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.shopper_events import CartUpdated, ShopperEvent, StockChanged
+from sneakers23.errors import DatabaseUnavailable, SchemaMissing
+from sneakers23.serve import phoenix
+from sneakers23.serve.shoppers import CartTokens
+from sneakers23.tasks import keep
+
+log = logging.getLogger(__name__)
+
+CART_PREFIX = "cart:"
+MAX_CHANGES_WAITING = 8  # a tab's cart changes queued behind each other, before more are refused
+
+TOKEN_MESSAGES = {
+    "invalid_token": "This cart token is not valid: reload the page",
+    "expired_token": "This cart token has expired: reload the page",
+}
+
+
+class CartReads(Protocol):
+    """The node's memory (the live catalog)."""
+
+    def item(self, item_id: int) -> Item | None: ...
+
+    def product(self, product_id: int) -> Product | None: ...
+
+    def cart(self, shopper_id: str) -> CartChanged: ...
+
+    def cart_lines(self, cart: CartChanged) -> list[CartLine]: ...
+
+
+class CartWrites(Protocol):
+    """The inventory API's cart operations (they write the database, then publish)."""
+
+    async def add_to_cart_async(self, shopper_id: str, item_id: int) -> CartChanged | CartRefusal: ...
+
+    async def remove_from_cart_async(self, shopper_id: str, item_ids: list[int]) -> CartChanged: ...
+
+
+def _error(reason: str, message: str) -> dict:
+    return {"reason": reason, "message": message}
+
+
+class CartChannels:
+    def __init__(self, live: CartReads, inventory: CartWrites, tokens: CartTokens, max_pairs: int):
+        self._live = live
+        self._inventory = inventory
+        self._tokens = tokens
+        self._max_pairs = max_pairs
+        self._topics: dict[str, set] = {}  # shopper id -> its tabs' connections on this replica
+        self._locks: dict[object, asyncio.Lock] = {}  # one tab's changes, one after another
+        self._waiting: dict[object, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    @staticmethod
+    def owns(topic: str) -> bool:
+        return topic.startswith(CART_PREFIX)
+
+    def view(self, cart: CartChanged) -> dict:
+        return cart_view(cart, self._live.cart_lines(cart))
+
+    # --- joining and leaving ---
+
+    def join(self, connection, message: phoenix.Message) -> bool:
+        """Answer a join; True when the connection joined."""
+        shopper_id = message.topic[len(CART_PREFIX):]
+        params = message.payload if isinstance(message.payload, dict) else {}
+        holder, why = self._tokens.read(params.get("token"))
+        if holder is None or holder != shopper_id:
+            why = why or "invalid_token"
+            connection.send(phoenix.reply(message, "error", _error(why, TOKEN_MESSAGES[why])))
+            return False
+        self._topics.setdefault(shopper_id, set()).add(connection)
+        connection.send(phoenix.reply(message, "ok", self.view(self._live.cart(shopper_id))))
+        return True
+
+    def leave(self, connection, topic: str) -> None:
+        shopper_id = topic[len(CART_PREFIX):]
+        tabs = self._topics.get(shopper_id)
+        if tabs is not None:
+            tabs.discard(connection)
+            if not tabs:
+                del self._topics[shopper_id]
+        self._locks.pop(connection, None)
+        self._waiting.pop(connection, None)
+
+    @property
+    def shoppers(self) -> int:
+        return len(self._topics)
+
+    # --- a tab's messages ---
+
+    def handle(self, connection, message: phoenix.Message) -> None:
+        if message.event not in ("add_item", "remove_item"):
+            connection.send(phoenix.reply(message, "error", _error("unknown_event", f"unknown event {message.event[:64]!r}")))
+            return
+        item_id = message.payload.get("item_id") if isinstance(message.payload, dict) else None
+        if isinstance(item_id, str) and item_id.isdigit() and len(item_id) <= 9:
+            item_id = int(item_id)  # (a button's value is a string)
+        if isinstance(item_id, bool) or not isinstance(item_id, int) or not 0 < item_id < 2**31:
+            connection.send(phoenix.reply(message, "error", _error("bad_request", "item_id is a whole number")))
+            return
+        if message.event == "add_item":
+            item = self._live.item(item_id)
+            refusal = refuse_from_memory(item, None if item is None else self._live.product(item.product_id))
+            if refusal is not None:  # refused from memory: no database
+                self._refuse(connection, message, refusal)
+                return
+        if self._waiting.get(connection, 0) >= MAX_CHANGES_WAITING:
+            connection.send(phoenix.reply(message, "error", _error("busy", "Too many cart changes at once: wait a moment")))
+            return
+        self._waiting[connection] = self._waiting.get(connection, 0) + 1
+        keep(self._tasks, asyncio.get_running_loop().create_task(self._change(connection, message, item_id)))
+
+    def _refuse(self, connection, message: phoenix.Message, refusal: CartRefusal) -> None:
+        connection.send(phoenix.reply(message, "error", _error(str(refusal), refusal_message(refusal, self._max_pairs))))
+
+    async def _change(self, connection, message: phoenix.Message, item_id: int) -> None:
+        shopper_id = message.topic[len(CART_PREFIX):]
+        lock = self._locks.setdefault(connection, asyncio.Lock())
+        try:
+            async with lock:
+                if message.event == "add_item":
+                    outcome = await self._inventory.add_to_cart_async(shopper_id, item_id)
+                else:
+                    outcome = await self._inventory.remove_from_cart_async(shopper_id, [item_id])
+        except (DatabaseUnavailable, SchemaMissing) as error:
+            log.warning("a cart change failed: %s", error)
+            connection.send(phoenix.reply(message, "error", _error(
+                "unavailable", "The store cannot change carts right now: try again in a moment")))
+            return
+        except Exception:
+            log.exception("a cart change failed")
+            connection.send(phoenix.reply(message, "error", _error("error", "Your cart could not be changed")))
+            return
+        finally:
+            if connection in self._waiting:
+                self._waiting[connection] -= 1
+        if isinstance(outcome, CartRefusal):
+            self._refuse(connection, message, outcome)
+        else:
+            connection.send(phoenix.reply(message, "ok", self.view(outcome)))
+
+    # --- pushes ---
+
+    def publish(self, events: list[ShopperEvent]) -> None:
+        """Push the cart again to every tab here whose cart changed, or holds a size whose stock
+        level changed (struck through when it sold out)."""
+        if not self._topics:
+            return
+        changed: set[str] = set()
+        sizes: set[int] = set()
+        for event in events:
+            if isinstance(event, CartUpdated):
+                if event.shopper_id in self._topics:
+                    changed.add(event.shopper_id)
+            elif isinstance(event, StockChanged):
+                sizes.add(event.item_id)
+        if sizes:
+            changed.update(shopper_id for shopper_id in self._topics
+                           if sizes.intersection(self._live.cart(shopper_id).item_ids))
+        for shopper_id in changed:
+            frame = phoenix.push(f"{CART_PREFIX}{shopper_id}", "cart", self.view(self._live.cart(shopper_id)))
+            for connection in self._topics[shopper_id]:
+                connection.send(frame)

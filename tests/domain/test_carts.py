@@ -1,0 +1,111 @@
+"""The cart's rules and views: pure, in milliseconds."""
+
+from dataclasses import replace
+
+from sneakers23.domain.carts import (CHECKOUT_MESSAGES, CartRefusal, CheckoutRefusal, cart_view, checkout_key,
+                                     checkout_refusal, empty_cart, lines_for, refusal_message, refuse_from_memory)
+from sneakers23.domain.catalog import Catalog
+from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.shopper_events import CartUpdated, cart_differences
+from tests.domain.test_catalog import item, product
+
+
+def shop() -> Catalog:
+    return Catalog([
+        replace(product(1, 0, released=True), price_usd=120, items=(item(1, 1), item(2, 1, count=0), item(3, 1))),
+        replace(product(2, 1), price_usd=140, items=(item(14, 2),)),
+    ])
+
+
+def lines(catalog: Catalog, item_ids):
+    return lines_for(item_ids, catalog.item, catalog.product)
+
+
+def test_memory_refuses_unknown_unreleased_and_sold_out_sizes_and_lets_the_rest_through():
+    catalog = shop()
+
+    def refused(item_id):
+        held = catalog.item(item_id)
+        return refuse_from_memory(held, None if held is None else catalog.product(held.product_id))
+
+    assert refused(99) is CartRefusal.NOT_FOUND
+    assert refused(14) is CartRefusal.NOT_RELEASED
+    assert refused(2) is CartRefusal.SOLD_OUT
+    assert refused(1) is None  # the database decides the rest (duplicates, the limit)
+
+
+def test_lines_are_sorted_by_item_and_a_sold_out_size_is_marked_not_removed():
+    view = cart_view(CartChanged("s", 4, (3, 2, 1)), lines(shop(), (3, 2, 1)))
+    assert [line["item_id"] for line in view["items"]] == [1, 2, 3]
+    assert [line["out_of_stock"] for line in view["items"]] == [False, True, False]
+    assert view["count"] == 3 and view["version"] == 4
+    assert view["subtotal_usd"] == 240  # the struck-through pair costs nothing
+    assert view["items"][0] | {} == {"item_id": 1, "product_id": 1, "sku": "I1", "size": "9", "brand": "b",
+                                     "name": "p1", "color": "c", "price_usd": 120, "image": "",
+                                     "released": True, "out_of_stock": False}
+
+
+def test_a_size_the_catalog_lost_is_left_out():
+    assert [line.item_id for line in lines(shop(), (1, 77))] == [1]
+
+
+def test_checkout_refusals_come_in_the_originals_order():
+    catalog = shop()
+    assert checkout_refusal([]) is CheckoutRefusal.EMPTY
+    assert checkout_refusal(lines(catalog, (2, 14))) is CheckoutRefusal.OUT_OF_STOCK  # before unreleased
+    assert checkout_refusal(lines(catalog, (1, 14))) is CheckoutRefusal.UNRELEASED
+    assert checkout_refusal(lines(catalog, (1, 3))) is None
+    assert CHECKOUT_MESSAGES[CheckoutRefusal.EMPTY] == "Your cart is empty"
+    assert CHECKOUT_MESSAGES[CheckoutRefusal.OUT_OF_STOCK] == "Your cart has out-of-stock shoes"
+    assert CHECKOUT_MESSAGES[CheckoutRefusal.UNRELEASED] == "Your cart has unreleased shoes"
+    assert CHECKOUT_MESSAGES[CheckoutRefusal.FAILED] == "Your purchase could not be completed"
+
+
+def test_each_cart_version_has_its_own_checkout_key():
+    assert checkout_key(7) == checkout_key(7) != checkout_key(8)
+
+
+def test_every_refusal_has_a_message_and_the_limit_names_the_number():
+    assert all(refusal_message(refusal, 2) for refusal in CartRefusal)
+    assert "2 pairs" in refusal_message(CartRefusal.LIMIT_REACHED, 2)
+
+
+def test_a_catalog_keeps_the_newest_cart_and_counts_its_version():
+    catalog = shop()
+    total = catalog.version_total()
+    assert catalog.cart("s") is None
+    assert catalog.apply(CartChanged("s", 2, (1,)))
+    assert not catalog.apply(CartChanged("s", 1, ()))  # late
+    assert not catalog.apply(CartChanged("s", 2, (1,)))  # repeated
+    assert catalog.apply(CartChanged("s", 3, (3, 1)))
+    assert catalog.cart("s").item_ids == (3, 1)
+    assert catalog.version_total() == total + 3
+
+
+def test_reconcile_takes_new_carts_without_a_reload():
+    catalog = shop()
+    applied, consistent = catalog.reconcile([CartChanged("new", 1, (1,))])
+    assert consistent and applied == [CartChanged("new", 1, (1,))]
+    assert catalog.cart("new").item_ids == (1,)
+
+
+def test_carts_that_differ_between_snapshots_are_told():
+    before = [CartChanged("a", 1, (1,)), CartChanged("b", 2, ()), CartChanged("gone", 4, (2,))]
+    after = [CartChanged("a", 1, (1,)), CartChanged("b", 3, (1,)), CartChanged("c", 1, (3,))]
+    assert cart_differences(before, after) == [CartUpdated("b"), CartUpdated("c"), CartUpdated("gone")]
+    assert empty_cart("x") == CartChanged("x", 0, ())
+
+
+def test_settling_applies_requests_in_order_and_only_changes_move_the_version():
+    from sneakers23.domain.carts import CartRequest, HeldCart, SizeFacts, settle
+
+    sizes = {1: SizeFacts(1, True, 10), 2: SizeFacts(1, True, 10), 3: SizeFacts(1, True, 10), 4: SizeFacts(2, True, 0)}
+    carts = {"s": HeldCart(5, [(2, 1)])}
+    outcomes = settle([CartRequest("s", add=1), CartRequest("s", add=4), CartRequest("s", add=3),
+                       CartRequest("s", remove=(2,)), CartRequest("s", add=3), CartRequest("s", remove=(7,))],
+                      carts, sizes, bought={}, owned=set(), max_pairs=2)
+    assert outcomes == [CartChanged("s", 6, (1, 2)), CartRefusal.SOLD_OUT, CartRefusal.LIMIT_REACHED,
+                        CartChanged("s", 7, (1,)), CartChanged("s", 8, (3, 1)), CartChanged("s", 8, (3, 1))]
+    bought_one = settle([CartRequest("t", add=1), CartRequest("t", add=2)], {"t": HeldCart(0, [])}, sizes,
+                        bought={("t", 1): 1}, owned={("t", 2)}, max_pairs=2)
+    assert bought_one == [CartChanged("t", 1, (1,)), CartRefusal.ALREADY_BOUGHT]
