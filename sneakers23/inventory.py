@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from sneakers23.db import carts, queries, seeds
 from sneakers23.db.engine import make_engine, reading, translated_errors
@@ -33,7 +33,7 @@ from sneakers23.domain.carts import MAX_ITEMS_PER_CART, CartRefusal, CartRequest
 from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, ProductReleased, ReleaseScheduleChanged
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
-from sneakers23.errors import NotFound
+from sneakers23.errors import DatabaseUnavailable, NotFound, Sneakers23Error
 from sneakers23.settings import Settings, get_settings
 
 
@@ -207,25 +207,32 @@ class Inventory:
         """Put one pair of a size in the shopper's cart: the database checks that it exists, is on
         sale and in stock, is not in the cart or bought already, and keeps the shopper's pairs of
         the product (in the cart and bought) within the limit. Published after the commit, so that
-        every tab of the shopper, on any node, shows it."""
-        return self.change_carts([CartRequest(shopper_id, add=item_id)])[0]
+        every tab of the shopper, on any node, shows it. (The sale decides for good: a purchase
+        still being committed is not counted here, and the checkout refuses what passes the limit.)"""
+        return _outcome(self.change_carts([CartRequest(shopper_id, add=item_id)])[0])
 
     def remove_from_cart(self, shopper_id: str, item_ids: list[int]) -> CartChanged:
         """Take sizes out of the cart (those not in it are ignored); the cart as it is after."""
-        return self.change_carts([CartRequest(shopper_id, remove=tuple(item_ids))])[0]
+        return _outcome(self.change_carts([CartRequest(shopper_id, remove=tuple(item_ids))])[0])
 
-    def change_carts(self, requests: list[CartRequest]) -> list[CartChanged | CartRefusal]:
+    def change_carts(self, requests: list[CartRequest]) -> list[CartChanged | CartRefusal | Exception]:
         """Several cart changes in one transaction, each one's outcome in order. A batch the
-        database refuses as a whole (two batches deadlocked, say) is tried again change by change."""
+        database refuses as a whole (a size deleted under it) is tried again change by change,
+        and then a change that fails has its error as its outcome."""
         for request in requests:
             _validate_cart_request(request)
         try:
-            outcomes = self._change_carts_in_one(requests)
-        except (IntegrityError, DBAPIError) as error:
+            return self._change_carts_in_one(requests)
+        except IntegrityError as error:
             if len(requests) == 1:
-                raise
+                return [error]
             log.warning("a batch of %d cart changes failed (%s): one by one", len(requests), error)
-            outcomes = [self._change_carts_in_one([request])[0] for request in requests]
+        outcomes: list[CartChanged | CartRefusal | Exception] = []
+        for request in requests:
+            try:
+                outcomes += self._change_carts_in_one([request])
+            except (IntegrityError, Sneakers23Error) as error:
+                outcomes.append(error)
         return outcomes
 
     def _change_carts_in_one(self, requests: list[CartRequest]) -> list[CartChanged | CartRefusal]:
@@ -247,6 +254,9 @@ class Inventory:
         if self._carts is None:
             self._carts = _CartCommits(self)
         return self._carts
+
+    async def cart_async(self, shopper_id: str) -> CartChanged:
+        return await self._in_thread(self.cart, shopper_id)
 
     async def orders_async(self, shopper_id: str) -> list[BoughtPair]:
         return await self._in_thread(self.orders, shopper_id)
@@ -347,19 +357,33 @@ class _CartCommits:
         return await asyncio.shield(answer)  # (a caller that goes away leaves the batch alone)
 
     async def _commit_while_waiting(self) -> None:
+        batch: list[tuple[CartRequest, asyncio.Future]] = []
         try:
             while self._waiting:
                 batch = self._waiting[:MAX_CART_CHANGES_PER_BATCH]
                 del self._waiting[:len(batch)]
                 try:
                     outcomes = await self._inventory._in_thread(self._inventory.change_carts, [r for r, _ in batch])
-                except Exception as error:  # every change of the batch is told
-                    for _request, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(error)
-                    continue
+                except Exception as error:  # (the database away, say) every change of the batch is told
+                    outcomes = [error] * len(batch)
                 for (_request, answer), outcome in zip(batch, outcomes):
-                    if not answer.done():
+                    if answer.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        answer.set_exception(outcome)
+                    else:
                         answer.set_result(outcome)
         finally:
             self._committing = None
+            # Cancelled (the process is stopping): nobody is left waiting for ever.
+            for _request, answer in [*batch, *self._waiting]:
+                if not answer.done():
+                    answer.set_exception(DatabaseUnavailable("the cart change was cut short: try again"))
+            if self._waiting:
+                self._waiting = []
+
+
+def _outcome(outcome):
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome

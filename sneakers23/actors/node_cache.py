@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_TIMEOUT_S = 15.0
 CLOCK_SKEW_S = 5.0  # how far apart the writers' clocks (which stamp a cart's change) may be
+FULL_CART_READ_EVERY = 30  # resyncs that found something missing (a minute or more, by default)
 
 
 def cache_name(node_id: str) -> str:
@@ -68,6 +69,7 @@ class NodeCache:
         self._healed = 0
         self._started_at = time.time()
         self._last_resync_at: float | None = None
+        self._resyncs_since_full = 0
         self._new_change = asyncio.Event()  # replaced by a new one each time it is set
         # Anti-entropy from the start, and again after every restart (async actors run __init__
         # before their event loop; a task created here starts with it).
@@ -147,14 +149,20 @@ class NodeCache:
         consistent = total > held
         healed: list[Change] = []
         if consistent:
-            # The products and sizes, and the carts changed lately (the carts grow with the
-            # shoppers: a full read of them every few seconds of a drop would cost more than all
-            # else). Only when that is not enough to reach the database's total, every cart.
+            # The products and sizes, and the carts changed lately: the carts grow with the
+            # shoppers, and a full read of them every few seconds of a drop (when a change is
+            # always on its way) would cost more than all else. Every cart is read when the
+            # recent ones cannot account for the database's versions, and every FULL_CART_READ_EVERY
+            # resyncs anyway (under load, changes on their way can hide an old one missed).
+            self._resyncs_since_full += 1
             since = datetime.now(timezone.utc) - timedelta(seconds=self._settings.resync_seconds * 2 + CLOCK_SKEW_S)
-            for changed_since in (since, None):
+            reads = (None,) if self._resyncs_since_full >= FULL_CART_READ_EVERY else (since, None)
+            for changed_since in reads:
                 current = await asyncio.to_thread(self._database_rows, changed_since)
                 applied, consistent = self._catalog.reconcile(current)
                 healed += applied
+                if changed_since is None:
+                    self._resyncs_since_full = 0
                 if not consistent or self._catalog.version_total() >= total:
                     break
             self._healed += len(healed)

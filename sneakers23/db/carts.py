@@ -33,25 +33,29 @@ def _now() -> datetime:
 
 
 def cart(connection: Connection, shopper_id: str) -> CartChanged:
-    version = connection.execute(select(carts_t.c.version).where(carts_t.c.shopper_id == shopper_id)).scalar()
-    items = tuple(item for item, _product in _held(connection, [shopper_id])[shopper_id])
-    return CartChanged(shopper_id, version or 0, items)
+    carts = _carts_where(connection, carts_t.c.shopper_id == shopper_id)
+    return carts[0] if carts else CartChanged(shopper_id, 0, ())
 
 
 def all_carts(connection: Connection, changed_since: datetime | None = None) -> list[CartChanged]:
     """Every cart (or those changed since a moment), for a node cache to hold."""
-    which = select(carts_t.c.shopper_id, carts_t.c.version)
-    if changed_since is not None:
-        which = which.where(carts_t.c.updated_at >= changed_since)
-    chosen = which.subquery()
-    items: dict[str, list[int]] = {}
-    for shopper_id, item_id in connection.execute(
-            select(cart_items_t.c.shopper_id, cart_items_t.c.item_id)
-            .join(chosen, chosen.c.shopper_id == cart_items_t.c.shopper_id)
-            .order_by(cart_items_t.c.shopper_id, cart_items_t.c.added_at.desc(), cart_items_t.c.item_id)):
-        items.setdefault(shopper_id, []).append(item_id)
-    return [CartChanged(row.shopper_id, row.version, tuple(items.get(row.shopper_id, ())))
-            for row in connection.execute(which)]
+    return _carts_where(connection, None if changed_since is None else carts_t.c.updated_at >= changed_since)
+
+
+def _carts_where(connection: Connection, condition) -> list[CartChanged]:
+    """Carts with their items, in one statement: a version and the items it goes with are read at
+    the same moment (two statements may see a change committed between them)."""
+    query = (select(carts_t.c.shopper_id, carts_t.c.version, cart_items_t.c.item_id)
+             .outerjoin(cart_items_t, cart_items_t.c.shopper_id == carts_t.c.shopper_id)
+             .order_by(carts_t.c.shopper_id, cart_items_t.c.added_at.desc(), cart_items_t.c.item_id))
+    if condition is not None:
+        query = query.where(condition)
+    carts: dict[str, tuple[int, list[int]]] = {}
+    for shopper_id, version, item_id in connection.execute(query):
+        items = carts.setdefault(shopper_id, (version, []))[1]
+        if item_id is not None:
+            items.append(item_id)
+    return [CartChanged(shopper_id, version, tuple(items)) for shopper_id, (version, items) in carts.items()]
 
 
 def version_sum(connection: Connection):

@@ -102,7 +102,7 @@ class CartRow(SQLModel, table=True):
 
     shopper_id: str = Field(max_length=64, primary_key=True)
     version: int = Field(default=0)
-    updated_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp(index=True)  # anti-entropy reads the carts changed lately
 
 
 class CartItemRow(SQLModel, table=True):

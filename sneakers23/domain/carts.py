@@ -194,14 +194,21 @@ class CheckoutRefusal(StrEnum):
     OUT_OF_STOCK = "out_of_stock"
     UNRELEASED = "unreleased"
     FAILED = "failed"
+    CHANGED = "changed"  # (ours: the original's cart could not change under its checkout page)
 
 
-CHECKOUT_MESSAGES = {  # the original's texts
+CHECKOUT_MESSAGES = {  # the original's texts, and one of ours
     CheckoutRefusal.EMPTY: "Your cart is empty",
     CheckoutRefusal.OUT_OF_STOCK: "Your cart has out-of-stock shoes",
     CheckoutRefusal.UNRELEASED: "Your cart has unreleased shoes",
     CheckoutRefusal.FAILED: "Your purchase could not be completed",
+    CheckoutRefusal.CHANGED: "Your cart changed in another tab: check it and purchase again",
 }
+
+
+def is_the_cart(cart: CartChanged, version: int, item_ids: list[int]) -> bool:
+    """Whether a checkout form (the version and sizes its page showed) is the cart as it is."""
+    return cart.version == version and sorted(cart.item_ids) == sorted(set(item_ids))
 
 
 def checkout_refusal(lines: list[CartLine]) -> CheckoutRefusal | None:

@@ -25,7 +25,8 @@ from sneakers23 import assembly
 from sneakers23.actors.sales import SalesBusy, SalesUnavailable
 from sneakers23.cluster import check_database_fits
 from sneakers23.db.engine import QueryCounter
-from sneakers23.domain.carts import CHECKOUT_MESSAGES, CheckoutRefusal, checkout_key, checkout_refusal
+from sneakers23.domain.carts import CHECKOUT_MESSAGES, CheckoutRefusal, checkout_key, checkout_refusal, is_the_cart
+from sneakers23.domain.changes import CartChanged
 from sneakers23.domain.levels import Level
 from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, Refusal, orders_of
 from sneakers23.domain.views import product_view
@@ -86,7 +87,7 @@ async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
         item_ids = [int(part) for part in form.get("item_ids", [""])[0].split(",") if part]
     except (UnicodeDecodeError, ValueError):
         return None
-    if version < 0 or len(item_ids) > MAX_UNITS_PER_PURCHASE or any(not 0 < i < 2**31 for i in item_ids):
+    if not 0 <= version < 2**53 or len(item_ids) > MAX_UNITS_PER_PURCHASE or any(not 0 < i < 2**31 for i in item_ids):
         return None
     return version, item_ids
 
@@ -179,6 +180,9 @@ class Storefront:
         if refusal is not None:
             return self._checkout_refused(shopper_id, refusal)
         try:
+            stale = await self._stale_form(shopper_id, version, item_ids)
+            if stale is not None:
+                return stale
             # Shielded: a shopper who goes away mid-checkout still has the cart cleared of what sold.
             result = await asyncio.shield(self._buy_cart(shopper_id, sorted(set(item_ids)), version))
         except SalesBusy:
@@ -193,8 +197,24 @@ class Storefront:
             return self._checkout_refused(shopper_id, CheckoutRefusal.FAILED, result.message)
         return HTMLResponse(complete_page(self.live.lines(unit.item_id for unit in result.units)), headers=NO_STORE)
 
-    def _checkout_refused(self, shopper_id: str, refusal: CheckoutRefusal, detail: str | None = None) -> HTMLResponse:
-        cart = self.live.cart(shopper_id)
+    async def _stale_form(self, shopper_id: str, version: int, item_ids: list[int]) -> HTMLResponse | None:
+        """None when the form is the cart as it is (this node's copy, or the database when the copy
+        differs: it may lag). Otherwise the page to show: "Order Complete!" again when this cart was
+        bought already (a double-click, a retry), else the cart as it now is, to check again."""
+        if is_the_cart(self.live.cart(shopper_id), version, item_ids):
+            return None
+        cart = await self.inventory.cart_async(shopper_id)
+        if is_the_cart(cart, version, item_ids):
+            return None
+        key = checkout_key(version)
+        bought = [pair.item_id for pair in await self.inventory.orders_async(shopper_id) if pair.idempotency_key == key]
+        if bought:
+            return HTMLResponse(complete_page(self.live.lines(bought)), headers=NO_STORE)
+        return self._checkout_refused(shopper_id, CheckoutRefusal.CHANGED, cart=cart)
+
+    def _checkout_refused(self, shopper_id: str, refusal: CheckoutRefusal, detail: str | None = None,
+                          cart: CartChanged | None = None) -> HTMLResponse:
+        cart = cart or self.live.cart(shopper_id)
         message = CHECKOUT_MESSAGES[refusal] + (f" ({detail})" if detail else "")
         return HTMLResponse(checkout_page(self.live.cart_lines(cart), cart.version, message), status_code=409,
                             headers=NO_STORE)
@@ -206,7 +226,7 @@ class Storefront:
             # until the shopper removes them (checking out again replays the same order).
             try:
                 await self.inventory.remove_from_cart_async(shopper_id, item_ids)
-            except Sneakers23Error as error:
+            except Exception as error:  # (the sale stands: the page says so)
                 log.warning("a bought cart could not be cleared: %s", error)
         return result
 

@@ -89,6 +89,7 @@ class CartChannels:
             connection.send(phoenix.reply(message, "error", _error(why, TOKEN_MESSAGES[why])))
             return False
         self._topics.setdefault(shopper_id, set()).add(connection)
+        self._locks.setdefault(connection, asyncio.Lock())
         connection.send(phoenix.reply(message, "ok", self.view(self._live.cart(shopper_id))))
         return True
 
@@ -135,7 +136,7 @@ class CartChannels:
 
     async def _change(self, connection, message: phoenix.Message, item_id: int) -> None:
         shopper_id = message.topic[len(CART_PREFIX):]
-        lock = self._locks.setdefault(connection, asyncio.Lock())
+        lock = self._locks.get(connection) or asyncio.Lock()  # (made at the join; gone once it left)
         try:
             async with lock:
                 if message.event == "add_item":

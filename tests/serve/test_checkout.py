@@ -72,11 +72,30 @@ def test_refusals_come_with_the_originals_messages(store_url, fresh_shop, publis
     assert empty.status_code == 409 and "Your cart is empty" in empty.text
     not_yet = checkout(store_url, cookie, {"version": 0, "item_ids": f"{size},{unreleased}"})
     assert not_yet.status_code == 409 and "Your cart has unreleased shoes" in not_yet.text
-    # A limit the drop engine enforces: the third pair of a product.
-    three = sizes_in_stock(fresh_shop, 1, 3)
-    failed = checkout(store_url, cookie, {"version": 0, "item_ids": ",".join(map(str, three))})
+    # What only the drop engine can tell: the cart holds two pairs, and a third was bought meanwhile.
+    first, second, third = sizes_in_stock(fresh_shop, 1, 3)
+    publishing.add_to_cart(shopper_id, first)
+    cart = publishing.add_to_cart(shopper_id, second)
+    assert publishing.purchase(shopper_id, [third]).ok
+    shown(store_url, cookie, cart.version)
+    failed = checkout(store_url, cookie, {"version": cart.version, "item_ids": f"{first},{second}"})
     assert failed.status_code == 409 and "Your purchase could not be completed" in failed.text
+    assert shop.order_count(fresh_shop, shopper_id=shopper_id) == 1  # the third pair alone
+
+
+def test_a_checkout_page_left_behind_by_a_change_in_another_tab_buys_nothing(store_url, fresh_shop, publishing):
+    publishing.release(1)
+    first, second = sizes_in_stock(fresh_shop, 1, 2)
+    shopper_id, cookie, _token = new_shopper()
+    publishing.add_to_cart(shopper_id, first)
+    shown_then = publishing.add_to_cart(shopper_id, second)  # the checkout page shows both
+    now = publishing.remove_from_cart(shopper_id, [second])  # another tab takes one out
+    stale = checkout(store_url, cookie, {"version": shown_then.version, "item_ids": f"{first},{second}"})
+    assert stale.status_code == 409 and "Your cart changed in another tab" in stale.text
+    assert f'name="version" value="{now.version}"' in stale.text  # the cart as it is now, from the database
     assert shop.order_count(fresh_shop, shopper_id=shopper_id) == 0
+    bought = checkout(store_url, cookie, {"version": now.version, "item_ids": f"{first}"})
+    assert bought.status_code == 200 and "Order Complete!" in bought.text
 
 
 @pytest.mark.parametrize("cookie, form, status", [
@@ -87,6 +106,8 @@ def test_refusals_come_with_the_originals_messages(store_url, fresh_shop, publis
     ("shopper", {"version": 1, "item_ids": "1,a"}, 400),
     ("shopper", {"version": 1, "item_ids": ",".join(["1"] * 21)}, 400),
     ("shopper", "version=1&item_ids=" + "1" * 5000, 400),
+    ("shopper", {"version": "9" * 200, "item_ids": "1"}, 400),
+    ("shopper", {"version": -1, "item_ids": "1"}, 400),
 ])
 def test_bad_checkout_input_gets_a_clear_status_and_the_store_keeps_serving(store_url, fresh_shop, cookie, form, status):
     if cookie == "shopper":

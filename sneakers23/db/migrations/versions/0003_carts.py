@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("shopper_id"),
     )
+    op.create_index(op.f("ix_carts_updated_at"), "carts", ["updated_at"], unique=False)
     op.create_table(
         "cart_items",
         sa.Column("shopper_id", sa.String(length=64), nullable=False),
@@ -36,4 +37,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("cart_items")
+    op.drop_index(op.f("ix_carts_updated_at"), table_name="carts")
     op.drop_table("carts")
