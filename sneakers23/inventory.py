@@ -34,6 +34,7 @@ from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, 
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
 from sneakers23.errors import DatabaseUnavailable, NotFound, Sneakers23Error
+from sneakers23.retries import again_if_deadlocked
 from sneakers23.settings import Settings, get_settings
 
 
@@ -297,8 +298,12 @@ class Inventory:
         return SellReport(item, count, sold, available_count, None)
 
     def seed(self, random_seed: int | None = None, reset: bool = False) -> int:
-        with self._errors(), self.engine.begin() as connection:
-            return seeds.seed(connection, random_seed=random_seed, reset=reset)
+        def once() -> int:
+            with self.engine.begin() as connection:
+                return seeds.seed(connection, random_seed=random_seed, reset=reset)
+
+        with self._errors():
+            return again_if_deadlocked(once)
 
     def audit(self) -> StockAudit:
         with self._errors(), reading(self.engine) as connection:

@@ -9,7 +9,8 @@ import logging
 import random
 from typing import Callable, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
+from tenacity import (RetryCallState, Retrying, retry_if_exception, retry_if_exception_type, stop_after_attempt,
+                      wait_random_exponential)
 
 from sneakers23.errors import DatabaseUnavailable
 
@@ -38,4 +39,20 @@ def patiently(work: Callable[[], T], what: str, retry_on: tuple[type[BaseExcepti
 
     retrying = Retrying(retry=retry_if_exception_type(retry_on), wait=backoff(first_delay_s, longest_delay_s),
                         before_sleep=said, reraise=True)
+    return retrying(work)
+
+
+DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for "deadlock detected"
+
+
+def _deadlocked(error: BaseException) -> bool:
+    return getattr(getattr(error, "orig", None), "sqlstate", None) == DEADLOCK
+
+
+def again_if_deadlocked(work: Callable[[], T], attempts: int = 5) -> T:
+    """work() (a transaction), tried again when PostgreSQL chose it as a deadlock's victim: a
+    transaction that locks whole tables (a reseed) can meet the readers and writers that a running
+    store always has under way, in another order."""
+    retrying = Retrying(retry=retry_if_exception(_deadlocked), stop=stop_after_attempt(attempts),
+                        wait=backoff(0.05, 1.0), reraise=True)
     return retrying(work)

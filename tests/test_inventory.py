@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.support.waiting import wait_for
+
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import NotFound
 from sneakers23.inventory import Inventory
@@ -252,3 +254,39 @@ def test_a_batch_of_cart_changes_that_fails_tells_every_change_and_the_next_batc
     assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes)  # each one told
     assert isinstance(after, CartChanged) and after.item_ids == (sizes[1],)  # the next batch went on
     assert all(inventory.cart(f"{n:064x}").item_ids == () for n in range(5))
+
+
+def test_a_reseed_that_deadlocks_with_a_reader_is_tried_again(inventory, settings):
+    """A reseed locks every table, in an order that the store's readers and writers do not
+    always share: PostgreSQL then ends one of the two, and a reseed it ends is tried again."""
+    import threading
+
+    from sqlalchemy import text
+
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite's writers take turns for the whole database: no deadlock to meet")
+    reader = Inventory(settings)
+    try:
+        with reader.engine.connect() as connection:
+            transaction = connection.begin()
+            connection.execute(text("SELECT count(*) FROM item_availabilities")).scalar_one()  # held until the end
+            done = []
+            reseed = threading.Thread(target=lambda: done.append(inventory.seed(random_seed=1, reset=True)))
+            reseed.start()
+            wait_for(lambda: _lock_waits(inventory) > 0, what="the reseed to wait for the reader's lock")
+            try:
+                connection.execute(text("SELECT count(*) FROM cart_items")).scalar_one()  # the other order
+            except Exception:
+                pass  # PostgreSQL may end this one instead
+            transaction.rollback()
+            reseed.join(30)
+        assert done == [26]  # the reseed went through, however PostgreSQL chose
+    finally:
+        reader.close()
+
+
+def _lock_waits(inventory: Inventory) -> int:
+    from sqlalchemy import text
+
+    with inventory.engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one()
