@@ -353,7 +353,7 @@ class _CartCommits:
         self._committing: asyncio.Task | None = None
 
     async def change(self, request: CartRequest):
-        _validate_cart_request(request)
+        _validate_cart_request(request)  # (here too: a malformed change fails alone, not its batch)
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self._waiting.append((request, answer))

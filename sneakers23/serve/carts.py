@@ -103,10 +103,6 @@ class CartChannels:
         self._locks.pop(connection, None)
         self._waiting.pop(connection, None)
 
-    @property
-    def shoppers(self) -> int:
-        return len(self._topics)
-
     # --- a tab's messages ---
 
     def handle(self, connection, message: phoenix.Message) -> None:
