@@ -35,6 +35,7 @@ def joined_inventory(settings: Settings, wait: bool = True) -> Inventory:
     store that sells from this database, and only there. With no cluster, the database alone.
     `wait`: a publish returns once the replication actor has the changes (a process about to exit)."""
     from sneakers23 import cluster  # imports Ray: not for `sneakers23 --help`
+    from sneakers23.actors.activity import RayActivity
     from sneakers23.actors.sales import RaySales
 
     if not cluster.join(settings):
@@ -43,7 +44,7 @@ def joined_inventory(settings: Settings, wait: bool = True) -> Inventory:
     theirs = None if store is None else cluster.database_of(store)
     ours = theirs is not None and database_identity(theirs) == database_identity(settings.database_url)
     return Inventory(settings, replication=cluster.RayReplication(wait=wait, database_url=settings.database_url),
-                     sales=RaySales(settings) if ours else None)
+                     sales=RaySales(settings) if ours else None, activity=RayActivity() if ours else None)
 
 
 def cluster_inventory(settings: Settings, through_sales: bool = True,
@@ -51,11 +52,12 @@ def cluster_inventory(settings: Settings, through_sales: bool = True,
     """The inventory API for a process on the store's own cluster: a sale is committed, then
     published without waiting for replication; purchases go to the products' sales actors
     (`product_of` finds an item's product, from memory where the process has a catalog)."""
+    from sneakers23.actors.activity import RayActivity
     from sneakers23.actors.sales import RaySales
     from sneakers23.cluster import RayReplication
 
     sales = RaySales(settings, product_of=product_of) if through_sales else None
-    return Inventory(settings, replication=RayReplication(wait=False), sales=sales)
+    return Inventory(settings, replication=RayReplication(wait=False), sales=sales, activity=RayActivity())
 
 
 def live_catalog(settings: Settings):
@@ -69,14 +71,24 @@ def live_catalog(settings: Settings):
 def start_store_actors(settings: Settings, watch_seconds: float | None = None,
                        while_waiting: Callable[[], None] | None = None):
     """The store's actors on the joined cluster, started where they are not running: the replication
-    actor (returns once every node's cache is loaded) and the release clock. Returns the replication
-    actor. `while_waiting` is called meanwhile, and may raise to stop waiting."""
+    actor (returns once every node's cache is loaded), the release clock, and the two that the admin
+    dashboard reads (presence, activity). Returns the replication actor. `while_waiting` is called
+    meanwhile, and may raise to stop waiting."""
     from sneakers23.actors.release_clock import release_clock
     from sneakers23.actors.replicator import WATCH_SECONDS, start_replication
 
     replicator = start_replication(settings, watch_seconds or WATCH_SECONDS, while_waiting=while_waiting)
     release_clock(_release_clock_inventory(settings))
+    _start_dashboard_actors()
     return replicator
+
+
+def _start_dashboard_actors() -> None:
+    from sneakers23.actors.activity import activity_actor
+    from sneakers23.actors.presence import presence_actor
+
+    presence_actor()
+    activity_actor()
 
 
 async def _start_store_actors_async(settings: Settings) -> None:
@@ -88,6 +100,7 @@ async def _start_store_actors_async(settings: Settings) -> None:
     replicator = await asyncio.to_thread(replication_actor, settings)
     replicator.ready.remote()
     await asyncio.to_thread(release_clock, _release_clock_inventory(settings))
+    await asyncio.to_thread(_start_dashboard_actors)
 
 
 def _release_clock_inventory(settings: Settings) -> Callable[[], Inventory]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -169,6 +170,29 @@ def sell(ctx: click.Context, item_id: int, count: int) -> None:
         raise Sneakers23Error(
             f"stopped after selling {report.sold} of {count}: {report.refused.message} ({report.refused.refusal})"
         )
+
+
+@cli.group()
+def admin() -> None:
+    """The admin dashboard (/admin): its audit and its login throttle."""
+
+
+@admin.command("unlock")
+@click.pass_context
+def admin_unlock(ctx: click.Context) -> None:
+    """Let admins log in again at once, past the throttle of failed logins (written to the audit)."""
+    entry = _inventory(ctx).unlock_logins(f"{getpass.getuser()}@cli")
+    click.echo(f"admin logins unlocked ({entry.at:%Y-%m-%d %H:%M:%S} UTC, audit entry {entry.id})")
+
+
+@admin.command("audit")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_context
+def admin_audit(ctx: click.Context, limit: int) -> None:
+    """The newest entries of the admin audit: who did what, when, and how it went."""
+    for entry in _inventory(ctx).admin_audit(limit):
+        click.echo(f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.who:<16} {entry.action:<15} {entry.target:<12} "
+                   f"{'ok' if entry.ok else 'REFUSED':<7} {entry.result}")
 
 
 @cli.command()

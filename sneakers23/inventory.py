@@ -20,20 +20,21 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from sneakers23.db import carts, queries, seeds
+from sneakers23.db import admin, carts, queries, seeds
 from sneakers23.db.engine import make_engine, reading, translated_errors
 from sneakers23.domain.catalog import Item, Product
 from sneakers23.domain.carts import MAX_ITEMS_PER_CART, CartRefusal, CartRequest
 from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, ProductReleased, ReleaseScheduleChanged
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
-from sneakers23.errors import DatabaseUnavailable, NotFound, Sneakers23Error
+from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry
+from sneakers23.errors import AlreadyReleased, DatabaseUnavailable, NotFound, Sneakers23Error
 from sneakers23.retries import again_if_deadlocked
 from sneakers23.settings import Settings, get_settings
 
@@ -87,6 +88,15 @@ class Sales(Protocol):
                              key: str | None) -> PurchaseResult: ...
 
 
+class Activity(Protocol):
+    """Where the shop's sales and refusals are counted as they happen, for the admin dashboard and
+    ops' metrics (see sneakers23.actors.activity.RayActivity). The database stays the record."""
+
+    def sold(self, pairs: int) -> None: ...
+
+    def refused(self, reason: str, count: int = 1) -> None: ...
+
+
 log = logging.getLogger(__name__)
 
 # The `…_async` operations run in threads of their own: a transaction mostly waits for the database
@@ -96,10 +106,11 @@ DATABASE_THREADS = 32
 
 class Inventory:
     def __init__(self, settings: Settings | None = None, replication: Replication | None = None,
-                 sales: Sales | None = None):
+                 sales: Sales | None = None, activity: Activity | None = None):
         self.settings = settings or get_settings()
         self.replication = replication
         self.sales = sales
+        self.activity = activity
         self.engine: Engine = make_engine(self.settings.database_url)  # connects on first use
         self._threads: ThreadPoolExecutor | None = None
         self._carts: _CartCommits | None = None
@@ -129,6 +140,22 @@ class Inventory:
                 if item.id == item_id:
                     return item
         raise NotFound(f"there is no item {item_id}")
+
+    # --- counting what shoppers get ---
+
+    def refused_from_memory(self, what: str, reason: str) -> None:
+        """Count a refusal decided from memory, before this API was called (a size shown sold out
+        on a page, a cart's add of a size not on sale): `what` was refused, and why."""
+        if self.activity is not None:
+            self.activity.refused(f"{what}:{reason}")
+
+    def _counted(self, result: PurchaseResult) -> PurchaseResult:
+        if self.activity is not None and not result.replayed:
+            if result.ok:
+                self.activity.sold(len(result.units))
+            else:
+                self.activity.refused(f"purchase:{result.refusal}")
+        return result
 
     # --- writes ---
 
@@ -175,13 +202,13 @@ class Inventory:
         item_ids = list(item_ids)
         validate_purchase(shopper_id, item_ids, idempotency_key)
         if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
-            return self.sales.purchase(product_id, shopper_id, item_ids, idempotency_key)
+            return self._counted(self.sales.purchase(product_id, shopper_id, item_ids, idempotency_key))
         with self._errors():
             result = queries.purchase(self.engine, shopper_id, item_ids, idempotency_key,
                                     self.settings.max_pairs_per_product)
         if result.ok and not result.replayed:
             self._publish(result.changes)
-        return result
+        return self._counted(result)
 
     async def purchase_async(self, shopper_id: str, item_ids: list[int],
                              idempotency_key: str | None = None) -> PurchaseResult:
@@ -189,7 +216,7 @@ class Inventory:
         item_ids = list(item_ids)
         validate_purchase(shopper_id, item_ids, idempotency_key)
         if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
-            return await self.sales.purchase_async(product_id, shopper_id, item_ids, idempotency_key)
+            return self._counted(await self.sales.purchase_async(product_id, shopper_id, item_ids, idempotency_key))
         return await self._in_thread(self.purchase, shopper_id, item_ids, idempotency_key)
 
     # --- carts (a cart holds sizes put aside; the checkout buys them through `purchase`) ---
@@ -241,6 +268,10 @@ class Inventory:
             outcomes = carts.change_carts(connection, requests, self.settings.max_pairs_per_product)
         # Each cart as the batch left it (a cart's outcomes come in version order).
         self._publish({o.shopper_id: o for o in outcomes if isinstance(o, CartChanged)}.values())
+        if self.activity is not None:
+            for outcome in outcomes:
+                if isinstance(outcome, CartRefusal):
+                    self.activity.refused(f"cart:{outcome}")
         return outcomes
 
     async def add_to_cart_async(self, shopper_id: str, item_id: int) -> CartChanged | CartRefusal:
@@ -296,6 +327,60 @@ class Inventory:
             if on_sold is not None:
                 on_sold(result)
         return SellReport(item, count, sold, available_count, None)
+
+    # --- the admin desk (every action is written to the audit, however it went) ---
+
+    def act(self, who: str, action: AdminAction, client: str = "") -> AuditEntry:
+        """Carry out a staff action through this API (release now, schedule or cancel a release,
+        restock), then write it to the audit with its result. A refusal (an unknown product, a
+        product already out) is a result, not an error; only a database that is away raises."""
+        try:
+            ok, result = True, self._carry_out(action)
+        except (ValueError, NotFound, AlreadyReleased) as error:
+            ok, result = False, str(error)
+        with self._errors(), self.engine.begin() as connection:
+            return admin.record(connection, who, action.kind, action.target, ok, result, client)
+
+    def _carry_out(self, action: AdminAction) -> str:
+        if action.kind is ActionKind.RELEASE:
+            outcome = self.release(action.product_id)
+            return "released" if outcome.newly_released else "it was already released"
+        if action.kind is ActionKind.SCHEDULE:
+            self.schedule_release(action.product_id, action.at)
+            return f"goes on sale at {action.at.isoformat()}"
+        if action.kind is ActionKind.CANCEL_SCHEDULE:
+            self.schedule_release(action.product_id, None)
+            return "no release time any more"
+        change = self.restock(action.item_id, action.count)
+        return f"{change.available_count} pair(s) available"
+
+    def record_login(self, who: str, ok: bool, result: str, client: str = "") -> AuditEntry:
+        with self._errors(), self.engine.begin() as connection:
+            return admin.record(connection, who, ActionKind.LOGIN, "admin", ok, result, client)
+
+    def record_logout(self, who: str, session_id: str, client: str = "") -> AuditEntry:
+        with self._errors(), self.engine.begin() as connection:
+            return admin.record(connection, who, ActionKind.LOGOUT, f"session {session_id}", True, "logged out", client)
+
+    def sessions_logged_out(self, since: datetime) -> set[str]:
+        """The ids of the admin sessions logged out since then (they stay revoked)."""
+        with self._errors(), reading(self.engine) as connection:
+            return {target.removeprefix("session ") for target in admin.logged_out_since(connection, since)}
+
+    def failed_logins(self, window: timedelta) -> tuple[int, datetime | None]:
+        """Logins failed within the window (since the last unlock), and when the oldest did."""
+        with self._errors(), reading(self.engine) as connection:
+            return admin.failed_logins(connection, window)
+
+    def unlock_logins(self, who: str) -> AuditEntry:
+        """Let logins through again at once, past the throttle (after an attack has stopped)."""
+        with self._errors(), self.engine.begin() as connection:
+            return admin.record(connection, who, ActionKind.UNLOCK_LOGINS, "admin", True, "logins unlocked", "")
+
+    def admin_audit(self, limit: int = 50) -> list[AuditEntry]:
+        """The newest entries of the audit first."""
+        with self._errors(), reading(self.engine) as connection:
+            return admin.recent(connection, limit)
 
     def seed(self, random_seed: int | None = None, reset: bool = False) -> int:
         def once() -> int:

@@ -154,3 +154,14 @@ def test_scheduling_a_release(tmp_path):
     run(url, "release", "1")
     assert "already released" in fails(url, "release", "1", "--in", "5m")
     assert [p["released"] for p in catalog(url)] == [True, False]
+
+
+def test_admin_audit_and_unlock(tmp_path):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    run(url, "db", "upgrade")
+    assert run(url, "admin", "audit").stdout == ""
+    unlocked = run(url, "admin", "unlock").stdout
+    assert unlocked.startswith("admin logins unlocked (") and "audit entry 1" in unlocked
+    (line,) = run(url, "admin", "audit").stdout.splitlines()
+    assert "@cli" in line and "unlock_logins" in line and " ok " in line
+    assert "--limit" in fails(url, "admin", "audit", "--limit", "0", code=2)

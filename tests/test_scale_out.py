@@ -9,6 +9,7 @@ joins serves at once from a full cache. Runs last: it removes node B and puts a 
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -21,7 +22,7 @@ from tests.conftest import _must_run_everything
 from tests.support import cluster
 from tests.support.balancer import Balancer
 from tests.serve.test_carts import new_shopper
-from tests.support.store_fixtures import CartClient, PhoenixClient
+from tests.support.store_fixtures import CartClient, PhoenixClient, admin_login, dashboard_tokens
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.reshapes_cluster
@@ -55,7 +56,7 @@ def joins(shopper: PhoenixClient) -> list[dict]:
 
 
 def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
-    on_postgres, ray_cluster, ray_settings, store_url, fresh_shop, phoenix_js
+    on_postgres, ray_cluster, ray_settings, store_url, fresh_shop, phoenix_js, admin_client, figures
 ):
     ports = ray_cluster.proxy_ports
     node_a, node_b = cluster.node_id("node_a"), cluster.node_id("node_b")
@@ -63,7 +64,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
     wait_for(lambda: cluster.web_replicas_running(3), timeout=90, what="web replicas on every node")
     balancer = Balancer([ports["node_b"], ports["node_a"]])
     shopper = PhoenixClient(phoenix_js, f"ws://127.0.0.1:{balancer.port}/product_socket", ["product:2"])
-    cart_tab = None
+    cart_tab = other_tab = None
     try:
         # A shopper on node B: the balancer sent the socket to B's proxy, which keeps it on B's replica.
         wait_for(lambda: joins(shopper), what="the shopper's join")
@@ -92,9 +93,20 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         assert cart_tab.reply(cart_tab.push(cart_topic, "add_item", {"item_id": kept.id}))["status"] == "ok"
         assert balancer.chosen == [ports["node_b"]] * 2
 
+        # The admin dashboard (served from the head) counts shoppers on every node together.
+        dashboard = admin_client(dashboard_tokens(admin_login(store_url))[0])
+        other_id, _cookie, other_token = new_shopper()
+        other_tab = CartClient(phoenix_js, f"ws://127.0.0.1:{ports['node_a']}/product_socket")
+        other_tab.join(f"cart:{other_id}", token=other_token)
+        tabs_on = lambda node: [t for t in (dashboard.online() or {"tabs": []})["tabs"] if t["node"] == node]  # noqa: E731
+        wait_for(lambda: [t["shopper"] for t in tabs_on(node_b)] == [shopper_id]
+                 and [t["shopper"] for t in tabs_on(node_a)] == [other_id], what="shoppers of nodes A and B on the dashboard")
+        assert tabs_on(node_b)[0]["items"] == [kept.id]
+
         # Node B is lost. While the balancer fails over, a size sells out: the shopper must see it.
         balancer.accepting.clear()
         others = {node: _stats(node) for node in ("head", "node_a")}
+        removed_at_ms = time.time() * 1000
         cluster.remove_node(ray_cluster, "node_b", ray_cluster.named_nodes.pop("node_b"))
         wait_for(lambda: shopper.of("close") and cart_tab.of("close"), what="the shopper's sockets to close")
         item = min((i for i in items if i.available_count > 0), key=lambda i: i.available_count)
@@ -105,6 +117,15 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
             inventory.close()
         assert sold.sold == item.available_count and sold.available_count == 0
         balancer.accepting.set()
+
+        # The lost node's shoppers leave the dashboard's count within 10 s (the shopper's tab may
+        # come back meanwhile, on another node).
+        gone = wait_for(lambda: [r for r in dashboard.of("presence") if r["at"] > removed_at_ms
+                                 and not any(t["node"] == node_b for t in r["tabs"])], timeout=15,
+                        what="node B's tabs to leave the dashboard")[0]
+        assert gone["at"] - removed_at_ms <= 10_000, gone["at"] - removed_at_ms
+        figures.append(f"a lost node's shoppers left the dashboard after {(gone['at'] - removed_at_ms) / 1000:.1f} s")
+        assert other_id in {t["shopper"] for t in gone["tabs"]}
 
         rejoined = wait_for(lambda: joins(shopper)[1:], timeout=30, what="the shopper to rejoin on node A")[0]
         assert balancer.chosen[-1] == ports["node_a"]
@@ -136,8 +157,9 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         assert {i["id"]: i["level"] for i in catalog[1]["items"]}[item.id] == "out"
     finally:
         shopper.close()
-        if cart_tab is not None:
-            cart_tab.close()
+        for tab in (cart_tab, other_tab):
+            if tab is not None:
+                tab.close()
         balancer.close()
 
 
@@ -149,7 +171,8 @@ def _stats(node: str):
 
 def _held_by(nodes: set[str]) -> bool:
     counts = sockets_by_node()
-    return sum(counts.get(node, 0) for node in nodes) == 2 and sum(counts.values()) == 2  # the page's and the cart's
+    # The page's and the cart's of the shopper from node B, and the other shopper's on node A.
+    return sum(counts.get(node, 0) for node in nodes) == 3 and sum(counts.values()) == 3
 
 
 def _node_id_or_none(resource: str) -> str | None:

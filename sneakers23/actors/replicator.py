@@ -13,10 +13,12 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 import ray
+from ray.util import metrics
 
 from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
 from sneakers23.actors.node_cache import CacheStats, cache_for_node
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 1.0
 STATS_TIMEOUT_S = 3.0
+LAG_WINDOW_S = 10.0  # a node's cache lag shown is the worst of this long
 
 
 @dataclass
@@ -68,6 +71,12 @@ class Replicator:
         self._started_at = time.time()
         self._outbox: dict[str, list[Change]] = {}  # changes waiting to be sent, per node
         self._sending: set[str] = set()  # nodes with a send under way
+        # A node's cache lag: from a change reaching this actor to the node's cache having applied it.
+        self._queued_at: dict[str, float] = {}  # when the oldest change waiting for the node came
+        self._in_flight: dict[str, float] = {}  # when the oldest change of the call under way came
+        self._lags: dict[str, deque[tuple[float, float]]] = {}  # node -> (delivered at, lag), recent
+        self._lag_gauge = metrics.Gauge("sneakers23_cache_lag_seconds",
+                                        "From a change reaching the replication actor to its node cache applying it", tag_keys=("node",))
         self._tasks: set[asyncio.Task] = set()
         # At once, and again after every restart: the nodes need no caller (async actors run
         # __init__ before their event loop; a task created here starts with it).
@@ -92,6 +101,8 @@ class Replicator:
                     and random.random() < self._drop_probability:
                 self._dropped += 1
                 continue
+            if not self._outbox.get(node_id):
+                self._queued_at[node_id] = time.monotonic()
             self._outbox.setdefault(node_id, []).extend(changes)
             if node_id not in self._sending:
                 self._sending.add(node_id)
@@ -105,18 +116,44 @@ class Replicator:
         try:
             while self._outbox.get(node_id):
                 batch, self._outbox[node_id] = self._outbox[node_id], []
+                since = self._queued_at.pop(node_id, time.monotonic())
                 cache = self._caches.get(node_id)
                 if cache is None:  # the node left
                     break
+                self._in_flight[node_id] = since  # (a cache that hangs shows its lag growing)
                 try:
                     await cache.apply.remote(batch)
                     self._delivered += 1
+                    self._note_lag(node_id, time.monotonic() - since)
                 except Exception as error:  # a dying node's cache; anti-entropy heals the rest
                     self._failed += 1
                     log.info("delivery to %s failed: %s", node_id, error)
         finally:
+            self._in_flight.pop(node_id, None)
             self._sending.discard(node_id)
             self._outbox.pop(node_id, None) if node_id not in self._caches else None
+
+    def _note_lag(self, node_id: str, lag: float) -> None:
+        now = time.monotonic()
+        recent = self._lags.setdefault(node_id, deque())
+        recent.append((now, lag))
+        while recent and now - recent[0][0] > LAG_WINDOW_S:
+            recent.popleft()
+        self._lag_gauge.set(lag, tags={"node": node_id})
+
+    async def lags(self) -> dict[str, dict]:
+        """Per node's cache: the worst lag of the last LAG_WINDOW_S seconds and the last one (ms),
+        and how long the oldest change not yet applied there (waiting, or in the call under way) has waited."""
+        now = time.monotonic()
+        lags = {}
+        for node_id in self._caches:
+            recent = [lag for at, lag in self._lags.get(node_id, ()) if now - at <= LAG_WINDOW_S]
+            oldest = self._in_flight.get(node_id, self._queued_at.get(node_id))
+            waiting = now - oldest if oldest is not None else 0.0
+            lags[node_id] = {"last_ms": round(recent[-1] * 1000, 1) if recent else None,
+                             "max_ms": round(max([*recent, waiting]) * 1000, 1),
+                             "waiting_ms": round(waiting * 1000, 1), "deliveries": len(recent)}
+        return lags
 
     async def set_fault(self, drop_probability: float = 0.0, node_id: str | None = None) -> None:
         """Drop this share of deliveries (to one node's cache, or to all); 0 turns it off."""
@@ -169,6 +206,8 @@ class Replicator:
             log.info("node %s joined: its cache is starting", node_id)
         for node_id in self._caches.keys() - alive.keys():
             cache = self._caches.pop(node_id)
+            self._lags.pop(node_id, None)
+            self._lag_gauge.set(0, tags={"node": node_id})  # (a lost node shows no lag, not its last)
             log.info("node %s is gone: letting its cache go", node_id)
             try:
                 ray.kill(cache, no_restart=True)  # frees its name; it cannot come back there

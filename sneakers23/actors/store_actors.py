@@ -7,14 +7,15 @@ import time
 
 import ray
 
-from sneakers23.actors import NAMESPACE, RELEASE_CLOCK_NAME, REPLICATOR_NAME
+from sneakers23.actors import ACTIVITY_NAME, NAMESPACE, PRESENCE_NAME, RELEASE_CLOCK_NAME, REPLICATOR_NAME
 from sneakers23.actors.node_cache import cache_name
 from sneakers23.actors.sales import sales_actor_names
 from sneakers23.errors import Sneakers23Error
 
 
 def stop_store_actors(timeout_s: float = 10.0) -> None:
-    """Stop the replication actor, the release clock, every node's cache and every product's sales actor. Returns once
+    """Stop the replication actor, the release clock, the presence and activity actors, every node's cache and
+    every product's sales actor. Returns once
     their names are free, so that a store started next makes new ones, with its own settings."""
     names = {cache_name(node["NodeID"]) for node in ray.nodes()} | set(sales_actor_names())
     try:
@@ -27,7 +28,7 @@ def stop_store_actors(timeout_s: float = 10.0) -> None:
         except Exception:
             pass
     deadline = time.monotonic() + timeout_s
-    taken = [REPLICATOR_NAME, RELEASE_CLOCK_NAME, *sorted(names)]  # the replicator first: it would make caches again
+    taken = [REPLICATOR_NAME, RELEASE_CLOCK_NAME, PRESENCE_NAME, ACTIVITY_NAME, *sorted(names)]  # the replicator first: it would make caches again
     killed: set[str] = set()
     while taken:
         for name in list(taken):

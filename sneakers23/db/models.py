@@ -113,3 +113,19 @@ class CartItemRow(SQLModel, table=True):
     shopper_id: str = Field(max_length=64, foreign_key="carts.shopper_id", primary_key=True)
     item_id: int = Field(foreign_key="items.id", primary_key=True)
     added_at: datetime = _timestamp()
+
+
+class AdminAuditRow(SQLModel, table=True):
+    """What the shop's staff did from the admin dashboard, and each login: who, what, when, and how
+    it went. Failed logins of the last minute, from everywhere, are the login throttle."""
+
+    __tablename__ = "admin_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _timestamp(index=True)
+    who: str = Field(max_length=64)
+    action: str = Field(max_length=32)
+    target: str = Field(max_length=64)
+    ok: bool
+    result: str = Field(max_length=512)
+    client: str = Field(max_length=64)  # the address it came from

@@ -32,11 +32,13 @@ from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, 
 from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
 from sneakers23.serve.carts import CartChannels
+from sneakers23.serve.presence import PresenceReports, TabTracker
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.placement import on_every_node
 from sneakers23.serve.render import (CART_MARKER, STATIC, catalog_page, checkout_page, complete_page, orders_page)
 from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, CartTokens, ShopperCookies
 from sneakers23.settings import Settings
+from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
     return version, item_ids
 
 
-def _error(status: int, error: str, message: str) -> JSONResponse:
+def json_error(status: int, error: str, message: str) -> JSONResponse:
     headers = {**NO_STORE, "Retry-After": str(RETRY_AFTER_S)} if status == 503 else NO_STORE
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
@@ -134,6 +136,11 @@ class Storefront:
         mine = f'data-cart-id="{shopper_id}" data-cart-token="{self.cart_tokens.issue(shopper_id)}"'.encode()
         return self._page[1] + mine + self._page[2]
 
+    def _tab(self, shopper_id: str | None) -> dict | None:
+        """What a page without the cart panel carries so that its tab still counts as the shopper's
+        (its socket joins the cart channel, with the page it shows): presence, on the dashboard."""
+        return None if shopper_id is None else {"id": shopper_id, "token": self.cart_tokens.issue(shopper_id)}
+
     def _shopper(self, request: Request) -> str | None:
         return self.cookies.read(request.cookies.get(COOKIE))
 
@@ -160,7 +167,8 @@ class Storefront:
         cart = self.live.cart(shopper_id) if shopper_id else None
         lines = self.live.cart_lines(cart) if cart else []
         message = CHECKOUT_MESSAGES[CheckoutRefusal.EMPTY] if not lines else None
-        return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message), headers=NO_STORE)
+        return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message, self._tab(shopper_id)),
+                            headers=NO_STORE)
 
     @store_api.post("/checkout", response_class=HTMLResponse)
     async def purchase_cart(self, request: Request):
@@ -178,6 +186,7 @@ class Storefront:
         lines = self.live.lines(item_ids)
         refusal = checkout_refusal(lines) if len(lines) == len(set(item_ids)) else CheckoutRefusal.FAILED
         if refusal is not None:
+            self.inventory.refused_from_memory("checkout", refusal)
             return self._checkout_refused(shopper_id, refusal)
         try:
             stale = await self._stale_form(shopper_id, version, item_ids)
@@ -186,6 +195,7 @@ class Storefront:
             # Shielded: a shopper who goes away mid-checkout still has the cart cleared of what sold.
             result = await asyncio.shield(self._buy_cart(shopper_id, sorted(set(item_ids)), version))
         except SalesBusy:
+            self.inventory.refused_from_memory("checkout", "busy")
             return _page_error(503, "So many shoppers are buying right now: try again in a moment")
         except (SalesUnavailable, DatabaseUnavailable, SchemaMissing) as error:
             log.warning("checkout failed: %s", error)
@@ -195,7 +205,8 @@ class Storefront:
             return _page_error(500, CHECKOUT_MESSAGES[CheckoutRefusal.FAILED])
         if not result.ok:
             return self._checkout_refused(shopper_id, CheckoutRefusal.FAILED, result.message)
-        return HTMLResponse(complete_page(self.live.lines(unit.item_id for unit in result.units)), headers=NO_STORE)
+        return HTMLResponse(complete_page(self.live.lines(unit.item_id for unit in result.units), self._tab(shopper_id)),
+                            headers=NO_STORE)
 
     async def _stale_form(self, shopper_id: str, version: int, item_ids: list[int]) -> HTMLResponse | None:
         """None when the form is the cart as it is (this node's copy, or the database when the copy
@@ -209,14 +220,15 @@ class Storefront:
         key = checkout_key(version)
         bought = [pair.item_id for pair in await self.inventory.orders_async(shopper_id) if pair.idempotency_key == key]
         if bought:
-            return HTMLResponse(complete_page(self.live.lines(bought)), headers=NO_STORE)
+            return HTMLResponse(complete_page(self.live.lines(bought), self._tab(shopper_id)), headers=NO_STORE)
         return self._checkout_refused(shopper_id, CheckoutRefusal.CHANGED, cart=cart)
 
     def _checkout_refused(self, shopper_id: str, refusal: CheckoutRefusal, detail: str | None = None,
                           cart: CartChanged | None = None) -> HTMLResponse:
         cart = cart or self.live.cart(shopper_id)
         message = CHECKOUT_MESSAGES[refusal] + (f" ({detail})" if detail else "")
-        return HTMLResponse(checkout_page(self.live.cart_lines(cart), cart.version, message), status_code=409,
+        return HTMLResponse(checkout_page(self.live.cart_lines(cart), cart.version, message, self._tab(shopper_id)),
+                            status_code=409,
                             headers=NO_STORE)
 
     async def _buy_cart(self, shopper_id: str, item_ids: list[int], version: int) -> PurchaseResult:
@@ -241,13 +253,14 @@ class Storefront:
             pairs = await self.inventory.orders_async(shopper_id)
         except (DatabaseUnavailable, SchemaMissing):
             return _page_error(503, "Your orders cannot be shown right now: try again in a moment")
-        return HTMLResponse(orders_page([(order, self.live.lines(order.item_ids)) for order in orders_of(pairs)]),
+        return HTMLResponse(orders_page([(order, self.live.lines(order.item_ids)) for order in orders_of(pairs)],
+                                        self._tab(shopper_id)),
                             headers=NO_STORE)
 
     @store_api.get("/api/products")
     async def products(self):
         if not self.live.ready:
-            return _error(503, "starting", "the store is opening: try again in a moment")
+            return json_error(503, "starting", "the store is opening: try again in a moment")
         return JSONResponse([product_view(product) for product in self.live.products()], headers=NO_STORE)
 
     def _product_of(self, item_id: int) -> int | None:
@@ -262,7 +275,7 @@ class Storefront:
     @store_api.get("/healthz")
     async def healthz(self):
         if not self.live.ready:
-            return _error(503, "starting", "the node cache is not loaded yet")
+            return json_error(503, "starting", "the node cache is not loaded yet")
         # The node tells ops (and a load balancer's logs) which node, and so which cache, answered.
         return JSONResponse({"status": "ok", "node_id": self.node_id, "changes_seen": self.live.changes_seen})
 
@@ -270,33 +283,35 @@ class Storefront:
     async def purchase(self, item_id: str, request: Request):
         shopper_id = self._shopper(request)
         if shopper_id is None:
-            return _error(401, "no_shopper", "no valid shopper cookie: open the store page first")
+            return json_error(401, "no_shopper", "no valid shopper cookie: open the store page first")
         if not self.live.ready:
-            return _error(503, "starting", "the store is opening: try again in a moment")
+            return json_error(503, "starting", "the store is opening: try again in a moment")
         item = self.live.item(int(item_id)) if item_id.isdigit() and len(item_id) <= 9 else None
         if item is None:
-            return _error(404, Refusal.UNKNOWN_ITEM, f"there is no item {item_id[:32]!r}")
+            return json_error(404, Refusal.UNKNOWN_ITEM, f"there is no item {item_id[:32]!r}")
         key = request.headers.get("Idempotency-Key")
         if key is None and item.level is Level.OUT:
             # Refused at the edge: no actor, no database. A stale "out" (just after a restock)
             # lasts at most the replication lag. A purchase with a key goes on: its earlier try
             # may be what sold the last pair, and the sales actor replays it.
             self.refused_at_edge += 1
+            self.inventory.refused_from_memory("purchase", Refusal.SOLD_OUT)
             refused = PurchaseResult.refused(Refusal.SOLD_OUT, item.id)
-            return _error(REFUSAL_STATUS[Refusal.SOLD_OUT], str(Refusal.SOLD_OUT), refused.message)
+            return json_error(REFUSAL_STATUS[Refusal.SOLD_OUT], str(Refusal.SOLD_OUT), refused.message)
         try:
             result = await self.inventory.purchase_async(shopper_id, [item.id], key)
         except SalesBusy as error:
-            return _error(503, "busy", str(error))
+            self.inventory.refused_from_memory("purchase", "busy")
+            return json_error(503, "busy", str(error))
         except (SalesUnavailable, DatabaseUnavailable, SchemaMissing) as error:
             log.warning("purchase failed: %s", error)
-            return _error(503, "unavailable", "the store cannot sell right now: try again in a moment")
+            return json_error(503, "unavailable", "the store cannot sell right now: try again in a moment")
         except ValueError as error:  # a malformed idempotency key
-            return _error(400, "bad_request", str(error))
+            return json_error(400, "bad_request", str(error))
         except Sneakers23Error as error:
-            return _error(500, "error", str(error))
+            return json_error(500, "error", str(error))
         if not result.ok:
-            return _error(REFUSAL_STATUS[result.refusal], str(result.refusal), result.message)
+            return json_error(REFUSAL_STATUS[result.refusal], str(result.refusal), result.message)
         unit = result.units[0]
         return JSONResponse({"item_id": unit.item_id, "level": str(unit.level), "replayed": result.replayed,
                              "message": f"sold one pair of item {unit.item_id}"}, headers=NO_STORE)
@@ -311,13 +326,19 @@ channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=Non
 class ProductChannels:
     async def __init__(self, settings: Settings):
         self.live = assembly.live_catalog(settings)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        # Every shopper tab (a joined cart channel) is reported to the cluster's presence board;
+        # with tracking off, the reports (a heartbeat a second) still carry the socket count.
+        self.tabs = TabTracker(self.node_id, PresenceReports().send, lambda: self.hub.sockets)
         # Cart changes are written through the inventory (then published); no purchases here.
         carts = CartChannels(self.live, assembly.cluster_inventory(settings, through_sales=False),
-                             CartTokens(settings.secret_key), settings.max_pairs_per_product)
-        self.hub = ChannelHub(self.live, carts)
+                             CartTokens(settings.secret_key), settings.max_pairs_per_product,
+                             self.tabs if settings.track_presence else None)
+        self.hub = ChannelHub(self.live, [carts])
         self.live.subscribe(self.hub.publish)
         self.live.start()
-        self.node_id = ray.get_runtime_context().get_node_id()
+        self._tasks: set[asyncio.Task] = set()
+        keep(self._tasks, asyncio.get_running_loop().create_task(self.tabs.report_forever()))
         await self.live.wait_ready(READY_WAIT_S)
 
     @channels_api.websocket("/websocket")
@@ -331,13 +352,13 @@ class ProductChannels:
     async def sockets(self) -> dict:
         """How many shoppers this replica holds, and on which node (`handle.broadcast("sockets")`
         asks every replica)."""
-        return {"node_id": self.node_id, "sockets": self.hub.sockets}
+        return {"node_id": self.node_id, "sockets": self.hub.sockets, "tabs": self.tabs.tabs}
 
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""
         return await self.hub.drop_all(refuse_for_s)
 
-def _settings(args: dict) -> Settings:
+def deployment_settings(args: dict) -> Settings:
     settings = Settings(**args)
     if not settings.secret_key:
         raise Sneakers23Error("SNEAKERS23_SECRET_KEY is not set: every web replica needs the same one")
@@ -346,10 +367,10 @@ def _settings(args: dict) -> Settings:
 
 
 def build_store(args: dict):
-    settings = _settings(args)
+    settings = deployment_settings(args)
     return Storefront.options(**on_every_node(settings.page_replicas_per_node)).bind(settings)
 
 
 def build_channels(args: dict):
     # One per node: each holds thousands of sockets and reads its own node's cache.
-    return ProductChannels.options(**on_every_node(1)).bind(_settings(args))
+    return ProductChannels.options(**on_every_node(1)).bind(deployment_settings(args))

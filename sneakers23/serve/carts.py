@@ -21,6 +21,7 @@ from sneakers23.domain.changes import CartChanged
 from sneakers23.domain.shopper_events import CartUpdated, ShopperEvent, StockChanged
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve import phoenix
+from sneakers23.serve.presence import TabTracker, page_of
 from sneakers23.serve.shoppers import CartTokens
 from sneakers23.tasks import keep
 
@@ -54,14 +55,18 @@ class CartWrites(Protocol):
 
     async def remove_from_cart_async(self, shopper_id: str, item_ids: list[int]) -> CartChanged: ...
 
+    def refused_from_memory(self, what: str, reason: str) -> None: ...
+
 
 def _error(reason: str, message: str) -> dict:
     return {"reason": reason, "message": message}
 
 
 class CartChannels:
-    def __init__(self, live: CartReads, inventory: CartWrites, tokens: CartTokens, max_pairs: int):
+    def __init__(self, live: CartReads, inventory: CartWrites, tokens: CartTokens, max_pairs: int,
+                 presence: TabTracker | None = None):
         self._live = live
+        self._presence = presence  # a joined cart channel is a shopper's open tab
         self._inventory = inventory
         self._tokens = tokens
         self._max_pairs = max_pairs
@@ -90,7 +95,10 @@ class CartChannels:
             return False
         self._topics.setdefault(shopper_id, set()).add(connection)
         self._locks.setdefault(connection, asyncio.Lock())
-        connection.send(phoenix.reply(message, "ok", self.view(self._live.cart(shopper_id))))
+        cart = self._live.cart(shopper_id)
+        connection.send(phoenix.reply(message, "ok", self.view(cart)))
+        if self._presence is not None:
+            self._presence.joined((connection, message.topic), shopper_id, page_of(params), list(cart.item_ids))
         return True
 
     def leave(self, connection, topic: str) -> None:
@@ -102,6 +110,8 @@ class CartChannels:
                 del self._topics[shopper_id]
         self._locks.pop(connection, None)
         self._waiting.pop(connection, None)
+        if self._presence is not None:
+            self._presence.left((connection, topic))
 
     # --- a tab's messages ---
 
@@ -119,6 +129,7 @@ class CartChannels:
             item = self._live.item(item_id)
             refusal = refuse_from_memory(item, None if item is None else self._live.product(item.product_id))
             if refusal is not None:  # refused from memory: no database
+                self._inventory.refused_from_memory("cart", refusal)
                 self._refuse(connection, message, refusal)
                 return
         if self._waiting.get(connection, 0) >= MAX_CHANGES_WAITING:
@@ -169,6 +180,8 @@ class CartChannels:
             if isinstance(event, CartUpdated):
                 if event.shopper_id in self._topics:
                     changed.add(event.shopper_id)
+                    if self._presence is not None:
+                        self._presence.cart_changed(event.shopper_id, list(self._live.cart(event.shopper_id).item_ids))
             elif isinstance(event, StockChanged):
                 sizes.add(event.item_id)
         if sizes:

@@ -1,5 +1,6 @@
 """Product channels: topic `product:{id}` per product, speaking the Phoenix protocol (and, on the
-same sockets, the shoppers' cart channels: serve/carts.py).
+same sockets, other kinds of channel: the shoppers' carts, serve/carts.py, and the admin dashboard,
+serve/admin.py).
 
 A push is encoded once and sent to every socket that joined its topic, each send started at once
 (`eager`): a socket that cannot take it right away gets a task that finishes it and the frames
@@ -21,7 +22,6 @@ from sneakers23.domain.catalog import Product
 from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
 from sneakers23.domain.views import item_level
 from sneakers23.serve import eager, phoenix
-from sneakers23.serve.carts import CartChannels
 from sneakers23.serve.render import size_html
 from sneakers23.tasks import keep
 
@@ -38,6 +38,21 @@ CLOSE_WAIT_S = 5.0
 
 class Products(Protocol):
     def product(self, product_id: int) -> Product | None: ...
+
+
+class Channels(Protocol):
+    """Another kind of channel on the same sockets (carts, the admin dashboard): the hub hands it
+    the joins, messages and leaves of the topics it owns, and every batch of shopper events."""
+
+    def owns(self, topic: str) -> bool: ...
+
+    def join(self, connection: "Connection", message: phoenix.Message) -> bool: ...
+
+    def handle(self, connection: "Connection", message: phoenix.Message) -> None: ...
+
+    def leave(self, connection: "Connection", topic: str) -> None: ...
+
+    def publish(self, events: list[ShopperEvent]) -> None: ...
 
 
 def join_state(product: Product) -> dict:
@@ -127,9 +142,9 @@ async def close_within(websocket: WebSocket, code: int, reason: str) -> None:
 class ChannelHub:
     """Every socket of this replica, by topic; turns shopper events into pushes."""
 
-    def __init__(self, products: Products, carts: CartChannels | None = None):
+    def __init__(self, products: Products, kinds: list[Channels] = ()):
         self._products = products
-        self._carts = carts
+        self._kinds = list(kinds)
         self._topics: dict[str, set[Connection]] = {}
         self._connections: set[Connection] = set()
         self._refuse_until = 0.0
@@ -156,9 +171,11 @@ class ChannelHub:
     # --- pushes ---
 
     def publish(self, events: list[ShopperEvent]) -> None:
-        if self._carts is not None:
-            self._carts.publish(events)
+        for kind in self._kinds:
+            kind.publish(events)
         for event in events:
+            if not isinstance(event, (ProductWentOnSale, ReleaseScheduled, StockChanged)):
+                continue  # (a cart's event: the cart channels' own)
             topic = f"{TOPIC_PREFIX}{event.product_id}"
             subscribers = self._topics.get(topic)
             if not subscribers:
@@ -243,8 +260,8 @@ class ChannelHub:
             connection.send(phoenix.encode(message.join_ref, message.ref, message.topic, phoenix.CLOSE, {}))
         elif message.topic not in connection.joined:
             connection.send(phoenix.reply(message, "error", {"reason": "unmatched topic"}))
-        elif self._carts is not None and self._carts.owns(message.topic):
-            self._carts.handle(connection, message)
+        elif (kind := self._kind_of(message.topic)) is not None:
+            kind.handle(connection, message)
         else:
             connection.send(phoenix.reply(message, "error", {"reason": f"unknown event {message.event[:64]!r}"}))
 
@@ -252,8 +269,8 @@ class ChannelHub:
         if message.topic not in connection.joined and len(connection.joined) >= MAX_CHANNELS_PER_SOCKET:
             connection.send(phoenix.reply(message, "error", {"reason": "too many channels on one socket"}))
             return
-        if self._carts is not None and self._carts.owns(message.topic):
-            if self._carts.join(connection, message):
+        if (kind := self._kind_of(message.topic)) is not None:
+            if kind.join(connection, message):
                 connection.joined.add(message.topic)
             return
         product = self._product_for(message.topic)
@@ -274,14 +291,17 @@ class ChannelHub:
         return cached[1]
 
     def _leave(self, connection: Connection, topic: str) -> None:
-        if self._carts is not None and self._carts.owns(topic):
-            self._carts.leave(connection, topic)
+        if (kind := self._kind_of(topic)) is not None:
+            kind.leave(connection, topic)
             return
         subscribers = self._topics.get(topic)
         if subscribers is not None:
             subscribers.discard(connection)
             if not subscribers:
                 del self._topics[topic]
+
+    def _kind_of(self, topic: str) -> Channels | None:
+        return next((kind for kind in self._kinds if kind.owns(topic)), None)
 
     def _product_for(self, topic: str) -> Product | None:
         if not topic.startswith(TOPIC_PREFIX):

@@ -40,22 +40,36 @@ def catalog_page(products: list[Product], cart_attributes: str = CART_MARKER) ->
     return _environment().get_template("catalog.html").render(products=products, cart_attributes=cart_attributes)
 
 
-def checkout_page(lines: list[CartLine], version: int, message: str | None = None) -> str:
+def checkout_page(lines: list[CartLine], version: int, message: str | None = None, tab: dict | None = None) -> str:
     return _environment().get_template("checkout.html").render(
-        lines=lines, version=version, message=message, any_out=any(line.out_of_stock for line in lines),
+        lines=lines, version=version, message=message, any_out=any(line.out_of_stock for line in lines), tab=tab,
         item_ids=",".join(str(line.item_id) for line in lines),
         subtotal=sum(line.price_usd for line in lines if not line.out_of_stock))
 
 
-def complete_page(lines: list[CartLine]) -> str:
-    return _environment().get_template("complete.html").render(lines=lines, total=sum(line.price_usd for line in lines))
+def complete_page(lines: list[CartLine], tab: dict | None = None) -> str:
+    return _environment().get_template("complete.html").render(lines=lines, total=sum(line.price_usd for line in lines),
+                                                               tab=tab)
 
 
-def orders_page(orders: list[tuple[Order, list[CartLine]]]) -> str:
+def orders_page(orders: list[tuple[Order, list[CartLine]]], tab: dict | None = None) -> str:
     return _environment().get_template("orders.html").render(
-        orders=[{"key": order.key, "bought_at": order.bought_at, "lines": lines} for order, lines in orders])
+        tab=tab, orders=[{"key": order.key, "bought_at": order.bought_at, "lines": lines} for order, lines in orders])
 
 
 def size_html(product: Product) -> str:
     """The size selector of a product, from the same template as the page."""
     return str(_environment().get_template("_sizes.html").module.sizes(product))
+
+
+def admin_off_page(message: str) -> str:
+    return _environment().get_template("admin_off.html").render(message=message)
+
+
+def admin_login_page(form_token: str, message: str | None = None) -> str:
+    return _environment().get_template("admin_login.html").render(form_token=form_token, message=message)
+
+
+def dashboard_page(products: list[Product], who: str, csrf: str, socket_token: str, audit: list[dict]) -> str:
+    return _environment().get_template("admin.html").render(products=products, who=who, csrf=csrf,
+                                                            socket_token=socket_token, audit=audit)

@@ -34,11 +34,12 @@ from ray.serve.schema import ApplicationStatus
 from sneakers23 import assembly, cluster
 from sneakers23.actors.store_actors import stop_store_actors
 from sneakers23.errors import Sneakers23Error
+from sneakers23.serve.admin import build_admin
 from sneakers23.serve.app import build_channels, build_store
 from sneakers23.serve.local_cluster import LocalCluster, become_subreaper, one_start_at_a_time, port_is_free
 from sneakers23.settings import Settings
 
-APPS = (("store", "/", build_store), ("channels", "/product_socket", build_channels))
+APPS = (("store", "/", build_store), ("channels", "/product_socket", build_channels), ("admin", "/admin", build_admin))
 STORE_APP = APPS[0][0]
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -107,6 +108,8 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
     try:
         runner.start(signals)
         click.echo(f"Sneakers23 is open at {runner.url}  (Ctrl-C to close)")
+        click.echo(f"the admin dashboard is at {runner.url.rstrip('/')}/admin" if settings.admin_password else
+                   "the admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD to open it")
         runner.watch(signals.requested)
     except StopRequested:
         pass

@@ -124,5 +124,13 @@ if (panel && panel.dataset.cartId) {
   });
 }
 
+// A page without the cart panel (checkout, orders) still joins the shopper's cart channel with the
+// page it shows: the tab counts as the shopper's on the admin dashboard (presence).
+const tabMark = document.querySelector("[data-shopper-tab]");
+if (!cart && tabMark) {
+  cart = socket.channel(`cart:${tabMark.dataset.tabId}`, { token: tabMark.dataset.tabToken, page: location.pathname });
+  cart.join();
+}
+
 socket.connect();
 window.sneakers23 = { socket, channels, cart: () => cart, shownCart: () => shown };

@@ -270,3 +270,67 @@ def test_a_reload_and_a_reconnect_keep_the_cart(page, store_url, fresh_shop, ray
     expect(page.locator(".cart__title")).to_have_text("Cart 2", timeout=20_000)
     expect(cart_line(page, first.id)).to_have_count(1)
     assert_not_reloaded(page)
+
+
+# --- the admin dashboard ---
+
+
+def test_the_admin_sees_shoppers_come_fill_carts_and_leave_and_releases_from_the_dashboard(
+        browser, store_url, fresh_shop, ray_settings):
+    from tests.support.store_fixtures import ADMIN_PASSWORD
+
+    admin_context = browser.new_context()
+    admin = admin_context.new_page()
+    errors = []
+    admin.on("pageerror", lambda error: errors.append(error))
+    shopper_context = browser.new_context()
+    try:
+        # The admin logs in.
+        admin.goto(f"{store_url}/admin")
+        expect(admin.locator("h2")).to_have_text("Log in to the dashboard")
+        admin.fill("input[name=who]", "Ada")
+        admin.fill("input[name=password]", ADMIN_PASSWORD)
+        admin.click("button[type=submit]")
+        expect(admin.locator("[data-connection]")).to_have_text("live")
+        online = admin.locator("[data-shoppers-online]")
+        expect(online).to_have_text(re.compile(r"^\d+$"))
+        before = int(online.text_content())  # (the earlier tests closed theirs: 0, unless one leaked)
+
+        # A shopper opens the store in another browser: the count rises.
+        shopper = shopper_context.new_page()
+        open_shop(shopper, store_url)
+        expect(online).to_have_text(str(before + 1))
+        expect(admin.locator("[data-pages]")).to_contain_text("/")
+
+        # The admin releases product 1 from the dashboard: the shopper's page shows its sizes.
+        admin.click('[data-action="release"][data-product-id="1"]')
+        expect(admin.locator("[data-action-message]")).to_have_text("released")
+        expect(admin.locator("[data-audit] tr").first).to_contain_text("Ada")
+        expect(admin.locator('[data-release-status="1"]')).to_have_text("released")
+        size = next(i for i in fresh_shop.complete_products()[0].items if i.available_count > 0)
+        expect(shopper.locator(f'.size-container__entry[value="{size.id}"]')).to_be_enabled()
+        assert_not_reloaded(shopper)
+
+        # The shopper puts it in the cart: "1 in cart"; a restock from the dashboard moves M.
+        in_cart, available = admin.locator(f'[data-in-cart="{size.id}"]'), admin.locator(f'[data-available="{size.id}"]')
+        expect(available).to_have_text(str(size.available_count))
+        add_to_cart(shopper, size.id, 1)
+        expect(in_cart).to_have_text("1")
+        admin.fill(f'[data-restock-count="{size.id}"]', "5")
+        admin.click(f'[data-action="restock"][data-item-id="{size.id}"]')
+        expect(available).to_have_text(str(size.available_count + 5))
+
+        # The shopper goes to the checkout: the tab follows, with its page.
+        shopper.click(".cart__checkout")
+        expect(admin.locator("[data-pages]")).to_contain_text("/checkout")
+        expect(online).to_have_text(str(before + 1))
+        expect(in_cart).to_have_text("1")
+
+        # The shopper closes the tab: both fall.
+        shopper.close()
+        expect(online).to_have_text(str(before))
+        expect(in_cart).to_have_text("0")
+        assert errors == []
+    finally:
+        shopper_context.close()
+        admin_context.close()

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from sneakers23.domain.catalog import Catalog, Item, Product
 from sneakers23.domain.levels import Level
-from sneakers23.domain.shopper_events import ProductWentOnSale, StockChanged
+from sneakers23.domain.shopper_events import CartUpdated, ProductWentOnSale, StockChanged
 from sneakers23.serve import channels, phoenix
 from sneakers23.serve.channels import ChannelHub
 from tests.support import aio
@@ -284,6 +284,23 @@ def test_a_socket_that_stalls_for_a_while_gets_every_frame_in_order_afterwards()
         hub.publish([StockChanged(product_id=1, item_id=2, level=Level.OUT)])  # straight out again
         assert ws.sent[-1][4]["level"] == "out" and connection.sending is None
         ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(served, 2)
+
+    aio.run(scenario())
+
+
+def test_a_cart_event_in_a_batch_never_stops_the_stock_pushes_after_it():
+    # (A reseed, healed in one batch, brings carts emptied and stock changed together.)
+    async def scenario():
+        hub = ChannelHub(make_catalog(released=True))
+        tab = FakeSocket()
+        served = asyncio.get_running_loop().create_task(hub.serve(tab))
+        tab.say("1", "1", "product:1", "phx_join", {})
+        await _until(lambda: tab.sent)
+        hub.publish([CartUpdated("a" * 64), StockChanged(product_id=1, item_id=1, level=Level.OUT)])
+        await _until(lambda: len(tab.sent) == 2)
+        assert tab.sent[1][3:] == ["stock_change", {"product_id": 1, "item_id": 1, "level": "out"}]
+        await tab.close()
         await asyncio.wait_for(served, 2)
 
     aio.run(scenario())

@@ -128,12 +128,17 @@ def reseed(settings: Settings, random_seed: int) -> Inventory:
     return inventory
 
 
+PER_NODE = {"Storefront", "ProductChannels"}  # (the admin desk is one replica for the cluster)
+
+
 def web_replicas() -> dict[str, dict[str, int]]:
-    """Every web deployment's replicas by state, e.g. {"ProductChannels": {"RUNNING": 3}}."""
+    """The replicas by state of every web deployment that runs on every node, e.g.
+    {"ProductChannels": {"RUNNING": 3}}."""
     from ray import serve
 
     return {name: {getattr(state, "value", state): count for state, count in deployment.replica_states.items() if count}
-            for app in serve.status().applications.values() for name, deployment in app.deployments.items()}
+            for app in serve.status().applications.values() for name, deployment in app.deployments.items()
+            if name in PER_NODE}
 
 
 def web_replicas_running(count: int) -> bool:

@@ -20,6 +20,7 @@ from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 STORE_SECRET = "test-secret-key-0123456789"  # the session store's secret key (cookies, cart tokens)
+ADMIN_PASSWORD = "test-admin-password-0123"  # opens the session store's admin dashboard
 JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")
 
@@ -34,7 +35,7 @@ def store_url(ray_cluster, ray_store, ray_settings):
 
     port = free_port()
     serve.start(proxy_location="EveryNode", http_options={"host": "127.0.0.1", "port": port})
-    args = ray_settings.model_copy(update={"secret_key": STORE_SECRET}).model_dump()
+    args = ray_settings.model_copy(update={"secret_key": STORE_SECRET, "admin_password": ADMIN_PASSWORD}).model_dump()
     for name, route_prefix, build in APPS:
         serve.run(build(args), name=name, route_prefix=route_prefix)
     url = f"http://127.0.0.1:{port}"
@@ -188,3 +189,55 @@ def page(browser):
     page.on("pageerror", lambda error: page.console_messages.append(error))
     yield page
     context.close()
+
+
+class AdminClient(PhoenixClient):
+    """The admin dashboard's socket through the official client and its Presence class
+    (tests/js/admin_client.mjs)."""
+
+    SCRIPT = "admin_client.mjs"
+
+    def __init__(self, node: str, url: str, token: str):
+        super().__init__(node, url, [token])
+
+    def online(self) -> dict | None:
+        """The newest presence the client synced, or None before the first."""
+        synced = self.of("presence")
+        return synced[-1] if synced else None
+
+
+def admin_login(url: str, who: str = "Ada", password: str = ADMIN_PASSWORD) -> httpx.Client:
+    """An HTTP client logged in to the admin dashboard (cookies kept)."""
+    import re
+
+    client = httpx.Client(base_url=url, timeout=10)
+    form = client.get("/admin/login")
+    assert form.status_code == 200, form.text
+    token = re.search(r'name="form_token" value="([^"]+)"', form.text).group(1)
+    answer = client.post("/admin/login", data={"who": who, "password": password, "form_token": token})
+    assert answer.status_code == 303 and answer.headers["location"] == "/admin/", answer.text
+    return client
+
+
+def dashboard_tokens(client: httpx.Client) -> tuple[str, str]:
+    """(the dashboard socket's token, the CSRF token) from the dashboard page."""
+    import re
+
+    page = client.get("/admin/")
+    assert page.status_code == 200, page.text
+    return (re.search(r'data-socket-token="([^"]+)"', page.text).group(1),
+            re.search(r'data-csrf="([^"]+)"', page.text).group(1))
+
+
+@pytest.fixture
+def admin_client(phoenix_js, store_url):
+    clients = []
+
+    def start(token: str, url: str = store_url) -> AdminClient:
+        client = AdminClient(phoenix_js, url.replace("http://", "ws://") + "/admin/socket", token)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()

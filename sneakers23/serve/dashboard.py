@@ -1,0 +1,201 @@
+"""The admin dashboard's channel, `admin:dashboard`, on the admin deployment's sockets.
+
+On join, a dashboard gets Phoenix's `presence_state` (every open shopper tab of the cluster, from a
+mirror of the presence actor's board), then a `presence_diff` for every change, so the official
+client's `Presence` class follows it. Every second it gets `drop`: each product's sizes with the
+pairs available (from this node's live catalog), pairs sold per second and refusals by reason for
+the last minute, and each node's sockets, tabs and cache lag. "N in cart" is counted by the page
+from the presence metas (the shoppers online whose carts hold the size), as in the original.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from sneakers23.domain.catalog import Product
+from sneakers23.domain.presence import BoardRead, Diff
+from sneakers23.domain.shopper_events import ShopperEvent
+from sneakers23.serve import phoenix
+from sneakers23.serve.channels import close_within
+from sneakers23.serve.presence import PresenceMirror
+from sneakers23.tasks import keep
+
+log = logging.getLogger(__name__)
+
+TOPIC = "admin:dashboard"
+ADMIN_SCOPE_KEY = "sneakers23.admin"  # set on an admin socket's scope once its token was checked
+TICK_S = 1.0
+FIGURES_TIMEOUT_S = 2.0
+
+
+class Feeds(Protocol):
+    """Where the cluster's figures come from (the presence, activity and replication actors)."""
+
+    async def follow_presence(self, epoch: str, cursor: int) -> BoardRead: ...
+
+    async def figures(self) -> dict: ...
+
+
+class ProductsInMemory(Protocol):
+    def products(self) -> list[Product]: ...
+
+
+def drop_view(products: list[Product], figures: dict) -> dict:
+    """The `drop` push: what the dashboard shows besides presence."""
+    nodes = figures.get("nodes") or {}
+    lags = figures.get("lags") or {}
+    activity = figures.get("activity") or {"sold_per_second": [], "sold": 0, "refusals": {}, "window_s": 60}
+    return {
+        "at": round(time.time(), 3),
+        "products": [{"id": p.id, "released": p.released,
+                      "release_at": p.release_at.isoformat() if p.release_at else None,
+                      "items": [{"id": item.id, "available": item.available_count} for item in p.items]}
+                     for p in products],
+        "activity": activity,
+        "nodes": [{"node": node_id, "sockets": nodes.get(node_id, {}).get("sockets", 0),
+                   "tabs": nodes.get(node_id, {}).get("tabs", 0),
+                   "lag_ms": lags.get(node_id, {}).get("max_ms"),
+                   "reporting": node_id in nodes}
+                  for node_id in sorted(set(nodes) | set(lags))],
+    }
+
+
+class DashboardChannels:
+    def __init__(self, live: ProductsInMemory, feeds: Feeds):
+        self._live = live
+        self._feeds = feeds
+        self._admins: set = set()
+        self._mirror = PresenceMirror(feeds.follow_presence, self._send_state, self._send_diff)
+        self._last_drop: dict | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._started = False
+
+    @property
+    def admins(self) -> int:
+        return len(self._admins)
+
+    @staticmethod
+    def owns(topic: str) -> bool:
+        return topic.startswith("admin:")
+
+    def join(self, connection, message: phoenix.Message) -> bool:
+        session = connection.websocket.scope.get(ADMIN_SCOPE_KEY)
+        if message.topic != TOPIC:
+            connection.send(phoenix.reply(message, "error", {"reason": "unmatched topic"}))
+            return False
+        if session is None:  # (only the admin socket's route, after its token, sets it)
+            connection.send(phoenix.reply(message, "error", {"reason": "unauthorized"}))
+            return False
+        self._start()
+        self._admins.add(connection)
+        connection.send(phoenix.reply(message, "ok", {"who": session.who}))
+        if self._mirror.ready.is_set():
+            connection.send(phoenix.push(TOPIC, "presence_state", self._mirror.state))
+        if self._last_drop is not None:
+            connection.send(phoenix.push(TOPIC, "drop", self._last_drop))
+        return True
+
+    def handle(self, connection, message: phoenix.Message) -> None:
+        # Actions go through HTTP, with the session and its CSRF token: the socket only shows.
+        connection.send(phoenix.reply(message, "error", {"reason": f"unknown event {message.event[:64]!r}"}))
+
+    def leave(self, connection, topic: str) -> None:
+        self._admins.discard(connection)
+
+    async def close_session(self, session_id: str) -> None:
+        """Close the dashboards of a session that logged out (its other tabs included)."""
+        for connection in list(self._admins):
+            if connection.websocket.scope[ADMIN_SCOPE_KEY].sid == session_id:
+                self._admins.discard(connection)
+                await close_within(connection.websocket, phoenix.CLOSE_POLICY, "logged out")
+
+    def publish(self, events: list[ShopperEvent]) -> None:
+        pass  # (the dashboard reads the live catalog every tick: one sale or a thousand, one push)
+
+    # --- pushes ---
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            loop = asyncio.get_running_loop()
+            keep(self._tasks, loop.create_task(self._mirror.follow_forever()))
+            keep(self._tasks, loop.create_task(self._tick_forever()))
+
+    def _send(self, frame: str) -> None:
+        for connection in list(self._admins):
+            connection.send(frame)
+
+    def _send_state(self, state: dict) -> None:
+        self._send(phoenix.push(TOPIC, "presence_state", state))
+
+    def _send_diff(self, diff: Diff) -> None:
+        self._send(phoenix.push(TOPIC, "presence_diff", diff.as_phoenix()))
+
+    async def _tick_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            if self._admins:
+                try:
+                    await self._tick()
+                except Exception:  # (never the end of the dashboards' figures)
+                    log.exception("the dashboard's tick failed")
+            await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - started)))
+
+    async def _tick(self) -> None:
+        try:
+            figures = await asyncio.wait_for(self._feeds.figures(), FIGURES_TIMEOUT_S)
+        except Exception as error:  # an actor restarting: the next tick has them
+            log.info("the dashboard's figures are late: %s", error)
+            figures = {}
+        self._last_drop = drop_view(self._live.products(), figures)
+        self._send(phoenix.push(TOPIC, "drop", self._last_drop))
+
+
+class RayFeeds:
+    """The figures from the cluster's actors (found by name: the store's start makes them)."""
+
+    def __init__(self):
+        self._presence = None
+        self._others: tuple | None = None  # (activity actor, replication actor or None)
+
+    async def _presence_actor(self):
+        if self._presence is None:
+            from sneakers23.actors.presence import find_presence
+
+            self._presence = await asyncio.to_thread(find_presence)
+        return self._presence
+
+    async def _other_actors(self) -> tuple:
+        if self._others is None or self._others[1] is None:
+            from sneakers23.actors.activity import find_activity
+            from sneakers23.cluster import replicator
+
+            self._others = (await asyncio.to_thread(find_activity), await asyncio.to_thread(replicator))
+        return self._others
+
+    async def follow_presence(self, epoch: str, cursor: int) -> BoardRead:
+        try:
+            return await (await self._presence_actor()).follow.remote(epoch, cursor)
+        except Exception:
+            self._presence = None
+            raise
+
+    async def figures(self) -> dict:
+        presence = await self._presence_actor()
+        activity, replication = await self._other_actors()
+        calls = {"nodes": presence.nodes.remote(), "activity": activity.last_minute.remote()}
+        if replication is not None:
+            calls["lags"] = replication.lags.remote()
+        outcomes = await asyncio.gather(*calls.values(), return_exceptions=True)
+        if any(isinstance(outcome, BaseException) for outcome in outcomes):
+            self._presence = self._others = None  # found again next time (one may have been replaced)
+        return {name: outcome for name, outcome in zip(calls, outcomes) if not isinstance(outcome, BaseException)}
+
+
+def ray_feeds() -> Feeds:
+    return RayFeeds()
+
+
