@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime, timezone
 
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, delete, func, select, text, update
 
 from sneakers23.db.models import (CartItemRow, CartRow, ItemAvailabilityRow, ItemRow, OrderRow, ProductRow,
                                   ShopperProductPairsRow)
@@ -20,8 +21,8 @@ SIZES = tuple(f"{n / 2:g}" for n in range(12, 25))  # 6, 6.5, 7 … 12
 OUT_OF_STOCK_PROBABILITY = 0.1
 STOCK_RANGE = (201, 1200)
 
-# Children first, so that deleting never breaks a foreign key.
-_TABLES = (CartItemRow, CartRow, OrderRow, ShopperProductPairsRow, ItemAvailabilityRow, ItemRow, ProductRow)
+# Children first, so that deleting never breaks a foreign key. The carts stay (emptied, below).
+_TABLES = (CartItemRow, OrderRow, ShopperProductPairsRow, ItemAvailabilityRow, ItemRow, ProductRow)
 
 
 def seed(connection: Connection, random_seed: int | None = None, reset: bool = False) -> int:
@@ -74,3 +75,9 @@ def _empty(connection: Connection) -> None:
     else:
         for model in _TABLES:
             connection.execute(delete(model.__table__))  # SQLite rowids restart from the highest left: 0
+    # The carts are emptied, not deleted, and each one's version moves on: the caches' anti-entropy
+    # compares sums of versions, so a row that vanished would leave a cache holding a cart whose
+    # version could hide a later change missed; an emptied cart is a change like any other, and
+    # every open tab shows it.
+    connection.execute(update(CartRow.__table__).values(version=CartRow.__table__.c.version + 1,
+                                                        updated_at=datetime.now(timezone.utc)))

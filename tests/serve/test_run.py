@@ -121,9 +121,10 @@ def test_a_new_shopper_buys_a_pair_in_the_browser_from_the_readmes_store(tmp_pat
     url = store.wait_open()
     assert "product 1 released" in store.output()
     # No admin password set: the admin pages are off, and say how to turn them on.
-    off = httpx.get(f"{url}/admin/", timeout=10)
+    off = httpx.get(f"{url.rstrip('/')}/admin/", timeout=10)
     assert off.status_code == 404 and "set SNEAKERS23_ADMIN_PASSWORD" in off.text
-    assert httpx.post(f"{url}/admin/actions", json={}, timeout=10).json()["error"] == "off"
+    assert httpx.post(f"{url.rstrip('/')}/admin/actions", json={}, timeout=10).json()["error"] == "off"
+    assert "the admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD" in store.output()
     page.goto(url)
     page.wait_for_function("() => window.sneakers23 && window.sneakers23.cart() && window.sneakers23.cart().state === 'joined'")
     size = page.locator('[data-sizes-for="1"] .size-container__entry:not([disabled])').first
