@@ -201,6 +201,7 @@ def main() -> None:
                                       "join_to_dashboard": summary(raw["join_ms"]),
                                       "leave_to_dashboard": summary(raw["leave_ms"]),
                                       "slowest_leaves_ms_at_s": raw["slowest"][:5],
+                                      "churn_started_wall": raw["churn_started_wall"],
                                       "slowest_joins_ms_at_s": raw["slowest_joins"],
                                       "widest_gaps_between_diffs_ms_at_s": raw["widest_gaps"]})
             undeploy()

@@ -185,6 +185,7 @@ async def main() -> None:
          "widest_gaps": sorted(([round((b - a) * 1000), round(a - churn_started, 2)] for a, b in
                                 zip(dashboard.arrivals, dashboard.arrivals[1:]) if a > churn_started), reverse=True)[:5]
                         if dashboard else [],
+         "churn_started_wall": time.time() - (time.perf_counter() - churn_started),
          "slowest": sorted(([round((left[s] - t) * 1000), round(t - churn_started, 2)] for s, t in leave_sent.items()
                             if s in left), reverse=True)[:10],
          "reply_ms": reply_ms,
