@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 
 import httpx
 
+from bench.checkout import summary
 from bench.servers import MODES
 from tests.support import postgres
 from tests.support.ports import free_port
@@ -35,14 +35,6 @@ from tests.support.ports import free_port
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 DIRECT_PORTS = range(30000, 30040)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def summary(values: list[float]) -> dict:
-    if len(values) < 2:
-        return {"count": len(values)}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"count": len(values), "p50_ms": round(cuts[49], 1), "p99_ms": round(cuts[98], 1),
-            "max_ms": round(max(values), 1)}
 
 
 def pids(title: str) -> list[int]:
