@@ -29,9 +29,9 @@ from sneakers23.actors import ON_HEAD_NODE
 from sneakers23.domain.admin import admin_name, parse_action
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve.app import NO_STORE, QUIET, READY_WAIT_S, RETRY_AFTER_S, deployment_settings, json_error
+from sneakers23.serve.admins import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels, ray_feeds
-from sneakers23.serve.admins import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.render import admin_login_page, admin_off_page, dashboard_page
 from sneakers23.settings import Settings
 

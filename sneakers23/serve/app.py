@@ -32,9 +32,9 @@ from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, 
 from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
 from sneakers23.serve.carts import CartChannels
-from sneakers23.serve.presence import PresenceReports, TabTracker
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.placement import on_every_node
+from sneakers23.serve.presence import PresenceReports, TabTracker
 from sneakers23.serve.render import (CART_MARKER, STATIC, catalog_page, checkout_page, complete_page, orders_page)
 from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, CartTokens, ShopperCookies
 from sneakers23.settings import Settings
