@@ -1,9 +1,9 @@
 """Sales and refusals across the cluster, per second, for the admin dashboard and for ops' metrics.
 
 Every process that sells or refuses (page and channel replicas, buyers of a drop job, the CLI)
-counts through the inventory's Activity port, `RayActivity`: each count goes at once to Ray's
-metrics (Prometheus), and once a second, in one call, to the cluster's activity actor, which keeps
-the last minutes. A count lost with a crashed process only makes the dashboard's figure low for
+counts through the inventory's Activity port, `RayActivity`: once a second its counts go to Ray's
+metrics (Prometheus) and, in one call, to the cluster's activity actor, which keeps the last
+minutes. A count lost with a crashed process only makes the dashboard's figure low for
 that second; the database stays the record of what sold.
 """
 
@@ -50,9 +50,9 @@ def find_activity():
 
 
 class RayActivity:
-    """The inventory's Activity port on a Ray cluster: counts to Ray's metrics at once, and to the
-    activity actor once a second (from a thread of its own, so that sync and async callers alike
-    never wait for it)."""
+    """The inventory's Activity port on a Ray cluster: a count is a few additions under a lock; once
+    a second, a thread of its own hands the sums to Ray's metrics and to the activity actor, so
+    that sync and async callers alike never wait for either."""
 
     def __init__(self):
         self._tally = Tally()
@@ -67,16 +67,13 @@ class RayActivity:
         atexit.register(self.hand_on)  # a CLI command's last counts
 
     def sold(self, pairs: int) -> None:
-        if pairs <= 0:
-            return
-        with self._lock:
-            self._tally.sold(pairs, time.time())
-        self._sold.inc(pairs)
+        if pairs > 0:
+            with self._lock:
+                self._tally.sold(pairs, time.time())
 
     def refused(self, reason: str, count: int = 1) -> None:
         with self._lock:
             self._tally.refused(reason, time.time(), count)
-        self._refused.inc(count, tags={"reason": reason})
 
     def _hand_on_forever(self) -> None:
         while True:
@@ -88,6 +85,16 @@ class RayActivity:
             buckets = self._tally.take()
         if not buckets:
             return
+        # To the metrics in sums, here, off the path of the purchase or refusal being counted.
+        sold = sum(pairs for pairs, _refusals in buckets.values())
+        if sold:
+            self._sold.inc(sold)
+        refusals: dict[str, int] = {}
+        for _pairs, by_reason in buckets.values():
+            for reason, count in by_reason.items():
+                refusals[reason] = refusals.get(reason, 0) + count
+        for reason, count in refusals.items():
+            self._refused.inc(count, tags={"reason": reason})
         try:
             if self._handed is not None and ray.wait([self._handed], timeout=0)[0]:
                 ray.get(self._handed)  # raises when the actor it went to is gone: find it again

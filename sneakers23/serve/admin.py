@@ -28,7 +28,8 @@ from sneakers23 import assembly
 from sneakers23.actors import ON_HEAD_NODE
 from sneakers23.domain.admin import admin_name, parse_action
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
-from sneakers23.serve.app import NO_STORE, QUIET, READY_WAIT_S, RETRY_AFTER_S, deployment_settings, json_error
+from sneakers23.serve.app import (NO_STORE, QUIET, READY_WAIT_S, RETRY_AFTER_S, deployment_settings, json_error,
+                                  limited_body)
 from sneakers23.serve.admins import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels, ray_feeds
@@ -39,22 +40,12 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/admin"
 DASHBOARD = "/admin/"  # (a request for /admin is sent here by FastAPI's trailing-slash redirect)
-MAX_BODY_BYTES = 4096
 LOGIN_WINDOW = timedelta(minutes=1)
 AUDIT_SHOWN = 30
 OFF_MESSAGE = ("The admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD (in the environment or in "
                "sneakers23.env) and restart the store")
 
 admin_api = FastAPI(title="Sneakers23 admin", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-async def _body(request: Request) -> bytes | None:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return body
 
 
 def _form(body: bytes | None) -> dict[str, str]:
@@ -131,7 +122,7 @@ class AdminDesk:
     async def login(self, request: Request):
         if not self.gate.on:
             return HTMLResponse(admin_off_page(OFF_MESSAGE), status_code=404, headers=NO_STORE)
-        form = _form(await _body(request))
+        form = _form(await limited_body(request))
         if not self.gate.login_form_ok(request.cookies.get(LOGIN_COOKIE), form.get("form_token")):
             return self._login_page(request, "This login form has expired: log in again", 403)
         who, client = admin_name(form.get("who")), _client(request)
@@ -163,7 +154,7 @@ class AdminDesk:
         session = await self._session(request)
         if session is None:
             return RedirectResponse(f"{ROUTE}/login", status_code=303, headers=NO_STORE)
-        if not self.gate.csrf_ok(session, _form(await _body(request)).get("csrf_token")):
+        if not self.gate.csrf_ok(session, _form(await limited_body(request)).get("csrf_token")):
             return json_error(403, "csrf", "this form is missing its CSRF token: reload the dashboard")
         self._revoked.add(session.sid)
         try:
@@ -207,7 +198,7 @@ class AdminDesk:
         refusal = self._api_refusal(request, session, needs_csrf=True)
         if refusal is not None:
             return refusal
-        body = await _body(request)
+        body = await limited_body(request)
         try:
             action = parse_action(json.loads(body) if body is not None else None)
         except ValueError as error:  # (a JSONDecodeError is a ValueError too)

@@ -76,13 +76,21 @@ def _page_error(status: int, message: str) -> HTMLResponse:
 MAX_FORM_BYTES = 4096
 
 
-async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
-    """The cart version and sizes a checkout form posts; None when it is malformed."""
+async def limited_body(request: Request, limit: int = MAX_FORM_BYTES) -> bytes | None:
+    """The request's body, read no further than `limit` bytes: None past it."""
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM_BYTES:
+        if len(body) > limit:
             return None
+    return body
+
+
+async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
+    """The cart version and sizes a checkout form posts; None when it is malformed."""
+    body = await limited_body(request)
+    if body is None:
+        return None
     try:
         form = parse_qs(body.decode(), strict_parsing=False)
         version = int(form.get("version", [""])[0])
