@@ -62,9 +62,6 @@ class Presence:
     async def nodes(self) -> dict[str, dict]:
         return self._board.nodes(time.monotonic())
 
-    async def counts(self) -> dict:
-        return {"tabs": self._board.tabs, "shoppers": self._board.shoppers, "epoch": self._board.epoch}
-
     def _wake_if(self, cursor_before: int) -> None:
         if self._board.cursor != cursor_before:
             woken, self._changed = self._changed, asyncio.Event()

@@ -21,7 +21,6 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-import ray
 from ray import serve
 
 from sneakers23 import assembly
@@ -32,7 +31,7 @@ from sneakers23.serve.app import (NO_STORE, QUIET, READY_WAIT_S, RETRY_AFTER_S, 
                                   limited_body)
 from sneakers23.serve.admins import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.channels import ChannelHub
-from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels, ray_feeds
+from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels, RayFeeds
 from sneakers23.serve.render import admin_login_page, admin_off_page, dashboard_page
 from sneakers23.settings import Settings
 
@@ -69,10 +68,9 @@ class AdminDesk:
         # Actions go through the inventory API (committed, then published); no purchases here.
         self.inventory = assembly.cluster_inventory(settings, through_sales=False)
         self.live = assembly.live_catalog(settings)
-        self.dashboards = DashboardChannels(self.live, ray_feeds())
+        self.dashboards = DashboardChannels(self.live, RayFeeds())
         self.hub = ChannelHub(self.live, [self.dashboards])
         self.live.start()
-        self.node_id = ray.get_runtime_context().get_node_id()
         # Logins take turns: the throttle's count, the password's check and the failure's record
         # are one step, so that attempts sent at once cannot all read a count below the limit.
         self._logins = asyncio.Lock()
@@ -236,9 +234,6 @@ class AdminDesk:
             return
         websocket.scope[ADMIN_SCOPE_KEY] = session
         await self.hub.serve(websocket)
-
-    async def admins_watching(self) -> int:
-        return self.dashboards.admins
 
 
 def build_admin(args: dict):

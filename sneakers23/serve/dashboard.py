@@ -73,10 +73,6 @@ class DashboardChannels:
         self._tasks: set[asyncio.Task] = set()
         self._started = False
 
-    @property
-    def admins(self) -> int:
-        return len(self._admins)
-
     @staticmethod
     def owns(topic: str) -> bool:
         return topic.startswith("admin:")
@@ -193,9 +189,5 @@ class RayFeeds:
         if any(isinstance(outcome, BaseException) for outcome in outcomes):
             self._presence = self._others = None  # found again next time (one may have been replaced)
         return {name: outcome for name, outcome in zip(calls, outcomes) if not isinstance(outcome, BaseException)}
-
-
-def ray_feeds() -> Feeds:
-    return RayFeeds()
 
 
