@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +27,8 @@ from sneakers23.settings import get_settings
 
 
 def _finish(report: DropReport, as_json: bool, report_file: Path | None) -> None:
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    report_to = click.get_current_context().meta.get(_REPORT_TO) if as_json else None
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table(), file=report_to)
     if report_file is not None:
         report_file.write_text(json.dumps(report.to_dict(), indent=2))
     if not report.ok:
@@ -42,8 +44,22 @@ def drop() -> None:
     """Mock drops: sell-offs and buyer stampedes, with a report that proves nothing was oversold."""
 
 
+_REPORT_TO = "sneakers23.drop.report_to"
+
+
+def _stdout_for_the_report_alone(ctx: click.Context, _param, as_json: bool) -> bool:
+    """With --json, stdout carries the JSON report and nothing else, for the scripts that read it. Ray's
+    driver prints the raylet's warnings to stdout ("N worker processes have been started…"), whatever
+    `log_to_driver` says: everything else written to stdout goes to stderr, until the process ends."""
+    if as_json and _REPORT_TO not in ctx.meta:
+        ctx.meta[_REPORT_TO] = sys.stdout
+        sys.stdout = sys.stderr
+    return as_json
+
+
 _report_options = [
-    click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    click.option("--json", "as_json", is_flag=True, callback=_stdout_for_the_report_alone,
+                 help="Print the report as JSON (stdout carries it alone)."),
     click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
                  help="Also write the JSON report to this file."),
 ]

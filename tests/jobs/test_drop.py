@@ -59,6 +59,40 @@ def test_the_database_invariant_holds_with_replication_messages_dropped(ray_clus
     assert ray.get(ray_store.status.remote()).dropped > 0  # the switch really was on
 
 
+def test_with_json_stdout_carries_the_report_alone(tmp_path, monkeypatch):
+    """Ray's driver prints the raylet's warnings to stdout from a thread, at any moment of a drop, and a
+    stampede's JSON report once began with one ("4 PYTHON worker processes have been started…")."""
+    from click.testing import CliRunner
+
+    from sneakers23.cli import cli
+    from sneakers23.inventory import Inventory
+    from sneakers23.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    env = {"SNEAKERS23_DATABASE_URL": url, "SNEAKERS23_CLUSTER": "none"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    for args in (["db", "upgrade"], ["db", "seed", "--random-seed", "5"], ["release", "1"]):
+        assert runner.invoke(cli, args).exit_code == 0
+    audit = Inventory.audit
+
+    def noisy_audit(self):
+        print("(raylet) WARNING: 4 PYTHON worker processes have been started on node: …")
+        return audit(self)
+
+    monkeypatch.setattr(Inventory, "audit", noisy_audit)
+    try:
+        result = runner.invoke(cli, ["drop", "sell-until-gone", "--per-tick", "50", "--tick-ms", "0", "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["sold"] > 0
+    assert result.stderr.count("(raylet) WARNING") == 2  # before and after: moved, not lost
+
+
 def test_sell_until_gone_empties_every_size_and_every_shopper_sees_it_go(
     ray_cluster, ray_settings, store_url, drop_shop, phoenix_client
 ):
