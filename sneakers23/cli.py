@@ -206,6 +206,25 @@ def restock(ctx: click.Context, item_id: int, count: int) -> None:
                f"(version {change.version})")
 
 
+@cli.group()
+def node() -> None:
+    """What a cluster node runs beside Ray (cluster.yaml runs it)."""
+
+
+@node.command("join")
+@click.argument("address")
+def node_join(address: str) -> None:
+    """Start this worker's Ray, joined to the head at ADDRESS (host:port), so that all of its Ray
+    processes end once it has lost the head (after `ray down`, for one)."""
+    from sneakers23 import node as cluster_node
+
+    try:
+        said = cluster_node.join(address)
+    except RuntimeError as error:
+        raise Sneakers23Error(str(error)) from None
+    click.echo(said.rstrip())
+
+
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; on a joined cluster, "
               "where its Serve listens]")

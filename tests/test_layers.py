@@ -20,7 +20,7 @@ LAYERS = [  # lowest first; a module may import from its own layer and the ones 
     ("live", ["sneakers23.live"]),
     ("assembly", ["sneakers23.assembly"]),
     ("entry points", ["sneakers23.command_line", "sneakers23.jobs", "sneakers23.jobs.*", "sneakers23.serve",
-                      "sneakers23.serve.*"]),
+                      "sneakers23.serve.*", "sneakers23.node"]),
     ("command line", ["sneakers23.cli"]),
 ]
 

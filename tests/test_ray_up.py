@@ -1,0 +1,225 @@
+"""`ray up cluster.yaml` for real, on separate hosts (tests/support/hosts.py: network, PID and mount
+namespaces each, sshd, PostgreSQL on a host of its own), then the drills an operator runs before a
+real deployment: a release crosses hosts, a stampede runs as a Ray job, a worker host dies and comes
+back with `ray up`, and `ray down` leaves nothing behind.
+
+Only cluster.yaml's fill-ins change (addresses, user, key); the database URL and secrets are in
+sneakers23.env, as docs/operations.md says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import _must_run_everything
+from tests.support.hosts import Host, Hosts
+from tests.support.store_fixtures import ADMIN_PASSWORD, PhoenixClient
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.hosts, pytest.mark.timeout(900)]
+ON_A_NODE = "set -a && . ~/sneakers23.env && set +a && ~/sneakers23/.venv/bin/sneakers23"
+
+
+@pytest.fixture
+def hosts():
+    missing = [tool for tool in ("ip", "unshare", "nsenter", "ssh", "ssh-keygen", "rsync", "sudo", "curl")
+               if shutil.which(tool) is None]
+    missing += [] if Path("/usr/sbin/sshd").exists() else ["sshd (openssh-server)"]
+    missing += [] if os.geteuid() == 0 else ["root"]
+    if missing:
+        if _must_run_everything():
+            pytest.fail(f"the ray up drill needs {', '.join(missing)}: CI installs them")
+        pytest.skip(f"needs {', '.join(missing)}")
+    with Hosts() as made:
+        yield made
+
+
+def http(hosts: Hosts, url: str) -> tuple[int, str]:
+    """A request from the operator's host: (status, body); status 0 when nothing answered."""
+    result = hosts.run("curl", "-s", "-m", "3", "-o", "/dev/stdout", "-w", "\n%{http_code}", url, check=False)
+    body, _, status = result.stdout.rpartition("\n")
+    return (int(status) if status.isdigit() else 0), body
+
+
+def serves_the_catalog(hosts: Hosts, host: Host) -> bool:
+    status, body = http(hosts, f"http://{host.address}:8000/api/products")
+    return status == 200 and "Hop Man 3" in body
+
+
+def caches(hosts: Hosts, checkout: Path, ray_env: dict) -> dict[str, tuple[str, str]]:
+    """`sneakers23 status` on the head, as docs/operations.md has the operator check it: each node's
+    address with its cache's state and lag."""
+    said = hosts.run("ray", "exec", "cluster.yaml", f"{ON_A_NODE} status", cwd=checkout, check=False,
+                     **ray_env).stdout
+    rows = [line.split() for line in said.splitlines() if re.match(r"^[0-9a-f]{12}\s", line)]
+    return {row[1]: (row[3], row[5]) for row in rows}
+
+
+def all_caches_ready(hosts: Hosts, checkout: Path, ray_env: dict) -> bool:
+    seen = caches(hosts, checkout, ray_env)
+    return all(seen.get(h.address) == ("ready", "0") for h in hosts.ray_hosts())
+
+
+def web_replicas_by_address(hosts: Hosts, checkout: Path, ray_env: dict) -> dict[str, int]:
+    """The store's live web replicas (pages and channels) on each host."""
+    head = hosts.ray_hosts()[0]
+    listed = hosts.run("ray", "list", "actors", "--address", f"http://{head.address}:8265", "--filter",
+                       "state=ALIVE", "--detail", "--format", "json", "--limit", "10000", check=False,
+                       **ray_env).stdout
+    nodes = hosts.run("ray", "list", "nodes", "--address", f"http://{head.address}:8265", "--filter",
+                      "state=ALIVE", "--format", "json", check=False, **ray_env).stdout
+    try:
+        address_of = {n["node_id"]: n["node_ip"] for n in json.loads(nodes)}
+        actors = json.loads(listed)
+    except json.JSONDecodeError:
+        return {}
+    counts: dict[str, int] = {}
+    for actor in actors:
+        if actor["class_name"].endswith(("Storefront", "ProductChannels")) and actor["node_id"] in address_of:
+            address = address_of[actor["node_id"]]
+            counts[address] = counts.get(address, 0) + 1
+    return counts
+
+
+def _program(command: str) -> str:
+    """A process's program, short: `raylet`, `ray::ServeController`, `python …/dashboard/agent.py`."""
+    words = command.split()
+    if not words:
+        return "?"
+    name = words[0].rsplit("/", 1)[-1]
+    if name.startswith("python") and len(words) > 1:
+        name += " " + "/".join(words[1].split("/")[-2:])
+    return name
+
+
+def only_what_an_operator_fills_in(original: str, filled: str) -> None:
+    before, after = yaml.safe_load(original), yaml.safe_load(filled)
+    for key in ("head_ip", "worker_ips"):
+        before["provider"].pop(key), after["provider"].pop(key)
+    before["auth"], after["auth"] = {}, {}
+    before.pop("max_workers"), after.pop("max_workers")
+    assert before == after
+
+
+def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
+    from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+    head, worker1, worker2 = hosts.ray_hosts()
+    checkout = hosts.operators_checkout()
+    original = (ROOT / "cluster.yaml").read_text()
+    filled = hosts.filled_cluster_yaml(original)
+    only_what_an_operator_fills_in(original, filled)
+    (checkout / "cluster.yaml").write_text(filled)
+    token = generate_new_authentication_token()
+    (checkout / "sneakers23.env").write_text(hosts.sneakers23_env(token, ADMIN_PASSWORD))
+    ray_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+
+    # ray up: the head, then its autoscaler sets up both workers over ssh.
+    started = time.monotonic()
+    hosts.run("ray", "up", "-y", "--no-config-cache", "cluster.yaml", cwd=checkout, timeout=600, **ray_env)
+    head_up = time.monotonic() - started
+    for host in hosts.ray_hosts():
+        wait_for(lambda: serves_the_catalog(hosts, host), timeout=420, interval=1,
+                 what=f"the catalog at {host.address}:8000")
+    wait_for(lambda: all_caches_ready(hosts, checkout, ray_env), timeout=120, interval=1,
+             what="a ready cache, caught up, on every host")
+    wait_for(lambda: set(web_replicas_by_address(hosts, checkout, ray_env)) == {h.address for h in hosts.ray_hosts()},
+             timeout=120, interval=1, what="web replicas on every host")
+    all_up = time.monotonic() - started
+
+    # A release made on worker 2 reaches a shopper's socket on worker 1.
+    shopper = PhoenixClient(phoenix_js, f"ws://{worker1.address}:8000/product_socket", ["product:1"],
+                            within=hosts.enter())
+    try:
+        join = wait_for(lambda: shopper.of("join_ok", topic="product:1"), timeout=30, what="the shopper's join")
+        assert not join[0]["response"]["released"]
+        released_at = time.monotonic()
+        hosts.ssh(worker2, f"{ON_A_NODE} release 1")
+        wait_for(lambda: shopper.of("released", topic="product:1"), timeout=30, what="the release on worker 1")
+        release_s = time.monotonic() - released_at
+
+        # A stampede as a Ray job sells exactly the stock of a size.
+        catalog = json.loads(hosts.ssh(head, f"{ON_A_NODE} products --json").stdout)
+        item = min((i for i in catalog[0]["items"] if i["available_count"] > 0), key=lambda i: i["available_count"])
+        stock = item["available_count"]
+        job = hosts.run("ray", "job", "submit", "--address", f"http://{head.address}:8265", "--working-dir", ".",
+                        "--", "python", "-m", "sneakers23.jobs.drop", "stampede", "--buyers", str(stock * 3 + 60),
+                        "--concurrency", "32", "--items", str(item["id"]),
+                        cwd=checkout, timeout=300, **ray_env).stdout
+        assert re.search(rf"pairs sold\s+{stock}\b", job), job[-3000:]
+        assert "[ok] no shopper over the limits" in job and "succeeded" in job, job[-3000:]
+        after = json.loads(hosts.ssh(head, f"{ON_A_NODE} products --json").stdout)
+        assert next(i for i in after[0]["items"] if i["id"] == item["id"])["available_count"] == 0
+        wait_for(lambda: any(r["payload"]["item_id"] == item["id"] and r["payload"]["level"] == "out"
+                             for r in shopper.of("stock_change", topic="product:1")),
+                 timeout=20, what="the size's sell-out on the shopper's socket")
+
+        # Worker 2 dies, every process of it at once; the others keep serving, socket included.
+        worker2.power_off()
+        killed_at = time.monotonic()
+        assert worker2.processes() == {}
+        answered = [serves_the_catalog(hosts, host) for _ in range(5) for host in (head, worker1)]
+        wait_for(lambda: all(serves_the_catalog(hosts, host) for host in (head, worker1)), timeout=60,
+                 interval=0.5, what="head and worker 1 serving after worker 2's death")
+        # The shopper's socket came in at worker 1, but worker 1's HAProxy may have handed it to a
+        # replica on worker 2: then it closed, and the page joined again, as a browser's does.
+        closed = bool(shopper.of("close"))
+        if closed:
+            wait_for(lambda: len(shopper.of("join_ok", topic="product:1")) >= 2, timeout=30,
+                     what="the shopper's socket joining again")
+        hosts.ssh(head, f"{ON_A_NODE} restock {item['id']} 7")
+        wait_for(lambda: any(r["payload"]["item_id"] == item["id"] and r["payload"]["level"] != "out"
+                             for r in shopper.of("stock_change", topic="product:1")),
+                 timeout=20, what="a restock on the shopper's socket after worker 2's death")
+        steady_s = time.monotonic() - killed_at
+    finally:
+        shopper.close()
+
+    # The host boots again and `ray up` brings it back: its own cache and web replicas.
+    worker2.boot()
+    wait_for(lambda: 22 in worker2.listening_ports(), timeout=30, what="worker 2's sshd")
+    back_at = time.monotonic()
+    hosts.run("ray", "up", "-y", "--no-config-cache", "--no-restart", "cluster.yaml", cwd=checkout, timeout=600,
+              **ray_env)
+    wait_for(lambda: serves_the_catalog(hosts, worker2), timeout=300, interval=1, what="worker 2's catalog")
+    wait_for(lambda: all_caches_ready(hosts, checkout, ray_env), timeout=120, interval=1,
+             what="worker 2's cache, ready and caught up")
+    wait_for(lambda: worker2.address in web_replicas_by_address(hosts, checkout, ray_env), timeout=120,
+             interval=1, what="web replicas on worker 2")
+    back_s = time.monotonic() - back_at
+
+    # ray down: nothing of Ray's left on any host, no port but the host's own sshd.
+    down_at = time.monotonic()
+    hosts.run("ray", "down", "-y", "cluster.yaml", cwd=checkout, timeout=300, **ray_env)
+
+    def leftovers() -> dict[str, list[str]]:
+        left = {}
+        for host in hosts.ray_hosts():
+            theirs = [cmd for pid, cmd in host.processes().items()
+                      if pid != host.init_pid and not cmd.startswith(("sshd:", "/usr/sbin/sshd"))]
+            ports = [port for port in host.listening_ports() if port != 22]
+            if theirs or ports:
+                left[host.name] = theirs + [f"port {port}" for port in ports]
+        return left
+
+    try:
+        wait_for(lambda: not leftovers(), timeout=90, interval=0.5, what="every host clean after ray down")
+    except AssertionError:
+        assert {host: sorted({_program(cmd) for cmd in left}) for host, left in leftovers().items()} == {}
+    down_s = time.monotonic() - down_at
+    figures.append(
+        f"ray up on 3 hosts: head up in {head_up:.0f} s, all serving with caches and replicas in {all_up:.0f} s; "
+        f"a release crossed hosts in {release_s:.2f} s; a stampede job sold exactly {stock}; worker 2 killed: "
+        f"{answered.count(False)} of {len(answered)} requests to the others failed at once, the shopper's socket "
+        f"{'closed and joined again' if closed else 'stayed open'}, all served again and pushes flowing after "
+        f"{steady_s:.1f} s; ray up again brought it back in {back_s:.0f} s; "
+        f"ray down left nothing in {down_s:.1f} s")
