@@ -394,7 +394,10 @@ def main() -> None:
             raise click.ClickException("namespaces and sshd need root")
         if workdir.exists() and any(workdir.iterdir()):
             raise click.ClickException(f"{workdir} is not empty")
+        # Both, explicitly: a shell starts a background job with SIGINT ignored, and Python then
+        # leaves it ignored.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         click.echo("making the hosts and the wheelhouse (a minute)...", err=True)
         with Hosts(names=["head", *(f"worker{n}" for n in range(1, workers + 1))]) as hosts:
             checkout = hosts.operators_checkout()
@@ -417,7 +420,8 @@ def main() -> None:
                 signal.pause()
             except KeyboardInterrupt:
                 pass
-            click.echo("powering off...", err=True)
+            finally:
+                click.echo("powering every host off...", err=True)
 
     up()
 
