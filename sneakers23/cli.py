@@ -225,6 +225,19 @@ def node_join(address: str) -> None:
     click.echo(said.rstrip())
 
 
+@node.command("stop")
+def node_stop() -> None:
+    """Stop this worker's Ray: `ray stop`, then the `ray start --block` that `node join` left waiting."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sneakers23 import node as cluster_node
+
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False)
+    click.echo("the node's `ray start --block` ended" if cluster_node.stop() else "no `node join` was running")
+
+
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; on a joined cluster, "
               "where its Serve listens]")

@@ -8,7 +8,8 @@
 - `sneakers23 node join ADDRESS`: a worker's `ray start --block`, kept in the background. When the
   worker loses its head for good (after `ray down`, which with the local provider runs `ray stop`
   on the head alone) its raylet exits, and `--block` ends the node's other Ray processes, which
-  would otherwise run on for ever (the log monitor does).
+  would otherwise run on for ever (the log monitor does). `sneakers23 node stop` is `ray stop`
+  for such a worker: `--block` takes a raylet stopped with SIGTERM for a wanted stop, and waits.
 
 Both are small on purpose: no import of Ray here.
 """
@@ -58,12 +59,33 @@ def state_dir() -> Path:
 
 
 def _is_ours(pid: int) -> bool:
-    """A process that is our earlier `ray start --block` (pid files outlive their processes)."""
+    """A process that is our earlier `ray start --address=… --block` (pid files outlive their
+    processes, and pids are reused)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"start" in command and b"--block" in command
+    return (len(command) > 2 and command[1].endswith(b"/ray") and command[2] == b"start" and b"--block" in command
+            and any(arg.startswith(b"--address=") for arg in command))
+
+
+def _earlier() -> int:
+    """The pid of the `ray start --block` an earlier `join` started, when it still runs; else 0."""
+    try:
+        pid = int((state_dir() / "ray-node.pid").read_text().strip())
+    except (OSError, ValueError):
+        return 0
+    return pid if _is_ours(pid) else 0
+
+
+def stop() -> bool:
+    """Ends the `ray start --block` that `join` started (after `ray stop`, it waits for ever); True
+    when there was one."""
+    earlier = _earlier()
+    if earlier:
+        os.kill(earlier, signal.SIGTERM)
+        _wait_gone(earlier, 30)
+    return bool(earlier)
 
 
 def join(address: str, timeout_s: float = 180.0) -> str:
@@ -72,11 +94,7 @@ def join(address: str, timeout_s: float = 180.0) -> str:
     RuntimeError, one line, when it does not start."""
     state = state_dir()
     pid_file, log_file = state / "ray-node.pid", state / "ray-node.log"
-    if pid_file.exists():
-        old = int(pid_file.read_text().strip() or 0)
-        if old and _is_ours(old):
-            os.kill(old, signal.SIGTERM)
-            _wait_gone(old, 30)
+    stop()
     ray = str(Path(sys.executable).with_name("ray"))
     with open(log_file, "wb") as log:
         process = subprocess.Popen([ray, "start", f"--address={address}", "--block"], stdin=subprocess.DEVNULL,

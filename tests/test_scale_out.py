@@ -149,7 +149,8 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         ray_cluster.named_nodes["node_b"] = cluster.add_node(ray_cluster, "node_b")
         new_node = wait_for(lambda: _node_id_or_none("node_b"), what="the new node")
         wait_for(lambda: cluster.web_replicas_running(3), timeout=90, what="web replicas on the new node")
-        wait_for(lambda: _healthy(ports["node_b"]), timeout=30, what="the new node's proxy")
+        # (Its proxy starts after its replicas; on a loaded 2-core machine that took over 30 s once.)
+        wait_for(lambda: _healthy(ports["node_b"]), timeout=60, what="the new node's proxy")
         assert healthz(ports["node_b"])["node_id"] == new_node
         assert cluster.matches_database("node_b", ray_settings)
         catalog = httpx.get(f"http://127.0.0.1:{ports['node_b']}/api/products").json()

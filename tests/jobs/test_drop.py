@@ -76,6 +76,10 @@ def test_with_json_stdout_carries_the_report_alone(tmp_path, monkeypatch):
     runner = CliRunner()
     for args in (["db", "upgrade"], ["db", "seed", "--random-seed", "5"], ["release", "1"]):
         assert runner.invoke(cli, args).exit_code == 0
+    few = Inventory(get_settings())
+    for item_id in range(1, 40):  # two pairs a size: a sell-off of seconds, not of the whole seeded stock
+        shop.set_available(few, item_id, 2)
+    few.close()
     audit = Inventory.audit
 
     def noisy_audit(self):

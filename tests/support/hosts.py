@@ -18,8 +18,9 @@ environment, as an operator of machines without internet access would.
 Everything is torn down by the process ids and namespace names made here, even when a test fails.
 
 By hand (as root): `python -m tests.support.hosts DIR` makes a head, two workers, PostgreSQL and an
-operator, writes DIR/cluster.yaml and DIR/sneakers23.env filled in for them, prints how to enter
-the operator's host, and tears everything down on Ctrl-C. docs/operations.md has the rehearsal.
+operator whose checkout has cluster.yaml and sneakers23.env filled in for them, writes DIR/enter (a
+shell on the operator's host), and tears everything down on Ctrl-C. docs/operations.md has the
+rehearsal.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -68,26 +70,30 @@ class Host:
     plan: dict
     unshare: subprocess.Popen | None = None
     init_pid: int = 0
+    pid_namespace: str = ""  # what /proc/PID/ns/pid reads for every process of the host
 
     def boot(self) -> None:
         """Start the host: its init, which mounts its files and starts its service."""
         self.unshare = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--uts",
-             sys.executable, str(INIT), json.dumps(self.plan)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(self.files / "init.log", "ab"),
-            start_new_session=True, env={"PATH": PATH, "LANG": "C.UTF-8"})
+             "sh", "-c", 'exec "$@" 2>>"$0"', str(self.files / "init.log"), sys.executable, str(INIT),
+             json.dumps(self.plan)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True, env={"PATH": PATH, "LANG": "C.UTF-8"}, preexec_fn=_die_with_the_harness)
         line = self.unshare.stdout.readline()
+        self.unshare.stdout.close()
         if line.strip() != b"up":
-            self.unshare.wait(10)
+            self.power_off()
             raise RuntimeError(f"host {self.name} did not start: {(self.files / 'init.log').read_text()[-2000:]}")
         children = Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children").read_text().split()
         self.init_pid = int(children[0])
+        self.pid_namespace = os.readlink(f"/proc/{self.init_pid}/ns/pid")
 
     def processes(self) -> dict[int, str]:
         """Every process of this host (their ids as this machine sees them) with its command line."""
-        if not self.init_pid or not _alive(self.init_pid):
+        if not self.pid_namespace:
             return {}
-        mine = os.readlink(f"/proc/{self.init_pid}/ns/pid")
+        mine = self.pid_namespace
         found = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -123,6 +129,8 @@ class Host:
         deadline = time.monotonic() + 30
         while self.processes() and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self.processes():
+            raise RuntimeError(f"host {self.name} still has processes: {self.processes()}")
         self.init_pid = 0
 
 
@@ -232,6 +240,9 @@ class Hosts:
         for netns in reversed(self.netns):
             subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
         self.netns.clear()
+        if os.environ.get("SNEAKERS23_KEEP_HOSTS_FILES"):  # for a post-mortem: logs, Ray's session dirs
+            print(f"hosts: their files are left in {self.base}", file=sys.stderr)
+            return
         # Three virtual environments: rm is several times faster than shutil.rmtree on them.
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.base)], capture_output=True)
 
@@ -364,6 +375,14 @@ class Hosts:
                         "pip", "wheel", *requirements], check=True, capture_output=True, timeout=900)
 
 
+def _die_with_the_harness() -> None:
+    """In the host's first process before it runs: SIGKILL when the harness dies, however it dies
+    (unshare --kill-child passes it on to the host's init, and the whole host goes)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sneakers23-rehearsal", "-f", str(path)],
                    check=True)
@@ -386,8 +405,9 @@ def main() -> None:
     @click.option("--workers", type=click.IntRange(min=0, max=8), default=2, show_default=True)
     def up(workdir: Path, workers: int) -> None:
         """Makes a head, WORKERS workers, PostgreSQL and an operator's host, each in namespaces of its
-        own; writes WORKDIR/cluster.yaml and WORKDIR/sneakers23.env filled in for them; tears it all
-        down on Ctrl-C, SIGINT or SIGTERM."""
+        own, with the operator's checkout (cluster.yaml and sneakers23.env filled in for them);
+        writes WORKDIR/enter, a shell on the operator's host; tears it all down on Ctrl-C, SIGINT or
+        SIGTERM."""
         from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
 
         if os.geteuid() != 0:
@@ -405,12 +425,15 @@ def main() -> None:
             token = generate_new_authentication_token()
             (checkout / "sneakers23.env").write_text(hosts.sneakers23_env(token, secrets.token_urlsafe(12)))
             workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / "enter").write_text(
-                f"#!/bin/sh\n# The operator's host: ray up, ray job submit, curl http://HOST:8000/ ...\n"
-                f"exec {' '.join(hosts.enter())} env -C {checkout} PATH={hosts.operator_env()['PATH']} "
-                f"HOME={hosts.operator_env()['HOME']} RAY_AUTH_MODE=token RAY_AUTH_TOKEN={token} "
-                f"\"${{@:-bash}}\"\n")
-            (workdir / "enter").chmod(0o700)
+            environment = {"PATH": hosts.operator_env()["PATH"], "HOME": hosts.operator_env()["HOME"],
+                           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+            enter = workdir / "enter"
+            enter.write_text(
+                "#!/bin/sh\n# The operator's host: ray up, ray job submit, curl http://HOST:8000/ ...\n"
+                f"exec {shlex.join(hosts.enter())} env -C {shlex.quote(str(checkout))} "
+                + " ".join(shlex.quote(f"{key}={value}") for key, value in environment.items())
+                + ' "${@:-bash}"\n')
+            enter.chmod(0o700)
             for host in hosts.hosts.values():
                 click.echo(f"{host.name:10} {host.address}")
             click.echo(f"\nThe operator's files: {checkout} (cluster.yaml and sneakers23.env filled in).\n"
@@ -422,6 +445,7 @@ def main() -> None:
                 pass
             finally:
                 click.echo("powering every host off...", err=True)
+                enter.unlink()  # its namespaces go now
 
     up()
 
