@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.support.ports import free_port
+from tests.support.processes import alive
 from tests.support.waiting import wait_for
 
 WRAPPER = Path(sys.executable).with_name("sneakers23-haproxy")
@@ -21,13 +22,6 @@ haproxy = subprocess.Popen([sys.argv[1], "-db", "-f", sys.argv[2]])
 print(haproxy.pid, flush=True)
 time.sleep(600)
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_haproxy_ends_when_the_process_that_started_it_is_killed(tmp_path):
@@ -44,7 +38,7 @@ def test_haproxy_ends_when_the_process_that_started_it_is_killed(tmp_path):
         assert Path(f"/proc/{haproxy}/comm").read_text().strip() == "haproxy"  # the wrapper became HAProxy
         os.kill(parent.pid, signal.SIGKILL)  # as a node's Ray dies: no chance to clean up
         parent.wait()
-        wait_for(lambda: not _alive(haproxy), timeout=10, what="HAProxy ending with its parent")
+        wait_for(lambda: not alive(haproxy), timeout=10, what="HAProxy ending with its parent")
         assert not _answers(port)
     finally:
         if parent.poll() is None:

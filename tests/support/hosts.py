@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import alive
+
 ROOT = Path(__file__).resolve().parents[2]
 INIT = Path(__file__).with_name("host_init.py")
 NETWORK = "10.23.0"  # /24, private to the switch namespace
@@ -50,13 +52,6 @@ def _ip(*args: str) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 @dataclass
@@ -99,7 +94,7 @@ class Host:
             if not entry.name.isdigit():
                 continue
             try:
-                if os.readlink(entry / "ns/pid") == mine and _alive(int(entry.name)):
+                if os.readlink(entry / "ns/pid") == mine and alive(int(entry.name)):
                     found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
             except OSError:
                 continue
@@ -118,7 +113,7 @@ class Host:
 
     def power_off(self) -> None:
         """Every process of the host at once, as a crash or a pulled plug: SIGKILL to its init."""
-        if self.init_pid and _alive(self.init_pid):
+        if self.init_pid and alive(self.init_pid):
             os.kill(self.init_pid, signal.SIGKILL)
         if self.unshare is not None:
             try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_port
+from tests.support.processes import alive
 
 
 def find_bindir() -> Path | None:
@@ -42,7 +43,7 @@ class ThrowawayPostgres:
         try:
             os.kill(self.pid, signal.SIGINT)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and _alive(self.pid):
+            while time.monotonic() < deadline and alive(self.pid):
                 time.sleep(0.05)
         except ProcessLookupError:
             pass
@@ -53,7 +54,7 @@ class ThrowawayPostgres:
         the postmaster, every backend gone at once, recovery from the log at the next start)."""
         os.kill(self.pid, signal.SIGQUIT)
         deadline = time.monotonic() + 30
-        while _alive(self.pid):
+        while alive(self.pid):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL (pid {self.pid}) did not stop")
             time.sleep(0.02)
@@ -66,18 +67,6 @@ class ThrowawayPostgres:
         run(self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", self.options,
             "-l", str(self.datadir.parent / "server.log"), "-w", command)
         self.pid = int((self.datadir / "postmaster.pid").read_text().splitlines()[0])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (our own exited child) still answers signal 0.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def run(as_user: tuple[str, ...], *args: str) -> None:
