@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.processes import alive
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT = Path(__file__).with_name("host_init.py")
@@ -212,9 +213,10 @@ class Hosts:
         for host in self.hosts.values():
             host.boot()
         try:
-            _wait_until(lambda: all(22 in h.listening_ports() for h in self.ray_hosts())
-                        and 5432 in self.database.listening_ports(), 30, "sshd on every host, and PostgreSQL")
-        except RuntimeError as error:
+            wait_for(lambda: all(22 in h.listening_ports() for h in self.ray_hosts())
+                     and 5432 in self.database.listening_ports(), timeout=30, interval=0.1,
+                     what="sshd on every host, and PostgreSQL")
+        except AssertionError as error:
             raise RuntimeError(f"{error}\n{self.logs()}") from None
 
     def logs(self) -> str:
@@ -381,14 +383,6 @@ def _die_with_the_harness() -> None:
 def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sneakers23-rehearsal", "-f", str(path)],
                    check=True)
-
-
-def _wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def main() -> None:
