@@ -15,7 +15,7 @@ from sneakers23 import assembly
 from sneakers23.command_line import Commands, Progress
 from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
-from sneakers23.settings import get_settings
+from sneakers23.settings import check_ray_token, get_settings
 
 def _inventory(ctx: click.Context, publish: bool = False) -> Inventory:
     """The inventory API; with publish, changes also go to the caches of a running cluster."""
@@ -35,6 +35,7 @@ def cli(ctx: click.Context) -> None:
 
     The database is SNEAKERS23_DATABASE_URL (default: sqlite:///sneakers23.db in this folder).
     """
+    check_ray_token()  # every command: a node's `node join` and the head's `db upgrade` too
 
 
 @cli.group()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Iterable
 
 import ray
@@ -14,7 +15,7 @@ from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
 from sneakers23.db.engine import database_identity
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
-from sneakers23.settings import Settings
+from sneakers23.settings import Settings, check_ray_token
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,15 @@ def database_of(store_replicator) -> str | None:
         return None
 
 
+def keep_token_file_private() -> None:
+    """Ray's token file (~/.ray/auth_token, or RAY_AUTH_TOKEN_PATH) is readable by its owner alone."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        path.chmod(0o600)
+    except OSError:
+        pass  # (no file: the token is in the environment)
+
+
 def use_token_authentication(create: bool = False) -> None:
     """Ray's token authentication, for this process as a client and for the clusters it starts: on
     where a token is at hand, unless RAY_AUTH_MODE says otherwise. With `create`, a token is made
@@ -81,6 +91,7 @@ def use_token_authentication(create: bool = False) -> None:
     from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
     from ray._raylet import AuthenticationTokenLoader, Config
 
+    check_ray_token()
     if "RAY_AUTH_MODE" not in os.environ:
         if not create and not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
             return
@@ -88,6 +99,7 @@ def use_token_authentication(create: bool = False) -> None:
         Config.initialize("")  # Ray read its settings when it was imported: again, with the mode
     if create:
         ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+        keep_token_file_private()
 
 
 def join_address(address: str, found_here: bool = False) -> None:

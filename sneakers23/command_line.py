@@ -12,6 +12,18 @@ from sneakers23.errors import Sneakers23Error
 PROG = "sneakers23"
 
 
+def one_line(error: Exception) -> str:
+    """A setting's validation error as the line a person needs: which setting, and why."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError) and error.errors():
+        first = error.errors()[0]
+        name = "SNEAKERS23_" + str(first["loc"][0]).upper() if first.get("loc") else "a setting"
+        message = first["msg"].removeprefix("Value error, ")
+        return message if name in message else f"{name}: {message}"
+    return str(error)
+
+
 class Commands(click.Group):
     """Every failure ends as one line on stderr and a non-zero exit, never a traceback."""
 
@@ -25,7 +37,7 @@ class Commands(click.Group):
             click.echo(f"{PROG}: {error.format_message()}", err=True)
             sys.exit(error.exit_code)
         except (Sneakers23Error, ValueError) as error:
-            click.echo(f"{PROG}: {error}", err=True)
+            click.echo(f"{PROG}: {one_line(error)}", err=True)
             sys.exit(1)
 
 

@@ -33,7 +33,7 @@ from sneakers23.domain.carts import MAX_ITEMS_PER_CART, CartRefusal, CartRequest
 from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, ProductReleased, ReleaseScheduleChanged
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
-from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry
+from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry, FailedLogin
 from sneakers23.errors import AlreadyReleased, DatabaseUnavailable, NotFound, Sneakers23Error
 from sneakers23.retries import again_if_deadlocked
 from sneakers23.settings import Settings, get_settings
@@ -265,9 +265,8 @@ class Inventory:
 
     def _change_carts_in_one(self, requests: list[CartRequest]) -> list[CartChanged | CartRefusal]:
         with self._errors(), self.engine.begin() as connection:
-            outcomes = carts.change_carts(connection, requests, self.settings.max_pairs_per_product)
-        # Each cart as the batch left it (a cart's outcomes come in version order).
-        self._publish({o.shopper_id: o for o in outcomes if isinstance(o, CartChanged)}.values())
+            outcomes, changed = carts.change_carts(connection, requests, self.settings.max_pairs_per_product)
+        self._publish(changed)  # each cart the batch changed, as it left it
         if self.activity is not None:
             for outcome in outcomes:
                 if isinstance(outcome, CartRefusal):
@@ -367,10 +366,16 @@ class Inventory:
         with self._errors(), reading(self.engine) as connection:
             return {target.removeprefix("session ") for target in admin.logged_out_since(connection, since)}
 
-    def failed_logins(self, window: timedelta) -> tuple[int, datetime | None]:
-        """Logins failed within the window (since the last unlock), and when the oldest did."""
+    def failed_logins(self, window: timedelta) -> list[FailedLogin]:
+        """Logins failed within the window (since the last unlock)."""
         with self._errors(), reading(self.engine) as connection:
             return admin.failed_logins(connection, window)
+
+    def record_lock(self, failures: int) -> AuditEntry:
+        """The throttle's last resort began: every login waits (failures from everywhere)."""
+        with self._errors(), self.engine.begin() as connection:
+            return admin.record(connection, "throttle", ActionKind.LOCK_LOGINS, "admin", True,
+                                f"{failures} failed logins within a minute, from everywhere: every login waits", "")
 
     def unlock_logins(self, who: str) -> AuditEntry:
         """Let logins through again at once, past the throttle (after an attack has stopped)."""

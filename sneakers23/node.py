@@ -1,10 +1,11 @@
 """What a cluster node runs beside Ray, so that Ray's processes on it end together (cluster.yaml).
 
-- `sneakers23-haproxy`: Serve's HAProxy, bound to the process that starts it. Serve runs HAProxy as
-  a child of its proxy actor, and nothing ends it when that process is killed (a node that loses its
-  head, a SIGKILL): it then holds port 8000 and the next `ray start` fails. The kernel's
-  parent-death signal ends it with its parent. cluster.yaml points Serve at it with
-  RAY_SERVE_HAPROXY_BINARY_PATH.
+- `sneakers23-haproxy`: Serve's HAProxy, bound to the process that starts it, with the store's edge
+  rules. Serve runs HAProxy as a child of its proxy actor, and nothing ends it when that process is
+  killed (a node that loses its head, a SIGKILL): it then holds port 8000 and the next `ray start`
+  fails. The kernel's parent-death signal ends it with its parent. Before HAProxy reads the file
+  Ray wrote, the wrapper adds the deadlines and per-address caps of serve/edge.py to it. cluster.yaml
+  and `sneakers23 serve` point Serve at it with RAY_SERVE_HAPROXY_BINARY_PATH.
 - `sneakers23 node join ADDRESS`: a worker's `ray start --block`, kept in the background. When the
   worker loses its head for good (after `ray down`, which with the local provider runs `ray stop`
   on the head alone) its raylet exits, and `--block` ends the node's other Ray processes, which
@@ -49,7 +50,31 @@ def haproxy_main() -> None:
     if os.getppid() == 1:  # the parent died before the signal was set: end as it would have
         sys.exit("sneakers23-haproxy: the process that started HAProxy is gone")
     binary = haproxy_binary()
+    harden_config(sys.argv[1:])
     os.execv(binary, [binary, *sys.argv[1:]])
+
+
+def harden_config(args: list[str]) -> None:
+    """The configuration file HAProxy is given (`-f FILE`), with the store's edge rules added in place
+    (the file keeps its name: Serve finds its HAProxy by it)."""
+    if "-f" not in args[:-1]:
+        return
+    from pydantic import ValidationError
+
+    from sneakers23.serve.edge import EdgeLimits, harden
+    from sneakers23.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        sys.exit(f"sneakers23-haproxy: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}")
+    path = Path(args[args.index("-f") + 1])
+    config = path.read_text()
+    hardened = harden(config, EdgeLimits(settings.connections_per_address, settings.requests_per_address_per_second))
+    if hardened != config:
+        fresh = path.with_name(f".{path.name}.sneakers23")
+        fresh.write_text(hardened)
+        fresh.replace(path)
 
 
 def state_dir() -> Path:

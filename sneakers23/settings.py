@@ -3,6 +3,7 @@ environment (on a cluster, cluster.yaml loads them from sneakers23.env), never f
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 
@@ -10,6 +11,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
+
+
+MIN_SECRET_KEY_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -23,9 +27,9 @@ class Settings(BaseSettings):
     # The Ray cluster that release and sell publish to: "auto" joins one running on this machine
     # (or at RAY_ADDRESS) if there is one, "none" only writes the database, anything else is an address.
     cluster: str = "auto"
-    # Signs the shopper cookie. Every web replica of a store needs the same one; `sneakers23 serve`
-    # makes one up when it is not set.
-    secret_key: str | None = Field(default=None, min_length=16, repr=False)
+    # Signs the shopper cookies, cart tokens and the staff's sessions. Every web replica of a store
+    # needs the same one, of at least 32 bytes; `sneakers23 serve` makes one up when it is not set.
+    secret_key: str | None = Field(default=None, repr=False)
     # Replicas of the page deployment on every node (sockets have their own, one per node).
     page_replicas_per_node: int = Field(default=1, ge=1, le=16)
     # Purchases of one product admitted in memory and waiting for the database; past it, a purchase
@@ -40,6 +44,34 @@ class Settings(BaseSettings):
     admin_session_hours: float = Field(default=8.0, gt=0, le=7 * 24)
     # Failed admin logins allowed per minute, from everywhere together, before logins are refused.
     admin_failed_logins_per_minute: int = Field(default=10, ge=1)
+
+    # The edge (Serve's HAProxy, rules in serve/edge.py): what one client address may hold and ask.
+    # 0 turns a cap off (a benchmark that loads the store from one address).
+    connections_per_address: int = Field(default=256, ge=0)
+    requests_per_address_per_second: int = Field(default=100, ge=0)
+    # Where the X-Forwarded-For header is believed: the HAProxy of this node or of another one
+    # (comma-separated networks). A request from anywhere else is its own peer's address.
+    trusted_proxies: str = "127.0.0.0/8,::1"
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _strong_secret_key(cls, key: object) -> object:
+        if isinstance(key, str) and not key.strip():
+            return None
+        if isinstance(key, str) and "CHANGE-ME" in key.upper():
+            raise ValueError("SNEAKERS23_SECRET_KEY is still the example's placeholder: make one with "
+                             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        if isinstance(key, str) and len(key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(f"SNEAKERS23_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes")
+        return key
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # a ValueError names the bad one
+        return value
 
     @field_validator("admin_password", mode="before")
     @classmethod
@@ -63,6 +95,13 @@ class Settings(BaseSettings):
         if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or os.path.isabs(path):
             return url
         return parsed.set(database=os.path.abspath(path)).render_as_string(hide_password=False)
+
+
+def check_ray_token() -> None:
+    """The example file's RAY_AUTH_TOKEN placeholder opens nothing: refused before Ray sees it."""
+    if "CHANGE-ME" in os.environ.get("RAY_AUTH_TOKEN", "").upper():
+        raise ValueError("RAY_AUTH_TOKEN is still the example's placeholder: make one with "
+                         "`ray get-auth-token --generate` and put it in sneakers23.env")
 
 
 @lru_cache

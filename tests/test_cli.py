@@ -165,3 +165,16 @@ def test_admin_audit_and_unlock(tmp_path):
     (line,) = run(url, "admin", "audit").stdout.splitlines()
     assert "@cli" in line and "unlock_logins" in line and " ok " in line
     assert "--limit" in fails(url, "admin", "audit", "--limit", "0", code=2)
+
+
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("RAY_AUTH_TOKEN", "CHANGE-ME", "RAY_AUTH_TOKEN is still the example's placeholder"),
+    ("SNEAKERS23_SECRET_KEY", "CHANGE-ME", "SNEAKERS23_SECRET_KEY is still the example's placeholder"),
+    ("SNEAKERS23_SECRET_KEY", "sixteen-chars-ok", "SNEAKERS23_SECRET_KEY must be at least 32 bytes"),
+    ("SNEAKERS23_ADMIN_PASSWORD", "CHANGE-ME", "SNEAKERS23_ADMIN_PASSWORD is still the example's placeholder"),
+    ("SNEAKERS23_TRUSTED_PROXIES", "10.0.0.0/8,not-a-network", "SNEAKERS23_TRUSTED_PROXIES"),
+])
+def test_placeholder_and_weak_secrets_are_refused_at_start_in_one_line(tmp_path, monkeypatch, variable, value, said):
+    monkeypatch.setenv(variable, value)
+    for command in (("products",), ("serve", "--port", "1")):
+        assert said in fails(f"sqlite:///{tmp_path / 'shop.db'}", *command)

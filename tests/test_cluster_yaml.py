@@ -123,7 +123,7 @@ def test_ray_stop_takes_down_a_head_started_as_cluster_yaml_starts_it(tmp_path, 
     # What an operator fills in (sneakers23.env.example), for a head alone.
     (home / "sneakers23.env").write_text(
         f"SNEAKERS23_DATABASE_URL=sqlite:///{tmp_path / 'shop.db'}\n"
-        "SNEAKERS23_SECRET_KEY=a-secret-key-for-this-test-only\n"
+        "SNEAKERS23_SECRET_KEY=a-secret-key-for-this-test-only-and-no-other\n"
         f"RAY_AUTH_MODE=token\nRAY_AUTH_TOKEN={generate_new_authentication_token()}\n")
     head_only = {**copy.deepcopy(config), "max_workers": 0}
     head_only["provider"] = {**head_only["provider"], "worker_ips": []}

@@ -1,5 +1,5 @@
 """The admin audit: every action from the dashboard and every login, with who, what, when and how
-it went. Failed logins of the last minute are what the login throttle counts."""
+it went. Its failed logins are what the login throttle counts (domain/admin.py `login_wait`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Connection, func, insert, select
 
 from sneakers23.db.models import AdminAuditRow
-from sneakers23.domain.admin import ActionKind, AuditEntry
+from sneakers23.domain.admin import ActionKind, AuditEntry, FailedLogin
 
 audit_t = AdminAuditRow.__table__
 
@@ -28,20 +28,19 @@ def recent(connection: Connection, limit: int = 50) -> list[AuditEntry]:
     return [AuditEntry(row.id, _utc(row.at), row.who, row.action, row.target, row.ok, row.result) for row in rows]
 
 
-def failed_logins(connection: Connection, window: timedelta) -> tuple[int, datetime | None]:
-    """How many logins failed within the window (and since logins were last unlocked), and when the
-    oldest of them did."""
+def failed_logins(connection: Connection, window: timedelta) -> list[FailedLogin]:
+    """The logins that failed within the window, and since logins were last unlocked."""
     since = datetime.now(timezone.utc) - window
     unlocked = connection.execute(
         select(func.max(audit_t.c.at)).where(audit_t.c.action == ActionKind.UNLOCK_LOGINS.value, audit_t.c.ok.is_(True))
     ).scalar_one()
     if unlocked is not None:
         since = max(since, _utc(unlocked))
-    count, oldest = connection.execute(
-        select(func.count(), func.min(audit_t.c.at))
+    rows = connection.execute(
+        select(audit_t.c.at, audit_t.c.client, audit_t.c.who)
         .where(audit_t.c.action == ActionKind.LOGIN.value, audit_t.c.ok.is_(False), audit_t.c.at > since)
-    ).one()
-    return count, None if oldest is None else _utc(oldest)
+    ).all()
+    return [FailedLogin(_utc(row.at), row.client, row.who) for row in rows]
 
 
 def logged_out_since(connection: Connection, since: datetime) -> list[str]:

@@ -109,10 +109,12 @@ def _bought(connection: Connection, shopper_ids: list[str], item_ids: set[int]) 
     return pairs, owned
 
 
-def change_carts(connection: Connection, requests: list[CartRequest], max_pairs: int) -> list[CartChanged | CartRefusal]:
+def change_carts(connection: Connection, requests: list[CartRequest],
+                 max_pairs: int) -> tuple[list[CartChanged | CartRefusal], list[CartChanged]]:
     """Settle a batch of cart changes in the caller's transaction: lock the carts, read what the
     rules need, decide (domain.carts.settle), write the differences. About nine statements,
-    whatever the batch's size."""
+    whatever the batch's size. Returns each change's outcome, and the carts it changed (a change
+    that changes nothing writes nothing, and has nothing to publish)."""
     shopper_ids = sorted({request.shopper_id for request in requests})
     versions = _lock(connection, shopper_ids)
     held = _held(connection, shopper_ids)
@@ -121,7 +123,13 @@ def change_carts(connection: Connection, requests: list[CartRequest], max_pairs:
     carts = {shopper_id: HeldCart(versions[shopper_id], list(held[shopper_id])) for shopper_id in shopper_ids}
     outcomes = settle(requests, carts, _sizes(connection, adds), bought, owned, max_pairs)
     _write(connection, versions, held, carts)
-    return outcomes
+    changed = [cart.state(shopper_id) for shopper_id, cart in carts.items() if cart.version != versions[shopper_id]]
+    # A cart the batch made only to lock it, and left empty at version 0, is no cart at all: gone
+    # again, so that a removal for a shopper who never had a cart leaves nothing behind.
+    made_for_nothing = [s for s, cart in carts.items() if cart.version == 0 and not cart.held and not held[s]]
+    if made_for_nothing:
+        connection.execute(delete(carts_t).where(carts_t.c.shopper_id.in_(made_for_nothing)))
+    return outcomes, changed
 
 
 def _write(connection: Connection, versions_before: dict[str, int], before: dict[str, list[tuple[int, int]]],

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
+
+from sneakers23.domain.ids import parse_id
 
 MAX_RESTOCK = 10_000
 MAX_WHO_CHARS = 64
@@ -18,6 +21,7 @@ class ActionKind(StrEnum):
     LOGIN = "login"  # not asked for: written by the login itself (a failed one counts to its throttle)
     UNLOCK_LOGINS = "unlock_logins"  # an operator's `sneakers23 admin unlock`: the throttle starts again
     LOGOUT = "logout"  # its target names the session, which stays revoked until it would have expired
+    LOCK_LOGINS = "lock_logins"  # the throttle's last resort began: failures from everywhere hold every login
 
 
 ACTIONS = (ActionKind.RELEASE, ActionKind.SCHEDULE, ActionKind.CANCEL_SCHEDULE, ActionKind.RESTOCK)
@@ -61,9 +65,8 @@ class AuditEntry:
 
 
 def _whole(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    value = parse_id(value.strip() if isinstance(value, str) else value)
+    if value is None or not low <= value <= high:
         raise ValueError(f"{name} is a whole number from {low} to {high}")
     return value
 
@@ -101,3 +104,50 @@ def admin_name(name: object) -> str:
     """Who an admin says they are (the audit's "who"): trimmed, printable, at most MAX_WHO_CHARS."""
     text = "".join(ch for ch in str(name or "") if ch.isprintable()).strip()[:MAX_WHO_CHARS]
     return text or "admin"
+
+
+# --- the login throttle ---
+
+LOGIN_LOOKBACK = timedelta(minutes=15)  # failures older than this are forgotten
+MAX_LOGIN_WAIT_S = 15 * 60
+NAME_FACTOR = 3  # a name (free text: the password is shared) is throttled later than an address
+EVERYONE_FACTOR = 10  # the last resort: failures from everywhere within a minute
+
+
+@dataclass(frozen=True, slots=True)
+class FailedLogin:
+    at: datetime
+    client: str  # the address it came from
+    who: str
+
+
+def login_wait(failures: list[FailedLogin], client: str, who: str, limit: int, now: datetime) -> tuple[int, str]:
+    """How long a login from `client` as `who` must wait (0: it may try), and which throttle holds
+    it: "address", "name" or "everyone". Past `limit` failures of one address, each further failure
+    doubles its wait (one minute, two, four, … up to MAX_LOGIN_WAIT_S); a name has its own count;
+    only failures from everywhere, ten times the limit within a minute, hold every login."""
+    recent = [failure for failure in failures if failure.at > now - LOGIN_LOOKBACK]
+    for scope, counted, allowed in (("address", [f for f in recent if f.client == client], limit),
+                                    ("name", [f for f in recent if f.who == who], NAME_FACTOR * limit),
+                                    ("everyone", _last_minute(recent, now), EVERYONE_FACTOR * limit)):
+        if len(counted) < allowed:
+            continue
+        wait_s = min(MAX_LOGIN_WAIT_S, 60 * 2 ** (len(counted) - allowed))
+        if scope == "everyone":  # (until the window holds fewer: the attack has slowed)
+            wait_s = 60
+            since = sorted(f.at for f in counted)[len(counted) - allowed]
+        else:
+            since = max(f.at for f in counted)
+        left = math.ceil((since + timedelta(seconds=wait_s) - now).total_seconds())
+        if left > 0:
+            return left, scope
+    return 0, ""
+
+
+def locks_everyone(failures: list[FailedLogin], limit: int, now: datetime) -> bool:
+    """The last resort holds: failures from everywhere within a minute reach ten times the limit."""
+    return len(_last_minute(failures, now)) >= EVERYONE_FACTOR * limit
+
+
+def _last_minute(failures: list[FailedLogin], now: datetime) -> list[FailedLogin]:
+    return [failure for failure in failures if failure.at > now - timedelta(minutes=1)]

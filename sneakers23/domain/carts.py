@@ -28,6 +28,7 @@ class CartRefusal(StrEnum):
     ALREADY_BOUGHT = "already_bought"
     LIMIT_REACHED = "limit_reached"
     CART_FULL = "cart_full"
+    NOT_IN_CART = "not_in_cart"  # a removal of a size the cart does not hold
 
 
 def refusal_message(refusal: CartRefusal, max_pairs: int) -> str:
@@ -40,6 +41,7 @@ def refusal_message(refusal: CartRefusal, max_pairs: int) -> str:
         CartRefusal.ALREADY_BOUGHT: "You already bought this size",
         CartRefusal.LIMIT_REACHED: f"You can buy at most {max_pairs} pairs of this shoe, counting the pairs you bought",
         CartRefusal.CART_FULL: f"A cart holds at most {MAX_ITEMS_PER_CART} pairs",
+        CartRefusal.NOT_IN_CART: "This size is not in your cart",
     }[refusal]
 
 
@@ -59,6 +61,13 @@ def refuse_from_memory(item: Item | None, product: Product | None) -> CartRefusa
     if item.level is Level.OUT:
         return CartRefusal.SOLD_OUT
     return None
+
+
+def refuse_removal_from_memory(cart: CartChanged, item_id: int) -> CartRefusal | None:
+    """A removal of a size not in the node's copy of the cart changes nothing: refused there, so
+    that anonymous input never reaches the database for nothing (a copy a moment behind, just
+    after an add, refuses a removal the shopper can simply ask for again)."""
+    return None if item_id in cart.item_ids else CartRefusal.NOT_IN_CART
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@ staff log in, watch the drop live and act on it. Shoppers' traffic never waits b
 never waits behind theirs.
 
 - `/admin/login`: the admin password (SNEAKERS23_ADMIN_PASSWORD), checked in constant time; failed
-  logins are written to the audit and, past `admin_failed_logins_per_minute`, refused with 429.
+  logins are written to the audit and, past `admin_failed_logins_per_minute` from one address,
+  refused with 429 for a wait that doubles with each further failure (domain/admin.py `login_wait`):
+  an attacker's address is held, never the staff at theirs.
 - `/admin`: the dashboard, for a signed, expiring session; its socket (`/admin/socket`) needs the
   signed token the page carries, and every action needs the session's CSRF token.
 - `/admin/actions`: release now, schedule or cancel a release, restock a size, through the
@@ -15,7 +17,6 @@ With no password set, every admin page says the dashboard is off, and how to tur
 import asyncio
 import json
 import logging
-import math
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs
 
@@ -25,12 +26,14 @@ from ray import serve
 
 from sneakers23 import assembly
 from sneakers23.actors import ON_HEAD_NODE
-from sneakers23.domain.admin import admin_name, parse_action
+from sneakers23.domain.admin import (LOGIN_LOOKBACK, FailedLogin, admin_name, locks_everyone, login_wait,
+                                     parse_action)
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
-from sneakers23.serve.app import (NO_STORE, QUIET, READY_WAIT_S, RETRY_AFTER_S, deployment_settings, json_error,
-                                  limited_body)
+from sneakers23.serve.app import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
 from sneakers23.serve.admins import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.channels import ChannelHub
+from sneakers23.serve.guards import (NO_STORE, RETRY_AFTER_S, behind_tls, install_door, json_error, read_body,
+                                     tune_replica_server)
 from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels, RayFeeds
 from sneakers23.serve.render import admin_login_page, admin_off_page, dashboard_page
 from sneakers23.settings import Settings
@@ -38,18 +41,20 @@ from sneakers23.settings import Settings
 log = logging.getLogger(__name__)
 
 ROUTE = "/admin"
-DASHBOARD = "/admin/"  # (a request for /admin is sent here by FastAPI's trailing-slash redirect)
-LOGIN_WINDOW = timedelta(minutes=1)
+DASHBOARD = "/admin/"  # (a request for /admin is sent here, by a relative redirect)
+THROTTLED = {"address": "from your address", "name": "under this name", "everyone": "from everywhere"}
 AUDIT_SHOWN = 30
 OFF_MESSAGE = ("The admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD (in the environment or in "
                "sneakers23.env) and restart the store")
 
-admin_api = FastAPI(title="Sneakers23 admin", docs_url=None, redoc_url=None, openapi_url=None)
+admin_api = FastAPI(title="Sneakers23 admin", docs_url=None, redoc_url=None, openapi_url=None,
+                    redirect_slashes=False)
+install_door(admin_api, root_redirect=DASHBOARD)  # (and /admin → /admin/, by a relative redirect)
 
 
-def _form(body: bytes | None) -> dict[str, str]:
+def _form(body: bytes) -> dict[str, str]:
     try:
-        return {key: values[0] for key, values in parse_qs((body or b"").decode()).items()}
+        return {key: values[0] for key, values in parse_qs(body.decode()).items()}
     except UnicodeDecodeError:
         return {}
 
@@ -59,10 +64,11 @@ def _client(request: Request) -> str:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0, "resources": ON_HEAD_NODE}, max_ongoing_requests=1_000,
-                  logging_config=QUIET)
+                  max_queued_requests=100, backpressure_config=BACKPRESSURE, logging_config=QUIET)
 @serve.ingress(admin_api)
 class AdminDesk:
     async def __init__(self, settings: Settings):
+        tune_replica_server(settings)
         self.settings = settings
         self.gate = AdminGate(settings.admin_password, settings.secret_key, settings.admin_session_hours)
         # Actions go through the inventory API (committed, then published); no purchases here.
@@ -96,11 +102,6 @@ class AdminDesk:
             return None  # (cannot tell whether it was logged out: log in again once it is back)
         return None if session.sid in revoked else session
 
-    @staticmethod
-    def _secure(request: Request) -> bool:
-        """Cookies only over HTTPS when the request came that way (here, or at a TLS load balancer)."""
-        return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
-
     # --- logging in and out ---
 
     @admin_api.get("/login", response_class=HTMLResponse)
@@ -113,27 +114,31 @@ class AdminDesk:
         nonce, field = self.gate.login_nonce()
         response = HTMLResponse(admin_login_page(field, message), status_code=status, headers={**NO_STORE, **(headers or {})})
         response.set_cookie(LOGIN_COOKIE, nonce, path=ROUTE, httponly=True, samesite="strict",
-                            secure=self._secure(request))
+                            secure=behind_tls(request.scope))
         return response
 
     @admin_api.post("/login", response_class=HTMLResponse)
     async def login(self, request: Request):
         if not self.gate.on:
             return HTMLResponse(admin_off_page(OFF_MESSAGE), status_code=404, headers=NO_STORE)
-        form = _form(await limited_body(request))
+        form = _form(await read_body(request))
         if not self.gate.login_form_ok(request.cookies.get(LOGIN_COOKIE), form.get("form_token")):
             return self._login_page(request, "This login form has expired: log in again", 403)
         who, client = admin_name(form.get("who")), _client(request)
+        limit = self.settings.admin_failed_logins_per_minute
         try:
             async with self._logins:
-                failed, oldest = await asyncio.to_thread(self.inventory.failed_logins, LOGIN_WINDOW)
-                if failed >= self.settings.admin_failed_logins_per_minute:
-                    age = (datetime.now(timezone.utc) - oldest).total_seconds() if oldest else 0.0
-                    wait = max(1, math.ceil(LOGIN_WINDOW.total_seconds() - age))
-                    return self._login_page(request, f"Too many failed logins: try again in {wait} s", 429,
-                                            {"Retry-After": str(wait)})
+                failures = await asyncio.to_thread(self.inventory.failed_logins, LOGIN_LOOKBACK)
+                wait, scope = login_wait(failures, client, who, limit, datetime.now(timezone.utc))
+                if wait:
+                    return self._login_page(request, f"Too many failed logins {THROTTLED[scope]}: try again in "
+                                            f"{wait} s", 429, {"Retry-After": str(wait)})
                 if not self.gate.password_matches(form.get("password")):
                     await asyncio.to_thread(self.inventory.record_login, who, False, "wrong password", client)
+                    now = datetime.now(timezone.utc)
+                    if locks_everyone([*failures, FailedLogin(now, client, who)], limit, now) and \
+                            not locks_everyone(failures, limit, now):  # (the last resort begins: audited)
+                        await asyncio.to_thread(self.inventory.record_lock, len(failures) + 1)
                     return self._login_page(request, "Wrong password", 401)
             await asyncio.to_thread(self.inventory.record_login, who, True, "logged in", client)
         except (DatabaseUnavailable, SchemaMissing) as error:
@@ -142,7 +147,7 @@ class AdminDesk:
                                     {"Retry-After": str(RETRY_AFTER_S)})
         response = RedirectResponse(DASHBOARD, status_code=303, headers=NO_STORE)
         response.set_cookie(SESSION_COOKIE, self.gate.open_session(who), max_age=self.gate.session_s, path=ROUTE,
-                            httponly=True, samesite="strict", secure=self._secure(request))
+                            httponly=True, samesite="strict", secure=behind_tls(request.scope))
         response.delete_cookie(LOGIN_COOKIE, path=ROUTE)
         return response
 
@@ -152,7 +157,7 @@ class AdminDesk:
         session = await self._session(request)
         if session is None:
             return RedirectResponse(f"{ROUTE}/login", status_code=303, headers=NO_STORE)
-        if not self.gate.csrf_ok(session, _form(await limited_body(request)).get("csrf_token")):
+        if not self.gate.csrf_ok(session, _form(await read_body(request)).get("csrf_token")):
             return json_error(403, "csrf", "this form is missing its CSRF token: reload the dashboard")
         self._revoked.add(session.sid)
         try:
@@ -196,10 +201,10 @@ class AdminDesk:
         refusal = self._api_refusal(request, session, needs_csrf=True)
         if refusal is not None:
             return refusal
-        body = await limited_body(request)
+        body = await read_body(request)
         try:
-            action = parse_action(json.loads(body) if body is not None else None)
-        except ValueError as error:  # (a JSONDecodeError is a ValueError too)
+            action = parse_action(json.loads(body))
+        except (ValueError, RecursionError) as error:  # (a JSONDecodeError is a ValueError; RecursionError: nested too deep)
             return json_error(400, "bad_request", str(error).splitlines()[0][:200])
         try:
             entry = await asyncio.to_thread(self.inventory.act, session.who, action, _client(request))

@@ -12,6 +12,7 @@ inventory API. `build_store` and `build_channels` are the import paths of the Se
 
 import asyncio
 import logging
+import re
 from html import escape
 from urllib.parse import parse_qs
 
@@ -27,16 +28,19 @@ from sneakers23.cluster import check_database_fits
 from sneakers23.db.engine import QueryCounter
 from sneakers23.domain.carts import CHECKOUT_MESSAGES, CheckoutRefusal, checkout_key, checkout_refusal, is_the_cart
 from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.ids import parse_id
 from sneakers23.domain.levels import Level
 from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, Refusal, orders_of
 from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing, Sneakers23Error
 from sneakers23.serve.carts import CartChannels
 from sneakers23.serve.channels import ChannelHub
+from sneakers23.serve.guards import (NO_STORE, RETRY_AFTER_S, behind_tls, install_door, json_error, read_body,
+                                     tune_replica_server)
 from sneakers23.serve.placement import on_every_node
 from sneakers23.serve.presence import PresenceReports, TabTracker
 from sneakers23.serve.render import (CART_MARKER, STATIC, catalog_page, checkout_page, complete_page, orders_page)
-from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, CartTokens, ShopperCookies
+from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, RENEW_AFTER_S, CartTokens, ShopperCookies
 from sneakers23.settings import Settings
 from sneakers23.tasks import keep
 
@@ -44,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SOCKETS_PER_REPLICA = 20_000
 PAGE_REQUESTS_PER_REPLICA = 256
-NO_STORE = {"Cache-Control": "no-store, must-revalidate"}  # the back button must not show a stale page
 
 REFUSAL_STATUS = {
     Refusal.SOLD_OUT: 409,
@@ -56,9 +59,8 @@ REFUSAL_STATUS = {
 
 store_api = FastAPI(title="Sneakers23", docs_url=None, redoc_url=None, openapi_url=None)
 store_api.mount("/static", StaticFiles(directory=STATIC), name="static")
+install_door(store_api)
 
-
-RETRY_AFTER_S = 1  # what a 503 asks the client to wait before it tries again
 
 
 def _opening_page() -> HTMLResponse:
@@ -73,38 +75,26 @@ def _page_error(status: int, message: str) -> HTMLResponse:
                         f'<p><a href="/checkout">Back to checkout</a></p>', status_code=status, headers=headers)
 
 
-MAX_FORM_BYTES = 4096
-
-
-async def limited_body(request: Request, limit: int = MAX_FORM_BYTES) -> bytes | None:
-    """The request's body, read no further than `limit` bytes: None past it."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return body
-
-
 async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
-    """The cart version and sizes a checkout form posts; None when it is malformed."""
-    body = await limited_body(request)
-    if body is None:
-        return None
+    """The cart version and sizes a checkout form posts; None when it is malformed (BodyRefused
+    when the body itself is refused)."""
+    body = await read_body(request)
     try:
         form = parse_qs(body.decode(), strict_parsing=False)
-        version = int(form.get("version", [""])[0])
-        item_ids = [int(part) for part in form.get("item_ids", [""])[0].split(",") if part]
+        version_field = form.get("version", [""])[0]
+        item_ids = [parse_id(part) for part in form.get("item_ids", [""])[0].split(",") if part]
     except (UnicodeDecodeError, ValueError):
         return None
-    if not 0 <= version < 2**53 or len(item_ids) > MAX_UNITS_PER_PURCHASE or any(not 0 < i < 2**31 for i in item_ids):
+    if not re.fullmatch(r"[0-9]{1,15}", version_field) or len(item_ids) > MAX_UNITS_PER_PURCHASE or \
+            any(not i for i in item_ids):  # (None, or 0)
         return None
+    version = int(version_field)
     return version, item_ids
 
 
-def json_error(status: int, error: str, message: str) -> JSONResponse:
-    headers = {**NO_STORE, "Retry-After": str(RETRY_AFTER_S)} if status == 503 else NO_STORE
-    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
+# Requests a replica admits past its `max_ongoing_requests` before it answers 503 (with
+# Retry-After) at once: Serve's default queue has no bound.
+BACKPRESSURE = {"status_code": 503, "retry_after_s": RETRY_AFTER_S}
 
 
 # A replica counts as started (and HAProxy, which balances over every node's replicas, sends it
@@ -117,10 +107,12 @@ QUIET = {"enable_access_log": False}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=PAGE_REQUESTS_PER_REPLICA,
+                  max_queued_requests=2 * PAGE_REQUESTS_PER_REPLICA, backpressure_config=BACKPRESSURE,
                   logging_config=QUIET)
 @serve.ingress(store_api)
 class Storefront:
     async def __init__(self, settings: Settings):
+        tune_replica_server(settings)
         # A sale is committed before it is published: the shopper does not wait for replication.
         # (The store's own replicas publish to its own replication: no database check needed.)
         # Purchases go to the product's sales actor, found from this node's catalog.
@@ -156,13 +148,16 @@ class Storefront:
     async def catalog(self, request: Request):
         if not self.live.ready:
             return _opening_page()
-        shopper_id = self._shopper(request)
+        shopper_id, age_s = self.cookies.read_with_age(request.cookies.get(COOKIE))
         cookie = None
         if shopper_id is None:
             shopper_id, cookie = self.cookies.new()
+        elif age_s > RENEW_AFTER_S:  # a shopper who comes back keeps their cart
+            cookie = self.cookies.sign(shopper_id)
         response = HTMLResponse(self._catalog_html(shopper_id), headers=NO_STORE)
         if cookie is not None:
-            response.set_cookie(COOKIE, cookie, max_age=MAX_AGE_S, httponly=True, samesite="lax")
+            response.set_cookie(COOKIE, cookie, max_age=MAX_AGE_S, httponly=True, samesite="lax",
+                                secure=behind_tls(request.scope))
         return response
 
     # --- checkout (the cart is in the database; pages read this node's copy of it) ---
@@ -294,9 +289,12 @@ class Storefront:
             return json_error(401, "no_shopper", "no valid shopper cookie: open the store page first")
         if not self.live.ready:
             return json_error(503, "starting", "the store is opening: try again in a moment")
-        item = self.live.item(int(item_id)) if item_id.isdigit() and len(item_id) <= 9 else None
+        parsed = parse_id(item_id)
+        if parsed is None:
+            return json_error(400, "bad_request", "an item id is 1 to 9 digits (0-9)")
+        item = self.live.item(parsed)
         if item is None:
-            return json_error(404, Refusal.UNKNOWN_ITEM, f"there is no item {item_id[:32]!r}")
+            return json_error(404, Refusal.UNKNOWN_ITEM, f"there is no item {parsed}")
         key = request.headers.get("Idempotency-Key")
         if key is None and item.level is Level.OUT:
             # Refused at the edge: no actor, no database. A stale "out" (just after a restock)
@@ -326,13 +324,15 @@ class Storefront:
 
 
 channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=None, openapi_url=None)
+install_door(channels_api)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=SOCKETS_PER_REPLICA,
-                  logging_config=QUIET)
+                  max_queued_requests=1_000, backpressure_config=BACKPRESSURE, logging_config=QUIET)
 @serve.ingress(channels_api)
 class ProductChannels:
     async def __init__(self, settings: Settings):
+        tune_replica_server(settings)
         self.live = assembly.live_catalog(settings)
         self.node_id = ray.get_runtime_context().get_node_id()
         # Every shopper tab (a joined cart channel) is reported to the cluster's presence board;
@@ -341,7 +341,7 @@ class ProductChannels:
         # Cart changes are written through the inventory (then published); no purchases here.
         carts = CartChannels(self.live, assembly.cluster_inventory(settings, through_sales=False),
                              CartTokens(settings.secret_key), settings.max_pairs_per_product,
-                             self.tabs if settings.track_presence else None)
+                             self.tabs if settings.track_presence else None, ShopperCookies(settings.secret_key))
         self.hub = ChannelHub(self.live, [carts])
         self.live.subscribe(self.hub.publish)
         self.live.start()

@@ -15,14 +15,16 @@ import asyncio
 import logging
 from typing import Protocol
 
-from sneakers23.domain.carts import CartLine, CartRefusal, cart_view, refusal_message, refuse_from_memory
+from sneakers23.domain.carts import (CartLine, CartRefusal, cart_view, refusal_message, refuse_from_memory,
+                                     refuse_removal_from_memory)
 from sneakers23.domain.catalog import Item, Product
+from sneakers23.domain.ids import parse_id
 from sneakers23.domain.changes import CartChanged
 from sneakers23.domain.shopper_events import CartUpdated, ShopperEvent, StockChanged
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve import phoenix
 from sneakers23.serve.presence import TabTracker, page_of
-from sneakers23.serve.shoppers import CartTokens
+from sneakers23.serve.shoppers import COOKIE, CartTokens, ShopperCookies
 from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,12 @@ def _error(reason: str, message: str) -> dict:
 
 class CartChannels:
     def __init__(self, live: CartReads, inventory: CartWrites, tokens: CartTokens, max_pairs: int,
-                 presence: TabTracker | None = None):
+                 presence: TabTracker | None = None, cookies: ShopperCookies | None = None):
         self._live = live
         self._presence = presence  # a joined cart channel is a shopper's open tab
         self._inventory = inventory
         self._tokens = tokens
+        self._cookies = cookies
         self._max_pairs = max_pairs
         self._topics: dict[str, set] = {}  # shopper id -> its tabs' connections on this replica
         self._locks: dict[object, asyncio.Lock] = {}  # one tab's changes, one after another
@@ -89,9 +92,14 @@ class CartChannels:
         shopper_id = message.topic[len(CART_PREFIX):]
         params = message.payload if isinstance(message.payload, dict) else {}
         holder, why = self._tokens.read(params.get("token"))
+        if holder is not None and not self._same_shopper(connection, holder):
+            holder, why = None, "invalid_token"  # a token taken from another browser's page
         if holder is None or holder != shopper_id:
             why = why or "invalid_token"
             connection.send(phoenix.reply(message, "error", _error(why, TOKEN_MESSAGES[why])))
+            return False
+        if connection in self._locks:  # a page has one cart: a socket joins one cart topic
+            connection.send(phoenix.reply(message, "error", _error("one_cart", "a socket joins one cart")))
             return False
         self._topics.setdefault(shopper_id, set()).add(connection)
         self._locks.setdefault(connection, asyncio.Lock())
@@ -100,6 +108,15 @@ class CartChannels:
         if self._presence is not None:
             self._presence.joined((connection, message.topic), shopper_id, page_of(params), list(cart.item_ids))
         return True
+
+    def _same_shopper(self, connection, holder: str) -> bool:
+        """A browser's socket carries the shopper cookie: it must be the token's shopper. (A script
+        that sends no cookie has the token alone, which it can only have read from a page.)"""
+        cookie = getattr(connection.websocket, "cookies", {}).get(COOKIE)
+        return cookie is None or self._cookies is None or self._cookies.read(cookie) == holder
+
+    def rejoin(self, connection, message: phoenix.Message) -> None:
+        connection.send(phoenix.reply(message, "ok", self.view(self._live.cart(message.topic[len(CART_PREFIX):]))))
 
     def leave(self, connection, topic: str) -> None:
         shopper_id = topic[len(CART_PREFIX):]
@@ -119,19 +136,20 @@ class CartChannels:
         if message.event not in ("add_item", "remove_item"):
             connection.send(phoenix.reply(message, "error", _error("unknown_event", f"unknown event {message.event[:64]!r}")))
             return
-        item_id = message.payload.get("item_id") if isinstance(message.payload, dict) else None
-        if isinstance(item_id, str) and item_id.isdigit() and len(item_id) <= 9:
-            item_id = int(item_id)  # (a button's value is a string)
-        if isinstance(item_id, bool) or not isinstance(item_id, int) or not 0 < item_id < 2**31:
+        # (a button's value is a string, a script's may be a number)
+        item_id = parse_id(message.payload.get("item_id")) if isinstance(message.payload, dict) else None
+        if item_id is None or item_id == 0:
             connection.send(phoenix.reply(message, "error", _error("bad_request", "item_id is a whole number")))
             return
         if message.event == "add_item":
             item = self._live.item(item_id)
             refusal = refuse_from_memory(item, None if item is None else self._live.product(item.product_id))
-            if refusal is not None:  # refused from memory: no database
-                self._inventory.refused_from_memory("cart", refusal)
-                self._refuse(connection, message, refusal)
-                return
+        else:
+            refusal = refuse_removal_from_memory(self._live.cart(message.topic[len(CART_PREFIX):]), item_id)
+        if refusal is not None:  # refused from memory: no database
+            self._inventory.refused_from_memory("cart", refusal)
+            self._refuse(connection, message, refusal)
+            return
         if self._waiting.get(connection, 0) >= MAX_CHANGES_WAITING:
             connection.send(phoenix.reply(message, "error", _error("busy", "Too many cart changes at once: wait a moment")))
             return

@@ -19,6 +19,7 @@ from typing import Protocol
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sneakers23.domain.catalog import Product
+from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
 from sneakers23.domain.views import item_level
 from sneakers23.serve import eager, phoenix
@@ -31,7 +32,8 @@ TOPIC_PREFIX = "product:"
 MAX_CHANNELS_PER_SOCKET = 32
 MAX_MESSAGES_PER_SECOND = 50  # sustained; bursts up to MESSAGE_BURST
 MESSAGE_BURST = 200
-OUTBOX_LIMIT = 1_000  # frames waiting for a slow socket before it is closed
+OUTBOX_LIMIT = 1_000  # frames waiting for a slow socket before it is closed ...
+OUTBOX_BYTES = 1024 * 1024  # ... or bytes
 IDLE_TIMEOUT_S = 60.0  # the Phoenix client sends a heartbeat every 30 s
 CLOSE_WAIT_S = 5.0
 
@@ -47,6 +49,9 @@ class Channels(Protocol):
     def owns(self, topic: str) -> bool: ...
 
     def join(self, connection: "Connection", message: phoenix.Message) -> bool: ...
+
+    def rejoin(self, connection: "Connection", message: phoenix.Message) -> None:
+        """Answer a join of a topic this connection has joined already: the state, and no change."""
 
     def handle(self, connection: "Connection", message: phoenix.Message) -> None: ...
 
@@ -67,6 +72,7 @@ class Connection:
     def __init__(self, websocket: WebSocket):
         self.websocket = websocket
         self.backlog: deque[str] = deque()  # frames waiting behind a send that had to wait
+        self.backlog_chars = 0
         self.sending: asyncio.Task | None = None  # finishing that send, then the backlog
         self.joined: set[str] = set()  # topics
         self.overflowed = False
@@ -82,12 +88,13 @@ class Connection:
         if self.broken:
             return
         if self.sending is not None:
-            if len(self.backlog) >= OUTBOX_LIMIT:
+            if len(self.backlog) >= OUTBOX_LIMIT or self.backlog_chars + len(frame) > OUTBOX_BYTES:
                 if not self.overflowed:  # close it now; its page re-syncs when it rejoins
                     self.overflowed = True
                     keep(self._tasks, asyncio.get_running_loop().create_task(self._close_slow()))
                 return
             self.backlog.append(frame)
+            self.backlog_chars += len(frame)
             return
         coroutine = self.websocket.send_text(frame)
         try:
@@ -102,7 +109,9 @@ class Connection:
         try:
             await eager.finish(coroutine, waiting)
             while self.backlog:
-                await self.websocket.send_text(self.backlog.popleft())
+                frame = self.backlog.popleft()
+                self.backlog_chars -= len(frame)
+                await self.websocket.send_text(frame)
         except Exception as error:  # (a cancel, from serve() closing the socket, passes through)
             self._failed(error)
         finally:
@@ -263,9 +272,12 @@ class ChannelHub:
         elif (kind := self._kind_of(message.topic)) is not None:
             kind.handle(connection, message)
         else:
-            connection.send(phoenix.reply(message, "error", {"reason": f"unknown event {message.event[:64]!r}"}))
+            connection.send(phoenix.reply(message, "error", {"reason": "unknown event"}))
 
     def _join(self, connection: Connection, message: phoenix.Message) -> None:
+        if message.topic in connection.joined and (kind := self._kind_of(message.topic)) is not None:
+            kind.rejoin(connection, message)  # (a client that timed out its join: nothing changes)
+            return
         if message.topic not in connection.joined and len(connection.joined) >= MAX_CHANNELS_PER_SOCKET:
             connection.send(phoenix.reply(message, "error", {"reason": "too many channels on one socket"}))
             return
@@ -306,7 +318,5 @@ class ChannelHub:
     def _product_for(self, topic: str) -> Product | None:
         if not topic.startswith(TOPIC_PREFIX):
             return None
-        product_id = topic[len(TOPIC_PREFIX):]
-        if not product_id.isdigit() or len(product_id) > 9:
-            return None
-        return self._products.product(int(product_id))
+        product_id = parse_id(topic[len(TOPIC_PREFIX):])
+        return None if product_id is None else self._products.product(product_id)

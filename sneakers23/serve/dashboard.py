@@ -98,15 +98,26 @@ class DashboardChannels:
         # Actions go through HTTP, with the session and its CSRF token: the socket only shows.
         connection.send(phoenix.reply(message, "error", {"reason": f"unknown event {message.event[:64]!r}"}))
 
+    def rejoin(self, connection, message: phoenix.Message) -> None:
+        connection.send(phoenix.reply(message, "ok", {"who": connection.websocket.scope[ADMIN_SCOPE_KEY].who}))
+
     def leave(self, connection, topic: str) -> None:
         self._admins.discard(connection)
 
     async def close_session(self, session_id: str) -> None:
         """Close the dashboards of a session that logged out (its other tabs included)."""
+        await self._close(lambda session: session.sid == session_id, "logged out")
+
+    async def close_expired(self, now: float | None = None) -> None:
+        """Close the dashboards whose session has ended: a socket never outlives its session."""
+        now = time.time() if now is None else now
+        await self._close(lambda session: session.until <= now, "session expired")
+
+    async def _close(self, which, reason: str) -> None:
         for connection in list(self._admins):
-            if connection.websocket.scope[ADMIN_SCOPE_KEY].sid == session_id:
+            if which(connection.websocket.scope[ADMIN_SCOPE_KEY]):
                 self._admins.discard(connection)
-                await close_within(connection.websocket, phoenix.CLOSE_POLICY, "logged out")
+                await close_within(connection.websocket, phoenix.CLOSE_POLICY, reason)
 
     def publish(self, events: list[ShopperEvent]) -> None:
         pass  # (the dashboard reads the live catalog every tick: one sale or a thousand, one push)
@@ -135,6 +146,7 @@ class DashboardChannels:
             started = time.monotonic()
             if self._admins:
                 try:
+                    await self.close_expired()
                     await self._tick()
                 except Exception:  # (never the end of the dashboards' figures)
                     log.exception("the dashboard's tick failed")

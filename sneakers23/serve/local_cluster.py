@@ -92,6 +92,11 @@ def _port(usual: int, taken: set[int]) -> int:
             return port
 
 
+def shown_host(host: str) -> str:
+    """Where a client reaches a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+
+
 def raise_open_file_limit() -> int:
     """One descriptor per socket (two and a half in HAProxy): raise the limit for us and the Ray
     processes we start, as far as we may (root may raise the hard limit too). Returns the limit."""
@@ -121,23 +126,25 @@ class LocalCluster:
     ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, check: Callable[[], None] = lambda: None, attempts: int = 3) -> "LocalCluster":
+    def start(cls, check: Callable[[], None] = lambda: None, attempts: int = 3,
+              host: str = "127.0.0.1") -> "LocalCluster":
         """Start a head node in a session of its own; returns once it takes clients. `check` is
-        called while it waits, and may raise to give up: the cluster is then stopped."""
+        called while it waits, and may raise to give up: the cluster is then stopped. Its dashboard
+        (which takes Ray jobs) listens on `host`, the store's own address."""
         from sneakers23.cluster import use_token_authentication
 
         open_files = raise_open_file_limit()
         use_token_authentication(create=True)
         for attempt in range(1, attempts + 1):
             try:
-                return cls._start(open_files, check)
+                return cls._start(open_files, check, host)
             except PortTaken:  # another cluster took a port between our look and Ray's bind
                 if attempt == attempts:
                     raise Sneakers23Error("Ray did not start: the ports chosen for it were taken meanwhile, "
                                           f"{attempts} times") from None
 
     @classmethod
-    def _start(cls, open_files: int, check: Callable[[], None]) -> "LocalCluster":
+    def _start(cls, open_files: int, check: Callable[[], None], host: str) -> "LocalCluster":
         from ray._private.services import get_node_ip_address
 
         taken: set[int] = set()
@@ -145,6 +152,8 @@ class LocalCluster:
         env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
         for name, value in REQUEST_PATH.items():
             env.setdefault(name, value)  # a benchmark may choose another request path
+        # HAProxy with the store's edge rules, and ended with the Serve process that starts it.
+        env.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(Path(sys.executable).with_name("sneakers23-haproxy")))
         # Every open socket is a connection in HAProxy (default limit 4,096).
         env.setdefault("RAY_SERVE_HAPROXY_MAXCONN", str(max(1024, min(200_000, (open_files - 1024) * 2 // 5))))
         # Ray jobs (`ray job submit -- python -m sneakers23.jobs.drop …`) get this Python first.
@@ -152,12 +161,13 @@ class LocalCluster:
         env.update({name: str(ports[name]) for name in SERVE_PORTS})
 
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--disable-usage-stats",
-                   "--include-dashboard=true", *(f"{option}={ports[option]}" for option in RAY_PORTS)]
+                   "--include-dashboard=true", f"--dashboard-host={host}",
+                   *(f"{option}={ports[option]}" for option in RAY_PORTS)]
         with tempfile.TemporaryFile("w+") as output:  # a file, not a pipe: Ray's daemons inherit it
             starter = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=output,
                                        stderr=subprocess.STDOUT, start_new_session=True)
             cluster = cls(f"{get_node_ip_address()}:{ports['--port']}",
-                          f"http://127.0.0.1:{ports['--dashboard-port']}", starter.pid, ports)
+                          f"http://{shown_host(host)}:{ports['--dashboard-port']}", starter.pid, ports)
             try:
                 deadline = time.monotonic() + START_TIMEOUT_S
                 while starter.poll() is None:

@@ -14,6 +14,10 @@ from typing import Any
 
 VERSION = "2.0.0"
 MAX_FRAME_CHARS = 64 * 1024
+# What a reply echoes back (refs, topic) is short: a reply never costs much more than its message.
+MAX_REF_CHARS = 32
+MAX_TOPIC_CHARS = 128
+MAX_EVENT_CHARS = 64
 
 JOIN, LEAVE, REPLY, HEARTBEAT, CLOSE = "phx_join", "phx_leave", "phx_reply", "heartbeat", "phx_close"
 SOCKET_TOPIC = "phoenix"
@@ -45,15 +49,18 @@ def decode(text: str) -> Message:
         raise ProtocolError(CLOSE_TOO_BIG, f"frame over {MAX_FRAME_CHARS} characters")
     try:
         frame = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (RecursionError: nested too deep)
         raise ProtocolError(CLOSE_INVALID, "frame is not JSON") from None
     if not isinstance(frame, list) or len(frame) != 5:
         raise ProtocolError(CLOSE_INVALID, "frame is not a [join_ref, ref, topic, event, payload] array")
     join_ref, ref, topic, event, payload = frame
-    if not all(r is None or isinstance(r, str) for r in (join_ref, ref)):
-        raise ProtocolError(CLOSE_INVALID, "refs are strings or null")
+    if not all(r is None or (isinstance(r, str) and len(r) <= MAX_REF_CHARS) for r in (join_ref, ref)):
+        raise ProtocolError(CLOSE_INVALID, f"refs are strings of at most {MAX_REF_CHARS} characters, or null")
     if not isinstance(topic, str) or not isinstance(event, str):
         raise ProtocolError(CLOSE_INVALID, "topic and event are strings")
+    if len(topic) > MAX_TOPIC_CHARS or len(event) > MAX_EVENT_CHARS:
+        raise ProtocolError(CLOSE_INVALID, f"a topic has at most {MAX_TOPIC_CHARS} characters, an event "
+                                           f"{MAX_EVENT_CHARS}")
     return Message(join_ref, ref, topic, event, payload)
 
 

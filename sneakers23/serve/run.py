@@ -36,7 +36,8 @@ from sneakers23.actors.store_actors import stop_store_actors
 from sneakers23.errors import Sneakers23Error
 from sneakers23.serve.admin import build_admin
 from sneakers23.serve.app import build_channels, build_store
-from sneakers23.serve.local_cluster import LocalCluster, become_subreaper, one_start_at_a_time, port_is_free
+from sneakers23.serve.local_cluster import (LocalCluster, become_subreaper, one_start_at_a_time, port_is_free,
+                                            shown_host)
 from sneakers23.settings import Settings
 
 APPS = (("store", "/", build_store), ("channels", "/product_socket", build_channels), ("admin", "/admin", build_admin))
@@ -219,8 +220,7 @@ def _wait_until_it_answers(url: str, check: Callable[[], None]) -> None:
 
 
 def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{shown}:{port}/"
+    return f"http://{shown_host(host)}:{port}/"
 
 
 def _last_line(error: BaseException) -> str:
@@ -318,7 +318,7 @@ class _OwnCluster(_Runner):
             if not port_is_free(self.host, self.port):
                 raise Sneakers23Error(_port_taken(self.host, self.port))
             click.echo("starting a Ray cluster of its own")
-            self.local = LocalCluster.start(check=signals.check)
+            self.local = LocalCluster.start(check=signals.check, host=self.host)
             cluster.join_address(self.local.address)
             signals.install()
             signals.check()

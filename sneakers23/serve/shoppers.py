@@ -1,36 +1,51 @@
-"""Shoppers are told apart by a random id in a signed cookie, set on their first visit; a page
-carries a signed, expiring cart token that lets its socket join that shopper's cart channel."""
+"""Shoppers are told apart by a random id in a signed, expiring cookie, set on their first visit
+(and signed again on a visit a day or more later, so that a shopper who comes back keeps their
+cart); a page carries a signed, expiring cart token that lets its socket join that shopper's cart
+channel."""
 
 from __future__ import annotations
 
 import secrets
+import time
 
-from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 
 COOKIE = "sneakers23_shopper"
-MAX_AGE_S = 60 * 60 * 24 * 30
+MAX_AGE_S = 60 * 60 * 24 * 30  # the cookie's, checked here too: a copied cookie does not last for ever
+RENEW_AFTER_S = 60 * 60 * 24
 CART_TOKEN_MAX_AGE_S = 60 * 60 * 24 * 7  # as the original's cart token
 
 
 class ShopperCookies:
-    def __init__(self, secret_key: str):
-        # A bare HMAC of the id: first visits come in stampedes, so signing must be cheap.
-        self._signer = Signer(secret_key, salt="sneakers23-shopper")
+    def __init__(self, secret_key: str, max_age_s: int = MAX_AGE_S):
+        # An HMAC of the id and its time: first visits come in stampedes, so signing must be cheap.
+        self._signer = TimestampSigner(secret_key, salt="sneakers23-shopper")
+        self._max_age_s = max_age_s
 
     def new(self) -> tuple[str, str]:
         """A new shopper id (64 hex characters, as the original's cart id) and its cookie value."""
         shopper_id = secrets.token_hex(32)
-        return shopper_id, self._signer.sign(shopper_id).decode()
+        return shopper_id, self.sign(shopper_id)
+
+    def sign(self, shopper_id: str) -> str:
+        return self._signer.sign(shopper_id).decode()
 
     def read(self, cookie: str | None) -> str | None:
-        """The shopper id from a cookie value, or None when it is missing or forged."""
-        if not cookie:
-            return None
+        """The shopper id from a cookie value, or None when it is missing, forged or expired."""
+        return self.read_with_age(cookie)[0]
+
+    def read_with_age(self, cookie: str | None) -> tuple[str | None, float]:
+        """(the shopper id, the cookie's age in seconds); (None, 0) when it is no good."""
+        if not cookie or len(cookie) > 256:
+            return None, 0.0
         try:
-            shopper_id = self._signer.unsign(cookie).decode()
-        except (BadSignature, UnicodeError):
-            return None
-        return shopper_id if len(shopper_id) == 64 else None
+            shopper_id, signed_at = self._signer.unsign(cookie, max_age=self._max_age_s, return_timestamp=True)
+            shopper_id = shopper_id.decode()
+        except (BadSignature, UnicodeError):  # (SignatureExpired is a BadSignature)
+            return None, 0.0
+        if len(shopper_id) != 64:
+            return None, 0.0
+        return shopper_id, time.time() - signed_at.timestamp()
 
 
 class CartTokens:

@@ -188,3 +188,30 @@ def test_the_carts_changed_since_a_moment_are_all_a_resync_reads_of_them(invento
     recent = [c for c in inventory.current_changes(since) if isinstance(c, CartChanged)]
     assert recent == [CartChanged("b" * 64, 1, (size,))]
     assert len([c for c in inventory.current_changes() if isinstance(c, CartChanged)]) == 2
+
+
+def test_a_change_that_changes_nothing_leaves_no_cart_and_publishes_nothing(settings):
+    """Anonymous input (any minted shopper id) must not grow the database or every node's cache."""
+    from sneakers23.domain.carts import CartRequest
+
+    published = []
+
+    class Recorder:
+        def publish(self, changes):
+            published.extend(changes)
+
+    inventory = Inventory(settings, replication=Recorder())
+    try:
+        inventory.seed(random_seed=7)
+        inventory.release(1)
+        first = sizes_in_stock(inventory, 1, 1)[0]
+        published.clear()
+        strangers = [f"{n:064x}" for n in range(20)]
+        outcomes = inventory.change_carts([CartRequest(s, remove=(first,)) for s in strangers]
+                                          + [CartRequest(SHOPPER, add=9999)])
+        assert outcomes == [CartChanged(s, 0, ()) for s in strangers] + [CartRefusal.NOT_FOUND]
+        assert inventory.carts() == [] and published == []
+        inventory.add_to_cart(SHOPPER, first)
+        assert published == [CartChanged(SHOPPER, 1, (first,))] and len(inventory.carts()) == 1
+    finally:
+        inventory.close()

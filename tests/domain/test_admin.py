@@ -39,3 +39,53 @@ def test_a_bad_action_says_what_is_wrong(body, says):
 def test_an_admin_name_is_short_and_printable():
     assert admin_name("  Ada\n\x00 ") == "Ada"
     assert admin_name("") == "admin" and len(admin_name("x" * 500)) == 64
+
+
+# --- the login throttle ---
+
+def _failures(count: int, client: str, who: str = "mallory", now=None, every_s: float = 1.0):
+    from datetime import datetime, timedelta, timezone
+
+    from sneakers23.domain.admin import FailedLogin
+
+    now = now or datetime.now(timezone.utc)
+    return [FailedLogin(now - timedelta(seconds=every_s * i), client, who) for i in range(count)]
+
+
+def test_an_address_past_the_limit_waits_and_another_address_does_not():
+    from datetime import datetime, timezone
+
+    from sneakers23.domain.admin import login_wait
+
+    now = datetime.now(timezone.utc)
+    failures = _failures(10, "10.0.0.9", now=now)
+    assert login_wait(failures[:9], "10.0.0.9", "mallory", 10, now) == (0, "")
+    assert login_wait(failures, "10.0.0.9", "mallory", 10, now) == (60, "address")
+    assert login_wait(failures, "10.0.0.1", "Ada", 10, now) == (0, "")  # the staff, elsewhere
+
+
+def test_each_failure_past_the_limit_doubles_the_wait_up_to_a_cap():
+    from datetime import datetime, timedelta, timezone
+
+    from sneakers23.domain.admin import MAX_LOGIN_WAIT_S, login_wait
+
+    now = datetime.now(timezone.utc)
+    waits = [login_wait(_failures(10 + extra, "10.0.0.9", now=now), "10.0.0.9", "x", 10, now)[0] for extra in range(6)]
+    assert waits == [60, 120, 240, 480, MAX_LOGIN_WAIT_S, MAX_LOGIN_WAIT_S]
+    later = now + timedelta(seconds=61)
+    assert login_wait(_failures(10, "10.0.0.9", now=now), "10.0.0.9", "x", 10, later) == (0, "")
+
+
+def test_a_name_is_held_from_every_address_only_later_and_everyone_only_as_the_last_resort():
+    from datetime import datetime, timezone
+
+    from sneakers23.domain.admin import locks_everyone, login_wait
+
+    now = datetime.now(timezone.utc)
+    spread = [f for i in range(30) for f in _failures(1, f"10.0.1.{i}", "Ada", now=now)]
+    assert login_wait(spread, "10.0.2.1", "Ada", 10, now) == (60, "name")
+    assert login_wait(spread, "10.0.2.1", "Bob", 10, now) == (0, "")
+    crowd = [f for i in range(100) for f in _failures(1, f"10.1.{i}.1", f"n{i}", now=now)]
+    assert locks_everyone(crowd, 10, now) and not locks_everyone(crowd[:-1], 10, now)
+    wait, scope = login_wait(crowd, "10.0.0.1", "Ada", 10, now)
+    assert scope == "everyone" and 0 < wait <= 60

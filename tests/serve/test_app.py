@@ -82,7 +82,7 @@ def test_purchases_and_their_refusals(store_url, fresh_shop, ray_settings):
 
 @pytest.mark.parametrize(
     ("path", "cookie", "status", "error"),
-    [("/api/items/abc/purchase", True, 404, "unknown_item"), ("/api/items/999/purchase", True, 404, "unknown_item"),
+    [("/api/items/abc/purchase", True, 400, "bad_request"), ("/api/items/999/purchase", True, 404, "unknown_item"),
      ("/api/items/1/purchase", False, 401, "no_shopper")],
 )
 def test_bad_purchase_input_gets_a_clear_status(store_url, fresh_shop, path, cookie, status, error):

@@ -109,6 +109,13 @@ def test_every_refused_change_gets_a_clear_error_and_the_socket_stays_up(cart_cl
     wait_for(lambda: len(tab.of("heartbeat_reply")) > count, what="a heartbeat answered after the errors")
     assert tab.reply(tab.push(topic, "remove_item", {"item_id": sizes[0]}))["status"] == "ok"
     assert fresh_shop.cart(shopper_id).item_ids == (sizes[1],)
+    # A removal of a size not in the cart is refused from memory; a socket holds one cart.
+    version = fresh_shop.cart(shopper_id).version
+    assert refused({"item_id": sizes[2]}, event="remove_item")["reason"] == "not_in_cart"
+    assert fresh_shop.cart(shopper_id).version == version
+    third_id, _cookie, third_token = new_shopper()
+    tab.join(f"cart:{third_id}", token=third_token)
+    assert joined(tab, f"cart:{third_id}")["response"]["reason"] == "one_cart"
 
 
 def test_a_change_in_one_tab_is_pushed_to_the_others_and_a_sell_out_strikes_it_through(

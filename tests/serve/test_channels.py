@@ -166,6 +166,52 @@ def test_a_flood_of_joins_is_refused_then_cut_off(client, hub):
         assert json.loads(bystander.receive_text())[3] == "stock_change"
 
 
+@pytest.mark.parametrize("text", [frame("1" * 33, "1", "product:1", "phx_join", {}),  # what a reply would echo
+                                  frame("1", "1", "p" * 129, "phx_join", {}),  # (refs, topic, event) is short
+                                  frame("1", "1", "product:1", "e" * 65, {}),
+                                  '["1", "1", "product:1", "phx_join", ' + "[" * 5000 + "]" * 5000 + "]"])
+def test_a_frame_whose_echo_would_cost_more_than_it_is_worth_closes_its_socket(client, text):
+    with socket(client) as ws:
+        ws.send_text(text)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == phoenix.CLOSE_INVALID
+
+
+def test_a_join_of_a_topic_already_joined_is_answered_and_changes_nothing(hub):
+    seen = []
+
+    class Kind:
+        owns = staticmethod(lambda topic: topic.startswith("cart:"))
+
+        def join(self, connection, message):
+            seen.append("join")
+            connection.send(phoenix.reply(message, "ok", {"n": len(seen)}))
+            return True
+
+        def rejoin(self, connection, message):
+            seen.append("rejoin")
+            connection.send(phoenix.reply(message, "ok", {"again": True}))
+
+        def leave(self, connection, topic):
+            seen.append("leave")
+
+        def handle(self, connection, message):
+            pass
+
+        def publish(self, events):
+            pass
+
+    hub = ChannelHub(make_catalog(), [Kind()])
+    app = Starlette(routes=[WebSocketRoute("/product_socket/websocket", hub.serve)])
+    with TestClient(app) as client, socket(client) as ws:
+        for ref in ("1", "2", "3"):
+            assert join(ws, "cart:x", ref=ref)[4]["status"] == "ok"
+            assert join(ws, "product:1", ref=ref)[4]["status"] == "ok"
+        assert seen == ["join", "rejoin", "rejoin"]
+    assert seen[-1] == "leave" and seen.count("leave") == 1
+
+
 def test_another_protocol_version_is_refused(client):
     with client.websocket_connect("/product_socket/websocket?vsn=1.0.0") as ws:
         with pytest.raises(WebSocketDisconnect) as closed:
@@ -237,8 +283,9 @@ def test_a_socket_silent_past_the_heartbeat_period_is_let_go(monkeypatch):
     aio.run(scenario())
 
 
-def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(monkeypatch):
-    monkeypatch.setattr(channels, "OUTBOX_LIMIT", 20)
+@pytest.mark.parametrize("cap", [("OUTBOX_LIMIT", 20), ("OUTBOX_BYTES", 1200)])  # frames, or characters
+def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(monkeypatch, cap):
+    monkeypatch.setattr(channels, *cap)
     monkeypatch.setattr(channels, "CLOSE_WAIT_S", 0.2)  # its close frame cannot get through either
 
     async def scenario():

@@ -19,7 +19,7 @@ from tests.support.cluster import live_node_count, reseed, web_replicas_running
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
-STORE_SECRET = "test-secret-key-0123456789"  # the session store's secret key (cookies, cart tokens)
+STORE_SECRET = "test-secret-key-0123456789-abcdefghijkl"  # the session store's secret key (cookies, cart tokens)
 ADMIN_PASSWORD = "test-admin-password-0123"  # opens the session store's admin dashboard
 JS = Path(__file__).resolve().parents[1] / "js"  # tests/js
 CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")

@@ -1,0 +1,188 @@
+"""What every web application of the store checks at its door, whatever the route (the store, the
+channels, the admin desk): the replica's own server limits, security headers, cross-site posts,
+and bodies read within a size and a deadline. HAProxy's part of the door is serve/edge.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+from sneakers23.settings import Settings
+
+# Incoming WebSocket messages: refused by the protocol layer as their frames arrive (a frame's
+# declared length, and a message's fragments together), never assembled first.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+BODY_DEADLINE_S = 5.0
+MAX_FORM_BYTES = 4096
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NO_STORE = {"Cache-Control": "no-store, must-revalidate"}  # the back button must not show a stale page
+RETRY_AFTER_S = 1  # what a 503 asks the client to wait before it tries again
+
+# Every page's scripts and styles are files of the store's own (no inline script or style): the
+# policy can be strict. Sockets go to the same host (`connect-src 'self'` covers ws: and wss:).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                           "frame-ancestors 'none'")
+HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+def json_error(status: int, error: str, message: str):
+    """A refusal as every door of the store gives it: a status, and JSON that says why."""
+    from fastapi.responses import JSONResponse
+
+    headers = {**NO_STORE, "Retry-After": str(RETRY_AFTER_S)} if status == 503 else NO_STORE
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
+
+
+def install_door(api, root_redirect: str | None = None) -> None:
+    """What every application of the store does at its door: the middleware below, and FastAPI's
+    own refusals (an unknown path, a wrong method, a malformed parameter) in the store's JSON."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    async def body_refused(_request, refused: BodyRefused):
+        return json_error(refused.status, refused.error, str(refused))
+
+    async def http_refusal(_request, refusal: HTTPException):
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(refusal.status_code, "bad_request")
+        return json_error(refusal.status_code, reason, str(refusal.detail)[:200])
+
+    async def invalid(_request, _error: RequestValidationError):
+        return json_error(400, "bad_request", "this request's parameters are not valid")
+
+    api.add_middleware(DoorMiddleware, relative_root_redirect=root_redirect)
+    api.add_exception_handler(BodyRefused, body_refused)
+    api.add_exception_handler(HTTPException, http_refusal)
+    api.add_exception_handler(RequestValidationError, invalid)
+
+
+def tune_replica_server(settings: Settings) -> None:
+    """Ray's direct ingress serves each replica with uvicorn and lets none of these be set (Ray 2.60,
+    `serve/_private/http_util.py`, which looks `uvicorn.Config` up when it starts the server, after
+    the deployment's constructor has run). So the constructor sets them here, for its process:
+    - WebSocket messages capped by the protocol layer, and no permessage-deflate (a few KB of
+      compressed input must not cost megabytes);
+    - X-Forwarded-For believed from the store's HAProxy only (`trusted_proxies`), which sets it."""
+    import uvicorn
+
+    if getattr(uvicorn.Config, "sneakers23", False):
+        return
+    trusted = [part.strip() for part in settings.trusted_proxies.split(",") if part.strip()]
+
+    class Config(uvicorn.Config):
+        sneakers23 = True
+
+        def __init__(self, *args, **kwargs):
+            kwargs.update(ws_max_size=WS_MAX_MESSAGE_BYTES, ws_per_message_deflate=False, proxy_headers=True,
+                          forwarded_allow_ips=trusted)
+            super().__init__(*args, **kwargs)
+
+    uvicorn.Config = Config
+
+
+class BodyRefused(Exception):
+    """A request body refused before or while it is read: its status and message."""
+
+    def __init__(self, status: int, error: str, message: str):
+        super().__init__(message)
+        self.status, self.error = status, error
+
+
+async def read_body(request, limit: int = MAX_FORM_BYTES, deadline_s: float = BODY_DEADLINE_S) -> bytes:
+    """A request's body, no longer than `limit` and within `deadline_s`: 411 without a length (a
+    chunked form), 413 past the limit (before a byte is read, when the length says so), 408 late."""
+    length = request.headers.get("content-length")
+    if length is None:
+        raise BodyRefused(411, "length_required", "send the body with a Content-Length")
+    if not length.isascii() or not length.isdigit() or int(length) > limit:
+        raise BodyRefused(413, "too_large", f"a body may hold at most {limit} bytes")
+    body = b""
+    try:
+        async with asyncio.timeout(deadline_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyRefused(413, "too_large", f"a body may hold at most {limit} bytes")
+    except TimeoutError:
+        raise BodyRefused(408, "too_slow", f"the body did not arrive within {deadline_s:.0f} s") from None
+    return body
+
+
+def cross_site(method: str, headers) -> str | None:
+    """Why a state-changing request is refused as cross-site, or None. As Go's CrossOriginProtection:
+    the browser's Sec-Fetch-Site says where a request came from; an older browser's Origin must be
+    the host it was sent to. A request with neither came from no browser (a script with its own
+    cookie), which no other site can make a shopper's browser send."""
+    if method in SAFE_METHODS:
+        return None
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return None if site in ("same-origin", "none") else f"a {site} request may not change anything here"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    host = headers.get("host", "")
+    try:
+        parsed = urlsplit(origin)
+    except ValueError:
+        parsed = None
+    if parsed is None or origin == "null" or parsed.netloc.lower() != host.lower():
+        return f"a request from {origin[:64]!r} may not change anything here"
+    return None
+
+
+def behind_tls(scope) -> bool:
+    """The request came over HTTPS, here or at a TLS balancer in front (X-Forwarded-Proto)."""
+    if scope.get("scheme") in ("https", "wss"):
+        return True
+    return any(name == b"x-forwarded-proto" and value == b"https" for name, value in scope.get("headers", ()))
+
+
+class DoorMiddleware:
+    """Security headers on every response, and cross-site state changes refused with 403 before any
+    route runs (pure ASGI: a page must not pay for a middleware stack)."""
+
+    def __init__(self, app, relative_root_redirect: str | None = None):
+        self.app = app
+        self._root_redirect = relative_root_redirect
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = HEADERS + ([HSTS] if behind_tls(scope) else [])
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())}
+        refusal = cross_site(scope["method"], headers)
+        if refusal is not None:
+            return await _json(send, 403, "cross_site", refusal, extra)
+        if self._root_redirect is not None and scope.get("path") == scope.get("root_path") != "":
+            # Starlette's own trailing-slash redirect is absolute, built from the Host header.
+            return await _respond(send, 307, b"", [(b"location", self._root_redirect.encode())] + extra)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _json(send, status: int, error: str, message: str, extra: list) -> None:
+    import json
+
+    body = json.dumps({"error": error, "message": message}).encode()
+    await _respond(send, status, body, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+                   + extra)
+
+
+async def _respond(send, status: int, body: bytes, headers: list) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})

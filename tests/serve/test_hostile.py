@@ -1,0 +1,308 @@
+"""Hostile clients against a real store, started as `sneakers23 serve` starts it (its own Ray
+cluster, Serve's HAProxy in front with the store's edge rules). Each attack comes from an address
+of its own (127.0.0.2, .4, .5, …: the per-address caps of one never touch another test's); an
+honest shopper at 127.0.0.3 must be served while it runs.
+
+One store for the module: every attack here is bounded and ends before the next begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import tempfile
+
+import httpx
+import pytest
+import websockets.asyncio.client
+import websockets.exceptions
+
+from tests.support.attacks import HONEST, HOSTILE, honest_requests, honest_socket, idle_sockets, slow_bodies, slow_headers
+from tests.support.ports import free_port
+from tests.support.store_process import StoreProcess, clean_env
+
+ADMIN_PASSWORD = "hostile-test-admin-password"
+SECRET = "hostile-test-secret-key-of-32-bytes-or-more"
+REQUESTS_PER_SECOND = 50  # per address (lower than the default, so that the flood test is short)
+ANSWER_WITHIN_S = 3.0  # what an honest shopper waits for before calling the store down
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("hostile")
+    ray_tmp = tempfile.mkdtemp(prefix="s23hostile-", dir="/tmp")
+    port = free_port()
+    env = clean_env(RAY_TMPDIR=ray_tmp, SNEAKERS23_DATABASE_URL=f"sqlite:///{directory / 'shop.db'}",
+                    SNEAKERS23_ADMIN_PASSWORD=ADMIN_PASSWORD, SNEAKERS23_SECRET_KEY=SECRET,
+                    SNEAKERS23_REQUESTS_PER_ADDRESS_PER_SECOND=str(REQUESTS_PER_SECOND))
+    process = StoreProcess(["--port", str(port), "--release", "1"], env, directory).start()
+    try:
+        url = process.wait_open().rstrip("/")
+        yield url, port
+    finally:
+        process.kill_what_is_left()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def served(honest, what: str) -> None:
+    assert honest.statuses and honest.ok_share() == 1.0, f"{what}: {honest.statuses}"
+    assert max(honest.latencies) < ANSWER_WITHIN_S, f"{what}: {max(honest.latencies):.2f}s"
+
+
+def in_stock_item(url: str) -> int:
+    product = httpx.get(f"{url}/api/products", timeout=10).json()[0]
+    return next(item["id"] for item in product["items"] if item["level"] != "out")
+
+
+def test_slow_bodies_and_slow_headers_hold_no_replica(store):
+    url, port = store
+    item = in_stock_item(url)
+
+    async def run():
+        for attack in (slow_bodies, slow_headers):
+            held = await attack("127.0.0.1", port, 300, source="127.0.0.5")
+            try:
+                assert len(held.writers) == 300
+                served(await honest_requests(url, 12, purchase_item=item, timeout=ANSWER_WITHIN_S + 1),
+                       attack.__name__)
+            finally:
+                await held.close()
+
+    asyncio.run(run())
+
+
+def test_a_slow_body_alone_is_cut_after_the_deadline_with_408(store):
+    url, port = store
+
+    async def run():
+        held = await slow_bodies("127.0.0.1", port, 1, source="127.0.0.4")
+        answer = await asyncio.wait_for(held.readers[0].read(200), 15)
+        await held.close()
+        return answer
+
+    assert b" 408 " in asyncio.run(run())
+
+
+def test_idle_sockets_past_the_cap_of_one_address_get_429_and_another_address_still_gets_in(store):
+    url, port = store
+
+    async def run():
+        held = await idle_sockets("127.0.0.1", port, 600, source="127.0.0.6")
+        try:
+            assert 0 < len(held.writers) <= 256 and held.statuses.get(429, 0) >= 600 - 256 - 4, held.statuses
+            reply = await honest_socket("127.0.0.1", port, timeout=ANSWER_WITHIN_S)
+            assert reply[4]["status"] == "ok"
+        finally:
+            await held.close()
+
+    asyncio.run(run())
+
+
+def test_a_request_flood_from_one_address_gets_429_with_retry_after_and_others_go_on(store):
+    url, _port = store
+
+    async def run():
+        import aiohttp
+
+        statuses, retry_after = [], set()
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.7", 0), limit=20)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def one():
+                async with session.get(f"{url}/healthz") as response:
+                    statuses.append(response.status)
+                    if response.status == 429:
+                        retry_after.add(response.headers.get("Retry-After"))
+                        assert (await response.json())["error"] == "too_many_requests"
+
+            await asyncio.gather(*(one() for _ in range(REQUESTS_PER_SECOND * 10 + 200)))
+        assert statuses.count(429) >= 150 and retry_after == {"5"}, (statuses.count(429), retry_after)
+        served(await honest_requests(url, 6, source=HONEST), "a flood from another address")
+
+    asyncio.run(run())
+
+
+def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(store):
+    url, port = store
+
+    async def run():
+        async with websockets.asyncio.client.connect(
+                f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0", max_size=None,
+                compression="deflate", local_addr=("127.0.0.8", 0)) as socket:
+            assert socket.response.headers.get("Sec-WebSocket-Extensions") is None  # deflate refused
+            await socket.send(json.dumps(["1", "1", "product:1", "phx_join", {}]))
+            assert json.loads(await socket.recv())[4]["status"] == "ok"
+
+        async def fragments():  # 70 KiB in fragments of 1 KiB: refused before the message is whole
+            for _ in range(70):
+                yield "x" * 1024
+
+        for message in ("x" * (64 * 1024 + 100), fragments()):
+            async with websockets.asyncio.client.connect(
+                    f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0", max_size=None,
+                    local_addr=("127.0.0.8", 0)) as socket:
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    await socket.send(message)
+                    await asyncio.wait_for(socket.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert (await honest_socket("127.0.0.1", port))[4]["status"] == "ok"
+
+    asyncio.run(run())
+
+
+def test_malformed_ids_and_frames_get_a_clear_refusal_never_a_500(store):
+    url, port = store
+    with httpx.Client(base_url=url, timeout=10) as client:
+        client.get("/")
+        for path in ("/api/items/%C2%B2/purchase", "/api/items/%D9%A3/purchase", f"/api/items/{'9' * 40}/purchase",
+                     "/api/items/7_0/purchase", "/api/items/+7/purchase"):
+            answer = client.post(path, headers={"Origin": url})
+            assert answer.status_code == 400 and answer.json()["error"] == "bad_request", (path, answer.text)
+        assert client.post("/api/items/99999/purchase").json()["error"] == "unknown_item"
+
+    async def frames():
+        async with websockets.asyncio.client.connect(
+                f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0", local_addr=(HOSTILE, 0)) as socket:
+            await socket.send(json.dumps(["1", "1", "product:²", "phx_join", {}]))
+            reply = json.loads(await socket.recv())
+            assert reply[4] == {"status": "error", "response": {"reason": "unknown product"}}
+            await socket.send(json.dumps(["1", "2", "x" * 1000, "phx_join", {}]))  # a topic too long to echo
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 10)
+            assert closed.value.rcvd.code == 1007
+
+    asyncio.run(frames())
+
+
+def test_cross_site_posts_are_refused_with_403_and_buy_nothing(store):
+    url, _port = store
+    item = in_stock_item(url)
+    with httpx.Client(base_url=url, timeout=10) as shopper:
+        shopper.get("/")
+        before = shopper.get("/api/products").json()
+        for headers in ({"Origin": "http://evil.example:9999"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+            for path, body in ((f"/api/items/{item}/purchase", None), ("/checkout", f"version=1&item_ids={item}"),
+                               ("/admin/login", "who=x&password=y"), ("/admin/actions", "{}"),
+                               ("/admin/logout", "")):
+                answer = shopper.post(path, content=body, headers=headers)
+                assert answer.status_code == 403 and answer.json()["error"] == "cross_site", (path, headers)
+        assert shopper.get("/api/products").json() == before
+        same = shopper.post(f"/api/items/{item}/purchase", headers={"Origin": url, "Sec-Fetch-Site": "same-origin"})
+        assert same.status_code == 200
+
+
+def test_bodies_need_a_length_within_the_limit(store):
+    url, _port = store
+    with httpx.Client(base_url=url, timeout=10) as shopper:
+        shopper.get("/")
+
+        def chunked():
+            yield b"version=1&item_ids=3"
+
+        assert shopper.post("/checkout", content=chunked()).status_code == 411
+        assert shopper.post("/checkout", content=b"x" * 5000).status_code == 413
+        too_large = shopper.post("/checkout", content=b"x" * 70_000)  # refused by HAProxy, before a replica
+        assert too_large.status_code == 413 and too_large.json()["error"] == "too_large"
+
+
+def test_every_page_sends_the_security_headers(store):
+    url, _port = store
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for path in ("/", "/checkout", "/orders", "/api/products", "/healthz", "/static/css/store.css",
+                     "/admin/login", "/admin/", "/product_socket/websocket"):
+            headers = client.get(path).headers
+            assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+            assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "same-origin", path
+            assert "strict-transport-security" not in headers
+        behind_tls = client.get("/", headers={"X-Forwarded-Proto": "https"})
+        assert behind_tls.headers["strict-transport-security"].startswith("max-age=")
+        redirect = client.get("/admin", headers={"Host": "evil.example"})
+        assert redirect.status_code == 307 and redirect.headers["location"] == "/admin/"
+
+
+def test_a_throttled_address_cannot_keep_the_staff_out(store):
+    url, _port = store
+
+    def login(source: str, password: str) -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=10, transport=httpx.HTTPTransport(local_address=source)) as client:
+            form = re.search(r'name="form_token" value="([^"]+)"', client.get("/admin/login").text).group(1)
+            return client.post("/admin/login", data={"who": "staff", "password": password, "form_token": form})
+
+    statuses = [login(HOSTILE, "a wrong guess").status_code for _ in range(12)]
+    assert statuses == [401] * 10 + [429] * 2, statuses
+    refused = login(HOSTILE, ADMIN_PASSWORD)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0  # the right one too
+    assert login(HONEST, ADMIN_PASSWORD).status_code == 303  # the staff, at their own address
+
+
+def test_the_shopper_cookie_expires_is_secure_behind_tls_and_binds_the_cart_token(store):
+    import time
+
+    from itsdangerous import TimestampSigner
+
+    from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S
+
+    url, port = store
+    plain = httpx.get(f"{url}/", timeout=10)
+    flags = plain.headers["set-cookie"]
+    assert "HttpOnly" in flags and "SameSite=lax" in flags and f"Max-Age={MAX_AGE_S}" in flags and "Secure" not in flags
+    assert "Secure" in httpx.get(f"{url}/", headers={"X-Forwarded-Proto": "https"}, timeout=10).headers["set-cookie"]
+
+    shopper = re.search(r'data-cart-id="([0-9a-f]{64})"', plain.text).group(1)
+    old = TimestampSigner(SECRET, salt="sneakers23-shopper")
+    old.get_timestamp = lambda: int(time.time()) - MAX_AGE_S - 60
+    again = httpx.get(f"{url}/", cookies={COOKIE: old.sign(shopper).decode()}, timeout=10)
+    assert re.search(r'data-cart-id="([0-9a-f]{64})"', again.text).group(1) != shopper  # expired: a new shopper
+
+    token = re.search(r'data-cart-token="([^"]+)"', plain.text).group(1)
+    other_cookie = httpx.get(f"{url}/", timeout=10).cookies[COOKIE]
+
+    async def join_with(cookie: str) -> dict:
+        async with websockets.asyncio.client.connect(
+                f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0",
+                additional_headers={"Cookie": f"{COOKIE}={cookie}"}) as socket:
+            await socket.send(json.dumps(["1", "1", f"cart:{shopper}", "phx_join", {"token": token}]))
+            return json.loads(await socket.recv())[4]
+
+    assert asyncio.run(join_with(plain.cookies[COOKIE]))["status"] == "ok"
+    refused = asyncio.run(join_with(other_cookie))  # the page's token, in another browser
+    assert refused["status"] == "error" and refused["response"]["reason"] == "invalid_token"
+
+
+def test_fuzzed_requests_get_a_status_below_500_and_json_refusals(store):
+    """Hypothesis against the real store: purchase ids, checkout forms and admin actions."""
+    from urllib.parse import quote
+
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    url, _port = store
+    transport = httpx.HTTPTransport(local_address="127.0.0.9")
+    with httpx.Client(base_url=url, timeout=10, transport=transport) as shopper, \
+            httpx.Client(base_url=url, timeout=10, transport=transport) as staff:
+        shopper.get("/")
+        form = re.search(r'name="form_token" value="([^"]+)"', staff.get("/admin/login").text).group(1)
+        staff.post("/admin/login", data={"who": "fuzz", "password": ADMIN_PASSWORD, "form_token": form})
+        csrf = re.search(r'data-csrf="([^"]+)"', staff.get("/admin/").text).group(1)
+
+        def check(answer: httpx.Response) -> None:
+            assert answer.status_code < 500 or answer.status_code == 503, (answer.status_code, answer.text[:200])
+            if answer.status_code >= 400 and answer.headers.get("content-type", "").startswith("application/json"):
+                assert answer.json()["message"]
+
+        header_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=300)  # (what h11 sends)
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(item=st.text(min_size=1, max_size=30), key=st.none() | header_text,
+               form=st.binary(max_size=600), action=st.from_regex(r"\A\{.{0,200}\}\Z") | st.text(max_size=200))
+        def fuzz(item, key, form, action):
+            headers = {} if key is None else {"Idempotency-Key": key}
+            check(shopper.post(f"/api/items/{quote(item, safe='')}/purchase", headers=headers))
+            check(shopper.post("/checkout", content=form,
+                               headers={"Content-Type": "application/x-www-form-urlencoded"}))
+            check(staff.post("/admin/actions", content=action.encode(), headers={"X-CSRF-Token": csrf,
+                                                                                 "Content-Type": "application/json"}))
+
+        fuzz()
+        assert shopper.get("/healthz").status_code == 200
