@@ -65,7 +65,7 @@ class Buyers:
 
     async def buy(self, purchases: list[tuple[int, int]]) -> list[Attempt]:
         """Each (buyer number, item id) is a shopper trying to buy one pair, until it has an answer:
-        an unavailable store (503, or an answer lost on the way) is asked again, after the pause it
+        an unavailable store (503 or 429, or an answer lost on the way) is asked again, after the pause it
         asks for, with the same idempotency key, so that a retry never buys a second pair."""
         async def one(number: int, item_id: int) -> Attempt:
             async with self._under_way():
@@ -115,7 +115,7 @@ class Buyers:
                 body = await response.json(content_type=None)
                 if response.status == 200:
                     return "sold", 0.0
-                if response.status == 503:
+                if response.status in (429, 503):  # too many from this address, or the store is busy
                     return UNAVAILABLE, _retry_after(response.headers.get("Retry-After"))
                 if response.status in (403, 404, 409, 422):
                     return body["error"], 0.0

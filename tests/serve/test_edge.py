@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from sneakers23.node import haproxy_binary
 from sneakers23.serve.edge import MARK, EdgeLimits, harden
 
@@ -63,8 +61,7 @@ def test_hardening_twice_changes_nothing(tmp_path):
     assert harden(once, EdgeLimits(10, 10)) == once and once.count(MARK) == 1
 
 
-@pytest.mark.parametrize("reason", ["a config without Serve's frontend"])
-def test_a_config_without_the_store_frontend_only_gets_timeouts(reason):
+def test_a_config_without_the_store_frontend_only_gets_timeouts():
     config = "global\n  maxconn 10\ndefaults\n  mode http\n  timeout client 1h\nfrontend shop\n  bind 127.0.0.1:1\n"
     hardened = harden(config, EdgeLimits(10, 10))
     assert "track-sc0" not in hardened and "timeout client 30s" in hardened and "timeout client 1h" not in hardened

@@ -19,6 +19,7 @@ import pytest
 import websockets.asyncio.client
 import websockets.exceptions
 
+from tests.support import aio
 from tests.support.attacks import HONEST, HOSTILE, honest_requests, honest_socket, idle_sockets, slow_bodies, slow_headers
 from tests.support.ports import free_port
 from tests.support.store_process import StoreProcess, clean_env
@@ -70,7 +71,7 @@ def test_slow_bodies_and_slow_headers_hold_no_replica(store):
             finally:
                 await held.close()
 
-    asyncio.run(run())
+    aio.run(run())
 
 
 def test_a_slow_body_alone_is_cut_after_the_deadline_with_408(store):
@@ -82,7 +83,7 @@ def test_a_slow_body_alone_is_cut_after_the_deadline_with_408(store):
         await held.close()
         return answer
 
-    assert b" 408 " in asyncio.run(run())
+    assert b" 408 " in aio.run(run())
 
 
 def test_idle_sockets_past_the_cap_of_one_address_get_429_and_another_address_still_gets_in(store):
@@ -97,7 +98,7 @@ def test_idle_sockets_past_the_cap_of_one_address_get_429_and_another_address_st
         finally:
             await held.close()
 
-    asyncio.run(run())
+    aio.run(run())
 
 
 def test_a_request_flood_from_one_address_gets_429_with_retry_after_and_others_go_on(store):
@@ -120,7 +121,7 @@ def test_a_request_flood_from_one_address_gets_429_with_retry_after_and_others_g
         assert statuses.count(429) >= 150 and retry_after == {"5"}, (statuses.count(429), retry_after)
         served(await honest_requests(url, 6, source=HONEST), "a flood from another address")
 
-    asyncio.run(run())
+    aio.run(run())
 
 
 def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(store):
@@ -148,7 +149,7 @@ def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(st
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         assert (await honest_socket("127.0.0.1", port))[4]["status"] == "ok"
 
-    asyncio.run(run())
+    aio.run(run())
 
 
 def test_malformed_ids_and_frames_get_a_clear_refusal_never_a_500(store):
@@ -172,7 +173,7 @@ def test_malformed_ids_and_frames_get_a_clear_refusal_never_a_500(store):
                 await asyncio.wait_for(socket.recv(), 10)
             assert closed.value.rcvd.code == 1007
 
-    asyncio.run(frames())
+    aio.run(frames())
 
 
 def test_cross_site_posts_are_refused_with_403_and_buy_nothing(store):
@@ -266,8 +267,8 @@ def test_the_shopper_cookie_expires_is_secure_behind_tls_and_binds_the_cart_toke
             await socket.send(json.dumps(["1", "1", f"cart:{shopper}", "phx_join", {"token": token}]))
             return json.loads(await socket.recv())[4]
 
-    assert asyncio.run(join_with(plain.cookies[COOKIE]))["status"] == "ok"
-    refused = asyncio.run(join_with(other_cookie))  # the page's token, in another browser
+    assert aio.run(join_with(plain.cookies[COOKIE]))["status"] == "ok"
+    refused = aio.run(join_with(other_cookie))  # the page's token, in another browser
     assert refused["status"] == "error" and refused["response"]["reason"] == "invalid_token"
 
 
