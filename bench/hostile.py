@@ -5,11 +5,13 @@ The honest side: 50 shoppers, each from an address of its own (127.0.1.1 to 127.
 connection, open the page, buy a pair (sold, or refused: sold out, over the limit) and look at
 /healthz, 10 requests a second each. They run for `--seconds` without an attack, then for as long
 with it; their p99 and the share of answers that are a success or a proper refusal (never a 5xx,
-a time-out or a lost connection) are compared. The attacks come from 127.0.0.2 (the botnet of the
-minted-shopper churn from 127.0.2.0/24).
+a time-out or a lost connection) are compared. Each attack comes from an address of its own
+(127.0.0.10 and up; the minted-shopper churn from a botnet, 127.0.2.0/24), in a process of its own
+at the lowest priority: on one 2-core machine the attacker's own CPU would otherwise come out of the
+store's (and the honest shoppers') share, which it never does from another machine.
 
-The load generator's own floor: the same honest shoppers against a trivial aiohttp server (the same
-routes answered at once), in the same run.
+The load generator's own floor: the same honest shoppers against the trivial shop (bench/bare_shop.py,
+the same routes answered at once), in the same run.
 
     .venv/bin/python -m bench.hostile [--seconds 8] [--only NAME] [--json FILE]
 """
@@ -24,6 +26,9 @@ import re
 import shutil
 import tempfile
 import time
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +36,7 @@ import websockets.asyncio.client
 
 from bench.servers import BIN, Process, free_port, wait_http
 from sneakers23.jobs.report import percentile
-from tests.support.attacks import HOSTILE, Held, idle_sockets, slow_bodies, slow_headers
+from tests.support.attacks import Held, idle_sockets, slow_bodies, slow_headers
 
 HONEST_SHOPPERS = 50
 HONEST_RATE = 10  # requests a second, each
@@ -80,26 +85,26 @@ async def hold(held: Held, stop: asyncio.Event) -> dict:
     return {"held": kept, "refused": held.refused, "statuses": {str(k): v for k, v in held.statuses.items()}}
 
 
-async def attack_slow_headers(store, stop):
-    return await hold(await slow_headers("127.0.0.1", store.port, 300), stop)
+async def attack_slow_headers(store, stop, source):
+    return await hold(await slow_headers("127.0.0.1", store.port, 300, source), stop)
 
 
-async def attack_slow_bodies(store, stop):
-    return await hold(await slow_bodies("127.0.0.1", store.port, 300), stop)
+async def attack_slow_bodies(store, stop, source):
+    return await hold(await slow_bodies("127.0.0.1", store.port, 300, source), stop)
 
 
-async def attack_idle_sockets(store, stop):
+async def attack_idle_sockets(store, stop, source):
     """Up to this machine's descriptor limit for one address: what HAProxy would let in without caps."""
-    return await hold(await idle_sockets("127.0.0.1", store.port, 8000), stop)
+    return await hold(await idle_sockets("127.0.0.1", store.port, 8000, source), stop)
 
 
-async def attack_deflate_bombs(store, stop):
+async def attack_deflate_bombs(store, stop, source):
     """Sockets that offer compression and send messages of 1 MiB (or a few KB that inflate to it)."""
     closes: dict[str, int] = {}
     while not stop.is_set():
         try:
             async with websockets.asyncio.client.connect(store.socket_url, compression="deflate", max_size=None,
-                                                         local_addr=(HOSTILE, 0), open_timeout=5) as ws:
+                                                         local_addr=(source, 0), open_timeout=5) as ws:
                 await ws.send("x" * (1024 * 1024))
                 await asyncio.wait_for(ws.recv(), 5)
         except Exception as error:  # (what the store did: the close code)
@@ -108,12 +113,12 @@ async def attack_deflate_bombs(store, stop):
     return {"closes": closes}
 
 
-async def attack_non_reading_sockets(store, stop):
+async def attack_non_reading_sockets(store, stop, source):
     """200 sockets that ask for replies (heartbeats) and never read one."""
     held = Held()
     for _ in range(200):
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", store.port, local_addr=(HOSTILE, 0))
+            reader, writer = await asyncio.open_connection("127.0.0.1", store.port, local_addr=(source, 0))
         except OSError:
             held.refused += 1
             continue
@@ -132,9 +137,9 @@ async def attack_non_reading_sockets(store, stop):
     return {**result, "heartbeats_sent": sent}
 
 
-async def attack_minted_cart_churn(store, stop):
-    """Minted shoppers (a botnet: 127.0.2.0/24) open the page, join their cart, add a size and take
-    it out again, as fast as the caps let them."""
+async def attack_minted_cart_churn(store, stop, _source):
+    """10,000 minted shoppers (a botnet: 127.0.2.0/24) open the page, join their cart, add a size
+    and take it out again, as fast as the caps let them (on past the honest shoppers' window)."""
     churned = 0
     semaphore = asyncio.Semaphore(64)
 
@@ -163,22 +168,22 @@ async def attack_minted_cart_churn(store, stop):
                 pass
 
     number = 0
-    while not stop.is_set() and number < 10_000:
+    while number < 10_000:
         await asyncio.gather(*(one(n) for n in range(number, number + 250)))
         number += 250
     return {"shoppers": number, "churned": churned}
 
 
-async def attack_rejoin_flood(store, stop):
+async def attack_rejoin_flood(store, stop, source):
     """50 sockets joining the same cart topic again and again, at the channels' message rate."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(HOSTILE, 0))) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0))) as session:
         async with session.get(store.url + "/") as page:
             shopper = re.search(r'data-cart-id="([0-9a-f]+)" data-cart-token="([^"]+)"', await page.text())
     topic = f"cart:{shopper.group(1)}"
     replies: dict[str, int] = {}
 
     async def one() -> None:
-        async with websockets.asyncio.client.connect(store.socket_url, local_addr=(HOSTILE, 0)) as ws:
+        async with websockets.asyncio.client.connect(store.socket_url, local_addr=(source, 0)) as ws:
             ref = 0
             while not stop.is_set():
                 ref += 1
@@ -191,27 +196,30 @@ async def attack_rejoin_flood(store, stop):
     return {"replies": replies}
 
 
-async def attack_admin_lockout(store, stop):
+async def attack_admin_lockout(store, stop, source):
     """Wrong passwords from one address, as fast as it is answered; then the staff log in from theirs."""
     statuses: dict[str, int] = {}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(HOSTILE, 0)),
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)),
                                      cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         while not stop.is_set():
-            status = await _admin_login(session, store.url, "a wrong guess")
-            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            try:
+                status = str(await _admin_login(session, store.url, "a wrong guess"))
+            except aiohttp.ClientError:  # (closed unanswered: past twice its cap)
+                status = "lost"
+            statuses[status] = statuses.get(status, 0) + 1
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.3", 0)),
                                      cookie_jar=aiohttp.CookieJar(unsafe=True)) as staff:
         staff_status = await _admin_login(staff, store.url, ADMIN_PASSWORD)
     return {"attacker": statuses, "staff_login": staff_status}
 
 
-async def attack_bad_ids(store, stop):
-    return await _flood(store, stop, [("POST", "/api/items/%C2%B2/purchase", {}),
+async def attack_bad_ids(store, stop, source):
+    return await _flood(store, stop, source, [("POST", "/api/items/%C2%B2/purchase", {}),
                                       ("POST", "/api/items/" + "9" * 4000 + "/purchase", {})])
 
 
-async def attack_cross_origin_posts(store, stop):
-    return await _flood(store, stop, [("POST", f"/api/items/{store.item}/purchase",
+async def attack_cross_origin_posts(store, stop, source):
+    return await _flood(store, stop, source, [("POST", f"/api/items/{store.item}/purchase",
                                        {"Origin": "http://evil.example:9999"})])
 
 
@@ -220,9 +228,9 @@ ATTACKS = {name.removeprefix("attack_"): value for name, value in globals().item
 
 # --- helpers ---
 
-async def _flood(store, stop, requests) -> dict:
+async def _flood(store, stop, source, requests) -> dict:
     statuses: dict[str, int] = {}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(HOSTILE, 0), limit=20),
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0), limit=20),
                                      cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         await (await session.get(store.url + "/")).read()
 
@@ -294,19 +302,29 @@ async def memory_back(before: int, within_s: float = 60.0) -> dict:
             "back_within_10pct": after <= before * 1.1, "waited_s": round(time.monotonic() - started, 1)}
 
 
-class Store:
-    def __init__(self, directory: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.socket_url = f"ws://127.0.0.1:{self.port}/product_socket/websocket?vsn=2.0.0"
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "SNEAKERS23_"))}
-        env.update(SNEAKERS23_DATABASE_URL=f"sqlite:///{directory / 'shop.db'}", SNEAKERS23_ADMIN_PASSWORD=ADMIN_PASSWORD,
-                   RAY_TMPDIR=tempfile.mkdtemp(prefix="s23hostile-", dir="/tmp"))
-        self.process = Process([str(BIN / "sneakers23"), "serve", "--port", str(self.port), "--release", "1"], env,
-                               "hostile-store")
-        wait_http(f"{self.url}/healthz", timeout=180)
-        product = json.loads(get_text(f"{self.url}/api/products"))[0]
-        self.item = next(item["id"] for item in product["items"] if item["level"] != "out")
+@dataclass
+class StoreAddress:
+    port: int
+    item: int  # a size with stock, of the released product
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def socket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/product_socket/websocket?vsn=2.0.0"
+
+
+def start_store(directory: Path) -> tuple[Process, StoreAddress]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "SNEAKERS23_"))}
+    env.update(SNEAKERS23_DATABASE_URL=f"sqlite:///{directory / 'shop.db'}", SNEAKERS23_ADMIN_PASSWORD=ADMIN_PASSWORD,
+               RAY_TMPDIR=tempfile.mkdtemp(prefix="s23hostile-", dir="/tmp"))
+    process = Process([str(BIN / "sneakers23"), "serve", "--port", str(port), "--release", "1"], env, "hostile-store")
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=180)
+    product = json.loads(get_text(f"http://127.0.0.1:{port}/api/products"))[0]
+    return process, StoreAddress(port, next(item["id"] for item in product["items"] if item["level"] != "out"))
 
 
 def get_text(url: str) -> str:
@@ -315,43 +333,42 @@ def get_text(url: str) -> str:
     return httpx.get(url, timeout=10).text
 
 
-async def trivial_server(port: int):
-    from aiohttp import web
+def run_attack(args) -> None:
+    """(In a process of its own, at the lowest priority: the attacker's machine is not the store's.)"""
+    async def attack() -> dict:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(args.seconds, stop.set)
+        return await ATTACKS[args.attack](StoreAddress(args.port, args.item), stop, args.source)
 
-    async def answer(_request):
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/", answer)
-    app.router.add_get("/healthz", answer)
-    app.router.add_post("/api/items/{item}/purchase", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
+    print(json.dumps(asyncio.run(attack())), flush=True)
 
 
 async def measure(args) -> dict:
     directory = Path(tempfile.mkdtemp(prefix="s23hostile-db-"))
-    store = Store(directory)
+    process, store = start_store(directory)
     try:
         floor_port = free_port()
-        runner = await trivial_server(floor_port)
+        bare = Process([str(BIN / "uvicorn"), "bench.bare_shop:app", "--port", str(floor_port), "--log-level",
+                        "warning"], dict(os.environ), "hostile-bare-shop")
+        wait_http(f"http://127.0.0.1:{floor_port}/healthz")
         floor = await honest_shoppers(f"http://127.0.0.1:{floor_port}", args.seconds, 1)
-        await runner.cleanup()
+        bare.stop()
         figures = {"generator_floor": floor, "attacks": {}}
         print(f"generator floor: p99 {floor['p99_ms']} ms, {floor['requests']} requests", flush=True)
-        for name, attack in ATTACKS.items():
+        await honest_shoppers(store.url, 3, store.item)  # warm: the product's sales actor starts on a first sale
+        for number, name in enumerate(ATTACKS):
             if args.only and name not in args.only:
                 continue
             baseline = await honest_shoppers(store.url, args.seconds, store.item)
             rss_before = channel_replica_rss()
-            stop = asyncio.Event()
-            running = asyncio.create_task(attack(store, stop))
+            attacker = subprocess.Popen(
+                [sys.executable, "-m", "bench.hostile", "--attack", name, "--port", str(store.port), "--item",
+                 str(store.item), "--source", f"127.0.0.{10 + number}", "--seconds", str(args.seconds + 1)],
+                stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(19))
             await asyncio.sleep(1)  # the attack is under way
             under = await honest_shoppers(store.url, args.seconds, store.item)
-            stop.set()
-            done = await asyncio.wait_for(running, 120)
+            said, _ = await asyncio.to_thread(attacker.communicate, timeout=300)
+            done = json.loads(said.strip().splitlines()[-1]) if said.strip() else {"failed": attacker.returncode}
             row = {"baseline": baseline, "under_attack": under, "attack": done,
                    "p99_ratio": round(under["p99_ms"] / max(baseline["p99_ms"], 0.1), 2)}
             if name in ("deflate_bombs", "minted_cart_churn"):
@@ -362,7 +379,7 @@ async def measure(args) -> dict:
                   + (f"; memory {row['memory']}" if "memory" in row else ""), flush=True)
         return figures
     finally:
-        store.process.stop()
+        process.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -371,7 +388,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--only", nargs="*", choices=sorted(ATTACKS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--attack", choices=sorted(ATTACKS), help=argparse.SUPPRESS)  # (one attack, in its process)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--item", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.attack:
+        return run_attack(args)
     figures = asyncio.run(measure(args))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -17,6 +17,8 @@ With no password set, every admin page says the dashboard is off, and how to tur
 import asyncio
 import json
 import logging
+import math
+import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/admin"
 DASHBOARD = "/admin/"  # (a request for /admin is sent here, by a relative redirect)
+FAILURES_FRESH_S = 1.0
 THROTTLED = {"address": "from your address", "name": "under this name", "everyone": "from everywhere"}
 AUDIT_SHOWN = 30
 OFF_MESSAGE = ("The admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD (in the environment or in "
@@ -83,6 +86,11 @@ class AdminDesk:
         # Sessions logged out (one desk per cluster holds them; the audit keeps them over restarts).
         self._revoked: set[str] = set()
         self._revoked_loaded = False
+        # The login throttle's failures, as the audit holds them: read again at most once a second
+        # (an unlock from the command line shows within a second), so that a flood of attempts
+        # from a held address costs no database read each.
+        self._failures: list[FailedLogin] = []
+        self._failures_read_at = -math.inf
         await self.live.wait_ready(READY_WAIT_S)
 
     async def _revoked_sessions(self) -> set[str]:
@@ -91,6 +99,12 @@ class AdminDesk:
             self._revoked |= await asyncio.to_thread(self.inventory.sessions_logged_out, since)
             self._revoked_loaded = True
         return self._revoked
+
+    async def _recent_failures(self) -> list[FailedLogin]:
+        if time.monotonic() - self._failures_read_at >= FAILURES_FRESH_S:
+            self._failures = await asyncio.to_thread(self.inventory.failed_logins, LOGIN_LOOKBACK)
+            self._failures_read_at = time.monotonic()
+        return self._failures
 
     async def _session(self, request: Request) -> AdminSession | None:
         session = self.gate.session(request.cookies.get(SESSION_COOKIE))
@@ -128,7 +142,7 @@ class AdminDesk:
         limit = self.settings.admin_failed_logins_per_minute
         try:
             async with self._logins:
-                failures = await asyncio.to_thread(self.inventory.failed_logins, LOGIN_LOOKBACK)
+                failures = await self._recent_failures()
                 wait, scope = login_wait(failures, client, who, limit, datetime.now(timezone.utc))
                 if wait:
                     return self._login_page(request, f"Too many failed logins {THROTTLED[scope]}: try again in "
@@ -136,9 +150,10 @@ class AdminDesk:
                 if not self.gate.password_matches(form.get("password")):
                     await asyncio.to_thread(self.inventory.record_login, who, False, "wrong password", client)
                     now = datetime.now(timezone.utc)
-                    if locks_everyone([*failures, FailedLogin(now, client, who)], limit, now) and \
-                            not locks_everyone(failures, limit, now):  # (the last resort begins: audited)
-                        await asyncio.to_thread(self.inventory.record_lock, len(failures) + 1)
+                    self._failures.append(FailedLogin(now, client, who))
+                    if locks_everyone(self._failures, limit, now) and \
+                            not locks_everyone(self._failures[:-1], limit, now):  # (the last resort begins: audited)
+                        await asyncio.to_thread(self.inventory.record_lock, len(self._failures))
                     return self._login_page(request, "Wrong password", 401)
             await asyncio.to_thread(self.inventory.record_login, who, True, "logged in", client)
         except (DatabaseUnavailable, SchemaMissing) as error:

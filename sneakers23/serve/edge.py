@@ -12,8 +12,8 @@ What `harden` adds, as nginx and HAProxy do for a public-facing service:
   upgraded) may idle TUNNEL_IDLE_S;
 - a body longer than MAX_BODY_BYTES is refused with 413 before it is read;
 - per client address: open connections past `connections_per_address`, and requests past
-  `requests_per_address_per_second` (over 10 s), get 429 with Retry-After; past twice the
-  connection cap, new connections are dropped at once (no descriptor is held for them);
+  `requests_per_address_per_second` (over 10 s), get 429 with Retry-After; past twice either cap,
+  the address's connections are closed unanswered (no descriptor, no answer is spent on a flood);
 - X-Forwarded-For is set to the client's address (never the client's own header), for the store's
   own per-address rules (the staff login throttle) and its audit;
 - the stats page binds to the store's own address (loopback on a cluster), the metrics page too
@@ -35,6 +35,7 @@ SERVER_IDLE_S = 60  # a replica's answer (the store's own deadlines are shorter)
 TUNNEL_IDLE_S = 120  # the Phoenix client's heartbeat comes every 30 s; the channels close at 60 s idle
 MAX_BODY_BYTES = 64 * 1024
 RATE_WINDOW_S = 10
+FLOOD_FACTOR = 2  # past twice a cap, a client's connections are closed unanswered
 RETRY_AFTER_S = 5
 
 _REPLACED_TIMEOUTS = re.compile(r"^\s*timeout\s+(client|server|http-request|http-keep-alive|tunnel)\b")
@@ -55,29 +56,33 @@ def _json_return(status: int, error: str, message: str, condition: str) -> str:
 
 
 def frontend_rules(limits: EdgeLimits) -> list[str]:
-    rules = [f"    {MARK}", f"    timeout http-request {HEADER_DEADLINE_S}s"]
-    caps = limits.connections_per_address or limits.requests_per_address_per_second
-    if caps:
-        rules += [f"    stick-table type ipv6 size 200k expire {RATE_WINDOW_S * 3}s "
-                  f"store conn_cur,http_req_rate({RATE_WINDOW_S}s)",
-                  "    tcp-request connection track-sc0 src"]
-    if limits.connections_per_address:
-        rules.append(f"    tcp-request connection reject if {{ sc_conn_cur(0) gt {2 * limits.connections_per_address} }}")
-        rules.append(_json_return(429, "too_many_connections",
-                                  f"more than {limits.connections_per_address} connections from one address",
-                                  f"{{ sc_conn_cur(0) gt {limits.connections_per_address} }}"))
-    if limits.requests_per_address_per_second:
-        per_window = limits.requests_per_address_per_second * RATE_WINDOW_S
-        rules.append(_json_return(429, "too_many_requests",
-                                  f"more than {limits.requests_per_address_per_second} requests a second from one "
-                                  "address: slow down", f"{{ sc_http_req_rate(0) gt {per_window} }}"))
-    rules.append(_json_return(413, "too_large", f"a request body may hold at most {MAX_BODY_BYTES} bytes",
-                              f"{{ req.hdr_val(content-length) gt {MAX_BODY_BYTES} }}"))
+    """The rules added after the store's frontend binds: every `tcp-request` rule first (HAProxy
+    runs them before any `http-request` rule, wherever they are written)."""
+    connections, per_window = limits.connections_per_address, limits.requests_per_address_per_second * RATE_WINDOW_S
+    tcp, http = [], []
+    if connections or per_window:
+        tcp += [f"    stick-table type ipv6 size 200k expire {RATE_WINDOW_S * 3}s "
+                f"store conn_cur,http_req_rate({RATE_WINDOW_S}s)",
+                "    tcp-request connection track-sc0 src"]
+    if connections:
+        tcp.append(f"    tcp-request connection reject if {{ sc_conn_cur(0) gt {FLOOD_FACTOR * connections} }}")
+        http.append(_json_return(429, "too_many_connections", f"more than {connections} connections from one address",
+                                 f"{{ sc_conn_cur(0) gt {connections} }}"))
+    if per_window:
+        # Far past its cap, a client is not answered any more: its connections are closed at once
+        # (a flood of 429s would cost HAProxy more than the client), until its rate falls again.
+        tcp.append(f"    tcp-request connection reject if {{ sc_http_req_rate(0) gt {FLOOD_FACTOR * per_window} }}")
+        http.append(f"    http-request reject if {{ sc_http_req_rate(0) gt {FLOOD_FACTOR * per_window} }}")
+        http.append(_json_return(429, "too_many_requests", f"more than {limits.requests_per_address_per_second} "
+                                 "requests a second from one address: slow down",
+                                 f"{{ sc_http_req_rate(0) gt {per_window} }}"))
+    http.append(_json_return(413, "too_large", f"a request body may hold at most {MAX_BODY_BYTES} bytes",
+                             f"{{ req.hdr_val(content-length) gt {MAX_BODY_BYTES} }}"))
     # The body too must arrive within the deadline before a replica sees the request, so a slow
     # body holds an HAProxy buffer, never one of a replica's request slots.
-    rules.append(f"    http-request wait-for-body time {HEADER_DEADLINE_S}s")
-    rules.append("    http-request set-header X-Forwarded-For %[src]")
-    return rules
+    http.append(f"    http-request wait-for-body time {HEADER_DEADLINE_S}s")
+    http.append("    http-request set-header X-Forwarded-For %[src]")
+    return [f"    {MARK}", f"    timeout http-request {HEADER_DEADLINE_S}s", *tcp, *http]
 
 
 def harden(config: str, limits: EdgeLimits) -> str:

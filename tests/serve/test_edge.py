@@ -41,6 +41,7 @@ def test_a_hardened_local_config_is_valid_and_listens_only_where_the_store_does(
     assert "bind :9101" in original and "bind *:8404" in original  # (what Ray alone would do)
     for rule in ("timeout http-request 5s", "timeout client 30s", "timeout tunnel 120s", "timeout server 60s",
                  "http-request wait-for-body time 5s", "track-sc0 src", "sc_conn_cur(0) gt 256",
+                 "tcp-request connection reject if { sc_http_req_rate(0) gt 2000 }",
                  "sc_conn_cur(0) gt 512", "sc_http_req_rate(0) gt 1000", "X-Forwarded-For %[src]",
                  "req.hdr_val(content-length) gt 65536"):
         assert rule in hardened, rule
