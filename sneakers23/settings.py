@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 
 
 MIN_SECRET_KEY_BYTES = 32
+PLACEHOLDER = "CHANGE-ME"  # what sneakers23.env.example holds where a secret goes
 
 
 class Settings(BaseSettings):
@@ -56,11 +57,8 @@ class Settings(BaseSettings):
     @field_validator("secret_key", mode="before")
     @classmethod
     def _strong_secret_key(cls, key: object) -> object:
-        if isinstance(key, str) and not key.strip():
-            return None
-        if isinstance(key, str) and "CHANGE-ME" in key.upper():
-            raise ValueError("SNEAKERS23_SECRET_KEY is still the example's placeholder: make one with "
-                             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        key = _secret(key, "SNEAKERS23_SECRET_KEY", "make one with python3 -c 'import secrets; "
+                                                    "print(secrets.token_urlsafe(32))'")
         if isinstance(key, str) and len(key.encode()) < MIN_SECRET_KEY_BYTES:
             raise ValueError(f"SNEAKERS23_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes")
         return key
@@ -77,11 +75,7 @@ class Settings(BaseSettings):
     @classmethod
     def _no_placeholder_password(cls, password: object) -> object:
         """An empty password turns the admin pages off; the example file's placeholder never opens them."""
-        if isinstance(password, str) and not password.strip():
-            return None
-        if isinstance(password, str) and "CHANGE-ME" in password.upper():
-            raise ValueError("SNEAKERS23_ADMIN_PASSWORD is still the example's placeholder: choose a real one")
-        return password
+        return _secret(password, "SNEAKERS23_ADMIN_PASSWORD", "choose a real one")
 
     @field_validator("database_url")
     @classmethod
@@ -99,9 +93,17 @@ class Settings(BaseSettings):
 
 def check_ray_token() -> None:
     """The example file's RAY_AUTH_TOKEN placeholder opens nothing: refused before Ray sees it."""
-    if "CHANGE-ME" in os.environ.get("RAY_AUTH_TOKEN", "").upper():
-        raise ValueError("RAY_AUTH_TOKEN is still the example's placeholder: make one with "
-                         "`ray get-auth-token --generate` and put it in sneakers23.env")
+    _secret(os.environ.get("RAY_AUTH_TOKEN"), "RAY_AUTH_TOKEN",
+            "make one with `ray get-auth-token --generate` and put it in sneakers23.env")
+
+
+def _secret(value: object, variable: str, how: str) -> object:
+    """An empty secret is an unset one; the example file's placeholder is refused, saying how to make one."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, str) and PLACEHOLDER in value.upper():
+        raise ValueError(f"{variable} is still the example's placeholder: {how}")
+    return value
 
 
 @lru_cache
