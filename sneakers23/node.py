@@ -61,13 +61,14 @@ def harden_config(args: list[str]) -> None:
         return
     from pydantic import ValidationError
 
+    from sneakers23.command_line import one_line
     from sneakers23.serve.edge import EdgeLimits, harden
     from sneakers23.settings import Settings
 
     try:
         settings = Settings()
     except ValidationError as error:
-        sys.exit(f"sneakers23-haproxy: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}")
+        sys.exit(f"sneakers23-haproxy: {one_line(error)}")
     path = Path(args[args.index("-f") + 1])
     config = path.read_text()
     hardened = harden(config, EdgeLimits(settings.connections_per_address, settings.requests_per_address_per_second))

@@ -18,8 +18,8 @@ from typing import Protocol
 from sneakers23.domain.carts import (CartLine, CartRefusal, cart_view, refusal_message, refuse_from_memory,
                                      refuse_removal_from_memory)
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.ids import parse_id
 from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import CartUpdated, ShopperEvent, StockChanged
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve import phoenix

@@ -6,7 +6,12 @@ and bodies read within a size and a deadline. HAProxy's part of the door is serv
 from __future__ import annotations
 
 import asyncio
+import json
 from urllib.parse import urlsplit
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from sneakers23.settings import Settings
 
@@ -34,10 +39,8 @@ HEADERS = [
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
-def json_error(status: int, error: str, message: str):
+def json_error(status: int, error: str, message: str) -> JSONResponse:
     """A refusal as every door of the store gives it: a status, and JSON that says why."""
-    from fastapi.responses import JSONResponse
-
     headers = {**NO_STORE, "Retry-After": str(RETRY_AFTER_S)} if status == 503 else NO_STORE
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
@@ -45,9 +48,6 @@ def json_error(status: int, error: str, message: str):
 def install_door(api, root_redirect: str | None = None) -> None:
     """What every application of the store does at its door: the middleware below, and FastAPI's
     own refusals (an unknown path, a wrong method, a malformed parameter) in the store's JSON."""
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException
-
     async def body_refused(_request, refused: BodyRefused):
         return json_error(refused.status, refused.error, str(refused))
 
@@ -175,8 +175,6 @@ class DoorMiddleware:
 
 
 async def _json(send, status: int, error: str, message: str, extra: list) -> None:
-    import json
-
     body = json.dumps({"error": error, "message": message}).encode()
     await _respond(send, status, body, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
                    + extra)
