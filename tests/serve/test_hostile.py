@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ ANSWER_WITHIN_S = 3.0  # what an honest shopper waits for before calling the sto
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def served(tmp_path_factory):
     directory = tmp_path_factory.mktemp("hostile")
     ray_tmp = tempfile.mkdtemp(prefix="s23hostile-", dir="/tmp")
     port = free_port()
@@ -40,14 +41,21 @@ def store(tmp_path_factory):
                     SNEAKERS23_REQUESTS_PER_ADDRESS_PER_SECOND=str(REQUESTS_PER_SECOND))
     process = StoreProcess(["--port", str(port), "--release", "1"], env, directory).start()
     try:
-        url = process.wait_open().rstrip("/")
-        yield url, port
+        process.wait_open()
+        yield process, port
     finally:
         process.kill_what_is_left()
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def served(honest, what: str) -> None:
+@pytest.fixture(scope="module")
+def store(served):
+    """(its address, its port)."""
+    process, port = served
+    return f"http://127.0.0.1:{port}", port
+
+
+def answered(honest, what: str) -> None:
     assert honest.statuses and honest.ok_share() == 1.0, f"{what}: {honest.statuses}"
     assert max(honest.latencies) < ANSWER_WITHIN_S, f"{what}: {max(honest.latencies):.2f}s"
 
@@ -66,7 +74,7 @@ def test_slow_bodies_and_slow_headers_hold_no_replica(store):
             held = await attack("127.0.0.1", port, 300, source="127.0.0.5")
             try:
                 assert len(held.writers) == 300
-                served(await honest_requests(url, 12, purchase_item=item, timeout=ANSWER_WITHIN_S + 1),
+                answered(await honest_requests(url, 12, purchase_item=item, timeout=ANSWER_WITHIN_S + 1),
                        attack.__name__)
             finally:
                 await held.close()
@@ -119,7 +127,7 @@ def test_a_request_flood_from_one_address_gets_429_with_retry_after_and_others_g
 
             await asyncio.gather(*(one() for _ in range(REQUESTS_PER_SECOND * 10 + 200)))
         assert statuses.count(429) >= 150 and retry_after == {"5"}, (statuses.count(429), retry_after)
-        served(await honest_requests(url, 6, source=HONEST), "a flood from another address")
+        answered(await honest_requests(url, 6, source=HONEST), "a flood from another address")
 
     aio.run(run())
 
@@ -307,3 +315,41 @@ def test_fuzzed_requests_get_a_status_below_500_and_json_refusals(store):
 
         fuzz()
         assert shopper.get("/healthz").status_code == 200
+
+
+def test_a_local_store_listens_only_on_its_own_host(served):
+    """HAProxy's stats and metrics pages and Ray's dashboard: on the store's --host (here the
+    default, loopback), never on every interface."""
+    from tests.support.store_process import listening_ports
+
+    process, port = served
+    dashboard = int(re.search(r"dashboard \(Ray jobs\) at http://127\.0\.0\.1:(\d+)", process.output()).group(1))
+    haproxy = {pid for pid in process.processes() if process_name(pid) == "haproxy"}
+    haproxy_ports = listening_ports(haproxy)
+    assert port in haproxy_ports and len(haproxy_ports) >= 3, haproxy_ports  # the store, stats, metrics
+    for listening in haproxy_ports | {dashboard}:
+        assert listen_addresses(listening) == {"127.0.0.1"}, (listening, listen_addresses(listening))
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def listen_addresses(port: int) -> set[str]:
+    """The addresses a TCP port listens on (IPv4 and IPv6), from /proc/net."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _colon, hex_port = fields[1].rpartition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                # /proc/net writes each 32-bit word in host (little-endian) order
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found
