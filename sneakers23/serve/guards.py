@@ -158,10 +158,11 @@ class DoorMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         extra = HEADERS + ([HSTS] if behind_tls(scope) else [])
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())}
-        refusal = cross_site(scope["method"], headers)
-        if refusal is not None:
-            return await _json(send, 403, "cross_site", refusal, extra)
+        if scope["method"] not in SAFE_METHODS:  # (a page's GET decodes no header here)
+            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())}
+            refusal = cross_site(scope["method"], headers)
+            if refusal is not None:
+                return await _json(send, 403, "cross_site", refusal, extra)
         if self._root_redirect is not None and scope.get("path") == scope.get("root_path") != "":
             # Starlette's own trailing-slash redirect is absolute, built from the Host header.
             return await _respond(send, 307, b"", [(b"location", self._root_redirect.encode())] + extra)
