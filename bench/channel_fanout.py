@@ -27,6 +27,7 @@ from bench.servers import MODES, Process, free_port, socket_url, start_store
 from sneakers23.db.models import ItemAvailabilityRow
 from sneakers23.inventory import Inventory
 from sneakers23.jobs.report import percentile
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
 from sneakers23.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,9 +89,9 @@ def store_rounds(mode, database_url, sizes, rounds, items):
             for _ in range(rounds):
                 item_id = next(item_iter)
                 shopper = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-                shopper.get("/")
+                token = form_token_in(shopper.get("/").text)
                 started = time.time()
-                response = shopper.post(f"/api/items/{item_id}/purchase")
+                response = shopper.post(f"/api/items/{item_id}/purchase", headers={FORM_TOKEN_HEADER: token})
                 assert response.status_code == 200, response.text
                 payload = {"product_id": 1, "item_id": item_id, "level": "medium"}
                 got, busy = collect(generators, payload, count // CLIENT_PROCESSES, started)

@@ -33,7 +33,7 @@ from bench.drop_engine import caches_caught_up, wrk
 from bench.servers import Process, free_port, start_store
 from sneakers23.db.models import CartItemRow, CartRow
 from sneakers23.inventory import Inventory
-from sneakers23.serve.shoppers import CartTokens, ShopperCookies
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, CartTokens, FormTokens, ShopperCookies
 from sneakers23.settings import Settings
 from tests.support import postgres, shop
 from tests.support.waiting import wait_for
@@ -44,18 +44,20 @@ TAB_ITEM = 5  # what the tabs add and remove
 PLENTY = 10_000_000
 
 
-def requests_as(cookies: list[str], path: str, body: str | None) -> str:
+def requests_as(shoppers: list[tuple[str, str]], path: str, body: str | None) -> str:
     """A wrk script: every request from the next shopper (each of wrk's threads takes every
-    other one), a POST of `body` to `path`."""
-    listing = ",\n".join(f'"{cookie}"' for cookie in cookies)
-    headers = '["Cookie"] = "sneakers23_shopper=" .. cookie'
+    other one), a POST of `body` to `path`, with the shopper's cookie and form token (in the
+    header, and in the form when there is one), as its page gives them."""
+    listing = ",\n".join(f'{{"{cookie}", "{token}"}}' for cookie, token in shoppers)
+    headers = f'["Cookie"] = "sneakers23_shopper=" .. shopper[1], ["{FORM_TOKEN_HEADER}"] = shopper[2]'
     if body is not None:
         headers += ', ["Content-Type"] = "application/x-www-form-urlencoded"'
-    return (f"cookies = {{\n{listing}\n}}\nthreads = 0\n"
+    form = f"{json.dumps(body + '&csrf_token=')} .. shopper[2]" if body is not None else "nil"
+    return (f"shoppers = {{\n{listing}\n}}\nthreads = 0\n"
             "function setup(thread)\n  thread:set('id', threads)\n  threads = threads + 1\nend\n"
             "function init(args)\n  counter = id\nend\n"
-            "function request()\n  local cookie = cookies[(counter % #cookies) + 1]\n  counter = counter + 2\n"
-            f"  return wrk.format('POST', '{path}', {{{headers}}}, {json.dumps(body) if body else 'nil'})\nend\n")
+            "function request()\n  local shopper = shoppers[(counter % #shoppers) + 1]\n  counter = counter + 2\n"
+            f"  return wrk.format('POST', '{path}', {{{headers}}}, {form})\nend\n")
 
 
 def carts_for(inventory: Inventory, shopper_ids: list[str], item_id: int) -> None:
@@ -163,15 +165,18 @@ def main() -> None:
         for _warm_up in range(2):
             wrk(url + "/healthz", 2, args.connections)
         # The first purchase of a product starts its sales actor (about a second): not measured.
-        for path, cookie, body in ((f"/api/items/{PURCHASE_ITEM}/purchase", warm_buyer[1], None),
-                                   ("/checkout", warm_checker[1], f"version=1&item_ids={CHECKOUT_ITEM}")):
+        form_tokens = FormTokens(secret)
+        for path, (shopper_id, cookie), body in (
+                (f"/api/items/{PURCHASE_ITEM}/purchase", warm_buyer, None),
+                ("/checkout", warm_checker, f"version=1&item_ids={CHECKOUT_ITEM}&csrf_token={form_tokens.issue(warm_checker[0])}")):
             httpx.post(url + path, cookies={"sneakers23_shopper": cookie}, content=body, timeout=60,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"}).raise_for_status()
+                       headers={"Content-Type": "application/x-www-form-urlencoded",
+                                FORM_TOKEN_HEADER: form_tokens.issue(shopper_id)}).raise_for_status()
         healthz = wrk(url + "/healthz", args.seconds, args.connections)
         purchase = wrk(f"{url}/api/items/{PURCHASE_ITEM}/purchase", args.seconds, args.connections,
-                       requests_as([cookie for _s, cookie in buyers], f"/api/items/{PURCHASE_ITEM}/purchase", None))
+                       requests_as([(cookie, form_tokens.issue(s)) for s, cookie in buyers], f"/api/items/{PURCHASE_ITEM}/purchase", None))
         checkout = wrk(f"{url}/checkout", args.seconds, args.connections,
-                       requests_as([cookie for _s, cookie in checkers], "/checkout", f"version=1&item_ids={CHECKOUT_ITEM}"))
+                       requests_as([(cookie, form_tokens.issue(s)) for s, cookie in checkers], "/checkout", f"version=1&item_ids={CHECKOUT_ITEM}"))
         # (each by its own size: the last requests of a run may commit after it ends)
         bought = shop.order_count(inventory, item_id=PURCHASE_ITEM) - 1  # (less the warm-up's)
         checked_out = settled(lambda: shop.order_count(inventory, item_id=CHECKOUT_ITEM)) - 1

@@ -34,6 +34,7 @@ from sqlalchemy import make_url
 
 from bench.servers import BIN, Process, free_port, start_store, wait_http
 from sneakers23.inventory import Inventory
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
 from sneakers23.settings import Settings
 from tests.support import postgres, shop
 
@@ -79,14 +80,17 @@ def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> 
             "answers": answers, "not_2xx": int(not_ok.group(1)) if not_ok else 0}
 
 
-def post_as(cookie: str) -> str:
-    return f'wrk.method = "POST"\nwrk.headers["Cookie"] = "sneakers23_shopper={cookie}"\n'
+def post_as(shopper: tuple[str, str]) -> str:
+    cookie, token = shopper
+    return (f'wrk.method = "POST"\nwrk.headers["Cookie"] = "sneakers23_shopper={cookie}"\n'
+            f'wrk.headers["{FORM_TOKEN_HEADER}"] = "{token}"\n')
 
 
-def post_with_keys_as(cookie: str) -> str:
+def post_with_keys_as(shopper: tuple[str, str]) -> str:
     """Every request a purchase of its own (a new Idempotency-Key), as the stampede's buyers send."""
+    cookie, token = shopper
     return ('wrk.method = "POST"\ncounter = 0\nrequest = function()\n  counter = counter + 1\n'
-            f'  return wrk.format(nil, nil, {{["Cookie"] = "sneakers23_shopper={cookie}", '
+            f'  return wrk.format(nil, nil, {{["Cookie"] = "sneakers23_shopper={cookie}", ["{FORM_TOKEN_HEADER}"] = "{token}", '
             '["Idempotency-Key"] = "k" .. math.random(1, 1000000000) .. "-" .. counter}, nil)\nend\n')
 
 
@@ -126,12 +130,15 @@ def hot_row_updates(url: str) -> int:
         return count
 
 
-def shopper_cookie(store: str, buys: list[int] = ()) -> str:
+def shopper(store: str, buys: list[int] = ()) -> tuple[str, str]:
+    """A new shopper's cookie and form token (the page gives both), after it bought `buys`."""
     with httpx.Client(base_url=store, timeout=30) as client:
-        client.get("/").raise_for_status()
+        page = client.get("/")
+        page.raise_for_status()
+        token = form_token_in(page.text)
         for item_id in buys:
-            client.post(f"/api/items/{item_id}/purchase").raise_for_status()
-        return client.cookies["sneakers23_shopper"]
+            client.post(f"/api/items/{item_id}/purchase", headers={FORM_TOKEN_HEADER: token}).raise_for_status()
+        return client.cookies["sneakers23_shopper"], token
 
 
 def main() -> None:
@@ -177,11 +184,11 @@ def main() -> None:
         shop.set_available(inventory, 9, 0)
         while 'value="9" disabled' not in httpx.get(url + "/").text:
             time.sleep(0.2)
-        at_limit = shopper_cookie(url, buys=[1, 4])  # two pairs of product 1: the limit
+        at_limit = shopper(url, buys=[1, 4])  # two pairs of product 1: the limit
         for _warm_up in range(2):
             wrk(url + "/healthz", 2, args.connections)
         healthz = wrk(url + "/healthz", args.seconds, args.connections)
-        sold_out = wrk(f"{url}/api/items/9/purchase", args.seconds, args.connections, post_as(shopper_cookie(url)))
+        sold_out = wrk(f"{url}/api/items/9/purchase", args.seconds, args.connections, post_as(shopper(url)))
         limit = wrk(f"{url}/api/items/5/purchase", args.seconds, args.connections, post_as(at_limit))
         keyed = wrk(f"{url}/api/items/9/purchase", args.seconds, args.connections, post_with_keys_as(at_limit))
         figures["http"] = {
@@ -222,7 +229,7 @@ def main() -> None:
             "attempts_per_second": round(ceiling["attempts"] / ceiling["seconds"]),
             "x_store_stampede": round(ceiling["attempts"] / ceiling["seconds"] / attempts_per_second, 2),
             "trivial_endpoint_wrk": wrk(f"http://127.0.0.1:{bare_port}/api/items/3/purchase", args.seconds,
-                                        args.connections, post_as("a-shopper"))}
+                                        args.connections, post_as(("a-shopper", "a-token")))}
         inventory.close()
     finally:
         for process in (bare, store):

@@ -25,9 +25,9 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import websockets.asyncio.client
 
 from bench.servers import BIN, Process, free_port, wait_http
 from sneakers23.jobs.report import percentile
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
 from tests.support.attacks import Held, idle_sockets, slow_bodies, slow_headers
 
 HONEST_SHOPPERS = 50
@@ -56,14 +57,17 @@ async def honest_shoppers(url: str, seconds: float, item: int) -> dict:
                                          cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             deadline = time.monotonic() + seconds
             step = 0
+            headers: dict[str, str] = {}
             while time.monotonic() < deadline:
                 method, path = (("GET", "/"), ("POST", f"/api/items/{item}/purchase"), ("GET", "/healthz"))[step % 3]
                 step += 1
                 started = time.perf_counter()
                 try:
-                    async with session.request(method, url + path) as response:
-                        await response.read()
+                    async with session.request(method, url + path, headers=headers) as response:
+                        page = await response.read()
                         statuses.append(response.status)
+                        if path == "/" and response.status == 200:  # the form token a purchase sends
+                            headers = {FORM_TOKEN_HEADER: form_token_in(page.decode()) or ""}
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
                     statuses.append(0)
                 latencies.append(time.perf_counter() - started)

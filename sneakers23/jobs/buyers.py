@@ -16,12 +16,12 @@ import ray
 
 from sneakers23.errors import DatabaseUnavailable
 from sneakers23.jobs.report import Attempt
+from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_HEADER, form_token_in
 from sneakers23.settings import Settings
 
 UNAVAILABLE = "unavailable"
 RETRY_AFTER_S = 1.0  # when the store does not say how long to wait
 RETRY_FOR_S = 60.0  # a buyer gives up on an unavailable store after this long
-COOKIE = "sneakers23_shopper"
 
 
 @ray.remote(num_cpus=0, enable_task_events=False, max_concurrency=1_000)
@@ -31,7 +31,7 @@ class Buyers:
         self._via = via
         self._urls = urls
         self._concurrency = concurrency
-        self._cookies: dict[int, str] = {}  # buyer number -> its shopper cookie (through HTTP)
+        self._cookies: dict[int, tuple[str, str]] = {}  # buyer number -> its shopper cookie and form token (HTTP)
         self._session = None
         self._inventory = None
         self._limit: asyncio.Semaphore | None = None  # purchases (or page visits) under way here, over all calls
@@ -52,9 +52,10 @@ class Buyers:
                 for _try in range(int(RETRY_FOR_S / RETRY_AFTER_S)):
                     try:
                         async with session.get(self._url(number) + "/") as page:
-                            await page.read()
-                            if page.status == 200 and COOKIE in page.cookies:
-                                self._cookies[number] = page.cookies[COOKIE].value
+                            text = await page.text()
+                            token = form_token_in(text)
+                            if page.status == 200 and COOKIE in page.cookies and token:
+                                self._cookies[number] = (page.cookies[COOKIE].value, token)
                                 return
                     except OSError:
                         pass
@@ -108,7 +109,8 @@ class Buyers:
 
         if number not in self._cookies:  # the page did not open before the drop: the buyer cannot buy
             return "error", 0.0
-        headers = {"Cookie": f"{COOKIE}={self._cookies[number]}", "Idempotency-Key": key}
+        cookie, token = self._cookies[number]
+        headers = {"Cookie": f"{COOKIE}={cookie}", FORM_TOKEN_HEADER: token, "Idempotency-Key": key}
         try:
             async with self._http().post(f"{self._url(number)}/api/items/{item_id}/purchase",
                                          headers=headers) as response:

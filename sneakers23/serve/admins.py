@@ -9,7 +9,6 @@ fingerprint of the password, so changing the password ends every session.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from sneakers23.domain.admin import admin_name
+from sneakers23.serve.shoppers import same_secret
 
 SESSION_COOKIE = "sneakers23_admin"
 LOGIN_COOKIE = "sneakers23_admin_login"  # the login form's own nonce (against login CSRF)
@@ -30,15 +30,6 @@ class AdminSession:
     csrf: str
     sid: str  # the session's own id: a logout revokes it
     until: float  # when it expires (Unix time)
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode()).digest()
-
-
-def same_secret(given: object, expected: str) -> bool:
-    """Constant time, whatever the lengths (both are hashed first)."""
-    return isinstance(given, str) and hmac.compare_digest(_digest(given), _digest(expected))
 
 
 class AdminGate:

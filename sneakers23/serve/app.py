@@ -40,7 +40,8 @@ from sneakers23.serve.guards import (NO_STORE, RETRY_AFTER_S, behind_tls, instal
 from sneakers23.serve.placement import on_every_node
 from sneakers23.serve.presence import PresenceReports, TabTracker
 from sneakers23.serve.render import (CART_MARKER, STATIC, catalog_page, checkout_page, complete_page, orders_page)
-from sneakers23.serve.shoppers import COOKIE, MAX_AGE_S, RENEW_AFTER_S, CartTokens, ShopperCookies
+from sneakers23.serve.shoppers import (COOKIE, FORM_TOKEN_FIELD, FORM_TOKEN_HEADER, MAX_AGE_S, RENEW_AFTER_S, CartTokens,
+                                       FormTokens, ShopperCookies)
 from sneakers23.settings import Settings
 from sneakers23.tasks import keep
 
@@ -75,13 +76,14 @@ def _page_error(status: int, message: str) -> HTMLResponse:
                         f'<p><a href="/checkout">Back to checkout</a></p>', status_code=status, headers=headers)
 
 
-async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
-    """The cart version and sizes a checkout form posts; None when it is malformed (BodyRefused
-    when the body itself is refused)."""
+async def _checkout_form(request: Request) -> tuple[int, list[int], str] | None:
+    """The cart version, sizes and form token a checkout form posts; None when it is malformed
+    (BodyRefused when the body itself is refused)."""
     body = await read_body(request)
     try:
         form = parse_qs(body.decode(), strict_parsing=False)
         version_field = form.get("version", [""])[0]
+        form_token = form.get(FORM_TOKEN_FIELD, [""])[0]
         item_ids = [parse_id(part) for part in form.get("item_ids", [""])[0].split(",") if part]
     except (UnicodeDecodeError, ValueError):
         return None
@@ -89,7 +91,7 @@ async def _checkout_form(request: Request) -> tuple[int, list[int]] | None:
             any(not i for i in item_ids):  # (None, or 0)
         return None
     version = int(version_field)
-    return version, item_ids
+    return version, item_ids, form_token
 
 
 # Requests a replica admits past its `max_ongoing_requests` before it answers 503 (with
@@ -123,6 +125,7 @@ class Storefront:
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
         self.cart_tokens = CartTokens(settings.secret_key)
+        self.form_tokens = FormTokens(settings.secret_key)
         self.node_id = ray.get_runtime_context().get_node_id()
         # Rendered once per catalog generation, around the place of the shopper's own cart token.
         self._page: tuple[int, bytes, bytes] = (-1, b"", b"")
@@ -133,13 +136,17 @@ class Storefront:
         if self._page[0] != generation:
             before, _marker, after = catalog_page(self.live.products()).encode().partition(CART_MARKER.encode())
             self._page = (generation, before, after)
-        mine = f'data-cart-id="{shopper_id}" data-cart-token="{self.cart_tokens.issue(shopper_id)}"'.encode()
+        mine = (f'data-cart-id="{shopper_id}" data-cart-token="{self.cart_tokens.issue(shopper_id)}" '
+                f'data-form-token="{self.form_tokens.issue(shopper_id)}"').encode()
         return self._page[1] + mine + self._page[2]
 
     def _tab(self, shopper_id: str | None) -> dict | None:
         """What a page without the cart panel carries so that its tab still counts as the shopper's
         (its socket joins the cart channel, with the page it shows): presence, on the dashboard."""
         return None if shopper_id is None else {"id": shopper_id, "token": self.cart_tokens.issue(shopper_id)}
+
+    def _form_token(self, shopper_id: str | None) -> str | None:
+        return None if shopper_id is None else self.form_tokens.issue(shopper_id)
 
     def _shopper(self, request: Request) -> str | None:
         return self.cookies.read(request.cookies.get(COOKIE))
@@ -170,7 +177,8 @@ class Storefront:
         cart = self.live.cart(shopper_id) if shopper_id else None
         lines = self.live.cart_lines(cart) if cart else []
         message = CHECKOUT_MESSAGES[CheckoutRefusal.EMPTY] if not lines else None
-        return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message, self._tab(shopper_id)),
+        return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message, self._tab(shopper_id),
+                                          self._form_token(shopper_id)),
                             headers=NO_STORE)
 
     @store_api.post("/checkout", response_class=HTMLResponse)
@@ -185,7 +193,9 @@ class Storefront:
         form = await _checkout_form(request)
         if form is None:
             return _page_error(400, "This checkout form is not valid: open the checkout page again")
-        version, item_ids = form
+        version, item_ids, form_token = form
+        if not self.form_tokens.check(shopper_id, form_token):
+            return _page_error(403, "This checkout form is not from this shop, or is too old: open the checkout page again")
         lines = self.live.lines(item_ids)
         refusal = checkout_refusal(lines) if len(lines) == len(set(item_ids)) else CheckoutRefusal.FAILED
         if refusal is not None:
@@ -230,7 +240,8 @@ class Storefront:
                           cart: CartChanged | None = None) -> HTMLResponse:
         cart = cart or self.live.cart(shopper_id)
         message = CHECKOUT_MESSAGES[refusal] + (f" ({detail})" if detail else "")
-        return HTMLResponse(checkout_page(self.live.cart_lines(cart), cart.version, message, self._tab(shopper_id)),
+        return HTMLResponse(checkout_page(self.live.cart_lines(cart), cart.version, message, self._tab(shopper_id),
+                                          self._form_token(shopper_id)),
                             status_code=409,
                             headers=NO_STORE)
 
@@ -287,6 +298,9 @@ class Storefront:
         shopper_id = self._shopper(request)
         if shopper_id is None:
             return json_error(401, "no_shopper", "no valid shopper cookie: open the store page first")
+        if not self.form_tokens.check(shopper_id, request.headers.get(FORM_TOKEN_HEADER)):
+            return json_error(403, "csrf", f"the {FORM_TOKEN_HEADER} header is missing or wrong: it is the "
+                                           "data-form-token of the store page")
         if not self.live.ready:
             return json_error(503, "starting", "the store is opening: try again in a moment")
         parsed = parse_id(item_id)

@@ -40,9 +40,11 @@ def catalog_page(products: list[Product], cart_attributes: str = CART_MARKER) ->
     return _environment().get_template("catalog.html").render(products=products, cart_attributes=cart_attributes)
 
 
-def checkout_page(lines: list[CartLine], version: int, message: str | None = None, tab: dict | None = None) -> str:
+def checkout_page(lines: list[CartLine], version: int, message: str | None = None, tab: dict | None = None,
+                  form_token: str | None = None) -> str:
     return _environment().get_template("checkout.html").render(
         lines=lines, version=version, message=message, any_out=any(line.out_of_stock for line in lines), tab=tab,
+        form_token=form_token,
         item_ids=",".join(str(line.item_id) for line in lines),
         subtotal=sum(line.price_usd for line in lines if not line.out_of_stock))
 

@@ -1,10 +1,14 @@
 """Shoppers are told apart by a random id in a signed, expiring cookie, set on their first visit
 (and signed again on a visit a day or more later, so that a shopper who comes back keeps their
 cart); a page carries a signed, expiring cart token that lets its socket join that shopper's cart
-channel."""
+channel, and the shopper's form token, which every request that buys must carry besides the cookie
+(a page on another site can make the browser send the cookie, but cannot read the token)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import secrets
 import time
 
@@ -14,6 +18,19 @@ COOKIE = "sneakers23_shopper"
 MAX_AGE_S = 60 * 60 * 24 * 30  # the cookie's, checked here too: a copied cookie does not last for ever
 RENEW_AFTER_S = 60 * 60 * 24
 CART_TOKEN_MAX_AGE_S = 60 * 60 * 24 * 7  # as the original's cart token
+
+
+FORM_TOKEN_FIELD = "csrf_token"  # a form's field (as the admin's)
+FORM_TOKEN_HEADER = "X-CSRF-Token"  # a script's header (as the admin's)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def same_secret(given: object, expected: str) -> bool:
+    """Constant time, whatever the lengths (both are hashed first)."""
+    return isinstance(given, str) and hmac.compare_digest(_digest(given), _digest(expected))
 
 
 class ShopperCookies:
@@ -72,3 +89,24 @@ class CartTokens:
         except (BadSignature, UnicodeError):
             return None, "invalid_token"
         return shopper_id, ""
+
+
+class FormTokens:
+    """A shopper's form token: an HMAC of the shopper id under its own key, so every replica knows
+    it without storing anything, and it lasts as long as the cookie it goes with."""
+
+    def __init__(self, secret_key: str):
+        self._key = hmac.new(secret_key.encode(), b"sneakers23-form-token", hashlib.sha256).digest()
+
+    def issue(self, shopper_id: str) -> str:
+        return hmac.new(self._key, shopper_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def check(self, shopper_id: str, sent: object) -> bool:
+        return same_secret(sent, self.issue(shopper_id))
+
+
+def form_token_in(page: str) -> str | None:
+    """The form token a catalog or checkout page carries (for clients that are not browsers: the
+    stampede's buyers, the benchmarks)."""
+    found = re.search(r'data-form-token="([0-9a-f]{32})"', page)
+    return found.group(1) if found else None

@@ -24,6 +24,7 @@ from sneakers23.inventory import Inventory
 from tests.conftest import SEED
 from tests.support import shop
 from tests.support.cluster import ensure_released, reseed
+from tests.support.shoppers import shopper_client
 from tests.support.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
@@ -110,8 +111,7 @@ def store_stats() -> list[dict]:
 def test_refusals_at_the_edge_reach_no_actor_and_no_database(store_url, ray_store, ray_settings):
     database = fresh_drop(ray_settings, 0)
     wait_for(lambda: 'value="3" disabled' in httpx.get(f"{store_url}/").text, what="the pages to show size 7 out")
-    client = httpx.Client(base_url=store_url, timeout=30)
-    assert client.get("/").status_code == 200
+    client = shopper_client(store_url)
     before, actor_before = store_stats(), ray.get(sales_actor(ray_settings, 1).read_stats.remote())
     for _ in range(50):
         refused = client.post(f"/api/items/{HOT}/purchase")
@@ -134,8 +134,7 @@ def test_refusals_at_the_edge_reach_no_actor_and_no_database(store_url, ray_stor
 def test_a_restocked_size_sells_again(store_url, ray_store, ray_settings, ray_cluster):
     database = fresh_drop(ray_settings, 1)
     wait_for(lambda: 'value="3" disabled' not in httpx.get(f"{store_url}/").text, what="the pages to show size 7")
-    client = httpx.Client(base_url=store_url, timeout=30)
-    assert client.get("/").status_code == 200
+    client = shopper_client(store_url)
     assert client.post(f"/api/items/{HOT}/purchase").status_code == 200
     wait_for(lambda: 'value="3" disabled' in httpx.get(f"{store_url}/").text, what="the pages to show size 7 out")
     assert client.post(f"/api/items/{HOT}/purchase").json()["error"] in ("sold_out", "limit_reached")
@@ -146,8 +145,7 @@ def test_a_restocked_size_sells_again(store_url, ray_store, ray_settings, ray_cl
     assert restock.returncode == 0, restock.stderr
     assert restock.stdout.startswith(f"item {HOT} restocked: 5 left, level low")
     wait_for(lambda: 'value="3" disabled' not in httpx.get(f"{store_url}/").text, what="the pages to show it again")
-    newcomer = httpx.Client(base_url=store_url, timeout=30)
-    assert newcomer.get("/").status_code == 200
+    newcomer = shopper_client(store_url)
     bought = wait_for(lambda: newcomer.post(f"/api/items/{HOT}/purchase").status_code == 200, timeout=10,
                       what="the restocked size to sell")
     assert bought and shop.available(database, HOT) == 4

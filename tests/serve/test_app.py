@@ -8,14 +8,13 @@ import pytest
 from sneakers23.cluster import RayReplication
 from sneakers23.inventory import Inventory
 from tests.support import shop
+from tests.support.shoppers import shopper_client
 from tests.support.waiting import wait_for
 
 
 def shopper(store_url) -> httpx.Client:
     """A shopper's HTTP client: it opens the store page first, which gives it its cookie."""
-    client = httpx.Client(base_url=store_url, timeout=30)
-    assert client.get("/").status_code == 200
-    return client
+    return shopper_client(store_url)
 
 
 def publishing(settings) -> Inventory:

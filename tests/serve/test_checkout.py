@@ -10,14 +10,19 @@ import pytest
 
 from sneakers23.cluster import RayReplication
 from sneakers23.inventory import Inventory
-from sneakers23.serve.shoppers import COOKIE
+from sneakers23.serve.shoppers import COOKIE, form_token_in
 from tests.serve.test_carts import new_shopper, sizes_in_stock
 from tests.support import shop
 from tests.support.waiting import wait_for
 
 
 def checkout(store_url: str, cookie: str | None, form: dict | str) -> httpx.Response:
+    """POST /checkout as the shopper's browser does: a form (a dict) carries the form token that the
+    shopper's checkout page holds; a raw body is sent as it is."""
     cookies = {COOKIE: cookie} if cookie else {}
+    token = form_token_in(httpx.get(f"{store_url}/checkout", cookies=cookies).text) if cookie else None
+    if isinstance(form, dict) and token:
+        form = {"csrf_token": token, **form}
     return httpx.post(f"{store_url}/checkout", data=form if isinstance(form, dict) else None,
                       content=form if isinstance(form, str) else None, cookies=cookies, timeout=30,
                       headers={} if isinstance(form, dict) else {"Content-Type": "application/x-www-form-urlencoded"})

@@ -20,9 +20,11 @@ import pytest
 import websockets.asyncio.client
 import websockets.exceptions
 
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER
 from tests.support import aio
 from tests.support.attacks import HONEST, HOSTILE, honest_requests, honest_socket, idle_sockets, slow_bodies, slow_headers
 from tests.support.ports import free_port
+from tests.support.shoppers import open_shop
 from tests.support.store_process import StoreProcess, clean_env
 
 ADMIN_PASSWORD = "hostile-test-admin-password"
@@ -163,7 +165,7 @@ def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(st
 def test_malformed_ids_and_frames_get_a_clear_refusal_never_a_500(store):
     url, port = store
     with httpx.Client(base_url=url, timeout=10) as client:
-        client.get("/")
+        open_shop(client)
         for path in ("/api/items/%C2%B2/purchase", "/api/items/%D9%A3/purchase", f"/api/items/{'9' * 40}/purchase",
                      "/api/items/7_0/purchase", "/api/items/+7/purchase"):
             answer = client.post(path, headers={"Origin": url})
@@ -188,7 +190,7 @@ def test_cross_site_posts_are_refused_with_403_and_buy_nothing(store):
     url, _port = store
     item = in_stock_item(url)
     with httpx.Client(base_url=url, timeout=10) as shopper:
-        shopper.get("/")
+        open_shop(shopper)
         before = shopper.get("/api/products").json()
         for headers in ({"Origin": "http://evil.example:9999"}, {"Sec-Fetch-Site": "same-site"},
                         {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
@@ -202,10 +204,35 @@ def test_cross_site_posts_are_refused_with_403_and_buy_nothing(store):
         assert same.status_code == 200
 
 
+def test_a_purchase_or_checkout_without_the_shoppers_form_token_is_refused_with_403(store):
+    """Same-site pages (another port on the host, a sibling subdomain) pass the Origin check: the
+    form token, which only the shop's own page holds, is what they lack."""
+    url, _port = store
+    item = in_stock_item(url)
+    with httpx.Client(base_url=url, timeout=10) as shopper, httpx.Client(base_url=url, timeout=10) as other:
+        open_shop(shopper)
+        token = shopper.headers.pop(FORM_TOKEN_HEADER)
+        open_shop(other)
+        someone_elses = other.headers[FORM_TOKEN_HEADER]
+        assert someone_elses != token  # a token is the shopper's own
+        before = shopper.get("/api/products").json()
+        for sent in (None, "", someone_elses, token[:-1] + ("0" if token[-1] != "0" else "1")):
+            headers = {} if sent is None else {FORM_TOKEN_HEADER: sent}
+            answer = shopper.post(f"/api/items/{item}/purchase", headers=headers)
+            assert answer.status_code == 403 and answer.json()["error"] == "csrf", sent
+            form = {"version": "1", "item_ids": str(item)} | ({} if sent is None else {"csrf_token": sent})
+            page = shopper.post("/checkout", data=form)
+            assert page.status_code == 403 and "not from this shop" in page.text, sent
+        assert shopper.get("/api/products").json() == before  # nothing sold
+        checkout = shopper.get("/checkout").text
+        assert f'name="csrf_token" value="{token}"' in checkout  # the page's own form carries it
+        assert shopper.post(f"/api/items/{item}/purchase", headers={FORM_TOKEN_HEADER: token}).status_code == 200
+
+
 def test_bodies_need_a_length_within_the_limit(store):
     url, _port = store
     with httpx.Client(base_url=url, timeout=10) as shopper:
-        shopper.get("/")
+        open_shop(shopper)
 
         def chunked():
             yield b"version=1&item_ids=3"
@@ -290,7 +317,7 @@ def test_fuzzed_requests_get_a_status_below_500_and_json_refusals(store):
     transport = httpx.HTTPTransport(local_address="127.0.0.9")
     with httpx.Client(base_url=url, timeout=10, transport=transport) as shopper, \
             httpx.Client(base_url=url, timeout=10, transport=transport) as staff:
-        shopper.get("/")
+        open_shop(shopper)
         form = re.search(r'name="form_token" value="([^"]+)"', staff.get("/admin/login").text).group(1)
         staff.post("/admin/login", data={"who": "fuzz", "password": ADMIN_PASSWORD, "form_token": form})
         csrf = re.search(r'data-csrf="([^"]+)"', staff.get("/admin/").text).group(1)
@@ -308,7 +335,8 @@ def test_fuzzed_requests_get_a_status_below_500_and_json_refusals(store):
         def fuzz(item, key, form, action):
             headers = {} if key is None else {"Idempotency-Key": key}
             check(shopper.post(f"/api/items/{quote(item, safe='')}/purchase", headers=headers))
-            check(shopper.post("/checkout", content=form,
+            # (with the shopper's token after it, so that a form that parses goes on past the check)
+            check(shopper.post("/checkout", content=form + b"&csrf_token=" + shopper.headers[FORM_TOKEN_HEADER].encode(),
                                headers={"Content-Type": "application/x-www-form-urlencoded"}))
             check(staff.post("/admin/actions", content=action.encode(), headers={"X-CSRF-Token": csrf,
                                                                                  "Content-Type": "application/json"}))

@@ -31,6 +31,7 @@ from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from tests.support import postgres, shop
 from tests.support.ports import free_port
+from tests.support.shoppers import shopper_client
 from tests.support.store_process import SNEAKERS23, StoreProcess, clean_env, cli, listening_anywhere
 from tests.support.waiting import wait_for
 
@@ -182,8 +183,7 @@ def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_a
     stores.append(first)
     first_url = first.wait_open()
     assert cli("release", "1", env=first_env, cwd=first_dir).returncode == 0
-    shopper = httpx.Client(base_url=first_url, timeout=30)
-    assert shopper.get("/").status_code == 200  # the shopper's cookie, signed with the first store's key
+    shopper = shopper_client(first_url)  # the shopper's cookie, signed with the first store's key
     wait_for(lambda: released(first_url) == [True, False], what="the first store to show product 1 released")
 
     # Pointed at the first store's cluster, a second `serve` says where that store is and stops.
@@ -269,8 +269,7 @@ def test_past_its_queue_limit_a_purchase_is_answered_503_busy_with_retry_after(t
     wait_for(lambda: f'value="{hot}" disabled' not in httpx.get(url).text and released(url)[0],
              what="size 7 on sale on the page")
     database = Inventory(Settings(database_url=env["SNEAKERS23_DATABASE_URL"], cluster="none"))
-    shoppers = [httpx.Client(base_url=url, timeout=60) for _ in range(6)]
-    assert all(client.get("/").status_code == 200 for client in shoppers)  # each has its cookie
+    shoppers = [shopper_client(url, timeout=60) for _ in range(6)]  # each has its cookie
     answers: dict[int, httpx.Response] = {}
 
     def buy(number: int) -> None:
@@ -357,8 +356,7 @@ def test_database_outage_drill(tmp_path, ray_tmpdir, stores, crashable_postgres,
     threading.Thread(target=lambda: stampede_said.extend(stampede.stdout), daemon=True).start()
     try:
         wait_for(lambda: order_total(server.url) >= 20, timeout=120, interval=0.05, what="the drop to be selling")
-        probe = httpx.Client(base_url=url, timeout=30)
-        assert probe.get("/").status_code == 200
+        probe = shopper_client(url)
 
         server.stop_immediately()
         went_down = time.monotonic()

@@ -14,6 +14,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
+
 HOSTILE, HONEST = "127.0.0.2", "127.0.0.3"
 
 
@@ -135,6 +137,7 @@ async def honest_requests(url: str, count: int, source: str = HONEST, timeout: f
     connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=10)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
                                      cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:  # (an IP host)
+        headers: dict[str, str] = {}
         for number in range(count):
             target = f"{url}/healthz"
             method = "GET"
@@ -144,9 +147,11 @@ async def honest_requests(url: str, count: int, source: str = HONEST, timeout: f
                 target, method = f"{url}/api/items/{purchase_item}/purchase", "POST"
             started = time.perf_counter()
             try:
-                async with session.request(method, target) as response:
-                    await response.read()
+                async with session.request(method, target, headers=headers) as response:
+                    page = await response.read()
                     seen.statuses.append(response.status)
+                    if number == 0:  # the page carries the form token a purchase sends
+                        headers = {FORM_TOKEN_HEADER: form_token_in(page.decode()) or ""}
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 seen.statuses.append(0)
             seen.latencies.append(time.perf_counter() - started)
