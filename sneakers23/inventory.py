@@ -195,6 +195,15 @@ class Inventory:
         self._publish(changes)
         return changes
 
+    def expire_carts(self) -> list[CartChanged]:
+        """Empty the carts left untouched for `cart_idle_days` (the release clock calls this now
+        and then). The emptied carts are published: every cache and tab forgets them."""
+        idle_before = datetime.now(timezone.utc) - timedelta(days=self.settings.cart_idle_days)
+        with self._errors(), self.engine.begin() as connection:
+            emptied = carts.expire(connection, idle_before)
+        self._publish(emptied)
+        return emptied
+
     def purchase(self, shopper_id: str, item_ids: list[int], idempotency_key: str | None = None) -> PurchaseResult:
         """Sell one pair of each item to the shopper, all or nothing. Where a store runs, the
         product's sales actor sells them (refusing from memory, committing in groups); otherwise,
@@ -406,9 +415,14 @@ class Inventory:
             return queries.current_changes(connection, carts_changed_since)
 
     def database_version(self) -> int:
-        """The sum of every row's version, the figure caches are compared with."""
+        """The sum of every row's version (of the carts, those that hold something)."""
+        return sum(self.database_versions())
+
+    def database_versions(self) -> tuple[int, int]:
+        """The sums of the versions of the products and sizes, and of the carts that hold
+        something: the figures caches are compared with."""
         with self._errors(), reading(self.engine) as connection:
-            return queries.version_total(connection)
+            return queries.version_totals(connection)
 
     def is_seeded(self) -> bool:
         with self._errors(), reading(self.engine) as connection:

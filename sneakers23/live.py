@@ -110,7 +110,7 @@ class LiveCatalog:
                     events.append(event)
             elif isinstance(change, CartChanged):
                 if self._catalog.apply(change):
-                    events.append(CartUpdated(change.shopper_id))
+                    events.append(CartUpdated(change.shopper_id, change))
         self._tell(events)
 
     def _tell(self, events: list[ShopperEvent]) -> None:

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # The Ray cluster that release and sell publish to: "auto" joins one running on this machine
     # (or at RAY_ADDRESS) if there is one, "none" only writes the database, anything else is an address.
     cluster: str = "auto"
-    # Signs the shopper cookies, cart tokens and the staff's sessions. Every web replica of a store
+    # Signs the shopper cookies, cart tokens, form tokens and the staff's sessions. Every web replica of a store
     # needs the same one, of at least 32 bytes; `sneakers23 serve` makes one up when it is not set.
     secret_key: str | None = Field(default=None, repr=False)
     # Replicas of the page deployment on every node (sockets have their own, one per node).
@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # Purchases of one product admitted in memory and waiting for the database; past it, a purchase
     # is answered 503 busy at once rather than queued without end.
     sales_queue_limit: int = Field(default=5_000, ge=1)
+    # A cart left untouched this long is emptied (the original's cart lasted 7 days in the browser).
+    cart_idle_days: float = Field(default=7.0, gt=0, le=365)
     # Track every open shopper tab for the admin dashboard (presence); off, the dashboard shows
     # nobody online, and the channel replicas save what tracking costs (docs/presence.md).
     track_presence: bool = True

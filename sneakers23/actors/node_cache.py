@@ -65,6 +65,7 @@ class NodeCache:
         # Before any call is served: never half loaded.
         self._catalog = patiently(self._load, f"node cache {node_id}", retry_on=(Exception,))
         self._arrived_during_load: list[Change] | None = None
+        self._touched_during_read: set[str] | None = None  # carts changed while anti-entropy reads
         self._feed = ChangeFeed()
         self._healed = 0
         self._started_at = time.time()
@@ -95,6 +96,8 @@ class NodeCache:
         """Apply the changes newer than what is held; returns how many were."""
         if self._arrived_during_load is not None:
             self._arrived_during_load.extend(changes)
+        if self._touched_during_read is not None:
+            self._touched_during_read.update(change.shopper_id for change in changes if isinstance(change, CartChanged))
         applied = [change for change in changes if self._catalog.apply(change)]
         self._publish_to_followers(applied)
         return len(applied)
@@ -139,31 +142,41 @@ class NodeCache:
 
     async def resync(self) -> int:
         """Catch up with the database; returns how many missed changes were found."""
-        # Taken before the query: changes applied while it runs only make the cache newer, and a
-        # cache never holds a version the database lacks, so `held < total` alone means "missed".
-        held = self._catalog.version_total()
-        total = await asyncio.to_thread(self._database_version)
+        # Taken before the query: changes applied while it runs only make the cache newer, so
+        # behind means "missed". A cache never holds a product's or a size's version that the
+        # database lacks: ahead there, the database went back (reseeded). Its carts may be ahead
+        # for a moment (a cart emptied there, not yet here) or until the rows put them right (an
+        # emptying missed, or a late change that brought an emptied cart back).
+        held = self._catalog.version_totals()
+        total = await asyncio.to_thread(self._database_versions)
         self._last_resync_at = time.time()
         if total == held:
             return 0  # the common case: one cheap query, nothing missed
-        consistent = total > held
+        consistent = held[0] <= total[0]
         healed: list[Change] = []
         if consistent:
             # The products and sizes, and the carts changed lately: the carts grow with the
             # shoppers, and a full read of them every few seconds of a drop (when a change is
-            # always on its way) would cost more than all else. Every cart is read when the
-            # recent ones cannot account for the database's versions, and every FULL_CART_READ_EVERY
-            # resyncs anyway (under load, changes on their way can hide an old one missed).
+            # always on its way) would cost more than all else. Every cart that holds something is
+            # read when the recent ones cannot account for the database's versions, and every
+            # FULL_CART_READ_EVERY resyncs anyway (under load, changes on their way can hide an
+            # old one missed).
             self._resyncs_since_full += 1
             since = datetime.now(timezone.utc) - timedelta(seconds=self._settings.resync_seconds * 2 + CLOCK_SKEW_S)
             reads = (None,) if self._resyncs_since_full >= FULL_CART_READ_EVERY else (since, None)
             for changed_since in reads:
-                current = await asyncio.to_thread(self._database_rows, changed_since)
-                applied, consistent = self._catalog.reconcile(current)
+                self._touched_during_read = set()
+                try:
+                    current = await asyncio.to_thread(self._database_rows, changed_since)
+                    applied, consistent = self._catalog.reconcile(current, every_cart=changed_since is None,
+                                                                  touched=self._touched_during_read)
+                finally:
+                    self._touched_during_read = None
                 healed += applied
                 if changed_since is None:
                     self._resyncs_since_full = 0
-                if not consistent or self._catalog.version_total() >= total:
+                now_held = self._catalog.version_totals()
+                if not consistent or (now_held[0] >= total[0] and now_held[1] >= total[1]):
                     break
             self._healed += len(healed)
             self._publish_to_followers(healed)
@@ -186,8 +199,8 @@ class NodeCache:
         self._feed.new_epoch()
         self._wake_followers()
 
-    def _database_version(self) -> int:
-        return self._inventory.database_version()
+    def _database_versions(self) -> tuple[int, int]:
+        return self._inventory.database_versions()
 
     def _database_rows(self, carts_changed_since: datetime | None) -> list[Change]:
         return self._inventory.current_changes(carts_changed_since)

@@ -1,6 +1,7 @@
 """The release clock: one small actor per cluster that releases products when their scheduled time
-comes. The database holds the times, so a restarted clock just goes on; the release goes through
-the inventory API, which commits it, then publishes it to every node's cache."""
+comes, and lets idle carts expire. The database holds the times, so a restarted clock just goes
+on; a release or an expiry goes through the inventory API, which commits it, then publishes it to
+every node's cache."""
 
 from __future__ import annotations
 
@@ -17,18 +18,22 @@ from sneakers23.tasks import keep
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
+EXPIRE_CARTS_EVERY_S = 10.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)
 class ReleaseClock:
-    def __init__(self, make_inventory: Callable[[], Inventory], tick_s: float = TICK_S):
+    def __init__(self, make_inventory: Callable[[], Inventory], tick_s: float = TICK_S,
+                 expire_every_s: float = EXPIRE_CARTS_EVERY_S):
         # The inventory as its process needs it, made by the composition root (sneakers23.assembly).
         self._inventory = make_inventory()
         self._tick_s = tick_s
+        self._expire_every_s = expire_every_s
         self._tasks: set[asyncio.Task] = set()
         # At once, and again after every restart (async actors run __init__ before their event
         # loop; a task created here starts with it).
         keep(self._tasks, asyncio.get_event_loop().create_task(self._release_forever()))
+        keep(self._tasks, asyncio.get_event_loop().create_task(self._expire_carts_forever()))
 
     async def _release_forever(self) -> None:
         while True:
@@ -39,6 +44,16 @@ class ReleaseClock:
             except Exception as error:  # the database may be away: the next tick tries again
                 log.warning("scheduled releases failed this time: %s", error)
             await asyncio.sleep(self._tick_s)
+
+    async def _expire_carts_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._expire_every_s)
+            try:
+                emptied = await asyncio.to_thread(self._inventory.expire_carts)
+                if emptied:
+                    log.info("emptied %d idle carts", len(emptied))
+            except Exception as error:  # the database may be away: the next round tries again
+                log.warning("expiring idle carts failed this time: %s", error)
 
     async def ready(self) -> bool:
         return True

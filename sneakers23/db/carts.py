@@ -37,8 +37,13 @@ def cart(connection: Connection, shopper_id: str) -> CartChanged:
     return carts[0] if carts else CartChanged(shopper_id, 0, ())
 
 
-def all_carts(connection: Connection, changed_since: datetime | None = None) -> list[CartChanged]:
-    """Every cart (or those changed since a moment), for a node cache to hold."""
+def all_carts(connection: Connection, changed_since: datetime | None = None,
+              holding_only: bool = False) -> list[CartChanged]:
+    """Every cart, or those changed since a moment (empty ones too: a cache forgets them), or
+    those that hold something (what memory keeps: the empty carts of every shopper who ever
+    held a pair are left out of anti-entropy's full reads)."""
+    if holding_only:
+        return _carts_where(connection, carts_t.c.shopper_id.in_(select(cart_items_t.c.shopper_id).distinct()))
     return _carts_where(connection, None if changed_since is None else carts_t.c.updated_at >= changed_since)
 
 
@@ -59,8 +64,10 @@ def _carts_where(connection: Connection, condition) -> list[CartChanged]:
 
 
 def version_sum(connection: Connection):
-    """The carts' part of the database's version total (a scalar subquery)."""
-    return select(func.coalesce(func.sum(carts_t.c.version), 0)).scalar_subquery()
+    """The carts' part of the database's version total (a scalar subquery): the carts that hold
+    something, as memory keeps them (found from the sizes held, not from every cart ever made)."""
+    holding = select(cart_items_t.c.shopper_id).distinct()
+    return select(func.coalesce(func.sum(carts_t.c.version), 0)).where(carts_t.c.shopper_id.in_(holding)).scalar_subquery()
 
 
 def _lock(connection: Connection, shopper_ids: list[str]) -> dict[str, int]:
@@ -155,3 +162,20 @@ def _write(connection: Connection, versions_before: dict[str, int], before: dict
     if versions:
         connection.execute(update(carts_t).where(carts_t.c.shopper_id == bindparam("who"))
                            .values(version=bindparam("version"), updated_at=bindparam("at")), versions)
+
+
+def expire(connection: Connection, idle_before: datetime) -> list[CartChanged]:
+    """In the caller's transaction: empty the carts that hold something and were left untouched
+    since `idle_before`. Returns the emptied carts, to publish (memory forgets them). The rows stay:
+    a cart's version must never start again (its tabs show the newest version they have seen, and
+    its checkout key is made of it)."""
+    holding = select(cart_items_t.c.shopper_id).where(cart_items_t.c.shopper_id == carts_t.c.shopper_id).exists()
+    # One statement that takes each row's lock and checks its time again after any wait: a change
+    # that commits first moves `updated_at` on, and the cart is not idle any more.
+    emptied = connection.execute(
+        update(carts_t).where(carts_t.c.updated_at < idle_before, holding)
+        .values(version=carts_t.c.version + 1, updated_at=_now())
+        .returning(carts_t.c.shopper_id, carts_t.c.version)).all()
+    if emptied:
+        connection.execute(delete(cart_items_t).where(cart_items_t.c.shopper_id.in_([row[0] for row in emptied])))
+    return [CartChanged(shopper_id, version, ()) for shopper_id, version in emptied]

@@ -340,17 +340,25 @@ def shopper_orders(connection: Connection, shopper_id: str) -> list[BoughtPair]:
 
 # --- versions, for the node caches' anti-entropy ----------------------------------------------------
 
-def version_total(connection: Connection) -> int:
-    """The sum of every row's version: it grows by one with each change, so a cache whose own
-    total is equal holds every change (a cache never holds a version the database lacks)."""
+def version_totals(connection: Connection) -> tuple[int, int]:
+    """The sums of the rows' versions: of the products and sizes, and of the carts that hold
+    something (as memory keeps them). A version grows with each change, so a cache whose own
+    totals are equal holds every change; a cache never holds a product's or a size's version the
+    database lacks (a cart's, it may: one emptied here but not yet there)."""
     products_sum = select(func.coalesce(func.sum(products_t.c.version), 0)).scalar_subquery()
     availability_sum = select(func.coalesce(func.sum(availability_t.c.version), 0)).scalar_subquery()
-    return int(connection.execute(select(products_sum + availability_sum + carts.version_sum(connection))).scalar_one())
+    inventory, held_carts = connection.execute(select(products_sum + availability_sum, carts.version_sum(connection))).one()
+    return int(inventory), int(held_carts)
+
+
+def version_total(connection: Connection) -> int:
+    return sum(version_totals(connection))
 
 
 def current_changes(connection: Connection, carts_changed_since: datetime | None = None) -> list[Change]:
     """Every row's current state as a change, for a cache to apply what it missed (of the carts,
-    only those changed since the moment given, if one is)."""
+    those changed since the moment given, if one is, empty ones too; else every cart that holds
+    something)."""
     changes: list[Change] = [
         product_state(row.id, bool(row.released), row.version, _utc(row.release_at))
         for row in connection.execute(
@@ -365,7 +373,7 @@ def current_changes(connection: Connection, carts_changed_since: datetime | None
             .join(items_t, items_t.c.id == availability_t.c.item_id)
         )
     ]
-    return changes + carts.all_carts(connection, carts_changed_since)
+    return changes + carts.all_carts(connection, carts_changed_since, holding_only=carts_changed_since is None)
 
 
 # --- audit, for the mock drops' invariant check ---------------------------------------------------

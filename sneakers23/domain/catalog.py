@@ -59,12 +59,17 @@ class Catalog:
 
     Every change carries the version of the database row it came from; a change is applied only
     when it is newer than what is held, so late, duplicated or reordered changes are harmless.
+
+    An empty cart is not kept: memory holds the carts that hold something, so that shoppers who
+    empty their carts (or a script minting shoppers that add and remove) leave nothing behind. A
+    cart's change that arrives after the cart was emptied and forgotten is put right by
+    anti-entropy (the database's total counts only the carts that hold something, as this does).
     """
 
     def __init__(self, products: Iterable[Product], carts: Iterable[CartChanged] = ()):
         self._products: dict[int, Product] = {}
         self._items: dict[int, Item] = {}
-        self._carts: dict[str, CartChanged] = {cart.shopper_id: cart for cart in carts}
+        self._carts: dict[str, CartChanged] = {cart.shopper_id: cart for cart in carts if cart.item_ids}
         for product in products:
             self._products[product.id] = replace(product, items=())
             for item in product.items:
@@ -84,7 +89,7 @@ class Catalog:
         return self._items.get(item_id)
 
     def cart(self, shopper_id: str) -> CartChanged | None:
-        """The shopper's cart, or None when the shopper never had one."""
+        """The shopper's cart, or None when it holds nothing."""
         return self._carts.get(shopper_id)
 
     def carts(self) -> list[CartChanged]:
@@ -109,27 +114,45 @@ class Catalog:
                 return False
             self._items[item.id] = replace(item, available_count=change.available_count, version=change.version)
             return True
-        if isinstance(change, CartChanged):  # a cart unknown here is a new one
+        if isinstance(change, CartChanged):  # a cart unknown here is a new one, or was empty
             cart = self._carts.get(change.shopper_id)
             if cart is not None and change.version <= cart.version:
                 return False
-            self._carts[change.shopper_id] = change
-            return True
+            if change.item_ids:
+                self._carts[change.shopper_id] = change
+                return True
+            return self._carts.pop(change.shopper_id, None) is not None
         raise TypeError(f"not a change: {change!r}")
 
     def version_total(self) -> int:
-        """Sum of every row's version: equal to the database's when nothing was missed."""
-        return (sum(p.version for p in self._products.values()) + sum(i.version for i in self._items.values())
-                + sum(c.version for c in self._carts.values()))
+        """Sum of every row's version (of the carts, those that hold something)."""
+        return sum(self.version_totals())
 
-    def reconcile(self, current: Iterable[Change]) -> tuple[list[Change], bool]:
+    def version_totals(self) -> tuple[int, int]:
+        """The sums of the versions of the products and sizes, and of the carts held: equal to the
+        database's when nothing was missed."""
+        return (sum(p.version for p in self._products.values()) + sum(i.version for i in self._items.values()),
+                sum(c.version for c in self._carts.values()))
+
+    def reconcile(self, current: Iterable[Change], every_cart: bool = False,
+                  touched: Iterable[str] = ()) -> tuple[list[Change], bool]:
         """Catch up with the database's current rows: apply every newer one.
 
-        A row held at a newer version is fine (a change applied since the rows were read). Returns
-        the changes applied, and False when moving forward cannot reach the database's state (a
-        product or size unknown here), so the caller must reload instead.
+        A row held at a newer version is fine (a change applied since the rows were read). With
+        `every_cart` (`current` holds every cart that holds something), a cart held here that is
+        not among them was emptied, and that change missed: it is forgotten too, unless a change of
+        it was applied while the rows were read (`touched`: it may be newer than the read).
+        Returns the changes applied, and False when moving forward cannot reach the database's
+        state (a product or size unknown here), so the caller must reload instead.
         """
+        current = list(current)
         applied: list[Change] = []
+        if every_cart:
+            keep = {change.shopper_id for change in current if isinstance(change, CartChanged)} | set(touched)
+            for cart in [cart for shopper_id, cart in self._carts.items() if shopper_id not in keep]:
+                emptied = CartChanged(cart.shopper_id, cart.version + 1, ())  # (its row's version is at least that)
+                self.apply(emptied)
+                applied.append(emptied)
         for change in current:
             if isinstance(change, ProductChange):
                 held = self._products.get(change.product_id)

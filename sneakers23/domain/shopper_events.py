@@ -35,9 +35,11 @@ class StockChanged:
 
 @dataclass(frozen=True, slots=True)
 class CartUpdated:
-    """A shopper's cart changed: every tab of that shopper shows the new one."""
+    """A shopper's cart changed: every tab of that shopper shows the new one (with its version,
+    even when it is empty, which memory does not keep)."""
 
     shopper_id: str
+    cart: CartChanged
 
 
 ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated]
@@ -73,8 +75,12 @@ def differences(before: Iterable[Product], after: Iterable[Product]) -> list[Sho
 
 
 def cart_differences(before: Iterable[CartChanged], after: Iterable[CartChanged]) -> list[CartUpdated]:
-    """The carts that changed between two snapshots (gone ones too: the shop was reseeded)."""
-    old = {cart.shopper_id: cart.version for cart in before}
-    new = {cart.shopper_id: cart.version for cart in after}
-    return [CartUpdated(shopper_id) for shopper_id in [*new, *(s for s in old if s not in new)]
-            if old.get(shopper_id) != new.get(shopper_id)]
+    """The carts that changed between two snapshots. A cart gone from the second was emptied
+    meanwhile (memory keeps no empty cart), at a version past the one held, or the shop was
+    reseeded: its tabs are shown it empty."""
+    old = {cart.shopper_id: cart for cart in before}
+    new = {cart.shopper_id: cart for cart in after}
+    changed = [CartUpdated(shopper_id, cart) for shopper_id, cart in new.items()
+               if shopper_id not in old or old[shopper_id].version != cart.version]
+    return changed + [CartUpdated(shopper_id, CartChanged(shopper_id, cart.version + 1, ()))
+                      for shopper_id, cart in old.items() if shopper_id not in new]

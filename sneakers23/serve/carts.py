@@ -192,20 +192,22 @@ class CartChannels:
         level changed (struck through when it sold out)."""
         if not self._topics:
             return
-        changed: set[str] = set()
+        changed: dict[str, CartChanged] = {}  # (the event's cart: an emptied one, which memory forgets, has its version)
         sizes: set[int] = set()
         for event in events:
             if isinstance(event, CartUpdated):
                 if event.shopper_id in self._topics:
-                    changed.add(event.shopper_id)
+                    changed[event.shopper_id] = event.cart
                     if self._presence is not None:
-                        self._presence.cart_changed(event.shopper_id, list(self._live.cart(event.shopper_id).item_ids))
+                        self._presence.cart_changed(event.shopper_id, list(event.cart.item_ids))
             elif isinstance(event, StockChanged):
                 sizes.add(event.item_id)
         if sizes:
-            changed.update(shopper_id for shopper_id in self._topics
-                           if sizes.intersection(self._live.cart(shopper_id).item_ids))
-        for shopper_id in changed:
-            frame = phoenix.push(f"{CART_PREFIX}{shopper_id}", "cart", self.view(self._live.cart(shopper_id)))
+            for shopper_id in self._topics:
+                cart = self._live.cart(shopper_id)
+                if shopper_id not in changed and sizes.intersection(cart.item_ids):
+                    changed[shopper_id] = cart
+        for shopper_id, cart in changed.items():
+            frame = phoenix.push(f"{CART_PREFIX}{shopper_id}", "cart", self.view(cart))
             for connection in self._topics[shopper_id]:
                 connection.send(frame)

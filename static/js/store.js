@@ -109,9 +109,14 @@ function change(event, itemId) {
 if (panel && panel.dataset.cartId) {
   cart = socket.channel(`cart:${panel.dataset.cartId}`, { token: panel.dataset.cartToken, page: location.pathname });
   cart.on("cart", renderCart);
-  // Joined again after every reconnect: the reply is the cart as it is now.
+  // Joined again after every reconnect: the reply is the cart as it is now. An empty cart comes
+  // without its version (the store's memory keeps no empty cart): it replaces whatever was shown.
   cart.join()
-    .receive("ok", (view) => { showMessage(""); renderCart(view); })
+    .receive("ok", (view) => {
+      showMessage("");
+      if (view.count === 0) shown = { version: -1, items: [] };
+      renderCart(view);
+    })
     .receive("error", (error) => {
       showMessage(error.message || error.reason);
       if (error.reason === "invalid_token" || error.reason === "expired_token") cart.leave();

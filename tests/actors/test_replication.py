@@ -188,6 +188,34 @@ def test_a_cart_missed_long_ago_is_healed_too(ray_settings):
         inventory.close()
 
 
+def test_a_late_change_of_an_emptied_cart_is_forgotten_again_without_a_reload(ray_settings):
+    """Memory keeps no empty cart, so a change that arrives after the cart was emptied brings it
+    back: the cache is then ahead of the database, and anti-entropy mends it from the cart's row
+    (emptied, newer), not by reloading everything."""
+    from sneakers23.domain.changes import CartChanged
+
+    item = in_stock_item(ray_settings)
+    shopper = "0" * 63 + "2"
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    cache = cluster.cache("node_a")
+    try:
+        added = inventory.add_to_cart(shopper, item)
+        emptied = inventory.remove_from_cart(shopper, [item])
+        assert emptied.version == added.version + 1 and emptied.item_ids == ()
+        wait_for(lambda: ray.get(cache.stats.remote()).version == inventory.database_version(),
+                 what="node A caught up with the database (the cart emptied)")
+        assert all(cart.shopper_id != shopper for cart in ray.get(cache.snapshot.remote()).carts)
+        before = ray.get(cache.stats.remote())
+        assert ray.get(cache.apply.remote([added])) == 1  # late: node A's memory takes it again
+        wait_for(lambda: all(cart.shopper_id != shopper for cart in ray.get(cache.snapshot.remote()).carts),
+                 timeout=ray_settings.resync_seconds * 3 + 5, what="the late cart forgotten again")
+        after = ray.get(cache.stats.remote())
+        assert after.epoch == before.epoch and after.healed > before.healed  # mended, not reloaded
+        assert after.version == inventory.database_version()
+    finally:
+        inventory.close()
+
+
 @pytest.mark.reshapes_cluster
 def test_a_node_that_joins_gets_a_full_cache_and_one_that_leaves_takes_only_its_own(
     ray_cluster, ray_settings, ray_store

@@ -215,3 +215,72 @@ def test_a_change_that_changes_nothing_leaves_no_cart_and_publishes_nothing(sett
         assert published == [CartChanged(SHOPPER, 1, (first,))] and len(inventory.carts()) == 1
     finally:
         inventory.close()
+
+
+def test_only_carts_that_hold_something_count_in_the_version_total(inventory):
+    """Memory keeps no empty cart (domain.catalog): the database's total must count as it does."""
+    inventory.release(1)
+    before = inventory.database_version()
+    (size,) = sizes_in_stock(inventory, 1, 1)
+    inventory.add_to_cart(SHOPPER, size)
+    assert inventory.database_version() == before + 1
+    inventory.remove_from_cart(SHOPPER, [size])
+    assert inventory.database_version() == before
+    assert inventory.carts() == [CartChanged(SHOPPER, 2, ())]  # (the row stays, for a late change's sake)
+
+
+def test_idle_carts_are_emptied_and_published(settings):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import text
+
+    published = []
+
+    class Recorder:
+        def publish(self, changes):
+            published.extend(changes)
+
+    inventory = Inventory(settings.model_copy(update={"cart_idle_days": 2}), replication=Recorder())
+    idle, fresh, emptied = (f"{n:064x}" for n in range(1, 4))
+    try:
+        inventory.seed(random_seed=7)
+        inventory.release(1)
+        first, second = sizes_in_stock(inventory, 1, 2)
+        for shopper in (idle, fresh, emptied):
+            inventory.add_to_cart(shopper, first)
+        inventory.add_to_cart(idle, second)
+        inventory.remove_from_cart(emptied, [first])
+        now = datetime.now(timezone.utc)
+        for shopper, then in ((idle, now - timedelta(days=2, minutes=1)), (fresh, now - timedelta(days=1)),
+                              (emptied, now - timedelta(days=30))):
+            with inventory.engine.begin() as connection:
+                connection.execute(text("UPDATE carts SET updated_at = :then WHERE shopper_id = :who"),
+                                   {"then": then, "who": shopper})
+        published.clear()
+        total = inventory.database_version()
+
+        assert inventory.expire_carts() == [CartChanged(idle, 3, ())]
+        assert published == [CartChanged(idle, 3, ())]
+        assert inventory.database_version() == total - 2  # (the idle cart's version counts no more)
+        assert {cart.shopper_id: cart for cart in inventory.carts()} == {
+            idle: CartChanged(idle, 3, ()), fresh: CartChanged(fresh, 1, (first,)), emptied: CartChanged(emptied, 2, ())}
+        assert inventory.expire_carts() == [] and len(published) == 1  # nothing more to do
+        # The rows stay, so that a cart's version never starts again (its tabs show the newest).
+        assert inventory.add_to_cart(idle, first) == CartChanged(idle, 4, (first,))
+    finally:
+        inventory.close()
+
+
+def test_anti_entropys_full_read_of_the_carts_leaves_out_the_empty_ones(inventory):
+    inventory.release(1)
+    (size,) = sizes_in_stock(inventory, 1, 1)
+    inventory.add_to_cart(SHOPPER, size)
+    inventory.add_to_cart("b" * 64, size)
+    inventory.remove_from_cart("b" * 64, [size])
+    in_full = [c for c in inventory.current_changes() if isinstance(c, CartChanged)]
+    assert in_full == [CartChanged(SHOPPER, 1, (size,))]
+    from datetime import datetime, timedelta, timezone
+
+    lately = [c for c in inventory.current_changes(datetime.now(timezone.utc) - timedelta(minutes=1))
+              if isinstance(c, CartChanged)]
+    assert sorted(lately, key=lambda c: c.shopper_id) == [CartChanged(SHOPPER, 1, (size,)), CartChanged("b" * 64, 2, ())]

@@ -90,10 +90,47 @@ def test_reconcile_takes_new_carts_without_a_reload():
 
 
 def test_carts_that_differ_between_snapshots_are_told():
-    before = [CartChanged("a", 1, (1,)), CartChanged("b", 2, ()), CartChanged("gone", 4, (2,))]
+    before = [CartChanged("a", 1, (1,)), CartChanged("b", 2, (2,)), CartChanged("gone", 4, (2,))]
     after = [CartChanged("a", 1, (1,)), CartChanged("b", 3, (1,)), CartChanged("c", 1, (3,))]
-    assert cart_differences(before, after) == [CartUpdated("b"), CartUpdated("c"), CartUpdated("gone")]
+    assert cart_differences(before, after) == [
+        CartUpdated("b", CartChanged("b", 3, (1,))), CartUpdated("c", CartChanged("c", 1, (3,))),
+        # emptied meanwhile (memory keeps no empty cart): shown empty, past the version its tabs hold
+        CartUpdated("gone", CartChanged("gone", 5, ()))]
     assert empty_cart("x") == CartChanged("x", 0, ())
+
+
+def test_an_emptied_cart_is_forgotten_and_counts_for_nothing():
+    catalog = shop()
+    total = catalog.version_total()
+    assert catalog.apply(CartChanged("s", 1, (1,)))
+    assert catalog.apply(CartChanged("s", 2, ()))  # emptied: forgotten
+    assert catalog.cart("s") is None and catalog.carts() == []
+    assert catalog.version_total() == total  # (the database's total counts only carts holding something)
+    assert not catalog.apply(CartChanged("other", 2, ()))  # an empty cart never held: nothing changes
+    assert Catalog([], [CartChanged("e", 3, ()), CartChanged("f", 1, (2,))]).carts() == [CartChanged("f", 1, (2,))]
+
+
+def test_a_late_change_of_a_forgotten_cart_is_mended_by_the_database_rows():
+    catalog = shop()
+    total = catalog.version_total()
+    catalog.apply(CartChanged("s", 1, (1,)))
+    catalog.apply(CartChanged("s", 2, ()))
+    assert catalog.apply(CartChanged("s", 1, (1,)))  # late: memory no longer knows it was emptied
+    assert catalog.version_total() == total + 1  # ahead of the database: anti-entropy reads the rows
+    applied, consistent = catalog.reconcile([CartChanged("s", 2, ())])
+    assert consistent and applied == [CartChanged("s", 2, ())]
+    assert catalog.cart("s") is None and catalog.version_total() == total
+
+
+def test_a_full_read_forgets_the_carts_emptied_unseen_but_not_those_changed_while_it_ran():
+    catalog = shop()
+    for shopper in ("missed", "read", "new"):
+        catalog.apply(CartChanged(shopper, 3, (1,)))
+    # The database's carts that hold something: "missed" was emptied (that change never came);
+    # "new" was made after the rows were read, and its change applied meanwhile.
+    applied, consistent = catalog.reconcile([CartChanged("read", 3, (1,))], every_cart=True, touched={"new"})
+    assert consistent and applied == [CartChanged("missed", 4, ())]
+    assert {cart.shopper_id for cart in catalog.carts()} == {"read", "new"}
 
 
 def test_settling_applies_requests_in_order_and_only_changes_move_the_version():
