@@ -18,6 +18,9 @@ from sneakers23.settings import Settings
 # Incoming WebSocket messages: refused by the protocol layer as their frames arrive (a frame's
 # declared length, and a message's fragments together), never assembled first.
 WS_MAX_MESSAGE_BYTES = 64 * 1024
+# A message sent in fragments must be whole this long after its first fragment (a socket holding
+# an unfinished message holds up to 64 KiB of the replica's memory for nothing).
+WS_FRAGMENTS_DEADLINE_S = 5.0
 BODY_DEADLINE_S = 5.0
 MAX_FORM_BYTES = 4096
 
@@ -70,22 +73,73 @@ def tune_replica_server(settings: Settings) -> None:
     the deployment's constructor has run). So the constructor sets them here, for its process:
     - WebSocket messages capped by the protocol layer, and no permessage-deflate (a few KB of
       compressed input must not cost megabytes);
+    - a message's fragments whole within WS_FRAGMENTS_DEADLINE_S (`fragments_deadline`);
     - X-Forwarded-For believed from the store's HAProxy only (`trusted_proxies`), which sets it."""
     import uvicorn
 
     if getattr(uvicorn.Config, "sneakers23", False):
         return
     trusted = [part.strip() for part in settings.trusted_proxies.split(",") if part.strip()]
+    protocol = fragments_deadline(WS_FRAGMENTS_DEADLINE_S)
 
     class Config(uvicorn.Config):
         sneakers23 = True
 
         def __init__(self, *args, **kwargs):
             kwargs.update(ws_max_size=WS_MAX_MESSAGE_BYTES, ws_per_message_deflate=False, proxy_headers=True,
-                          forwarded_allow_ips=trusted)
+                          forwarded_allow_ips=trusted, ws=protocol)
             super().__init__(*args, **kwargs)
 
     uvicorn.Config = Config
+
+
+def fragments_deadline(deadline_s: float):
+    """uvicorn's WebSocket protocol (the one it picks itself, on `websockets`' Sans-I/O layer) with a
+    deadline on fragmented messages: when the last fragment has not come `deadline_s` after the
+    first, the connection is failed with 1008 (policy violation), as a frame over the size cap is
+    with 1009. Whole messages and idle sockets are not concerned (the channels' idle deadline
+    is theirs)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class FragmentsDeadline(WebSocketsSansIOProtocol):
+        _fragments_timer: asyncio.TimerHandle | None = None
+
+        def handle_text(self, event) -> None:
+            self._watch(event.fin)
+            super().handle_text(event)
+
+        def handle_bytes(self, event) -> None:
+            self._watch(event.fin)
+            super().handle_bytes(event)
+
+        def handle_cont(self, event) -> None:
+            if event.fin:
+                self._unwatch()
+            super().handle_cont(event)
+
+        def connection_lost(self, exc) -> None:
+            self._unwatch()
+            super().connection_lost(exc)
+
+        def _watch(self, fin: bool) -> None:
+            self._unwatch()
+            if not fin:
+                self._fragments_timer = self.loop.call_later(deadline_s, self._too_slow)
+
+        def _unwatch(self) -> None:
+            if self._fragments_timer is not None:
+                self._fragments_timer.cancel()
+                self._fragments_timer = None
+
+        def _too_slow(self) -> None:
+            self._fragments_timer = None
+            if self.close_sent or self.transport.is_closing():
+                return
+            self.frames = []  # (what the unfinished message held)
+            self.conn.fail(1008, "a fragmented message must be whole within seconds")
+            self.handle_parser_exception()  # tells the app, sends the close frame, closes
+
+    return FragmentsDeadline
 
 
 class BodyRefused(Exception):

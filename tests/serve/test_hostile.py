@@ -162,6 +162,32 @@ def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(st
     aio.run(run())
 
 
+def test_a_fragmented_message_left_unfinished_closes_its_socket_within_the_deadline(store):
+    from sneakers23.serve.guards import WS_FRAGMENTS_DEADLINE_S
+
+    url, port = store
+
+    async def run():
+        async with websockets.asyncio.client.connect(
+                f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0", local_addr=("127.0.0.8", 0)) as socket:
+            never_finished = asyncio.Event()
+
+            async def fragments():  # a first fragment, then nothing (the socket stays open meanwhile)
+                yield '["1", "1", "product:1", '
+                await never_finished.wait()
+                yield '"phx_join", {}]'
+
+            sending = asyncio.get_running_loop().create_task(socket.send(fragments()))
+            started = asyncio.get_running_loop().time()
+            assert (await honest_socket("127.0.0.1", port))[4]["status"] == "ok"  # everyone else goes on
+            await asyncio.wait_for(socket.wait_closed(), WS_FRAGMENTS_DEADLINE_S + 10)
+            assert socket.close_code == 1008
+            assert asyncio.get_running_loop().time() - started < WS_FRAGMENTS_DEADLINE_S + 5
+            sending.cancel()
+
+    aio.run(run())
+
+
 def test_malformed_ids_and_frames_get_a_clear_refusal_never_a_500(store):
     url, port = store
     with httpx.Client(base_url=url, timeout=10) as client:

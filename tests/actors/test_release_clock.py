@@ -1,0 +1,43 @@
+"""The release clock on the session's Ray cluster: idle carts expire, in the database and in every
+node's memory."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import ray
+from sqlalchemy import text
+
+from sneakers23.actors.release_clock import EXPIRE_CARTS_EVERY_S
+from sneakers23.domain.changes import CartChanged
+from sneakers23.inventory import Inventory
+from tests.actors.test_replication import in_stock_item
+from tests.support import cluster
+from tests.support.cluster import ensure_released
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.usefixtures("ray_store")
+
+
+def test_a_cart_left_idle_past_its_days_is_emptied_everywhere(ray_settings):
+    ensure_released(ray_settings, 1)
+    item = in_stock_item(ray_settings)
+    shopper = "0" * 63 + "3"
+    long_ago = datetime.now(timezone.utc) - timedelta(days=ray_settings.cart_idle_days, minutes=1)
+    inventory = Inventory(ray_settings)  # publishes nothing: the caches heal the cart in
+    try:
+        with inventory.engine.begin() as connection:  # a cart last touched over a week ago
+            connection.execute(text("INSERT INTO carts (shopper_id, version, updated_at) VALUES (:who, 5, :then)"),
+                               {"who": shopper, "then": long_ago})
+            connection.execute(text("INSERT INTO cart_items (shopper_id, item_id, added_at) VALUES (:who, :item, :then)"),
+                               {"who": shopper, "item": item, "then": long_ago})
+        assert inventory.cart(shopper) == CartChanged(shopper, 5, (item,))
+        wait_for(lambda: inventory.cart(shopper) == CartChanged(shopper, 6, ()),
+                 timeout=EXPIRE_CARTS_EVERY_S * 2 + 10, what="the release clock to empty the idle cart")
+        for node in ("head", "node_a", "node_b"):
+            wait_for(lambda node=node: all(cart.shopper_id != shopper
+                                           for cart in ray.get(cluster.cache(node).snapshot.remote()).carts),
+                     what=f"{node}'s cache to forget the emptied cart")
+    finally:
+        inventory.close()
