@@ -124,6 +124,8 @@ class SalesLedger:
             self._record(SaleRecord(claim.shopper_id, claim.key, result.units))
             for change in result.changes:  # (a batch's results come without: it applies the batch's)
                 self._catalog.apply(change)
+        elif not holding.pairs:
+            del self._holdings[claim.shopper_id]  # a shopper who holds nothing leaves nothing behind
 
     def apply(self, change: Change) -> bool:
         """A committed change to the product or one of its sizes (a sale, a restock, a release),
@@ -149,6 +151,11 @@ class SalesLedger:
     @property
     def claims_waiting(self) -> int:
         return len(self._claims)
+
+    @property
+    def shoppers(self) -> int:
+        """Shoppers it holds something of: it grows with the buyers, never with refusals."""
+        return len(self._holdings)
 
     # --- inside ---
 

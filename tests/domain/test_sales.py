@@ -49,6 +49,16 @@ def test_claims_hold_stock_until_the_database_answers():
     assert ledger.admit("a", [1], "k2", False).refusal is Refusal.LIMIT_REACHED  # a holds size 1 now
 
 
+def test_a_shopper_whose_claims_came_to_nothing_leaves_nothing_behind():
+    ledger = SalesLedger(product(counts={1: 1, 2: 5}), [], 2)
+    minted = [ledger.admit(f"minted-{n}", [2], "k", False) for n in range(3)]
+    buyer = ledger.admit("buyer", [1], "k", False)
+    for claim in minted:
+        ledger.settle(claim, None)  # refused (or no answer): nothing sold
+    ledger.settle(buyer, sold(buyer, 0, 2))
+    assert ledger.shoppers == 1 and ledger.claims_waiting == 0
+
+
 def test_a_key_replays_its_committed_purchase_or_waits_for_it():
     ledger = SalesLedger(product(), [], 2)
     claim = ledger.admit("a", [2], "key", True)
