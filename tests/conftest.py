@@ -26,10 +26,18 @@ SEED = 23
 pytest_plugins = ["tests.support.store_fixtures"]
 
 
+# Tests of pure rules and of SQL alone (milliseconds each): they run first, so a broken rule shows
+# in seconds, before any Ray cluster, store or browser starts.
+CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retries.py", "tests/test_tasks.py")
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that take nodes away and bring new ones run last, so no other test meets a cluster
-    that one of them left in the middle of a change."""
-    items.sort(key=lambda item: item.get_closest_marker("reshapes_cluster") is not None)
+    """The cheap tests first; tests that take nodes away and bring new ones last, so no other test
+    meets a cluster that one of them left in the middle of a change."""
+    def cost(item) -> tuple[bool, bool]:
+        return item.get_closest_marker("reshapes_cluster") is not None, not item.nodeid.startswith(CHEAP)
+
+    items.sort(key=cost)
 
 
 FIGURES: list[str] = []

@@ -26,7 +26,7 @@ class ProductRow(SQLModel, table=True):
     price_usd: int
     main_image_url: str = Field(max_length=1024)
     released: bool = Field(default=False)
-    # When set on an unreleased product, the replication actor releases it at that moment.
+    # When set on an unreleased product, the release clock (actors/release_clock.py) releases it then.
     release_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # Grows on every change to the row; caches apply only newer versions.
     version: int = Field(default=1)

@@ -1,4 +1,4 @@
-"""The store's two Serve applications.
+"""Two of the store's three Serve applications (the third, the admin desk, is in admin.py).
 
 - `store` (route /): the catalog page, static files, the JSON API and purchases. Short requests.
 - `channels` (route /product_socket): the Phoenix-protocol WebSockets. Long-lived: every open

@@ -93,6 +93,21 @@ def tune_replica_server(settings: Settings) -> None:
     uvicorn.Config = Config
 
 
+def harden_fallback_proxy() -> list:
+    """Serve's fallback proxy (the proxy actor, HAProxy's backup server whenever a backend has no
+    replica up: at a start, a reload, a redeploy) runs a uvicorn of its own, which would hold
+    WebSocket messages up to 16 MiB, inflated, and fragments without a deadline. Serve calls this
+    in that process before its server starts (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH, which
+    `sneakers23 serve` and cluster.yaml set): the same limits as a replica's. No middleware."""
+    from sneakers23.settings import Settings
+
+    tune_replica_server(Settings())
+    return []
+
+
+FALLBACK_PROXY_CALLBACK = f"{__name__}:harden_fallback_proxy"
+
+
 def fragments_deadline(deadline_s: float):
     """uvicorn's WebSocket protocol (the one it picks itself, on `websockets`' Sans-I/O layer) with a
     deadline on fragmented messages: when the last fragment has not come `deadline_s` after the

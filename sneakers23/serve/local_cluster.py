@@ -147,6 +147,8 @@ class LocalCluster:
     def _start(cls, open_files: int, check: Callable[[], None], host: str) -> "LocalCluster":
         from ray._private.services import get_node_ip_address
 
+        from sneakers23.serve.guards import FALLBACK_PROXY_CALLBACK
+
         taken: set[int] = set()
         ports = {name: _port(usual, taken) for name, usual in {**RAY_PORTS, **SERVE_PORTS}.items()}
         env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
@@ -154,6 +156,8 @@ class LocalCluster:
             env.setdefault(name, value)  # a benchmark may choose another request path
         # HAProxy with the store's edge rules, and ended with the Serve process that starts it.
         env.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(Path(sys.executable).with_name("sneakers23-haproxy")))
+        # The fallback proxy behind HAProxy with a replica's limits (serve/guards.py).
+        env.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", FALLBACK_PROXY_CALLBACK)
         # Every open socket is a connection in HAProxy (default limit 4,096).
         env.setdefault("RAY_SERVE_HAPROXY_MAXCONN", str(max(1024, min(200_000, (open_files - 1024) * 2 // 5))))
         # Ray jobs (`ray job submit -- python -m sneakers23.jobs.drop …`) get this Python first.

@@ -149,7 +149,7 @@ def _prepare_database(settings: Settings, release: tuple[int, ...] = ()) -> None
 
 
 def _deploy(settings: Settings, host: str, port: int, check: Callable[[], None]) -> float:
-    """Replication, Serve and the two applications; returns the store application's deploy time,
+    """Replication, Serve and the three applications (store, channels, admin); returns the store application's deploy time,
     by which a later stop knows the applications are still its own."""
     try:
         cluster.check_database_fits(settings)

@@ -3,7 +3,8 @@
 from dataclasses import replace
 
 from sneakers23.domain.carts import (CHECKOUT_MESSAGES, CartRefusal, CheckoutRefusal, cart_view, checkout_key,
-                                     checkout_refusal, empty_cart, lines_for, refusal_message, refuse_from_memory)
+                                     checkout_refusal, empty_cart, lines_for, refusal_message, refuse_from_memory,
+                                     refuse_removal_from_memory)
 from sneakers23.domain.catalog import Catalog
 from sneakers23.domain.changes import CartChanged
 from sneakers23.domain.shopper_events import CartUpdated, cart_differences
@@ -146,3 +147,13 @@ def test_settling_applies_requests_in_order_and_only_changes_move_the_version():
     bought_one = settle([CartRequest("t", add=1), CartRequest("t", add=2)], {"t": HeldCart(0, [])}, sizes,
                         bought={("t", 1): 1}, owned={("t", 2)}, max_pairs=2)
     assert bought_one == [CartChanged("t", 1, (1,)), CartRefusal.ALREADY_BOUGHT]
+
+
+def test_a_removal_is_refused_from_memory_only_when_memory_is_as_new_as_what_the_tab_saw():
+    cart = CartChanged("s", 3, (1,))
+    assert refuse_removal_from_memory(cart, 1) is None  # in the cart: the database removes it
+    assert refuse_removal_from_memory(cart, 2) is CartRefusal.NOT_IN_CART
+    assert refuse_removal_from_memory(cart, 2, seen_version=3) is CartRefusal.NOT_IN_CART
+    # The tab was answered with version 4 (its own add, not yet replicated here): the database tells.
+    assert refuse_removal_from_memory(cart, 2, seen_version=4) is None
+    assert refuse_removal_from_memory(empty_cart("s"), 2, seen_version=1) is None

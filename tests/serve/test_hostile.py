@@ -25,7 +25,8 @@ from tests.support import aio
 from tests.support.attacks import HONEST, HOSTILE, honest_requests, honest_socket, idle_sockets, slow_bodies, slow_headers
 from tests.support.ports import free_port
 from tests.support.shoppers import open_shop
-from tests.support.store_process import StoreProcess, clean_env
+from tests.support.store_process import StoreProcess, clean_env, cli
+from tests.support.waiting import wait_for
 
 ADMIN_PASSWORD = "hostile-test-admin-password"
 SECRET = "hostile-test-secret-key-of-32-bytes-or-more"
@@ -134,8 +135,23 @@ def test_a_request_flood_from_one_address_gets_429_with_retry_after_and_others_g
     aio.run(run())
 
 
-def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(store):
-    url, port = store
+def fallback_proxy_port(process) -> int:
+    """The port of Serve's fallback proxy: HAProxy's backup server, from the file it was given."""
+    for pid in process.processes():
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if args[0].endswith("haproxy") and "-f" in args:
+            config = Path(args[args.index("-f") + 1]).read_text()
+            return int(re.search(r"SERVE_PROXY_ACTOR-fallback-\S+ [0-9.]+:([0-9]+)", config).group(1))
+    raise AssertionError("no HAProxy among the store's processes")
+
+
+@pytest.mark.parametrize("door", ["HAProxy", "the fallback proxy"])
+def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(served, door):
+    process, haproxy_port = served
+    port = haproxy_port if door == "HAProxy" else fallback_proxy_port(process)
 
     async def run():
         async with websockets.asyncio.client.connect(
@@ -162,14 +178,18 @@ def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(st
     aio.run(run())
 
 
-def test_a_fragmented_message_left_unfinished_closes_its_socket_within_the_deadline(store):
+@pytest.mark.parametrize("door", ["HAProxy", "the fallback proxy"])
+def test_a_fragmented_message_left_unfinished_closes_its_socket_within_the_deadline(served, door):
+    """Through HAProxy to a replica, and straight to Serve's fallback proxy (HAProxy's backup while
+    a backend has no replica up, as at a start or a reload): both cut it."""
     from sneakers23.serve.guards import WS_FRAGMENTS_DEADLINE_S
 
-    url, port = store
+    process, port = served
+    door_port = port if door == "HAProxy" else fallback_proxy_port(process)
 
     async def run():
         async with websockets.asyncio.client.connect(
-                f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0", local_addr=("127.0.0.8", 0)) as socket:
+                f"ws://127.0.0.1:{door_port}/product_socket/websocket?vsn=2.0.0", local_addr=("127.0.0.8", 0)) as socket:
             never_finished = asyncio.Event()
 
             async def fragments():  # a first fragment, then nothing (the socket stays open meanwhile)
@@ -186,6 +206,105 @@ def test_a_fragmented_message_left_unfinished_closes_its_socket_within_the_deadl
             sending.cancel()
 
     aio.run(run())
+
+
+def database_and_cache_versions(process) -> tuple[int, list[int]]:
+    """`sneakers23 status` of the store: the database's version, and each node cache's lag."""
+    status = cli("status", env=process.env, cwd=process.cwd)
+    assert status.returncode == 0, status.stderr
+    version = int(re.search(r"^database .* version (\d+)$", status.stdout, re.M).group(1))
+    lags = [int(row.split()[5]) for row in status.stdout.splitlines() if re.match(r"^[0-9a-f]{12}\s", row)]
+    return version, lags
+
+
+def test_minted_shoppers_sockets_that_never_read_and_rejoin_floods_leave_no_state_and_others_are_served(served):
+    """Three attacks in short form, at once, each from addresses of its own: 200 minted shoppers
+    (page, cart join, add, remove: their emptied carts are held nowhere), 50 sockets sending
+    heartbeats and never reading, 20 sockets joining one cart topic again and again."""
+    process, port = served
+    url = f"http://127.0.0.1:{port}"
+    socket_url = f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0"
+    item = in_stock_item(url)
+    version_before, _lags = database_and_cache_versions(process)
+
+    def cart_of(source: str) -> tuple[str, str]:
+        """A new shopper's id and cart token, from the page it opens."""
+        with httpx.Client(base_url=url, timeout=10, transport=httpx.HTTPTransport(local_address=source)) as client:
+            page = client.get("/").text
+        found = re.search(r'data-cart-id="([0-9a-f]+)" data-cart-token="([^"]+)"', page)
+        return found.group(1), found.group(2)
+
+    async def minted(number: int) -> list:
+        source = f"127.0.2.{number % 50 + 1}"
+        shopper, token = await asyncio.to_thread(cart_of, source)
+        async with websockets.asyncio.client.connect(socket_url, local_addr=(source, 0)) as socket:
+            topic = f"cart:{shopper}"
+
+            async def reply_to(ref: str, event: str, payload: dict) -> dict:
+                await socket.send(json.dumps(["1", ref, topic, event, payload]))
+                while (frame := json.loads(await socket.recv()))[1] != ref:  # (the cart's pushes)
+                    pass
+                return frame[4]
+
+            replies = [await reply_to("1", "phx_join", {"token": token}),
+                       await reply_to("2", "add_item", {"item_id": item}),
+                       await reply_to("3", "remove_item", {"item_id": item})]
+        return [reply["status"] if reply["status"] == "ok" else reply for reply in replies]
+
+    async def never_reading(stop: asyncio.Event) -> int:
+        sockets = [await websockets.asyncio.client.connect(socket_url, local_addr=("127.0.0.11", 0),
+                                                           max_queue=1) for _ in range(50)]
+        sent = 0
+        try:
+            while not stop.is_set():
+                for socket in sockets:
+                    await socket.send(json.dumps([None, str(sent), "phoenix", "heartbeat", {}]))
+                    sent += 1
+                await asyncio.sleep(0.05)
+        finally:
+            for socket in sockets:
+                socket.transport.abort()
+        return sent
+
+    async def rejoining(stop: asyncio.Event) -> dict:
+        shopper, token = await asyncio.to_thread(cart_of, "127.0.0.12")
+        replies: dict[str, int] = {}
+
+        async def one() -> None:
+            async with websockets.asyncio.client.connect(socket_url, local_addr=("127.0.0.12", 0)) as socket:
+                ref = 0
+                while not stop.is_set():
+                    ref += 1
+                    await socket.send(json.dumps(["1", str(ref), f"cart:{shopper}", "phx_join", {"token": token}]))
+                    status = json.loads(await socket.recv())[4]["status"]
+                    replies[status] = replies.get(status, 0) + 1
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(one() for _ in range(20)))
+        return replies
+
+    async def run():
+        stop = asyncio.Event()
+        floods = asyncio.gather(never_reading(stop), rejoining(stop))
+        churned = []
+        for first in range(0, 200, 50):
+            churned += await asyncio.gather(*(minted(n) for n in range(first, first + 50)))
+        answered(await honest_requests(url, 12, purchase_item=item, timeout=ANSWER_WITHIN_S + 1),
+                 "beside the minted shoppers, the never-reading sockets and the rejoin flood")
+        assert (await honest_socket("127.0.0.1", port))[4]["status"] == "ok"
+        stop.set()
+        heartbeats, rejoins = await floods
+        assert len(churned) == 200 and all(replies == ["ok"] * 3 for replies in churned), \
+            [replies for replies in churned if replies != ["ok"] * 3][:3]
+        assert heartbeats > 0 and set(rejoins) == {"ok"} and rejoins["ok"] > 20, rejoins
+
+    aio.run(run())
+    # Their carts were emptied: the database's version counts none of them, and every node's cache
+    # holds what the database holds (a cache that kept an emptied cart would be ahead of it).
+    wait_for(lambda: database_and_cache_versions(process)[1] == [0], timeout=15, what="the caches caught up")
+    version_after, _lags = database_and_cache_versions(process)
+    purchases = 6  # (the honest shopper's: each sale moves a size's version on, sold or refused, at most 6)
+    assert version_before <= version_after <= version_before + purchases
 
 
 def test_malformed_ids_and_frames_get_a_clear_refusal_never_a_500(store):
