@@ -31,8 +31,8 @@ from sneakers23.actors import ON_HEAD_NODE
 from sneakers23.domain.admin import (LOGIN_LOOKBACK, FailedLogin, admin_name, locks_everyone, login_wait,
                                      parse_action)
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
+from sneakers23.serve.admin_gate import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.app import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
-from sneakers23.serve.admins import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.guards import (NO_STORE, RETRY_AFTER_S, behind_tls, install_door, json_error, read_body,
                                      tune_replica_server)

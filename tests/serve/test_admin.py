@@ -12,7 +12,7 @@ from itsdangerous import URLSafeTimedSerializer
 from pydantic import ValidationError
 
 from sneakers23.assembly import database_inventory
-from sneakers23.serve.admins import SESSION_COOKIE, AdminGate
+from sneakers23.serve.admin_gate import SESSION_COOKIE, AdminGate
 from sneakers23.serve.shoppers import COOKIE
 from sneakers23.settings import Settings
 from tests.serve.test_carts import new_shopper, sizes_in_stock

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sneakers23.serve.admins import AdminSession
+from sneakers23.serve.admin_gate import AdminSession
 from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels
 from tests.support import aio
 
