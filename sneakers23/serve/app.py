@@ -195,7 +195,7 @@ class Storefront:
             return _page_error(400, "This checkout form is not valid: open the checkout page again")
         version, item_ids, form_token = form
         if not self.form_tokens.check(shopper_id, form_token):
-            return _page_error(403, "This checkout form is not from this shop, or is too old: open the checkout page again")
+            return _page_error(403, "This checkout form is not from this shop: open the checkout page again")
         lines = self.live.lines(item_ids)
         refusal = checkout_refusal(lines) if len(lines) == len(set(item_ids)) else CheckoutRefusal.FAILED
         if refusal is not None:

@@ -127,7 +127,9 @@ def test_refusals_at_the_edge_reach_no_actor_and_no_database(store_url, ray_stor
     assert keyed.json()["error"] == "sold_out"
     actor_keyed = ray.get(sales_actor(ray_settings, 1).read_stats.remote())
     assert actor_keyed.answered_from_memory == actor_after.answered_from_memory + 1
-    assert actor_keyed.queries == actor_after.queries
+    # No statement for the purchase. (A reload of the ledger meanwhile, when a change made
+    # elsewhere reaches it late, reads the product, its sizes and its sales: three, each time.)
+    assert actor_keyed.queries - actor_after.queries == 3 * (actor_keyed.reloads - actor_after.reloads)
     database.close()
 
 
