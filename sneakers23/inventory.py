@@ -99,6 +99,8 @@ class Activity(Protocol):
 
 log = logging.getLogger(__name__)
 
+EXPIRE_CARTS_PER_BATCH = 1_000
+
 # The `…_async` operations run in threads of their own: a transaction mostly waits for the database
 # (its commit for the disk), so more of them at once than asyncio's default few keep it busy.
 DATABASE_THREADS = 32
@@ -195,14 +197,19 @@ class Inventory:
         self._publish(changes)
         return changes
 
-    def expire_carts(self) -> list[CartChanged]:
+    def expire_carts(self, batch: int = EXPIRE_CARTS_PER_BATCH) -> list[CartChanged]:
         """Empty the carts left untouched for `cart_idle_days` (the release clock calls this now
-        and then). The emptied carts are published: every cache and tab forgets them."""
+        and then), a batch per transaction, each published after its commit: every cache and tab
+        forgets them. A week's carts after a big drop are many: no statement names them all."""
         idle_before = datetime.now(timezone.utc) - timedelta(days=self.settings.cart_idle_days)
-        with self._errors(), self.engine.begin() as connection:
-            emptied = carts.expire(connection, idle_before)
-        self._publish(emptied)
-        return emptied
+        emptied: list[CartChanged] = []
+        while True:
+            with self._errors(), self.engine.begin() as connection:
+                these = carts.expire(connection, idle_before, batch)
+            self._publish(these)
+            emptied += these
+            if len(these) < batch:
+                return emptied
 
     def purchase(self, shopper_id: str, item_ids: list[int], idempotency_key: str | None = None) -> PurchaseResult:
         """Sell one pair of each item to the shopper, all or nothing. Where a store runs, the

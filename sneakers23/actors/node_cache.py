@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 FOLLOW_TIMEOUT_S = 15.0
 CLOCK_SKEW_S = 5.0  # how far apart the writers' clocks (which stamp a cart's change) may be
-FULL_CART_READ_EVERY = 30  # resyncs that found something missing (a minute or more, by default)
+# Resyncs (a minute, by default) between full reads of the carts that hold something, made even
+# when the totals agree: memory forgets emptied carts, so a missed emptying (the cache's carts
+# ahead) and a missed add (behind) can cancel out in the carts' total.
+FULL_CART_READ_EVERY = 30
 
 
 def cache_name(node_id: str) -> str:
@@ -150,7 +153,8 @@ class NodeCache:
         held = self._catalog.version_totals()
         total = await asyncio.to_thread(self._database_versions)
         self._last_resync_at = time.time()
-        if total == held:
+        self._resyncs_since_full += 1
+        if total == held and self._resyncs_since_full < FULL_CART_READ_EVERY:
             return 0  # the common case: one cheap query, nothing missed
         consistent = held[0] <= total[0]
         healed: list[Change] = []
@@ -160,8 +164,7 @@ class NodeCache:
             # always on its way) would cost more than all else. Every cart that holds something is
             # read when the recent ones cannot account for the database's versions, and every
             # FULL_CART_READ_EVERY resyncs anyway (under load, changes on their way can hide an
-            # old one missed).
-            self._resyncs_since_full += 1
+            # old one missed; a missed emptying and a missed add can cancel out).
             since = datetime.now(timezone.utc) - timedelta(seconds=self._settings.resync_seconds * 2 + CLOCK_SKEW_S)
             reads = (None,) if self._resyncs_since_full >= FULL_CART_READ_EVERY else (since, None)
             for changed_since in reads:

@@ -164,16 +164,17 @@ def _write(connection: Connection, versions_before: dict[str, int], before: dict
                            .values(version=bindparam("version"), updated_at=bindparam("at")), versions)
 
 
-def expire(connection: Connection, idle_before: datetime) -> list[CartChanged]:
-    """In the caller's transaction: empty the carts that hold something and were left untouched
-    since `idle_before`. Returns the emptied carts, to publish (memory forgets them). The rows stay:
-    a cart's version must never start again (its tabs show the newest version they have seen, and
-    its checkout key is made of it)."""
+def expire(connection: Connection, idle_before: datetime, limit: int) -> list[CartChanged]:
+    """In the caller's transaction: empty at most `limit` of the carts that hold something and
+    were left untouched since `idle_before`. Returns the emptied carts, to publish (memory forgets
+    them). The rows stay: a cart's version must never start again (its tabs show the newest
+    version they have seen, and its checkout key is made of it)."""
     holding = select(cart_items_t.c.shopper_id).where(cart_items_t.c.shopper_id == carts_t.c.shopper_id).exists()
+    idle = select(carts_t.c.shopper_id).where(carts_t.c.updated_at < idle_before, holding).limit(limit)
     # One statement that takes each row's lock and checks its time again after any wait: a change
     # that commits first moves `updated_at` on, and the cart is not idle any more.
     emptied = connection.execute(
-        update(carts_t).where(carts_t.c.updated_at < idle_before, holding)
+        update(carts_t).where(carts_t.c.shopper_id.in_(idle.scalar_subquery()), carts_t.c.updated_at < idle_before)
         .values(version=carts_t.c.version + 1, updated_at=_now())
         .returning(carts_t.c.shopper_id, carts_t.c.version)).all()
     if emptied:

@@ -63,12 +63,14 @@ def refuse_from_memory(item: Item | None, product: Product | None) -> CartRefusa
     return None
 
 
-def refuse_removal_from_memory(cart: CartChanged, item_id: int, seen_version: int = 0) -> CartRefusal | None:
+def refuse_removal_from_memory(cart: CartChanged, item_id: int, seen: CartChanged | None = None) -> CartRefusal | None:
     """A removal of a size not in the node's copy of the cart changes nothing: refused there, so
-    that anonymous input never reaches the database for nothing. Unless the copy is older than the
-    cart the tab was last answered with (`seen_version`: its own add, a moment ago, not yet
-    replicated here): then the database tells."""
-    if item_id in cart.item_ids or cart.version < seen_version:
+    that anonymous input never reaches the database for nothing. Unless the cart the tab was last
+    answered with (`seen`: its own add, a moment ago, not yet replicated here) is newer and holds
+    the size: then the database tells."""
+    if item_id in cart.item_ids:
+        return None
+    if seen is not None and seen.version > cart.version and item_id in seen.item_ids:
         return None
     return CartRefusal.NOT_IN_CART
 

@@ -120,8 +120,9 @@ class Catalog:
                 return False
             if change.item_ids:
                 self._carts[change.shopper_id] = change
-                return True
-            return self._carts.pop(change.shopper_id, None) is not None
+            else:  # (news even when it was not held: a tab may show what this memory missed)
+                self._carts.pop(change.shopper_id, None)
+            return True
         raise TypeError(f"not a change: {change!r}")
 
     def version_total(self) -> int:
@@ -158,8 +159,10 @@ class Catalog:
                 held = self._products.get(change.product_id)
             elif isinstance(change, AvailabilityChanged):
                 held = self._items.get(change.item_id)
-            else:
+            elif change.item_ids or change.shopper_id in self._carts:
                 held = change  # a cart: new ones are made every day
+            else:
+                continue  # an empty cart not held here: nothing to mend
             if held is None:
                 return applied, False
             if self.apply(change):

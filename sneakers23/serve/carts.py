@@ -76,7 +76,7 @@ class CartChannels:
         self._topics: dict[str, set] = {}  # shopper id -> its tabs' connections on this replica
         self._locks: dict[object, asyncio.Lock] = {}  # one tab's changes, one after another
         self._waiting: dict[object, int] = {}
-        self._seen: dict[object, int] = {}  # the newest cart version each tab was answered with
+        self._seen: dict[object, CartChanged] = {}  # the newest cart each tab was answered with
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -148,7 +148,7 @@ class CartChannels:
             refusal = refuse_from_memory(item, None if item is None else self._live.product(item.product_id))
         else:
             refusal = refuse_removal_from_memory(self._live.cart(message.topic[len(CART_PREFIX):]), item_id,
-                                                 self._seen.get(connection, 0))
+                                                 self._seen.get(connection))
         if refusal is not None:  # refused from memory: no database
             self._inventory.refused_from_memory("cart", refusal)
             self._refuse(connection, message, refusal)
@@ -186,8 +186,9 @@ class CartChannels:
         if isinstance(outcome, CartRefusal):
             self._refuse(connection, message, outcome)
         else:
-            if connection in self._locks:  # (still joined)
-                self._seen[connection] = max(self._seen.get(connection, 0), outcome.version)
+            seen = self._seen.get(connection)
+            if connection in self._locks and (seen is None or outcome.version > seen.version):  # (still joined)
+                self._seen[connection] = outcome
             connection.send(phoenix.reply(message, "ok", self.view(outcome)))
 
     # --- pushes ---

@@ -259,7 +259,7 @@ def test_idle_carts_are_emptied_and_published(settings):
         published.clear()
         total = inventory.database_version()
 
-        assert inventory.expire_carts() == [CartChanged(idle, 3, ())]
+        assert inventory.expire_carts(batch=1) == [CartChanged(idle, 3, ())]  # (batches of one: a second finds none)
         assert published == [CartChanged(idle, 3, ())]
         assert inventory.database_version() == total - 2  # (the idle cart's version counts no more)
         assert {cart.shopper_id: cart for cart in inventory.carts()} == {
@@ -267,6 +267,14 @@ def test_idle_carts_are_emptied_and_published(settings):
         assert inventory.expire_carts() == [] and len(published) == 1  # nothing more to do
         # The rows stay, so that a cart's version never starts again (its tabs show the newest).
         assert inventory.add_to_cart(idle, first) == CartChanged(idle, 4, (first,))
+        # Many at once: in batches, every one of them.
+        many = [f"{n:064x}" for n in range(100, 105)]
+        for shopper in many:
+            inventory.add_to_cart(shopper, first)
+        with inventory.engine.begin() as connection:
+            connection.execute(text("UPDATE carts SET updated_at = :then WHERE shopper_id <> :fresh"),
+                               {"then": now - timedelta(days=3), "fresh": fresh})
+        assert sorted(c.shopper_id for c in inventory.expire_carts(batch=2)) == sorted([idle, *many])
     finally:
         inventory.close()
 

@@ -107,7 +107,8 @@ def test_an_emptied_cart_is_forgotten_and_counts_for_nothing():
     assert catalog.apply(CartChanged("s", 2, ()))  # emptied: forgotten
     assert catalog.cart("s") is None and catalog.carts() == []
     assert catalog.version_total() == total  # (the database's total counts only carts holding something)
-    assert not catalog.apply(CartChanged("other", 2, ()))  # an empty cart never held: nothing changes
+    assert catalog.apply(CartChanged("other", 2, ()))  # news (a tab may show what memory missed)...
+    assert catalog.cart("other") is None and catalog.version_total() == total  # ...that takes no memory
     assert Catalog([], [CartChanged("e", 3, ()), CartChanged("f", 1, (2,))]).carts() == [CartChanged("f", 1, (2,))]
 
 
@@ -149,11 +150,13 @@ def test_settling_applies_requests_in_order_and_only_changes_move_the_version():
     assert bought_one == [CartChanged("t", 1, (1,)), CartRefusal.ALREADY_BOUGHT]
 
 
-def test_a_removal_is_refused_from_memory_only_when_memory_is_as_new_as_what_the_tab_saw():
+def test_a_removal_is_refused_from_memory_unless_the_tab_was_answered_with_a_newer_cart_holding_it():
     cart = CartChanged("s", 3, (1,))
     assert refuse_removal_from_memory(cart, 1) is None  # in the cart: the database removes it
     assert refuse_removal_from_memory(cart, 2) is CartRefusal.NOT_IN_CART
-    assert refuse_removal_from_memory(cart, 2, seen_version=3) is CartRefusal.NOT_IN_CART
-    # The tab was answered with version 4 (its own add, not yet replicated here): the database tells.
-    assert refuse_removal_from_memory(cart, 2, seen_version=4) is None
-    assert refuse_removal_from_memory(empty_cart("s"), 2, seen_version=1) is None
+    assert refuse_removal_from_memory(cart, 2, seen=CartChanged("s", 3, (1,))) is CartRefusal.NOT_IN_CART
+    # The tab was answered with version 4 holding size 2 (its own add, not yet replicated here).
+    assert refuse_removal_from_memory(cart, 2, seen=CartChanged("s", 4, (2, 1))) is None
+    assert refuse_removal_from_memory(empty_cart("s"), 2, seen=CartChanged("s", 1, (2,))) is None
+    # Its own removal emptied the cart (memory forgot it): removing again is refused from memory.
+    assert refuse_removal_from_memory(empty_cart("s"), 2, seen=CartChanged("s", 2, ())) is CartRefusal.NOT_IN_CART
