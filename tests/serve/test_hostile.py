@@ -22,7 +22,8 @@ import websockets.exceptions
 
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER
 from tests.support import aio
-from tests.support.attacks import HONEST, HOSTILE, honest_requests, honest_socket, idle_sockets, slow_bodies, slow_headers
+from tests.support.attacks import (HONEST, HOSTILE, close_code_after, honest_requests, honest_socket, idle_sockets,
+                                   slow_bodies, slow_headers)
 from tests.support.ports import free_port
 from tests.support.shoppers import open_shop
 from tests.support.store_process import StoreProcess, clean_env, cli
@@ -161,18 +162,13 @@ def test_websocket_messages_are_capped_by_the_protocol_and_compression_is_off(se
             await socket.send(json.dumps(["1", "1", "product:1", "phx_join", {}]))
             assert json.loads(await socket.recv())[4]["status"] == "ok"
 
-        async def fragments():  # 70 KiB in fragments of 1 KiB: refused before the message is whole
-            for _ in range(70):
-                yield "x" * 1024
-
-        for message in ("x" * (64 * 1024 + 100), fragments()):
-            async with websockets.asyncio.client.connect(
-                    f"ws://127.0.0.1:{port}/product_socket/websocket?vsn=2.0.0", max_size=None,
-                    local_addr=("127.0.0.8", 0)) as socket:
-                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-                    await socket.send(message)
-                    await asyncio.wait_for(socket.recv(), 10)
-                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        # A frame declaring more than 64 KiB: refused at its header, before a byte of its payload
+        # comes. Then a message in fragments of 1 KiB: refused at the header of the fragment that
+        # would take it past 64 KiB, before the message is whole.
+        too_large = [(True, 0x1, b"", 64 * 1024 + 100)]
+        fragments = [(False, 0x1 if n == 0 else 0x0, b"x" * 1024, 1024) for n in range(64)] + [(False, 0x0, b"", 1024)]
+        for frames in (too_large, fragments):
+            assert await close_code_after("127.0.0.1", port, frames, source="127.0.0.8") == 1009
         assert (await honest_socket("127.0.0.1", port))[4]["status"] == "ok"
 
     aio.run(run())

@@ -167,3 +167,44 @@ async def honest_socket(host: str, port: int, source: str = HONEST, timeout: flo
                 f"ws://{host}:{port}/product_socket/websocket?vsn=2.0.0", local_addr=(source, 0)) as socket:
             await socket.send(json.dumps(["1", "1", "product:1", "phx_join", {}]))
             return json.loads(await socket.recv())
+
+
+async def close_code_after(host: str, port: int, frames: list[tuple[bool, int, bytes, int]],
+                           source: str = HOSTILE, path: str = "/product_socket/websocket?vsn=2.0.0") -> int | None:
+    """A raw WebSocket: the handshake, then `frames` as (fin, opcode, payload, declared length)
+    with only the payload given sent (a declared length past it: a frame whose header came and
+    whose payload never does); returns the close code the server sends, None when it sends none.
+    (A client still sending when the server closes may get a reset that loses the close frame:
+    sending nothing after the refused header makes the answer certain.)"""
+    reader, writer = await _open(host, port, source)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.split()[1] == b"101", head[:200]
+        for fin, opcode, payload, declared in frames:
+            mask = os.urandom(4)
+            header = bytes([(0x80 if fin else 0) | opcode])
+            if declared < 126:
+                header += bytes([0x80 | declared])
+            elif declared < 65536:
+                header += bytes([0x80 | 126]) + declared.to_bytes(2, "big")
+            else:
+                header += bytes([0x80 | 127]) + declared.to_bytes(8, "big")
+            writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        await writer.drain()
+        while True:  # the server's frames (unmasked): the first close frame's code
+            first, second = await asyncio.wait_for(reader.readexactly(2), 10)
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await reader.readexactly(8), "big")
+            body = await reader.readexactly(length)
+            if first & 0x0F == 0x8:
+                return int.from_bytes(body[:2], "big") if len(body) >= 2 else None
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    finally:
+        writer.close()
