@@ -39,6 +39,13 @@ class Held:
         self.writers.clear()
 
 
+def _upgrade(host: str, port: int, path: str) -> bytes:
+    """A WebSocket handshake's request, as a browser sends it."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
 async def _open(host: str, port: int, source: str):
     return await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
 
@@ -71,9 +78,7 @@ async def idle_sockets(host: str, port: int, count: int, source: str = HOSTILE,
         except (OSError, asyncio.TimeoutError):
             held.refused += 1
             return
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        writer.write(_upgrade(host, port, path))
         try:
             status_line = await asyncio.wait_for(reader.readline(), 10)
             status = int(status_line.split()[1]) if status_line else 0
@@ -177,9 +182,7 @@ async def close_code_after(host: str, port: int, frames: list[tuple[bool, int, b
     (A client still sending when the server closes may get a reset that loses the close frame:
     sending nothing after the refused header makes the answer certain.)"""
     reader, writer = await _open(host, port, source)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    writer.write(_upgrade(host, port, path))
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.split()[1] == b"101", head[:200]
