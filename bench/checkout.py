@@ -35,8 +35,8 @@ from sneakers23.db.models import CartItemRow, CartRow
 from sneakers23.inventory import Inventory
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, CartTokens, FormTokens, ShopperCookies
 from sneakers23.settings import Settings
-from tests.support import postgres, shop
-from tests.support.waiting import wait_for
+from harness import postgres, shop
+from harness.waiting import wait_for
 
 PURCHASE_ITEM = 3  # product 1: what the bare purchases buy
 CHECKOUT_ITEM = 16  # product 2: what the carts hold

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -36,7 +35,7 @@ from bench.servers import BIN, Process, free_port, start_store, wait_http
 from sneakers23.inventory import Inventory
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
 from sneakers23.settings import Settings
-from tests.support import postgres, shop
+from harness import postgres, shop
 
 HOT = 3  # product 1, size 7
 CEILING_ITEM = 7  # the single-row ceiling's row: not sold by anything else

@@ -37,7 +37,7 @@ import websockets.asyncio.client
 from bench.servers import BIN, Process, free_port, wait_http
 from sneakers23.jobs.report import percentile
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
-from tests.support.attacks import Held, idle_sockets, slow_bodies, slow_headers
+from harness.attacks import Held, idle_sockets, slow_bodies, slow_headers
 
 HONEST_SHOPPERS = 50
 HONEST_RATE = 10  # requests a second, each

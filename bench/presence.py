@@ -29,8 +29,8 @@ import httpx
 
 from bench.checkout import summary
 from bench.servers import MODES
-from tests.support import postgres
-from tests.support.ports import free_port
+from harness import postgres
+from harness.ports import free_port
 
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 DIRECT_PORTS = range(30000, 30040)
@@ -79,7 +79,7 @@ def direct_ports() -> dict[str, list[int]]:
 def deploy(settings_args: dict, nodes: int) -> dict[str, list[int]]:
     from ray import serve
 
-    from sneakers23.serve.run import APPS
+    from sneakers23.serve.deploy import APPS
 
     for name, route_prefix, build in APPS:
         serve.run(build(settings_args), name=name, route_prefix=route_prefix)
@@ -95,7 +95,7 @@ def deploy(settings_args: dict, nodes: int) -> dict[str, list[int]]:
 def undeploy() -> None:
     from ray import serve
 
-    from sneakers23.serve.run import APPS
+    from sneakers23.serve.deploy import APPS
 
     for name, _prefix, _build in APPS:
         serve.delete(name)
@@ -113,7 +113,7 @@ def run_tabs(spec: dict) -> tuple[dict, dict]:
         record = json.loads(line)
         if "phase" in record:
             readings[record["phase"]] = (time.monotonic(), {
-                "channels": cpu_s(pids("ServeReplica:channels:ProductChannels")),
+                "channels": cpu_s(pids("ServeReplica:channels:ShopperSockets")),
                 "presence_actor": cpu_s(pids("ray::Presence")),
                 "admin_desk": cpu_s(pids("ServeReplica:admin:AdminDesk"))})
         else:
@@ -142,7 +142,7 @@ def main() -> None:
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from sneakers23.actors import NAMESPACE
+    from sneakers23.cluster import NAMESPACE
     from sneakers23.assembly import start_store_actors
     from sneakers23.inventory import Inventory
     from sneakers23.serve.shoppers import CartTokens, ShopperCookies

@@ -23,7 +23,7 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sneakers23.actors import NAMESPACE
+from sneakers23.cluster import NAMESPACE
 from sneakers23.actors.node_cache import cache_name
 from sneakers23.assembly import start_store_actors
 from sneakers23.cluster import RayReplication

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -10,8 +10,9 @@ parts here, so adding a part is a change in this one place.
 | a web replica | `live_catalog` (its node's inventory in memory; a store deployed with `serve deploy` has it start the store's actors) and `cluster_inventory` |
 | `sneakers23 serve` | `start_store_actors` (the release clock gets an inventory that publishes and waits) |
 
-The store's actors sit below this module and make their few parts from the settings they are given:
-a node cache reads through an `Inventory`, a sales actor publishes through `RayReplication`.
+The store's actors sit below this module: what they use is made here and handed to them when they
+start (a node cache's inventory, the release clock's, a sales actor's replication), as a function
+where it must be made in the actor's own process.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ def joined_inventory(settings: Settings, wait: bool = True) -> Inventory:
     `wait`: a publish returns once the replication actor has the changes (a process about to exit)."""
     from sneakers23 import cluster  # imports Ray: not for `sneakers23 --help`
     from sneakers23.actors.activity import RayActivity
-    from sneakers23.actors.sales import RaySales
 
     if not cluster.join(settings):
         return Inventory(settings)
@@ -44,7 +44,7 @@ def joined_inventory(settings: Settings, wait: bool = True) -> Inventory:
     theirs = None if store is None else cluster.database_of(store)
     ours = theirs is not None and database_identity(theirs) == database_identity(settings.database_url)
     return Inventory(settings, replication=cluster.RayReplication(wait=wait, database_url=settings.database_url),
-                     sales=RaySales(settings) if ours else None, activity=RayActivity() if ours else None)
+                     sales=ray_sales(settings) if ours else None, activity=RayActivity() if ours else None)
 
 
 def cluster_inventory(settings: Settings, through_sales: bool = True,
@@ -53,11 +53,46 @@ def cluster_inventory(settings: Settings, through_sales: bool = True,
     published without waiting for replication; purchases go to the products' sales actors
     (`product_of` finds an item's product, from memory where the process has a catalog)."""
     from sneakers23.actors.activity import RayActivity
-    from sneakers23.actors.sales import RaySales
     from sneakers23.cluster import RayReplication
 
-    sales = RaySales(settings, product_of=product_of) if through_sales else None
+    sales = ray_sales(settings, product_of=product_of) if through_sales else None
     return Inventory(settings, replication=RayReplication(wait=False), sales=sales, activity=RayActivity())
+
+
+def ray_sales(settings: Settings, product_of: Callable[[int], int | None] | None = None):
+    """The inventory's way to the products' sales actors; a sales actor it starts publishes without
+    waiting (`_publishing`), and an item's product is found in the database without `product_of`."""
+    from sneakers23.actors.sales import RaySales
+
+    return RaySales(settings, replication=_publishing, database=functools.partial(database_inventory, settings),
+                    product_of=product_of)
+
+
+def sales_actor(settings: Settings, product_id: int):
+    """A product's sales actor, found or started (see actors/sales.py `sales_actor`)."""
+    from sneakers23.actors import sales
+
+    return sales.sales_actor(settings, product_id, _publishing())
+
+
+def _publishing():
+    from sneakers23.cluster import RayReplication
+
+    return RayReplication(wait=False)
+
+
+def presence_reports():
+    """Where a channel replica's tab tracker sends its reports: the presence actor."""
+    from sneakers23.actors.feeds import PresenceReports
+
+    return PresenceReports()
+
+
+def dashboard_feeds():
+    """Where the admin dashboard's figures come from: the presence, activity and replication actors."""
+    from sneakers23.actors.feeds import RayFeeds
+
+    return RayFeeds()
 
 
 def live_catalog(settings: Settings):
@@ -77,7 +112,8 @@ def start_store_actors(settings: Settings, watch_seconds: float | None = None,
     from sneakers23.actors.release_clock import release_clock
     from sneakers23.actors.replicator import WATCH_SECONDS, start_replication
 
-    replicator = start_replication(settings, watch_seconds or WATCH_SECONDS, while_waiting=while_waiting)
+    replicator = start_replication(settings, _node_inventory(settings), watch_seconds or WATCH_SECONDS,
+                                   while_waiting=while_waiting)
     release_clock(_release_clock_inventory(settings))
     _start_dashboard_actors()
     return replicator
@@ -97,10 +133,15 @@ async def _start_store_actors_async(settings: Settings) -> None:
     from sneakers23.actors.release_clock import release_clock
     from sneakers23.actors.replicator import replication_actor
 
-    replicator = await asyncio.to_thread(replication_actor, settings)
+    replicator = await asyncio.to_thread(replication_actor, settings, _node_inventory(settings))
     replicator.ready.remote()
     await asyncio.to_thread(release_clock, _release_clock_inventory(settings))
     await asyncio.to_thread(_start_dashboard_actors)
+
+
+def _node_inventory(settings: Settings) -> Callable[[], Inventory]:
+    # Made in each node cache's own process: its reads of the database (it writes nothing).
+    return functools.partial(database_inventory, settings)
 
 
 def _release_clock_inventory(settings: Settings) -> Callable[[], Inventory]:

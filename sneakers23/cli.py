@@ -316,7 +316,7 @@ def _sales_stats() -> list:
     """The stats of every product's sales actor running on the joined cluster."""
     import ray
 
-    from sneakers23.actors import NAMESPACE
+    from sneakers23.cluster import NAMESPACE
     from sneakers23.actors.sales import sales_actor_names
 
     stats = []

@@ -11,13 +11,30 @@ from typing import Iterable
 
 import ray
 
-from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
 from sneakers23.db.engine import database_identity
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
 from sneakers23.settings import Settings, check_ray_token
 
 log = logging.getLogger(__name__)
+
+# The store's named actors (sneakers23/actors/), here so that a client finds one without importing it.
+NAMESPACE = "sneakers23"  # every named actor lives here, whoever (job, replica, CLI) looks it up
+REPLICATOR_NAME = "replicator"
+RELEASE_CLOCK_NAME = "release-clock"
+PRESENCE_NAME = "presence"  # every open shopper tab (actors/presence.py)
+ACTIVITY_NAME = "activity"  # sales and refusals, per second (actors/activity.py)
+
+# The cluster-wide actors that the admin dashboard reads live on the head node, as does the desk
+# itself: they die only with the cluster, never with a worker node that a drop can lose.
+ON_HEAD_NODE = {"node:__internal_head__": 0.001}
+
+
+def detached(actor_class, name: str, **options):
+    """One of the store's named actors: `.remote(...)` finds it by name, or starts it, detached (it
+    outlives its caller; its arguments count only when it starts)."""
+    return actor_class.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, **options)
+
 
 PUBLISH_TIMEOUT_S = 5.0
 JOIN_PROBE_TIMEOUT_S = 5.0

@@ -23,3 +23,12 @@ class AlreadySeeded(Sneakers23Error):
 
 class AlreadyReleased(Sneakers23Error):
     pass
+
+
+class SalesBusy(Sneakers23Error):
+    """Too many purchases of these sizes are waiting: try again in a moment."""
+
+
+class SalesUnavailable(Sneakers23Error):
+    """The product's sales actor did not answer (it is restarting, or too slow): try again with
+    the same idempotency key, which returns the purchase's result if it was committed."""

@@ -27,14 +27,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from sneakers23.db import admin, carts, queries, seeds
-from sneakers23.db.engine import make_engine, reading, translated_errors
+from sneakers23.db.engine import make_engine
+from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.catalog import Item, Product
 from sneakers23.domain.carts import MAX_ITEMS_PER_CART, CartRefusal, CartRequest
 from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, ProductReleased, ReleaseScheduleChanged
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
 from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry, FailedLogin
-from sneakers23.errors import AlreadyReleased, DatabaseUnavailable, NotFound, Sneakers23Error
+from sneakers23.errors import AlreadyReleased, DatabaseUnavailable, NotFound, SalesBusy, Sneakers23Error
+from sneakers23.group_commit import GroupCommit, one_by_one
 from sneakers23.retries import again_if_deadlocked
 from sneakers23.settings import Settings, get_settings
 
@@ -114,8 +116,9 @@ class Inventory:
         self.sales = sales
         self.activity = activity
         self.engine: Engine = make_engine(self.settings.database_url)  # connects on first use
+        self.database = Database(self.engine, self.settings.database_url, self._publish)
         self._threads: ThreadPoolExecutor | None = None
-        self._carts: _CartCommits | None = None
+        self._carts: GroupCommit[CartRequest, CartChanged | CartRefusal] | None = None
 
     def close(self) -> None:
         if self._threads is not None:
@@ -127,13 +130,10 @@ class Inventory:
             self._threads = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="sneakers23-database")
         return asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
-    def _errors(self):
-        return translated_errors(self.settings.database_url)
-
     # --- reads ---
 
     def complete_products(self) -> list[Product]:
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return queries.load_products(connection)
 
     def item(self, item_id: int) -> Item:
@@ -162,15 +162,15 @@ class Inventory:
     # --- writes ---
 
     def _publish(self, changes: Iterable[Change]) -> None:
-        # Only after the commit: a cache must never show what the database might still roll back.
+        # (The unit of work calls it, after the commit: db/unit_of_work.py.)
         if self.replication is not None:
             self.replication.publish(changes)
 
     def release(self, product_id: int) -> ReleaseOutcome:
-        with self._errors(), self.engine.begin() as connection:
-            change, newly = queries.release(connection, product_id)
-        if newly:
-            self._publish([change])
+        with self.database.transaction() as unit:
+            change, newly = queries.release(unit.connection, product_id)
+            if newly:
+                unit.publish([change])
         return ReleaseOutcome(change, newly)
 
     def schedule_release(self, product_id: int, at: datetime | None) -> ReleaseScheduleChanged:
@@ -182,19 +182,19 @@ class Inventory:
                 raise ValueError("a release time needs a time zone")
             if at <= datetime.now(timezone.utc):
                 raise ValueError(f"the release time {at.isoformat()} is in the past")
-        with self._errors(), self.engine.begin() as connection:
-            change = queries.schedule_release(connection, product_id, at)
-        self._publish([change])
+        with self.database.transaction() as unit:
+            change = queries.schedule_release(unit.connection, product_id, at)
+            unit.publish([change])
         return change
 
     def release_due(self) -> list[ProductReleased]:
         """Release the products whose time has come (the release clock calls this)."""
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             if not queries.release_is_due(connection):
                 return []
-        with self._errors(), self.engine.begin() as connection:
-            changes = queries.release_due(connection)
-        self._publish(changes)
+        with self.database.transaction() as unit:
+            changes = queries.release_due(unit.connection)
+            unit.publish(changes)
         return changes
 
     def expire_carts(self, batch: int = EXPIRE_CARTS_PER_BATCH) -> list[CartChanged]:
@@ -204,9 +204,9 @@ class Inventory:
         idle_before = datetime.now(timezone.utc) - timedelta(days=self.settings.cart_idle_days)
         emptied: list[CartChanged] = []
         while True:
-            with self._errors(), self.engine.begin() as connection:
-                these = carts.expire(connection, idle_before, batch)
-            self._publish(these)
+            with self.database.transaction() as unit:
+                these = carts.expire(unit.connection, idle_before, batch)
+                unit.publish(these)
             emptied += these
             if len(these) < batch:
                 return emptied
@@ -219,11 +219,15 @@ class Inventory:
         validate_purchase(shopper_id, item_ids, idempotency_key)
         if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
             return self._counted(self.sales.purchase(product_id, shopper_id, item_ids, idempotency_key))
-        with self._errors():
-            result = queries.purchase(self.engine, shopper_id, item_ids, idempotency_key,
-                                    self.settings.max_pairs_per_product)
+        try:
+            with self.database.errors():
+                result = queries.purchase(self.engine, shopper_id, item_ids, idempotency_key,
+                                          self.settings.max_pairs_per_product)
+        except SalesBusy:  # (what it read kept moving under it: rare, and counted as a refusal)
+            self.refused_from_memory("purchase", "busy")
+            raise
         if result.ok and not result.replayed:
-            self._publish(result.changes)
+            self.database.published(result.changes)
         return self._counted(result)
 
     async def purchase_async(self, shopper_id: str, item_ids: list[int],
@@ -232,19 +236,24 @@ class Inventory:
         item_ids = list(item_ids)
         validate_purchase(shopper_id, item_ids, idempotency_key)
         if self.sales is not None and (product_id := self.sales.product_for(item_ids)) is not None:
-            return self._counted(await self.sales.purchase_async(product_id, shopper_id, item_ids, idempotency_key))
+            try:
+                return self._counted(await self.sales.purchase_async(product_id, shopper_id, item_ids,
+                                                                     idempotency_key))
+            except SalesBusy:  # (turned away before the database: counted as a refusal)
+                self.refused_from_memory("purchase", "busy")
+                raise
         return await self._in_thread(self.purchase, shopper_id, item_ids, idempotency_key)
 
     # --- carts (a cart holds sizes put aside; the checkout buys them through `purchase`) ---
 
     def cart(self, shopper_id: str) -> CartChanged:
         validate_shopper(shopper_id)
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return carts.cart(connection, shopper_id)
 
     def carts(self) -> list[CartChanged]:
         """Every shopper's cart (what a node cache holds besides the inventory)."""
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return carts.all_carts(connection)
 
     def add_to_cart(self, shopper_id: str, item_id: int) -> CartChanged | CartRefusal:
@@ -271,18 +280,13 @@ class Inventory:
             if len(requests) == 1:
                 return [error]
             log.warning("a batch of %d cart changes failed (%s): one by one", len(requests), error)
-        outcomes: list[CartChanged | CartRefusal | Exception] = []
-        for request in requests:
-            try:
-                outcomes += self._change_carts_in_one([request])
-            except (IntegrityError, Sneakers23Error) as error:
-                outcomes.append(error)
-        return outcomes
+        return one_by_one(requests, lambda request: self._change_carts_in_one([request])[0],
+                          fails_alone=(IntegrityError, Sneakers23Error))
 
     def _change_carts_in_one(self, requests: list[CartRequest]) -> list[CartChanged | CartRefusal]:
-        with self._errors(), self.engine.begin() as connection:
-            outcomes, changed = carts.change_carts(connection, requests, self.settings.max_pairs_per_product)
-        self._publish(changed)  # each cart the batch changed, as it left it
+        with self.database.transaction() as unit:
+            outcomes, changed = carts.change_carts(unit.connection, requests, self.settings.max_pairs_per_product)
+            unit.publish(changed)  # each cart the batch changed, as it left it
         if self.activity is not None:
             for outcome in outcomes:
                 if isinstance(outcome, CartRefusal):
@@ -292,15 +296,18 @@ class Inventory:
     async def add_to_cart_async(self, shopper_id: str, item_id: int) -> CartChanged | CartRefusal:
         """`add_to_cart`, for callers on an event loop: grouped with the other changes asked for
         while a batch commits (one transaction, one publish for them all)."""
-        return await self._cart_commits().change(CartRequest(shopper_id, add=item_id))
+        return await self._change_cart_async(CartRequest(shopper_id, add=item_id))
 
     async def remove_from_cart_async(self, shopper_id: str, item_ids: list[int]) -> CartChanged:
-        return await self._cart_commits().change(CartRequest(shopper_id, remove=tuple(item_ids)))
+        return await self._change_cart_async(CartRequest(shopper_id, remove=tuple(item_ids)))
 
-    def _cart_commits(self) -> "_CartCommits":
+    async def _change_cart_async(self, request: CartRequest):
+        _validate_cart_request(request)  # (here too: a malformed change fails alone, not its batch)
         if self._carts is None:
-            self._carts = _CartCommits(self)
-        return self._carts
+            self._carts = GroupCommit(
+                lambda batch: self._in_thread(self.change_carts, batch), max_batch=MAX_CART_CHANGES_PER_BATCH,
+                cut_short=lambda: DatabaseUnavailable("the cart change was cut short: try again"))
+        return await self._carts.ask(request)
 
     async def cart_async(self, shopper_id: str) -> CartChanged:
         return await self._in_thread(self.cart, shopper_id)
@@ -311,7 +318,7 @@ class Inventory:
     def orders(self, shopper_id: str) -> list[BoughtPair]:
         """The pairs the shopper bought, newest first."""
         validate_shopper(shopper_id)
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return queries.shopper_orders(connection, shopper_id)
 
     def restock(self, item_id: int, count: int) -> AvailabilityChanged:
@@ -319,9 +326,9 @@ class Inventory:
         caches, the pages and the product's sales actor learn it as they learn a sale."""
         if count < 1:
             raise ValueError("a restock adds at least 1 pair")
-        with self._errors(), self.engine.begin() as connection:
-            change = queries.restock(connection, item_id, count)
-        self._publish([change])
+        with self.database.transaction() as unit:
+            change = queries.restock(unit.connection, item_id, count)
+            unit.publish([change])
         return change
 
     def sell(self, item_id: int, count: int = 1, on_sold: Callable[[PurchaseResult], None] | None = None) -> SellReport:
@@ -353,8 +360,8 @@ class Inventory:
             ok, result = True, self._carry_out(action)
         except (ValueError, NotFound, AlreadyReleased) as error:
             ok, result = False, str(error)
-        with self._errors(), self.engine.begin() as connection:
-            return admin.record(connection, who, action.kind, action.target, ok, result, client)
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, action.kind, action.target, ok, result, client)
 
     def _carry_out(self, action: AdminAction) -> str:
         if action.kind is ActionKind.RELEASE:
@@ -370,37 +377,37 @@ class Inventory:
         return f"{change.available_count} pair(s) available"
 
     def record_login(self, who: str, ok: bool, result: str, client: str = "") -> AuditEntry:
-        with self._errors(), self.engine.begin() as connection:
-            return admin.record(connection, who, ActionKind.LOGIN, "admin", ok, result, client)
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, ActionKind.LOGIN, "admin", ok, result, client)
 
     def record_logout(self, who: str, session_id: str, client: str = "") -> AuditEntry:
-        with self._errors(), self.engine.begin() as connection:
-            return admin.record(connection, who, ActionKind.LOGOUT, f"session {session_id}", True, "logged out", client)
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, ActionKind.LOGOUT, f"session {session_id}", True, "logged out", client)
 
     def sessions_logged_out(self, since: datetime) -> set[str]:
         """The ids of the admin sessions logged out since then (they stay revoked)."""
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return {target.removeprefix("session ") for target in admin.logged_out_since(connection, since)}
 
     def failed_logins(self, window: timedelta) -> list[FailedLogin]:
         """Logins failed within the window (since the last unlock)."""
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return admin.failed_logins(connection, window)
 
     def record_lock(self, failures: int) -> AuditEntry:
         """The throttle's last resort began: every login waits (failures from everywhere)."""
-        with self._errors(), self.engine.begin() as connection:
-            return admin.record(connection, "throttle", ActionKind.LOCK_LOGINS, "admin", True,
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, "throttle", ActionKind.LOCK_LOGINS, "admin", True,
                                 f"{failures} failed logins within a minute, from everywhere: every login waits", "")
 
     def unlock_logins(self, who: str) -> AuditEntry:
         """Let logins through again at once, past the throttle (after an attack has stopped)."""
-        with self._errors(), self.engine.begin() as connection:
-            return admin.record(connection, who, ActionKind.UNLOCK_LOGINS, "admin", True, "logins unlocked", "")
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, ActionKind.UNLOCK_LOGINS, "admin", True, "logins unlocked", "")
 
     def admin_audit(self, limit: int = 50) -> list[AuditEntry]:
         """The newest entries of the audit first."""
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return admin.recent(connection, limit)
 
     def seed(self, random_seed: int | None = None, reset: bool = False) -> int:
@@ -408,17 +415,17 @@ class Inventory:
             with self.engine.begin() as connection:
                 return seeds.seed(connection, random_seed=random_seed, reset=reset)
 
-        with self._errors():
+        with self.database.errors():
             return again_if_deadlocked(once)
 
     def audit(self) -> StockAudit:
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return StockAudit(*queries.stock_audit(connection))
 
     def current_changes(self, carts_changed_since: datetime | None = None) -> list[Change]:
         """Every row's current state as a change: what a cache applies to catch up (anti-entropy).
         Of the carts, which grow with the shoppers, only those changed since the moment given."""
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return queries.current_changes(connection, carts_changed_since)
 
     def database_version(self) -> int:
@@ -428,17 +435,17 @@ class Inventory:
     def database_versions(self) -> tuple[int, int]:
         """The sums of the versions of the products and sizes, and of the carts that hold
         something: the figures caches are compared with."""
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return queries.version_totals(connection)
 
     def is_seeded(self) -> bool:
-        with self._errors(), reading(self.engine) as connection:
+        with self.database.reading() as connection:
             return queries.count_products(connection) > 0
 
     def upgrade_schema(self) -> None:
         from sneakers23.db import migrate
 
-        with self._errors():
+        with self.database.errors():
             migrate.upgrade(self.engine)
 
 
@@ -452,51 +459,6 @@ def _validate_cart_request(request: CartRequest) -> None:
             raise ValueError(f"item ids are whole numbers, not {item_id!r}")
     if request.add is None and not 0 < len(request.remove) <= MAX_ITEMS_PER_CART:
         raise ValueError(f"a change adds a size or takes out 1 to {MAX_ITEMS_PER_CART}")
-
-
-class _CartCommits:
-    """Group commit for one process's cart changes: while a batch commits, the changes asked for
-    meanwhile wait, and go together in the next (no timer: a lone change goes at once)."""
-
-    def __init__(self, inventory: Inventory):
-        self._inventory = inventory
-        self._waiting: list[tuple[CartRequest, asyncio.Future]] = []
-        self._committing: asyncio.Task | None = None
-
-    async def change(self, request: CartRequest):
-        _validate_cart_request(request)  # (here too: a malformed change fails alone, not its batch)
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-        self._waiting.append((request, answer))
-        if self._committing is None:
-            self._committing = loop.create_task(self._commit_while_waiting())
-        return await asyncio.shield(answer)  # (a caller that goes away leaves the batch alone)
-
-    async def _commit_while_waiting(self) -> None:
-        batch: list[tuple[CartRequest, asyncio.Future]] = []
-        try:
-            while self._waiting:
-                batch = self._waiting[:MAX_CART_CHANGES_PER_BATCH]
-                del self._waiting[:len(batch)]
-                try:
-                    outcomes = await self._inventory._in_thread(self._inventory.change_carts, [r for r, _ in batch])
-                except Exception as error:  # (the database away, say) every change of the batch is told
-                    outcomes = [error] * len(batch)
-                for (_request, answer), outcome in zip(batch, outcomes):
-                    if answer.done():
-                        continue
-                    if isinstance(outcome, Exception):
-                        answer.set_exception(outcome)
-                    else:
-                        answer.set_result(outcome)
-        finally:
-            self._committing = None
-            # Cancelled (the process is stopping): nobody is left waiting for ever.
-            for _request, answer in [*batch, *self._waiting]:
-                if not answer.done():
-                    answer.set_exception(DatabaseUnavailable("the cart change was cut short: try again"))
-            if self._waiting:
-                self._waiting = []
 
 
 def _outcome(outcome):

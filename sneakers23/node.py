@@ -6,11 +6,13 @@
   fails. The kernel's parent-death signal ends it with its parent. Before HAProxy reads the file
   Ray wrote, the wrapper adds the deadlines and per-address caps of serve/edge.py to it. cluster.yaml
   and `sneakers23 serve` point Serve at it with RAY_SERVE_HAPROXY_BINARY_PATH.
-- `sneakers23 node join ADDRESS`: a worker's `ray start --block`, kept in the background. When the
-  worker loses its head for good (after `ray down`, which with the local provider runs `ray stop`
-  on the head alone) its raylet exits, and `--block` ends the node's other Ray processes, which
-  would otherwise run on for ever (the log monitor does). `sneakers23 node stop` is `ray stop`
-  for such a worker: `--block` takes a raylet stopped with SIGTERM for a wanted stop, and waits.
+- `sneakers23 node join ADDRESS`: a worker's `ray start --block`, kept in the background in a
+  session of its own, under a holder (`hold`). When the worker loses its head for good (after `ray
+  down`, which with the local provider runs `ray stop` on the head alone) its raylet exits, and
+  `--block` ends the node's other Ray processes, which would otherwise run on for ever (the log
+  monitor does); then the holder ends whatever is left in the session (Ray's dashboard and
+  runtime-env agents outlive their raylet by a minute). `sneakers23 node stop` is `ray stop` for
+  such a worker: `--block` takes a raylet stopped with SIGTERM for a wanted stop, and waits.
 
 Both are small on purpose: no import of Ray here.
 """
@@ -91,7 +93,7 @@ def _is_ours(pid: int) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return (len(command) > 2 and command[1].endswith(b"/ray") and command[2] == b"start" and b"--block" in command
+    return (b"sneakers23.node" in command and b"hold" in command and b"start" in command and b"--block" in command
             and any(arg.startswith(b"--address=") for arg in command))
 
 
@@ -123,8 +125,9 @@ def join(address: str, timeout_s: float = 180.0) -> str:
     stop()
     ray = str(Path(sys.executable).with_name("ray"))
     with open(log_file, "wb") as log:
-        process = subprocess.Popen([ray, "start", f"--address={address}", "--block"], stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "sneakers23.node", "hold", ray, "start", f"--address={address}",
+                                    "--block"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + timeout_s
     while True:
@@ -140,9 +143,61 @@ def join(address: str, timeout_s: float = 180.0) -> str:
         time.sleep(0.2)
 
 
+SESSION_GRACE_S = 5.0  # for what is left in the session to end on SIGTERM, before SIGKILL
+
+
+def hold(command: list[str]) -> int:
+    """Run `command` (a signal to the holder goes to it); when it ends, end every process left in
+    this session, which the holder leads; returns the command's exit code."""
+    child = subprocess.Popen(command)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    code = child.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    end_session(SESSION_GRACE_S)
+    return code
+
+
+def end_session(grace_s: float) -> None:
+    """SIGTERM to every other process of this session, then SIGKILL to those still there."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 1.0)):
+        for pid in _session_members():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while _session_members(running_only=True) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _session_members(running_only: bool = False) -> list[int]:
+    session, me = os.getsid(0), os.getpid()
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            if running_only and Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # (a zombie has ended: its parent reaps it)
+        except (OSError, IndexError):
+            continue
+        members.append(int(entry.name))
+    return members
+
+
 def _wait_gone(pid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while _is_ours(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _is_ours(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":  # `python -m sneakers23.node hold COMMAND…` (join's holder)
+    if len(sys.argv) > 2 and sys.argv[1] == "hold":
+        sys.exit(hold(sys.argv[2:]))
+    sys.exit("usage: python -m sneakers23.node hold COMMAND [ARGS…]")

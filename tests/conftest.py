@@ -18,8 +18,8 @@ from sneakers23.db import migrate
 from sneakers23.db.engine import make_engine
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
-from tests.support import postgres
-from tests.support.ports import free_port
+from harness import postgres
+from harness.ports import free_port
 
 SEED = 23
 
@@ -28,7 +28,8 @@ pytest_plugins = ["tests.support.store_fixtures"]
 
 # Tests of pure rules and of SQL alone (milliseconds each): they run first, so a broken rule shows
 # in seconds, before any Ray cluster, store or browser starts.
-CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retries.py", "tests/test_tasks.py")
+CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retries.py", "tests/test_tasks.py",
+         "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -148,7 +149,7 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    from sneakers23.actors import NAMESPACE
+    from sneakers23.cluster import NAMESPACE
     from tests.support.cluster import add_node
 
     # A short temp dir of our own (unix socket paths are limited to 107 characters).

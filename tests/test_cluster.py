@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.cluster import cached_counts, database_counts
 from tests.support import cluster as cluster_support
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 NODES = ("head", "node_a", "node_b")

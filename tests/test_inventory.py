@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import NotFound
 from sneakers23.inventory import Inventory
-from tests.support import shop
+from harness import shop
 
 HOT_ITEM = 3  # product 1, size 7
 
@@ -141,7 +141,7 @@ def test_an_idempotency_key_sent_again_with_other_items_is_refused(inventory):
 def test_a_repeated_idempotency_key_sells_once_under_a_race(inventory, settings):
     inventory.release(1)
     results = race(settings, [lambda inv: inv.purchase("retrier", [1], idempotency_key="k") for _ in range(16)])
-    assert all(r.ok for r in results)
+    assert all(r.ok for r in results), [r.message for r in results if not r.ok]
     assert len({r.units for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1
     assert shop.order_count(inventory, shopper_id="retrier") == 1

@@ -5,19 +5,22 @@ ones inside functions."""
 from __future__ import annotations
 
 import ast
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sneakers23"
 
 LAYERS = [  # lowest first; a module may import from its own layer and the ones below
+    ("domain", ["sneakers23.domain", "sneakers23.domain.*"]),
     ("foundations", ["sneakers23", "sneakers23.errors", "sneakers23.settings", "sneakers23.tasks",
-                     "sneakers23.retries", "sneakers23.domain", "sneakers23.domain.*"]),
+                     "sneakers23.retries", "sneakers23.group_commit", "sneakers23.following"]),
     ("database", ["sneakers23.db", "sneakers23.db.*"]),
     ("inventory", ["sneakers23.inventory"]),
     ("cluster", ["sneakers23.cluster", "sneakers23.actors"]),
     ("actors", ["sneakers23.actors.*"]),
     ("live", ["sneakers23.live"]),
+    ("checkout", ["sneakers23.checkout"]),
     ("assembly", ["sneakers23.assembly"]),
     ("entry points", ["sneakers23.command_line", "sneakers23.jobs", "sneakers23.jobs.*", "sneakers23.serve",
                       "sneakers23.serve.*", "sneakers23.node"]),
@@ -95,6 +98,36 @@ def test_no_module_imports_itself_in_a_circle():
     assert circles == []
 
 
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level packages a module imports that are neither Python's own nor ours."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        found |= {name.split(".")[0] for name in names
+                  if name.split(".")[0] not in sys.stdlib_module_names and name.split(".")[0] != "sneakers23"}
+    return found
+
+
+def test_the_domain_is_pure_python_and_needs_nothing_of_ours_outside_it():
+    domain = {name: path for name, path in modules().items() if layer(name) == 0}
+    assert "sneakers23.domain.sales" in domain
+    outside = {name: sorted(t for t in targets if layer(t) > 0) for name, targets in graph().items() if name in domain}
+    assert {name: targets for name, targets in outside.items() if targets} == {}
+    assert {name: sorted(third_party_imports(path)) for name, path in domain.items() if third_party_imports(path)} == {}
+
+
+def test_the_domain_check_catches_a_third_party_import(tmp_path):
+    module = tmp_path / "impure.py"
+    module.write_text("import json\nfrom sqlalchemy import select\n\ndef f():\n    import ray.util\n")
+    assert third_party_imports(module) == {"sqlalchemy", "ray"}
+
+
 def test_the_layers_catch_an_upward_import():
+    assert layer("sneakers23.domain.sales") < layer("sneakers23.errors")
     assert layer("sneakers23.actors.sales") > layer("sneakers23.inventory")
     assert layer("sneakers23.cli") > layer("sneakers23.jobs.drop") > layer("sneakers23.assembly")

@@ -9,9 +9,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.support.ports import free_port
-from tests.support.processes import alive
-from tests.support.waiting import wait_for
+from harness.ports import free_port
+from harness.processes import alive
+from harness.waiting import wait_for
 
 WRAPPER = Path(sys.executable).with_name("sneakers23-haproxy")
 
@@ -61,3 +61,33 @@ def _group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def test_a_held_command_that_ends_takes_what_it_left_in_its_session_with_it(tmp_path):
+    """`node join`'s holder: Ray's agents outlive their raylet, as `sleep` outlives the shell here."""
+    left = tmp_path / "left.pid"
+    holder = subprocess.Popen([sys.executable, "-m", "sneakers23.node", "hold", "sh", "-c",
+                               f"trap '' TERM; sleep 600 & echo $! > {left}; exec sleep 1"],
+                              start_new_session=True)
+    try:
+        orphan = int(wait_for(lambda: left.exists() and left.read_text().strip(), timeout=10, what="the orphan"))
+        assert holder.wait(timeout=30) == 0
+        assert not alive(orphan), "the process the command left behind ended with the holder"
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+
+
+def test_a_signal_to_the_holder_goes_to_the_held_command(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-m", "sneakers23.node", "hold", sys.executable, "-c",
+                               "import signal, sys, time\n"
+                               "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+                               "print('ready', flush=True)\ntime.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(timeout=30) == 7, "the command's own exit code"
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)

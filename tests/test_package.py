@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 import sneakers23
 from sneakers23.serve import render
-from sneakers23.serve.app import store_api
+from sneakers23.serve.storefront import store_api
 
 client = TestClient(store_api)
 print(json.dumps({

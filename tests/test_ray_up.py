@@ -23,7 +23,7 @@ import yaml
 from tests.conftest import _must_run_everything
 from tests.support.hosts import Host, Hosts
 from tests.support.store_fixtures import ADMIN_PASSWORD, PhoenixClient
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(900)]
@@ -108,7 +108,7 @@ def web_replicas_by_address(hosts: Hosts, checkout: Path, ray_env: dict) -> dict
         return {}
     counts: dict[str, int] = {}
     for actor in actors:
-        if actor["class_name"].endswith(("Storefront", "ProductChannels")) and actor["node_id"] in address_of:
+        if actor["class_name"].endswith(("Storefront", "ShopperSockets")) and actor["node_id"] in address_of:
             address = address_of[actor["node_id"]]
             counts[address] = counts.get(address, 0) + 1
     return counts

@@ -23,7 +23,7 @@ from tests.support import cluster
 from tests.support.balancer import Balancer
 from tests.serve.test_carts import new_shopper
 from tests.support.store_fixtures import CartClient, PhoenixClient, admin_login, dashboard_tokens
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.reshapes_cluster
 

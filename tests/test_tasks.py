@@ -7,6 +7,7 @@ import gc
 import logging
 
 from sneakers23.tasks import keep
+from harness.waiting import until
 from tests.support.aio import run as run_in_thread
 
 
@@ -24,10 +25,9 @@ def test_a_kept_task_is_held_until_it_ends_and_its_failure_is_logged(caplog):
         keep(tasks, asyncio.get_running_loop().create_task(waits()))
         keep(tasks, asyncio.get_running_loop().create_task(fails()))
         gc.collect()
-        await asyncio.sleep(0.01)  # the failing one has ended
-        held = len(tasks)
+        held = await until(lambda: len(tasks) == 1 and len(tasks), what="the failing one to end")
         release.set()
-        await asyncio.sleep(0.01)
+        await until(lambda: not tasks, what="the waiting one to end")
         return held, len(tasks)
 
     with caplog.at_level(logging.ERROR, logger="sneakers23.tasks"):

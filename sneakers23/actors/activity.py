@@ -17,7 +17,7 @@ import time
 import ray
 from ray.util import metrics
 
-from sneakers23.actors import ACTIVITY_NAME, NAMESPACE, ON_HEAD_NODE
+from sneakers23.cluster import ACTIVITY_NAME, NAMESPACE, ON_HEAD_NODE, detached
 from sneakers23.domain.activity import ActivityWindow, Buckets, Tally
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ class Activity:
 def activity_actor():
     """The cluster's activity actor, started if it is not running (detached: it outlives us). Only
     the store's start makes it (sneakers23.assembly); the others look it up (`find_activity`)."""
-    return Activity.options(name=ACTIVITY_NAME, namespace=NAMESPACE, lifetime="detached", resources=ON_HEAD_NODE,
-                            get_if_exists=True).remote()
+    return detached(Activity, ACTIVITY_NAME, resources=ON_HEAD_NODE).remote()
 
 
 def find_activity():

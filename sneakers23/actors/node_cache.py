@@ -18,10 +18,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from sneakers23.actors import NAMESPACE
+from sneakers23.cluster import NAMESPACE, detached
 from sneakers23.domain.catalog import Catalog, Product
 from sneakers23.domain.changes import CartChanged, Change
 from sneakers23.domain.feed import ChangeFeed, FeedRead
+from sneakers23.following import Bell, KeptDuringLoad, follow
 from sneakers23.inventory import Inventory
 from sneakers23.retries import backoff, patiently, pause
 from sneakers23.settings import Settings
@@ -61,20 +62,20 @@ class CacheStats:
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class NodeCache:
-    def __init__(self, settings: Settings, node_id: str):
+    def __init__(self, settings: Settings, node_id: str, inventory: Callable[[], Inventory]):
         self._settings = settings
         self._node_id = node_id
-        self._inventory = Inventory(settings)  # its reads of the database; it writes nothing
+        self._inventory = inventory()  # its reads of the database; it writes nothing
         # Before any call is served: never half loaded.
         self._catalog = patiently(self._load, f"node cache {node_id}", retry_on=(Exception,))
-        self._arrived_during_load: list[Change] | None = None
+        self._arrived_during_load: KeptDuringLoad[Change] = KeptDuringLoad()
         self._touched_during_read: set[str] | None = None  # carts changed while anti-entropy reads
         self._feed = ChangeFeed()
         self._healed = 0
         self._started_at = time.time()
         self._last_resync_at: float | None = None
         self._resyncs_since_full = 0
-        self._new_change = asyncio.Event()  # replaced by a new one each time it is set
+        self._new_change = Bell()
         # Anti-entropy from the start, and again after every restart (async actors run __init__
         # before their event loop; a task created here starts with it).
         self._tasks: set[asyncio.Task] = set()
@@ -90,15 +91,13 @@ class NodeCache:
             self._wake_followers()
 
     def _wake_followers(self) -> None:
-        woken, self._new_change = self._new_change, asyncio.Event()
-        woken.set()
+        self._new_change.ring()
 
     # --- what the replication actor calls ---
 
     async def apply(self, changes: list[Change]) -> int:
         """Apply the changes newer than what is held; returns how many were."""
-        if self._arrived_during_load is not None:
-            self._arrived_during_load.extend(changes)
+        self._arrived_during_load.note(changes)
         if self._touched_during_read is not None:
             self._touched_during_read.update(change.shopper_id for change in changes if isinstance(change, CartChanged))
         applied = [change for change in changes if self._catalog.apply(change)]
@@ -119,23 +118,17 @@ class NodeCache:
         behind), it gets a snapshot to start again from. Without `carts`, carts' changes are left
         out (a sales actor is not woken by them).
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def read() -> FeedRead:
+            nonlocal epoch, cursor
             read = self._feed.read(epoch, cursor)
-            if read.reset:
-                return read, await self.snapshot(carts)
             if not carts and read.changes:
                 read = FeedRead(read.epoch, read.cursor,
                                 tuple(change for change in read.changes if not isinstance(change, CartChanged)))
-            left = deadline - time.monotonic()
-            if read.changes or left <= 0:
-                return read, None
-            epoch, cursor = read.epoch, read.cursor
-            new_change = self._new_change
-            try:
-                await asyncio.wait_for(new_change.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            epoch, cursor = read.epoch, read.cursor  # (past the carts' changes left out, too)
+            return read
+
+        read = await self._new_change.read_when_news(read, lambda read: read.reset or bool(read.changes), timeout_s)
+        return read, (await self.snapshot(carts) if read.reset else None)
 
     async def stats(self) -> CacheStats:
         return CacheStats(self._node_id, self._feed.epoch, self._catalog.version_total(), self._healed,
@@ -191,13 +184,9 @@ class NodeCache:
     async def _reload(self) -> None:
         # Changes that arrive while the load runs are kept and applied on top of it: they may
         # have been committed after the load read the rows.
-        self._arrived_during_load = []
-        try:
-            catalog = await asyncio.to_thread(self._load)
-            for change in self._arrived_during_load:
-                catalog.apply(change)
-        finally:
-            self._arrived_during_load = None
+        catalog, arrived = await self._arrived_during_load.load(lambda: asyncio.to_thread(self._load))
+        for change in arrived:
+            catalog.apply(change)
         self._catalog = catalog
         self._feed.new_epoch()
         self._wake_followers()
@@ -240,16 +229,18 @@ async def follow_node_cache(on_snapshot: Callable[[Snapshot], None],
                     prepared = True
                 cache = await asyncio.to_thread(ray.get_actor, cache_name(node_id), NAMESPACE)
                 snapshot = await cache.snapshot.remote(carts)
+        def take(answer: tuple[FeedRead, Snapshot | None]) -> tuple[str, int]:
+            read, restart = answer
+            if restart is not None:
+                on_snapshot(restart)
+            else:
+                on_changes(list(read.changes))
+            return read.epoch, read.cursor
+
         try:
             on_snapshot(snapshot)
-            epoch, cursor = snapshot.epoch, snapshot.cursor
-            while True:
-                read, restart = await cache.follow.remote(epoch, cursor, FOLLOW_TIMEOUT_S, carts)
-                if restart is not None:
-                    on_snapshot(restart)
-                else:
-                    on_changes(read.changes)
-                epoch, cursor = read.epoch, read.cursor
+            await follow(lambda epoch, cursor: cache.follow.remote(epoch, cursor, FOLLOW_TIMEOUT_S, carts), take,
+                         snapshot.epoch, snapshot.cursor)
         except Exception as error:  # the cache is restarting, or the node is going away (a cancel passes)
             log.info("following the node cache failed (%s): finding it again", error)
             await pause(0.1)
@@ -259,12 +250,9 @@ def _said_following_failed(state: RetryCallState) -> None:
     log.info("finding the node cache failed (%s); again in %.2fs", state.outcome.exception(), state.upcoming_sleep)
 
 
-def cache_for_node(node_id: str, settings: Settings):
-    """The cache actor of a node: found by name, or created there (pinned, detached, restartable)."""
-    return NodeCache.options(
-        name=cache_name(node_id),
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-    ).remote(settings, node_id)
+def cache_for_node(node_id: str, settings: Settings, inventory: Callable[[], Inventory]):
+    """The cache actor of a node: found by name, or created there (pinned, detached, restartable),
+    reading the database through what `inventory` makes."""
+    return detached(NodeCache, cache_name(node_id),
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+                    ).remote(settings, node_id, inventory)

@@ -18,8 +18,9 @@ import uuid
 import ray
 from ray.util import metrics
 
-from sneakers23.actors import NAMESPACE, ON_HEAD_NODE, PRESENCE_NAME
+from sneakers23.cluster import NAMESPACE, ON_HEAD_NODE, PRESENCE_NAME, detached
 from sneakers23.domain.presence import BoardRead, PresenceBoard, Report
+from sneakers23.following import Bell
 from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ SWEEP_S = 1.0
 class Presence:
     def __init__(self):
         self._board = PresenceBoard(uuid.uuid4().hex)
-        self._changed = asyncio.Event()  # replaced by a new one each time it is set
+        self._changed = Bell()
         self._tabs = metrics.Gauge("sneakers23_presence_tabs", "Open shopper tabs tracked, cluster-wide")
         self._shoppers = metrics.Gauge("sneakers23_shoppers_online", "Unique shoppers with a tab open")
         self._sockets = metrics.Gauge("sneakers23_open_sockets", "Open sockets per node's channel replica",
@@ -49,23 +50,15 @@ class Presence:
 
     async def follow(self, epoch: str, cursor: int, timeout_s: float = FOLLOW_TIMEOUT_S) -> BoardRead:
         """The diffs after (epoch, cursor), waiting up to timeout_s for one; or the whole state."""
-        read = self._board.read(epoch, cursor)
-        if read.state is None and not read.diffs:
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), timeout_s)
-            except asyncio.TimeoutError:
-                pass
-            read = self._board.read(epoch, cursor)
-        return read
+        return await self._changed.read_when_news(lambda: self._board.read(epoch, cursor),
+                                                  lambda read: read.state is not None or bool(read.diffs), timeout_s)
 
     async def nodes(self) -> dict[str, dict]:
         return self._board.nodes(time.monotonic())
 
     def _wake_if(self, cursor_before: int) -> None:
         if self._board.cursor != cursor_before:
-            woken, self._changed = self._changed, asyncio.Event()
-            woken.set()
+            self._changed.ring()
 
     async def _sweep_forever(self) -> None:
         shown: set[str] = set()  # the nodes whose sockets the metrics show
@@ -90,8 +83,7 @@ class Presence:
 def presence_actor():
     """The cluster's presence actor, started if it is not running (detached: it outlives us). Only
     the store's start makes it (sneakers23.assembly); the others look it up (`find_presence`)."""
-    return Presence.options(name=PRESENCE_NAME, namespace=NAMESPACE, lifetime="detached", resources=ON_HEAD_NODE,
-                            get_if_exists=True).remote()
+    return detached(Presence, PRESENCE_NAME, resources=ON_HEAD_NODE).remote()
 
 
 def find_presence():

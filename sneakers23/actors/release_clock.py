@@ -11,7 +11,7 @@ from typing import Callable
 
 import ray
 
-from sneakers23.actors import NAMESPACE, RELEASE_CLOCK_NAME
+from sneakers23.cluster import RELEASE_CLOCK_NAME, detached
 from sneakers23.inventory import Inventory
 from sneakers23.tasks import keep
 
@@ -61,6 +61,4 @@ class ReleaseClock:
 
 def release_clock(make_inventory: Callable[[], Inventory]):
     """The cluster's release clock, started if it is not running (detached: it outlives us)."""
-    return ReleaseClock.options(
-        name=RELEASE_CLOCK_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(make_inventory)
+    return detached(ReleaseClock, RELEASE_CLOCK_NAME).remote(make_inventory)

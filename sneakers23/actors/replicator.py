@@ -10,6 +10,7 @@ twice, and a delivery that is lost anyway is healed by the caches' anti-entropy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -20,12 +21,14 @@ from typing import Callable
 import ray
 from ray.util import metrics
 
-from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
+from sneakers23.cluster import REPLICATOR_NAME, detached
 from sneakers23.actors.node_cache import CacheStats, cache_for_node
 from sneakers23.cluster import check_database_fits
 from sneakers23.db.engine import database_identity, describe_url
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
+from sneakers23.group_commit import GroupCommit
+from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from sneakers23.tasks import keep
 
@@ -59,8 +62,10 @@ class ReplicationStatus:
 # Task events (per-call records for the dashboard) cost CPU on every one of its many small calls.
 @ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)
 class Replicator:
-    def __init__(self, settings: Settings, watch_seconds: float = WATCH_SECONDS):
+    def __init__(self, settings: Settings, node_inventory: Callable[[], Inventory],
+                 watch_seconds: float = WATCH_SECONDS):
         self._settings = settings
+        self._node_inventory = node_inventory
         self._watch_seconds = watch_seconds
         self._caches: dict[str, ray.actor.ActorHandle] = {}
         self._nodes: dict[str, dict] = {}
@@ -69,8 +74,9 @@ class Replicator:
         self._drop_probability = 0.0
         self._drop_node: str | None = None
         self._started_at = time.time()
-        self._outbox: dict[str, list[Change]] = {}  # changes waiting to be sent, per node
-        self._sending: set[str] = set()  # nodes with a send under way
+        # Per node, the changes waiting for its cache: sent one call at a time, and what arrives
+        # while a call is under way goes in the next, so a busy cluster sends fewer, larger messages.
+        self._outboxes: dict[str, GroupCommit[list[Change], None]] = {}
         # A node's cache lag: from a change reaching this actor to the node's cache having applied it.
         self._queued_at: dict[str, float] = {}  # when the oldest change waiting for the node came
         self._in_flight: dict[str, float] = {}  # when the oldest change of the call under way came
@@ -101,37 +107,33 @@ class Replicator:
                     and random.random() < self._drop_probability:
                 self._dropped += 1
                 continue
-            if not self._outbox.get(node_id):
+            outbox = self._outboxes.get(node_id)
+            if outbox is None:
+                outbox = self._outboxes[node_id] = GroupCommit(
+                    functools.partial(self._deliver, node_id), cut_short=lambda: RuntimeError("stopping"))
+            if not outbox.waiting:
                 self._queued_at[node_id] = time.monotonic()
-            self._outbox.setdefault(node_id, []).extend(changes)
-            if node_id not in self._sending:
-                self._sending.add(node_id)
-                keep(self._tasks, asyncio.get_running_loop().create_task(self._send(node_id)))
+            outbox.send([changes])
             queued += 1
         return queued
 
-    async def _send(self, node_id: str) -> None:
-        """Send a cache what is queued for it, one call at a time: while a call is under way, new
-        changes gather into the next one, so a busy cluster sends fewer, larger messages."""
+    async def _deliver(self, node_id: str, batch: list[list[Change]]) -> None:
+        """One call to a node's cache with every change that waited for it."""
+        since = self._queued_at.pop(node_id, time.monotonic())
+        cache = self._caches.get(node_id)
+        if cache is None:  # the node left
+            return None
+        self._in_flight[node_id] = since  # (a cache that hangs shows its lag growing)
         try:
-            while self._outbox.get(node_id):
-                batch, self._outbox[node_id] = self._outbox[node_id], []
-                since = self._queued_at.pop(node_id, time.monotonic())
-                cache = self._caches.get(node_id)
-                if cache is None:  # the node left
-                    break
-                self._in_flight[node_id] = since  # (a cache that hangs shows its lag growing)
-                try:
-                    await cache.apply.remote(batch)
-                    self._delivered += 1
-                    self._note_lag(node_id, time.monotonic() - since)
-                except Exception as error:  # a dying node's cache; anti-entropy heals the rest
-                    self._failed += 1
-                    log.info("delivery to %s failed: %s", node_id, error)
+            await cache.apply.remote([change for changes in batch for change in changes])
+            self._delivered += 1
+            self._note_lag(node_id, time.monotonic() - since)
+        except Exception as error:  # a dying node's cache; anti-entropy heals the rest
+            self._failed += 1
+            log.info("delivery to %s failed: %s", node_id, error)
         finally:
             self._in_flight.pop(node_id, None)
-            self._sending.discard(node_id)
-            self._outbox.pop(node_id, None) if node_id not in self._caches else None
+        return None
 
     def _note_lag(self, node_id: str, lag: float) -> None:
         now = time.monotonic()
@@ -202,10 +204,12 @@ class Replicator:
         for node_id in alive.keys() - self._caches.keys():
             # Registered before it finishes loading: changes published from now on queue for it,
             # and everything committed before is in what it loads.
-            self._caches[node_id] = await asyncio.to_thread(cache_for_node, node_id, self._settings)
+            self._caches[node_id] = await asyncio.to_thread(cache_for_node, node_id, self._settings, self._node_inventory)
             log.info("node %s joined: its cache is starting", node_id)
         for node_id in self._caches.keys() - alive.keys():
             cache = self._caches.pop(node_id)
+            self._outboxes.pop(node_id, None)  # (a call under way ends by itself; nothing more is sent)
+            self._queued_at.pop(node_id, None)
             self._lags.pop(node_id, None)
             self._lag_gauge.set(0, tags={"node": node_id})  # (a lost node shows no lag, not its last)
             log.info("node %s is gone: letting its cache go", node_id)
@@ -219,18 +223,18 @@ def _is_head(node: dict) -> bool:
     return any(key.startswith("node:__internal_head__") for key in node.get("Resources", {}))
 
 
-def replication_actor(settings: Settings, watch_seconds: float = WATCH_SECONDS):
-    """The cluster's replication actor, created if it is not running (detached: it outlives us)."""
-    return Replicator.options(
-        name=REPLICATOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(settings, watch_seconds)
+def replication_actor(settings: Settings, node_inventory: Callable[[], Inventory],
+                      watch_seconds: float = WATCH_SECONDS):
+    """The cluster's replication actor, created if it is not running (detached: it outlives us).
+    `node_inventory` makes each node cache's way to the database, in the cache's process."""
+    return detached(Replicator, REPLICATOR_NAME).remote(settings, node_inventory, watch_seconds)
 
 
-def start_replication(settings: Settings, watch_seconds: float = WATCH_SECONDS,
-                      while_waiting: Callable[[], None] | None = None):
+def start_replication(settings: Settings, node_inventory: Callable[[], Inventory],
+                      watch_seconds: float = WATCH_SECONDS, while_waiting: Callable[[], None] | None = None):
     """The cluster's replication actor, started if need be; returns when every node's cache is
     loaded. `while_waiting` is called meanwhile, and may raise to stop waiting."""
-    replicator = replication_actor(settings, watch_seconds)
+    replicator = replication_actor(settings, node_inventory, watch_seconds)
     theirs = ray.get(replicator.database.remote())
     if database_identity(theirs) != database_identity(settings.database_url):
         raise Sneakers23Error(f"the replication running on this cluster is another store's (it sells from {theirs})")

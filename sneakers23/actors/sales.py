@@ -16,6 +16,7 @@ cache applies (sales, restocks, releases made elsewhere, and whatever anti-entro
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -24,16 +25,16 @@ from typing import Callable
 
 import ray
 
-from sneakers23.actors import NAMESPACE, REPLICATOR_NAME
+from sneakers23.cluster import NAMESPACE, REPLICATOR_NAME, detached
 from sneakers23.actors.node_cache import follow_node_cache
-from sneakers23.cluster import RayReplication
-from sneakers23.db import queries
 from sneakers23.db.engine import QueryCounter, make_engine, reading, translated_errors
-from sneakers23.db.sales import BatchRefused, commit_batch, load_sales
+from sneakers23.db.sales import load_sales, sell_claims
 from sneakers23.domain.changes import AvailabilityChanged, Change
 from sneakers23.domain.purchases import PurchaseResult
 from sneakers23.domain.sales import Claim, SalesLedger, Waiting
-from sneakers23.errors import DatabaseUnavailable, Sneakers23Error
+from sneakers23.errors import DatabaseUnavailable, SalesBusy, SalesUnavailable, Sneakers23Error
+from sneakers23.following import KeptDuringLoad
+from sneakers23.group_commit import GroupCommit
 from sneakers23.inventory import Inventory
 from sneakers23.retries import patiently
 from sneakers23.settings import Settings
@@ -45,15 +46,6 @@ MAX_BATCH = 1_000  # claims in one transaction
 GATHER_S = 0.01  # how long a batch waits for more claims before it commits
 PURCHASE_TIMEOUT_S = 10.0  # a buyer waits this long for its answer, then is told to try again
 CALLS_UNDER_WAY = 4  # calls to one product's actor that one client has under way at once
-
-
-class SalesBusy(Sneakers23Error):
-    """Too many purchases are waiting for this product: try again in a moment."""
-
-
-class SalesUnavailable(Sneakers23Error):
-    """The product's sales actor did not answer (it is restarting, or too slow): try again with
-    the same idempotency key, which returns the purchase's result if it was committed."""
 
 
 SALES_NAME_PREFIX = "sales-"
@@ -97,11 +89,15 @@ class ProductSales:
         self._queries = QueryCounter(self.engine)
         self.stats = SalesStats(product_id)
         self._ledger = patiently(self._load, f"sales of product {product_id}")
-        self._queue: list[Claim] = []
-        self._answers: dict[tuple[str, str], asyncio.Future] = {}
-        self._committing: asyncio.Task | None = None
+        # Claims not yet answered, by purchase key (a key sent again while its claim commits waits
+        # for the same answer); they commit in groups: while one batch commits, the next gathers.
+        self._answers: dict[tuple[str, str], tuple[Claim, asyncio.Future]] = {}
+        self._claims = GroupCommit(self._commit_claims, max_batch=MAX_BATCH, gather_s=GATHER_S,
+                                   before=self._reload_if_stale, on_cut_short=self._cut_short,
+                                   cut_short=lambda: SalesUnavailable(
+                                       "the purchase was cut short: try again with the same idempotency key"))
         self._stale = False  # the ledger may be behind the database: reload before the next batch
-        self._arrived_during_load: list[Change] | None = None
+        self._arrived_during_load: KeptDuringLoad[Change] = KeptDuringLoad()
         self._followed = False  # (its first snapshot is what it has just loaded)
         self._tasks: set[asyncio.Task] = set()
         if follow_changes:
@@ -137,109 +133,67 @@ class ProductSales:
                 self.stats.refusals[str(decision.refusal)] = self.stats.refusals.get(str(decision.refusal), 0) + 1
             return decision
         if isinstance(decision, Waiting):  # the same purchase, sent again while it commits
-            return self._answers[decision.claim.purchase_key]
+            return self._answers[decision.claim.purchase_key][1]
         if self._ledger.claims_waiting > self._settings.sales_queue_limit:  # only what would wait is turned away
             self._ledger.settle(decision, None)
             self.stats.busy += 1
             raise SalesBusy(f"too many purchases of product {self.product_id} are waiting: try again in a moment")
         self.stats.admitted += 1
-        answer = asyncio.get_running_loop().create_future()
-        self._answers[decision.purchase_key] = answer
-        self._queue.append(decision)
-        self._commit_soon()
+        answer = self._claims.submit(decision)
+        self._answers[decision.purchase_key] = (decision, answer)
         return answer
 
-    def _commit_soon(self) -> None:
-        if self._committing is None or self._committing.done():
-            self._committing = self._own(asyncio.get_running_loop().create_task(self._commit_waiting()))
-
-    async def _commit_waiting(self) -> None:
-        """Commit what is waiting, a batch at a time: while one commits, the next one gathers."""
-        await asyncio.sleep(GATHER_S)  # a moment for more to join: a commit costs the same for 1 or 1,000
-        while True:
-            try:
-                if self._stale:
-                    await self._reload()
-                if not self._queue:
-                    return
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._commit_batch(batch)
-            except Exception as error:  # the database is away: what waits cannot be sold now
-                log.warning("sales of product %s: %s", self.product_id, error)
-                failed, self._queue = self._queue, []
-                self._let_go(failed, error)
-                return
-
-    async def _commit_batch(self, batch: list[Claim]) -> None:
+    async def _commit_claims(self, batch: list[Claim]) -> list[PurchaseResult | Exception | None]:
+        """A batch of claims through the database, each one's outcome in order (None for a claim
+        answered meanwhile: a reload found it sold, and replayed it)."""
+        todo = [claim for claim in batch if claim.purchase_key in self._answers]
+        if not todo:
+            return [None] * len(batch)
         try:
-            outcomes, changes = await asyncio.to_thread(self._commit, batch)
+            results, changes = await asyncio.to_thread(self._commit, todo)
         except Exception as error:  # nothing of the batch was sold
-            self._let_go(batch, error)
-            return
-        for claim, outcome in zip(batch, outcomes):
+            results, changes = [error] * len(todo), []
+        outcomes: dict[tuple[str, str], PurchaseResult | Exception] = {}
+        for claim, outcome in zip(todo, results):
+            del self._answers[claim.purchase_key]
             if isinstance(outcome, PurchaseResult):
                 self._ledger.settle(claim, outcome)
-                self._answer(claim, result=outcome)
-            else:  # sold one by one, this one met the database away
-                self._let_go([claim], outcome)
+            else:  # the batch's transaction failed, or, sold one by one, this one met the database away
+                outcome = self._let_go(claim, outcome)
+            outcomes[claim.purchase_key] = outcome
         for change in changes:  # each size's count and version after the batch
             self._ledger.apply(change)
         self._publish(changes)
+        return [outcomes.get(claim.purchase_key) for claim in batch]
 
-    def _let_go(self, claims: list[Claim], error: Exception) -> None:
-        """Claims the database did not answer: let go, their buyers told to try again, and the
-        ledger reloaded before the next batch (a commit whose answer was lost may have happened)."""
-        self._stale = True
-        if not isinstance(error, Sneakers23Error):
-            error = DatabaseUnavailable(f"the sale could not be committed: {error}")
+    def _cut_short(self, claims: list[Claim]) -> None:
+        """Claims whose commit was cut short (the actor stopping): let go, so that a retry with the
+        same key is admitted again rather than handed the failed answer."""
         for claim in claims:
-            self._ledger.settle(claim, None)
-            self._answer(claim, error=error)
+            if self._answers.pop(claim.purchase_key, None) is not None:
+                self._let_go(claim, DatabaseUnavailable("cut short"))
+
+    def _let_go(self, claim: Claim, error: Exception) -> Exception:
+        """A claim the database did not answer: let go, its buyer told to try again, and the ledger
+        reloaded before the next batch (a commit whose answer was lost may have happened)."""
+        self._stale = True
+        self._ledger.settle(claim, None)
+        return error if isinstance(error, Sneakers23Error) else DatabaseUnavailable(
+            f"the sale could not be committed: {error}")
 
     def _commit(self, batch: list[Claim]) -> tuple[list[PurchaseResult | Exception], list[Change]]:
-        """In a thread: one transaction for the batch, or, when a guard refuses it, one per purchase
-        (each purchase's outcome its own: one that fails fails alone; once the database is away,
-        the rest are not tried, each try could wait out a timeout, and are told to try again)."""
-        max_pairs = self._settings.max_pairs_per_product
-        with translated_errors(self._settings.database_url):
-            try:
-                with self.engine.begin() as connection:
-                    results, changes = commit_batch(connection, self.product_id, batch, max_pairs)
-                self.stats.batches += 1
-                self.stats.transactions += 1
-                self.stats.pairs_sold += sum(len(result.units) for result in results)
-                return results, changes
-            except BatchRefused as refused:
-                log.info("product %s: a batch of %d was refused (%s): selling them one by one",
-                         self.product_id, len(batch), refused)
-        self._stale = True
-        outcomes: list[PurchaseResult | Exception] = []
-        for claim in batch:
-            try:
-                with translated_errors(self._settings.database_url):
-                    result = queries.purchase(self.engine, claim.shopper_id, list(claim.item_ids),
-                                              claim.key if claim.keyed else None, max_pairs)
-                self.stats.transactions += 1
-                self.stats.pairs_sold += len(result.units) if result.ok and not result.replayed else 0
-                outcomes.append(result)
-            except DatabaseUnavailable as away:
-                outcomes += [away] * (len(batch) - len(outcomes))
-                break
-            except Exception as error:
-                outcomes.append(error)
-        self.stats.redone += len(batch)
-        changes = [change for outcome in outcomes if isinstance(outcome, PurchaseResult) and outcome.ok
-                   for change in outcome.changes]
-        return outcomes, changes
-
-    def _answer(self, claim: Claim, result: PurchaseResult | None = None, error: Exception | None = None) -> None:
-        answer = self._answers.pop(claim.purchase_key, None)
-        if answer is None or answer.done():
-            return
-        if error is not None:
-            answer.set_exception(error)
+        """In a thread: the batch through the database's one way to sell claims (db/sales.py)."""
+        committed = sell_claims(self.engine, self._settings.database_url, self.product_id, batch,
+                                self._settings.max_pairs_per_product)
+        self.stats.transactions += committed.transactions
+        self.stats.pairs_sold += sum(len(outcome.units) for outcome in committed.outcomes
+                                     if isinstance(outcome, PurchaseResult) and outcome.ok and not outcome.replayed)
+        if committed.redone:
+            self._stale = True  # (the ledger admitted what the database refused: read it again)
+            self.stats.redone += len(batch)
         else:
-            answer.set_result(result)
+            self.stats.batches += 1
+        return committed.outcomes, committed.changes
 
     def _publish(self, changes: list[Change]) -> None:
         # Only after the commit; a publish never raises (the caches heal by anti-entropy).
@@ -254,30 +208,39 @@ class ProductSales:
         self.stats.reloads += 1
         return SalesLedger(product, sales, self._settings.max_pairs_per_product)
 
-    async def _reload(self) -> None:
-        """Between batches: the database's state. The claims still waiting are carried over (on
-        the event loop, at once, so that none admitted meanwhile is missed); one the database has
-        already sold (a commit whose answer was lost) gets its replay; changes that arrive while it
-        loads are applied on top (the load may have read before they committed)."""
+    async def _reload_if_stale(self) -> None:
+        """Before each batch, when the ledger may be behind: the database's state. The claims still
+        waiting (no batch is under way) are carried over, on the event loop, at once, so that none
+        admitted meanwhile is missed; one the database has already sold (a commit whose answer was
+        lost) gets its replay; changes that arrive while it loads are applied on top (the load may
+        have read before they committed). When the database is away, every claim waiting is let go."""
+        if not self._stale:
+            return
         self._stale = False
-        self._arrived_during_load = []
         try:
-            ledger = await asyncio.to_thread(self._load)
+            ledger, arrived = await self._arrived_during_load.load(lambda: asyncio.to_thread(self._load))
+        except Exception as error:
+            self._stale = True
+            log.warning("sales of product %s: %s", self.product_id, error)
+            for claim, answer in list(self._answers.values()):
+                del self._answers[claim.purchase_key]
+                failed = self._let_go(claim, error)
+                if not answer.done():
+                    answer.set_exception(failed)
+            raise
         except BaseException:
             self._stale = True
             raise
-        finally:
-            arrived, self._arrived_during_load = self._arrived_during_load, None
         for change in arrived:
             ledger.apply(change)
-        waiting, self._queue = self._queue, []
-        for claim in waiting:
+        for claim, answer in list(self._answers.values()):
             replay = ledger.replay(claim)
             if replay is not None:
-                self._answer(claim, result=replay)
+                del self._answers[claim.purchase_key]
+                if not answer.done():
+                    answer.set_result(replay)
             else:
                 ledger.hold(claim)
-                self._queue.append(claim)
         self._ledger = ledger
 
     def _on_snapshot(self, snapshot) -> None:
@@ -293,14 +256,13 @@ class ProductSales:
         a newer count was made elsewhere (a restock, a purchase of several products' sizes, a
         reseed), and may come with orders the ledger has not seen: it reloads."""
         for change in changes:
-            if self._arrived_during_load is not None:
-                self._arrived_during_load.append(change)
+            self._arrived_during_load.note([change])
             if self._ledger.apply(change) and isinstance(change, AvailabilityChanged):
                 self._changed_elsewhere()
 
     def _changed_elsewhere(self) -> None:
         self._stale = True
-        self._commit_soon()  # (which reloads first, with or without purchases waiting)
+        self._claims.kick()  # (which reloads first, with or without purchases waiting)
 
     def _own(self, task: asyncio.Task) -> asyncio.Task:
         return keep(self._tasks, task)  # (its tasks end with the actor's process)
@@ -309,8 +271,7 @@ class ProductSales:
 
     async def idle(self) -> None:
         """Returns once nothing is waiting to commit (and a reload due is done)."""
-        while self._committing is not None and not self._committing.done():
-            await asyncio.shield(self._committing)
+        await self._claims.idle()
 
     def read_stats(self) -> SalesStats:
         self.stats.queries = self._queries.count
@@ -324,7 +285,7 @@ class ProductSales:
 SalesActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000, enable_task_events=False)(ProductSales)
 
 
-def sales_actor(settings: Settings, product_id: int):
+def sales_actor(settings: Settings, product_id: int, replication):
     """The product's sales actor: found by name, or started (detached: it outlives its caller) where
     the store runs. Where its replication actor is gone, the store was stopped: a replica still
     draining gets SalesUnavailable, and brings back no actor with its old settings."""
@@ -336,9 +297,8 @@ def sales_actor(settings: Settings, product_id: int):
         ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
     except ValueError:
         raise SalesUnavailable(f"the sales of product {product_id} are not running: the store is closed") from None
-    return SalesActor.options(name=sales_name(product_id), namespace=NAMESPACE, lifetime="detached",
-                              get_if_exists=True, max_pending_calls=2 * settings.sales_queue_limit).remote(
-        settings, product_id, RayReplication(wait=False))
+    return detached(SalesActor, sales_name(product_id), max_pending_calls=2 * settings.sales_queue_limit).remote(
+        settings, product_id, replication)
 
 
 class RaySales:
@@ -346,14 +306,17 @@ class RaySales:
     product's actor (which commits and publishes it); its failures become one-line errors that say
     to try again (SalesBusy, SalesUnavailable, DatabaseUnavailable)."""
 
-    def __init__(self, settings: Settings, product_of: Callable[[int], int | None] | None = None):
+    def __init__(self, settings: Settings, replication: Callable[[], object], database: Callable[[], Inventory],
+                 product_of: Callable[[int], int | None] | None = None):
+        """`replication` makes what a sales actor it starts publishes through; `database`, an
+        inventory on the database alone (to find an item's product, without `product_of`)."""
         self._settings = settings
+        self._replication = replication
+        self._database = database
         self._product_of = product_of or self._product_from_database
         self._products: dict[int, int] | None = None
         self._actors: dict[int, ray.actor.ActorHandle] = {}
-        self._waiting: dict[int, list] = {}  # product -> purchases waiting for the next call
-        self._calling: dict[int, int] = {}  # product -> calls under way
-        self._tasks: set[asyncio.Future] = set()
+        self._calls: dict[int, GroupCommit] = {}  # product -> its purchases, grouped into calls
 
     def product_for(self, item_ids: list[int]) -> int | None:
         """The one product these sizes belong to; None when they span products or one is unknown."""
@@ -371,49 +334,19 @@ class RaySales:
         """The same, on an event loop (a web replica). A call to the actor costs more than the
         decision it carries, so purchases go in groups: a few calls at a time per product, and the
         purchases that arrive meanwhile go together in the next."""
-        answer = asyncio.get_running_loop().create_future()
-        waiting = self._waiting.setdefault(product_id, [])
-        waiting.append((shopper_id, list(item_ids), key, answer))
-        if len(waiting) == 1:
-            asyncio.get_running_loop().call_soon(self._call_with_waiting, product_id)
-        outcome = await answer  # (its call has the timeout: one timer for all its purchases)
-        if isinstance(outcome, BaseException):
-            raise self._failure(product_id, outcome) from None
-        return outcome
-
-    def _call_with_waiting(self, product_id: int) -> None:
-        if self._calling.get(product_id, 0) >= CALLS_UNDER_WAY:
-            return  # the next call to come back sends them
-        waiting = self._waiting.pop(product_id, [])
-        if not waiting:
-            return
-        answers = [purchase[3] for purchase in waiting]
+        calls = self._calls.get(product_id)
+        if calls is None:
+            calls = self._calls[product_id] = GroupCommit(
+                functools.partial(self._purchase_many, product_id), in_flight=CALLS_UNDER_WAY,
+                cut_short=lambda: SalesUnavailable("the purchase was cut short: try again with the same idempotency key"))
         try:
-            call = self._actor(product_id).purchase_many.remote([purchase[:3] for purchase in waiting])
-        except Exception as error:  # the actor could not be found, or its queue is full
-            self._answer_all(answers, [error] * len(answers))
-            return
-        self._calling[product_id] = self._calling.get(product_id, 0) + 1
-        keep(self._tasks, asyncio.ensure_future(self._answer(product_id, call, answers)))
+            return await calls.ask((shopper_id, list(item_ids), key))
+        except Exception as error:
+            raise self._failure(product_id, error) from None
 
-    async def _answer(self, product_id: int, call, answers: list[asyncio.Future]) -> None:
-        outcomes: list = [SalesUnavailable("the purchase was cut short: try again with the same idempotency key")] \
-            * len(answers)  # (what they hear if this is cancelled: every purchase is answered, whatever happens)
-        try:
-            outcomes = await asyncio.wait_for(call, PURCHASE_TIMEOUT_S)
-        except Exception as error:  # the call itself failed, or took too long: every purchase in it did
-            outcomes = [error] * len(answers)
-        finally:
-            self._calling[product_id] -= 1
-            self._answer_all(answers, outcomes)
-        if self._waiting.get(product_id):
-            self._call_with_waiting(product_id)
-
-    @staticmethod
-    def _answer_all(answers: list[asyncio.Future], outcomes: list) -> None:
-        for answer, outcome in zip(answers, outcomes):
-            if not answer.done():
-                answer.set_result(outcome)
+    async def _purchase_many(self, product_id: int, purchases: list) -> list:
+        # (one timer for all the call's purchases: a call that fails or takes too long fails them all)
+        return await asyncio.wait_for(self._actor(product_id).purchase_many.remote(purchases), PURCHASE_TIMEOUT_S)
 
     def stats(self, product_id: int) -> SalesStats:
         return ray.get(self._actor(product_id).read_stats.remote(), timeout=PURCHASE_TIMEOUT_S)
@@ -421,7 +354,7 @@ class RaySales:
     def _actor(self, product_id: int):
         actor = self._actors.get(product_id)
         if actor is None:
-            actor = self._actors[product_id] = sales_actor(self._settings, product_id)
+            actor = self._actors[product_id] = sales_actor(self._settings, product_id, self._replication())
         return actor
 
     def _call(self, product_id: int, shopper_id: str, item_ids: list[int], key: str | None):
@@ -440,7 +373,7 @@ class RaySales:
 
     def _product_from_database(self, item_id: int) -> int | None:
         if self._products is None or item_id not in self._products:  # a size added since: look again
-            inventory = Inventory(self._settings)
+            inventory = self._database()
             try:
                 self._products = {item.id: product.id for product in inventory.complete_products()
                                   for item in product.items}

@@ -7,7 +7,7 @@ import time
 
 import ray
 
-from sneakers23.actors import ACTIVITY_NAME, NAMESPACE, PRESENCE_NAME, RELEASE_CLOCK_NAME, REPLICATOR_NAME
+from sneakers23.cluster import ACTIVITY_NAME, NAMESPACE, PRESENCE_NAME, RELEASE_CLOCK_NAME, REPLICATOR_NAME
 from sneakers23.actors.node_cache import cache_name
 from sneakers23.actors.sales import sales_actor_names
 from sneakers23.errors import Sneakers23Error

@@ -14,8 +14,9 @@ from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, Product
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
-from sneakers23.domain.purchases import BoughtPair, PurchaseResult, Refusal, SoldUnit
-from sneakers23.errors import AlreadyReleased, NotFound
+from sneakers23.domain.purchases import (BoughtPair, PurchaseFacts, PurchaseResult, SizeOnSale, SoldUnit,
+                                         answer_purchase)
+from sneakers23.errors import AlreadyReleased, NotFound, SalesBusy
 
 products_t = ProductRow.__table__
 items_t = ItemRow.__table__
@@ -147,11 +148,7 @@ def restock(connection: Connection, item_id: int, count: int) -> AvailabilityCha
 
 # --- purchase ----------------------------------------------------------------------------------
 
-class _Refused(Exception):
-    """Raised inside the purchase transaction so that it rolls back entirely."""
-
-    def __init__(self, result: PurchaseResult):
-        self.result = result
+PURCHASE_ATTEMPTS = 5  # reads and writes of one purchase, when what it read moved before it wrote
 
 
 def purchase(
@@ -159,107 +156,92 @@ def purchase(
 ) -> PurchaseResult:
     """Sell one pair of each item to the shopper, all or nothing, in one transaction.
 
-    Every unit is a conditional decrement (`available_count > 0` and the product released), so the
-    database never sells a pair it does not have, whatever any cache believes. Per-shopper limits
-    are enforced by a locked counter row and a unique index, so a shopper's concurrent requests
-    cannot pass them together. A repeated idempotency key returns the first purchase's result.
+    The rows that decide it are read (the purchase made before with the key, the sizes, what the
+    shopper holds) and the domain's rule answers (`answer_purchase`). A sale is then written behind
+    guards: a shopper's counter that never passes the limit, a conditional decrement per size
+    (`available_count > 0` and the product released), and unique indexes under the orders. So the
+    database never sells a pair it does not have, whatever any cache believes. Where a guard trips,
+    a concurrent purchase changed what was read: it rolls back and reads again (on SQLite, whose
+    writers take turns, never; on PostgreSQL, rarely).
     """
     key = idempotency_key or uuid.uuid4().hex
+    for _attempt in range(PURCHASE_ATTEMPTS):
+        with engine.connect() as connection, connection.begin() as transaction:
+            answer = _purchase_once(connection, shopper_id, item_ids, key, idempotency_key is not None,
+                                    max_pairs_per_product)
+            if answer is not None:
+                return answer  # (committed: a sale, or nothing written)
+            transaction.rollback()
+    raise SalesBusy(f"sizes {sorted(set(item_ids))} are being bought by many at once: try again in a moment")
+
+
+def _purchase_once(connection: Connection, shopper_id: str, item_ids: list[int], key: str, keyed: bool,
+                   max_pairs: int) -> PurchaseResult | None:
+    """One try: the answer, or None when what it read moved before it wrote."""
+    facts = purchase_facts(connection, shopper_id, item_ids, key if keyed else None)
+    answer = answer_purchase(item_ids, facts, max_pairs)
+    if answer is not None:
+        return answer
     try:
-        with engine.begin() as connection:
-            return _purchase_in(connection, shopper_id, item_ids, key, idempotency_key is not None,
-                                max_pairs_per_product)
-    except _Refused as refused:
-        return refused.result
-    except IntegrityError:
-        # A concurrent request with the same key or for the same size won the race; both are
-        # caught by unique indexes. Look again, in a fresh transaction, at what it committed.
-        with engine.begin() as connection:
-            replay = _replay(connection, shopper_id, key, item_ids) if idempotency_key else None
-            if replay is not None:
-                return replay
-            owned = _sizes_owned(connection, shopper_id, item_ids)
-        return PurchaseResult.refused(Refusal.LIMIT_REACHED, owned[0] if owned else item_ids[0])
+        units = sell(connection, shopper_id, item_ids, key, facts, max_pairs)
+    except IntegrityError:  # a concurrent purchase of the same size, or with the same key, came first
+        return None
+    return None if units is None else PurchaseResult.sold(units)
 
 
-def _purchase_in(
-    connection: Connection, shopper_id: str, item_ids: list[int], key: str, keyed: bool, max_pairs: int
-) -> PurchaseResult:
-    def refuse(refusal: Refusal, item_id: int):
-        if refusal is Refusal.LIMIT_REACHED and keyed:
-            # The limit may have been reached by this very purchase, sent before: replay it.
-            replay = _replay(connection, shopper_id, key, item_ids)
-            if replay is not None:
-                raise _Refused(replay)
-        raise _Refused(PurchaseResult.refused(refusal, item_id))
-
-    if keyed and (replay := _replay(connection, shopper_id, key, item_ids)) is not None:
-        return replay
-
-    # Read what is asked for. The count read here only turns away the obviously sold out early,
-    # without taking any lock; the decrement below decides.
-    rows = {
-        row.id: row
+def purchase_facts(connection: Connection, shopper_id: str, item_ids: list[int], key: str | None) -> PurchaseFacts:
+    """What decides a purchase, as the database holds it now. Each statement may see a newer
+    commit than the one before it (PostgreSQL's read committed): the purchase made before with the
+    key is read last, so that a sale with this key that any earlier read saw is seen there too, and
+    replayed (else its size and pairs would refuse the purchase that made them)."""
+    sizes = {
+        row.id: SizeOnSale(row.product_id, bool(row.released), row.available_count)
         for row in connection.execute(
             select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count)
             .join(products_t, products_t.c.id == items_t.c.product_id)
             .join(availability_t, availability_t.c.item_id == items_t.c.id)
-            .where(items_t.c.id.in_(set(item_ids)))
-        )
+            .where(items_t.c.id.in_(set(item_ids))))
     }
-    seen: set[int] = set()
-    pairs_per_product: dict[int, int] = {}
-    for item_id in item_ids:
-        row = rows.get(item_id)
-        if row is None:
-            refuse(Refusal.UNKNOWN_ITEM, item_id)
-        if not row.released:
-            refuse(Refusal.NOT_RELEASED, item_id)
-        if item_id in seen:
-            refuse(Refusal.LIMIT_REACHED, item_id)  # one pair per size
-        seen.add(item_id)
-        pairs_per_product[row.product_id] = pairs_per_product.get(row.product_id, 0) + 1
-    for item_id in item_ids:
-        if rows[item_id].available_count <= 0:
-            refuse(Refusal.SOLD_OUT, item_id)
+    products = {size.product_id for size in sizes.values()}
+    pairs_held = dict(connection.execute(
+        select(pairs_t.c.product_id, pairs_t.c.pairs)
+        .where(pairs_t.c.shopper_id == shopper_id, pairs_t.c.product_id.in_(products))).all()) if products else {}
+    sizes_held = set(_sizes_owned(connection, shopper_id, list(sizes)))
+    earlier = _earlier(connection, shopper_id, key) if key is not None else None
+    return PurchaseFacts(sizes, pairs_held, sizes_held, earlier)
 
-    # Per-shopper limits. The counter row is locked until commit (in sorted order, so two
-    # purchases never wait for each other in a circle): the shopper's concurrent purchases of the
-    # same product queue here, and each sees what the one before it committed.
-    for product_id in sorted(pairs_per_product):
-        wanted = pairs_per_product[product_id]
-        first_item = next(i for i in item_ids if rows[i].product_id == product_id)
-        if wanted > max_pairs or not add_pairs(connection, shopper_id, product_id, wanted, max_pairs):
-            refuse(Refusal.LIMIT_REACHED, first_item)
-    owned = _sizes_owned(connection, shopper_id, item_ids)
-    if owned:
-        refuse(Refusal.LIMIT_REACHED, owned[0])
 
-    # The sale: one atomic conditional decrement per unit, in item order (a fixed lock order).
+def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str, facts: PurchaseFacts,
+         max_pairs: int) -> tuple[SoldUnit, ...] | None:
+    """Write the sale the rule allowed: the shopper's counters (locked until commit, in product
+    order), one conditional decrement per size (in item order: a fixed lock order), the orders.
+    None when a guard trips: what was read has moved (the caller rolls back and reads again)."""
+    wanted: dict[int, int] = {}
+    for item_id in item_ids:
+        product_id = facts.sizes[item_id].product_id
+        wanted[product_id] = wanted.get(product_id, 0) + 1
+    for product_id in sorted(wanted):
+        if not add_pairs(connection, shopper_id, product_id, wanted[product_id], max_pairs):
+            return None
     after: dict[int, tuple[int, int]] = {}
     for item_id in sorted(item_ids):
-        product_id = rows[item_id].product_id
-        sold = decrement(connection, item_id, product_id, 1)
+        sold = decrement(connection, item_id, facts.sizes[item_id].product_id, 1)
         if sold is None:
-            released = connection.execute(
-                select(products_t.c.released).where(products_t.c.id == product_id)
-            ).scalar_one()
-            refuse(Refusal.SOLD_OUT if released else Refusal.NOT_RELEASED, item_id)
+            return None
         after[item_id] = (sold.available_count, sold.version)
-
     now = _now()
     units = []
     for line, item_id in enumerate(item_ids):
         count, version = after[item_id]
+        product_id = facts.sizes[item_id].product_id
         order_id = connection.execute(
             orders_t.insert()
-            .values(shopper_id=shopper_id, item_id=item_id, product_id=rows[item_id].product_id,
-                    idempotency_key=key, line=line, available_count_after=count, version_after=version,
-                    inserted_at=now)
+            .values(shopper_id=shopper_id, item_id=item_id, product_id=product_id, idempotency_key=key, line=line,
+                    available_count_after=count, version_after=version, inserted_at=now)
             .returning(orders_t.c.id)
         ).scalar_one()
-        units.append(SoldUnit(order_id, item_id, rows[item_id].product_id, count, version))
-    return PurchaseResult.sold(tuple(units))
+        units.append(SoldUnit(order_id, item_id, product_id, count, version))
+    return tuple(units)
 
 
 def add_pairs(connection: Connection, shopper_id: str, product_id: int, wanted: int, max_pairs: int) -> bool:
@@ -315,8 +297,8 @@ def _sizes_owned(connection: Connection, shopper_id: str, item_ids: list[int]) -
     return [item_id for item_id in item_ids if item_id in owned]
 
 
-def _replay(connection: Connection, shopper_id: str, key: str, item_ids: list[int]) -> PurchaseResult | None:
-    """The first result of a purchase made with this key, or None when there was none."""
+def _earlier(connection: Connection, shopper_id: str, key: str) -> tuple[SoldUnit, ...] | None:
+    """The pairs of the purchase made with this key, in line order; None when there was none."""
     rows = connection.execute(
         select(orders_t)
         .where(orders_t.c.shopper_id == shopper_id, orders_t.c.idempotency_key == key)
@@ -324,10 +306,7 @@ def _replay(connection: Connection, shopper_id: str, key: str, item_ids: list[in
     ).all()
     if not rows:
         return None
-    if [r.item_id for r in rows] != list(item_ids):
-        return PurchaseResult.refused(Refusal.KEY_REUSED, item_ids[0])
-    units = tuple(SoldUnit(r.id, r.item_id, r.product_id, r.available_count_after, r.version_after) for r in rows)
-    return PurchaseResult.sold(units, replayed=True)
+    return tuple(SoldUnit(r.id, r.item_id, r.product_id, r.available_count_after, r.version_after) for r in rows)
 
 
 def shopper_orders(connection: Connection, shopper_id: str) -> list[BoughtPair]:

@@ -2,30 +2,67 @@
 
 One guarded counter update for all the batch's shoppers, then, per size, one conditional decrement
 by the batch's count (the lock order of a purchase on its own); the orders in one bulk insert (the
-unique indexes behind them); one commit. If any guard
-trips (stock or a shopper's holdings changed outside the sales actor), the whole batch rolls back
-and the caller sells its purchases one by one (`queries.purchase`), so that one bad purchase never
-fails the others. The database's guards stay the net under the ledger in memory.
+unique indexes behind them); one commit. If any guard trips (stock or a shopper's holdings changed
+outside the sales actor), the whole batch rolls back and its purchases are sold one by one
+(`queries.purchase`), so that one bad purchase never fails the others. The database's guards stay
+the net under the ledger in memory. `sell_claims` is all of it: the sales actor's one way to the
+database.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError
 
+from sneakers23.db.engine import translated_errors
+from sneakers23.db import queries
 from sneakers23.db.queries import add_pairs_of_many, decrement, load_products, orders_t
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged
 from sneakers23.domain.purchases import PurchaseResult, SoldUnit
 from sneakers23.domain.sales import Claim, SaleRecord
-from sneakers23.errors import NotFound
+from sneakers23.errors import DatabaseUnavailable, NotFound
+from sneakers23.group_commit import one_by_one
+
+log = logging.getLogger(__name__)
 
 
-class BatchRefused(Exception):
-    """A guard of the database refused the batch as a whole: sell its purchases one by one."""
+@dataclass(frozen=True)
+class Committed:
+    """What the database made of a batch of claims."""
+
+    outcomes: list[PurchaseResult | Exception]  # each claim's, in order: its result, or the error it met
+    changes: list[AvailabilityChanged]  # each size's state after
+    transactions: int
+    redone: bool  # the batch was refused as a whole: its purchases were sold one by one
+
+
+def sell_claims(engine: Engine, database_url: str, product_id: int, claims: list[Claim],
+                max_pairs_per_product: int) -> Committed:
+    """Sell the claims in one transaction, or, when a guard refuses the batch, one transaction per
+    purchase: each purchase's outcome its own, so one that fails fails alone. Once the database is
+    away, the rest are not tried (each try could wait out a timeout) and are told to try again.
+    Raises the database's error when the batch's own transaction met it (nothing sold)."""
+    with translated_errors(database_url), engine.connect() as connection, connection.begin() as transaction:
+        sold = commit_batch(connection, product_id, claims, max_pairs_per_product)
+        if sold is not None:
+            return Committed(*sold, transactions=1, redone=False)
+        transaction.rollback()
+    def sell_one(claim: Claim) -> PurchaseResult:
+        with translated_errors(database_url):
+            return queries.purchase(engine, claim.shopper_id, list(claim.item_ids), claim.key if claim.keyed else None,
+                                    max_pairs_per_product)
+
+    outcomes = one_by_one(claims, sell_one, stops_all=(DatabaseUnavailable,))
+    changes = [change for outcome in outcomes if isinstance(outcome, PurchaseResult) and outcome.ok
+               for change in outcome.changes]
+    tried = sum(isinstance(outcome, PurchaseResult) for outcome in outcomes)
+    return Committed(outcomes, changes, transactions=tried, redone=True)
 
 
 def load_sales(connection: Connection, product_id: int) -> tuple[Product, list[SaleRecord]]:
@@ -75,23 +112,23 @@ def insert_orders(connection: Connection, product_id: int, rows: list[dict]) -> 
 
 
 def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
-                 max_pairs_per_product: int) -> tuple[list[PurchaseResult], list[AvailabilityChanged]]:
-    """Sell every claim, in the caller's transaction; raises BatchRefused when a guard trips (the
-    caller rolls back). Returns the claims' results, in order, and each size's state after it."""
+                 max_pairs_per_product: int) -> tuple[list[PurchaseResult], list[AvailabilityChanged]] | None:
+    """Sell every claim, in the caller's transaction: the claims' results, in order, and each
+    size's state after them; None when a guard trips (the caller rolls back)."""
     # The shoppers' counters first, then the sizes: the lock order of a purchase on its own.
     pairs = Counter()
     for claim in claims:
         pairs[claim.shopper_id] += len(claim.item_ids)
     if max(pairs.values()) > max_pairs_per_product or \
             add_pairs_of_many(connection, product_id, pairs, max_pairs_per_product) < len(pairs):
-        raise BatchRefused(f"a shopper would pass the limit of {max_pairs_per_product} pairs")
+        return _refused(product_id, len(claims), f"a shopper would pass the limit of {max_pairs_per_product} pairs")
 
     wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
     after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
     for item_id in sorted(wanted):  # a fixed lock order
         row = decrement(connection, item_id, product_id, wanted[item_id])
         if row is None:
-            raise BatchRefused(f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
+            return _refused(product_id, len(claims), f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
         after[item_id] = (row.available_count, row.version)
 
     # Each pair's count right after it sold: the batch sells an item's pairs in claim order.
@@ -107,7 +144,7 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
     try:
         order_ids = insert_orders(connection, product_id, rows)
     except IntegrityError as error:  # a size the shopper already had, or a key already used
-        raise BatchRefused(str(error.orig).splitlines()[0]) from None
+        return _refused(product_id, len(claims), str(error.orig).splitlines()[0])
 
     results, at = [], 0
     for claim in claims:
@@ -117,3 +154,8 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
         at += len(claim.item_ids)
     return results, [AvailabilityChanged(item_id, product_id, count, version)
                      for item_id, (count, version) in sorted(after.items())]
+
+
+def _refused(product_id: int, claims: int, why: str) -> None:
+    log.info("product %s: a batch of %d was refused (%s): selling them one by one", product_id, claims, why)
+    return None

@@ -1,7 +1,13 @@
-"""What a purchase asks for and what it comes back with."""
+"""What a purchase asks for, what it comes back with, and the rule that answers it.
+
+The rule (`answer_purchase`) is written once, here. The sales ledger asks it of what memory holds
+(domain/sales.py); the database's purchase asks it of the rows it has just read (db/queries.py),
+and then only writes, behind guards that send it back to read again if those rows moved.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -99,6 +105,63 @@ class BoughtPair:
     product_id: int
     idempotency_key: str  # the pairs of one purchase share it
     bought_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SizeOnSale:
+    """What a purchase must know of one size."""
+
+    product_id: int
+    released: bool  # its product is on sale
+    available: int  # pairs that may still be sold
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseFacts:
+    """Everything that decides a purchase, as memory or the database holds it."""
+
+    sizes: Mapping[int, SizeOnSale]  # the sizes asked for that exist
+    pairs_held: Mapping[int, int] = field(default_factory=dict)  # product -> pairs the shopper holds of it
+    sizes_held: Set[int] = frozenset()  # sizes the shopper holds (one pair of each at most)
+    earlier: tuple[SoldUnit, ...] | None = None  # the purchase made before with the same key, in line order
+
+
+def answer_purchase(item_ids: list[int], facts: PurchaseFacts, max_pairs_per_product: int) -> PurchaseResult | None:
+    """The answer to a purchase, or None when it may be sold: the replay of the purchase made before
+    with its key, else the first refusal in this order: an unknown size, a product not released, a
+    size asked for twice, a size sold out, a product's limit passed, a size the shopper holds."""
+    if facts.earlier is not None:
+        return replay(facts.earlier, item_ids)
+    seen: set[int] = set()
+    wanted: dict[int, int] = {}  # product -> pairs asked for
+    for item_id in item_ids:
+        size = facts.sizes.get(item_id)
+        if size is None:
+            return PurchaseResult.refused(Refusal.UNKNOWN_ITEM, item_id)
+        if not size.released:
+            return PurchaseResult.refused(Refusal.NOT_RELEASED, item_id)
+        if item_id in seen:
+            return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_id)  # one pair per size
+        seen.add(item_id)
+        wanted[size.product_id] = wanted.get(size.product_id, 0) + 1
+    for item_id in item_ids:
+        if facts.sizes[item_id].available <= 0:
+            return PurchaseResult.refused(Refusal.SOLD_OUT, item_id)
+    for product_id in sorted(wanted):
+        if facts.pairs_held.get(product_id, 0) + wanted[product_id] > max_pairs_per_product:
+            first = next(i for i in item_ids if facts.sizes[i].product_id == product_id)
+            return PurchaseResult.refused(Refusal.LIMIT_REACHED, first)
+    for item_id in item_ids:
+        if item_id in facts.sizes_held:
+            return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_id)
+    return None
+
+
+def replay(earlier: tuple[SoldUnit, ...], item_ids: list[int]) -> PurchaseResult:
+    """A purchase sent again with its key: the first one's result, if it asked for the same sizes."""
+    if [unit.item_id for unit in earlier] != list(item_ids):
+        return PurchaseResult.refused(Refusal.KEY_REUSED, item_ids[0])
+    return PurchaseResult.sold(earlier, replayed=True)
 
 
 def validate_shopper(shopper_id: str) -> None:

@@ -19,7 +19,8 @@ from typing import Iterable
 
 from sneakers23.domain.catalog import Catalog, Product
 from sneakers23.domain.changes import AvailabilityChanged, Change, InventoryChange, product_state
-from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit
+from sneakers23.domain.purchases import (PurchaseFacts, PurchaseResult, Refusal, SizeOnSale, SoldUnit, answer_purchase,
+                                         replay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +62,8 @@ class _Holding:
     def pairs(self) -> int:
         return len(self.committed) + sum(self.claimed.values())
 
-    def holds(self, item_id: int) -> bool:
-        return item_id in self.committed or item_id in self.claimed
+    def held(self) -> set[int]:
+        return self.committed | self.claimed.keys()
 
 
 class SalesLedger:
@@ -83,15 +84,14 @@ class SalesLedger:
         """A claim to commit, the claim of the same purchase already waiting, or an answer now: a
         refusal, or the replay of a committed purchase with this key."""
         purchase_key = (shopper_id, key)
-        if keyed:
-            if (sale := self._sales.get(purchase_key)) is not None:
-                return self._replay(sale, item_ids)
-            if (claim := self._claims.get(purchase_key)) is not None:
-                if list(claim.item_ids) != list(item_ids):
-                    return PurchaseResult.refused(Refusal.KEY_REUSED, item_ids[0])
-                return Waiting(claim)
-        if (refusal := self._refusal(shopper_id, item_ids)) is not None:
-            return refusal
+        if keyed and purchase_key not in self._sales and (claim := self._claims.get(purchase_key)) is not None:
+            if list(claim.item_ids) != list(item_ids):
+                return PurchaseResult.refused(Refusal.KEY_REUSED, item_ids[0])
+            return Waiting(claim)
+        answer = answer_purchase(item_ids, self._facts(shopper_id, item_ids, purchase_key if keyed else None),
+                                 self._max_pairs)
+        if answer is not None:
+            return answer
         claim = Claim(shopper_id, tuple(item_ids), key, keyed)
         self.hold(claim)
         return claim
@@ -99,7 +99,7 @@ class SalesLedger:
     def replay(self, claim: Claim) -> PurchaseResult | None:
         """The committed purchase of this claim's key, when it was sold already."""
         sale = self._sales.get(claim.purchase_key)
-        return None if sale is None else self._replay(sale, list(claim.item_ids))
+        return None if sale is None else replay(sale.units, list(claim.item_ids))
 
     def hold(self, claim: Claim) -> None:
         """Count a claim as waiting, without asking whether it fits: for claims admitted by an
@@ -159,39 +159,19 @@ class SalesLedger:
 
     # --- inside ---
 
-    def _refusal(self, shopper_id: str, item_ids: list[int]) -> PurchaseResult | None:
-        """The same refusals, in the same order, as the database's purchase (db/queries.py)."""
+    def _facts(self, shopper_id: str, item_ids: list[int], purchase_key: tuple[str, str] | None) -> PurchaseFacts:
+        """What memory knows of a purchase, for the rule that the database's purchase asks too."""
         released = self._catalog.released(self.product_id)
-        seen: set[int] = set()
-        for item_id in item_ids:
-            if self._catalog.item(item_id) is None:
-                return PurchaseResult.refused(Refusal.UNKNOWN_ITEM, item_id)
-            if not released:
-                return PurchaseResult.refused(Refusal.NOT_RELEASED, item_id)
-            if item_id in seen:
-                return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_id)  # one pair per size
-            seen.add(item_id)
-        for item_id in item_ids:
-            if self.available(item_id) <= 0:
-                return PurchaseResult.refused(Refusal.SOLD_OUT, item_id)
+        sizes = {item_id: SizeOnSale(self.product_id, released, self.available(item_id))
+                 for item_id in item_ids if self._catalog.item(item_id) is not None}
+        sale = self._sales.get(purchase_key) if purchase_key is not None else None
         holding = self._holdings.get(shopper_id)
-        if holding is not None:
-            if holding.pairs + len(item_ids) > self._max_pairs:
-                return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_ids[0])
-            for item_id in item_ids:
-                if holding.holds(item_id):
-                    return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_id)
-        elif len(item_ids) > self._max_pairs:
-            return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_ids[0])
-        return None
+        if holding is None:
+            return PurchaseFacts(sizes, earlier=sale.units if sale else None)
+        return PurchaseFacts(sizes, {self.product_id: holding.pairs}, holding.held(),
+                             earlier=sale.units if sale else None)
 
     def _record(self, sale: SaleRecord) -> None:
         self._sales[(sale.shopper_id, sale.key)] = sale
         holding = self._holdings.setdefault(sale.shopper_id, _Holding())
         holding.committed.update(unit.item_id for unit in sale.units)
-
-    @staticmethod
-    def _replay(sale: SaleRecord, item_ids: list[int]) -> PurchaseResult:
-        if [unit.item_id for unit in sale.units] != list(item_ids):
-            return PurchaseResult.refused(Refusal.KEY_REUSED, item_ids[0])
-        return PurchaseResult.sold(sale.units, replayed=True)

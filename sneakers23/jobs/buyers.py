@@ -14,7 +14,7 @@ import uuid
 
 import ray
 
-from sneakers23.errors import DatabaseUnavailable
+from sneakers23.errors import DatabaseUnavailable, SalesBusy, SalesUnavailable
 from sneakers23.jobs.report import Attempt
 from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_HEADER, form_token_in
 from sneakers23.settings import Settings
@@ -96,8 +96,6 @@ class Buyers:
         return Attempt(item_id, outcome, (time.perf_counter() - started) * 1000, time.time(), retries)
 
     async def _buy_through_api(self, shopper_id: str, item_id: int, key: str) -> tuple[str, float]:
-        from sneakers23.actors.sales import SalesBusy, SalesUnavailable
-
         try:
             result = await self._api().purchase_async(shopper_id, [item_id], key)
         except (DatabaseUnavailable, SalesBusy, SalesUnavailable):

@@ -27,16 +27,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from ray import serve
 
 from sneakers23 import assembly
-from sneakers23.actors import ON_HEAD_NODE
+from sneakers23.cluster import ON_HEAD_NODE
 from sneakers23.domain.admin import (LOGIN_LOOKBACK, FailedLogin, admin_name, locks_everyone, login_wait,
                                      parse_action)
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve.admin_gate import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
-from sneakers23.serve.app import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
+from sneakers23.serve.replica import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.guards import (NO_STORE, RETRY_AFTER_S, behind_tls, install_door, json_error, read_body,
                                      tune_replica_server)
-from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels, RayFeeds
+from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels
 from sneakers23.serve.render import admin_login_page, admin_off_page, dashboard_page
 from sneakers23.settings import Settings
 
@@ -77,7 +77,7 @@ class AdminDesk:
         # Actions go through the inventory API (committed, then published); no purchases here.
         self.inventory = assembly.cluster_inventory(settings, through_sales=False)
         self.live = assembly.live_catalog(settings)
-        self.dashboards = DashboardChannels(self.live, RayFeeds())
+        self.dashboards = DashboardChannels(self.live, assembly.dashboard_feeds())
         self.hub = ChannelHub(self.live, [self.dashboards])
         self.live.start()
         # Logins take turns: the throttle's count, the password's check and the failure's record

@@ -16,6 +16,7 @@ import uuid
 from typing import Awaitable, Callable
 
 from sneakers23.domain.presence import BoardRead, Diff, Report, TabJoined, TabLeft, apply_diff
+from sneakers23.following import follow
 
 log = logging.getLogger(__name__)
 
@@ -124,24 +125,6 @@ class TabTracker:
                 await asyncio.sleep(HEARTBEAT_S)
 
 
-class PresenceReports:
-    """Hands a replica's tab reports to the cluster's presence actor (found when first needed)."""
-
-    def __init__(self):
-        self._actor = None
-
-    async def send(self, report: Report) -> bool:
-        if self._actor is None:
-            from sneakers23.actors.presence import find_presence
-
-            self._actor = await asyncio.to_thread(find_presence)  # (ValueError: not running; tried again)
-        try:
-            return await self._actor.report.remote(report)
-        except Exception:
-            self._actor = None  # found again next time: it may have been replaced
-            raise
-
-
 class PresenceMirror:
     """A copy of the cluster's presence board, kept by following it."""
 
@@ -165,10 +148,14 @@ class PresenceMirror:
         self._epoch, self._cursor = read.epoch, read.cursor
         self.ready.set()
 
+    def _take(self, read: BoardRead) -> tuple[str, int]:
+        self.take(read)
+        return self._epoch, self._cursor
+
     async def follow_forever(self) -> None:
         while True:
             try:
-                self.take(await self._follow(self._epoch, self._cursor))
+                await follow(self._follow, self._take, self._epoch, self._cursor)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the presence actor restarting: start again from its state

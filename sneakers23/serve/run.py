@@ -9,11 +9,13 @@
   any moment of its start-up too: on its own cluster every process it started goes, HAProxy
   included, and every port is freed; on a joined cluster it removes what it deployed, and only if
   that is still its own.
+
+Here are the two ways to run it (its own cluster, a joined one); the Serve calls are in deploy.py,
+the signals and the time-limited calls in stopping.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import secrets
@@ -23,75 +25,27 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from typing import Callable
 
 import click
 import ray
-from ray import serve
-from ray.serve.schema import ApplicationStatus
 
 from sneakers23 import assembly, cluster
 from sneakers23.actors.store_actors import stop_store_actors
 from sneakers23.errors import Sneakers23Error
-from sneakers23.serve.admin import build_admin
-from sneakers23.serve.app import build_channels, build_store
+from sneakers23.serve.deploy import (CALL_TIMEOUT_S, deploy, deployed_at, last_line, remove_applications,
+                                     running_store, serve_http_address, shut_down_serve_or_remove_applications)
+from sneakers23.serve.stopping import StopRequested, StopSignals, TimeLimitedCall
 from sneakers23.serve.local_cluster import (LocalCluster, become_subreaper, one_start_at_a_time, port_is_free,
                                             shown_host)
 from sneakers23.settings import Settings
 
-APPS = (("store", "/", build_store), ("channels", "/product_socket", build_channels), ("admin", "/admin", build_admin))
-STORE_APP = APPS[0][0]
-
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
-DEPLOY_TIMEOUT_S = 180.0  # for the applications to run
 ANSWER_TIMEOUT_S = 60.0  # for the printed address to answer, once deployed
 WATCH_EVERY_S = 2.0  # how often a running store checks that its cluster and applications are there
-CALL_TIMEOUT_S = 10.0  # for one call to a running cluster
 LOST_AFTER = 3  # checks in a row without an answer before a joined cluster counts as lost
 DISCONNECT_TIMEOUT_S = 2.0  # for our Ray client to leave a cluster we are about to stop
 TIDY_TIMEOUT_S = 30.0  # for a store on a joined cluster to remove what it deployed
-
-
-class StopRequested(BaseException):
-    """A stop asked for while the store was starting: unwinds the start-up."""
-
-
-class StopSignals:
-    """SIGINT, SIGTERM and SIGHUP ask the store to stop. The handler only notes it: one that raised
-    could cut a start-up or a clean-up short anywhere. Start-up looks at the note between its steps
-    and while it waits (`check`); a running store wakes on it; a stop under way ignores more."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-
-    def install(self) -> None:
-        """(Again after `ray.init`, which puts in a SIGTERM handler of its own.)"""
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                signal.signal(sig, self._handle)
-
-    def _handle(self, _signum, _frame) -> None:
-        self.requested.set()
-
-    def check(self) -> None:
-        if self.requested.is_set():
-            raise StopRequested()
-
-
-@dataclass
-class RunningStore:
-    """A store found on a cluster: where it answers and what it sells from."""
-
-    url: str | None
-    database: str | None
-    applications: list[str]
-
-    def describe(self) -> str:
-        where = f"open at {self.url}" if self.url else "its web applications not running"
-        return f"{where}, selling from {self.database or 'an unknown database'}"
 
 
 def run_store(settings: Settings, host: str | None, port: int | None, address: str | None = None,
@@ -125,7 +79,7 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
             click.echo(f"closed in {time.monotonic() - started:.1f}s")
         else:
             runner.close()
-    if _Call.stuck:  # a call into a cluster that went away still hangs: do not wait for it at exit
+    if TimeLimitedCall.stuck:  # a call into a cluster that went away still hangs: do not wait for it at exit
         if runner.lost is not None:
             click.echo(f"sneakers23: {runner.lost}", err=True)
         sys.stdout.flush()
@@ -146,59 +100,6 @@ def _prepare_database(settings: Settings, release: tuple[int, ...] = ()) -> None
                 click.echo(f"product {product_id} released")
     finally:
         inventory.close()
-
-
-def _deploy(settings: Settings, host: str, port: int, check: Callable[[], None]) -> float:
-    """Replication, Serve and the three applications (store, channels, admin); returns the store application's deploy time,
-    by which a later stop knows the applications are still its own."""
-    try:
-        cluster.check_database_fits(settings)
-        assembly.start_store_actors(settings, while_waiting=check)
-        check()
-        serve.start(http_options={"host": host, "port": port})
-        args = settings.model_dump()
-        serve.run_many([serve.RunTarget(build(args), name=name, route_prefix=route_prefix)
-                        for name, route_prefix, build in APPS],
-                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
-        _wait_running(check)
-        return _deployed_at()
-    except (Sneakers23Error, StopRequested, SystemExit):
-        raise
-    except Exception as error:  # Ray's own failures arrive with pages of traceback: one line
-        raise Sneakers23Error(f"the store could not start: {_last_line(error)}") from None
-
-
-def _wait_running(check: Callable[[], None]) -> None:
-    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
-    while True:
-        check()
-        statuses = serve.status().applications
-        failed = [f"{name}: {statuses[name].message}" for name, _prefix, _build in APPS
-                  if name in statuses and statuses[name].status == ApplicationStatus.DEPLOY_FAILED]
-        if failed:
-            raise Sneakers23Error(f"the store could not start: {failed[0].strip()[:300]}")
-        if all(name in statuses and statuses[name].status == ApplicationStatus.RUNNING for name, _p, _b in APPS):
-            return
-        if time.monotonic() > deadline:
-            raise Sneakers23Error(f"the store's applications were not running after {DEPLOY_TIMEOUT_S:.0f}s")
-        time.sleep(0.2)
-
-
-def _remove_applications(check: Callable[[], None]) -> None:
-    """Delete the store's applications and wait until their replicas are gone."""
-    ours = [name for name, _prefix, _build in APPS]
-    serve.context._get_global_client().delete_apps(ours, blocking=False)
-    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
-    while set(serve.status().applications) & set(ours):
-        check()
-        if time.monotonic() > deadline:
-            raise Sneakers23Error(f"the store's applications were still there after {DEPLOY_TIMEOUT_S:.0f}s")
-        time.sleep(0.5)
-
-
-def _deployed_at() -> float | None:
-    application = serve.status().applications.get(STORE_APP)
-    return None if application is None else application.last_deployed_time_s
 
 
 def _wait_until_it_answers(url: str, check: Callable[[], None]) -> None:
@@ -223,44 +124,6 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown_host(host)}:{port}/"
 
 
-def _last_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else repr(error))[:300]
-
-
-class _Call:
-    """A call into the cluster, given at most so long: on a cluster that went away, Ray's calls
-    wait a minute or more before they fail, and a stop must not. At most one runs at a time; one
-    that never came back marks the process, which then exits without waiting for it."""
-
-    stuck = False
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-
-    def __call__(self, seconds: float, work):
-        if self._thread is not None and self._thread.is_alive():
-            raise TimeoutError("an earlier call has not come back")
-        outcome: dict = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = work()
-            except BaseException as error:
-                outcome["error"] = error
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        self._thread.join(seconds)
-        if self._thread.is_alive():
-            _Call.stuck = True
-            atexit.unregister(ray.shutdown)  # Ray's own would wait for that call at exit
-            raise TimeoutError(f"no answer within {seconds:.0f}s")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome.get("value")
-
-
 class _Runner:
     url: str | None = None
     lost: str | None = None  # why the store closed by itself, if it did
@@ -268,7 +131,7 @@ class _Runner:
     release: tuple[int, ...] = ()  # products to put on sale once the database is ready
 
     def __init__(self) -> None:
-        self._call = _Call()
+        self._call = TimeLimitedCall()
 
     @property
     def started_anything(self) -> bool:
@@ -284,7 +147,7 @@ class _Runner:
         raise NotImplementedError
 
     def _still_ours(self) -> bool:
-        return self._call(CALL_TIMEOUT_S, _deployed_at) == self._deployed_at
+        return self._call(CALL_TIMEOUT_S, deployed_at) == self._deployed_at
 
     def _leave_ray(self) -> None:
         if ray.is_initialized():
@@ -323,7 +186,7 @@ class _OwnCluster(_Runner):
             signals.install()
             signals.check()
             click.echo(f"Ray cluster at {self.local.address}; its dashboard (Ray jobs) at {self.local.dashboard_url}")
-            self._deployed_at = _deploy(self.settings, self.host, self.port, signals.check)
+            self._deployed_at = deploy(self.settings, self.host, self.port, signals.check)
             _wait_until_it_answers(self.url, signals.check)
 
     def _problem(self) -> str | None:
@@ -378,22 +241,22 @@ class _JoinedCluster(_Runner):
         self.url = _url(self._node_host(), self.port)
         _prepare_database(self.settings, self.release)
         signals.check()
-        self._started_serve = _serve_http_address() is None
+        self._started_serve = serve_http_address() is None
         self._touched = True
         if running is not None:
             click.echo(f"replacing the store on the Ray cluster at {self.address} ({running.describe()}): "
                        "Serve drains its replicas first (up to 30 s)")
             # In this order: a replica of the old store that outlived its replication would start
             # that again, with the old store's settings.
-            _remove_applications(signals.check)
+            remove_applications(signals.check)
             stop_store_actors()
-        self._deployed_at = _deploy(self.settings, self.host, self.port, signals.check)
+        self._deployed_at = deploy(self.settings, self.host, self.port, signals.check)
         _wait_until_it_answers(self.url, signals.check)
 
     def _listening_address(self) -> tuple[str, int]:
         """Serve keeps the HTTP address it started with: a store joining a cluster where Serve runs
         listens there, and says so plainly when asked for another."""
-        http = _serve_http_address()
+        http = serve_http_address()
         if http is None:
             return self.host or DEFAULT_HOST, self.port or DEFAULT_PORT
         if (self.port is not None and self.port != http[1]) or (self.host is not None and self.host != http[0]):
@@ -428,47 +291,17 @@ class _JoinedCluster(_Runner):
             try:
                 self._call(TIDY_TIMEOUT_S, self._tidy)
             except Exception as error:  # the cluster went away: nothing of ours is left there
-                click.echo(f"could not tidy the cluster up: {_last_line(error)}", err=True)
-        if not _Call.stuck:  # (a leave would wait for the tidy-up that never came back)
+                click.echo(f"could not tidy the cluster up: {last_line(error)}", err=True)
+        if not TimeLimitedCall.stuck:  # (a leave would wait for the tidy-up that never came back)
             self._leave_ray()
 
     def _tidy(self) -> None:
-        if self._deployed_at is not None and _deployed_at() != self._deployed_at:
+        if self._deployed_at is not None and deployed_at() != self._deployed_at:
             click.echo("the store on the cluster is no longer this one's: leaving it as it is")
             return
-        ours = [name for name, _prefix, _build in APPS]
-        client = serve.context._get_global_client()
-        # Neither call waits for the replicas: they stay reachable for Serve's drain period (30 s),
-        # so that HAProxy takes them out first, and the controller finishes the job by itself.
-        if self._started_serve and set(serve.status().applications) <= set(ours):
-            ray.get(client._controller.graceful_shutdown.remote(wait=False), timeout=CALL_TIMEOUT_S)
-        else:
-            client.delete_apps(ours, blocking=False)
+        shut_down_serve_or_remove_applications(self._started_serve)
         stop_store_actors()
         click.echo("its applications leave the cluster once Serve has drained them (up to 30 s)")
-
-
-def running_store(address: str) -> RunningStore | None:
-    """The store running on the joined cluster, if any: its applications or its replication."""
-    applications = sorted(set(serve.status().applications) & {name for name, _prefix, _build in APPS})
-    replicator = cluster.replicator()
-    if not applications and replicator is None:
-        return None
-    database = cluster.database_of(replicator) if replicator is not None else None
-    http = _serve_http_address()
-    url = None
-    if http is not None and applications:
-        host = address.rsplit(":", 1)[0] if http[0] in ("0.0.0.0", "::", "") else http[0]
-        url = f"http://{host}:{http[1]}/"
-    return RunningStore(url, database, applications)
-
-
-def _serve_http_address() -> tuple[str, int] | None:
-    """The host and port Serve listens on in the joined cluster, or None where Serve is not running."""
-    client = serve.context._get_global_client(raise_if_no_controller_running=False)
-    if client is None:
-        return None
-    return client.http_config.host, client.http_config.port
 
 
 def _port_taken(host: str, port: int) -> str:

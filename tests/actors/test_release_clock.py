@@ -15,7 +15,7 @@ from sneakers23.inventory import Inventory
 from tests.actors.test_replication import in_stock_item
 from tests.support import cluster
 from tests.support.cluster import ensure_released
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_store")
 

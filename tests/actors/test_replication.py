@@ -14,7 +14,7 @@ from sneakers23.inventory import Inventory
 from tests.support import cluster
 from tests.support.cluster import cached_counts, stats_if_up, database_counts, matches_database, on_node
 from tests.support import cluster as cluster_support
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_store")
 
@@ -192,7 +192,6 @@ def test_a_late_change_of_an_emptied_cart_is_forgotten_again_without_a_reload(ra
     """Memory keeps no empty cart, so a change that arrives after the cart was emptied brings it
     back: the cache is then ahead of the database, and anti-entropy mends it from the cart's row
     (emptied, newer), not by reloading everything."""
-    from sneakers23.domain.changes import CartChanged
 
     item = in_stock_item(ray_settings)
     shopper = "0" * 63 + "2"

@@ -11,11 +11,14 @@ import uuid
 import pytest
 from sqlalchemy import event
 
-from sneakers23.actors.sales import ProductSales, SalesBusy, SalesUnavailable
+from sneakers23 import assembly
+from sneakers23.actors.sales import ProductSales
+from sneakers23.errors import SalesBusy, SalesUnavailable
 from sneakers23.db import queries
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import DatabaseUnavailable
-from tests.support import shop
+from harness import shop
+from harness.waiting import until
 
 HOT = 3  # product 1's size 7
 
@@ -252,21 +255,14 @@ class _Actor:
 
 
 def test_a_web_replicas_purchases_go_to_the_actor_in_few_calls_and_every_one_is_answered(drop):
-    from sneakers23.actors.sales import CALLS_UNDER_WAY, RaySales
+    from sneakers23.actors.sales import CALLS_UNDER_WAY
     from sneakers23.domain.purchases import PurchaseResult
-
-    async def loop_turns_until(condition) -> bool:
-        for _ in range(1_000):
-            if condition():
-                return True
-            await asyncio.sleep(0)
-        return condition()
 
     def answer(call: _Call, purchases: list) -> None:
         call.future.set_result([PurchaseResult.refused(Refusal.SOLD_OUT, HOT)] * len(purchases))
 
     async def many_buyers():
-        sales = RaySales(drop.settings, product_of=lambda _item: 1)
+        sales = assembly.ray_sales(drop.settings, product_of=lambda _item: 1)
         actor = _Actor()
         sales._actor = lambda _product: actor
         buying = []
@@ -276,20 +272,20 @@ def test_a_web_replicas_purchases_go_to_the_actor_in_few_calls_and_every_one_is_
             await asyncio.sleep(0)
         calls_at_most = [len(purchases) for purchases, _call in actor.calls]
         answer(*reversed(actor.calls[0]))  # one call comes back: the purchases held back go in one call
-        assert await loop_turns_until(lambda: len(actor.calls) == CALLS_UNDER_WAY + 1)
+        await until(lambda: len(actor.calls) == CALLS_UNDER_WAY + 1, interval=0, what="the call of the purchases held back")
         held_back = len(actor.calls[-1][0])
         for purchases, call in actor.calls[1:]:
             answer(call, purchases)
         answers = await asyncio.gather(*buying)
 
-        broken = RaySales(drop.settings, product_of=lambda _item: 1)
+        broken = assembly.ray_sales(drop.settings, product_of=lambda _item: 1)
         broken._actor = lambda _product: _Actor(fail=True)
         with pytest.raises(SalesUnavailable):
             await broken.purchase_async(1, "u", [HOT], None)
-        return calls_at_most, held_back, answers, sales._calling[1], broken._calling.get(1, 0)
+        return calls_at_most, held_back, answers, sales._calls[1].busy, broken._calls[1].busy
 
     calls_at_most, held_back, answers, calling, broken_calling = asyncio.run(many_buyers())
     assert calls_at_most == [20] * CALLS_UNDER_WAY, "one call per loop turn, and no more than its limit at once"
     assert held_back == 40, "the two turns held back went together"
     assert len(answers) == 20 * (CALLS_UNDER_WAY + 2) and all(a.refusal is Refusal.SOLD_OUT for a in answers)
-    assert calling == 0 and broken_calling == 0
+    assert not calling and not broken_calling, "no call is left under way"

@@ -17,15 +17,16 @@ import pytest
 import ray
 from ray import serve
 
-from sneakers23.actors.sales import RaySales, SalesUnavailable, sales_actor
+from sneakers23 import assembly
+from sneakers23.errors import SalesUnavailable
 from sneakers23.cluster import RayReplication
 from sneakers23.domain.purchases import Refusal
 from sneakers23.inventory import Inventory
 from tests.conftest import SEED
-from tests.support import shop
+from harness import shop
 from tests.support.cluster import ensure_released, reseed
 from tests.support.shoppers import shopper_client
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 HOT = 3
@@ -33,14 +34,14 @@ HOT = 3
 
 def selling(settings) -> Inventory:
     """The inventory API as the CLI and the drops use it on a running store: through the sales actors."""
-    return Inventory(settings, replication=RayReplication(), sales=RaySales(settings))
+    return Inventory(settings, replication=RayReplication(), sales=assembly.ray_sales(settings))
 
 
 def fresh_drop(settings, pairs: int) -> Inventory:
     inventory = reseed(settings, SEED)
     ensure_released(settings, 1)
     shop.set_available(inventory, HOT, pairs)
-    actor = sales_actor(settings, 1)
+    actor = assembly.sales_actor(settings, 1)
     wait_for(lambda: ray.get(actor.available.remote(HOT)) == pairs, what="the sales actor to know the stock")
     return inventory
 
@@ -71,7 +72,7 @@ def test_killing_the_sales_actor_in_the_middle_of_a_drop_loses_and_doubles_nothi
             answers[f"crash-{number}"] = result
 
     buyers = [threading.Thread(target=shopper, args=(n,)) for n in range(300)]
-    actor = sales_actor(ray_settings, 1)
+    actor = assembly.sales_actor(ray_settings, 1)
     started = ray.get(actor.read_stats.remote()).started_at
     with shop.database_stalled(database, HOT):  # its first batch waits in the middle of its commit
         for buyer in buyers:
@@ -88,7 +89,7 @@ def test_killing_the_sales_actor_in_the_middle_of_a_drop_loses_and_doubles_nothi
     assert shop.available(database, HOT) == 0 and shop.order_count(database, item_id=HOT) == 100
     for shopper_id in sold[:10]:
         assert shop.order_count(database, shopper_id=shopper_id) == 1
-    assert ray.get(sales_actor(ray_settings, 1).read_stats.remote()).started_at > started, "it did restart"
+    assert ray.get(assembly.sales_actor(ray_settings, 1).read_stats.remote()).started_at > started, "it did restart"
     database.close()
 
 
@@ -96,7 +97,7 @@ def test_a_retry_with_the_same_key_after_a_crash_returns_the_committed_purchase(
     database = fresh_drop(ray_settings, 10)
     inventory = selling(ray_settings)
     first = inventory.purchase("amy", [HOT], "amy-key")
-    ray.kill(sales_actor(ray_settings, 1), no_restart=False)
+    ray.kill(assembly.sales_actor(ray_settings, 1), no_restart=False)
     again = buy_until_answered(inventory, "amy", "amy-key")
     assert first.ok and again.ok and again.replayed
     assert [u.order_id for u in again.units] == [u.order_id for u in first.units]
@@ -112,11 +113,11 @@ def test_refusals_at_the_edge_reach_no_actor_and_no_database(store_url, ray_stor
     database = fresh_drop(ray_settings, 0)
     wait_for(lambda: 'value="3" disabled' in httpx.get(f"{store_url}/").text, what="the pages to show size 7 out")
     client = shopper_client(store_url)
-    before, actor_before = store_stats(), ray.get(sales_actor(ray_settings, 1).read_stats.remote())
+    before, actor_before = store_stats(), ray.get(assembly.sales_actor(ray_settings, 1).read_stats.remote())
     for _ in range(50):
         refused = client.post(f"/api/items/{HOT}/purchase")
         assert (refused.status_code, refused.json()["error"]) == (409, "sold_out")
-    after, actor_after = store_stats(), ray.get(sales_actor(ray_settings, 1).read_stats.remote())
+    after, actor_after = store_stats(), ray.get(assembly.sales_actor(ray_settings, 1).read_stats.remote())
     by_node = {stats["node_id"]: stats for stats in before}
     assert sum(s["refused_at_edge"] - by_node[s["node_id"]]["refused_at_edge"] for s in after) == 50
     assert sum(s["queries"] - by_node[s["node_id"]]["queries"] for s in after) == 0, "no database call"
@@ -125,7 +126,7 @@ def test_refusals_at_the_edge_reach_no_actor_and_no_database(store_url, ray_stor
     # refused there, from memory.
     keyed = client.post(f"/api/items/{HOT}/purchase", headers={"Idempotency-Key": uuid.uuid4().hex})
     assert keyed.json()["error"] == "sold_out"
-    actor_keyed = ray.get(sales_actor(ray_settings, 1).read_stats.remote())
+    actor_keyed = ray.get(assembly.sales_actor(ray_settings, 1).read_stats.remote())
     assert actor_keyed.answered_from_memory == actor_after.answered_from_memory + 1
     # No statement for the purchase. (A reload of the ledger meanwhile, when a change made
     # elsewhere reaches it late, reads the product, its sizes and its sales: three, each time.)
@@ -163,7 +164,7 @@ def test_where_the_store_is_closed_no_sales_actor_is_started(ray_store, ray_sett
     product_id = 424_242  # no actor of this product runs
     monkeypatch.setattr(sales_module, "REPLICATOR_NAME", "replicator-of-a-stopped-store")
     with pytest.raises(SalesUnavailable, match="the store is closed"):
-        sales_actor(ray_settings, product_id)
+        assembly.sales_actor(ray_settings, product_id)
     assert sales_name(product_id) not in sales_actor_names()
     monkeypatch.undo()
-    assert ray.get(sales_actor(ray_settings, 1).read_stats.remote()).product_id == 1, "where it runs, it is found"
+    assert ray.get(assembly.sales_actor(ray_settings, 1).read_stats.remote()).product_id == 1, "where it runs, it is found"

@@ -7,7 +7,7 @@ import threading
 from sneakers23.domain.carts import CartRefusal
 from sneakers23.domain.changes import CartChanged
 from sneakers23.inventory import Inventory
-from tests.support import shop
+from harness import shop
 
 SHOPPER = "a" * 64
 

@@ -2,7 +2,7 @@ import pytest
 
 from sneakers23.errors import AlreadySeeded
 from sneakers23.inventory import Inventory
-from tests.support import shop
+from harness import shop
 
 SIZES = ["6", "6.5", "7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5", "11", "11.5", "12"]
 

@@ -2,8 +2,7 @@
 
 from dataclasses import replace
 
-from sneakers23.domain.carts import (CHECKOUT_MESSAGES, CartRefusal, CheckoutRefusal, cart_view, checkout_key,
-                                     checkout_refusal, empty_cart, lines_for, refusal_message, refuse_from_memory,
+from sneakers23.domain.carts import (CartRefusal, cart_view, empty_cart, lines_for, refusal_message, refuse_from_memory,
                                      refuse_removal_from_memory)
 from sneakers23.domain.catalog import Catalog
 from sneakers23.domain.changes import CartChanged
@@ -48,22 +47,6 @@ def test_lines_are_sorted_by_item_and_a_sold_out_size_is_marked_not_removed():
 
 def test_a_size_the_catalog_lost_is_left_out():
     assert [line.item_id for line in lines(shop(), (1, 77))] == [1]
-
-
-def test_checkout_refusals_come_in_the_originals_order():
-    catalog = shop()
-    assert checkout_refusal([]) is CheckoutRefusal.EMPTY
-    assert checkout_refusal(lines(catalog, (2, 14))) is CheckoutRefusal.OUT_OF_STOCK  # before unreleased
-    assert checkout_refusal(lines(catalog, (1, 14))) is CheckoutRefusal.UNRELEASED
-    assert checkout_refusal(lines(catalog, (1, 3))) is None
-    assert CHECKOUT_MESSAGES[CheckoutRefusal.EMPTY] == "Your cart is empty"
-    assert CHECKOUT_MESSAGES[CheckoutRefusal.OUT_OF_STOCK] == "Your cart has out-of-stock shoes"
-    assert CHECKOUT_MESSAGES[CheckoutRefusal.UNRELEASED] == "Your cart has unreleased shoes"
-    assert CHECKOUT_MESSAGES[CheckoutRefusal.FAILED] == "Your purchase could not be completed"
-
-
-def test_each_cart_version_has_its_own_checkout_key():
-    assert checkout_key(7) == checkout_key(7) != checkout_key(8)
 
 
 def test_every_refusal_has_a_message_and_the_limit_names_the_number():

@@ -1,7 +1,8 @@
 import pytest
 
 from sneakers23.domain.changes import AvailabilityChanged
-from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit, validate_purchase
+from sneakers23.domain.purchases import (PurchaseFacts, PurchaseResult, Refusal, SizeOnSale, SoldUnit, answer_purchase,
+                                         validate_purchase)
 
 
 def test_a_sale_reports_the_newest_state_of_each_item():
@@ -37,3 +38,49 @@ def test_a_shoppers_pairs_are_grouped_by_purchase_newest_first():
     at = datetime(2026, 11, 27, tzinfo=timezone.utc)
     pairs = [BoughtPair(5, 3, 1, "cart-2", at), BoughtPair(4, 1, 1, "cart-2", at), BoughtPair(2, 9, 1, "k", at)]
     assert orders_of(pairs) == [Order("cart-2", at, (3, 1)), Order("k", at, (9,))]
+
+
+# The rule that both the sales ledger and the database's purchase ask: sizes 1 and 2 of product 1
+# (on sale; size 2 has no pair left), size 7 of product 2 (not released), a limit of 2 pairs.
+SIZES = {1: SizeOnSale(1, True, 3), 2: SizeOnSale(1, True, 0), 3: SizeOnSale(1, True, 5), 7: SizeOnSale(2, False, 4)}
+
+
+def answer(item_ids, **facts):
+    return answer_purchase(item_ids, PurchaseFacts(SIZES, **facts), max_pairs_per_product=2)
+
+
+@pytest.mark.parametrize(("item_ids", "facts", "refusal", "item_id"), [
+    ([9, 7], {}, Refusal.UNKNOWN_ITEM, 9),  # an unknown size before anything else
+    ([7, 9], {}, Refusal.NOT_RELEASED, 7),  # each size in turn: unknown, not released, twice
+    ([1, 1], {}, Refusal.LIMIT_REACHED, 1),  # one pair of a size
+    ([1, 2], {}, Refusal.SOLD_OUT, 2),  # sold out only once every size is known, on sale and once
+    ([1, 3, 2], {"pairs_held": {1: 2}}, Refusal.SOLD_OUT, 2),  # before the limit
+    ([1, 3, 1], {}, Refusal.LIMIT_REACHED, 1),
+    ([3], {"pairs_held": {1: 2}}, Refusal.LIMIT_REACHED, 3),  # the product's limit, then
+    ([3, 1], {"sizes_held": {1}}, Refusal.LIMIT_REACHED, 1),  # a size held, on the size held
+    ([1, 3, 2], {"earlier": None, "pairs_held": {1: 1}}, Refusal.SOLD_OUT, 2),
+])
+def test_a_purchase_is_refused_for_the_first_reason_in_the_rules_order(item_ids, facts, refusal, item_id):
+    result = answer(item_ids, **facts)
+    assert (result.refusal, result.refused_item_id) == (refusal, item_id)
+
+
+def test_the_limit_counts_the_pairs_of_each_product_apart():
+    three = {**SIZES, 7: SizeOnSale(2, True, 4), 8: SizeOnSale(2, True, 4)}
+    facts = PurchaseFacts(three, pairs_held={1: 1, 2: 1})
+    assert answer_purchase([1, 7], facts, 2) is None, "one more of each product"
+    refused = answer_purchase([1, 7, 8], facts, 2)
+    assert (refused.refusal, refused.refused_item_id) == (Refusal.LIMIT_REACHED, 7), "the first size of product 2"
+
+
+def test_a_purchase_within_every_rule_may_be_sold():
+    assert answer([1, 3]) is None
+    assert answer([3], pairs_held={1: 1}, sizes_held={1}) is None
+
+
+def test_a_key_sent_again_replays_its_purchase_whatever_has_changed_since():
+    earlier = (SoldUnit(11, 1, 1, 2, 5), SoldUnit(12, 3, 1, 4, 6))
+    replayed = answer([1, 3], earlier=earlier, pairs_held={1: 2}, sizes_held={1, 3})
+    assert replayed.ok and replayed.replayed and replayed.units == earlier
+    other = answer([3, 1], earlier=earlier)
+    assert (other.refusal, other.refused_item_id) == (Refusal.KEY_REUSED, 3), "the same key for other sizes"

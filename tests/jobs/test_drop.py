@@ -12,9 +12,9 @@ import pytest
 import ray
 
 from tests.conftest import SEED
-from tests.support import shop
+from harness import shop
 from tests.support.cluster import ensure_released, reseed
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 

@@ -17,7 +17,7 @@ from sneakers23.serve.shoppers import COOKIE
 from sneakers23.settings import Settings
 from tests.serve.test_carts import new_shopper, sizes_in_stock
 from tests.support.store_fixtures import ADMIN_PASSWORD, STORE_SECRET, admin_login, dashboard_tokens
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from ray import serve
 
 from sneakers23.cluster import RayReplication
 from sneakers23.inventory import Inventory
-from tests.support import shop
+from harness import shop
 
 JOINED = "() => window.sneakers23 && Object.values(window.sneakers23.channels).every(c => c.state === 'joined')"
 

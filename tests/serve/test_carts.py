@@ -11,7 +11,7 @@ from sneakers23.cluster import RayReplication
 from sneakers23.inventory import Inventory
 from sneakers23.serve.shoppers import CART_TOKEN_MAX_AGE_S, CartTokens, ShopperCookies
 from tests.support.store_fixtures import STORE_SECRET
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 
 def new_shopper() -> tuple[str, str, str]:
@@ -137,7 +137,7 @@ def test_a_change_in_one_tab_is_pushed_to_the_others_and_a_sell_out_strikes_it_t
              what="the other tab to show the add")
     assert tabs[1].reply(tabs[1].push(topic, "add_item", {"item_id": second}))["status"] == "ok"
 
-    from tests.support import shop
+    from harness import shop
 
     shop.set_available(fresh_shop, first, 1)
     inventory.sell(first, 1)  # the last pair goes to someone else

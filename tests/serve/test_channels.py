@@ -18,6 +18,7 @@ from sneakers23.domain.shopper_events import CartUpdated, ProductWentOnSale, Sto
 from sneakers23.serve import channels, phoenix
 from sneakers23.serve.channels import ChannelHub
 from tests.support import aio
+from harness.waiting import until
 
 
 def make_catalog(released=False):
@@ -258,13 +259,6 @@ class FakeSocket:
         self.incoming.put_nowait({"type": "websocket.receive", "text": frame(*parts)})
 
 
-async def _until(condition, timeout: float = 5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
 def test_a_socket_silent_past_the_heartbeat_period_is_let_go(monkeypatch):
     monkeypatch.setattr(channels, "IDLE_TIMEOUT_S", 0.1)
 
@@ -273,12 +267,12 @@ def test_a_socket_silent_past_the_heartbeat_period_is_let_go(monkeypatch):
         silent = FakeSocket()
         silent.say("1", "1", "product:1", "phx_join", {})
         served = asyncio.get_running_loop().create_task(hub.serve(silent))
-        await _until(lambda: silent.sent)
+        await until(lambda: silent.sent)
         assert silent.sent[0][4]["status"] == "ok" and hub.sockets == 1
         await asyncio.wait_for(served, 2)  # it stops waiting for a client that says nothing
         assert hub.sockets == 0
         hub.publish([StockChanged(product_id=1, item_id=1, level=Level.OUT)])  # no one left to push to
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # (a push is queued at once, to the sockets the hub holds: none)
         assert len(silent.sent) == 1
 
     aio.run(scenario())
@@ -295,14 +289,14 @@ def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(mo
         tasks = [asyncio.get_running_loop().create_task(hub.serve(ws)) for ws in (stalled, reading)]
         for ws in (stalled, reading):
             ws.say("1", "1", "product:1", "phx_join", {})
-        await _until(lambda: reading.sent and hub.sockets == 2)
+        await until(lambda: reading.sent and hub.sockets == 2)
         levels = [Level.LOW, Level.MEDIUM] * 20  # 40 pushes: twice what a stalled socket may owe
         for level in levels:
             hub.publish([StockChanged(product_id=1, item_id=1, level=level)])
             await asyncio.sleep(0)
-        await _until(lambda: stalled.closed is not None)
+        await until(lambda: stalled.closed is not None)
         assert stalled.closed == (phoenix.CLOSE_POLICY, "too slow to keep up")
-        await _until(lambda: len(reading.sent) == 1 + len(levels))
+        await until(lambda: len(reading.sent) == 1 + len(levels))
         assert [m[4]["level"] for m in reading.sent[1:]] == [str(level) for level in levels]
         await asyncio.wait_for(tasks[0], 2)  # the stalled one is gone; the reader is still served
         assert hub.sockets == 1 and not tasks[1].done()
@@ -318,7 +312,7 @@ def test_a_socket_that_stalls_for_a_while_gets_every_frame_in_order_afterwards()
         ws = FakeSocket()
         served = asyncio.get_running_loop().create_task(hub.serve(ws))
         ws.say("1", "1", "product:1", "phx_join", {})
-        await _until(lambda: ws.sent)
+        await until(lambda: ws.sent)
         ws.reads = False  # the tab is busy: sends wait
         levels = [Level.LOW, Level.OUT, Level.MEDIUM, Level.HIGH, Level.LOW]
         for level in levels:
@@ -326,9 +320,9 @@ def test_a_socket_that_stalls_for_a_while_gets_every_frame_in_order_afterwards()
         connection = next(iter(hub._connections))
         assert connection.sending is not None and len(connection.backlog) == len(levels) - 1
         ws.resume()
-        await _until(lambda: len(ws.sent) == 1 + len(levels))
+        await until(lambda: len(ws.sent) == 1 + len(levels))
         assert [m[4]["level"] for m in ws.sent[1:]] == [str(level) for level in levels]
-        await _until(lambda: connection.sending is None)
+        await until(lambda: connection.sending is None)
         hub.publish([StockChanged(product_id=1, item_id=2, level=Level.OUT)])  # straight out again
         assert ws.sent[-1][4]["level"] == "out" and connection.sending is None
         ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
@@ -344,9 +338,9 @@ def test_a_cart_event_in_a_batch_never_stops_the_stock_pushes_after_it():
         tab = FakeSocket()
         served = asyncio.get_running_loop().create_task(hub.serve(tab))
         tab.say("1", "1", "product:1", "phx_join", {})
-        await _until(lambda: tab.sent)
+        await until(lambda: tab.sent)
         hub.publish([CartUpdated("a" * 64, CartChanged("a" * 64, 2, ())), StockChanged(product_id=1, item_id=1, level=Level.OUT)])
-        await _until(lambda: len(tab.sent) == 2)
+        await until(lambda: len(tab.sent) == 2)
         assert tab.sent[1][3:] == ["stock_change", {"product_id": 1, "item_id": 1, "level": "out"}]
         await tab.close()
         await asyncio.wait_for(served, 2)

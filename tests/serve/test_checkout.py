@@ -12,8 +12,8 @@ from sneakers23.cluster import RayReplication
 from sneakers23.inventory import Inventory
 from sneakers23.serve.shoppers import COOKIE, form_token_in
 from tests.serve.test_carts import new_shopper, sizes_in_stock
-from tests.support import shop
-from tests.support.waiting import wait_for
+from harness import shop
+from harness.waiting import wait_for
 
 
 def checkout(store_url: str, cookie: str | None, form: dict | str) -> httpx.Response:

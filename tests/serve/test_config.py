@@ -21,7 +21,7 @@ def test_the_serve_config_is_valid_and_every_key_is_one_ray_knows():
 
 
 def test_the_serve_config_deploys_what_sneakers23_serve_runs():
-    from sneakers23.serve.run import APPS
+    from sneakers23.serve.deploy import APPS
 
     raw = yaml.safe_load(CONFIG.read_text())
     apps = {app["name"]: app for app in raw["applications"]}
@@ -38,7 +38,8 @@ def test_the_builders_refuse_sqlite_on_several_machines_and_a_missing_secret(mon
     import ray
 
     from sneakers23.errors import Sneakers23Error
-    from sneakers23.serve.app import build_channels, build_store
+    from sneakers23.serve.sockets import build_channels
+    from sneakers23.serve.storefront import build_store
 
     machines = [{"Alive": True, "NodeManagerAddress": "10.0.0.1"}, {"Alive": True, "NodeManagerAddress": "10.0.0.2"}]
     monkeypatch.setattr(ray, "nodes", lambda: machines)

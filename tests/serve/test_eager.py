@@ -39,8 +39,9 @@ def test_one_that_waits_is_finished_once_what_it_waits_for_is_done():
         waiting = eager.start(coroutine)
         assert waiting is gate and steps == ["started"]
         finishing = asyncio.get_running_loop().create_task(eager.finish(coroutine, waiting))
-        await asyncio.sleep(0.01)
-        assert steps == ["started"]
+        for _ in range(5):  # (loop turns, not time: the finish runs, and waits on the gate)
+            await asyncio.sleep(0)
+        assert steps == ["started"] and not finishing.done()
         gate.set_result("opened")
         await asyncio.wait_for(finishing, 1)
         assert steps == ["started", "opened", "ended"]
@@ -87,7 +88,7 @@ def test_cancelling_the_finish_cancels_what_it_waits_on_and_the_coroutine_sees_i
         gate = asyncio.get_running_loop().create_future()
         coroutine = send(gate)
         finishing = asyncio.get_running_loop().create_task(eager.finish(coroutine, eager.start(coroutine)))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # (one loop turn: the finish is waiting on the gate)
         finishing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await finishing

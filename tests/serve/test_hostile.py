@@ -22,12 +22,12 @@ import websockets.exceptions
 
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER
 from tests.support import aio
-from tests.support.attacks import (HONEST, HOSTILE, close_code_after, honest_requests, honest_socket, idle_sockets,
+from harness.attacks import (HONEST, HOSTILE, close_code_after, honest_requests, honest_socket, idle_sockets,
                                    slow_bodies, slow_headers)
-from tests.support.ports import free_port
+from harness.ports import free_port
 from tests.support.shoppers import open_shop
 from tests.support.store_process import StoreProcess, clean_env, cli
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 ADMIN_PASSWORD = "hostile-test-admin-password"
 SECRET = "hostile-test-secret-key-of-32-bytes-or-more"

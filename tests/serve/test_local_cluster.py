@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from sneakers23.serve import local_cluster
-from sneakers23.serve.run import StopRequested, StopSignals
-from tests.support.waiting import wait_for
+from sneakers23.serve.stopping import StopRequested, StopSignals
+from harness.waiting import wait_for
 
 
 def test_a_port_is_the_usual_one_when_free_and_another_when_not():

@@ -7,6 +7,7 @@ import asyncio
 from sneakers23.domain.presence import PresenceBoard, Report, TabJoined, TabLeft
 from sneakers23.serve.presence import PresenceMirror, TabTracker, page_of
 from tests.support.aio import run
+from harness.waiting import until
 
 
 class Board:
@@ -75,18 +76,12 @@ def test_a_tracker_reports_by_itself_and_a_mirror_follows_the_board():
         reporting = asyncio.get_running_loop().create_task(tracker.report_forever())
         tab = object()
         tracker.joined(tab, "alice", "/", [])
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if board.board.tabs:
-                break
+        await until(lambda: board.board.tabs, what="the join on the board")
         mirror.take(await board.follow("", 0))
         tracker.cart_changed("alice", [9])
         tracker.left(tab)
         tracker.joined(object(), "carol", "/orders", [])
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if set(board.board.state()) == {"carol"}:
-                break
+        await until(lambda: set(board.board.state()) == {"carol"}, what="carol alone on the board")
         mirror.take(await board.follow(board.board.epoch, 1))
         reporting.cancel()
 
@@ -121,14 +116,14 @@ def test_a_mirror_starts_again_from_the_whole_state_when_the_board_is_a_new_one(
         board = boards[-1]
         await board.report(Report("s", "n", 1, (joined("t1", "alice"),), full=True))
         following = asyncio.get_running_loop().create_task(mirror.follow_forever())
-        await wait(lambda: "alice" in mirror.state)
+        await until(lambda: "alice" in mirror.state)
         await board.report(Report("s", "n", 2, (joined("t2", "bob"),)))
-        await wait(lambda: "bob" in mirror.state)
+        await until(lambda: "bob" in mirror.state)
         restarted = Board()  # the actor restarted: a new epoch, and the source sent its whole state
         restarted.board = PresenceBoard("epoch-2")
         await restarted.report(Report("s", "n", 9, (joined("t3", "carol"),), full=True))
         boards.append(restarted)
-        await wait(lambda: set(mirror.state) == {"carol"}, timeout=5)
+        await until(lambda: set(mirror.state) == {"carol"}, timeout=5)
         following.cancel()
 
     run(scenario())
@@ -139,10 +134,3 @@ def test_a_mirror_starts_again_from_the_whole_state_when_the_board_is_a_new_one(
 
 def joined(tab, shopper):
     return TabJoined(tab, shopper, {"page": "/", "node": "n", "items": [], "online_at": 1})
-
-
-async def wait(condition, timeout: float = 2.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)

@@ -30,11 +30,11 @@ import websockets.sync.client
 from tests.conftest import _must_run_everything
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
-from tests.support import postgres, shop
-from tests.support.ports import free_port
+from harness import postgres, shop
+from harness.ports import free_port
 from tests.support.shoppers import shopper_client
 from tests.support.store_process import SNEAKERS23, StoreProcess, clean_env, cli, listening_anywhere
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 STOP_WITHIN_S = 10.0
 
@@ -140,36 +140,41 @@ def test_the_readmes_store_sells_a_pair_in_the_browser_takes_a_release_live_and_
     figures.append(f"serve: SIGINT to the process, everything gone in {seconds:.1f}s")
 
 
-def test_sigterm_to_the_process_group_stops_everything_and_the_same_port_serves_again(tmp_path, ray_tmpdir,
-                                                                                      stores, figures):
-    """Twice on one port: the second start proves the first left nothing behind (the stores of the
-    other tests stop by SIGTERM to their group too, and by SIGINT)."""
+def test_sigterm_to_the_process_group_stops_everything_and_the_same_port_takes_a_store_again_which_a_stop_during_its_start_up_takes_down(
+        tmp_path, ray_tmpdir, stores, figures):
+    """SIGTERM to a running store's process group leaves nothing: a store started at once on the
+    same port gets past its check that the port is free, and is stopped during its start-up (the
+    stores of the other tests stop by SIGTERM to their group too, and by SIGINT)."""
     port = free_port()
     env = sqlite_env(tmp_path, ray_tmpdir)
-    times = []
-    for cycle in range(2):
-        store = StoreProcess(["--port", str(port)], env, tmp_path).start()  # at once, on the same port
-        stores.append(store)
-        assert store.wait_open() == f"http://127.0.0.1:{port}/", f"cycle {cycle}"
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
-        assert "haproxy" in store.names() and "raylet" in store.names()
-        times.append(store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S))
-        assert store.process.returncode == 0, f"cycle {cycle}: {store.output()}"
-        assert not listening_anywhere(store.fixed_ports), f"cycle {cycle}: ports still held"
-    figures.append("serve: SIGTERM to the process group, everything gone in "
-                   + ", ".join(f"{seconds:.1f}" for seconds in times) + " s")
-
-
-@pytest.mark.parametrize("moment", ["starting a Ray cluster of its own", "Ray cluster at"])
-def test_a_stop_during_start_up_takes_down_what_was_started(tmp_path, ray_tmpdir, stores, moment):
-    store = StoreProcess(["--port", str(free_port())], sqlite_env(tmp_path, ray_tmpdir), tmp_path).start()
+    store = StoreProcess(["--port", str(port)], env, tmp_path).start()
     stores.append(store)
+    assert store.wait_open() == f"http://127.0.0.1:{port}/"
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    assert "haproxy" in store.names() and "raylet" in store.names()
+    took = store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
+    assert store.process.returncode == 0, store.output()
+    assert not listening_anywhere(store.fixed_ports), "ports still held"
+    figures.append(f"serve: SIGTERM to the process group, everything gone in {took:.1f} s")
+
+    again = StoreProcess(["--port", str(port)], env, tmp_path).start()  # at once, on the same port
+    stores.append(again)
+    stopped_during_start_up(again, "Ray cluster at")
+
+
+def stopped_during_start_up(store, moment: str) -> None:
     wait_for(lambda: moment in store.output(), timeout=120, interval=0.05, what=moment)
     store.note_what_runs()
     store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert store.process.returncode == 0, store.output()
     assert "is open at" not in store.output()
     assert not listening_anywhere(store.fixed_ports)
+
+
+def test_a_stop_as_its_own_cluster_starts_takes_down_what_was_started(tmp_path, ray_tmpdir, stores):
+    store = StoreProcess(["--port", str(free_port())], sqlite_env(tmp_path, ray_tmpdir), tmp_path).start()
+    stores.append(store)
+    stopped_during_start_up(store, "starting a Ray cluster of its own")
 
 
 def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_and_two_stores_run_side_by_side(

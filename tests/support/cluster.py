@@ -6,12 +6,12 @@ import os
 
 import ray
 
-from sneakers23.actors import NAMESPACE
+from sneakers23.cluster import NAMESPACE
 from sneakers23.actors.node_cache import cache_name
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
-from tests.support import shop
-from tests.support.ports import free_port
+from harness import shop
+from harness.ports import free_port
 
 
 def add_node(cluster, name: str):
@@ -110,7 +110,7 @@ def ensure_released(settings: Settings, product_id: int = 1) -> None:
         inventory.release(product_id)
     finally:
         inventory.close()
-    from tests.support.waiting import wait_for
+    from harness.waiting import wait_for
 
     for node in ("head", "node_a", "node_b"):
         wait_for(lambda node=node: next(p for p in cached_products(node) if p.id == product_id).released,
@@ -119,7 +119,7 @@ def ensure_released(settings: Settings, product_id: int = 1) -> None:
 
 def reseed(settings: Settings, random_seed: int) -> Inventory:
     """The original seeds again (nothing released), with every node's cache reloaded."""
-    from tests.support.waiting import wait_for
+    from harness.waiting import wait_for
 
     inventory = Inventory(settings)
     inventory.seed(random_seed=random_seed, reset=True)
@@ -128,12 +128,12 @@ def reseed(settings: Settings, random_seed: int) -> Inventory:
     return inventory
 
 
-PER_NODE = {"Storefront", "ProductChannels"}  # (the admin desk is one replica for the cluster)
+PER_NODE = {"Storefront", "ShopperSockets"}  # (the admin desk is one replica for the cluster)
 
 
 def web_replicas() -> dict[str, dict[str, int]]:
     """The replicas by state of every web deployment that runs on every node, e.g.
-    {"ProductChannels": {"RUNNING": 3}}."""
+    {"ShopperSockets": {"RUNNING": 3}}."""
     from ray import serve
 
     return {name: {getattr(state, "value", state): count for state, count in deployment.replica_states.items() if count}

@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.processes import alive
-from tests.support.waiting import wait_for
+from harness.processes import alive
+from harness.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT = Path(__file__).with_name("host_init.py")
@@ -332,7 +332,7 @@ class Hosts:
                 "log": str(host.files / "sshd.log")}
 
     def _postgres_plan(self, host: Host) -> dict:
-        from tests.support.postgres import find_bindir
+        from harness.postgres import find_bindir
 
         bindir = find_bindir()
         if bindir is None:

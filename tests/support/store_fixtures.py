@@ -16,8 +16,8 @@ import pytest
 
 from tests.conftest import SEED, _must_run_everything
 from tests.support.cluster import live_node_count, reseed, web_replicas_running
-from tests.support.ports import free_port
-from tests.support.waiting import wait_for
+from harness.ports import free_port
+from harness.waiting import wait_for
 
 STORE_SECRET = "test-secret-key-0123456789-abcdefghijkl"  # the session store's secret key (cookies, cart tokens)
 ADMIN_PASSWORD = "test-admin-password-0123"  # opens the session store's admin dashboard
@@ -31,7 +31,7 @@ def store_url(ray_cluster, ray_store, ray_settings):
     the others' on `ray_cluster.proxy_ports`) and web replicas on every node, as on a real cluster."""
     from ray import serve
 
-    from sneakers23.serve.run import APPS
+    from sneakers23.serve.deploy import APPS
 
     port = free_port()
     serve.start(proxy_location="EveryNode", http_options={"host": "127.0.0.1", "port": port})

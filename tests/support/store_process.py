@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 

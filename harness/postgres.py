@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.ports import free_port
-from tests.support.processes import alive
+from harness.ports import free_port
+from harness.processes import alive
 
 
 def find_bindir() -> Path | None:

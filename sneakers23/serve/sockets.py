@@ -1,0 +1,77 @@
+"""The shoppers' sockets, one of the store's three Serve applications (`channels`, route
+/product_socket): Phoenix-protocol WebSockets, each carrying a tab's product channels, its cart
+channel and its presence. Long-lived: every open socket holds one of the replica's request slots
+for its whole life, so this deployment gets a limit in the thousands, on replicas of its own (the
+pages are in storefront.py).
+
+Joins and pushes are read from the node's live catalog (memory); cart changes go to the database
+through the inventory API. `build_channels` is the import path of the Serve config file.
+"""
+
+
+import asyncio
+
+from fastapi import FastAPI, WebSocket
+import ray
+from ray import serve
+
+from sneakers23 import assembly
+from sneakers23.serve.carts import CartChannels
+from sneakers23.serve.channels import ChannelHub
+from sneakers23.serve.guards import install_door, tune_replica_server
+from sneakers23.serve.placement import on_every_node
+from sneakers23.serve.presence import TabTracker
+from sneakers23.serve.replica import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
+from sneakers23.serve.shoppers import CartTokens, ShopperCookies
+from sneakers23.settings import Settings
+from sneakers23.tasks import keep
+
+SOCKETS_PER_REPLICA = 20_000
+
+channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=None, openapi_url=None)
+install_door(channels_api)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=SOCKETS_PER_REPLICA,
+                  max_queued_requests=1_000, backpressure_config=BACKPRESSURE, logging_config=QUIET)
+@serve.ingress(channels_api)
+class ShopperSockets:
+    async def __init__(self, settings: Settings):
+        tune_replica_server(settings)
+        self.live = assembly.live_catalog(settings)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        # Every shopper tab (a joined cart channel) is reported to the cluster's presence board;
+        # with tracking off, the reports (a heartbeat a second) still carry the socket count.
+        self.tabs = TabTracker(self.node_id, assembly.presence_reports().send, lambda: self.hub.sockets)
+        # Cart changes are written through the inventory (then published); no purchases here.
+        carts = CartChannels(self.live, assembly.cluster_inventory(settings, through_sales=False),
+                             CartTokens(settings.secret_key), settings.max_pairs_per_product,
+                             self.tabs if settings.track_presence else None, ShopperCookies(settings.secret_key))
+        self.hub = ChannelHub(self.live, [carts])
+        self.live.subscribe(self.hub.publish)
+        self.live.start()
+        self._tasks: set[asyncio.Task] = set()
+        keep(self._tasks, asyncio.get_running_loop().create_task(self.tabs.report_forever()))
+        await self.live.wait_ready(READY_WAIT_S)
+
+    @channels_api.websocket("/websocket")
+    async def socket(self, websocket: WebSocket):
+        if not await self.live.wait_ready():
+            await websocket.accept()
+            await websocket.close(code=1013, reason="the store is opening: try again")
+            return
+        await self.hub.serve(websocket)
+
+    async def sockets(self) -> dict:
+        """How many shoppers this replica holds, and on which node (`handle.broadcast("sockets")`
+        asks every replica)."""
+        return {"node_id": self.node_id, "sockets": self.hub.sockets, "tabs": self.tabs.tabs}
+
+    async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
+        """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""
+        return await self.hub.drop_all(refuse_for_s)
+
+
+def build_channels(args: dict):
+    # One per node: each holds thousands of sockets and reads its own node's cache.
+    return ShopperSockets.options(**on_every_node(1)).bind(deployment_settings(args))
