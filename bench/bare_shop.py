@@ -1,5 +1,5 @@
 """The trivial shop that measures the load generator's own ceiling: it gives a shopper cookie on
-GET / and refuses every purchase (409 sold_out) at once, with no Ray, no database and no check.
+GET / (and a form token) and refuses every purchase (409 sold_out) at once, with no Ray, no database and no check.
 
     uvicorn bench.bare_shop:app --port PORT
 """
@@ -10,7 +10,8 @@ from starlette.routing import Route
 
 
 async def page(_request):
-    response = HTMLResponse("<!DOCTYPE html><title>bare shop</title>")
+    # (A form token, as the store's pages carry one: the buyers wait for it before they buy.)
+    response = HTMLResponse('<!DOCTYPE html><title>bare shop</title><main data-form-token="{}"></main>'.format("0" * 32))
     response.set_cookie("sneakers23_shopper", "a-shopper")
     return response
 

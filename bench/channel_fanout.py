@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import update
 
-from bench.servers import MODES, Process, free_port, socket_url, start_store
+from bench.servers import MODES, Process, socket_url, start_store
+from harness.ports import free_port
 from sneakers23.db.models import ItemAvailabilityRow
 from sneakers23.inventory import Inventory
 from sneakers23.jobs.report import percentile

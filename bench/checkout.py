@@ -30,7 +30,8 @@ from datetime import datetime, timezone
 import httpx
 
 from bench.drop_engine import caches_caught_up, wrk
-from bench.servers import Process, free_port, start_store
+from bench.servers import Process, start_store
+from harness.ports import free_port
 from sneakers23.db.models import CartItemRow, CartRow
 from sneakers23.inventory import Inventory
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, CartTokens, FormTokens, ShopperCookies

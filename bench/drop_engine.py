@@ -31,7 +31,8 @@ import httpx
 import psycopg
 from sqlalchemy import make_url
 
-from bench.servers import BIN, Process, free_port, start_store, wait_http
+from bench.servers import BIN, Process, start_store, wait_http
+from harness.ports import free_port
 from sneakers23.inventory import Inventory
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
 from sneakers23.settings import Settings

@@ -34,7 +34,8 @@ from pathlib import Path
 import aiohttp
 import websockets.asyncio.client
 
-from bench.servers import BIN, Process, free_port, wait_http
+from bench.servers import BIN, Process, wait_http
+from harness.ports import free_port
 from sneakers23.jobs.report import percentile
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, form_token_in
 from harness.attacks import Held, idle_sockets, slow_bodies, slow_headers

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import MODES, free_port, start_bare_page, start_bare_serve_page, start_store
+from bench.servers import MODES, start_bare_page, start_bare_serve_page, start_store
+from harness.ports import free_port
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 

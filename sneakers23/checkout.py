@@ -18,7 +18,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.checkout import (AlreadyBought, Bought, CheckoutRefusal, Outcome, Refused, checkout_key,
                                         checkout_refusal, is_the_cart)
 from sneakers23.domain.carts import CartLine
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class Memory(Protocol):
     """What checkout reads of this node's copy of the inventory (live.LiveCatalog)."""
 
-    def cart(self, shopper_id: str) -> CartChanged: ...
+    def cart(self, shopper_id: str) -> Cart: ...
 
     def lines(self, item_ids) -> list[CartLine]: ...
 
@@ -38,7 +38,7 @@ class Memory(Protocol):
 class Shop(Protocol):
     """What checkout asks of the inventory API (inventory.Inventory)."""
 
-    async def cart_async(self, shopper_id: str) -> CartChanged: ...
+    async def cart_async(self, shopper_id: str) -> Cart: ...
 
     async def orders_async(self, shopper_id: str) -> list[BoughtPair]: ...
 

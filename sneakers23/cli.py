@@ -11,6 +11,7 @@ import click
 
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.views import product_view
+from sneakers23.domain.words import counted
 from sneakers23 import assembly
 from sneakers23.command_line import Commands, Progress
 from sneakers23.errors import Sneakers23Error
@@ -165,7 +166,7 @@ def sell(ctx: click.Context, item_id: int, count: int) -> None:
         report = inventory.sell(item_id, count, on_sold=lambda _result: progress.advance())
     item = report.item
     if report.sold:
-        click.echo(f"sold {report.sold} pair(s) of item {item.id} ({item.sku}, size {item.size}): "
+        click.echo(f"sold {counted(report.sold, 'pair')} of item {item.id} ({item.sku}, size {item.size}): "
                    f"{report.available_count} left, level {report.level}")
     if report.refused is not None:
         raise Sneakers23Error(
@@ -307,8 +308,8 @@ def status(ctx: click.Context) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     for stats in _sales_stats():
         refused = sum(stats.refusals.values())
-        click.echo(f"sales        product {stats.product_id}: {stats.pairs_sold} pair(s) sold in {stats.batches} "
-                   f"batch(es), {stats.transactions} transaction(s); {refused} refused and "
+        click.echo(f"sales        product {stats.product_id}: {counted(stats.pairs_sold, 'pair')} sold in "
+                   f"{counted(stats.batches, 'batch')}, {counted(stats.transactions, 'transaction')}; {refused} refused and "
                    f"{stats.answered_from_memory - refused} replayed from memory; {stats.busy} turned away busy")
 
 

@@ -2,7 +2,7 @@
 one commit (a transaction, an actor call) serves many. With no `gather_s` there is no timer: a lone
 request goes at once, and a batch grows only while the one before it is under way.
 
-Written once, for every place that batches requests: the carts' transactions (inventory.py), the
+Written once, for every place that batches requests: the carts' transactions (inventory/carts.py), the
 sales actor's transactions (actors/sales.py), a web replica's calls to the sales actors (RaySales),
 and the replicator's calls to each node's cache. (The tab tracker's presence reports are not a
 queue: each tab's newest state replaces its last, and a lost report is replaced by the whole

@@ -14,9 +14,9 @@ import logging
 from typing import Awaitable, Callable
 
 from sneakers23.actors.node_cache import Snapshot, follow_node_cache
-from sneakers23.domain.carts import CartLine, empty_cart, lines_for
+from sneakers23.domain.carts import CartLine, lines_for
 from sneakers23.domain.catalog import Catalog, Item, Product
-from sneakers23.domain.changes import AvailabilityChanged, CartChanged, ProductChange
+from sneakers23.domain.changes import AvailabilityChanged, Cart, ProductChange
 from sneakers23.domain.shopper_events import (CartUpdated, ShopperEvent, cart_differences, differences, release_change,
                                               stock_change)
 from sneakers23.tasks import keep
@@ -52,11 +52,11 @@ class LiveCatalog:
     def item(self, item_id: int) -> Item | None:
         return self._catalog.item(item_id) if self._catalog else None
 
-    def cart(self, shopper_id: str) -> CartChanged:
+    def cart(self, shopper_id: str) -> Cart:
         held = self._catalog.cart(shopper_id) if self._catalog else None
-        return held or empty_cart(shopper_id)
+        return held or Cart.new(shopper_id)
 
-    def cart_lines(self, cart: CartChanged) -> list[CartLine]:
+    def cart_lines(self, cart: Cart) -> list[CartLine]:
         return self.lines(cart.item_ids)
 
     def lines(self, item_ids) -> list[CartLine]:
@@ -96,7 +96,7 @@ class LiveCatalog:
 
     def _apply(self, changes) -> None:
         events: list[ShopperEvent] = []
-        if any(not isinstance(change, CartChanged) for change in changes):
+        if any(not isinstance(change, Cart) for change in changes):
             self.generation += 1  # (pages and join replies are rendered again; carts are not in them)
         for change in changes:
             self.changes_seen += 1
@@ -108,7 +108,7 @@ class LiveCatalog:
                 before = self._catalog.item(change.item_id)
                 if self._catalog.apply(change) and (event := stock_change(before, self._catalog.item(change.item_id))):
                     events.append(event)
-            elif isinstance(change, CartChanged):
+            elif isinstance(change, Cart):
                 if self._catalog.apply(change):
                     events.append(CartUpdated(change.shopper_id, change))
         self._tell(events)

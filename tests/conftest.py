@@ -29,14 +29,43 @@ pytest_plugins = ["tests.support.store_fixtures"]
 # Tests of pure rules and of SQL alone (milliseconds each): they run first, so a broken rule shows
 # in seconds, before any Ray cluster, store or browser starts.
 CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retries.py", "tests/test_tasks.py",
-         "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py")
+         "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py", "tests/test_bench.py")
+
+
+# `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one
+# worker, in the order below. The session's Ray cluster, and every test on it (the stores of
+# test_run.py too), on one worker; on the other, what needs no such cluster and mostly waits: the
+# `ray up` drill's hosts, cluster.yaml's head, the CLI's commands, a wheel's install. The
+# hostile-client tests measure that nobody starves, so they come last on their worker, which is
+# usually after the drill, the CPU's other big user (an order, not a wait: the two groups balance).
+APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster_yaml.py", "tests/test_cli.py",
+                 "tests/test_package.py")
+AFTER_THE_DRILL = ("tests/serve/test_hostile.py",)
+
+
+def worker_group(nodeid: str) -> str:
+    return "apart" if nodeid.startswith(APART) else "session cluster"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Each group to one worker, whole (pytest-xdist's own `loadgroup` marks no longer reach its
+    scheduler under pytest 9): a scheduler by scope, whose scope is the test's group."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByGroup(config, log)
 
 
 def pytest_collection_modifyitems(items):
-    """The cheap tests first; tests that take nodes away and bring new ones last, so no other test
-    meets a cluster that one of them left in the middle of a change."""
-    def cost(item) -> tuple[bool, bool]:
-        return item.get_closest_marker("reshapes_cluster") is not None, not item.nodeid.startswith(CHEAP)
+    """The cheap tests first, and the drill right after them; tests that take nodes away and bring
+    new ones last, so no other test meets a cluster that one of them left in the middle of a
+    change."""
+    def cost(item) -> tuple[bool, bool, bool, bool]:
+        return (item.get_closest_marker("reshapes_cluster") is not None, not item.nodeid.startswith(CHEAP),
+                item.get_closest_marker("hosts") is None, item.nodeid.startswith(AFTER_THE_DRILL))
 
     items.sort(key=cost)
 
@@ -45,9 +74,17 @@ FIGURES: list[str] = []
 
 
 @pytest.fixture
-def figures():
-    """Lines of measured figures (stop times, recovery times) that the run prints at its end."""
-    return FIGURES
+def figures(request):
+    """Lines of measured figures (stop times, recovery times) that the run prints at its end. They
+    travel with the test's report, so that a worker's figures reach the run's summary."""
+    lines: list[str] = []
+    yield lines
+    request.node.user_properties.extend(("figure", line) for line in lines)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        FIGURES.extend(line for name, line in report.user_properties if name == "figure")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sneakers23.checkout import Checkout
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.checkout import AlreadyBought, Bought, CheckoutRefusal, Refused, checkout_key
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, Refusal, SoldUnit
 from sneakers23.errors import SalesBusy
@@ -18,7 +18,7 @@ from tests.support.aio import run
 
 
 class Memory:
-    def __init__(self, cart: CartChanged):
+    def __init__(self, cart: Cart):
         self.catalog = shop()  # sizes 1 and 3 on sale, 2 sold out, 14 not released
         self.held = cart
 
@@ -30,7 +30,7 @@ class Memory:
 
 
 class Shop:
-    def __init__(self, cart: CartChanged, orders=(), result: PurchaseResult | None = None):
+    def __init__(self, cart: Cart, orders=(), result: PurchaseResult | None = None):
         self.held, self.orders, self.result = cart, list(orders), result
         self.bought, self.removed, self.refused = [], [], []
         self.purchase_gate: asyncio.Event | None = None
@@ -59,7 +59,7 @@ class Shop:
         self.refused.append((what, reason))
 
 
-CART = CartChanged("amy", 5, (3, 1))
+CART = Cart("amy", 5, (3, 1))
 
 
 def checkout(memory_cart=CART, **shop_args) -> tuple[Checkout, Shop]:
@@ -84,7 +84,7 @@ def test_what_memory_shows_cannot_sell_is_refused_without_asking_anyone(item_ids
 
 
 def test_a_form_that_only_this_nodes_lagging_memory_disagrees_with_is_bought():
-    desk, the_shop = checkout(memory_cart=CartChanged("amy", 4, (3,)), database_cart=CART)
+    desk, the_shop = checkout(memory_cart=Cart("amy", 4, (3,)), database_cart=CART)
     assert isinstance(run(desk.buy("amy", 5, [1, 3])), Bought)
 
 
@@ -92,14 +92,14 @@ def test_a_form_of_a_cart_bought_already_shows_the_order_again():
     at = datetime(2026, 12, 2, tzinfo=timezone.utc)
     orders = [BoughtPair(7, 1, 1, checkout_key(5), at), BoughtPair(8, 3, 1, checkout_key(5), at),
               BoughtPair(2, 3, 1, "another", at)]
-    emptied = CartChanged("amy", 6, ())
+    emptied = Cart("amy", 6, ())
     desk, the_shop = checkout(memory_cart=emptied, database_cart=emptied, orders=orders)
     assert run(desk.buy("amy", 5, [1, 3])) == AlreadyBought([1, 3])
     assert the_shop.bought == []
 
 
 def test_a_form_of_a_cart_changed_since_shows_the_cart_as_it_is():
-    now = CartChanged("amy", 6, (1,))
+    now = Cart("amy", 6, (1,))
     desk, the_shop = checkout(memory_cart=now, database_cart=now)
     assert run(desk.buy("amy", 5, [1, 3])) == Refused(CheckoutRefusal.CHANGED, now)
     assert the_shop.bought == []

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sneakers23.domain.words import counted
+
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 
 
@@ -95,7 +97,7 @@ def test_sell(database_url):
     run(database_url, "release", "1")
     out = run(database_url, "sell", str(item["id"]), "--count", "3").stdout
     left = item["available_count"] - 3
-    assert out.startswith(f"sold 3 pair(s) of item {item['id']} ({item['sku']}, size {item['size']}): {left} left")
+    assert out.startswith(f"sold 3 pairs of item {item['id']} ({item['sku']}, size {item['size']}): {left} left")
     after = next(i for i in catalog(database_url)[0]["items"] if i["id"] == item["id"])
     assert after["available_count"] == left
 
@@ -108,7 +110,7 @@ def test_sell_until_sold_out_reports_where_it_stopped(tmp_path):
     item = next(i for i in catalog(url)[0]["items"] if 0 < i["available_count"])
     result = run(url, "sell", str(item["id"]), "--count", str(item["available_count"] + 2), ok=False)
     assert result.returncode == 1
-    assert f"sold {item['available_count']} pair(s)" in result.stdout and "0 left, level out" in result.stdout
+    assert f"sold {counted(item['available_count'], 'pair')}" in result.stdout and "0 left, level out" in result.stdout
     assert "sold out" in result.stderr and f"stopped after selling {item['available_count']}" in result.stderr
 
 

@@ -16,7 +16,7 @@ LAYERS = [  # lowest first; a module may import from its own layer and the ones 
     ("foundations", ["sneakers23", "sneakers23.errors", "sneakers23.settings", "sneakers23.tasks",
                      "sneakers23.retries", "sneakers23.group_commit", "sneakers23.following"]),
     ("database", ["sneakers23.db", "sneakers23.db.*"]),
-    ("inventory", ["sneakers23.inventory"]),
+    ("inventory", ["sneakers23.inventory", "sneakers23.inventory.*"]),
     ("cluster", ["sneakers23.cluster", "sneakers23.actors"]),
     ("actors", ["sneakers23.actors.*"]),
     ("live", ["sneakers23.live"]),

@@ -34,7 +34,7 @@ def test_haproxy_ends_when_the_process_that_started_it_is_killed(tmp_path):
                               text=True, start_new_session=True)
     try:
         haproxy = int(parent.stdout.readline())
-        wait_for(lambda: _answers(port), timeout=10, what="HAProxy answering")
+        wait_for(lambda: _answers(port), timeout=30, what="HAProxy answering")
         assert Path(f"/proc/{haproxy}/comm").read_text().strip() == "haproxy"  # the wrapper became HAProxy
         os.kill(parent.pid, signal.SIGKILL)  # as a node's Ray dies: no chance to clean up
         parent.wait()

@@ -35,15 +35,18 @@ print(json.dumps({
 
 
 def test_a_wheel_carries_the_pages_static_files_and_migrations_and_serves_them_once_installed(tmp_path):
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path / "dist"),
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--verbose", "-w", str(tmp_path / "dist"),
                             str(ROOT)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
+    # A new user's first install says nothing of how the package is laid out (a screenful a folder).
+    assert "is absent from the `packages` configuration" not in built.stdout + built.stderr
     [wheel] = (tmp_path / "dist").glob("sneakers23-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     source = {f"sneakers23/{path.relative_to(ROOT / 'sneakers23')}" for path in (ROOT / "sneakers23").rglob("*.py")}
     shipped = {f"sneakers23/{folder}/{path.relative_to(ROOT / folder)}"
                for folder in ("templates", "static") for path in (ROOT / folder).rglob("*") if path.is_file()}
     assert source - names == set(), "every module of the source tree is in the wheel"
+    assert {name for name in names if name.endswith(".py")} - source == set(), "and no other (a stale build/)"
     assert shipped - names == set(), "every template and static file is in the wheel"
     assert "sneakers23/db/migrations/script.py.mako" in names
 

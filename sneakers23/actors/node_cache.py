@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from sneakers23.cluster import NAMESPACE, detached
 from sneakers23.domain.catalog import Catalog, Product
-from sneakers23.domain.changes import CartChanged, Change
+from sneakers23.domain.changes import Cart, Change
 from sneakers23.domain.feed import ChangeFeed, FeedRead
 from sneakers23.following import Bell, KeptDuringLoad, follow
 from sneakers23.inventory import Inventory
@@ -47,7 +47,7 @@ class Snapshot:
     epoch: str
     cursor: int  # follow from here to get every change after this snapshot
     products: list[Product]
-    carts: list[CartChanged]
+    carts: list[Cart]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ class NodeCache:
         keep(self._tasks, asyncio.get_event_loop().create_task(self._resync_forever()))
 
     def _load(self) -> Catalog:
-        return Catalog(self._inventory.complete_products(), self._inventory.carts())
+        return Catalog(self._inventory.complete_products(), self._inventory.all_carts())
 
     def _publish_to_followers(self, changes: list[Change]) -> None:
         for change in changes:
@@ -99,7 +99,7 @@ class NodeCache:
         """Apply the changes newer than what is held; returns how many were."""
         self._arrived_during_load.note(changes)
         if self._touched_during_read is not None:
-            self._touched_during_read.update(change.shopper_id for change in changes if isinstance(change, CartChanged))
+            self._touched_during_read.update(change.shopper_id for change in changes if isinstance(change, Cart))
         applied = [change for change in changes if self._catalog.apply(change)]
         self._publish_to_followers(applied)
         return len(applied)
@@ -123,7 +123,7 @@ class NodeCache:
             read = self._feed.read(epoch, cursor)
             if not carts and read.changes:
                 read = FeedRead(read.epoch, read.cursor,
-                                tuple(change for change in read.changes if not isinstance(change, CartChanged)))
+                                tuple(change for change in read.changes if not isinstance(change, Cart)))
             epoch, cursor = read.epoch, read.cursor  # (past the carts' changes left out, too)
             return read
 

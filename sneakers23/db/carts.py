@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sneakers23.db.models import (CartItemRow, CartRow, ItemAvailabilityRow, ItemRow, OrderRow, ProductRow,
                                   ShopperProductPairsRow)
 from sneakers23.domain.carts import CartRefusal, CartRequest, HeldCart, SizeFacts, settle
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 
 carts_t = CartRow.__table__
 cart_items_t = CartItemRow.__table__
@@ -32,13 +32,13 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def cart(connection: Connection, shopper_id: str) -> CartChanged:
+def cart(connection: Connection, shopper_id: str) -> Cart:
     carts = _carts_where(connection, carts_t.c.shopper_id == shopper_id)
-    return carts[0] if carts else CartChanged(shopper_id, 0, ())
+    return carts[0] if carts else Cart(shopper_id, 0, ())
 
 
 def all_carts(connection: Connection, changed_since: datetime | None = None,
-              holding_only: bool = False) -> list[CartChanged]:
+              holding_only: bool = False) -> list[Cart]:
     """Every cart, or those changed since a moment (empty ones too: a cache forgets them), or
     those that hold something (what memory keeps: the empty carts of every shopper who ever
     held a pair are left out of anti-entropy's full reads)."""
@@ -47,7 +47,7 @@ def all_carts(connection: Connection, changed_since: datetime | None = None,
     return _carts_where(connection, None if changed_since is None else carts_t.c.updated_at >= changed_since)
 
 
-def _carts_where(connection: Connection, condition) -> list[CartChanged]:
+def _carts_where(connection: Connection, condition) -> list[Cart]:
     """Carts with their items, in one statement: a version and the items it goes with are read at
     the same moment (two statements may see a change committed between them)."""
     query = (select(carts_t.c.shopper_id, carts_t.c.version, cart_items_t.c.item_id)
@@ -60,7 +60,7 @@ def _carts_where(connection: Connection, condition) -> list[CartChanged]:
         items = carts.setdefault(shopper_id, (version, []))[1]
         if item_id is not None:
             items.append(item_id)
-    return [CartChanged(shopper_id, version, tuple(items)) for shopper_id, (version, items) in carts.items()]
+    return [Cart(shopper_id, version, tuple(items)) for shopper_id, (version, items) in carts.items()]
 
 
 def version_sum(connection: Connection):
@@ -117,7 +117,7 @@ def _bought(connection: Connection, shopper_ids: list[str], item_ids: set[int]) 
 
 
 def change_carts(connection: Connection, requests: list[CartRequest],
-                 max_pairs: int) -> tuple[list[CartChanged | CartRefusal], list[CartChanged]]:
+                 max_pairs: int) -> tuple[list[Cart | CartRefusal], list[Cart]]:
     """Settle a batch of cart changes in the caller's transaction: lock the carts, read what the
     rules need, decide (domain.carts.settle), write the differences. About nine statements,
     whatever the batch's size. Returns each change's outcome, and the carts it changed (a change
@@ -164,7 +164,7 @@ def _write(connection: Connection, versions_before: dict[str, int], before: dict
                            .values(version=bindparam("version"), updated_at=bindparam("at")), versions)
 
 
-def expire(connection: Connection, idle_before: datetime, limit: int) -> list[CartChanged]:
+def expire(connection: Connection, idle_before: datetime, limit: int) -> list[Cart]:
     """In the caller's transaction: empty at most `limit` of the carts that hold something and
     were left untouched since `idle_before`. Returns the emptied carts, to publish (memory forgets
     them). The rows stay: a cart's version must never start again (its tabs show the newest
@@ -179,4 +179,4 @@ def expire(connection: Connection, idle_before: datetime, limit: int) -> list[Ca
         .returning(carts_t.c.shopper_id, carts_t.c.version)).all()
     if emptied:
         connection.execute(delete(cart_items_t).where(cart_items_t.c.shopper_id.in_([row[0] for row in emptied])))
-    return [CartChanged(shopper_id, version, ()) for shopper_id, version in emptied]
+    return [Cart(shopper_id, version, ()) for shopper_id, version in emptied]

@@ -5,6 +5,8 @@ still roll back), or forget to: a change is published by handing it to the unit,
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -26,11 +28,28 @@ class Unit:
         self.changes.extend(changes)
 
 
+# Work for callers on an event loop runs in threads of its own: a transaction mostly waits for the
+# database (its commit for the disk), so more of them at once than asyncio's default few keep it busy.
+DATABASE_THREADS = 32
+
+
 class Database:
     def __init__(self, engine: Engine, url: str, publish: Callable[[list[Change]], None] | None = None):
         self.engine = engine
         self._url = url
         self._publish = publish
+        self._threads: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+        self.engine.dispose()
+
+    def in_thread(self, function, *args) -> asyncio.Future:
+        """Blocking database work, for a caller on an event loop."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="sneakers23-database")
+        return asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     @contextmanager
     def transaction(self) -> Iterator[Unit]:

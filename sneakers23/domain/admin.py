@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 
 from sneakers23.domain.ids import parse_id
+from sneakers23.domain.words import counted
 
 MAX_RESTOCK = 10_000
 MAX_WHO_CHARS = 64
@@ -45,7 +46,7 @@ class AdminAction:
         if self.kind is ActionKind.CANCEL_SCHEDULE:
             return f"cancel the scheduled release of product {self.product_id}"
         if self.kind is ActionKind.RESTOCK:
-            return f"restock item {self.item_id} with {self.count} pair(s)"
+            return f"restock item {self.item_id} with {counted(self.count, 'pair')}"
         return f"release product {self.product_id} now"
 
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Callable
 
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.levels import Level
 
 MAX_ITEMS_PER_CART = 20  # as many as one purchase may hold
@@ -45,10 +45,6 @@ def refusal_message(refusal: CartRefusal, max_pairs: int) -> str:
     }[refusal]
 
 
-def empty_cart(shopper_id: str) -> CartChanged:
-    return CartChanged(shopper_id, 0, ())
-
-
 def refuse_from_memory(item: Item | None, product: Product | None) -> CartRefusal | None:
     """What an add is certainly refused for, as a node's memory of the catalog sees it; None when
     the database must tell (it checks everything again, with the cart and the pairs the shopper
@@ -63,14 +59,14 @@ def refuse_from_memory(item: Item | None, product: Product | None) -> CartRefusa
     return None
 
 
-def refuse_removal_from_memory(cart: CartChanged, item_id: int, seen: CartChanged | None = None) -> CartRefusal | None:
+def refuse_removal_from_memory(cart: Cart, item_id: int, seen: Cart | None = None) -> CartRefusal | None:
     """A removal of a size not in the node's copy of the cart changes nothing: refused there, so
     that anonymous input never reaches the database for nothing. Unless the cart the tab was last
     answered with (`seen`: its own add, a moment ago, not yet replicated here) is newer and holds
     the size: then the database tells."""
-    if item_id in cart.item_ids:
+    if cart.holds(item_id):
         return None
-    if seen is not None and seen.version > cart.version and item_id in seen.item_ids:
+    if seen is not None and seen.version > cart.version and seen.holds(item_id):
         return None
     return CartRefusal.NOT_IN_CART
 
@@ -100,8 +96,8 @@ class HeldCart:
     version: int
     held: list[tuple[int, int]]  # (item, product), newest first
 
-    def state(self, shopper_id: str) -> CartChanged:
-        return CartChanged(shopper_id, self.version, tuple(item for item, _product in self.held))
+    def state(self, shopper_id: str) -> Cart:
+        return Cart(shopper_id, self.version, tuple(item for item, _product in self.held))
 
 
 def refuse_add(size: SizeFacts | None, item_id: int, held: list[tuple[int, int]], bought_pairs: int,
@@ -128,11 +124,11 @@ def refuse_add(size: SizeFacts | None, item_id: int, held: list[tuple[int, int]]
 
 def settle(requests: list[CartRequest], carts: dict[str, HeldCart], sizes: dict[int, SizeFacts],
            bought: dict[tuple[str, int], int], owned: set[tuple[str, int]],
-           max_pairs: int) -> list[CartChanged | CartRefusal]:
+           max_pairs: int) -> list[Cart | CartRefusal]:
     """Apply the requests in order to the carts (changed in place): each one's outcome, the cart
     after it (its version moved on when it changed anything) or why it was refused. What the
     database then writes is the difference; a refusal writes nothing."""
-    outcomes: list[CartChanged | CartRefusal] = []
+    outcomes: list[Cart | CartRefusal] = []
     for request in requests:
         cart = carts[request.shopper_id]
         if request.add is not None:
@@ -192,7 +188,7 @@ def lines_for(item_ids, item: Callable[[int], Item | None],
     return lines
 
 
-def cart_view(cart: CartChanged, lines: list[CartLine]) -> dict:
+def cart_view(cart: Cart, lines: list[CartLine]) -> dict:
     """The `cart` push and reply: every line, the count, and the subtotal of what can be bought
     (a struck-through size costs nothing)."""
     return {

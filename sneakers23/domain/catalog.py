@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable
 
-from sneakers23.domain.changes import AvailabilityChanged, CartChanged, Change, ProductChange
+from sneakers23.domain.changes import AvailabilityChanged, Cart, Change, ProductChange
 from sneakers23.domain.levels import Level, level_for
 
 
@@ -66,10 +66,10 @@ class Catalog:
     anti-entropy (the database's total counts only the carts that hold something, as this does).
     """
 
-    def __init__(self, products: Iterable[Product], carts: Iterable[CartChanged] = ()):
+    def __init__(self, products: Iterable[Product], carts: Iterable[Cart] = ()):
         self._products: dict[int, Product] = {}
         self._items: dict[int, Item] = {}
-        self._carts: dict[str, CartChanged] = {cart.shopper_id: cart for cart in carts if cart.item_ids}
+        self._carts: dict[str, Cart] = {cart.shopper_id: cart for cart in carts if not cart.is_empty}
         for product in products:
             self._products[product.id] = replace(product, items=())
             for item in product.items:
@@ -88,11 +88,11 @@ class Catalog:
     def item(self, item_id: int) -> Item | None:
         return self._items.get(item_id)
 
-    def cart(self, shopper_id: str) -> CartChanged | None:
+    def cart(self, shopper_id: str) -> Cart | None:
         """The shopper's cart, or None when it holds nothing."""
         return self._carts.get(shopper_id)
 
-    def carts(self) -> list[CartChanged]:
+    def carts(self) -> list[Cart]:
         return list(self._carts.values())
 
     def released(self, product_id: int) -> bool:
@@ -114,11 +114,11 @@ class Catalog:
                 return False
             self._items[item.id] = replace(item, available_count=change.available_count, version=change.version)
             return True
-        if isinstance(change, CartChanged):  # a cart unknown here is a new one, or was empty
+        if isinstance(change, Cart):  # a cart unknown here is a new one, or was empty
             cart = self._carts.get(change.shopper_id)
             if cart is not None and change.version <= cart.version:
                 return False
-            if change.item_ids:
+            if not change.is_empty:
                 self._carts[change.shopper_id] = change
             else:  # (news even when it was not held: a tab may show what this memory missed)
                 self._carts.pop(change.shopper_id, None)
@@ -149,9 +149,9 @@ class Catalog:
         current = list(current)
         applied: list[Change] = []
         if every_cart:
-            keep = {change.shopper_id for change in current if isinstance(change, CartChanged)} | set(touched)
+            keep = {change.shopper_id for change in current if isinstance(change, Cart)} | set(touched)
             for cart in [cart for shopper_id, cart in self._carts.items() if shopper_id not in keep]:
-                emptied = CartChanged(cart.shopper_id, cart.version + 1, ())  # (its row's version is at least that)
+                emptied = cart.emptied()
                 self.apply(emptied)
                 applied.append(emptied)
         for change in current:

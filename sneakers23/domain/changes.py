@@ -69,8 +69,10 @@ class AvailabilityChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class CartChanged:
-    """A shopper's cart after a change: the sizes in it, newest first (a cart row and its items)."""
+class Cart:
+    """A shopper's cart: the sizes in it, newest first, at its row's version (a cart row and its
+    items). Carts replicate by state: a cart's change is the cart as the change left it, so a copy
+    that holds a newer version has nothing to learn from an older one."""
 
     shopper_id: str
     version: int
@@ -79,9 +81,25 @@ class CartChanged:
     kind = "cart_changed"
 
     def __reduce__(self):
-        return CartChanged, (self.shopper_id, self.version, self.item_ids)
+        return Cart, (self.shopper_id, self.version, self.item_ids)
+
+    @classmethod
+    def new(cls, shopper_id: str) -> Cart:
+        """The cart of a shopper who never put anything aside."""
+        return cls(shopper_id, 0, ())
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.item_ids
+
+    def holds(self, item_id: int) -> bool:
+        return item_id in self.item_ids
+
+    def emptied(self) -> Cart:
+        """The cart emptied by a change after this one (its row's version is at least that)."""
+        return Cart(self.shopper_id, self.version + 1, ())
 
 
 InventoryChange = (ProductReleased, ReleaseScheduleChanged, AvailabilityChanged)  # (for isinstance)
 
-Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, CartChanged]
+Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, Cart]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sneakers23.domain.carts import CartLine
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.purchases import PurchaseResult
 
 
@@ -28,7 +28,7 @@ CHECKOUT_MESSAGES = {  # the original's texts, and one of ours
 }
 
 
-def is_the_cart(cart: CartChanged, version: int, item_ids: list[int]) -> bool:
+def is_the_cart(cart: Cart, version: int, item_ids: list[int]) -> bool:
     """Whether a checkout form (the version and sizes its page showed) is the cart as it is."""
     return cart.version == version and sorted(cart.item_ids) == sorted(set(item_ids))
 
@@ -77,7 +77,7 @@ class Refused:
     """Not sold: why, and the cart to show the shopper (to check and buy again)."""
 
     reason: CheckoutRefusal
-    cart: CartChanged | None = None  # None: the cart as this node holds it
+    cart: Cart | None = None  # None: the cart as this node holds it
     detail: str | None = None
 
     @property

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from sneakers23.domain.changes import AvailabilityChanged
 from sneakers23.domain.levels import Level, level_for
+from sneakers23.domain.words import counted
 
 MAX_UNITS_PER_PURCHASE = 20
 MAX_SHOPPER_ID_LENGTH = 64
@@ -75,7 +76,7 @@ class PurchaseResult:
     @property
     def message(self) -> str:
         if self.refusal is None:
-            return f"sold {len(self.units)} pair(s)"
+            return f"sold {counted(len(self.units), 'pair')}"
         return _MESSAGES[self.refusal].format(item_id=self.refused_item_id)
 
     @classmethod

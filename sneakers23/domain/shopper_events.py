@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Union
 
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.levels import Level
 
 
@@ -39,7 +39,7 @@ class CartUpdated:
     even when it is empty, which memory does not keep)."""
 
     shopper_id: str
-    cart: CartChanged
+    cart: Cart
 
 
 ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated]
@@ -74,7 +74,7 @@ def differences(before: Iterable[Product], after: Iterable[Product]) -> list[Sho
     return events
 
 
-def cart_differences(before: Iterable[CartChanged], after: Iterable[CartChanged]) -> list[CartUpdated]:
+def cart_differences(before: Iterable[Cart], after: Iterable[Cart]) -> list[CartUpdated]:
     """The carts that changed between two snapshots. A cart gone from the second was emptied
     meanwhile (memory keeps no empty cart), at a version past the one held, or the shop was
     reseeded: its tabs are shown it empty."""
@@ -82,5 +82,5 @@ def cart_differences(before: Iterable[CartChanged], after: Iterable[CartChanged]
     new = {cart.shopper_id: cart for cart in after}
     changed = [CartUpdated(shopper_id, cart) for shopper_id, cart in new.items()
                if shopper_id not in old or old[shopper_id].version != cart.version]
-    return changed + [CartUpdated(shopper_id, CartChanged(shopper_id, cart.version + 1, ()))
+    return changed + [CartUpdated(shopper_id, cart.emptied())
                       for shopper_id, cart in old.items() if shopper_id not in new]

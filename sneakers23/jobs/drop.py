@@ -124,41 +124,19 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     """N shoppers race to buy, spread as Ray actors over the cluster's nodes."""
     import ray
 
-    from sneakers23.jobs.buyers import Buyers
-
     inventory = _publishing_inventory()
     if not ray.is_initialized():
         raise Sneakers23Error("a stampede runs on the Ray cluster of a store on this database: start the store "
                               "(or set RAY_ADDRESS)")
-    if item_list:
-        try:
-            items = [int(i) for i in item_list.split(",") if i.strip()]
-        except ValueError:
-            raise click.BadParameter(f"{item_list!r} is not a list of item ids", param_hint="--items") from None
     products = inventory.complete_products()
-    if not item_list:
-        items = [i.id for p in products if p.released for i in p.items if i.available_count > 0]
-    if not items:
-        raise Sneakers23Error("nothing to race for: no released size has stock")
-    known = {i.id for p in products for i in p.items}
-    if unknown := [i for i in items if i not in known]:
-        raise Sneakers23Error(f"there is no item {', '.join(map(str, unknown))}")
-
-    actors = min(concurrency, max(1, len(ray.nodes())) * 2)
-    per_actor = max(1, concurrency // actors)
-    pool = [Buyers.options(scheduling_strategy="SPREAD").remote(inventory.settings, per_actor, via, list(urls),
-                                                                inventory.sales is not None)
-            for _ in range(actors)]
-    ray.get([buyer.node_id.remote() for buyer in pool])  # all up before the start line
-
-    rng = random.Random()
-    plan = [(n, rng.choice(items)) for n in range(buyers)]
-    chunk = max(1, min(per_actor * 4, buyers // (actors * 4) or 1))
+    items = _items_to_race_for(products, item_list)
+    pool, per_actor = _buyers_pool(inventory, concurrency, via, urls)
+    plan = [(n, random.choice(items)) for n in range(buyers)]
+    size = max(1, min(per_actor * 4, buyers // (len(pool) * 4) or 1))
+    chunks = [plan[start:start + size] for start in range(0, buyers, size)]
     if via == "http":  # the shoppers wait on the store's page for the drop: each has its cookie
-        opening = Progress(buyers, "opening the store")
-        opened = 0
-        for done in _as_they_finish([pool[k % actors].open_store.remote([n for n, _item in plan[start:start + chunk]])
-                                     for k, start in enumerate(range(0, buyers, chunk))]):
+        opening, opened = Progress(buyers, "opening the store"), 0
+        for done in _spread(pool, "open_store", [[n for n, _item in chunk] for chunk in chunks]):
             opened += done
             opening.advance(done)
         opening.close()
@@ -167,11 +145,9 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     before = inventory.audit()
     selling = sorted({p.id for p in products for i in p.items if i.id in items})
     transactions_before = _sales_transactions(inventory, selling)
-    progress = Progress(buyers, "buyers")
+    progress, attempts = Progress(buyers, "buyers"), []
     started, started_at = time.monotonic(), time.time()
-    attempts: list[Attempt] = []
-    for batch in _as_they_finish([pool[k % actors].buy.remote(plan[start:start + chunk])
-                                  for k, start in enumerate(range(0, buyers, chunk))]):
+    for batch in _spread(pool, "buy", chunks):
         attempts += batch
         progress.advance(len(batch), note=f"sold {sum(a.outcome == 'sold' for a in attempts)}")
     seconds = time.monotonic() - started
@@ -183,6 +159,44 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     if transactions_before is not None:
         report.transactions = _sales_transactions(inventory, selling) - transactions_before
     _finish(report, as_json, report_file)
+
+
+def _items_to_race_for(products, item_list: str | None) -> list[int]:
+    """The sizes asked for (`--items`), or every released size with stock."""
+    if item_list:
+        try:
+            items = [int(i) for i in item_list.split(",") if i.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{item_list!r} is not a list of item ids", param_hint="--items") from None
+    else:
+        items = [i.id for p in products if p.released for i in p.items if i.available_count > 0]
+    if not items:
+        raise Sneakers23Error("nothing to race for: no released size has stock")
+    known = {i.id for p in products for i in p.items}
+    if unknown := [i for i in items if i not in known]:
+        raise Sneakers23Error(f"there is no item {', '.join(map(str, unknown))}")
+    return items
+
+
+def _buyers_pool(inventory: Inventory, concurrency: int, via: str, urls: tuple[str, ...]):
+    """Buyer actors spread over the nodes (two a node at most), each with its share of the
+    purchases under way; all up before the start line."""
+    import ray
+
+    from sneakers23.jobs.buyers import Buyers
+
+    actors = min(concurrency, max(1, len(ray.nodes())) * 2)
+    per_actor = max(1, concurrency // actors)
+    pool = [Buyers.options(scheduling_strategy="SPREAD").remote(inventory.settings, per_actor, via, list(urls),
+                                                                inventory.sales is not None)
+            for _ in range(actors)]
+    ray.get([buyer.node_id.remote() for buyer in pool])
+    return pool, per_actor
+
+
+def _spread(pool: list, method: str, chunks: list):
+    """Each chunk to the pool's next actor; their results as they come in."""
+    return _as_they_finish([getattr(pool[k % len(pool)], method).remote(chunk) for k, chunk in enumerate(chunks)])
 
 
 def _as_they_finish(calls: list):

@@ -47,6 +47,9 @@ DASHBOARD = "/admin/"  # (a request for /admin is sent here, by a relative redir
 FAILURES_FRESH_S = 1.0
 THROTTLED = {"address": "from your address", "name": "under this name", "everyone": "from everywhere"}
 AUDIT_SHOWN = 30
+# What the staff are told while the database is away (the desk degrades: an empty audit, a
+# login that waits; an action or an audit read asked for is answered 503).
+DATABASE_AWAY = "The store's database is away: try again in a moment"
 OFF_MESSAGE = ("The admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD (in the environment or in "
                "sneakers23.env) and restart the store")
 
@@ -158,7 +161,7 @@ class AdminDesk:
             await asyncio.to_thread(self.inventory.record_login, who, True, "logged in", client)
         except (DatabaseUnavailable, SchemaMissing) as error:
             log.warning("an admin login could not be checked: %s", error)
-            return self._login_page(request, "The store's database is away: try again in a moment", 503,
+            return self._login_page(request, DATABASE_AWAY, 503,
                                     {"Retry-After": str(RETRY_AFTER_S)})
         response = RedirectResponse(DASHBOARD, status_code=303, headers=NO_STORE)
         response.set_cookie(SESSION_COOKIE, self.gate.open_session(who), max_age=self.gate.session_s, path=ROUTE,
@@ -225,7 +228,7 @@ class AdminDesk:
             entry = await asyncio.to_thread(self.inventory.act, session.who, action, _client(request))
         except (DatabaseUnavailable, SchemaMissing) as error:
             log.warning("an admin action failed: %s", error)
-            return json_error(503, "unavailable", "the store's database is away: try again in a moment")
+            return json_error(503, "unavailable", DATABASE_AWAY)
         return JSONResponse({"ok": entry.ok, "message": entry.result, "entry": entry.view()},
                             status_code=200 if entry.ok else 409, headers=NO_STORE)
 
@@ -237,7 +240,7 @@ class AdminDesk:
         try:
             entries = await asyncio.to_thread(self.inventory.admin_audit, AUDIT_SHOWN)
         except (DatabaseUnavailable, SchemaMissing):
-            return json_error(503, "unavailable", "the store's database is away: try again in a moment")
+            return json_error(503, "unavailable", DATABASE_AWAY)
         return JSONResponse([entry.view() for entry in entries], headers=NO_STORE)
 
     @admin_api.websocket("/socket/websocket")

@@ -18,7 +18,7 @@ from typing import Protocol
 from sneakers23.domain.carts import (CartLine, CartRefusal, cart_view, refusal_message, refuse_from_memory,
                                      refuse_removal_from_memory)
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import CartUpdated, ShopperEvent, StockChanged
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
@@ -45,17 +45,17 @@ class CartReads(Protocol):
 
     def product(self, product_id: int) -> Product | None: ...
 
-    def cart(self, shopper_id: str) -> CartChanged: ...
+    def cart(self, shopper_id: str) -> Cart: ...
 
-    def cart_lines(self, cart: CartChanged) -> list[CartLine]: ...
+    def cart_lines(self, cart: Cart) -> list[CartLine]: ...
 
 
 class CartWrites(Protocol):
     """The inventory API's cart operations (they write the database, then publish)."""
 
-    async def add_to_cart_async(self, shopper_id: str, item_id: int) -> CartChanged | CartRefusal: ...
+    async def add_to_cart_async(self, shopper_id: str, item_id: int) -> Cart | CartRefusal: ...
 
-    async def remove_from_cart_async(self, shopper_id: str, item_ids: list[int]) -> CartChanged: ...
+    async def remove_from_cart_async(self, shopper_id: str, item_ids: list[int]) -> Cart: ...
 
     def refused_from_memory(self, what: str, reason: str) -> None: ...
 
@@ -76,14 +76,14 @@ class CartChannels:
         self._topics: dict[str, set] = {}  # shopper id -> its tabs' connections on this replica
         self._locks: dict[object, asyncio.Lock] = {}  # one tab's changes, one after another
         self._waiting: dict[object, int] = {}
-        self._seen: dict[object, CartChanged] = {}  # the newest cart each tab was answered with
+        self._seen: dict[object, Cart] = {}  # the newest cart each tab was answered with
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
     def owns(topic: str) -> bool:
         return topic.startswith(CART_PREFIX)
 
-    def view(self, cart: CartChanged) -> dict:
+    def view(self, cart: Cart) -> dict:
         return cart_view(cart, self._live.cart_lines(cart))
 
     # --- joining and leaving ---
@@ -198,7 +198,7 @@ class CartChannels:
         level changed (struck through when it sold out)."""
         if not self._topics:
             return
-        changed: dict[str, CartChanged] = {}  # (the event's cart: an emptied one, which memory forgets, has its version)
+        changed: dict[str, Cart] = {}  # (the event's cart: an emptied one, which memory forgets, has its version)
         sizes: set[int] = set()
         for event in events:
             if isinstance(event, CartUpdated):

@@ -72,6 +72,7 @@ class DashboardChannels:
         self._last_drop: dict | None = None
         self._tasks: set[asyncio.Task] = set()
         self._started = False
+        self._following: asyncio.Task | None = None  # the mirror, while a dashboard is open
 
     @staticmethod
     def owns(topic: str) -> bool:
@@ -103,6 +104,15 @@ class DashboardChannels:
 
     def leave(self, connection, topic: str) -> None:
         self._admins.discard(connection)
+        self._stop_following_if_unwatched()
+
+    def _stop_following_if_unwatched(self) -> None:
+        """No dashboard open: the presence of every tab is not mirrored for no one (a drop's crowd
+        comes and goes by the thousand). The next dashboard starts again from the whole state."""
+        if not self._admins and self._following is not None:
+            self._following.cancel()
+            self._following = None
+            self._mirror.reset()
 
     async def close_session(self, session_id: str) -> None:
         """Close the dashboards of a session that logged out (its other tabs included)."""
@@ -118,6 +128,7 @@ class DashboardChannels:
             if which(connection.websocket.scope[ADMIN_SCOPE_KEY]):
                 self._admins.discard(connection)
                 await close_within(connection.websocket, phoenix.CLOSE_POLICY, reason)
+        self._stop_following_if_unwatched()
 
     def publish(self, events: list[ShopperEvent]) -> None:
         pass  # (the dashboard reads the live catalog every tick: one sale or a thousand, one push)
@@ -125,11 +136,12 @@ class DashboardChannels:
     # --- pushes ---
 
     def _start(self) -> None:
+        loop = asyncio.get_running_loop()
         if not self._started:
             self._started = True
-            loop = asyncio.get_running_loop()
-            keep(self._tasks, loop.create_task(self._mirror.follow_forever()))
             keep(self._tasks, loop.create_task(self._tick_forever()))
+        if self._following is None:
+            self._following = keep(self._tasks, loop.create_task(self._mirror.follow_forever()))
 
     def _send(self, frame: str) -> None:
         for connection in list(self._admins):

@@ -138,6 +138,11 @@ class PresenceMirror:
         self._cursor = 0
         self.ready = asyncio.Event()
 
+    def reset(self) -> None:
+        """Forget the board: the next read starts from its whole state."""
+        self.state, self._epoch, self._cursor = {}, "", 0
+        self.ready.clear()
+
     def take(self, read: BoardRead) -> None:
         if read.state is not None:
             self.state = read.state

@@ -21,12 +21,36 @@ function setText(selector, text) {
   });
 }
 
+// A figure and its noun, which agree: "1 shopper", "2 shoppers".
+function setCount(name, count) {
+  setText(`[data-${name}]`, count.toLocaleString());
+  root.querySelectorAll(`[data-unit-of="${name}"]`).forEach((unit) => {
+    const word = count === 1 ? unit.dataset.one : unit.dataset.many;
+    if (unit.textContent !== word) unit.textContent = word;
+  });
+}
+
+// Times in the staff's own time zone, readable; the full timestamp on hover.
+const LOCAL_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+function localTime(iso) {
+  const time = document.createElement("time");
+  time.dateTime = iso;
+  time.textContent = LOCAL_TIME.format(new Date(iso));
+  time.title = new Date(iso).toString();
+  return time;
+}
+function localTimes(within) {
+  within.querySelectorAll("time[datetime]").forEach((time) => time.replaceWith(localTime(time.dateTime)));
+}
+localTimes(root);
+
 function rows(body, cells) {
   body.replaceChildren(...cells.map((values) => {
     const row = document.createElement("tr");
     row.append(...values.map((value) => {
       const cell = document.createElement("td");
-      cell.textContent = value;
+      if (value instanceof Node) cell.append(value);
+      else cell.textContent = value;
       return cell;
     }));
     return row;
@@ -45,12 +69,17 @@ function showPresence() {
     new Set(metas.map((meta) => meta.node)).forEach((node) => nodes.set(node, (nodes.get(node) || 0) + 1));
     new Set(metas.flatMap((meta) => meta.items)).forEach((item) => inCart.set(String(item), (inCart.get(String(item)) || 0) + 1));
   });
-  setText("[data-shoppers-online]", shoppers);
-  setText("[data-tabs-open]", tabs);
+  setCount("shoppers-online", shoppers);
+  setCount("tabs-open", tabs);
   rows(root.querySelector("[data-pages]"), [...pages].sort((a, b) => b[1] - a[1]));
   root.querySelectorAll("[data-in-cart]").forEach((element) => {
     const count = String(inCart.get(element.dataset.inCart) || 0);
     if (element.textContent !== count) element.textContent = count;
+  });
+  root.querySelectorAll("[data-glance-in-cart]").forEach((element) => {
+    const sizes = [...root.querySelectorAll(`[data-product="${element.dataset.glanceInCart}"] [data-in-cart]`)];
+    setText(`[data-glance-in-cart="${element.dataset.glanceInCart}"]`,
+      sizes.reduce((sum, size) => sum + (inCart.get(size.dataset.inCart) || 0), 0).toLocaleString());
   });
   showNodes(nodes);
 }
@@ -67,27 +96,75 @@ function showNodes(nodes) {
   }));
 }
 
+function showRelease(element, product) {
+  const now = product.released ? "released" : product.release_at || "";
+  if (!element || element.dataset.shows === now) return;
+  element.dataset.shows = now;
+  if (product.released) element.textContent = "released";
+  else if (product.release_at) element.replaceChildren("on sale at ", localTime(product.release_at));
+  else element.textContent = "not released";
+}
+
 function showDrop(drop) {
   lastDrop = drop;
   for (const product of drop.products) {
-    const statusText = product.released ? "released" : product.release_at ? `on sale at ${product.release_at}` : "not released";
-    setText(`[data-release-status="${product.id}"]`, statusText);
+    showRelease(root.querySelector(`[data-release-status="${product.id}"]`), product);
+    showRelease(root.querySelector(`[data-glance-status="${product.id}"]`), product);
     root.querySelectorAll(`[data-product-id="${product.id}"]`).forEach((button) => { button.disabled = product.released; });
     for (const item of product.items) setText(`[data-available="${item.id}"]`, item.available);
+    setText(`[data-glance-available="${product.id}"]`, product.items.reduce((sum, item) => sum + item.available, 0).toLocaleString());
+    setText(`[data-glance-out="${product.id}"]`, `${product.items.filter((item) => item.available <= 0).length} of ${product.items.length}`);
   }
   const perSecond = drop.activity.sold_per_second || [];
-  setText("[data-sold-last-minute]", drop.activity.sold);
+  setCount("sold-last-minute", drop.activity.sold);
   setText("[data-sold-per-second]", (perSecond.slice(-5).reduce((a, b) => a + b, 0) / 5).toFixed(1));
-  const most = Math.max(1, ...perSecond);
-  root.querySelector("[data-sales-spark]").replaceChildren(...perSecond.map((sold) => {
-    const bar = document.createElement("span");
-    bar.style.height = `${(100 * sold) / most}%`;
-    bar.title = `${sold}`;
-    return bar;
-  }));
+  drawSales(perSecond);
   rows(root.querySelector("[data-refusals]"), Object.entries(drop.activity.refusals || {}));
   showNodes();
 }
+
+// Pairs sold each second of the last minute: bars on a time axis (seconds ago) and a count axis
+// whose top is a round number at or above the busiest second.
+const SVG = "http://www.w3.org/2000/svg";
+const CHART = { width: 360, height: 140, left: 40, bottom: 20, top: 8, right: 8 };
+function svg(tag, attributes, text) {
+  const element = document.createElementNS(SVG, tag);
+  Object.entries(attributes).forEach(([name, value]) => element.setAttribute(name, value));
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+function roundUp(value) {
+  const step = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 5, 10].map((m) => m * step).find((top) => top >= value);
+}
+function drawSales(perSecond) {
+  const chart = root.querySelector("[data-sales-chart]");
+  const { width, height, left, bottom, top, right } = CHART;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const most = roundUp(Math.max(1, ...perSecond));
+  const y = (value) => top + plotH - (plotH * value) / most;
+  const parts = [];
+  for (const tick of [0, most / 2, most]) {
+    parts.push(svg("line", { x1: left, x2: width - right, y1: y(tick), y2: y(tick), class: "admin__chart-grid" }));
+    parts.push(svg("text", { x: left - 4, y: y(tick) + 4, "text-anchor": "end", class: "admin__chart-label" },
+      tick.toLocaleString()));
+  }
+  const slot = plotW / Math.max(60, perSecond.length);
+  perSecond.forEach((sold, index) => {
+    const x = left + plotW - slot * (perSecond.length - index);
+    const bar = svg("rect", { x: x + 0.5, y: y(sold), width: Math.max(1, slot - 1), height: top + plotH - y(sold), class: "admin__chart-bar" });
+    bar.append(svg("title", {}, `${sold} sold, ${perSecond.length - index} s ago`));
+    parts.push(bar);
+  });
+  for (const ago of [60, 30, 0]) {
+    parts.push(svg("text", { x: left + plotW - slot * ago, y: height - 4, "text-anchor": ago === 60 ? "start" : ago ? "middle" : "end", class: "admin__chart-label" },
+      ago ? `${ago} s ago` : "now"));
+  }
+  parts.push(svg("line", { x1: left, x2: left, y1: top, y2: top + plotH, class: "admin__chart-axis" }));
+  parts.push(svg("line", { x1: left, x2: width - right, y1: top + plotH, y2: top + plotH, class: "admin__chart-axis" }));
+  chart.replaceChildren(...parts);
+}
+drawSales([]);
 
 presence.onSync(showPresence);
 channel.on("drop", showDrop);
@@ -110,7 +187,8 @@ async function showAudit() {
   if (!response.ok) return;
   const entries = await response.json();
   const body = root.querySelector("[data-audit]");
-  rows(body, entries.map((entry) => [entry.at, entry.who, entry.action, entry.target, entry.result]));
+  rows(body, entries.map((entry) => [localTime(entry.at), entry.who, entry.action, entry.target,
+    entry.ok ? entry.result : `failed: ${entry.result}`]));
   [...body.children].forEach((row, index) => row.classList.toggle("admin__failed", !entries[index].ok));
 }
 

@@ -10,7 +10,7 @@ import ray
 from sqlalchemy import text
 
 from sneakers23.actors.release_clock import EXPIRE_CARTS_EVERY_S
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.inventory import Inventory
 from tests.actors.test_replication import in_stock_item
 from tests.support import cluster
@@ -32,8 +32,8 @@ def test_a_cart_left_idle_past_its_days_is_emptied_everywhere(ray_settings):
                                {"who": shopper, "then": long_ago})
             connection.execute(text("INSERT INTO cart_items (shopper_id, item_id, added_at) VALUES (:who, :item, :then)"),
                                {"who": shopper, "item": item, "then": long_ago})
-        assert inventory.cart(shopper) == CartChanged(shopper, 5, (item,))
-        wait_for(lambda: inventory.cart(shopper) == CartChanged(shopper, 6, ()),
+        assert inventory.cart(shopper) == Cart(shopper, 5, (item,))
+        wait_for(lambda: inventory.cart(shopper) == Cart(shopper, 6, ()),
                  timeout=EXPIRE_CARTS_EVERY_S * 2 + 10, what="the release clock to empty the idle cart")
         for node in ("head", "node_a", "node_b"):
             wait_for(lambda node=node: all(cart.shopper_id != shopper

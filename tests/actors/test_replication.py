@@ -168,7 +168,7 @@ def test_a_cart_missed_long_ago_is_healed_too(ray_settings):
 
     from sqlalchemy import text
 
-    from sneakers23.domain.changes import CartChanged
+    from sneakers23.domain.changes import Cart
 
     item = in_stock_item(ray_settings)
     shopper = "0" * 63 + "1"
@@ -181,7 +181,7 @@ def test_a_cart_missed_long_ago_is_healed_too(ray_settings):
             connection.execute(text("INSERT INTO cart_items (shopper_id, item_id, added_at) VALUES (:who, :item, :then)"),
                                {"who": shopper, "item": item, "then": then})
         for node in ("head", "node_a", "node_b"):
-            wait_for(lambda node=node: CartChanged(shopper, 3, (item,)) in ray.get(cluster.cache(node).snapshot.remote()).carts,
+            wait_for(lambda node=node: Cart(shopper, 3, (item,)) in ray.get(cluster.cache(node).snapshot.remote()).carts,
                      timeout=ray_settings.resync_seconds * 3 + 5, what=f"the cart healed into {node}'s cache")
     finally:
         inventory.remove_from_cart(shopper, [item])

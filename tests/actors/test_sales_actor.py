@@ -167,4 +167,11 @@ def test_where_the_store_is_closed_no_sales_actor_is_started(ray_store, ray_sett
         assembly.sales_actor(ray_settings, product_id)
     assert sales_name(product_id) not in sales_actor_names()
     monkeypatch.undo()
-    assert ray.get(assembly.sales_actor(ray_settings, 1).read_stats.remote()).product_id == 1, "where it runs, it is found"
+
+    def product_of_its_actor() -> int | None:
+        try:
+            return ray.get(assembly.sales_actor(ray_settings, 1).read_stats.remote(), timeout=30).product_id
+        except ray.exceptions.ActorUnavailableError:
+            return None  # (restarting: an earlier test killed it in the middle of a drop)
+
+    assert wait_for(product_of_its_actor, timeout=60, what="product 1's sales actor") == 1, "where it runs, it is found"

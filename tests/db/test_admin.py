@@ -23,7 +23,7 @@ def test_every_action_is_audited_however_it_went(inventory):
     assert scheduled.ok and inventory.complete_products()[1].release_at is not None
     assert not late.ok and "already released" in late.result
     assert restocked.ok and inventory.item(1).available_count == before + 5
-    assert restocked.result == f"{before + 5} pair(s) available"
+    assert restocked.result == f"{before + 5:,} pairs available"
 
     audit = inventory.admin_audit()
     assert [entry.id for entry in audit] == [restocked.id, late.id, scheduled.id, unknown.id, again.id, released.id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from sneakers23.domain.carts import CartRefusal
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.inventory import Inventory
 from harness import shop
 
@@ -20,13 +20,13 @@ def sizes_in_stock(inventory: Inventory, product_id: int, count: int) -> list[in
 def test_adding_and_removing_moves_the_version_and_keeps_the_newest_first(inventory):
     inventory.release(1)
     first, second = sizes_in_stock(inventory, 1, 2)
-    assert inventory.cart(SHOPPER) == CartChanged(SHOPPER, 0, ())
-    assert inventory.add_to_cart(SHOPPER, first) == CartChanged(SHOPPER, 1, (first,))
-    assert inventory.add_to_cart(SHOPPER, second) == CartChanged(SHOPPER, 2, (second, first))
-    assert inventory.remove_from_cart(SHOPPER, [first]) == CartChanged(SHOPPER, 3, (second,))
-    assert inventory.remove_from_cart(SHOPPER, [first]) == CartChanged(SHOPPER, 3, (second,))  # not in it: no change
-    assert inventory.cart(SHOPPER) == CartChanged(SHOPPER, 3, (second,))
-    assert inventory.carts() == [CartChanged(SHOPPER, 3, (second,))]
+    assert inventory.cart(SHOPPER) == Cart(SHOPPER, 0, ())
+    assert inventory.add_to_cart(SHOPPER, first) == Cart(SHOPPER, 1, (first,))
+    assert inventory.add_to_cart(SHOPPER, second) == Cart(SHOPPER, 2, (second, first))
+    assert inventory.remove_from_cart(SHOPPER, [first]) == Cart(SHOPPER, 3, (second,))
+    assert inventory.remove_from_cart(SHOPPER, [first]) == Cart(SHOPPER, 3, (second,))  # not in it: no change
+    assert inventory.cart(SHOPPER) == Cart(SHOPPER, 3, (second,))
+    assert inventory.all_carts() == [Cart(SHOPPER, 3, (second,))]
 
 
 def test_every_add_is_checked_by_the_database_and_a_refusal_writes_nothing(inventory):
@@ -49,7 +49,7 @@ def test_pairs_already_bought_count_toward_the_limit(inventory):
     first, second, third = sizes_in_stock(inventory, 1, 3)
     assert inventory.purchase(SHOPPER, [first]).ok
     assert inventory.add_to_cart(SHOPPER, first) is CartRefusal.ALREADY_BOUGHT
-    assert isinstance(inventory.add_to_cart(SHOPPER, second), CartChanged)
+    assert isinstance(inventory.add_to_cart(SHOPPER, second), Cart)
     assert inventory.add_to_cart(SHOPPER, third) is CartRefusal.LIMIT_REACHED
 
 
@@ -73,10 +73,10 @@ def test_two_tabs_adding_at_once_cannot_pass_the_limit_together(settings, invent
         thread.start()
     for thread in threads:
         thread.join()
-    added = [outcome for outcome in outcomes if isinstance(outcome, CartChanged)]
+    added = [outcome for outcome in outcomes if isinstance(outcome, Cart)]
     assert len(added) == settings.max_pairs_per_product
     assert sorted(outcome.version for outcome in added) == [1, 2]
-    assert [o for o in outcomes if not isinstance(o, CartChanged)] == [CartRefusal.LIMIT_REACHED] * (len(sizes) - 2)
+    assert [o for o in outcomes if not isinstance(o, Cart)] == [CartRefusal.LIMIT_REACHED] * (len(sizes) - 2)
     assert len(inventory.cart(SHOPPER).item_ids) == 2
 
 
@@ -87,8 +87,8 @@ def test_carts_count_in_the_version_total_and_the_current_changes(inventory):
     inventory.add_to_cart(SHOPPER, size)
     inventory.add_to_cart("b" * 64, size)
     assert inventory.database_version() == before + 2
-    carts = [change for change in inventory.current_changes() if isinstance(change, CartChanged)]
-    assert sorted(carts, key=lambda c: c.shopper_id) == [CartChanged(SHOPPER, 1, (size,)), CartChanged("b" * 64, 1, (size,))]
+    carts = [change for change in inventory.current_changes() if isinstance(change, Cart)]
+    assert sorted(carts, key=lambda c: c.shopper_id) == [Cart(SHOPPER, 1, (size,)), Cart("b" * 64, 1, (size,))]
 
 
 def test_a_reseed_empties_the_carts_and_moves_their_versions_on(inventory):
@@ -97,7 +97,7 @@ def test_a_reseed_empties_the_carts_and_moves_their_versions_on(inventory):
     held = inventory.add_to_cart(SHOPPER, size)
     total = inventory.database_version()
     inventory.seed(reset=True)
-    (emptied,) = inventory.carts()
+    (emptied,) = inventory.all_carts()
     # Kept, empty and newer: a cache (and a tab) that held the cart takes the empty one as a change.
     assert emptied.shopper_id == SHOPPER and emptied.item_ids == () and emptied.version > held.version
     assert inventory.database_version() > total
@@ -128,17 +128,17 @@ def test_a_batch_settles_many_shoppers_changes_in_order_in_one_transaction(inven
         CartRequest(SHOPPER, remove=(9999,)),  # not in it: nothing changes
     ])
     assert outcomes == [
-        CartChanged(SHOPPER, 1, (first,)),
-        CartChanged(other, 1, (first,)),
-        CartChanged(SHOPPER, 2, (second, first)),
+        Cart(SHOPPER, 1, (first,)),
+        Cart(other, 1, (first,)),
+        Cart(SHOPPER, 2, (second, first)),
         CartRefusal.LIMIT_REACHED,
-        CartChanged(other, 2, ()),
-        CartChanged(other, 3, (first,)),
-        CartChanged(SHOPPER, 2, (second, first)),
+        Cart(other, 2, ()),
+        Cart(other, 3, (first,)),
+        Cart(SHOPPER, 2, (second, first)),
     ]
     # The database holds what the last outcome of each says, newest first.
-    assert inventory.cart(SHOPPER) == CartChanged(SHOPPER, 2, (second, first))
-    assert inventory.cart(other) == CartChanged(other, 3, (first,))
+    assert inventory.cart(SHOPPER) == Cart(SHOPPER, 2, (second, first))
+    assert inventory.cart(other) == Cart(other, 3, (first,))
 
 
 def test_a_batch_of_refusals_writes_nothing(inventory):
@@ -146,7 +146,7 @@ def test_a_batch_of_refusals_writes_nothing(inventory):
 
     before = inventory.database_version()
     assert inventory.change_carts([CartRequest(SHOPPER, add=1), CartRequest(SHOPPER, remove=(2,))]) == [
-        CartRefusal.NOT_RELEASED, CartChanged(SHOPPER, 0, ())]
+        CartRefusal.NOT_RELEASED, Cart(SHOPPER, 0, ())]
     assert inventory.database_version() == before and inventory.cart(SHOPPER).item_ids == ()
 
 
@@ -167,7 +167,7 @@ def test_changes_asked_for_at_once_on_an_event_loop_commit_together(inventory):
     from tests.support.aio import run
 
     outcomes = run(everyone())
-    assert all(isinstance(outcome, CartChanged) for outcome in outcomes)
+    assert all(isinstance(outcome, Cart) for outcome in outcomes)
     assert len(commits) <= 10  # 400 changes: the first alone, the rest in a few batches
     assert inventory.cart(shoppers[-1]).item_ids == tuple(reversed(sizes))
 
@@ -185,9 +185,9 @@ def test_the_carts_changed_since_a_moment_are_all_a_resync_reads_of_them(invento
         connection.execute(text("UPDATE carts SET updated_at = :then WHERE shopper_id = :who"),
                            {"then": datetime.now(timezone.utc) - timedelta(hours=1), "who": SHOPPER})
     since = datetime.now(timezone.utc) - timedelta(minutes=1)
-    recent = [c for c in inventory.current_changes(since) if isinstance(c, CartChanged)]
-    assert recent == [CartChanged("b" * 64, 1, (size,))]
-    assert len([c for c in inventory.current_changes() if isinstance(c, CartChanged)]) == 2
+    recent = [c for c in inventory.current_changes(since) if isinstance(c, Cart)]
+    assert recent == [Cart("b" * 64, 1, (size,))]
+    assert len([c for c in inventory.current_changes() if isinstance(c, Cart)]) == 2
 
 
 def test_a_change_that_changes_nothing_leaves_no_cart_and_publishes_nothing(settings):
@@ -209,10 +209,10 @@ def test_a_change_that_changes_nothing_leaves_no_cart_and_publishes_nothing(sett
         strangers = [f"{n:064x}" for n in range(20)]
         outcomes = inventory.change_carts([CartRequest(s, remove=(first,)) for s in strangers]
                                           + [CartRequest(SHOPPER, add=9999)])
-        assert outcomes == [CartChanged(s, 0, ()) for s in strangers] + [CartRefusal.NOT_FOUND]
-        assert inventory.carts() == [] and published == []
+        assert outcomes == [Cart(s, 0, ()) for s in strangers] + [CartRefusal.NOT_FOUND]
+        assert inventory.all_carts() == [] and published == []
         inventory.add_to_cart(SHOPPER, first)
-        assert published == [CartChanged(SHOPPER, 1, (first,))] and len(inventory.carts()) == 1
+        assert published == [Cart(SHOPPER, 1, (first,))] and len(inventory.all_carts()) == 1
     finally:
         inventory.close()
 
@@ -226,7 +226,7 @@ def test_only_carts_that_hold_something_count_in_the_version_total(inventory):
     assert inventory.database_version() == before + 1
     inventory.remove_from_cart(SHOPPER, [size])
     assert inventory.database_version() == before
-    assert inventory.carts() == [CartChanged(SHOPPER, 2, ())]  # (the row stays, for a late change's sake)
+    assert inventory.all_carts() == [Cart(SHOPPER, 2, ())]  # (the row stays, for a late change's sake)
 
 
 def test_idle_carts_are_emptied_and_published(settings):
@@ -259,14 +259,14 @@ def test_idle_carts_are_emptied_and_published(settings):
         published.clear()
         total = inventory.database_version()
 
-        assert inventory.expire_carts(batch=1) == [CartChanged(idle, 3, ())]  # (batches of one: a second finds none)
-        assert published == [CartChanged(idle, 3, ())]
+        assert inventory.expire_carts(batch=1) == [Cart(idle, 3, ())]  # (batches of one: a second finds none)
+        assert published == [Cart(idle, 3, ())]
         assert inventory.database_version() == total - 2  # (the idle cart's version counts no more)
-        assert {cart.shopper_id: cart for cart in inventory.carts()} == {
-            idle: CartChanged(idle, 3, ()), fresh: CartChanged(fresh, 1, (first,)), emptied: CartChanged(emptied, 2, ())}
+        assert {cart.shopper_id: cart for cart in inventory.all_carts()} == {
+            idle: Cart(idle, 3, ()), fresh: Cart(fresh, 1, (first,)), emptied: Cart(emptied, 2, ())}
         assert inventory.expire_carts() == [] and len(published) == 1  # nothing more to do
         # The rows stay, so that a cart's version never starts again (its tabs show the newest).
-        assert inventory.add_to_cart(idle, first) == CartChanged(idle, 4, (first,))
+        assert inventory.add_to_cart(idle, first) == Cart(idle, 4, (first,))
         # Many at once: in batches, every one of them.
         many = [f"{n:064x}" for n in range(100, 105)]
         for shopper in many:
@@ -285,10 +285,10 @@ def test_anti_entropys_full_read_of_the_carts_leaves_out_the_empty_ones(inventor
     inventory.add_to_cart(SHOPPER, size)
     inventory.add_to_cart("b" * 64, size)
     inventory.remove_from_cart("b" * 64, [size])
-    in_full = [c for c in inventory.current_changes() if isinstance(c, CartChanged)]
-    assert in_full == [CartChanged(SHOPPER, 1, (size,))]
+    in_full = [c for c in inventory.current_changes() if isinstance(c, Cart)]
+    assert in_full == [Cart(SHOPPER, 1, (size,))]
     from datetime import datetime, timedelta, timezone
 
     lately = [c for c in inventory.current_changes(datetime.now(timezone.utc) - timedelta(minutes=1))
-              if isinstance(c, CartChanged)]
-    assert sorted(lately, key=lambda c: c.shopper_id) == [CartChanged(SHOPPER, 1, (size,)), CartChanged("b" * 64, 2, ())]
+              if isinstance(c, Cart)]
+    assert sorted(lately, key=lambda c: c.shopper_id) == [Cart(SHOPPER, 1, (size,)), Cart("b" * 64, 2, ())]

@@ -1,6 +1,6 @@
 """Checkout's rules: pure, in milliseconds."""
 
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.checkout import (CHECKOUT_MESSAGES, CheckoutRefusal, Refused, checkout_key, checkout_refusal,
                                         is_the_cart)
 from tests.domain.test_carts import lines, shop
@@ -25,7 +25,7 @@ def test_each_cart_version_has_its_own_checkout_key():
 
 
 def test_a_form_is_the_cart_only_at_its_version_with_its_sizes():
-    cart = CartChanged("s", 4, (3, 1))
+    cart = Cart("s", 4, (3, 1))
     assert is_the_cart(cart, 4, [1, 3]) and is_the_cart(cart, 4, [1, 3, 3])
     assert not is_the_cart(cart, 3, [1, 3]), "an older version"
     assert not is_the_cart(cart, 4, [1]), "other sizes"

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from sneakers23.domain.catalog import Catalog, Item, Product
-from sneakers23.domain.changes import CartChanged
+from sneakers23.domain.changes import Cart
 from sneakers23.domain.levels import Level
 from sneakers23.domain.shopper_events import CartUpdated, ProductWentOnSale, StockChanged
 from sneakers23.serve import channels, phoenix
@@ -339,7 +339,7 @@ def test_a_cart_event_in_a_batch_never_stops_the_stock_pushes_after_it():
         served = asyncio.get_running_loop().create_task(hub.serve(tab))
         tab.say("1", "1", "product:1", "phx_join", {})
         await until(lambda: tab.sent)
-        hub.publish([CartUpdated("a" * 64, CartChanged("a" * 64, 2, ())), StockChanged(product_id=1, item_id=1, level=Level.OUT)])
+        hub.publish([CartUpdated("a" * 64, Cart("a" * 64, 2, ())), StockChanged(product_id=1, item_id=1, level=Level.OUT)])
         await until(lambda: len(tab.sent) == 2)
         assert tab.sent[1][3:] == ["stock_change", {"product_id": 1, "item_id": 1, "level": "out"}]
         await tab.close()

@@ -4,8 +4,9 @@ signals, a real PostgreSQL that goes down.
 - A new user's store (`./dev store`): an empty SQLite file, its own Ray cluster (HAProxy in front of
   replicas that serve HTTP themselves), a pair bought in the browser, a release from a second
   terminal reaching an open socket, SIGINT.
-- SIGTERM to the store's process group, two stops and starts on one port: nothing is left.
-- A second `serve` pointed at a running store leaves it alone; two stores run side by side.
+- A second `serve` pointed at a running store leaves it alone; two stores run side by side; SIGTERM
+  to a store's process group leaves nothing, and a store started at once on its port is stopped
+  during its start-up.
 - The database outage drill: PostgreSQL crashes in the middle of a stampede and comes back.
 
 Every store here is found and stopped by its process id and sessions, never by name.
@@ -77,7 +78,8 @@ def test_the_readmes_store_sells_a_pair_in_the_browser_takes_a_release_live_and_
         tmp_path, ray_tmpdir, stores, page, figures):
     """`./dev store` as a new user runs it (`serve --release 1` on a new SQLite file): the shopper
     adds a size, checks out, and has an order; a release from a second terminal reaches an open
-    socket; Ctrl-C takes everything down."""
+    socket; Ctrl-C takes everything down. (SIGTERM to a running store's process group: the
+    two-stores test.)"""
     dev = (Path(__file__).resolve().parents[2] / "dev").read_text()
     assert 'serve --release 1 "$@"' in dev  # what the README's first command runs
     port = free_port()
@@ -129,7 +131,7 @@ def test_the_readmes_store_sells_a_pair_in_the_browser_takes_a_release_live_and_
         push = json.loads(shopper.recv(timeout=30))
         assert push[:4] == [None, None, "product:2", "released"]
         assert 'class="size-container__entry' in push[4]["size_html"]
-    assert 'data-sizes-for="2"><div class="size-container">' in httpx.get(url).text
+    assert 'data-sizes-for="2"><div class="size-container" role="group"' in httpx.get(url).text
 
     assert "haproxy" in store.names(), "the chosen request path: HAProxy in front of the replicas"
     assert port in store.ports
@@ -138,28 +140,6 @@ def test_the_readmes_store_sells_a_pair_in_the_browser_takes_a_release_live_and_
     assert "closing the store" in store.output()
     assert not listening_anywhere(store.fixed_ports), "every port it held is free"
     figures.append(f"serve: SIGINT to the process, everything gone in {seconds:.1f}s")
-
-
-def test_sigterm_to_the_process_group_stops_everything_and_the_same_port_takes_a_store_again_which_a_stop_during_its_start_up_takes_down(
-        tmp_path, ray_tmpdir, stores, figures):
-    """SIGTERM to a running store's process group leaves nothing: a store started at once on the
-    same port gets past its check that the port is free, and is stopped during its start-up (the
-    stores of the other tests stop by SIGTERM to their group too, and by SIGINT)."""
-    port = free_port()
-    env = sqlite_env(tmp_path, ray_tmpdir)
-    store = StoreProcess(["--port", str(port)], env, tmp_path).start()
-    stores.append(store)
-    assert store.wait_open() == f"http://127.0.0.1:{port}/"
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
-    assert "haproxy" in store.names() and "raylet" in store.names()
-    took = store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
-    assert store.process.returncode == 0, store.output()
-    assert not listening_anywhere(store.fixed_ports), "ports still held"
-    figures.append(f"serve: SIGTERM to the process group, everything gone in {took:.1f} s")
-
-    again = StoreProcess(["--port", str(port)], env, tmp_path).start()  # at once, on the same port
-    stores.append(again)
-    stopped_during_start_up(again, "Ray cluster at")
 
 
 def stopped_during_start_up(store, moment: str) -> None:
@@ -178,7 +158,7 @@ def test_a_stop_as_its_own_cluster_starts_takes_down_what_was_started(tmp_path, 
 
 
 def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_and_two_stores_run_side_by_side(
-        tmp_path, ray_tmpdir, stores):
+        tmp_path, ray_tmpdir, stores, figures):
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()
@@ -236,8 +216,17 @@ def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_a
         assert status.returncode == 0, status.stderr
         assert httpx.get(f"{mine}healthz").json()["node_id"][:12] in status.stdout
         assert httpx.get(f"{theirs}healthz").json()["node_id"][:12] not in status.stdout
-    second.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
+    assert "haproxy" in second.names() and "raylet" in second.names()
+    assert httpx.get(f"{second_url}healthz", timeout=10).status_code == 200
+    took = second.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert second.process.returncode == 0, second.output()
+    assert not listening_anywhere(second.fixed_ports), "ports still held"
+    figures.append(f"serve: SIGTERM to the process group, everything gone in {took:.1f} s")
+    # At once, a store on the same port gets past its check that the port is free, and is stopped
+    # during its start-up, its Ray cluster just up.
+    again = StoreProcess(["--port", str(second_port)], second_env, second_dir).start()
+    stores.append(again)
+    stopped_during_start_up(again, "Ray cluster at")
 
     # Asked to, a store takes the place of the one on a cluster it joins; the replaced store says
     # so, and keeps the cluster up; the newcomer's stop takes away only what it deployed.

@@ -43,10 +43,11 @@ def test_a_released_product_shows_its_sizes_with_levels(store_url, fresh_shop, r
     wait_for(lambda: 'value="1" disabled' in httpx.get(f"{store_url}/").text, what="the page to show item 1 out")
     html = httpx.get(f"{store_url}/").text
     assert "product-soon-1" not in html and "product-soon-2" in html
-    assert 'class="size-container__entry size-container__entry--level-out" value="1" disabled>6<' in html
+    assert ('aria-label="Size 6, sold out" data-size="6" class="size-container__entry size-container__entry--level-out" '
+            'value="1" disabled>6 <span class="size-container__mark" aria-hidden="true">sold out</span></button>') in html
     for item in products[0].items[1:]:
         disabled = " disabled" if item.available_count == 0 else ""
-        assert f'size-container__entry--level-{item.level}" value="{item.id}"{disabled}>{item.size}<' in html
+        assert f'size-container__entry--level-{item.level}" value="{item.id}"{disabled}>{item.size} <' in html
 
 
 def test_static_files_and_the_json_api(store_url, fresh_shop):

@@ -5,6 +5,7 @@ folder shares the one store."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -73,8 +74,11 @@ def phoenix_js():
         if _must_run_everything():  # in CI, every test runs
             pytest.fail("node and npm are needed for the Phoenix client tests")
         pytest.skip("node and npm are not installed")
-    if not (JS / "node_modules" / "phoenix").exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=JS, check=True)
+    # One install for both test workers: the second waits for the first's lock, then finds it done.
+    with open(JS / ".npm-ci.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((JS / "node_modules" / package).exists() for package in ("phoenix", "ws", "axe-core")):
+            subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=JS, check=True)
     return node
 
 

@@ -1,4 +1,5 @@
-"""The inventory API on SQLite and PostgreSQL: selling is decided by the database, under races."""
+"""The shop (sneakers23/inventory/shop.py) on SQLite and PostgreSQL: selling is decided by the
+database, under races."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.waiting import wait_for
-
+from harness import shop
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import NotFound
 from sneakers23.inventory import Inventory
-from harness import shop
 
 HOT_ITEM = 3  # product 1, size 7
 
@@ -224,69 +223,10 @@ def test_malformed_purchases_touch_nothing(inventory):
     assert shop.order_count(inventory) == 0
 
 
-def test_a_batch_of_cart_changes_that_fails_tells_every_change_and_the_next_batch_goes_on(inventory, monkeypatch):
-    import asyncio
+def test_the_inventory_offers_every_operation_of_its_services_under_its_own_name(inventory):
+    from sneakers23.inventory import SERVICES, operations
 
-    from sneakers23.domain.changes import CartChanged
-    from sneakers23.errors import DatabaseUnavailable
-    from tests.support.aio import run
-
-    inventory.release(1)
-    sizes = [i.id for i in inventory.complete_products()[0].items if i.available_count > 0][:2]
-    real = inventory.change_carts
-    calls = []
-
-    def failing_once(requests):
-        calls.append(len(requests))
-        if len(calls) == 1:
-            raise DatabaseUnavailable("the database is away")
-        return real(requests)
-
-    monkeypatch.setattr(inventory, "change_carts", failing_once)
-
-    async def tabs():
-        first = [inventory.add_to_cart_async(f"{n:064x}", sizes[0]) for n in range(5)]
-        outcomes = await asyncio.gather(*first, return_exceptions=True)
-        return outcomes, await inventory.add_to_cart_async("a" * 64, sizes[1])
-
-    outcomes, after = run(tabs())
-    assert calls == [5, 1]  # the five asked for at once went together, and failed
-    assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes)  # each one told
-    assert isinstance(after, CartChanged) and after.item_ids == (sizes[1],)  # the next batch went on
-    assert all(inventory.cart(f"{n:064x}").item_ids == () for n in range(5))
-
-
-def test_a_reseed_that_deadlocks_with_a_reader_is_tried_again(inventory, settings):
-    """A reseed locks every table, in an order that the store's readers and writers do not
-    always share: PostgreSQL then ends one of the two, and a reseed it ends is tried again."""
-    import threading
-
-    from sqlalchemy import text
-
-    on_postgres = settings.database_url.startswith("postgresql")  # (on SQLite, WAL readers never hold up a writer)
-    reader = Inventory(settings)
-    try:
-        with reader.engine.connect() as connection:
-            transaction = connection.begin()
-            connection.execute(text("SELECT count(*) FROM item_availabilities")).scalar_one()  # held until the end
-            done = []
-            reseed = threading.Thread(target=lambda: done.append(inventory.seed(random_seed=1, reset=True)))
-            reseed.start()
-            if on_postgres:
-                wait_for(lambda: _lock_waits(inventory) > 0, what="the reseed to wait for the reader's lock")
-            try:
-                connection.execute(text("SELECT count(*) FROM cart_items")).scalar_one()  # the other order
-            except Exception:
-                pass  # PostgreSQL may end this one instead
-            transaction.rollback()
-            reseed.join(30)
-        assert done == [26]  # the reseed went through, however PostgreSQL chose
-    finally:
-        reader.close()
-
-
-def _lock_waits(inventory: Inventory) -> int:
-    from sqlalchemy import text
-
-    with inventory.engine.connect() as connection:
-        return connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one()
+    names = [name for service in SERVICES.values() for name in operations(service)]
+    assert len(names) == len(set(names)), "no two services share an operation's name"
+    assert inventory.release(1).newly_released and inventory.shop.complete_products()[0].released
+    assert Inventory.release.__doc__ == SERVICES["shop"].release.__doc__ and inventory.desk.shop is inventory.shop

@@ -1,0 +1,77 @@
+"""The staff desk: the staff's actions, carried out through the shop, and the audit that records
+every one of them however it went, with the logins, logouts and locks of the admin's door."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sneakers23.db import admin
+from sneakers23.db.unit_of_work import Database
+from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry, FailedLogin
+from sneakers23.domain.words import counted
+from sneakers23.errors import AlreadyReleased, NotFound
+from sneakers23.inventory.shop import Shop
+
+
+class StaffDesk:
+    def __init__(self, database: Database, shop: Shop):
+        self.database = database
+        self.shop = shop
+
+    def act(self, who: str, action: AdminAction, client: str = "") -> AuditEntry:
+        """Carry out a staff action through the shop (release now, schedule or cancel a release,
+        restock), then write it to the audit with its result. A refusal (an unknown product, a
+        product already out) is a result, not an error; only a database that is away raises."""
+        try:
+            ok, result = True, self._carry_out(action)
+        except (ValueError, NotFound, AlreadyReleased) as error:
+            ok, result = False, str(error)
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, action.kind, action.target, ok, result, client)
+
+    def _carry_out(self, action: AdminAction) -> str:
+        if action.kind is ActionKind.RELEASE:
+            outcome = self.shop.release(action.product_id)
+            return "released" if outcome.newly_released else "it was already released"
+        if action.kind is ActionKind.SCHEDULE:
+            self.shop.schedule_release(action.product_id, action.at)
+            return f"goes on sale at {action.at.isoformat()}"
+        if action.kind is ActionKind.CANCEL_SCHEDULE:
+            self.shop.schedule_release(action.product_id, None)
+            return "no release time any more"
+        change = self.shop.restock(action.item_id, action.count)
+        return f"{counted(change.available_count, 'pair')} available"
+
+    def record_login(self, who: str, ok: bool, result: str, client: str = "") -> AuditEntry:
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, ActionKind.LOGIN, "admin", ok, result, client)
+
+    def record_logout(self, who: str, session_id: str, client: str = "") -> AuditEntry:
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, ActionKind.LOGOUT, f"session {session_id}", True, "logged out", client)
+
+    def sessions_logged_out(self, since: datetime) -> set[str]:
+        """The ids of the admin sessions logged out since then (they stay revoked)."""
+        with self.database.reading() as connection:
+            return {target.removeprefix("session ") for target in admin.logged_out_since(connection, since)}
+
+    def failed_logins(self, window: timedelta) -> list[FailedLogin]:
+        """Logins failed within the window (since the last unlock)."""
+        with self.database.reading() as connection:
+            return admin.failed_logins(connection, window)
+
+    def record_lock(self, failures: int) -> AuditEntry:
+        """The throttle's last resort began: every login waits (failures from everywhere)."""
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, "throttle", ActionKind.LOCK_LOGINS, "admin", True,
+                                f"{failures} failed logins within a minute, from everywhere: every login waits", "")
+
+    def unlock_logins(self, who: str) -> AuditEntry:
+        """Let logins through again at once, past the throttle (after an attack has stopped)."""
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, ActionKind.UNLOCK_LOGINS, "admin", True, "logins unlocked", "")
+
+    def admin_audit(self, limit: int = 50) -> list[AuditEntry]:
+        """The newest entries of the audit first."""
+        with self.database.reading() as connection:
+            return admin.recent(connection, limit)
