@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from sneakers23.domain.carts import CartLine
 from sneakers23.domain.catalog import Product
-from sneakers23.domain.levels import LEVEL_MARKS, LEVEL_WORDS, Level
+from sneakers23.domain.levels import LEVEL_MARKS, LEVEL_WORDS
 from sneakers23.domain.purchases import Order
 
 
@@ -31,8 +31,7 @@ STATIC = Path(os.environ.get("SNEAKERS23_STATIC") or _shipped("static"))
 def _environment() -> Environment:
     environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                               trim_blocks=False, lstrip_blocks=False)
-    environment.globals.update(LEVELS=[(level, LEVEL_WORDS[level], LEVEL_MARKS[level]) for level in
-                                       (Level.HIGH, Level.MEDIUM, Level.LOW, Level.OUT)],
+    environment.globals.update(LEVELS=[(level, words, LEVEL_MARKS[level]) for level, words in LEVEL_WORDS.items()],
                                LEVEL_WORDS=LEVEL_WORDS, LEVEL_MARKS=LEVEL_MARKS)
     return environment
 

@@ -14,7 +14,7 @@ from harness.waiting import wait_for
 from sneakers23.cluster import RayReplication
 from sneakers23.domain.levels import LEVEL_WORDS, Level
 from sneakers23.inventory import Inventory
-from tests.serve.test_browser import CART_JOINED, JOINED, add_to_cart, released_sizes
+from tests.serve.test_browser import JOINED, add_to_cart, open_shop, released_sizes
 from tests.support.store_fixtures import ADMIN_PASSWORD, JS
 
 AXE = JS / "node_modules" / "axe-core" / "axe.min.js"
@@ -39,10 +39,11 @@ def axe_violations(page) -> list[str]:
         .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`)""")
 
 
-def open_catalog(page, url):
-    page.goto(url)
-    page.wait_for_function(JOINED)
-    page.wait_for_function(CART_JOINED)
+def listen_to_announcements(page) -> None:
+    """From now on, `window.said` lists every text the live region is given."""
+    page.evaluate("""() => { window.said = [];
+        new MutationObserver(() => window.said.push(document.querySelector("[data-announcer]").textContent))
+            .observe(document.querySelector("[data-announcer]"), { childList: true, characterData: true, subtree: true }); }""")
 
 
 def test_axe_core_finds_nothing_on_any_page(bare_page, store_url, fresh_shop, ray_settings):
@@ -77,7 +78,7 @@ def test_axe_core_finds_nothing_on_any_page(bare_page, store_url, fresh_shop, ra
 
 
 def wait_for_level(page, url, item_id: int, level: str) -> None:
-    open_catalog(page, url)
+    open_shop(page, url)
     page.wait_for_selector(f'.size-container__entry--level-{level}[value="{item_id}"]', timeout=15_000)
 
 
@@ -90,9 +91,7 @@ def test_a_sizes_level_is_said_in_words_and_a_change_is_announced_once_a_burst(b
     shop.set_available(fresh_shop, gone.id, 2)
     wait_for_level(page, store_url, few.id, "low")
     page.wait_for_selector(f'.size-container__entry--level-low[value="{gone.id}"]', timeout=15_000)
-    page.evaluate("""() => { window.said = [];
-        new MutationObserver(() => window.said.push(document.querySelector("[data-announcer]").textContent))
-            .observe(document.querySelector("[data-announcer]"), { childList: true, characterData: true, subtree: true }); }""")
+    listen_to_announcements(page)
     size = lambda item: page.locator(f'.size-container__entry[value="{item.id}"]')  # noqa: E731
     expect(size(plenty)).to_have_attribute("aria-label", f"Size {plenty.size}, in stock")
     expect(size(few)).to_have_attribute("aria-label", f"Size {few.size}, few left")
@@ -126,10 +125,8 @@ def test_a_sizes_level_is_said_in_words_and_a_change_is_announced_once_a_burst(b
 def test_a_burst_of_changes_is_said_once_the_most_important_first(bare_page, store_url, fresh_shop, ray_settings):
     page = bare_page
     sizes = released_sizes(fresh_shop, ray_settings, 5)
-    open_catalog(page, store_url)
-    page.evaluate("""() => { window.said = [];
-        new MutationObserver(() => window.said.push(document.querySelector("[data-announcer]").textContent))
-            .observe(document.querySelector("[data-announcer]"), { childList: true, characterData: true, subtree: true }); }""")
+    open_shop(page, store_url)
+    listen_to_announcements(page)
     # Five pushes within a moment, as a drop sends them (the page's own channel delivers them).
     page.evaluate("""(ids) => { const channel = window.sneakers23.channels["1"];
         ids.forEach((id, n) => channel.trigger("stock_change", { product_id: 1, item_id: id, level: n === 4 ? "out" : "low" })); }""",
@@ -143,7 +140,7 @@ def test_the_keyboard_reaches_and_works_every_action_with_a_visible_focus(bare_p
                                                                          ray_settings):
     page = bare_page
     (item,) = released_sizes(fresh_shop, ray_settings, 1)
-    open_catalog(page, store_url)
+    open_shop(page, store_url)
     reached = set()
     for _ in range(80):
         page.keyboard.press("Tab")
@@ -186,7 +183,7 @@ def test_the_shop_reads_at_320_px_wide_and_at_200_percent_zoom(bare_page, store_
     released_sizes(fresh_shop, ray_settings, 1)
     for width in (320, 640):  # (640 px: a 1280 px laptop at 200%)
         page.set_viewport_size({"width": width, "height": 800})
-        open_catalog(page, store_url)
+        open_shop(page, store_url)
         assert page.evaluate("() => document.documentElement.scrollWidth") <= width, f"no sideways scrolling at {width} px"
         cart = page.locator("[data-cart]").bounding_box()
         assert cart["x"] >= 0 and cart["x"] + cart["width"] <= width
@@ -211,7 +208,7 @@ def test_the_dashboard_reads_at_a_glance(bare_page, store_url, fresh_shop, ray_s
     assert brand.evaluate("(element) => getComputedStyle(element).textTransform") == "uppercase"
     shopper = page.context.browser.new_context().new_page()
     try:
-        open_catalog(shopper, store_url)
+        open_shop(shopper, store_url)
         expect(page.locator("[data-shoppers-online]")).to_have_text("1", timeout=30_000)
         expect(page.locator('[data-unit-of="shoppers-online"]')).to_have_text("shopper")
     finally:
