@@ -178,6 +178,22 @@ def test_the_keyboard_reaches_and_works_every_action_with_a_visible_focus(bare_p
     expect(page.locator("h2")).to_have_text("Order Complete!")
 
 
+def test_a_focused_size_that_sells_out_hands_the_focus_to_the_next_size_on_sale(bare_page, store_url, fresh_shop,
+                                                                               ray_settings):
+    page = bare_page
+    going, next_one = released_sizes(fresh_shop, ray_settings, 2)
+    shop.set_available(fresh_shop, going.id, 2)
+    wait_for_level(page, store_url, going.id, "low")
+    page.locator(f'.size-container__entry[value="{going.id}"]').focus()
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    try:
+        inventory.sell(going.id, 2)
+    finally:
+        inventory.close()
+    expect(page.locator(f'.size-container__entry[value="{going.id}"]')).to_be_disabled(timeout=15_000)
+    expect(page.locator(f'.size-container__entry[value="{next_one.id}"]')).to_be_focused()
+
+
 def test_the_shop_reads_at_320_px_wide_and_at_200_percent_zoom(bare_page, store_url, fresh_shop, ray_settings):
     page = bare_page
     released_sizes(fresh_shop, ray_settings, 1)

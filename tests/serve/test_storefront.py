@@ -64,6 +64,8 @@ def test_purchases_and_their_refusals(store_url, fresh_shop, ray_settings):
     client = shopper(store_url)
     assert client.post("/api/items/14/purchase").status_code == 403  # product 2 is not released
     publishing(ray_settings).release(1)
+    # (Until the page replica's memory has the release, it refuses from memory: a stale refusal.)
+    wait_for(lambda: "product-soon-1" not in httpx.get(f"{store_url}/").text, what="the pages to show product 1 released")
     in_stock = [i for i in fresh_shop.complete_products()[0].items if i.available_count > 0]
     bought = client.post(f"/api/items/{in_stock[0].id}/purchase", headers={"Idempotency-Key": "k1"})
     assert bought.status_code == 200 and bought.json()["item_id"] == in_stock[0].id
