@@ -128,17 +128,17 @@ def login_wait(failures: list[FailedLogin], client: str, who: str, limit: int, n
     doubles its wait (one minute, two, four, … up to MAX_LOGIN_WAIT_S); a name has its own count;
     only failures from everywhere, ten times the limit within a minute, hold every login."""
     recent = [failure for failure in failures if failure.at > now - LOGIN_LOOKBACK]
-    for scope, counted, allowed in (("address", [f for f in recent if f.client == client], limit),
-                                    ("name", [f for f in recent if f.who == who], NAME_FACTOR * limit),
-                                    ("everyone", _last_minute(recent, now), EVERYONE_FACTOR * limit)):
-        if len(counted) < allowed:
+    for scope, failed, allowed in (("address", [f for f in recent if f.client == client], limit),
+                                   ("name", [f for f in recent if f.who == who], NAME_FACTOR * limit),
+                                   ("everyone", _last_minute(recent, now), EVERYONE_FACTOR * limit)):
+        if len(failed) < allowed:
             continue
-        wait_s = min(MAX_LOGIN_WAIT_S, 60 * 2 ** (len(counted) - allowed))
+        wait_s = min(MAX_LOGIN_WAIT_S, 60 * 2 ** (len(failed) - allowed))
         if scope == "everyone":  # (until the window holds fewer: the attack has slowed)
             wait_s = 60
-            since = sorted(f.at for f in counted)[len(counted) - allowed]
+            since = sorted(f.at for f in failed)[len(failed) - allowed]
         else:
-            since = max(f.at for f in counted)
+            since = max(f.at for f in failed)
         left = math.ceil((since + timedelta(seconds=wait_s) - now).total_seconds())
         if left > 0:
             return left, scope

@@ -62,8 +62,8 @@ class _Holding:
     def pairs(self) -> int:
         return len(self.committed) + sum(self.claimed.values())
 
-    def held(self) -> set[int]:
-        return self.committed | self.claimed.keys()
+    def __contains__(self, item_id: object) -> bool:  # (the sizes it holds, without building their set)
+        return item_id in self.committed or item_id in self.claimed
 
 
 class SalesLedger:
@@ -162,14 +162,18 @@ class SalesLedger:
     def _facts(self, shopper_id: str, item_ids: list[int], purchase_key: tuple[str, str] | None) -> PurchaseFacts:
         """What memory knows of a purchase, for the rule that the database's purchase asks too."""
         released = self._catalog.released(self.product_id)
-        sizes = {item_id: SizeOnSale(self.product_id, released, self.available(item_id))
-                 for item_id in item_ids if self._catalog.item(item_id) is not None}
+        sizes = {}
+        for item_id in item_ids:
+            item = self._catalog.item(item_id)
+            if item is not None:
+                sizes[item_id] = SizeOnSale(self.product_id, released,
+                                            item.available_count - self._claimed_units[item_id])
         sale = self._sales.get(purchase_key) if purchase_key is not None else None
+        earlier = None if sale is None else sale.units
         holding = self._holdings.get(shopper_id)
         if holding is None:
-            return PurchaseFacts(sizes, earlier=sale.units if sale else None)
-        return PurchaseFacts(sizes, {self.product_id: holding.pairs}, holding.held(),
-                             earlier=sale.units if sale else None)
+            return PurchaseFacts(sizes, earlier=earlier)
+        return PurchaseFacts(sizes, {self.product_id: holding.pairs}, holding, earlier)
 
     def _record(self, sale: SaleRecord) -> None:
         self._sales[(sale.shopper_id, sale.key)] = sale
