@@ -12,6 +12,7 @@ fsync on and the store as `sneakers23 serve` runs it:
 4. the load generator's own ceiling: the same stampede against a trivial endpoint (bench/bare_shop.py).
 
     .venv/bin/python -m bench.drop_engine [--seconds 10] [--connections 50] [--buyers 10000] [--pairs 500]
+    .venv/bin/python -m bench.drop_engine --phases api,refusals --rounds 3   # phases 1 and 2, three times
 """
 
 from __future__ import annotations
@@ -141,6 +142,42 @@ def shopper(store: str, buys: list[int] = ()) -> tuple[str, str]:
         return client.cookies["sneakers23_shopper"], token
 
 
+PHASES = ("api", "refusals", "stampede", "ceiling")
+
+
+def hot_size_through_the_api(inventory: Inventory, env: dict, url: str, ceiling: float) -> dict:
+    """1. One hot size through the inventory API: as many pairs as buyers, so it never sells out."""
+    api_buyers = 40_000
+    shop.set_available(inventory, HOT, api_buyers)
+    caches_caught_up(env)  # (the caches, and the sales actor after them, learn it by anti-entropy)
+    through_api = stampede(env, api_buyers, 1600, "api", url)
+    return {"pairs_per_second": round(through_api["pairs_per_second"]), "sold": through_api["sold"],
+            "transactions_per_pair": through_api["transactions_per_pair"],
+            "x_single_row_ceiling": round(through_api["pairs_per_second"] / ceiling, 2)}
+
+
+def refusals(inventory: Inventory, url: str, seconds: int, connections: int) -> dict:
+    """2. Refusals via HTTP, beside /healthz."""
+    shop.set_available(inventory, 9, 0)
+    while 'value="9" disabled' not in httpx.get(url + "/").text:
+        time.sleep(0.2)
+    at_limit = shopper(url, buys=[1, 4])  # two pairs of product 1: the limit
+    for _warm_up in range(2):
+        wrk(url + "/healthz", 2, connections)
+    healthz = wrk(url + "/healthz", seconds, connections)
+    sold_out = wrk(f"{url}/api/items/9/purchase", seconds, connections, post_as(shopper(url)))
+    limit = wrk(f"{url}/api/items/5/purchase", seconds, connections, post_as(at_limit))
+    keyed = wrk(f"{url}/api/items/9/purchase", seconds, connections, post_with_keys_as(at_limit))
+    return {
+        "healthz": healthz, "sold_out": sold_out, "limit_reached": limit,
+        "sold_out_x_healthz": round(sold_out["rps"] / healthz["rps"], 2),
+        "sold_out_p99_x_healthz": round(sold_out["p99_ms"] / healthz["p99_ms"], 2),
+        "limit_x_healthz": round(limit["rps"] / healthz["rps"], 2),
+        "limit_p99_x_healthz": round(limit["p99_ms"] / healthz["p99_ms"], 2),
+        # the stampede's request (a key each: past the edge, refused by the sales actor), from wrk
+        "sold_out_with_keys": keyed, "sold_out_with_keys_x_healthz": round(keyed["rps"] / healthz["rps"], 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -148,7 +185,17 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=10_000)
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help="which phases, in order (default all): " + ", ".join(PHASES))
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the api and refusals phases this many times on the same store (the "
+                             "first api round starts the sales actor, as a drop's first buyers do)")
     args = parser.parse_args()
+    phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+    if not phases or set(phases) - set(PHASES):
+        raise SystemExit(f"--phases takes some of {', '.join(PHASES)}, comma-separated")
+    if args.rounds < 1:
+        raise SystemExit("--rounds is 1 or more")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
 
@@ -170,66 +217,49 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "SNEAKERS23_DATABASE_URL": server.url, "RAY_TMPDIR": store.env["RAY_TMPDIR"]}
 
-        # 1. One hot size through the inventory API: as many pairs as buyers, so it never sells out.
-        api_buyers = 40_000
-        shop.set_available(inventory, HOT, api_buyers)
-        caches_caught_up(env)  # (the caches, and the sales actor after them, learn it by anti-entropy)
-        through_api = stampede(env, api_buyers, 1600, "api", url)
-        figures["hot_size_through_the_api"] = {
-            "pairs_per_second": round(through_api["pairs_per_second"]), "sold": through_api["sold"],
-            "transactions_per_pair": through_api["transactions_per_pair"],
-            "x_single_row_ceiling": round(through_api["pairs_per_second"] / max(ceilings.values()), 2)}
+        def rounds(measure) -> dict | list[dict]:
+            taken = [measure() for _round in range(args.rounds)]
+            return taken[0] if args.rounds == 1 else taken
 
-        # 2. Refusals via HTTP, beside /healthz.
-        shop.set_available(inventory, 9, 0)
-        while 'value="9" disabled' not in httpx.get(url + "/").text:
-            time.sleep(0.2)
-        at_limit = shopper(url, buys=[1, 4])  # two pairs of product 1: the limit
-        for _warm_up in range(2):
-            wrk(url + "/healthz", 2, args.connections)
-        healthz = wrk(url + "/healthz", args.seconds, args.connections)
-        sold_out = wrk(f"{url}/api/items/9/purchase", args.seconds, args.connections, post_as(shopper(url)))
-        limit = wrk(f"{url}/api/items/5/purchase", args.seconds, args.connections, post_as(at_limit))
-        keyed = wrk(f"{url}/api/items/9/purchase", args.seconds, args.connections, post_with_keys_as(at_limit))
-        figures["http"] = {
-            "healthz": healthz, "sold_out": sold_out, "limit_reached": limit,
-            "sold_out_x_healthz": round(sold_out["rps"] / healthz["rps"], 2),
-            "sold_out_p99_x_healthz": round(sold_out["p99_ms"] / healthz["p99_ms"], 2),
-            "limit_x_healthz": round(limit["rps"] / healthz["rps"], 2),
-            "limit_p99_x_healthz": round(limit["p99_ms"] / healthz["p99_ms"], 2),
-            # the stampede's request (a key each: past the edge, refused by the sales actor), from wrk
-            "sold_out_with_keys": keyed, "sold_out_with_keys_x_healthz": round(keyed["rps"] / healthz["rps"], 2)}
+        if "api" in phases:
+            figures["hot_size_through_the_api"] = rounds(
+                lambda: hot_size_through_the_api(inventory, env, url, max(ceilings.values())))
+        healthz_rps = attempts_per_second = None  # (the baselines the later phases compare with)
+        if "refusals" in phases:
+            figures["http"] = rounds(lambda: refusals(inventory, url, args.seconds, args.connections))
+            healthz_rps = (figures["http"] if args.rounds == 1 else figures["http"][-1])["healthz"]["rps"]
+        if "stampede" in phases:  # 3. The stampede via HTTP.
+            healthz_rps = healthz_rps or wrk(url + "/healthz", args.seconds, args.connections)["rps"]
+            shop.set_available(inventory, HOT, args.pairs)
+            caches_caught_up(env)
+            updates_before = hot_row_updates(server.url)
+            orders_before = shop.order_count(inventory, item_id=HOT)
+            via_http = stampede(env, args.buyers, args.concurrency, "http", url)
+            updates = hot_row_updates(server.url) - updates_before
+            attempts_per_second = via_http["attempts"] / via_http["seconds"]
+            figures["stampede_via_http"] = {
+                "attempts_per_second": round(attempts_per_second),
+                "x_healthz": round(attempts_per_second / healthz_rps, 2),
+                "orders": shop.order_count(inventory, item_id=HOT) - orders_before, "sold": via_http["sold"],
+                "invariants_hold": via_http["ok"], "errors": via_http["errors"],
+                "latency_p50_ms": via_http["latency_p50_ms"], "latency_p99_ms": via_http["latency_p99_ms"],
+                "sold_out_refusal_p99_ms": via_http["sold_out_refusal_latency_p99_ms"],
+                "sales_actor_transactions_per_pair": via_http["transactions_per_pair"],
+                "stock_updates_per_pair": round(updates / max(1, via_http["sold"]), 3),
+                "stock_updates_during_it": updates}
 
-        # 3. The stampede via HTTP.
-        shop.set_available(inventory, HOT, args.pairs)
-        caches_caught_up(env)
-        updates_before = hot_row_updates(server.url)
-        orders_before = shop.order_count(inventory, item_id=HOT)
-        via_http = stampede(env, args.buyers, args.concurrency, "http", url)
-        updates = hot_row_updates(server.url) - updates_before
-        attempts_per_second = via_http["attempts"] / via_http["seconds"]
-        figures["stampede_via_http"] = {
-            "attempts_per_second": round(attempts_per_second),
-            "x_healthz": round(attempts_per_second / healthz["rps"], 2),
-            "orders": shop.order_count(inventory, item_id=HOT) - orders_before, "sold": via_http["sold"],
-            "invariants_hold": via_http["ok"], "errors": via_http["errors"],
-            "latency_p50_ms": via_http["latency_p50_ms"], "latency_p99_ms": via_http["latency_p99_ms"],
-            "sold_out_refusal_p99_ms": via_http["sold_out_refusal_latency_p99_ms"],
-            "sales_actor_transactions_per_pair": via_http["transactions_per_pair"],
-            "stock_updates_per_pair": round(updates / max(1, via_http["sold"]), 3),
-            "stock_updates_during_it": updates}
-
-        # 4. The load generator's own ceiling: the same stampede against a trivial shop.
-        bare_port = free_port()
-        bare = Process([str(BIN / "uvicorn"), "bench.bare_shop:app", "--port", str(bare_port), "--log-level",
-                        "warning"], {**os.environ}, "bare-shop")
-        wait_http(f"http://127.0.0.1:{bare_port}/healthz")
-        ceiling = stampede(env, args.buyers, args.concurrency, "http", f"http://127.0.0.1:{bare_port}")
-        figures["load_generator_ceiling"] = {
-            "attempts_per_second": round(ceiling["attempts"] / ceiling["seconds"]),
-            "x_store_stampede": round(ceiling["attempts"] / ceiling["seconds"] / attempts_per_second, 2),
-            "trivial_endpoint_wrk": wrk(f"http://127.0.0.1:{bare_port}/api/items/3/purchase", args.seconds,
-                                        args.connections, post_as(("a-shopper", "a-token")))}
+        if "ceiling" in phases:  # 4. The load generator's own ceiling: the same stampede against a trivial shop.
+            bare_port = free_port()
+            bare = Process([str(BIN / "uvicorn"), "bench.bare_shop:app", "--port", str(bare_port), "--log-level",
+                            "warning"], {**os.environ}, "bare-shop")
+            wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+            ceiling = stampede(env, args.buyers, args.concurrency, "http", f"http://127.0.0.1:{bare_port}")
+            figures["load_generator_ceiling"] = {
+                "attempts_per_second": round(ceiling["attempts"] / ceiling["seconds"]),
+                "x_store_stampede": round(ceiling["attempts"] / ceiling["seconds"] / attempts_per_second, 2)
+                if attempts_per_second else None,
+                "trivial_endpoint_wrk": wrk(f"http://127.0.0.1:{bare_port}/api/items/3/purchase", args.seconds,
+                                            args.connections, post_as(("a-shopper", "a-token")))}
         inventory.close()
     finally:
         for process in (bare, store):

@@ -26,7 +26,7 @@ from tests.support.store_fixtures import ADMIN_PASSWORD, PhoenixClient
 from harness.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-# (Serially the drill takes about 7 minutes; beside the other test worker's stores, up to 12.)
+# (Serially the drill takes about 7 minutes; beside the other test workers' clusters and stores, up to 12.)
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(1500)]
 SETTINGS = "set -a && . ~/sneakers23.env && set +a &&"  # a node's settings, as cluster.yaml reads them
 ON_A_NODE = f"{SETTINGS} ~/sneakers23/.venv/bin/sneakers23"
@@ -242,6 +242,10 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
     wait_for(lambda: worker2.address in web_replicas_by_address(hosts, checkout, ray_env), timeout=120,
              interval=1, what="web replicas on worker 2")
     back_s = time.monotonic() - back_at
+    # A node that joins serves the whole catalog as it is now (the restock made while it was away
+    # included), the same as the head's.
+    catalog_on = {host.name: http(hosts, f"http://{host.address}:8000/api/products") for host in (worker2, head)}
+    assert catalog_on[worker2.name] == catalog_on[head.name] and catalog_on[head.name][0] == 200, catalog_on
 
     # ray down: nothing of Ray's left on any host, no port but the host's own sshd.
     down_at = time.monotonic()
