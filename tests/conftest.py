@@ -32,25 +32,21 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
          "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py", "tests/test_bench.py")
 
 
-# `./dev test` runs the suite on three workers (pytest-xdist, `-n 3`), each group of tests on one
-# worker, in the order below. Most of the suite's time is waiting (for clusters, hosts, stores and
-# browsers to start), so three groups overlap better than two on a 2-core machine:
-# - the session's Ray cluster, and every test on it;
-# - the stores of test_run.py and the CLI's commands, each starting a Ray cluster of its own;
-# - what mostly waits on other hosts: the `ray up` drill, cluster.yaml's head, a wheel's install,
-#   after the cheap tests.
+# `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one
+# worker, in the order below. The session's Ray cluster, and every test on it (the stores of
+# test_run.py too), on one worker; on the other, what needs no such cluster and mostly waits: the
+# `ray up` drill's hosts, cluster.yaml's head, the CLI's commands, a wheel's install. (Three workers
+# were tried: the suite keeps both cores about 80% busy, so a third only made the drills time out.)
 # The hostile-client tests measure that nobody starves, so they come last on their worker, which is
-# usually after the drill, the CPU's other big user (an order, not a wait).
-APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster_yaml.py", "tests/test_package.py")
-OWN_STORES = ("tests/serve/test_run.py", "tests/test_cli.py")
+# usually after the drill, the CPU's other big user (an order, not a wait: the two groups balance).
+APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster_yaml.py", "tests/test_cli.py",
+                 "tests/test_package.py")
 AFTER_THE_DRILL = ("tests/serve/test_hostile.py",)
 LEAVES_A_NODE_OUT = ("tests/test_scale_out.py",)  # (the very last on its worker: node B is gone after it)
 
 
 def worker_group(nodeid: str) -> str:
-    if nodeid.startswith(APART):
-        return "apart"
-    return "own stores" if nodeid.startswith(OWN_STORES) else "session cluster"
+    return "apart" if nodeid.startswith(APART) else "session cluster"
 
 
 def pytest_xdist_make_scheduler(config, log):

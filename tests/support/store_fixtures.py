@@ -74,7 +74,7 @@ def phoenix_js():
         if _must_run_everything():  # in CI, every test runs
             pytest.fail("node and npm are needed for the Phoenix client tests")
         pytest.skip("node and npm are not installed")
-    # One install for every test worker: each of the others waits for the lock, then finds it done.
+    # One install for both test workers: the second waits for the first's lock, then finds it done.
     with open(JS / ".npm-ci.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not all((JS / "node_modules" / package).exists() for package in ("phoenix", "ws", "axe-core")):
