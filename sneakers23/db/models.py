@@ -129,3 +129,43 @@ class AdminAuditRow(SQLModel, table=True):
     ok: bool
     result: str = Field(max_length=512)
     client: str = Field(max_length=64)  # the address it came from
+
+
+class AccountRow(SQLModel, table=True):
+    """A shopper's account. `email_key` (the address, case-folded) is what makes it unique."""
+
+    __tablename__ = "accounts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254)
+    email_key: str = Field(max_length=254, unique=True)
+    password_hash: str = Field(max_length=255)
+    verified_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    locked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = _timestamp()
+
+
+class AccountLinkRow(SQLModel, table=True):
+    """A link sent by email (verify the address, reset the password). Only the token's SHA-256 is
+    kept: a copy of the table opens no account. Used once, then marked."""
+
+    __tablename__ = "account_links"
+
+    token_hash: str = Field(max_length=64, primary_key=True)
+    account_id: int = Field(foreign_key="accounts.id", index=True)
+    purpose: str = Field(max_length=16)
+    made_at: datetime = _timestamp()
+    used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class AccountSessionRow(SQLModel, table=True):
+    """A signed-in browser. Kept in the database (by the SHA-256 of its token) so that signing out
+    everywhere, a password change or a lock ends every one of them, on every node."""
+
+    __tablename__ = "account_sessions"
+
+    token_hash: str = Field(max_length=64, primary_key=True)
+    account_id: int = Field(foreign_key="accounts.id", index=True)
+    created_at: datetime = _timestamp()
+    client: str = Field(max_length=64)  # the address it signed in from
+    user_agent: str = Field(max_length=256)

@@ -1,12 +1,13 @@
 """The inventory: the one business API of the shop, for the web replicas, the actors, the jobs and
 the CLI (each gets its own, put together in sneakers23.assembly).
 
-It knows the shop's operations, not the web or the command line, in four services of one job each,
+It knows the shop's operations, not the web or the command line, in five services of one job each,
 on one database (db/unit_of_work.py: every write commits, then publishes its changes):
 - the shop (shop.py): the catalog, releases, purchases, restocks, orders;
 - the carts (carts.py): the sizes shoppers put aside, their grouped changes, idle carts emptied;
 - the staff desk (staff_desk.py): the staff's actions through the shop, the audit, the admin's door;
-- maintenance (maintenance.py): schema, seed, stock audit, the reads that caches heal from.
+- maintenance (maintenance.py): schema, seed, stock audit, the reads that caches heal from;
+- the accounts (accounts.py): shoppers' sign-up, sign-in, sessions, emailed links, locks.
 `Inventory` puts them together and offers each service's operations under its own name
 (`inventory.release(…)` is `inventory.shop.release(…)`). Writes go to the database, which
 decides; nothing here decides from memory.
@@ -28,6 +29,7 @@ from typing import Iterable
 
 from sneakers23.db.engine import make_engine
 from sneakers23.db.unit_of_work import Database
+from sneakers23.inventory.accounts import Accounts
 from sneakers23.domain.changes import Change
 from sneakers23.inventory.carts import Carts
 from sneakers23.inventory.maintenance import Maintenance, StockAudit
@@ -38,11 +40,11 @@ from sneakers23.settings import Settings, get_settings
 
 __all__ = ["Activity", "Inventory", "ReleaseOutcome", "Replication", "Sales", "SellReport", "StockAudit"]
 
-SERVICES = {"shop": Shop, "carts": Carts, "desk": StaffDesk, "maintenance": Maintenance}
+SERVICES = {"shop": Shop, "carts": Carts, "desk": StaffDesk, "maintenance": Maintenance, "accounts": Accounts}
 
 
 class Inventory:
-    """The four services on one database. Every public operation of a service is the inventory's
+    """The five services on one database. Every public operation of a service is the inventory's
     operation of the same name: no two services share a name, nor take one of the inventory's own
     (checked as this module loads)."""
 
@@ -59,6 +61,7 @@ class Inventory:
         self.carts = Carts(self.database, self.settings, activity)
         self.desk = StaffDesk(self.database, self.shop)
         self.maintenance = Maintenance(self.database)
+        self.accounts = Accounts(self.database)
 
     def close(self) -> None:
         self.database.close()

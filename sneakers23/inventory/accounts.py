@@ -1,0 +1,232 @@
+"""The accounts service: sign up, verify the address, sign in and out, reset a forgotten password,
+lock. The rules of values are in domain/accounts.py; here are the parts that need a library or the
+database:
+- an address's syntax, by email-validator (the RFCs' rules, and internationalised addresses);
+- how guessable a password is, by zxcvbn (common passwords, names, keyboard walks, the address);
+- the password's hash, Argon2id by argon2-cffi, with OWASP's parameters (below), and rehashed at
+  sign-in when they change.
+
+Every token (a session, an emailed link) is 32 random bytes, given to the shopper once and kept only
+as its SHA-256. A sign-in with an unknown address hashes as a known one does, so that the time it
+takes says nothing of whether the address has an account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import email_validator
+import zxcvbn
+from argon2 import PasswordHasher, exceptions
+
+from sneakers23.db import accounts as rows
+from sneakers23.db.unit_of_work import Database
+from sneakers23.domain.accounts import (MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, Account, LinkPurpose, email_key,
+                                        link_usable, password_refusal, session_alive)
+from sneakers23.errors import Sneakers23Error
+
+# OWASP's first choice for Argon2id (Password Storage Cheat Sheet): 19 MiB, 2 passes, 1 lane.
+# About 27 ms a verification on this project's 2-core machines, so one core signs in about 37
+# shoppers a second at a drop's start; RFC 9106's memory-constrained option (64 MiB, 3 passes, 4
+# lanes) took 147 ms here, too dear for that burst. Dear enough still for a guesser with a stolen
+# table: every guess costs 19 MiB and 27 ms.
+HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# zxcvbn's score runs 0-4; 3 is "safely unguessable: moderate protection from offline slow-hash
+# scenario" (the library's words), which Argon2id's cost makes the case here.
+MIN_PASSWORD_SCORE = 3
+
+
+class AccountRefused(Sneakers23Error):
+    """A sign-up, sign-in or link the shopper must be told about, in a sentence for them."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUp:
+    account: Account
+    verify_token: str  # for the link emailed to the address
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    account: Account
+    session_token: str  # for the session cookie
+
+
+def _hash_of(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token() -> tuple[str, str]:
+    token = secrets.token_urlsafe(32)
+    return token, _hash_of(token)
+
+
+class Accounts:
+    def __init__(self, database: Database):
+        self.database = database
+        self._unknown_hash: str | None = None  # hashed against when an address has no account
+
+    def sign_up(self, email: str, password: str) -> SignedUp:
+        """A new, unverified account, and the token of its verification link. Raises AccountRefused
+        with what to fix: an address that is not one, one with an account, a weak password."""
+        address = normal_address(email)
+        refusal = password_refusal(password, address) or _guessable(password, address)
+        if refusal is not None:
+            raise AccountRefused(refusal)
+        password_hash = HASHER.hash(password)
+        token, token_hash = _new_token()
+        with self.database.transaction() as unit:
+            account = rows.add_account(unit.connection, address, email_key(address), password_hash)
+            if account is None:
+                raise AccountRefused("an account with this email address exists: sign in, or reset its password")
+            rows.add_link(unit.connection, token_hash, account.id, LinkPurpose.VERIFY)
+        return SignedUp(account, token)
+
+    def verify_email(self, token: str) -> Account:
+        """The verification link followed: the account's address is its owner's."""
+        with self.database.transaction() as unit:
+            account_id = _use_link(unit.connection, token, LinkPurpose.VERIFY)
+            rows.mark_verified(unit.connection, account_id)
+            return rows.account(unit.connection, account_id)
+
+    def sign_in(self, email: str, password: str, client: str = "", user_agent: str = "") -> SignedIn:
+        """A new session (a new token: a session id is never carried over from before the sign-in).
+        Raises AccountRefused with the same words whether the address or the password was wrong."""
+        wrong = AccountRefused("the email address or the password is wrong")
+        if len(password) > MAX_PASSWORD_LENGTH or len(email) > MAX_EMAIL_LENGTH:
+            raise wrong
+        with self.database.reading() as connection:
+            found = rows.credentials(connection, email_key(email.strip()))
+        if found is None:
+            _verified(self._unknown(), password)  # the same work as for a known address
+            raise wrong
+        if not _verified(found.password_hash, password):
+            raise wrong
+        if found.account.locked:
+            raise AccountRefused("this account is locked: write to the shop's staff")
+        token, token_hash = _new_token()
+        with self.database.transaction() as unit:
+            if HASHER.check_needs_rehash(found.password_hash):  # the parameters changed since
+                rows.set_password_hash(unit.connection, found.account.id, HASHER.hash(password))
+            rows.add_session(unit.connection, token_hash, found.account.id, client, user_agent)
+        return SignedIn(found.account, token)
+
+    def session_account(self, session_token: str) -> Account | None:
+        """The account signed in with this session, or None (no such session, ended, expired, or
+        its account locked)."""
+        with self.database.reading() as connection:
+            found = rows.session(connection, _hash_of(session_token))
+        if found is None:
+            return None
+        account, began = found
+        if account.locked or not session_alive(began, datetime.now(timezone.utc)):
+            return None
+        return account
+
+    def sign_out(self, session_token: str) -> None:
+        with self.database.transaction() as unit:
+            rows.end_session(unit.connection, _hash_of(session_token))
+
+    def sign_out_everywhere(self, account_id: int) -> int:
+        """Ends every session of the account; how many there were."""
+        with self.database.transaction() as unit:
+            return rows.end_sessions(unit.connection, account_id)
+
+    def ask_password_reset(self, email: str) -> tuple[Account, str] | None:
+        """The account and the token of its reset link; None when the address has no account (the
+        page says the same either way: a link was sent if the address has an account)."""
+        with self.database.reading() as connection:
+            found = rows.credentials(connection, email_key(email.strip()))
+        if found is None:
+            return None
+        token, token_hash = _new_token()
+        with self.database.transaction() as unit:
+            rows.add_link(unit.connection, token_hash, found.account.id, LinkPurpose.RESET)
+        return found.account, token
+
+    def reset_password(self, token: str, password: str) -> Account:
+        """A new password by the reset link: it ends every session of the account (whoever knew the
+        old password is signed out), and verifies the address (the link reached it)."""
+        with self.database.reading() as connection:
+            link = rows.link(connection, _hash_of(token))
+        if link is None or link.purpose is not LinkPurpose.RESET:
+            raise AccountRefused("this link is not one of ours: ask for a new one")
+        current = self._account(link.account_id)
+        refusal = password_refusal(password, current.email) or _guessable(password, current.email)
+        if refusal is not None:
+            raise AccountRefused(refusal)
+        password_hash = HASHER.hash(password)
+        with self.database.transaction() as unit:
+            account_id = _use_link(unit.connection, token, LinkPurpose.RESET)
+            rows.set_password_hash(unit.connection, account_id, password_hash)
+            rows.end_sessions(unit.connection, account_id)
+            rows.mark_verified(unit.connection, account_id)
+            return rows.account(unit.connection, account_id)
+
+    def lock_account(self, account_id: int, locked: bool = True) -> Account:
+        """Lock (every session ends) or unlock an account."""
+        with self.database.transaction() as unit:
+            if not rows.set_locked(unit.connection, account_id, locked):
+                raise AccountRefused(f"there is no account {account_id}")
+            if locked:
+                rows.end_sessions(unit.connection, account_id)
+            return rows.account(unit.connection, account_id)
+
+    # --- inside ---
+
+    def _account(self, account_id: int) -> Account:
+        with self.database.reading() as connection:
+            account = rows.account(connection, account_id)
+        if account is None:
+            raise AccountRefused(f"there is no account {account_id}")
+        return account
+
+    def _unknown(self) -> str:
+        if self._unknown_hash is None:
+            self._unknown_hash = HASHER.hash(secrets.token_urlsafe(16))
+        return self._unknown_hash
+
+
+def normal_address(email: str) -> str:
+    """The address as it will be kept (its domain in lower case, internationalised domains in their
+    Unicode form), or AccountRefused saying what is wrong with it. No DNS lookup: the verification
+    link proves the address, and a lookup would let a sign-up wait on a stranger's DNS."""
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise AccountRefused(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
+    try:
+        return email_validator.validate_email(email.strip(), check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as error:
+        raise AccountRefused(f"that is not an email address: {error}") from None
+
+
+def _use_link(connection, token: str, purpose: LinkPurpose) -> int:
+    """The link's account, once: a link used, expired or of another purpose is refused (and the
+    transaction it runs in rolls back)."""
+    token_hash = _hash_of(token)
+    link = rows.link(connection, token_hash)
+    if link is None or link.purpose is not purpose:
+        raise AccountRefused("this link is not one of ours: ask for a new one")
+    refusal = link_usable(purpose, link.made_at, link.used_at, datetime.now(timezone.utc))
+    if refusal is None and not rows.use_link(connection, token_hash):
+        refusal = "this link was used already: ask for a new one"  # (by a request racing this one)
+    if refusal is not None:
+        raise AccountRefused(refusal)
+    return link.account_id
+
+
+def _guessable(password: str, address: str) -> str | None:
+    verdict = zxcvbn.zxcvbn(password, user_inputs=[address, address.partition("@")[0], "sneakers23", "sneakers"])
+    if verdict["score"] >= MIN_PASSWORD_SCORE:
+        return None
+    warning = verdict["feedback"].get("warning") or "it is too easy to guess"
+    return f"choose a password that is harder to guess ({warning.rstrip('.').lower()})"
+
+
+def _verified(password_hash: str, password: str) -> bool:
+    try:
+        return HASHER.verify(password_hash, password)
+    except (exceptions.VerificationError, exceptions.InvalidHashError):
+        return False

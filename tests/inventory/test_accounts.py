@@ -1,0 +1,153 @@
+"""The accounts service (sneakers23/inventory/accounts.py) on SQLite and PostgreSQL: sign-up,
+verification, sign-in, sessions, reset links and locks, with the real hasher and validators."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import update
+
+from sneakers23.db.accounts import links_t
+from sneakers23.inventory.accounts import HASHER, AccountRefused
+
+EMAIL = "Ada.Lovelace@Example.com"
+PASSWORD = "analytical engine of 1843"
+
+
+def signed_up(inventory, email=EMAIL, password=PASSWORD):
+    return inventory.sign_up(email, password)
+
+
+def test_sign_up_verify_and_sign_in(inventory):
+    made = signed_up(inventory)
+    assert made.account.email == "Ada.Lovelace@example.com"  # (the domain in lower case)
+    assert not made.account.verified and not made.account.locked
+    assert inventory.verify_email(made.verify_token).verified
+    # Any spelling of the address signs in; each sign-in is a new session of its own.
+    first = inventory.sign_in("ada.lovelace@EXAMPLE.com", PASSWORD, client="127.0.0.2", user_agent="phone")
+    second = inventory.sign_in(EMAIL, PASSWORD, client="127.0.0.3", user_agent="laptop")
+    assert first.session_token != second.session_token
+    assert inventory.session_account(first.session_token).id == made.account.id
+    assert inventory.session_account(second.session_token).verified
+
+
+@pytest.mark.parametrize("email, password, says", [
+    ("not an address", PASSWORD, "not an email address"),
+    ("ada@", PASSWORD, "not an email address"),
+    ("a" * 250 + "@example.com", PASSWORD, "at most 254 characters"),
+    ("grace@example.com", "short", "at least 12 characters"),
+    ("grace@example.com", "password1234", "harder to guess"),
+    ("grace@example.com", "qwertyuiopasdf", "harder to guess"),
+    ("grace@example.com", "grace@example.com", "your email address"),
+])
+def test_a_sign_up_refused_says_what_to_fix(inventory, email, password, says):
+    with pytest.raises(AccountRefused, match=says):
+        inventory.sign_up(email, password)
+
+
+def test_one_account_per_address_whatever_its_case(inventory):
+    signed_up(inventory)
+    with pytest.raises(AccountRefused, match="an account with this email address exists"):
+        signed_up(inventory, email="ADA.LOVELACE@example.COM")
+
+
+def test_a_wrong_password_and_an_unknown_address_get_the_same_words(inventory):
+    signed_up(inventory)
+    with pytest.raises(AccountRefused) as wrong_password:
+        inventory.sign_in(EMAIL, "not the password at all")
+    with pytest.raises(AccountRefused) as unknown:
+        inventory.sign_in("nobody@example.com", PASSWORD)
+    assert str(wrong_password.value) == str(unknown.value) == "the email address or the password is wrong"
+
+
+def test_an_unknown_address_takes_as_long_to_refuse_as_a_known_one(inventory):
+    signed_up(inventory)
+
+    def took(email: str) -> float:
+        started = time.perf_counter()
+        with pytest.raises(AccountRefused):
+            inventory.sign_in(email, "not the password at all")
+        return time.perf_counter() - started
+
+    took("nobody@example.com")  # (the first unknown address makes the hash it checks against)
+    known = [took(EMAIL) for _ in range(5)]
+    unknown = [took("nobody@example.com") for _ in range(5)]
+    # Both are one Argon2id verification; without it an unknown address would answer in well
+    # under a tenth of the time.
+    assert statistics.median(unknown) > 0.5 * statistics.median(known), (known, unknown)
+    assert statistics.median(known) > 0.5 * statistics.median(unknown), (known, unknown)
+
+
+def test_a_verification_link_works_once_and_only_for_its_purpose(inventory):
+    made = signed_up(inventory)
+    with pytest.raises(AccountRefused, match="not one of ours"):
+        inventory.reset_password(made.verify_token, "a brand new passphrase")
+    with pytest.raises(AccountRefused, match="not one of ours"):
+        inventory.verify_email("made-up-token")
+    inventory.verify_email(made.verify_token)
+    with pytest.raises(AccountRefused, match="used already"):
+        inventory.verify_email(made.verify_token)
+
+
+def test_a_reset_link_works_once_ends_every_session_and_expires(inventory):
+    made = signed_up(inventory)
+    session = inventory.sign_in(EMAIL, PASSWORD).session_token
+    assert inventory.ask_password_reset("nobody@example.com") is None
+    account, token = inventory.ask_password_reset("ada.lovelace@example.com")
+    assert account.id == made.account.id
+    with pytest.raises(AccountRefused, match="at least 12"):
+        inventory.reset_password(token, "short")  # refused, the link still works
+    reset = inventory.reset_password(token, "a brand new passphrase")
+    assert reset.verified  # (the link reached the address)
+    assert inventory.session_account(session) is None
+    with pytest.raises(AccountRefused, match="used already"):
+        inventory.reset_password(token, "another new passphrase")
+    with pytest.raises(AccountRefused, match="wrong"):
+        inventory.sign_in(EMAIL, PASSWORD)
+    assert inventory.sign_in(EMAIL, "a brand new passphrase").account.id == made.account.id
+
+    _, old = inventory.ask_password_reset(EMAIL)
+    with inventory.database.transaction() as unit:  # as if made 25 hours ago
+        unit.connection.execute(update(links_t).values(made_at=datetime.now(timezone.utc) - timedelta(hours=25)))
+    with pytest.raises(AccountRefused, match="expired"):
+        inventory.reset_password(old, "yet another passphrase")
+
+
+def test_sign_out_here_and_everywhere(inventory):
+    made = signed_up(inventory)
+    here, there, elsewhere = (inventory.sign_in(EMAIL, PASSWORD).session_token for _ in range(3))
+    inventory.sign_out(here)
+    assert inventory.session_account(here) is None and inventory.session_account(there) is not None
+    assert inventory.sign_out_everywhere(made.account.id) == 2
+    assert inventory.session_account(there) is None and inventory.session_account(elsewhere) is None
+
+
+def test_a_locked_account_has_no_session_and_cannot_sign_in_until_unlocked(inventory):
+    made = signed_up(inventory)
+    session = inventory.sign_in(EMAIL, PASSWORD).session_token
+    assert inventory.lock_account(made.account.id).locked
+    assert inventory.session_account(session) is None
+    with pytest.raises(AccountRefused, match="locked"):
+        inventory.sign_in(EMAIL, PASSWORD)
+    assert not inventory.lock_account(made.account.id, locked=False).locked
+    assert inventory.sign_in(EMAIL, PASSWORD).account.id == made.account.id
+    with pytest.raises(AccountRefused, match="no account 999"):
+        inventory.lock_account(999)
+
+
+def test_a_hash_of_older_parameters_is_rehashed_at_sign_in(inventory):
+    from argon2 import PasswordHasher
+
+    made = signed_up(inventory)
+    older = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    from sneakers23.db import accounts as rows
+    with inventory.database.transaction() as unit:
+        rows.set_password_hash(unit.connection, made.account.id, older)
+    inventory.sign_in(EMAIL, PASSWORD)
+    with inventory.database.reading() as connection:
+        now_kept = rows.credentials(connection, "ada.lovelace@example.com").password_hash
+    assert now_kept != older and not HASHER.check_needs_rehash(now_kept)
+    assert HASHER.verify(now_kept, PASSWORD)
