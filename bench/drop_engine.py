@@ -186,7 +186,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--phases", default=",".join(PHASES),
-                        help="which phases, in order (default all): " + ", ".join(PHASES))
+                        help="which phases to run, comma-separated (default all; they run in this order): "
+                             + ", ".join(PHASES))
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the api and refusals phases this many times on the same store (the "
                              "first api round starts the sales actor, as a drop's first buyers do)")

@@ -45,8 +45,11 @@ def add_account(connection: Connection, email: str, email_key: str, password_has
     return Account(account_id, email, False, False, now)
 
 
-def credentials(connection: Connection, email_key: str) -> Credentials | None:
-    row = connection.execute(select(accounts_t).where(accounts_t.c.email_key == email_key)).first()
+def credentials(connection: Connection, email_key: str, lock: bool = False) -> Credentials | None:
+    """The account and its password's hash; with `lock`, its row held until the transaction ends
+    (on PostgreSQL; SQLite's writer holds the whole database)."""
+    query = select(accounts_t).where(accounts_t.c.email_key == email_key)
+    row = connection.execute(query.with_for_update() if lock else query).first()
     return None if row is None else Credentials(_account(row), row.password_hash)
 
 
@@ -85,6 +88,12 @@ def use_link(connection: Connection, token_hash: str) -> bool:
     """Mark the link used; False when another request used it first (a link works once)."""
     return connection.execute(update(links_t).where(links_t.c.token_hash == token_hash, links_t.c.used_at.is_(None))
                               .values(used_at=datetime.now(timezone.utc))).rowcount == 1
+
+
+def use_links_of(connection: Connection, account_id: int) -> None:
+    """Every link of the account not used yet is used up (after a password reset)."""
+    connection.execute(update(links_t).where(links_t.c.account_id == account_id, links_t.c.used_at.is_(None))
+                       .values(used_at=datetime.now(timezone.utc)))
 
 
 def add_session(connection: Connection, token_hash: str, account_id: int, client: str, user_agent: str) -> None:

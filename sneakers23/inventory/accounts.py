@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import email_validator
-import zxcvbn
 from argon2 import PasswordHasher, exceptions
 
 from sneakers23.db import accounts as rows
@@ -37,6 +37,10 @@ HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # zxcvbn's score runs 0-4; 3 is "safely unguessable: moderate protection from offline slow-hash
 # scenario" (the library's words), which Argon2id's cost makes the case here.
 MIN_PASSWORD_SCORE = 3
+# zxcvbn scores at most 72 characters (and slows sharply past them): a longer passphrase is scored
+# by its first 72, which are guessable or not whatever follows.
+SCORED_LENGTH = 72
+_scoring = threading.Lock()  # (zxcvbn keeps the inputs of its call in a module-level dictionary)
 
 
 class AccountRefused(Sneakers23Error):
@@ -46,17 +50,18 @@ class AccountRefused(Sneakers23Error):
 @dataclass(frozen=True, slots=True)
 class SignedUp:
     account: Account
-    verify_token: str  # for the link emailed to the address
+    verify_token: str = field(repr=False)  # for the link emailed to the address
 
 
 @dataclass(frozen=True, slots=True)
 class SignedIn:
     account: Account
-    session_token: str  # for the session cookie
+    session_token: str = field(repr=False)  # for the session cookie
 
 
 def _hash_of(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # (a lone surrogate, which no token of ours holds, hashes to something no token has)
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _new_token() -> tuple[str, str]:
@@ -73,7 +78,7 @@ class Accounts:
         """A new, unverified account, and the token of its verification link. Raises AccountRefused
         with what to fix: an address that is not one, one with an account, a weak password."""
         address = normal_address(email)
-        refusal = password_refusal(password, address) or _guessable(password, address)
+        refusal = password_refusal(password, address) or _unwritable(password) or _guessable(password, address)
         if refusal is not None:
             raise AccountRefused(refusal)
         password_hash = HASHER.hash(password)
@@ -96,23 +101,27 @@ class Accounts:
         """A new session (a new token: a session id is never carried over from before the sign-in).
         Raises AccountRefused with the same words whether the address or the password was wrong."""
         wrong = AccountRefused("the email address or the password is wrong")
-        if len(password) > MAX_PASSWORD_LENGTH or len(email) > MAX_EMAIL_LENGTH:
-            raise wrong
-        with self.database.reading() as connection:
-            found = rows.credentials(connection, email_key(email.strip()))
+        unknown_hash = self._unknown()  # (made before the lookup: the first sign-in pays it either way)
+        found = self._credentials(email) if len(password) <= MAX_PASSWORD_LENGTH else None
         if found is None:
-            _verified(self._unknown(), password)  # the same work as for a known address
+            _verified(unknown_hash, password)  # the same work as for a known address
             raise wrong
         if not _verified(found.password_hash, password):
             raise wrong
-        if found.account.locked:
-            raise AccountRefused("this account is locked: write to the shop's staff")
+        rehashed = HASHER.hash(password) if HASHER.check_needs_rehash(found.password_hash) else None
         token, token_hash = _new_token()
         with self.database.transaction() as unit:
-            if HASHER.check_needs_rehash(found.password_hash):  # the parameters changed since
-                rows.set_password_hash(unit.connection, found.account.id, HASHER.hash(password))
+            # What was verified must still hold when the session is written: a password reset or a
+            # lock committed meanwhile ends every session, this one included.
+            now = rows.credentials(unit.connection, email_key(found.account.email), lock=True)
+            if now is None or now.password_hash != found.password_hash:
+                raise wrong
+            if now.account.locked:
+                raise AccountRefused("this account is locked: write to the shop's staff")
+            if rehashed is not None:  # the parameters changed since it was hashed
+                rows.set_password_hash(unit.connection, found.account.id, rehashed)
             rows.add_session(unit.connection, token_hash, found.account.id, client, user_agent)
-        return SignedIn(found.account, token)
+        return SignedIn(now.account, token)
 
     def session_account(self, session_token: str) -> Account | None:
         """The account signed in with this session, or None (no such session, ended, expired, or
@@ -138,8 +147,7 @@ class Accounts:
     def ask_password_reset(self, email: str) -> tuple[Account, str] | None:
         """The account and the token of its reset link; None when the address has no account (the
         page says the same either way: a link was sent if the address has an account)."""
-        with self.database.reading() as connection:
-            found = rows.credentials(connection, email_key(email.strip()))
+        found = self._credentials(email)
         if found is None:
             return None
         token, token_hash = _new_token()
@@ -149,20 +157,26 @@ class Accounts:
 
     def reset_password(self, token: str, password: str) -> Account:
         """A new password by the reset link: it ends every session of the account (whoever knew the
-        old password is signed out), and verifies the address (the link reached it)."""
+        old password is signed out) and every other link sent to it, and verifies the address (the
+        link reached it)."""
         with self.database.reading() as connection:
             link = rows.link(connection, _hash_of(token))
         if link is None or link.purpose is not LinkPurpose.RESET:
             raise AccountRefused("this link is not one of ours: ask for a new one")
+        refusal = link_usable(link.purpose, link.made_at, link.used_at, datetime.now(timezone.utc))
+        if refusal is not None:  # (told before any costly work)
+            raise AccountRefused(refusal)
         current = self._account(link.account_id)
-        refusal = password_refusal(password, current.email) or _guessable(password, current.email)
+        refusal = password_refusal(password, current.email) or _unwritable(password) or \
+            _guessable(password, current.email)
         if refusal is not None:
             raise AccountRefused(refusal)
         password_hash = HASHER.hash(password)
         with self.database.transaction() as unit:
-            account_id = _use_link(unit.connection, token, LinkPurpose.RESET)
+            account_id = _use_link(unit.connection, token, LinkPurpose.RESET)  # (once, under races too)
             rows.set_password_hash(unit.connection, account_id, password_hash)
             rows.end_sessions(unit.connection, account_id)
+            rows.use_links_of(unit.connection, account_id)
             rows.mark_verified(unit.connection, account_id)
             return rows.account(unit.connection, account_id)
 
@@ -176,6 +190,16 @@ class Accounts:
             return rows.account(unit.connection, account_id)
 
     # --- inside ---
+
+    def _credentials(self, email: str) -> rows.Credentials | None:
+        """The account of an address as a shopper types it (any case, any spelling the sign-up's
+        normalisation maps to it); None for an address that is not one or has no account."""
+        try:
+            address = normal_address(email)
+        except AccountRefused:
+            return None
+        with self.database.reading() as connection:
+            return rows.credentials(connection, email_key(address))
 
     def _account(self, account_id: int) -> Account:
         with self.database.reading() as connection:
@@ -197,9 +221,12 @@ def normal_address(email: str) -> str:
     if len(email) > MAX_EMAIL_LENGTH:
         raise AccountRefused(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
     try:
-        return email_validator.validate_email(email.strip(), check_deliverability=False).normalized
+        address = email_validator.validate_email(email.strip(), check_deliverability=False).normalized
     except email_validator.EmailNotValidError as error:
         raise AccountRefused(f"that is not an email address: {error}") from None
+    if len(email_key(address)) > MAX_EMAIL_LENGTH:  # (case-folding can lengthen it)
+        raise AccountRefused(f"an email address has at most {MAX_EMAIL_LENGTH} characters")
+    return address
 
 
 def _use_link(connection, token: str, purpose: LinkPurpose) -> int:
@@ -217,8 +244,20 @@ def _use_link(connection, token: str, purpose: LinkPurpose) -> int:
     return link.account_id
 
 
+def _unwritable(password: str) -> str | None:
+    try:
+        password.encode()
+    except UnicodeEncodeError:
+        return "a password holds only characters that can be typed"
+    return None
+
+
 def _guessable(password: str, address: str) -> str | None:
-    verdict = zxcvbn.zxcvbn(password, user_inputs=[address, address.partition("@")[0], "sneakers23", "sneakers"])
+    import zxcvbn  # (here: its word lists take a moment to build, which only a sign-up needs)
+
+    with _scoring:
+        verdict = zxcvbn.zxcvbn(password[:SCORED_LENGTH],
+                                user_inputs=[address, address.partition("@")[0], "sneakers23", "sneakers"])
     if verdict["score"] >= MIN_PASSWORD_SCORE:
         return None
     warning = verdict["feedback"].get("warning") or "it is too easy to guess"
@@ -228,5 +267,5 @@ def _guessable(password: str, address: str) -> str | None:
 def _verified(password_hash: str, password: str) -> bool:
     try:
         return HASHER.verify(password_hash, password)
-    except (exceptions.VerificationError, exceptions.InvalidHashError):
+    except (exceptions.VerificationError, exceptions.InvalidHashError, UnicodeEncodeError):
         return False

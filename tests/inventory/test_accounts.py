@@ -100,11 +100,13 @@ def test_a_reset_link_works_once_ends_every_session_and_expires(inventory):
     assert account.id == made.account.id
     with pytest.raises(AccountRefused, match="at least 12"):
         inventory.reset_password(token, "short")  # refused, the link still works
+    _, other = inventory.ask_password_reset(EMAIL)  # a second link, asked for meanwhile
     reset = inventory.reset_password(token, "a brand new passphrase")
     assert reset.verified  # (the link reached the address)
     assert inventory.session_account(session) is None
-    with pytest.raises(AccountRefused, match="used already"):
-        inventory.reset_password(token, "another new passphrase")
+    for used_up in (token, other):  # (the reset ended every other link too)
+        with pytest.raises(AccountRefused, match="used already"):
+            inventory.reset_password(used_up, "another new passphrase")
     with pytest.raises(AccountRefused, match="wrong"):
         inventory.sign_in(EMAIL, PASSWORD)
     assert inventory.sign_in(EMAIL, "a brand new passphrase").account.id == made.account.id
@@ -133,6 +135,7 @@ def test_a_locked_account_has_no_session_and_cannot_sign_in_until_unlocked(inven
     with pytest.raises(AccountRefused, match="locked"):
         inventory.sign_in(EMAIL, PASSWORD)
     assert not inventory.lock_account(made.account.id, locked=False).locked
+    assert inventory.session_account(session) is None  # (the lock ended it: unlocking brings none back)
     assert inventory.sign_in(EMAIL, PASSWORD).account.id == made.account.id
     with pytest.raises(AccountRefused, match="no account 999"):
         inventory.lock_account(999)
@@ -151,3 +154,47 @@ def test_a_hash_of_older_parameters_is_rehashed_at_sign_in(inventory):
         now_kept = rows.credentials(connection, "ada.lovelace@example.com").password_hash
     assert now_kept != older and not HASHER.check_needs_rehash(now_kept)
     assert HASHER.verify(now_kept, PASSWORD)
+
+
+def test_a_long_passphrase_is_welcome_and_any_spelling_of_the_address_signs_in(inventory):
+    passphrase = "when the drop opens at noon I will buy exactly one pair of the reds, " * 2  # 140 characters
+    made = inventory.sign_up("user@xn--bcher-kva.ch", passphrase)
+    assert made.account.email == "user@bücher.ch"
+    for spelling in ("user@xn--bcher-kva.ch", " USER@Bücher.ch "):
+        assert inventory.sign_in(spelling, passphrase).account.id == made.account.id
+    with pytest.raises(AccountRefused, match="wrong"):
+        inventory.sign_in("user@bücher.ch", passphrase[:-1])
+    assert inventory.ask_password_reset("USER@xn--bcher-kva.ch")[0].id == made.account.id
+
+
+def test_characters_no_keyboard_types_are_refused_not_crashed_on(inventory):
+    with pytest.raises(AccountRefused, match="can be typed"):
+        inventory.sign_up("grace@example.com", "a lone surrogate \ud800 in here")
+    with pytest.raises(AccountRefused, match="wrong"):
+        inventory.sign_in("grace@example.com", "a lone surrogate \ud800 in here")
+    with pytest.raises(AccountRefused, match="not one of ours"):
+        inventory.verify_email("\udfff")
+
+
+def test_a_reset_committed_while_a_sign_in_verifies_leaves_no_session(inventory, monkeypatch):
+    """The sign-in's check of the password and its session are two steps; a reset (or a lock) in
+    between must win: its end of every session cannot miss the one being made."""
+    from sneakers23.db import accounts as rows
+    from sneakers23.inventory import accounts
+
+    made = signed_up(inventory)
+    verified = accounts._verified
+
+    def verified_then_reset_elsewhere(password_hash, password):
+        ok = verified(password_hash, password)
+        with inventory.database.transaction() as unit:
+            rows.set_password_hash(unit.connection, made.account.id, HASHER.hash("the owner's new passphrase"))
+            rows.end_sessions(unit.connection, made.account.id)
+        return ok
+
+    monkeypatch.setattr(accounts, "_verified", verified_then_reset_elsewhere)
+    with pytest.raises(AccountRefused, match="wrong"):
+        inventory.sign_in(EMAIL, PASSWORD)
+    monkeypatch.setattr(accounts, "_verified", verified)
+    with inventory.database.reading() as connection:
+        assert rows.sessions_of(connection, made.account.id) == []

@@ -327,10 +327,10 @@ class Hosts:
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "MaxStartups 100\nMaxSessions 100\nSubsystem sftp internal-sftp\n"
             # No way out to a package index: pip installs from the wheelhouse. Without compiling
-            # every module to bytecode (what runs is compiled at its first import): three hosts'
-            # installs on two cores took about a sixth less.
+            # every module to bytecode (what runs is compiled at its first import). (pip reads a
+            # boolean variable as the option's stored value, and --no-compile stores False: so 0.)
             f"SetEnv PIP_NO_INDEX=1 PIP_FIND_LINKS={self.wheelhouse} PIP_DISABLE_PIP_VERSION_CHECK=1 "
-            "PIP_NO_COMPILE=1\n")
+            "PIP_NO_COMPILE=0\n")
         return {**self._own_files(host), "service": ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
                 "log": str(host.files / "sshd.log")}
 
