@@ -229,10 +229,15 @@ def test_the_dashboard_reads_at_a_glance(bare_page, store_url, fresh_shop, ray_s
         expect(page.locator('[data-unit-of="shoppers-online"]')).to_have_text("shopper")
     finally:
         shopper.context.close()
+    # Each figure and its noun read in one go: the shopper who just left changes both meanwhile.
     for name in ("shoppers-online", "tabs-open", "sold-last-minute"):
-        count = int(page.locator(f"[data-{name}]").text_content().replace(",", ""))
-        unit = page.locator(f'[data-unit-of="{name}"]')
-        expect(unit).to_have_text(unit.get_attribute("data-one") if count == 1 else unit.get_attribute("data-many"))
+        count, unit, one, many = page.evaluate(
+            """(name) => {
+                const figure = document.querySelector(`[data-${name}]`);
+                const unit = document.querySelector(`[data-unit-of="${name}"]`);
+                return [figure.textContent, unit.textContent, unit.dataset.one, unit.dataset.many];
+            }""", name)
+        assert unit.strip() == (one if int(count.replace(",", "")) == 1 else many), (name, count, unit)
 
     # Every product's live figures above the fold on a laptop.
     for row in page.locator("[data-glance]").all():
