@@ -28,21 +28,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email_key"),
     )
-    for table in ("account_links", "account_sessions"):
-        moment = "made_at" if table == "account_links" else "created_at"
-        op.create_table(
-            table,
-            sa.Column("token_hash", sa.String(length=64), nullable=False),
-            sa.Column("account_id", sa.Integer(), nullable=False),
-            *([sa.Column("purpose", sa.String(length=16), nullable=False)] if table == "account_links" else []),
-            sa.Column(moment, sa.DateTime(timezone=True), nullable=False),
-            *([sa.Column("used_at", sa.DateTime(timezone=True), nullable=True)] if table == "account_links" else
-              [sa.Column("client", sa.String(length=64), nullable=False),
-               sa.Column("user_agent", sa.String(length=256), nullable=False)]),
-            sa.ForeignKeyConstraint(["account_id"], ["accounts.id"]),
-            sa.PrimaryKeyConstraint("token_hash"),
-        )
-        op.create_index(op.f(f"ix_{table}_account_id"), table, ["account_id"], unique=False)
+    op.create_table(
+        "account_links",
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("purpose", sa.String(length=16), nullable=False),
+        sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"]),
+        sa.PrimaryKeyConstraint("token_hash"),
+    )
+    op.create_index(op.f("ix_account_links_account_id"), "account_links", ["account_id"], unique=False)
+    op.create_table(
+        "account_sessions",
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("client", sa.String(length=64), nullable=False),
+        sa.Column("user_agent", sa.String(length=256), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"]),
+        sa.PrimaryKeyConstraint("token_hash"),
+    )
+    op.create_index(op.f("ix_account_sessions_account_id"), "account_sessions", ["account_id"], unique=False)
 
 
 def downgrade() -> None:
