@@ -56,7 +56,18 @@ def cluster_inventory(settings: Settings, through_sales: bool = True,
     from sneakers23.cluster import RayReplication
 
     sales = ray_sales(settings, product_of=product_of) if through_sales else None
-    return Inventory(settings, replication=RayReplication(wait=False), sales=sales, activity=RayActivity())
+    return Inventory(settings, replication=RayReplication(wait=False), sales=sales, activity=RayActivity(),
+                     mail=postbox(settings))
+
+
+def postbox(settings: Settings):
+    """Letters to shoppers: by SMTP when `smtp_url` is set, else to the file of letters (its thread
+    starts with the first letter: a process that sends none pays nothing)."""
+    from pathlib import Path
+
+    from sneakers23.mail import Postbox, carrier_for
+
+    return Postbox(carrier_for(settings.smtp_url, settings.mail_from, Path(settings.mail_file)))
 
 
 def ray_sales(settings: Settings, product_of: Callable[[int], int | None] | None = None):

@@ -155,6 +155,29 @@ def release(ctx: click.Context, product_ids: tuple[int, ...], at: datetime | Non
             click.echo(f"product {product_id} {verb} (version {outcome.change.version})")
 
 
+@cli.command("sign-in")
+@click.argument("product_ids", metavar="PRODUCT_ID...", nargs=-1, required=True, type=int)
+@click.option("--required/--not-required", default=True, show_default=True,
+              help="Sell only to signed-in shoppers with a confirmed address, or to guests too.")
+@click.pass_context
+def sign_in(ctx: click.Context, product_ids: tuple[int, ...], required: bool) -> None:
+    """Whether a product sells only to signed-in shoppers (then its pair limit counts per account,
+    not per cookie). Written to the admin audit, as the dashboard's button is."""
+    from sneakers23.domain.admin import ActionKind, AdminAction
+
+    inventory = _inventory(ctx, publish=True)
+    kind = ActionKind.REQUIRE_SIGN_IN if required else ActionKind.ALLOW_GUESTS
+    refused = []
+    for product_id in dict.fromkeys(product_ids):
+        entry = inventory.act(f"{getpass.getuser()}@cli", AdminAction(kind, product_id=product_id), client="cli")
+        if entry.ok:
+            click.echo(f"product {product_id}: {entry.result}")
+        else:
+            refused.append(f"product {product_id} is unchanged ({entry.result})")
+    if refused:
+        raise Sneakers23Error("; ".join(refused))
+
+
 @cli.command()
 @click.argument("item_id", type=int)
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Pairs to sell.")
@@ -195,6 +218,45 @@ def admin_audit(ctx: click.Context, limit: int) -> None:
     for entry in _inventory(ctx).admin_audit(limit):
         click.echo(f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.who:<16} {entry.action:<15} {entry.target:<12} "
                    f"{'ok' if entry.ok else 'REFUSED':<7} {entry.result}")
+
+
+@cli.group()
+def account() -> None:
+    """Shoppers' accounts: look one up, lock it, unlock it (each written to the admin audit)."""
+
+
+def _act_on_account(ctx: click.Context, kind_name: str, who: str) -> None:
+    from sneakers23.domain.admin import ActionKind
+
+    entry, seen = _inventory(ctx, publish=True).act_on_account(f"{getpass.getuser()}@cli", ActionKind(kind_name),
+                                                                who, client="cli")
+    if not entry.ok:
+        raise Sneakers23Error(entry.result)
+    click.echo(seen if kind_name == "look_up_account" else f"{entry.target} {entry.result}\n{seen}")
+
+
+@account.command("show")
+@click.argument("who", metavar="ID_OR_EMAIL")
+@click.pass_context
+def account_show(ctx: click.Context, who: str) -> None:
+    """An account: its address, whether it is verified or locked, its sessions and pairs bought."""
+    _act_on_account(ctx, "look_up_account", who)
+
+
+@account.command("lock")
+@click.argument("who", metavar="ID_OR_EMAIL")
+@click.pass_context
+def account_lock(ctx: click.Context, who: str) -> None:
+    """Lock an account: every session of it ends, its cart is emptied, and it cannot sign in."""
+    _act_on_account(ctx, "lock_account", who)
+
+
+@account.command("unlock")
+@click.argument("who", metavar="ID_OR_EMAIL")
+@click.pass_context
+def account_unlock(ctx: click.Context, who: str) -> None:
+    """Let a locked account sign in again."""
+    _act_on_account(ctx, "unlock_account", who)
 
 
 @cli.command()

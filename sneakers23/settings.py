@@ -48,6 +48,25 @@ class Settings(BaseSettings):
     # Failed admin logins allowed per minute, from everywhere together, before logins are refused.
     admin_failed_logins_per_minute: int = Field(default=10, ge=1)
 
+    # Mail to shoppers (verification and password-reset links): smtp://host:port (STARTTLS when the
+    # server offers it), smtps://host:port (TLS from the start), with user:password@ when the server
+    # asks for a login. Unset, each letter is written to the store's log instead (a console
+    # backend), so that a shopper on a developer's `./dev store` can still follow the link.
+    smtp_url: str | None = Field(default=None, repr=False)
+    mail_from: str = "Sneakers23 <shop@sneakers23.localhost>"
+    # Where the letters go with no SMTP (`sneakers23 serve` makes it absolute, for its replicas).
+    mail_file: str = "sneakers23-mail.log"
+    # The store's address as shoppers reach it, for the links in letters (https://shop.example).
+    # Unset: the address `sneakers23 serve` listens on. Never the request's Host header, which
+    # whoever asks for a reset link could choose.
+    public_url: str | None = None
+
+    # Sign-ups and sign-ins: a proof of work the shopper's browser solves (ALTCHA's scheme: it tries
+    # about half this many SHA-256 hashes, about a second in a browser; 0 turns it off), and the
+    # attempts one client address may make a minute, on each page replica (0: no limit).
+    proof_of_work_max_number: int = Field(default=200_000, ge=0, le=100_000_000)
+    account_attempts_per_minute: int = Field(default=10, ge=0)
+
     # The edge (Serve's HAProxy, rules in serve/edge.py): what one client address may hold and ask.
     # 0 turns a cap off (a benchmark that loads the store from one address).
     connections_per_address: int = Field(default=256, ge=0)
@@ -55,6 +74,18 @@ class Settings(BaseSettings):
     # Where the X-Forwarded-For header is believed: the HAProxy of this node or of another one
     # (comma-separated networks). A request from anywhere else is its own peer's address.
     trusted_proxies: str = "127.0.0.0/8,::1"
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, url: str | None) -> str | None:
+        from sneakers23.mail import smtp_address
+
+        if url:
+            try:
+                smtp_address(url)
+            except ValueError as error:  # (the URL itself is not said: it may hold a password)
+                raise ValueError(f"SNEAKERS23_SMTP_URL: {error}") from None
+        return url or None
 
     @field_validator("secret_key", mode="before")
     @classmethod

@@ -29,7 +29,8 @@ pytest_plugins = ["tests.support.store_fixtures"]
 # Tests of pure rules and of SQL alone (milliseconds each): they run first, so a broken rule shows
 # in seconds, before any Ray cluster, store or browser starts.
 CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retries.py", "tests/test_tasks.py",
-         "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py", "tests/test_bench.py")
+         "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py", "tests/test_bench.py",
+         "tests/test_mail.py", "tests/serve/test_proof_of_work.py")
 
 
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one

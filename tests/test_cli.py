@@ -55,7 +55,7 @@ def test_seed_and_products(database_url):
     assert run(database_url, "db", "seed", "--random-seed", "5").stdout == "seeded 26 items\n"
     products = catalog(database_url)
     assert [p["sku"] for p in products] == ["SHU6000", "SHU6100"]
-    assert set(products[0]) == {"id", "sku", "name", "brand", "color", "price_usd", "released", "items"}
+    assert set(products[0]) == {"id", "sku", "name", "brand", "color", "price_usd", "released", "sign_in_required", "items"}
     assert set(products[0]["items"][0]) == {"id", "sku", "size", "available_count", "level"}
     assert products[0]["items"][0]["sku"] == "SHU6001" and products[0]["price_usd"] == 120
 
@@ -180,3 +180,37 @@ def test_placeholder_and_weak_secrets_are_refused_at_start_in_one_line(tmp_path,
     monkeypatch.setenv(variable, value)
     for command in (("products",), ("serve", "--port", "1")):
         assert said in fails(f"sqlite:///{tmp_path / 'shop.db'}", *command)
+
+
+def test_a_product_for_signed_in_shoppers_only_is_set_from_the_cli_and_audited(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run(url, "db", "upgrade")
+    run(url, "db", "seed")
+    assert run(url, "sign-in", "1").stdout == "product 1: sold only to signed-in shoppers\n"
+    assert run(url, "sign-in", "1", "--not-required").stdout == "product 1: sold to guests too\n"
+    assert "there is no product 9" in fails(url, "sign-in", "9", code=1)
+    lines = run(url, "admin", "audit").stdout.splitlines()
+    assert [line.split()[3] for line in lines] == ["require_sign_in", "allow_guests", "require_sign_in"] and \
+        " REFUSED " in lines[0] and "@cli" in lines[0]
+
+
+def test_staff_look_up_lock_and_unlock_a_shoppers_account_and_each_is_audited(tmp_path):
+    from sneakers23.inventory import Inventory
+    from sneakers23.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    run(url, "db", "upgrade")
+    inventory = Inventory(Settings(database_url=url, cluster="none"))
+    made = inventory.sign_up("Grace@Example.com", "a compiler for every pair")
+    inventory.close()
+    shown = run(url, "account", "show", "grace@example.COM").stdout
+    assert shown.startswith(f"account {made.account.id}: Grace@example.com, not verified, not locked") and \
+        "1 session, 0 pairs bought" in shown
+    locked = run(url, "account", "lock", str(made.account.id)).stdout
+    assert locked.startswith(f"account {made.account.id} locked: its sessions ended") and "LOCKED, " in locked
+    assert "0 sessions" in locked
+    assert ", not locked," in run(url, "account", "unlock", "Grace@example.com").stdout
+    assert fails(url, "account", "show", "nobody@example.com") == \
+        "sneakers23: there is no account of 'nobody@example.com'"
+    actions = [line.split()[3] for line in run(url, "admin", "audit").stdout.splitlines()]
+    assert actions == ["look_up_account", "unlock_account", "lock_account", "look_up_account"]

@@ -169,13 +169,25 @@ def expire(connection: Connection, idle_before: datetime, limit: int) -> list[Ca
     were left untouched since `idle_before`. Returns the emptied carts, to publish (memory forgets
     them). The rows stay: a cart's version must never start again (its tabs show the newest
     version they have seen, and its checkout key is made of it)."""
-    holding = select(cart_items_t.c.shopper_id).where(cart_items_t.c.shopper_id == carts_t.c.shopper_id).exists()
-    idle = select(carts_t.c.shopper_id).where(carts_t.c.updated_at < idle_before, holding).limit(limit)
+    idle = select(carts_t.c.shopper_id).where(carts_t.c.updated_at < idle_before, _holding()).limit(limit)
     # One statement that takes each row's lock and checks its time again after any wait: a change
     # that commits first moves `updated_at` on, and the cart is not idle any more.
+    return _empty(connection, carts_t.c.shopper_id.in_(idle.scalar_subquery()), carts_t.c.updated_at < idle_before)
+
+
+def empty(connection: Connection, shopper_id: str) -> list[Cart]:
+    """In the caller's transaction: empty one shopper's cart (an account the staff lock); the
+    emptied cart to publish, if it held anything."""
+    return _empty(connection, carts_t.c.shopper_id == shopper_id, _holding())
+
+
+def _holding():
+    return select(cart_items_t.c.shopper_id).where(cart_items_t.c.shopper_id == carts_t.c.shopper_id).exists()
+
+
+def _empty(connection: Connection, *where) -> list[Cart]:
     emptied = connection.execute(
-        update(carts_t).where(carts_t.c.shopper_id.in_(idle.scalar_subquery()), carts_t.c.updated_at < idle_before)
-        .values(version=carts_t.c.version + 1, updated_at=_now())
+        update(carts_t).where(*where).values(version=carts_t.c.version + 1, updated_at=_now())
         .returning(carts_t.c.shopper_id, carts_t.c.version)).all()
     if emptied:
         connection.execute(delete(cart_items_t).where(cart_items_t.c.shopper_id.in_([row[0] for row in emptied])))

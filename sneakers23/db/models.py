@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import CheckConstraint, DateTime, UniqueConstraint
+from sqlalchemy import CheckConstraint, DateTime, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -28,6 +28,8 @@ class ProductRow(SQLModel, table=True):
     released: bool = Field(default=False)
     # When set on an unreleased product, the release clock (actors/release_clock.py) releases it then.
     release_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Only a signed-in shopper whose address is verified may buy it (domain/purchases.py).
+    sign_in_required: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     # Grows on every change to the row; caches apply only newer versions.
     version: int = Field(default=1)
     inserted_at: datetime = _timestamp()

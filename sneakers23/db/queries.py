@@ -15,7 +15,7 @@ from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
 from sneakers23.domain.purchases import (BoughtPair, PurchaseFacts, PurchaseResult, SizeOnSale, SoldUnit,
-                                         answer_purchase)
+                                         answer_purchase, signed_in)
 from sneakers23.errors import AlreadyReleased, NotFound, SalesBusy
 
 products_t = ProductRow.__table__
@@ -44,7 +44,7 @@ def load_products(connection: Connection) -> list[Product]:
         Product(
             id=row.id, sku=row.sku, order=row.order, brand=row.brand, name=row.name, color=row.color,
             price_usd=row.price_usd, main_image_url=row.main_image_url, released=bool(row.released),
-            version=row.version, release_at=_utc(row.release_at),
+            version=row.version, release_at=_utc(row.release_at), sign_in_required=bool(row.sign_in_required),
         )
         for row in connection.execute(select(products_t))
     ]
@@ -72,38 +72,57 @@ def release(connection: Connection, product_id: int) -> tuple[ProductReleased, b
 
     Returns the change (with the row's version) and whether this call released it.
     """
-    version = connection.execute(
+    row = connection.execute(
         update(products_t)
         .where(products_t.c.id == product_id, products_t.c.released.is_(False))
         .values(released=True, release_at=None, version=products_t.c.version + 1, updated_at=_now())
-        .returning(products_t.c.version)
-    ).scalar_one_or_none()
-    if version is not None:
-        return ProductReleased(product_id=product_id, released=True, version=version), True
+        .returning(products_t.c.version, products_t.c.sign_in_required)
+    ).one_or_none()
+    if row is not None:
+        return ProductReleased(product_id, True, row.version, None, bool(row.sign_in_required)), True
     return _product_state(connection, product_id), False
 
 
 def _product_state(connection: Connection, product_id: int) -> ProductReleased | ReleaseScheduleChanged:
     row = connection.execute(
-        select(products_t.c.released, products_t.c.version, products_t.c.release_at).where(products_t.c.id == product_id)
-    ).one_or_none()
+        select(*PRODUCT_STATE).where(products_t.c.id == product_id)).one_or_none()
     if row is None:
         raise NotFound(f"there is no product {product_id}")
-    return product_state(product_id, bool(row.released), row.version, _utc(row.release_at))
+    return _state_of(row)
+
+
+PRODUCT_STATE = (products_t.c.id, products_t.c.released, products_t.c.version, products_t.c.release_at,
+                 products_t.c.sign_in_required)
+
+
+def _state_of(row) -> ProductReleased | ReleaseScheduleChanged:
+    return product_state(row.id, bool(row.released), row.version, _utc(row.release_at), bool(row.sign_in_required))
 
 
 def schedule_release(connection: Connection, product_id: int, at: datetime | None) -> ReleaseScheduleChanged:
     """Set (or, with None, cancel) the moment an unreleased product goes on sale by itself."""
-    version = connection.execute(
+    row = connection.execute(
         update(products_t)
         .where(products_t.c.id == product_id, products_t.c.released.is_(False))
         .values(release_at=at, version=products_t.c.version + 1, updated_at=_now())
-        .returning(products_t.c.version)
-    ).scalar_one_or_none()
-    if version is None:
+        .returning(*PRODUCT_STATE)
+    ).one_or_none()
+    if row is None:
         _product_state(connection, product_id)  # raises NotFound for an unknown product
         raise AlreadyReleased(f"product {product_id} is already released: there is nothing to schedule")
-    return ReleaseScheduleChanged(product_id, version, _utc(at))
+    return _state_of(row)
+
+
+def require_sign_in(connection: Connection, product_id: int, required: bool) -> ProductReleased | ReleaseScheduleChanged:
+    """Whether only signed-in shoppers (with a verified address) may buy the product; its state after.
+    Setting what is set already changes nothing (the version stays)."""
+    row = connection.execute(
+        update(products_t)
+        .where(products_t.c.id == product_id, products_t.c.sign_in_required.is_not(required))
+        .values(sign_in_required=required, version=products_t.c.version + 1, updated_at=_now())
+        .returning(*PRODUCT_STATE)
+    ).one_or_none()
+    return _product_state(connection, product_id) if row is None else _state_of(row)
 
 
 def release_is_due(connection: Connection, now: datetime | None = None) -> bool:
@@ -124,9 +143,9 @@ def release_due(connection: Connection, now: datetime | None = None) -> list[Pro
         .where(products_t.c.released.is_(False), products_t.c.release_at.is_not(None),
                products_t.c.release_at <= (now or _now()))
         .values(released=True, version=products_t.c.version + 1, updated_at=_now())
-        .returning(products_t.c.id, products_t.c.version, products_t.c.release_at)
+        .returning(*PRODUCT_STATE)
     ).all()
-    return [ProductReleased(row.id, True, row.version, _utc(row.release_at)) for row in rows]
+    return [_state_of(row) for row in rows]
 
 
 # --- restock -----------------------------------------------------------------------------------
@@ -195,9 +214,10 @@ def purchase_facts(connection: Connection, shopper_id: str, item_ids: list[int],
     key is read last, so that a sale with this key that any earlier read saw is seen there too, and
     replayed (else its size and pairs would refuse the purchase that made them)."""
     sizes = {
-        row.id: SizeOnSale(row.product_id, bool(row.released), row.available_count)
+        row.id: SizeOnSale(row.product_id, bool(row.released), row.available_count, bool(row.sign_in_required))
         for row in connection.execute(
-            select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count)
+            select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count,
+                   products_t.c.sign_in_required)
             .join(products_t, products_t.c.id == items_t.c.product_id)
             .join(availability_t, availability_t.c.item_id == items_t.c.id)
             .where(items_t.c.id.in_(set(item_ids))))
@@ -208,7 +228,7 @@ def purchase_facts(connection: Connection, shopper_id: str, item_ids: list[int],
         .where(pairs_t.c.shopper_id == shopper_id, pairs_t.c.product_id.in_(products))).all()) if products else {}
     sizes_held = set(_sizes_owned(connection, shopper_id, list(sizes)))
     earlier = _earlier(connection, shopper_id, key) if key is not None else None
-    return PurchaseFacts(sizes, pairs_held, sizes_held, earlier)
+    return PurchaseFacts(sizes, pairs_held, sizes_held, earlier, signed_in(shopper_id))
 
 
 def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str, facts: PurchaseFacts,
@@ -225,7 +245,7 @@ def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str,
             return None
     after: dict[int, tuple[int, int]] = {}
     for item_id in sorted(item_ids):
-        sold = decrement(connection, item_id, facts.sizes[item_id].product_id, 1)
+        sold = decrement(connection, item_id, facts.sizes[item_id].product_id, 1, guests=not facts.signed_in)
         if sold is None:
             return None
         after[item_id] = (sold.available_count, sold.version)
@@ -277,13 +297,15 @@ def add_pairs_of_many(connection: Connection, product_id: int, pairs: dict[str, 
     return len(connection.execute(statement).all())
 
 
-def decrement(connection: Connection, item_id: int, product_id: int, count: int):
-    """Take `count` pairs of a size, if it has them and its product is released: the conditional
-    decrement that decides every sale. Returns the row's count and version after, or None."""
+def decrement(connection: Connection, item_id: int, product_id: int, count: int, guests: bool = True):
+    """Take `count` pairs of a size, if it has them and its product is released (and, when a buyer
+    is a guest, sold to guests): the conditional decrement that decides every sale. Returns the
+    row's count and version after, or None."""
+    on_sale = and_(products_t.c.id == product_id, products_t.c.released.is_(True),
+                   *([products_t.c.sign_in_required.is_(False)] if guests else []))
     return connection.execute(
         update(availability_t)
-        .where(availability_t.c.item_id == item_id, availability_t.c.available_count >= count,
-               exists().where(and_(products_t.c.id == product_id, products_t.c.released.is_(True))))
+        .where(availability_t.c.item_id == item_id, availability_t.c.available_count >= count, exists().where(on_sale))
         .values(available_count=availability_t.c.available_count - count,
                 version=availability_t.c.version + 1, updated_at=_now())
         .returning(availability_t.c.available_count, availability_t.c.version)
@@ -338,11 +360,7 @@ def current_changes(connection: Connection, carts_changed_since: datetime | None
     """Every row's current state as a change, for a cache to apply what it missed (of the carts,
     those changed since the moment given, if one is, empty ones too; else every cart that holds
     something)."""
-    changes: list[Change] = [
-        product_state(row.id, bool(row.released), row.version, _utc(row.release_at))
-        for row in connection.execute(
-            select(products_t.c.id, products_t.c.released, products_t.c.version, products_t.c.release_at))
-    ]
+    changes: list[Change] = [_state_of(row) for row in connection.execute(select(*PRODUCT_STATE))]
     changes += [
         AvailabilityChanged(item_id=row.item_id, product_id=row.product_id,
                             available_count=row.available_count, version=row.version)

@@ -24,7 +24,7 @@ from sneakers23.db import queries
 from sneakers23.db.queries import add_pairs_of_many, decrement, load_products, orders_t
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged
-from sneakers23.domain.purchases import PurchaseResult, SoldUnit
+from sneakers23.domain.purchases import PurchaseResult, SoldUnit, signed_in
 from sneakers23.domain.sales import Claim, SaleRecord
 from sneakers23.errors import DatabaseUnavailable, NotFound
 from sneakers23.group_commit import one_by_one
@@ -125,8 +125,9 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
 
     wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
     after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
+    guests = not all(signed_in(claim.shopper_id) for claim in claims)
     for item_id in sorted(wanted):  # a fixed lock order
-        row = decrement(connection, item_id, product_id, wanted[item_id])
+        row = decrement(connection, item_id, product_id, wanted[item_id], guests)
         if row is None:
             return _refused(product_id, len(claims), f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
         after[item_id] = (row.available_count, row.version)

@@ -74,3 +74,51 @@ def link_usable(purpose: LinkPurpose, made_at: datetime, used_at: datetime | Non
 
 def session_alive(created_at: datetime, now: datetime) -> bool:
     return now - created_at <= SESSION_LIFETIME
+
+
+# --- an account as a shopper ---
+
+ACCOUNT_SHOPPER_PREFIX = "account-"
+
+
+def account_shopper_id(account_id: int) -> str:
+    """The shopper id an account shops under, on every device: its cart (`cart:{shopper id}`), its
+    orders, and the pairs the limits count are the account's. An anonymous shopper's id is 64 hex
+    digits, so the two never meet."""
+    return f"{ACCOUNT_SHOPPER_PREFIX}{account_id}"
+
+
+def shops_as_account(account: Account | None) -> bool:
+    """Whether a signed-in shopper shops under their account: only once the address is verified
+    (until then a sign-up costs nothing, so it may not buy where sign-in is required) and while the
+    account is not locked."""
+    return account is not None and account.verified and not account.locked
+
+
+# --- letters to shoppers ---
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    to: str
+    subject: str
+    text: str
+
+
+def verify_letter(address: str, link: str) -> Letter:
+    return Letter(address, "Confirm your email address for Sneakers23", (
+        "Welcome to Sneakers23.\n\n"
+        "Confirm that this address is yours, and you can shop under your account on every device "
+        "and buy in drops that need a sign-in:\n\n"
+        f"{link}\n\n"
+        f"The link works once, for {VERIFY_LINK_LIFETIME.days} days. If you did not sign up, "
+        "ignore this letter: nothing happens without the link.\n"))
+
+
+def reset_letter(address: str, link: str) -> Letter:
+    return Letter(address, "Reset your Sneakers23 password", (
+        "Someone asked to reset the password of the Sneakers23 account of this address.\n\n"
+        "Choose a new password here:\n\n"
+        f"{link}\n\n"
+        f"The link works once, for {RESET_LINK_LIFETIME.days * 24} hours, and signs out every "
+        "device that is signed in. If you did not ask, ignore this letter: your password stays "
+        "as it is.\n"))

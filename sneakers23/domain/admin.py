@@ -19,13 +19,19 @@ class ActionKind(StrEnum):
     SCHEDULE = "schedule"  # a release at a given time
     CANCEL_SCHEDULE = "cancel_schedule"
     RESTOCK = "restock"
+    REQUIRE_SIGN_IN = "require_sign_in"  # the product sells only to signed-in shoppers (verified accounts)
+    ALLOW_GUESTS = "allow_guests"  # the product sells to anyone again
     LOGIN = "login"  # not asked for: written by the login itself (a failed one counts to its throttle)
     UNLOCK_LOGINS = "unlock_logins"  # an operator's `sneakers23 admin unlock`: the throttle starts again
     LOGOUT = "logout"  # its target names the session, which stays revoked until it would have expired
     LOCK_LOGINS = "lock_logins"  # the throttle's last resort began: failures from everywhere hold every login
+    LOOK_UP_ACCOUNT = "look_up_account"  # a shopper's account (`sneakers23 account show`)
+    LOCK_ACCOUNT = "lock_account"  # its sessions end, its cart is emptied; it cannot sign in
+    UNLOCK_ACCOUNT = "unlock_account"
 
 
-ACTIONS = (ActionKind.RELEASE, ActionKind.SCHEDULE, ActionKind.CANCEL_SCHEDULE, ActionKind.RESTOCK)
+ACTIONS = (ActionKind.RELEASE, ActionKind.SCHEDULE, ActionKind.CANCEL_SCHEDULE, ActionKind.RESTOCK,
+           ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,10 @@ class AdminAction:
             return f"cancel the scheduled release of product {self.product_id}"
         if self.kind is ActionKind.RESTOCK:
             return f"restock item {self.item_id} with {counted(self.count, 'pair')}"
+        if self.kind is ActionKind.REQUIRE_SIGN_IN:
+            return f"sell product {self.product_id} only to signed-in shoppers"
+        if self.kind is ActionKind.ALLOW_GUESTS:
+            return f"sell product {self.product_id} to guests too"
         return f"release product {self.product_id} now"
 
 

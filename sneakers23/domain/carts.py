@@ -197,3 +197,14 @@ def cart_view(cart: Cart, lines: list[CartLine]) -> dict:
         "count": len(lines),
         "subtotal_usd": sum(line.price_usd for line in lines if not line.out_of_stock),
     }
+
+
+def merge_requests(anonymous: Cart, into_shopper_id: str) -> list[CartRequest]:
+    """The changes that merge a cart filled before sign-in into the account's cart, in one batch:
+    its sizes added oldest first (so that its newest stays the newest), each as an add from a tab
+    would be, so that the same rules decide (a size in both carts is kept once, as the original's
+    cart holds no duplicate; one past the limit or sold out stays out); then it is emptied."""
+    if anonymous.is_empty or anonymous.shopper_id == into_shopper_id:
+        return []
+    return [CartRequest(into_shopper_id, add=item_id) for item_id in reversed(anonymous.item_ids)] + \
+        [CartRequest(anonymous.shopper_id, remove=anonymous.item_ids)]

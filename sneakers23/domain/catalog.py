@@ -40,6 +40,7 @@ class Product:
     version: int
     items: tuple[Item, ...] = ()
     release_at: datetime | None = None  # when an unreleased product goes on sale by itself
+    sign_in_required: bool = False  # only a signed-in shopper with a verified address may buy it
 
 
 def complete_products(products: Iterable[Product], items: Iterable[Item]) -> list[Product]:
@@ -99,6 +100,10 @@ class Catalog:
         product = self._products.get(product_id)
         return product is not None and product.released
 
+    def sign_in_required(self, product_id: int) -> bool:
+        product = self._products.get(product_id)
+        return product is not None and product.sign_in_required
+
     def apply(self, change: Change) -> bool:
         """Apply a change if it is newer than what is held; True when something changed."""
         if isinstance(change, ProductChange):
@@ -106,7 +111,8 @@ class Catalog:
             if product is None or change.version <= product.version:
                 return False
             self._products[product.id] = replace(product, released=change.released, version=change.version,
-                                                 release_at=change.release_at)
+                                                 release_at=change.release_at,
+                                                 sign_in_required=change.sign_in_required)
             return True
         if isinstance(change, AvailabilityChanged):
             item = self._items.get(change.item_id)

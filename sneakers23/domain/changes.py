@@ -18,37 +18,41 @@ class ProductReleased:
     released: bool
     version: int
     release_at: datetime | None = None
+    sign_in_required: bool = False  # only a signed-in shopper with a verified address may buy it
 
     kind = "product_released"
 
     def __reduce__(self):  # (a dataclass pickles through fields(): changes cross to every cache)
-        return ProductReleased, (self.product_id, self.released, self.version, self.release_at)
+        return ProductReleased, (self.product_id, self.released, self.version, self.release_at, self.sign_in_required)
 
 
 @dataclass(frozen=True, slots=True)
 class ReleaseScheduleChanged:
-    """An unreleased product's release time was set, moved, or cancelled (None)."""
+    """An unreleased product's state: its release time set, moved, or cancelled (None), or its
+    other settings changed."""
 
     product_id: int
     version: int
     release_at: datetime | None
+    sign_in_required: bool = False
 
     kind = "release_schedule_changed"
     released = False
 
     def __reduce__(self):
-        return ReleaseScheduleChanged, (self.product_id, self.version, self.release_at)
+        return ReleaseScheduleChanged, (self.product_id, self.version, self.release_at, self.sign_in_required)
 
 
 ProductChange = (ProductReleased, ReleaseScheduleChanged)  # a product row's change (for isinstance)
 
 
-def product_state(product_id: int, released: bool, version: int,
-                  release_at: datetime | None) -> ProductReleased | ReleaseScheduleChanged:
-    """A product row's current state, as the change that leads to it."""
+def product_state(product_id: int, released: bool, version: int, release_at: datetime | None,
+                  sign_in_required: bool = False) -> ProductReleased | ReleaseScheduleChanged:
+    """A product row's current state, as the change that leads to it (every product change carries
+    the whole of it: caches apply a product's newest version, whichever change brought it)."""
     if released:
-        return ProductReleased(product_id, True, version, release_at)
-    return ReleaseScheduleChanged(product_id, version, release_at)
+        return ProductReleased(product_id, True, version, release_at, sign_in_required)
+    return ReleaseScheduleChanged(product_id, version, release_at, sign_in_required)
 
 
 @dataclass(frozen=True, slots=True)

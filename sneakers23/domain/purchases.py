@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from sneakers23.domain.accounts import ACCOUNT_SHOPPER_PREFIX
 from sneakers23.domain.changes import AvailabilityChanged
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.words import counted
@@ -27,6 +28,7 @@ class Refusal(StrEnum):
     LIMIT_REACHED = "limit_reached"
     UNKNOWN_ITEM = "unknown_item"
     KEY_REUSED = "idempotency_key_reused"  # the key of an earlier purchase, sent with other items
+    SIGN_IN_REQUIRED = "sign_in_required"  # a drop for signed-in shoppers with a verified address
 
 
 _MESSAGES = {
@@ -35,6 +37,8 @@ _MESSAGES = {
     Refusal.LIMIT_REACHED: "the shopper has reached the purchase limit for item {item_id}",
     Refusal.UNKNOWN_ITEM: "there is no item {item_id}",
     Refusal.KEY_REUSED: "this idempotency key belongs to an earlier purchase of other items",
+    Refusal.SIGN_IN_REQUIRED: "item {item_id} is sold only to signed-in shoppers whose email address is confirmed: "
+                              "sign in (or confirm your address) to buy it",
 }
 
 
@@ -117,6 +121,7 @@ class SizeOnSale:
     product_id: int
     released: bool  # its product is on sale
     available: int  # pairs that may still be sold
+    sign_in_required: bool = False  # its product sells only to shoppers under a verified account
 
 
 @dataclass(slots=True)
@@ -127,12 +132,14 @@ class PurchaseFacts:
     pairs_held: Mapping[int, int] = field(default_factory=dict)  # product -> pairs the shopper holds of it
     sizes_held: Container[int] = frozenset()  # sizes the shopper holds (one pair of each at most)
     earlier: tuple[SoldUnit, ...] | None = None  # the purchase made before with the same key, in line order
+    signed_in: bool = False  # the shopper shops under a verified account (`signed_in`)
 
 
 def answer_purchase(item_ids: list[int], facts: PurchaseFacts, max_pairs_per_product: int) -> PurchaseResult | None:
     """The answer to a purchase, or None when it may be sold: the replay of the purchase made before
     with its key, else the first refusal in this order: an unknown size, a product not released, a
-    size asked for twice, a size sold out, a product's limit passed, a size the shopper holds."""
+    product for signed-in shoppers and one who is not, a size asked for twice, a size sold out, a
+    product's limit passed, a size the shopper holds."""
     if facts.earlier is not None:
         return replay(facts.earlier, item_ids)
     seen: set[int] = set()
@@ -143,6 +150,8 @@ def answer_purchase(item_ids: list[int], facts: PurchaseFacts, max_pairs_per_pro
             return PurchaseResult.refused(Refusal.UNKNOWN_ITEM, item_id)
         if not size.released:
             return PurchaseResult.refused(Refusal.NOT_RELEASED, item_id)
+        if size.sign_in_required and not facts.signed_in:
+            return PurchaseResult.refused(Refusal.SIGN_IN_REQUIRED, item_id)
         if item_id in seen:
             return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_id)  # one pair per size
         seen.add(item_id)
@@ -165,6 +174,12 @@ def replay(earlier: tuple[SoldUnit, ...], item_ids: list[int]) -> PurchaseResult
     if [unit.item_id for unit in earlier] != list(item_ids):
         return PurchaseResult.refused(Refusal.KEY_REUSED, item_ids[0])
     return PurchaseResult.sold(earlier, replayed=True)
+
+
+def signed_in(shopper_id: str) -> bool:
+    """Whether a purchase's shopper is a verified account (the web gives such a shopper the
+    account's id, and only then: domain/accounts.py `shops_as_account`)."""
+    return shopper_id.startswith(ACCOUNT_SHOPPER_PREFIX)
 
 
 def validate_shopper(shopper_id: str) -> None:

@@ -20,7 +20,7 @@ from typing import Iterable
 from sneakers23.domain.catalog import Catalog, Product
 from sneakers23.domain.changes import AvailabilityChanged, Change, InventoryChange, product_state
 from sneakers23.domain.purchases import (PurchaseFacts, PurchaseResult, Refusal, SizeOnSale, SoldUnit, answer_purchase,
-                                         replay)
+                                         replay, signed_in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,8 @@ class SalesLedger:
         """The product as a cache holds it (a snapshot): every part of it that is newer."""
         if product.id != self.product_id:
             return
-        self._catalog.apply(product_state(product.id, product.released, product.version, product.release_at))
+        self._catalog.apply(product_state(product.id, product.released, product.version, product.release_at,
+                                          product.sign_in_required))
         for item in product.items:
             if self._catalog.item(item.id) is not None:
                 self._catalog.apply(AvailabilityChanged(item.id, product.id, item.available_count, item.version))
@@ -162,18 +163,19 @@ class SalesLedger:
     def _facts(self, shopper_id: str, item_ids: list[int], purchase_key: tuple[str, str] | None) -> PurchaseFacts:
         """What memory knows of a purchase, for the rule that the database's purchase asks too."""
         released = self._catalog.released(self.product_id)
+        sign_in_required = self._catalog.sign_in_required(self.product_id)
         sizes = {}
         for item_id in item_ids:
             item = self._catalog.item(item_id)
             if item is not None:
                 sizes[item_id] = SizeOnSale(self.product_id, released,
-                                            item.available_count - self._claimed_units[item_id])
+                                            item.available_count - self._claimed_units[item_id], sign_in_required)
         sale = self._sales.get(purchase_key) if purchase_key is not None else None
         earlier = None if sale is None else sale.units
         holding = self._holdings.get(shopper_id)
         if holding is None:
-            return PurchaseFacts(sizes, earlier=earlier)
-        return PurchaseFacts(sizes, {self.product_id: holding.pairs}, holding, earlier)
+            return PurchaseFacts(sizes, earlier=earlier, signed_in=signed_in(shopper_id))
+        return PurchaseFacts(sizes, {self.product_id: holding.pairs}, holding, earlier, signed_in(shopper_id))
 
     def _record(self, sale: SaleRecord) -> None:
         self._sales[(sale.shopper_id, sale.key)] = sale

@@ -33,12 +33,12 @@ from sneakers23.inventory.accounts import Accounts
 from sneakers23.domain.changes import Change
 from sneakers23.inventory.carts import Carts
 from sneakers23.inventory.maintenance import Maintenance, StockAudit
-from sneakers23.inventory.ports import Activity, Replication, Sales
+from sneakers23.inventory.ports import Activity, Mail, Replication, Sales
 from sneakers23.inventory.shop import ReleaseOutcome, SellReport, Shop
 from sneakers23.inventory.staff_desk import StaffDesk
 from sneakers23.settings import Settings, get_settings
 
-__all__ = ["Activity", "Inventory", "ReleaseOutcome", "Replication", "Sales", "SellReport", "StockAudit"]
+__all__ = ["Activity", "Inventory", "Mail", "ReleaseOutcome", "Replication", "Sales", "SellReport", "StockAudit"]
 
 SERVICES = {"shop": Shop, "carts": Carts, "desk": StaffDesk, "maintenance": Maintenance, "accounts": Accounts}
 
@@ -51,7 +51,7 @@ class Inventory:
     OWN = ("settings", "replication", "sales", "engine", "database", *SERVICES, "close")
 
     def __init__(self, settings: Settings | None = None, replication: Replication | None = None,
-                 sales: Sales | None = None, activity: Activity | None = None):
+                 sales: Sales | None = None, activity: Activity | None = None, mail: Mail | None = None):
         self.settings = settings or get_settings()
         self.replication = replication
         self.sales = sales
@@ -59,9 +59,9 @@ class Inventory:
         self.database = Database(self.engine, self.settings.database_url, self._publish)
         self.shop = Shop(self.database, self.settings, sales, activity)
         self.carts = Carts(self.database, self.settings, activity)
-        self.desk = StaffDesk(self.database, self.shop)
         self.maintenance = Maintenance(self.database)
-        self.accounts = Accounts(self.database)
+        self.accounts = Accounts(self.database, mail, self.settings.public_url)
+        self.desk = StaffDesk(self.database, self.shop, self.accounts)
 
     def close(self) -> None:
         self.database.close()

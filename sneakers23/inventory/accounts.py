@@ -23,10 +23,12 @@ import email_validator
 from argon2 import PasswordHasher, exceptions
 
 from sneakers23.db import accounts as rows
+from sneakers23.db import carts
 from sneakers23.db.unit_of_work import Database
-from sneakers23.domain.accounts import (MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, Account, LinkPurpose, email_key,
-                                        link_usable, password_refusal, session_alive)
+from sneakers23.domain.accounts import (MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, Account, LinkPurpose,
+                                        account_shopper_id, email_key, link_usable, password_refusal, reset_letter, session_alive, verify_letter)
 from sneakers23.errors import Sneakers23Error
+from sneakers23.inventory.ports import Mail
 
 # OWASP's first choice for Argon2id (Password Storage Cheat Sheet): 19 MiB, 2 passes, 1 lane.
 # About 27 ms a verification on this project's 2-core machines, so one core signs in about 37
@@ -51,6 +53,7 @@ class AccountRefused(Sneakers23Error):
 class SignedUp:
     account: Account
     verify_token: str = field(repr=False)  # for the link emailed to the address
+    session_token: str = field(repr=False)  # signed in at once (as phx.gen.auth's registration does)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,26 +72,66 @@ def _new_token() -> tuple[str, str]:
     return token, _hash_of(token)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionSeen:
+    """A signed-in browser, as the account's page lists it."""
+
+    began: datetime
+    client: str
+    user_agent: str
+    current: bool  # the browser asking
+
+
+# Where an emailed link leads, under the store's public address.
+VERIFY_PATH = "/account/verify"
+RESET_PATH = "/account/reset"
+
+
 class Accounts:
-    def __init__(self, database: Database):
+    def __init__(self, database: Database, mail: Mail | None = None, public_url: str | None = None):
         self.database = database
+        self.mail = mail  # None: no letter is sent (the caller has the link's token)
+        self.public_url = (public_url or "http://127.0.0.1:8000").rstrip("/")
         self._unknown_hash: str | None = None  # hashed against when an address has no account
 
-    def sign_up(self, email: str, password: str) -> SignedUp:
-        """A new, unverified account, and the token of its verification link. Raises AccountRefused
-        with what to fix: an address that is not one, one with an account, a weak password."""
+    def _link(self, path: str, token: str) -> str:
+        return f"{self.public_url}{path}?token={token}"
+
+    def sign_up(self, email: str, password: str, client: str = "", user_agent: str = "",
+                instead_of: str | None = None) -> SignedUp:
+        """A new, unverified account, signed in at once, and the token of its verification link
+        (posted to the address). Raises AccountRefused with what to fix: an address that is not
+        one, one with an account, a weak password. `instead_of`: the browser's session before, if
+        any, which ends in the same transaction."""
         address = normal_address(email)
         refusal = password_refusal(password, address) or _unwritable(password) or _guessable(password, address)
         if refusal is not None:
             raise AccountRefused(refusal)
         password_hash = HASHER.hash(password)
         token, token_hash = _new_token()
+        session_token, session_hash = _new_token()
         with self.database.transaction() as unit:
             account = rows.add_account(unit.connection, address, email_key(address), password_hash)
             if account is None:
                 raise AccountRefused("an account with this email address exists: sign in, or reset its password")
             rows.add_link(unit.connection, token_hash, account.id, LinkPurpose.VERIFY)
-        return SignedUp(account, token)
+            rows.add_session(unit.connection, session_hash, account.id, client, user_agent)
+            if instead_of:
+                rows.end_session(unit.connection, _hash_of(instead_of))
+        self._post(verify_letter(account.email, self._link(VERIFY_PATH, token)))
+        return SignedUp(account, token, session_token)
+
+    def send_verification(self, account_id: int) -> str | None:
+        """Another verification link for an account whose address is not verified yet (the first
+        letter went astray); its token, or None when the address is verified already."""
+        account = self._account(account_id)
+        if account.verified:
+            return None
+        token, token_hash = _new_token()
+        with self.database.transaction() as unit:
+            rows.add_link(unit.connection, token_hash, account.id, LinkPurpose.VERIFY)
+        self._post(verify_letter(account.email, self._link(VERIFY_PATH, token)))
+        return token
 
     def verify_email(self, token: str) -> Account:
         """The verification link followed: the account's address is its owner's."""
@@ -97,9 +140,11 @@ class Accounts:
             rows.mark_verified(unit.connection, account_id)
             return rows.account(unit.connection, account_id)
 
-    def sign_in(self, email: str, password: str, client: str = "", user_agent: str = "") -> SignedIn:
-        """A new session (a new token: a session id is never carried over from before the sign-in).
-        Raises AccountRefused with the same words whether the address or the password was wrong."""
+    def sign_in(self, email: str, password: str, client: str = "", user_agent: str = "",
+                instead_of: str | None = None) -> SignedIn:
+        """A new session (a new token: a session id is never carried over from before the sign-in;
+        `instead_of`, the browser's session before, ends in the same transaction). Raises
+        AccountRefused with the same words whether the address or the password was wrong."""
         wrong = AccountRefused("the email address or the password is wrong")
         unknown_hash = self._unknown()  # (made before the lookup: the first sign-in pays it either way)
         found = self._credentials(email) if len(password) <= MAX_PASSWORD_LENGTH else None
@@ -121,6 +166,8 @@ class Accounts:
             if rehashed is not None:  # the parameters changed since it was hashed
                 rows.set_password_hash(unit.connection, found.account.id, rehashed)
             rows.add_session(unit.connection, token_hash, found.account.id, client, user_agent)
+            if instead_of:
+                rows.end_session(unit.connection, _hash_of(instead_of))
         return SignedIn(now.account, token)
 
     def session_account(self, session_token: str) -> Account | None:
@@ -134,6 +181,29 @@ class Accounts:
         if account.locked or not session_alive(began, datetime.now(timezone.utc)):
             return None
         return account
+
+    def sessions(self, account_id: int, session_token: str = "") -> list[SessionSeen]:
+        """The account's signed-in browsers, newest first (the one holding `session_token` marked)."""
+        current = _hash_of(session_token) if session_token else ""
+        now = datetime.now(timezone.utc)
+        with self.database.reading() as connection:
+            found = rows.sessions_of(connection, account_id)
+        return [SessionSeen(row.created_at, row.client, row.user_agent, row.token_hash == current)
+                for row in found if session_alive(row.created_at, now)]
+
+    # For callers on an event loop: the database, and Argon2id's ~27 ms of hashing, in a thread
+    # (argon2-cffi lets go of the GIL while it hashes), so a burst of sign-ins never stalls the loop.
+
+    async def sign_up_async(self, email: str, password: str, client: str = "", user_agent: str = "",
+                            instead_of: str | None = None) -> SignedUp:
+        return await self.database.in_thread(self.sign_up, email, password, client, user_agent, instead_of)
+
+    async def sign_in_async(self, email: str, password: str, client: str = "", user_agent: str = "",
+                            instead_of: str | None = None) -> SignedIn:
+        return await self.database.in_thread(self.sign_in, email, password, client, user_agent, instead_of)
+
+    async def session_account_async(self, session_token: str) -> Account | None:
+        return await self.database.in_thread(self.session_account, session_token)
 
     def sign_out(self, session_token: str) -> None:
         with self.database.transaction() as unit:
@@ -153,6 +223,7 @@ class Accounts:
         token, token_hash = _new_token()
         with self.database.transaction() as unit:
             rows.add_link(unit.connection, token_hash, found.account.id, LinkPurpose.RESET)
+        self._post(reset_letter(found.account.email, self._link(RESET_PATH, token)))
         return found.account, token
 
     def reset_password(self, token: str, password: str) -> Account:
@@ -181,15 +252,29 @@ class Accounts:
             return rows.account(unit.connection, account_id)
 
     def lock_account(self, account_id: int, locked: bool = True) -> Account:
-        """Lock (every session ends) or unlock an account."""
+        """Lock an account (every session ends, and its cart is emptied, on every node) or unlock it."""
         with self.database.transaction() as unit:
             if not rows.set_locked(unit.connection, account_id, locked):
                 raise AccountRefused(f"there is no account {account_id}")
             if locked:
                 rows.end_sessions(unit.connection, account_id)
+                unit.publish(carts.empty(unit.connection, account_shopper_id(account_id)))
             return rows.account(unit.connection, account_id)
 
+    def find_account(self, who: str) -> Account:
+        """An account by its id or its address (any spelling the sign-up's normalisation maps to it)."""
+        if who.isascii() and who.isdigit() and len(who) <= 15:
+            return self._account(int(who))
+        found = self._credentials(who)
+        if found is None:
+            raise AccountRefused(f"there is no account of {who[:MAX_EMAIL_LENGTH]!r}")
+        return found.account
+
     # --- inside ---
+
+    def _post(self, letter) -> None:
+        if self.mail is not None:
+            self.mail.post(letter)
 
     def _credentials(self, email: str) -> rows.Credentials | None:
         """The account of an address as a shopper types it (any case, any spelling the sign-up's

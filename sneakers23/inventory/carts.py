@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sneakers23.db import carts
 from sneakers23.db.unit_of_work import Database
-from sneakers23.domain.carts import MAX_ITEMS_PER_CART, CartRefusal, CartRequest
+from sneakers23.domain.carts import MAX_ITEMS_PER_CART, CartRefusal, CartRequest, merge_requests
 from sneakers23.domain.changes import Cart
 from sneakers23.domain.purchases import validate_shopper
 from sneakers23.errors import DatabaseUnavailable, Sneakers23Error
@@ -55,6 +55,19 @@ class Carts:
     def remove_from_cart(self, shopper_id: str, item_ids: list[int]) -> Cart:
         """Take sizes out of the cart (those not in it are ignored); the cart as it is after."""
         return _outcome(self.change_carts([CartRequest(shopper_id, remove=tuple(item_ids))])[0])
+
+    def merge_carts(self, from_shopper_id: str, into_shopper_id: str) -> Cart:
+        """At sign-in, the cart filled anonymously joins the account's (domain/carts.merge_requests),
+        in one transaction; the account's cart as it is after."""
+        validate_shopper(into_shopper_id)
+        requests = merge_requests(self.cart(from_shopper_id), into_shopper_id)
+        if not requests:  # (most sign-ins: nothing was put aside before)
+            return self.cart(into_shopper_id)
+        merged = [outcome for outcome in self.change_carts(requests)[:-1] if isinstance(outcome, Cart)]
+        return max(merged, key=lambda cart: cart.version) if merged else self.cart(into_shopper_id)
+
+    async def merge_carts_async(self, from_shopper_id: str, into_shopper_id: str) -> Cart:
+        return await self.database.in_thread(self.merge_carts, from_shopper_id, into_shopper_id)
 
     def change_carts(self, requests: list[CartRequest]) -> list[Cart | CartRefusal | Exception]:
         """Several cart changes in one transaction, each one's outcome in order. A batch the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
+from sneakers23.domain.accounts import Letter
 from sneakers23.domain.changes import Change
 from sneakers23.domain.purchases import PurchaseResult
 
@@ -33,3 +34,9 @@ class Activity(Protocol):
     def sold(self, pairs: int) -> None: ...
 
     def refused(self, reason: str, count: int = 1) -> None: ...
+
+
+class Mail(Protocol):
+    """Where letters to shoppers go: posted, and sent off the caller's path (see sneakers23.mail.Postbox)."""
+
+    def post(self, letter: Letter) -> None: ...

@@ -108,6 +108,15 @@ class Shop:
             unit.publish([change])
         return change
 
+    def require_sign_in(self, product_id: int, required: bool = True) -> ProductReleased | ReleaseScheduleChanged:
+        """Sell the product only to signed-in shoppers whose address is verified (or, False, to
+        anyone again): each such shopper is one account, so the pair limit counts per person.
+        Published, so every cache and sales actor refuses the others from memory."""
+        with self.database.transaction() as unit:
+            change = queries.require_sign_in(unit.connection, product_id, required)
+            unit.publish([change])
+        return change
+
     def release_due(self) -> list[ProductReleased]:
         """Release the products whose time has come (the release clock calls this)."""
         with self.database.reading() as connection:

@@ -10,17 +10,21 @@ from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry, FailedLogin
 from sneakers23.domain.words import counted
 from sneakers23.errors import AlreadyReleased, NotFound
+from sneakers23.inventory.accounts import AccountRefused, Accounts
 from sneakers23.inventory.shop import Shop
+
+ACCOUNT_ACTIONS = (ActionKind.LOOK_UP_ACCOUNT, ActionKind.LOCK_ACCOUNT, ActionKind.UNLOCK_ACCOUNT)
 
 
 class StaffDesk:
-    def __init__(self, database: Database, shop: Shop):
+    def __init__(self, database: Database, shop: Shop, accounts: Accounts):
         self.database = database
         self.shop = shop
+        self.accounts = accounts
 
     def act(self, who: str, action: AdminAction, client: str = "") -> AuditEntry:
         """Carry out a staff action through the shop (release now, schedule or cancel a release,
-        restock), then write it to the audit with its result. A refusal (an unknown product, a
+        restock, sign-in required or not), then write it to the audit with its result. A refusal (an unknown product, a
         product already out) is a result, not an error; only a database that is away raises."""
         try:
             ok, result = True, self._carry_out(action)
@@ -39,8 +43,40 @@ class StaffDesk:
         if action.kind is ActionKind.CANCEL_SCHEDULE:
             self.shop.schedule_release(action.product_id, None)
             return "no release time any more"
+        if action.kind in (ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS):
+            required = action.kind is ActionKind.REQUIRE_SIGN_IN
+            self.shop.require_sign_in(action.product_id, required)
+            return "sold only to signed-in shoppers" if required else "sold to guests too"
         change = self.shop.restock(action.item_id, action.count)
         return f"{counted(change.available_count, 'pair')} available"
+
+    def act_on_account(self, who: str, kind: ActionKind, account: str, client: str = "") -> tuple[AuditEntry, str]:
+        """Look a shopper's account up (by its id or address), lock it or unlock it; written to the
+        audit however it went. Returns the audit entry, and what the staff see of the account."""
+        if kind not in ACCOUNT_ACTIONS:
+            raise ValueError(f"not an action on an account: {kind}")
+        target, seen = f"account {account[:48]}", ""
+        try:
+            found = self.accounts.find_account(account)
+            target = f"account {found.id}"
+            if kind is not ActionKind.LOOK_UP_ACCOUNT:
+                found = self.accounts.lock_account(found.id, kind is ActionKind.LOCK_ACCOUNT)
+            seen = self._account_seen(found)
+            ok, result = True, {ActionKind.LOCK_ACCOUNT: "locked: its sessions ended and its cart was emptied",
+                                ActionKind.UNLOCK_ACCOUNT: "unlocked"}.get(kind, "looked up")
+        except AccountRefused as refused:
+            ok, result = False, str(refused)
+        with self.database.transaction() as unit:
+            return admin.record(unit.connection, who, kind, target, ok, result, client), seen
+
+    def _account_seen(self, account) -> str:
+        from sneakers23.domain.accounts import account_shopper_id
+
+        pairs = len(self.shop.orders(account_shopper_id(account.id)))
+        sessions = len(self.accounts.sessions(account.id))
+        return (f"account {account.id}: {account.email}, {'verified' if account.verified else 'not verified'}, "
+                f"{'LOCKED' if account.locked else 'not locked'}, signed up {account.created_at:%Y-%m-%d %H:%M} UTC, "
+                f"{counted(sessions, 'session')}, {counted(pairs, 'pair')} bought")
 
     def record_login(self, who: str, ok: bool, result: str, client: str = "") -> AuditEntry:
         with self.database.transaction() as unit:

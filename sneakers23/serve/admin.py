@@ -20,7 +20,6 @@ import logging
 import math
 import time
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -34,8 +33,8 @@ from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve.admin_gate import LOGIN_COOKIE, SESSION_COOKIE, AdminGate, AdminSession
 from sneakers23.serve.replica import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
 from sneakers23.serve.channels import ChannelHub
-from sneakers23.serve.guards import (NO_STORE, RETRY_AFTER_S, behind_tls, install_door, json_error, read_body,
-                                     tune_replica_server)
+from sneakers23.serve.guards import (NO_STORE, RETRY_AFTER_S, behind_tls, form_fields, install_door, json_error,
+                                     read_body, tune_replica_server)
 from sneakers23.serve.dashboard import ADMIN_SCOPE_KEY, DashboardChannels
 from sneakers23.serve.render import admin_login_page, admin_off_page, dashboard_page
 from sneakers23.settings import Settings
@@ -56,13 +55,6 @@ OFF_MESSAGE = ("The admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD (in th
 admin_api = FastAPI(title="Sneakers23 admin", docs_url=None, redoc_url=None, openapi_url=None,
                     redirect_slashes=False)
 install_door(admin_api, root_redirect=DASHBOARD)  # (and /admin → /admin/, by a relative redirect)
-
-
-def _form(body: bytes) -> dict[str, str]:
-    try:
-        return {key: values[0] for key, values in parse_qs(body.decode()).items()}
-    except UnicodeDecodeError:
-        return {}
 
 
 def _client(request: Request) -> str:
@@ -138,7 +130,7 @@ class AdminDesk:
     async def login(self, request: Request):
         if not self.gate.on:
             return HTMLResponse(admin_off_page(OFF_MESSAGE), status_code=404, headers=NO_STORE)
-        form = _form(await read_body(request))
+        form = form_fields(await read_body(request))
         if not self.gate.login_form_ok(request.cookies.get(LOGIN_COOKIE), form.get("form_token")):
             return self._login_page(request, "This login form has expired: log in again", 403)
         who, client = admin_name(form.get("who")), _client(request)
@@ -175,7 +167,7 @@ class AdminDesk:
         session = await self._session(request)
         if session is None:
             return RedirectResponse(f"{ROUTE}/login", status_code=303, headers=NO_STORE)
-        if not self.gate.csrf_ok(session, _form(await read_body(request)).get("csrf_token")):
+        if not self.gate.csrf_ok(session, form_fields(await read_body(request)).get("csrf_token")):
             return json_error(403, "csrf", "this form is missing its CSRF token: reload the dashboard")
         self._revoked.add(session.sid)
         try:

@@ -24,7 +24,9 @@ from sneakers23.domain.shopper_events import CartUpdated, ShopperEvent, StockCha
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve import phoenix
 from sneakers23.serve.presence import TabTracker, page_of
-from sneakers23.serve.shoppers import COOKIE, CartTokens, ShopperCookies
+from sneakers23.domain.purchases import signed_in
+from sneakers23.serve.shoppers import (COOKIE, SESSION_COOKIE, CartTokens, SessionCookies, ShopperCookies, same_secret,
+                                       session_mark)
 from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
@@ -66,12 +68,14 @@ def _error(reason: str, message: str) -> dict:
 
 class CartChannels:
     def __init__(self, live: CartReads, inventory: CartWrites, tokens: CartTokens, max_pairs: int,
-                 presence: TabTracker | None = None, cookies: ShopperCookies | None = None):
+                 presence: TabTracker | None = None, cookies: ShopperCookies | None = None,
+                 sessions: SessionCookies | None = None):
         self._live = live
         self._presence = presence  # a joined cart channel is a shopper's open tab
         self._inventory = inventory
         self._tokens = tokens
         self._cookies = cookies
+        self._sessions = sessions  # (None: no account's cart can be joined)
         self._max_pairs = max_pairs
         self._topics: dict[str, set] = {}  # shopper id -> its tabs' connections on this replica
         self._locks: dict[object, asyncio.Lock] = {}  # one tab's changes, one after another
@@ -92,8 +96,8 @@ class CartChannels:
         """Answer a join; True when the connection joined."""
         shopper_id = message.topic[len(CART_PREFIX):]
         params = message.payload if isinstance(message.payload, dict) else {}
-        holder, why = self._tokens.read(params.get("token"))
-        if holder is not None and not self._same_shopper(connection, holder):
+        holder, why, bound = self._tokens.read_bound(params.get("token"))
+        if holder is not None and not self._same_shopper(connection, holder, bound):
             holder, why = None, "invalid_token"  # a token taken from another browser's page
         if holder is None or holder != shopper_id:
             why = why or "invalid_token"
@@ -110,10 +114,15 @@ class CartChannels:
             self._presence.joined((connection, message.topic), shopper_id, page_of(params), list(cart.item_ids))
         return True
 
-    def _same_shopper(self, connection, holder: str) -> bool:
+    def _same_shopper(self, connection, holder: str, bound: str) -> bool:
         """A browser's socket carries the shopper cookie: it must be the token's shopper. (A script
-        that sends no cookie has the token alone, which it can only have read from a page.)"""
-        cookie = getattr(connection.websocket, "cookies", {}).get(COOKIE)
+        that sends no cookie has the token alone, which it can only have read from a page.) An
+        account's token is bound to a session: the socket must carry that session's cookie."""
+        cookies = getattr(connection.websocket, "cookies", {})
+        if signed_in(holder):
+            token = self._sessions.token(cookies.get(SESSION_COOKIE)) if self._sessions is not None else None
+            return bool(bound) and token is not None and same_secret(session_mark(token), bound)
+        cookie = cookies.get(COOKIE)
         return cookie is None or self._cookies is None or self._cookies.read(cookie) == holder
 
     def rejoin(self, connection, message: phoenix.Message) -> None:

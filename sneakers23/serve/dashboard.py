@@ -52,6 +52,7 @@ def drop_view(products: list[Product], figures: dict) -> dict:
         "at": round(time.time(), 3),
         "products": [{"id": p.id, "released": p.released,
                       "release_at": p.release_at.isoformat() if p.release_at else None,
+                      "sign_in_required": p.sign_in_required,
                       "items": [{"id": item.id, "available": item.available_count} for item in p.items]}
                      for p in products],
         "activity": activity,

@@ -5,6 +5,7 @@ shutdown), are in this file, so that a Ray upgrade is checked here."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,6 +16,7 @@ from ray.serve.schema import ApplicationStatus
 from sneakers23 import assembly, cluster
 from sneakers23.errors import Sneakers23Error
 from sneakers23.serve.admin import build_admin
+from sneakers23.serve.local_cluster import shown_host
 from sneakers23.serve.sockets import build_channels
 from sneakers23.serve.storefront import build_store
 from sneakers23.serve.stopping import StopRequested
@@ -50,6 +52,9 @@ def deploy(settings: Settings, host: str, port: int, check: Callable[[], None]) 
         check()
         serve.start(http_options={"host": host, "port": port})
         args = settings.model_dump()
+        # The links in letters to shoppers lead where the store listens, unless ops say otherwise.
+        args["public_url"] = settings.public_url or f"http://{shown_host(host)}:{port}"
+        args["mail_file"] = str(Path(settings.mail_file).resolve())  # (a replica's directory is Ray's)
         serve.run_many([serve.RunTarget(build(args), name=name, route_prefix=route_prefix)
                         for name, route_prefix, build in APPS],
                        wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)

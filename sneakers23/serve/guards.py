@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -183,6 +183,14 @@ async def read_body(request, limit: int = MAX_FORM_BYTES, deadline_s: float = BO
     except TimeoutError:
         raise BodyRefused(408, "too_slow", f"the body did not arrive within {deadline_s:.0f} s") from None
     return body
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """A posted form's fields (the first value of each); empty when it is not one."""
+    try:
+        return {key: values[0] for key, values in parse_qs(body.decode(), max_num_fields=32).items()}
+    except (UnicodeDecodeError, ValueError):
+        return {}
 
 
 def cross_site(method: str, headers) -> str | None:

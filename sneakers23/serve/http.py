@@ -22,6 +22,7 @@ REFUSAL_STATUS = {
     Refusal.NOT_RELEASED: 403,
     Refusal.UNKNOWN_ITEM: 404,
     Refusal.KEY_REUSED: 422,
+    Refusal.SIGN_IN_REQUIRED: 403,
 }
 
 

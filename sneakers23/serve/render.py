@@ -79,3 +79,8 @@ def admin_login_page(form_token: str, message: str | None = None) -> str:
 def dashboard_page(products: list[Product], who: str, csrf: str, socket_token: str, audit: list[dict]) -> str:
     return _environment().get_template("admin.html").render(products=products, who=who, csrf=csrf,
                                                             socket_token=socket_token, audit=audit)
+
+
+def page(template: str, **context) -> str:
+    """A page of its own template (the account's pages)."""
+    return _environment().get_template(template).render(**context)

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 import urllib.error
 import urllib.request
 from typing import Callable
@@ -65,6 +66,9 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
         click.echo(f"Sneakers23 is open at {runner.url}  (Ctrl-C to close)")
         click.echo(f"the admin dashboard is at {runner.url.rstrip('/')}/admin" if settings.admin_password else
                    "the admin dashboard is off: set SNEAKERS23_ADMIN_PASSWORD to open it")
+        if not settings.smtp_url:
+            click.echo(f"letters to shoppers (sign-up and reset links) are written to {Path(settings.mail_file).resolve()}"
+                       ": set SNEAKERS23_SMTP_URL to send them")
         runner.watch(signals.requested)
     except StopRequested:
         pass

@@ -2,7 +2,10 @@
 (and signed again on a visit a day or more later, so that a shopper who comes back keeps their
 cart); a page carries a signed, expiring cart token that lets its socket join that shopper's cart
 channel, and the shopper's form token, which every request that buys must carry besides the cookie
-(a page on another site can make the browser send the cookie, but cannot read the token)."""
+(a page on another site can make the browser send the cookie, but cannot read the token).
+
+A shopper who signs in also holds a session cookie: once their address is verified, they shop
+under their account (`Visitor.shopper_id`), on every device, with one cart and one set of orders."""
 
 from __future__ import annotations
 
@@ -11,8 +14,14 @@ import hmac
 import re
 import secrets
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner
+
+from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_account
+from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 
 COOKIE = "sneakers23_shopper"
 MAX_AGE_S = 60 * 60 * 24 * 30  # the cookie's, checked here too: a copied cookie does not last for ever
@@ -68,27 +77,40 @@ class ShopperCookies:
 class CartTokens:
     """The token a page gives its socket to join `cart:{shopper id}`: the shopper id, signed and
     stamped with its time (a socket carries no cookie the server can rely on, and the Phoenix way
-    is a token in the join's parameters)."""
+    is a token in the join's parameters). An account's token is bound to the session of the page
+    that carries it (`session_mark`): a socket joins the account's cart only with that session's
+    cookie, so a signed-out browser, or a copied page alone, joins nothing."""
 
     def __init__(self, secret_key: str, max_age_s: int = CART_TOKEN_MAX_AGE_S):
         self._signer = TimestampSigner(secret_key, salt="sneakers23-cart")
         self._max_age_s = max_age_s
 
-    def issue(self, shopper_id: str) -> str:
-        return self._signer.sign(shopper_id).decode()
+    def issue(self, shopper_id: str, bound_to: str = "") -> str:
+        return self._signer.sign(f"{shopper_id}|{bound_to}" if bound_to else shopper_id).decode()
 
     def read(self, token: object) -> tuple[str | None, str]:
         """(the shopper id, "") for a good token; (None, why) otherwise: "expired_token" or
         "invalid_token"."""
+        holder, why, _bound = self.read_bound(token)
+        return holder, why
+
+    def read_bound(self, token: object) -> tuple[str | None, str, str]:
+        """`read`, with the session mark the token is bound to ("" for none)."""
         if not isinstance(token, str) or not token or len(token) > 256:
-            return None, "invalid_token"
+            return None, "invalid_token", ""
         try:
-            shopper_id = self._signer.unsign(token, max_age=self._max_age_s).decode()
+            held = self._signer.unsign(token, max_age=self._max_age_s).decode()
         except SignatureExpired:
-            return None, "expired_token"
+            return None, "expired_token", ""
         except (BadSignature, UnicodeError):
-            return None, "invalid_token"
-        return shopper_id, ""
+            return None, "invalid_token", ""
+        shopper_id, _bar, bound = held.partition("|")
+        return shopper_id, "", bound
+
+
+def session_mark(session_token: str) -> str:
+    """What a cart token bound to a session holds of it (not the token: a page is no place for it)."""
+    return hashlib.sha256(session_token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class FormTokens:
@@ -110,3 +132,93 @@ def form_token_in(page: str) -> str | None:
     stampede's buyers, the benchmarks)."""
     found = re.search(r'data-form-token="([0-9a-f]{32})"', page)
     return found.group(1) if found else None
+
+
+# --- signed-in shoppers ---
+
+SESSION_COOKIE = "sneakers23_session"
+# A session ended elsewhere (sign out everywhere, a reset, a lock) is seen by every replica within
+# this; meanwhile a replica asks the database about a session at most once per period, so a drop's
+# signed-in crowd costs the database a read per shopper every few seconds, not one per request.
+SESSION_RECHECK_S = 5.0
+SESSIONS_KEPT = 20_000  # per replica; the oldest checked are forgotten first (and read again)
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """Who a request comes from: the anonymous shopper of the cookie, and the account its session
+    is signed in to, if any. They shop under the account once its address is verified."""
+
+    cookie_shopper_id: str | None
+    account: Account | None = None
+    session_token: str | None = field(default=None, repr=False)
+
+    @property
+    def shopper_id(self) -> str | None:
+        return account_shopper_id(self.account.id) if shops_as_account(self.account) else self.cookie_shopper_id
+
+    @property
+    def signed_in(self) -> bool:
+        return self.account is not None
+
+    @property
+    def cart_binding(self) -> str:
+        """What this visitor's cart token is bound to: the session, when it shops as the account."""
+        return session_mark(self.session_token) if shops_as_account(self.account) and self.session_token else ""
+
+
+class SessionCookies:
+    """The session cookie: the session's token, signed, so that a forged or mangled cookie is
+    turned away without a read."""
+
+    def __init__(self, secret_key: str):
+        self._signer = Signer(secret_key, salt="sneakers23-session")
+
+    def cookie(self, session_token: str) -> str:
+        return self._signer.sign(session_token).decode()
+
+    def token(self, cookie: str | None) -> str | None:
+        if not cookie or len(cookie) > 256:
+            return None
+        try:
+            return self._signer.unsign(cookie).decode()
+        except (BadSignature, UnicodeError):
+            return None
+
+
+class SignedInShoppers(SessionCookies):
+    """The account a session cookie is signed in to: a good cookie's session is looked up in the
+    database (`lookup`) at most once per SESSION_RECHECK_S on this replica."""
+
+    def __init__(self, secret_key: str, lookup: Callable[[str], Awaitable[Account | None]],
+                 recheck_s: float = SESSION_RECHECK_S):
+        super().__init__(secret_key)
+        self._lookup = lookup
+        self._recheck_s = recheck_s
+        self._seen: OrderedDict[str, tuple[Account | None, float]] = OrderedDict()
+
+    async def account(self, session_token: str | None) -> Account | None:
+        """The session's account; None for no session, or one that ended. While the database is
+        away, what was last seen of it (or None: the shopper shops as their cookie meanwhile, and
+        whatever they do that needs the database is refused for its own reason)."""
+        if session_token is None:
+            return None
+        now = time.monotonic()
+        seen = self._seen.get(session_token)
+        if seen is not None and now - seen[1] < self._recheck_s:
+            return seen[0]
+        try:
+            account = await self._lookup(session_token)
+        except (DatabaseUnavailable, SchemaMissing):
+            # Asked again only after another period: an outage must not cost every request a wait.
+            account = None if seen is None else seen[0]
+        self._seen[session_token] = (account, time.monotonic())
+        self._seen.move_to_end(session_token)
+        while len(self._seen) > SESSIONS_KEPT:
+            self._seen.popitem(last=False)
+        return account
+
+    def forget(self, session_token: str | None) -> None:
+        """A session this replica ended: it is over here at once."""
+        if session_token is not None:
+            self._seen.pop(session_token, None)

@@ -22,7 +22,7 @@ from sneakers23.serve.guards import install_door, tune_replica_server
 from sneakers23.serve.placement import on_every_node
 from sneakers23.serve.presence import TabTracker
 from sneakers23.serve.replica import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
-from sneakers23.serve.shoppers import CartTokens, ShopperCookies
+from sneakers23.serve.shoppers import CartTokens, SessionCookies, ShopperCookies
 from sneakers23.settings import Settings
 from sneakers23.tasks import keep
 
@@ -46,7 +46,8 @@ class ShopperSockets:
         # Cart changes are written through the inventory (then published); no purchases here.
         carts = CartChannels(self.live, assembly.cluster_inventory(settings, through_sales=False),
                              CartTokens(settings.secret_key), settings.max_pairs_per_product,
-                             self.tabs if settings.track_presence else None, ShopperCookies(settings.secret_key))
+                             self.tabs if settings.track_presence else None, ShopperCookies(settings.secret_key),
+                             SessionCookies(settings.secret_key))
         self.hub = ChannelHub(self.live, [carts])
         self.live.subscribe(self.hub.publish)
         self.live.start()

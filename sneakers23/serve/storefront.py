@@ -24,17 +24,20 @@ from sneakers23.checkout import Checkout
 from sneakers23.db.engine import QueryCounter
 from sneakers23.domain.checkout import CHECKOUT_MESSAGES, CheckoutRefusal, Refused
 from sneakers23.domain.ids import parse_id
+from sneakers23.domain.throttle import Throttle
 from sneakers23.domain.levels import Level
 from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, Refusal, orders_of
 from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
+from sneakers23.serve.account_pages import AccountPages, account_routes
 from sneakers23.serve.guards import NO_STORE, behind_tls, install_door, json_error, read_body, tune_replica_server
 from sneakers23.serve.http import REFUSAL_STATUS, error_json, error_page, opening_page, page_error
 from sneakers23.serve.placement import on_every_node
+from sneakers23.serve.proof_of_work import ProofsOfWork
 from sneakers23.serve.render import CART_MARKER, STATIC, catalog_page, checkout_page, complete_page, orders_page
 from sneakers23.serve.replica import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
-from sneakers23.serve.shoppers import (COOKIE, FORM_TOKEN_FIELD, FORM_TOKEN_HEADER, MAX_AGE_S, RENEW_AFTER_S, CartTokens,
-                                       FormTokens, ShopperCookies)
+from sneakers23.serve.shoppers import (COOKIE, FORM_TOKEN_FIELD, FORM_TOKEN_HEADER, MAX_AGE_S, RENEW_AFTER_S,
+                                       SESSION_COOKIE, CartTokens, FormTokens, ShopperCookies, SignedInShoppers, Visitor)
 from sneakers23.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ PAGE_REQUESTS_PER_REPLICA = 256
 store_api = FastAPI(title="Sneakers23", docs_url=None, redoc_url=None, openapi_url=None)
 store_api.mount("/static", StaticFiles(directory=STATIC), name="static")
 install_door(store_api)
+store_api.include_router(account_routes)  # (the account's pages: serve/account_pages.py)
 
 
 async def _checkout_form(request: Request) -> tuple[int, list[int], str] | None:
@@ -69,7 +73,7 @@ async def _checkout_form(request: Request) -> tuple[int, list[int], str] | None:
                   max_queued_requests=2 * PAGE_REQUESTS_PER_REPLICA, backpressure_config=BACKPRESSURE,
                   logging_config=QUIET)
 @serve.ingress(store_api)
-class Storefront:
+class Storefront(AccountPages):
     async def __init__(self, settings: Settings):
         tune_replica_server(settings)
         # A sale is committed before it is published: the shopper does not wait for replication.
@@ -83,47 +87,71 @@ class Storefront:
         self.cookies = ShopperCookies(settings.secret_key)
         self.cart_tokens = CartTokens(settings.secret_key)
         self.form_tokens = FormTokens(settings.secret_key)
+        self.sessions = SignedInShoppers(settings.secret_key, self.inventory.session_account_async)
+        self.work = ProofsOfWork(settings.secret_key, settings.proof_of_work_max_number)
+        self.account_attempts = Throttle(settings.account_attempts_per_minute)
         self.checkout = Checkout(self.live, self.inventory)
         self.node_id = ray.get_runtime_context().get_node_id()
         # Rendered once per catalog generation, around the place of the shopper's own cart token.
         self._page: tuple[int, bytes, bytes] = (-1, b"", b"")
         await self.live.wait_ready(READY_WAIT_S)
 
-    def _catalog_html(self, shopper_id: str) -> bytes:
+    def _catalog_html(self, visitor: Visitor) -> bytes:
         generation = self.live.generation
         if self._page[0] != generation:
             before, _marker, after = catalog_page(self.live.products()).encode().partition(CART_MARKER.encode())
             self._page = (generation, before, after)
-        mine = (f'data-cart-id="{shopper_id}" data-cart-token="{self.cart_tokens.issue(shopper_id)}" '
+        shopper_id = visitor.shopper_id
+        mine = (f'data-cart-id="{shopper_id}" data-cart-token="{self.cart_tokens.issue(shopper_id, visitor.cart_binding)}" '
                 f'data-form-token="{self.form_tokens.issue(shopper_id)}"').encode()
         return self._page[1] + mine + self._page[2]
 
-    def _tab(self, shopper_id: str | None) -> dict | None:
+    def _tab(self, visitor: Visitor) -> dict | None:
         """What a page without the cart panel carries so that its tab still counts as the shopper's
         (its socket joins the cart channel, with the page it shows): presence, on the dashboard."""
-        return None if shopper_id is None else {"id": shopper_id, "token": self.cart_tokens.issue(shopper_id)}
+        shopper_id = visitor.shopper_id
+        return None if shopper_id is None else {
+            "id": shopper_id, "token": self.cart_tokens.issue(shopper_id, visitor.cart_binding)}
 
     def _form_token(self, shopper_id: str | None) -> str | None:
         return None if shopper_id is None else self.form_tokens.issue(shopper_id)
 
-    def _shopper(self, request: Request) -> str | None:
-        return self.cookies.read(request.cookies.get(COOKIE))
+    async def _visitor(self, request: Request) -> Visitor:
+        """The request's shopper (its cookie's), and the account it is signed in to."""
+        return Visitor(self.cookies.read(request.cookies.get(COOKIE)), *await self._session(request))
 
-    @store_api.get("/", response_class=HTMLResponse)
-    async def catalog(self, request: Request):
-        if not self.live.ready:
-            return opening_page()
+    async def _session(self, request: Request):
+        """(the account the request's session cookie is signed in to, its session token): (None,
+        None) for none."""
+        token = self.sessions.token(request.cookies.get(SESSION_COOKIE))
+        account = await self.sessions.account(token) if token is not None else None
+        return account, token if account else None
+
+    async def _minted(self, request: Request) -> tuple[Visitor, str | None]:
+        """The visitor, with a shopper cookie made for one who has none (a first visit): (the
+        visitor, the cookie to set, or None)."""
         shopper_id, age_s = self.cookies.read_with_age(request.cookies.get(COOKIE))
         cookie = None
         if shopper_id is None:
             shopper_id, cookie = self.cookies.new()
         elif age_s > RENEW_AFTER_S:  # a shopper who comes back keeps their cart
             cookie = self.cookies.sign(shopper_id)
-        response = HTMLResponse(self._catalog_html(shopper_id), headers=NO_STORE)
+        return Visitor(shopper_id, *await self._session(request)), cookie
+
+    @staticmethod
+    def _with_cookie(response, request: Request, cookie: str | None):
         if cookie is not None:
             response.set_cookie(COOKIE, cookie, max_age=MAX_AGE_S, httponly=True, samesite="lax",
                                 secure=behind_tls(request.scope))
         return response
+
+    @store_api.get("/", response_class=HTMLResponse)
+    async def catalog(self, request: Request):
+        if not self.live.ready:
+            return opening_page()
+        visitor, cookie = await self._minted(request)
+        return self._with_cookie(HTMLResponse(self._catalog_html(visitor), headers=NO_STORE),
+                                 request, cookie)
 
     # --- checkout (the cart is in the database; pages read this node's copy of it) ---
 
@@ -131,18 +159,20 @@ class Storefront:
     async def checkout(self, request: Request):
         if not self.live.ready:
             return opening_page()
-        shopper_id = self._shopper(request)
+        visitor = await self._visitor(request)
+        shopper_id = visitor.shopper_id
         cart = self.live.cart(shopper_id) if shopper_id else None
         lines = self.live.cart_lines(cart) if cart else []
         message = CHECKOUT_MESSAGES[CheckoutRefusal.EMPTY] if not lines else None
-        return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message, self._tab(shopper_id),
+        return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message, self._tab(visitor),
                                           self._form_token(shopper_id)),
                             headers=NO_STORE)
 
     @store_api.post("/checkout", response_class=HTMLResponse)
     async def purchase_cart(self, request: Request):
         """Buy the cart the checkout page showed (sneakers23/checkout.py)."""
-        shopper_id = self._shopper(request)
+        visitor = await self._visitor(request)
+        shopper_id = visitor.shopper_id
         if shopper_id is None:
             return page_error(401, "Open the shop first: your browser sent no shopper cookie")
         if not self.live.ready:
@@ -160,15 +190,16 @@ class Storefront:
         if isinstance(outcome, Refused):
             cart = outcome.cart or self.live.cart(shopper_id)
             return HTMLResponse(checkout_page(self.live.cart_lines(cart), cart.version, outcome.message,
-                                              self._tab(shopper_id), self._form_token(shopper_id)),
+                                              self._tab(visitor), self._form_token(shopper_id)),
                                 status_code=409, headers=NO_STORE)
-        return HTMLResponse(complete_page(self.live.lines(outcome.item_ids), self._tab(shopper_id)), headers=NO_STORE)
+        return HTMLResponse(complete_page(self.live.lines(outcome.item_ids), self._tab(visitor)), headers=NO_STORE)
 
     @store_api.get("/orders", response_class=HTMLResponse)
     async def orders(self, request: Request):
         """The shopper's orders: the one page read from the database (a shopper's own history,
         not what the crowd reads)."""
-        shopper_id = self._shopper(request)
+        visitor = await self._visitor(request)
+        shopper_id = visitor.shopper_id
         if shopper_id is None:
             return HTMLResponse(orders_page([]), headers=NO_STORE)
         try:
@@ -176,7 +207,7 @@ class Storefront:
         except (DatabaseUnavailable, SchemaMissing):
             return page_error(503, "Your orders cannot be shown right now: try again in a moment")
         return HTMLResponse(orders_page([(order, self.live.lines(order.item_ids)) for order in orders_of(pairs)],
-                                        self._tab(shopper_id)),
+                                        self._tab(visitor)),
                             headers=NO_STORE)
 
     @store_api.get("/api/products")
@@ -203,7 +234,8 @@ class Storefront:
 
     @store_api.post("/api/items/{item_id}/purchase")
     async def purchase(self, item_id: str, request: Request):
-        shopper_id = self._shopper(request)
+        visitor = await self._visitor(request)
+        shopper_id = visitor.shopper_id
         if shopper_id is None:
             return json_error(401, "no_shopper", "no valid shopper cookie: open the store page first")
         if not self.form_tokens.check(shopper_id, request.headers.get(FORM_TOKEN_HEADER)):

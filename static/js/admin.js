@@ -61,15 +61,17 @@ function rows(body, cells) {
 // the carts of the shoppers online (a shopper's tabs share one cart: counted once).
 function showPresence() {
   const pages = new Map(), nodes = new Map(), inCart = new Map();
-  let shoppers = 0, tabs = 0;
+  let shoppers = 0, tabs = 0, accounts = 0;
   presence.list((shopper, { metas }) => {
     shoppers += 1;
+    if (shopper.startsWith("account-")) accounts += 1; // (signed in, with a confirmed address)
     tabs += metas.length;
     new Set(metas.map((meta) => meta.page)).forEach((page) => pages.set(page, (pages.get(page) || 0) + 1));
     new Set(metas.map((meta) => meta.node)).forEach((node) => nodes.set(node, (nodes.get(node) || 0) + 1));
     new Set(metas.flatMap((meta) => meta.items)).forEach((item) => inCart.set(String(item), (inCart.get(String(item)) || 0) + 1));
   });
   setCount("shoppers-online", shoppers);
+  setCount("accounts-online", accounts);
   setCount("tabs-open", tabs);
   rows(root.querySelector("[data-pages]"), [...pages].sort((a, b) => b[1] - a[1]));
   root.querySelectorAll("[data-in-cart]").forEach((element) => {
@@ -109,6 +111,8 @@ function showDrop(drop) {
   lastDrop = drop;
   for (const product of drop.products) {
     showRelease(root.querySelector(`[data-release-status="${product.id}"]`), product);
+    setText(`[data-sign-in-status="${product.id}"]`,
+      product.sign_in_required ? "sold only to signed-in shoppers" : "sold to guests too");
     showRelease(root.querySelector(`[data-glance-status="${product.id}"]`), product);
     root.querySelectorAll(`[data-product-id="${product.id}"]`).forEach((button) => { button.disabled = product.released; });
     for (const item of product.items) setText(`[data-available="${item.id}"]`, item.available);
@@ -216,7 +220,8 @@ root.addEventListener("click", (event) => {
     if (!local) { say("Pick a release time first", false); return; }
     act({ action, product_id: Number(button.dataset.productId), at: new Date(local).toISOString() });
   } else {
-    act({ action, product_id: Number(button.dataset.productId) });
+    // (a release's buttons carry data-product-id, and go off once it is out; a setting's do not)
+    act({ action, product_id: Number(button.dataset.productId ?? button.dataset.settingOf) });
   }
 });
 setInterval(showAudit, 10000); // (another admin's actions)

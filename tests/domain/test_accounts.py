@@ -53,3 +53,23 @@ def test_a_link_works_once_within_its_lifetime(purpose, age, used, says):
 def test_a_session_lives_sixty_days():
     assert session_alive(NOW - timedelta(days=59), NOW)
     assert not session_alive(NOW - timedelta(days=60, seconds=1), NOW)
+
+
+def test_an_account_shops_under_its_own_id_once_verified_and_while_unlocked():
+    from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_account
+
+    made = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert account_shopper_id(42) == "account-42" and len(account_shopper_id(10**15)) <= 64
+    assert shops_as_account(Account(42, "a@example.com", True, False, made))
+    assert not shops_as_account(Account(42, "a@example.com", False, False, made))  # not verified yet
+    assert not shops_as_account(Account(42, "a@example.com", True, True, made))  # locked
+    assert not shops_as_account(None)
+
+
+def test_the_letters_carry_their_link_and_say_how_long_it_works():
+    from sneakers23.domain.accounts import reset_letter, verify_letter
+
+    verify = verify_letter("a@example.com", "https://shop.example/account/verify?token=t")
+    assert verify.to == "a@example.com" and "https://shop.example/account/verify?token=t" in verify.text
+    assert "7 days" in verify.text
+    assert "24 hours" in reset_letter("a@example.com", "https://x/account/reset?token=t").text

@@ -144,3 +144,14 @@ def test_a_removal_is_refused_from_memory_unless_the_tab_was_answered_with_a_new
     assert refuse_removal_from_memory(Cart.new("s"), 2, seen=Cart("s", 1, (2,))) is None
     # Its own removal emptied the cart (memory forgot it): removing again is refused from memory.
     assert refuse_removal_from_memory(Cart.new("s"), 2, seen=Cart("s", 2, ())) is CartRefusal.NOT_IN_CART
+
+
+def test_a_cart_filled_before_sign_in_merges_oldest_first_then_empties():
+    from sneakers23.domain.carts import CartRequest, merge_requests
+
+    guest = Cart("g" * 64, 4, (9, 7, 5))  # newest first
+    assert merge_requests(guest, "account-1") == [
+        CartRequest("account-1", add=5), CartRequest("account-1", add=7), CartRequest("account-1", add=9),
+        CartRequest("g" * 64, remove=(9, 7, 5))]
+    assert merge_requests(Cart.new("g" * 64), "account-1") == []
+    assert merge_requests(Cart("account-1", 2, (3,)), "account-1") == []  # (already the account's)

@@ -20,13 +20,15 @@ def product(released: bool = False, version: int = 1) -> Product:
 
 def test_every_change_crosses_a_process_boundary_intact():
     for change in (ProductReleased(1, True, 3, AT), ReleaseScheduleChanged(1, 2, AT), ReleaseScheduleChanged(1, 2, None),
-                   AvailabilityChanged(1, 1, 4, 2)):
+                   ProductReleased(1, True, 4, None, sign_in_required=True),
+                   ReleaseScheduleChanged(1, 2, AT, sign_in_required=True), AvailabilityChanged(1, 1, 4, 2)):
         assert pickle.loads(pickle.dumps(change)) == change
 
 
 def test_a_row_state_is_a_release_or_a_schedule():
     assert product_state(1, True, 3, None) == ProductReleased(1, True, 3, None)
     assert product_state(1, False, 2, AT) == ReleaseScheduleChanged(1, 2, AT)
+    assert product_state(1, True, 3, None, True).sign_in_required
 
 
 def test_a_schedule_change_moves_the_release_time_and_leaves_the_product_unreleased():

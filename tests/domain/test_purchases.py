@@ -84,3 +84,16 @@ def test_a_key_sent_again_replays_its_purchase_whatever_has_changed_since():
     assert replayed.ok and replayed.replayed and replayed.units == earlier
     other = answer([3, 1], earlier=earlier)
     assert (other.refusal, other.refused_item_id) == (Refusal.KEY_REUSED, 3), "the same key for other sizes"
+
+
+def test_a_sign_in_drop_sells_only_to_a_verified_account_after_the_release_is_checked():
+    from sneakers23.domain.accounts import account_shopper_id
+    from sneakers23.domain.purchases import signed_in
+
+    drop = {1: SizeOnSale(1, True, 3, sign_in_required=True), 7: SizeOnSale(2, False, 4, sign_in_required=True)}
+    guest = answer_purchase([1], PurchaseFacts(drop), 2)
+    assert (guest.refusal, guest.refused_item_id) == (Refusal.SIGN_IN_REQUIRED, 1)
+    assert "sign in" in guest.message
+    assert answer_purchase([7], PurchaseFacts(drop), 2).refusal is Refusal.NOT_RELEASED  # (that first)
+    assert answer_purchase([1], PurchaseFacts(drop, signed_in=True), 2) is None
+    assert signed_in(account_shopper_id(5)) and not signed_in("a" * 64) and not signed_in("cli-1")

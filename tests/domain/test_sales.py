@@ -94,3 +94,16 @@ def test_changes_move_it_only_forward():
     assert ledger.available(1) == 8
     ledger.settle(claim, None)
     assert ledger.available(1) == 9
+
+
+def test_a_sign_in_drop_is_refused_to_guests_from_memory_and_follows_its_setting():
+    from dataclasses import replace
+
+    ledger = SalesLedger(replace(product(), sign_in_required=True), [], max_pairs_per_product=2)
+    assert ledger.admit("a" * 64, [1], "k1", True).refusal is Refusal.SIGN_IN_REQUIRED
+    assert isinstance(ledger.admit("account-7", [1], "k2", True), Claim)
+    assert ledger.apply(ProductReleased(7, True, 2, None, sign_in_required=False))  # the staff allow guests
+    assert isinstance(ledger.admit("a" * 64, [2], "k3", True), Claim)
+    assert not ledger.apply(ProductReleased(7, True, 2, None, sign_in_required=True))  # (not newer)
+    assert ledger.apply(ProductReleased(7, True, 3, None, sign_in_required=True))
+    assert ledger.admit("b" * 64, [2], "k4", True).refusal is Refusal.SIGN_IN_REQUIRED

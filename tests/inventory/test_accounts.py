@@ -11,7 +11,11 @@ import pytest
 from sqlalchemy import update
 
 from sneakers23.db.accounts import links_t
+from sneakers23.domain.accounts import account_shopper_id
+from sneakers23.domain.purchases import Refusal
+from sneakers23.inventory import Inventory
 from sneakers23.inventory.accounts import HASHER, AccountRefused
+from tests.inventory.test_shop import race
 
 EMAIL = "Ada.Lovelace@Example.com"
 PASSWORD = "analytical engine of 1843"
@@ -123,7 +127,7 @@ def test_sign_out_here_and_everywhere(inventory):
     here, there, elsewhere = (inventory.sign_in(EMAIL, PASSWORD).session_token for _ in range(3))
     inventory.sign_out(here)
     assert inventory.session_account(here) is None and inventory.session_account(there) is not None
-    assert inventory.sign_out_everywhere(made.account.id) == 2
+    assert inventory.sign_out_everywhere(made.account.id) == 3  # (the sign-up's own session too)
     assert inventory.session_account(there) is None and inventory.session_account(elsewhere) is None
 
 
@@ -198,3 +202,98 @@ def test_a_reset_committed_while_a_sign_in_verifies_leaves_no_session(inventory,
     monkeypatch.setattr(accounts, "_verified", verified)
     with inventory.database.reading() as connection:
         assert rows.sessions_of(connection, made.account.id) == []
+
+
+class Letters:
+    """The Mail port, as a list of the letters posted to it."""
+
+    def __init__(self):
+        self.posted = []
+
+    def post(self, letter):
+        self.posted.append(letter)
+
+
+def test_sign_up_posts_the_verification_letter_and_another_on_request(settings):
+    letters = Letters()
+    inventory = Inventory(settings.model_copy(update={"public_url": "https://shop.example/"}), mail=letters)
+    try:
+        made = inventory.sign_up(EMAIL, PASSWORD, client="127.0.0.2", user_agent="phone")
+        assert [letter.to for letter in letters.posted] == [made.account.email]
+        assert f"https://shop.example/account/verify?token={made.verify_token}" in letters.posted[0].text
+        assert inventory.session_account(made.session_token).id == made.account.id  # signed in at once
+        again = inventory.send_verification(made.account.id)
+        assert again and again in letters.posted[1].text and again != made.verify_token
+        inventory.verify_email(again)
+        assert inventory.send_verification(made.account.id) is None  # verified: nothing more to send
+        assert inventory.ask_password_reset(EMAIL.upper()) is not None
+        assert "https://shop.example/account/reset?token=" in letters.posted[-1].text
+        assert inventory.ask_password_reset("nobody@example.com") is None and len(letters.posted) == 3
+    finally:
+        inventory.close()
+
+
+def test_the_sessions_of_an_account_newest_first_with_this_one_marked(inventory):
+    made = signed_up(inventory)
+    later = inventory.sign_in(EMAIL, PASSWORD, client="127.0.0.3", user_agent="laptop")
+    seen = inventory.sessions(made.account.id, later.session_token)
+    assert [s.user_agent for s in seen] == ["laptop", ""] and [s.current for s in seen] == [True, False]
+    assert seen[0].client == "127.0.0.3"
+
+
+def test_the_anonymous_cart_merges_into_the_accounts_within_the_rules(inventory):
+    inventory.release(1)
+    first, second, third = [i.id for i in inventory.complete_products()[0].items if i.available_count > 0][:3]
+    account = account_shopper_id(signed_up(inventory).account.id)
+    inventory.add_to_cart(account, first)
+    guest, other_guest = "b" * 64, "c" * 64
+    inventory.add_to_cart(guest, second)
+    inventory.add_to_cart(guest, third)
+    merged = inventory.merge_carts(guest, account)
+    # The guest's older size joins (two pairs of the product); the newer would pass the limit of 2.
+    assert merged.item_ids == (second, first) and inventory.cart(guest).is_empty
+    inventory.add_to_cart(other_guest, first)
+    assert inventory.merge_carts(other_guest, account).item_ids == (second, first)  # a size in both: once
+    assert inventory.cart(other_guest).is_empty
+    assert inventory.merge_carts(guest, account).item_ids == (second, first)  # nothing left to merge
+
+
+def test_ten_sessions_of_one_account_racing_buy_no_more_than_the_limit(inventory, settings):
+    made = signed_up(inventory)
+    inventory.verify_email(made.verify_token)
+    sessions = [inventory.sign_in(EMAIL, PASSWORD).session_token for _ in range(10)]
+    shoppers = {account_shopper_id(inventory.session_account(token).id) for token in sessions}
+    assert len(shoppers) == 1  # ten cookies, one shopper
+    shopper = shoppers.pop()
+    inventory.release(1)
+    sizes = [i.id for i in inventory.complete_products()[0].items if i.available_count > 0][:10]
+    results = race(settings, [lambda inv, item=item: inv.purchase(shopper, [item]) for item in sizes])
+    assert sum(r.ok for r in results) == settings.max_pairs_per_product
+    assert {r.refusal for r in results if not r.ok} == {Refusal.LIMIT_REACHED}
+    assert len(inventory.orders(shopper)) == settings.max_pairs_per_product
+
+
+def test_a_locked_accounts_cart_is_emptied_and_published(settings):
+    published = []
+
+    class Recorded:
+        def publish(self, changes):
+            published.extend(changes)
+
+    inventory = Inventory(settings, replication=Recorded())
+    try:
+        inventory.seed(random_seed=23)
+        inventory.release(1)
+        made = signed_up(inventory)
+        shopper = account_shopper_id(made.account.id)
+        size = next(i.id for i in inventory.complete_products()[0].items if i.available_count > 0)
+        assert inventory.add_to_cart(shopper, size).item_ids == (size,)
+        inventory.lock_account(made.account.id)
+        assert inventory.cart(shopper).is_empty and published[-1].shopper_id == shopper
+        assert published[-1].item_ids == ()
+        assert inventory.find_account(str(made.account.id)).locked
+        assert inventory.find_account(EMAIL.lower()).id == made.account.id
+        with pytest.raises(AccountRefused, match="there is no account"):
+            inventory.find_account("999")
+    finally:
+        inventory.close()

@@ -230,3 +230,28 @@ def test_the_inventory_offers_every_operation_of_its_services_under_its_own_name
     assert len(names) == len(set(names)), "no two services share an operation's name"
     assert inventory.release(1).newly_released and inventory.shop.complete_products()[0].released
     assert Inventory.release.__doc__ == SERVICES["shop"].release.__doc__ and inventory.desk.shop is inventory.shop
+
+
+def test_a_sign_in_drop_sells_to_verified_accounts_only_and_its_setting_is_published(settings):
+    published = []
+
+    class Recorded:
+        def publish(self, changes):
+            published.extend(changes)
+
+    inventory = Inventory(settings, replication=Recorded())
+    try:
+        inventory.seed(random_seed=23)
+        inventory.release(1)
+        change = inventory.require_sign_in(1)
+        assert change.sign_in_required and change.released and published[-1] == change
+        assert inventory.require_sign_in(1).version == change.version  # set already: nothing moves
+        assert inventory.purchase("a" * 64, [1]).refusal is Refusal.SIGN_IN_REQUIRED
+        assert inventory.purchase("account-9", [1]).ok
+        assert next(p for p in inventory.complete_products() if p.id == 1).sign_in_required
+        assert not inventory.require_sign_in(1, False).sign_in_required
+        assert inventory.purchase("a" * 64, [2]).ok
+        with pytest.raises(NotFound):
+            inventory.require_sign_in(99)
+    finally:
+        inventory.close()

@@ -27,7 +27,22 @@ CHROMIUM = os.environ.get("SNEAKERS23_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
-def store_url(ray_cluster, ray_store, ray_settings):
+def mailbox():
+    """A real SMTP server (aiosmtpd) that the session's store sends its letters to."""
+    from aiosmtpd.controller import Controller
+
+    from tests.support.mailbox import Mailbox
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    box.url = f"smtp://127.0.0.1:{controller.port}"
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def store_url(ray_cluster, ray_store, ray_settings, mailbox):
     """The store's two Serve applications, with a proxy on every node (the head's on this port,
     the others' on `ray_cluster.proxy_ports`) and web replicas on every node, as on a real cluster."""
     from ray import serve
@@ -36,7 +51,11 @@ def store_url(ray_cluster, ray_store, ray_settings):
 
     port = free_port()
     serve.start(proxy_location="EveryNode", http_options={"host": "127.0.0.1", "port": port})
-    args = ray_settings.model_copy(update={"secret_key": STORE_SECRET, "admin_password": ADMIN_PASSWORD}).model_dump()
+    args = ray_settings.model_copy(update={"secret_key": STORE_SECRET, "admin_password": ADMIN_PASSWORD,
+                                           "smtp_url": mailbox.url, "public_url": f"http://127.0.0.1:{port}",
+                                           # (a browser solves it at once; the sign-up tests solve it too)
+                                           "proof_of_work_max_number": 2_000}
+                                   ).model_dump()
     for name, route_prefix, build in APPS:
         serve.run(build(args), name=name, route_prefix=route_prefix)
     url = f"http://127.0.0.1:{port}"

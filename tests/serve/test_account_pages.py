@@ -1,0 +1,320 @@
+"""The account's pages on the session's store (serve/account_pages.py), over HTTP: sign-up with the
+letter received by a real SMTP server, the link followed, sign-in on two devices, one cart and one
+list of orders, the limits per person, sign-out everywhere, resets, and every refusal in words."""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import json
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import altcha
+import httpx
+import pytest
+
+from sneakers23.cluster import RayReplication
+from sneakers23.domain.accounts import account_shopper_id
+from sneakers23.inventory import Inventory
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, SESSION_COOKIE, SESSION_RECHECK_S
+from harness.waiting import wait_for
+from tests.support.mailbox import link_in
+from tests.support.shoppers import open_shop, shopper_client
+
+PASSWORD = "seven pairs of yellow hop men"
+FORM_TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]{32})"')
+CHALLENGE = re.compile(r'data-work-challenge="([^"]+)"')
+_addresses = itertools.count(2)
+
+
+def shopper(store_url: str) -> httpx.Client:
+    """A new shopper from an address of its own (127.0.1.x, 127.0.2.x, ...): the store allows each
+    address a few sign-ups and sign-ins a minute."""
+    n = next(_addresses)
+    address = f"127.0.{1 + n // 250}.{1 + n % 250}"
+    return shopper_client(store_url, transport=httpx.HTTPTransport(local_address=address))
+
+
+def solved(page: httpx.Response) -> dict[str, str]:
+    """The proof of work a page's form asks for, solved as its script would."""
+    found = CHALLENGE.search(page.text)
+    if found is None:
+        return {}
+    challenge = json.loads(html.unescape(found.group(1)))
+    solution = altcha.solve_challenge_v1(challenge["challenge"], challenge["salt"], challenge["algorithm"],
+                                         challenge["maxnumber"])
+    payload = {key: challenge[key] for key in ("algorithm", "challenge", "salt", "signature")}
+    return {"altcha": base64.b64encode(json.dumps({**payload, "number": solution.number}).encode()).decode()}
+
+
+@pytest.fixture
+def publishing(ray_settings):
+    """The inventory API, publishing to the store's caches as the CLI does."""
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    yield inventory
+    inventory.close()
+
+
+def new_address() -> str:
+    return f"shopper-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def form_token(page: httpx.Response) -> str:
+    found = FORM_TOKEN.search(page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def post_form(client: httpx.Client, path: str, from_page: str | None = None, **fields) -> httpx.Response:
+    """The form of the page at `path` (or `from_page`: GET first, for its form token), posted as a
+    browser does."""
+    page = client.get(from_page or (path if "token" not in fields else f"{path}?token={fields['token']}"))
+    return client.post(path, data={"csrf_token": form_token(page), **solved(page), **fields})
+
+
+def signed_up(store_url: str, mailbox, address: str | None = None) -> tuple[httpx.Client, str]:
+    """A shopper who signed up and followed the link of the letter they got: (their client, address)."""
+    address = address or new_address()
+    client = shopper(store_url)
+    done = post_form(client, "/account/signup", email=address, password=PASSWORD)
+    assert done.status_code == 303 and done.headers["location"] == "/account?welcome=1", done.text[:300]
+    link = link_in(mailbox.wait_for_letter(address, "Confirm your email"))
+    assert link.startswith(f"{store_url}/account/verify?token=")
+    token = link.partition("token=")[2]
+    shown = client.get(link)  # a mail scanner's fetch: it shows a button, and uses nothing up
+    assert shown.status_code == 200 and "CONFIRM MY ADDRESS" in shown.text
+    confirmed = post_form(client, "/account/verify", token=token)
+    assert confirmed.status_code == 200 and "is confirmed" in confirmed.text, confirmed.text[:300]
+    return client, address
+
+
+def signed_in(store_url: str, address: str, password: str = PASSWORD) -> httpx.Client:
+    client = shopper(store_url)
+    done = post_form(client, "/account/login", email=address, password=password)
+    assert done.status_code == 303, done.text[:300]
+    open_shop(client)  # (the account's form token, for purchases)
+    return client
+
+
+def cart_id(client: httpx.Client) -> str:
+    return re.search(r'data-cart-id="([^"]+)"', client.get("/").text).group(1)
+
+
+def test_sign_up_follow_the_letter_and_shop_as_the_account_on_two_devices(store_url, mailbox, fresh_shop,
+                                                                           publishing):
+    laptop, address = signed_up(store_url, mailbox)
+    account = laptop.get("/account")
+    assert account.status_code == 200 and address in account.text and "data-account-verified" in account.text
+    cookie = next(c for c in laptop.cookies.jar if c.name == SESSION_COOKIE)
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "lax"
+    phone = signed_in(store_url, address.upper())  # (any case of the address)
+    shopper = cart_id(phone)
+    assert shopper == cart_id(laptop) and shopper.startswith("account-")
+    listed = phone.get("/account").text
+    assert listed.count("data-session>") == 2 and "(this device)" in listed
+    # An order made on one device is on the other's orders page.
+    publishing.release(1)
+    item = next(i for i in fresh_shop.complete_products()[0].items if i.available_count > 0)
+    wait_for(lambda: "size-container__entry" in phone.get("/").text, timeout=10, what="the release on the page")
+    open_shop(phone)
+    bought = phone.post(f"/api/items/{item.id}/purchase")
+    assert bought.status_code == 200, bought.text
+    orders = laptop.get("/orders")
+    assert orders.status_code == 200 and orders.text.count('class="order"') == 1
+
+
+def test_the_cart_filled_before_sign_in_joins_the_accounts(store_url, mailbox, fresh_shop, publishing):
+    owner, address = signed_up(store_url, mailbox)
+    inventory = publishing
+    inventory.release(1)
+    first, second, third = [i for i in fresh_shop.complete_products()[0].items if i.available_count > 0][:3]
+    account_id = re.search(r"account-(\d+)", cart_id(owner)).group(1)
+    inventory.add_to_cart(account_shopper_id(int(account_id)), first.id)
+    guest = shopper(store_url)
+    guest_id = cart_id(guest)
+    for item in (second, third):  # the older joins; the newer would pass the limit of 2
+        inventory.add_to_cart(guest_id, item.id)
+    done = post_form(guest, "/account/login", email=address, password=PASSWORD)
+    assert done.status_code == 303
+    assert inventory.cart(account_shopper_id(int(account_id))).item_ids == (second.id, first.id)
+    assert inventory.cart(guest_id).is_empty
+    assert cart_id(guest) == f"account-{account_id}"  # the guest's browser shops as the account now
+
+
+@pytest.mark.parametrize("email, password, says", [
+    ("not an address", PASSWORD, "not an email address"),
+    ("{new}", "short", "at least 12 characters"),
+    ("{new}", "password1234", "harder to guess"),
+    ("{new}", "{new}", "cannot be your email address"),
+])
+def test_a_sign_up_refused_says_why(store_url, email, password, says):
+    address = new_address()
+    client = shopper(store_url)
+    refused = post_form(client, "/account/signup", email=email.format(new=address),
+                        password=password.format(new=address))
+    assert refused.status_code == 422 and says in refused.text and "data-account-message" in refused.text
+
+
+def test_a_duplicate_a_wrong_password_and_a_missing_form_token_are_refused_in_words(store_url, mailbox):
+    _client, address = signed_up(store_url, mailbox)
+    again = post_form(shopper(store_url), "/account/signup", email=address.upper(), password=PASSWORD)
+    assert again.status_code == 422 and "An account with this email address exists" in again.text
+    wrong = post_form(shopper(store_url), "/account/login", email=address, password=PASSWORD + "!")
+    unknown = post_form(shopper(store_url), "/account/login", email=new_address(), password=PASSWORD)
+    assert wrong.status_code == unknown.status_code == 401
+    assert "The email address or the password is wrong" in wrong.text and \
+        "The email address or the password is wrong" in unknown.text
+    forged = shopper(store_url).post("/account/login", data={"email": address, "password": PASSWORD})
+    assert forged.status_code == 403 and "out of date" in forged.text
+    junk = shopper(store_url).post("/account/signup", content=b"\xff" * 100,
+                                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert junk.status_code == 403
+
+
+def test_a_reset_link_works_once_and_ends_every_session(store_url, mailbox):
+    device, address = signed_up(store_url, mailbox)
+    asked = post_form(shopper(store_url), "/account/reset", email=address)
+    unknown = post_form(shopper(store_url), "/account/reset", email=new_address())
+    assert asked.status_code == unknown.status_code == 200
+    assert "data-reset-sent" in asked.text and "data-reset-sent" in unknown.text  # the same answer
+    token = link_in(mailbox.wait_for_letter(address, "Reset your")).partition("token=")[2]
+    resetter = shopper(store_url)
+    new_password = "a brand new pair of laces 23"
+    done = post_form(resetter, "/account/reset", token=token, password=new_password)
+    assert done.status_code == 303 and done.headers["location"] == "/account/login?done=reset"
+    again = post_form(resetter, "/account/reset", token=token, password="yet another pair of laces 24")
+    assert again.status_code == 422 and "used already" in again.text
+    # The device signed in before the reset is signed out (within a replica's recheck).
+    wait_for(lambda: device.get("/account").status_code == 303, timeout=SESSION_RECHECK_S + 5,
+             what="the old session ended")
+    assert post_form(shopper(store_url), "/account/login", email=address, password=PASSWORD).status_code == 401
+    signed_in(store_url, address, new_password)
+
+
+def test_sign_out_everywhere_ends_the_other_devices_and_sign_out_this_one(store_url, mailbox):
+    laptop, address = signed_up(store_url, mailbox)
+    phone = signed_in(store_url, address)
+    done = post_form(phone, "/account/sessions/end", from_page="/account")
+    assert done.status_code == 303 and done.headers["location"] == "/account/login?done=out"
+    assert phone.get("/account").status_code == 303
+    wait_for(lambda: laptop.get("/account").status_code == 303, timeout=SESSION_RECHECK_S + 5,
+             what="the laptop's session ended")
+    tablet = signed_in(store_url, address)
+    assert post_form(tablet, "/account/logout").status_code == 303
+    assert tablet.get("/account").status_code == 303
+
+
+def test_ten_cookies_of_one_account_buy_no_more_than_the_limit(store_url, mailbox, fresh_shop, ray_settings,
+                                                               publishing):
+    _first, address = signed_up(store_url, mailbox)
+    devices = [signed_in(store_url, address) for _ in range(10)]
+    publishing.release(1)
+    items = [i for i in fresh_shop.complete_products()[0].items if i.available_count > 0][:10]
+    wait_for(lambda: "size-container__entry" in devices[0].get("/").text, timeout=10, what="the release")
+    for device in devices:
+        open_shop(device)
+        assert device.headers[FORM_TOKEN_HEADER]
+
+    def buy(pair):
+        device, item = pair
+        return device.post(f"/api/items/{item.id}/purchase").status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(buy, zip(devices, items)))
+    assert statuses.count(200) == ray_settings.max_pairs_per_product, statuses
+    assert set(statuses) <= {200, 409}
+    shopper = cart_id(devices[0])
+    assert fresh_shop.orders(shopper) and len(fresh_shop.orders(shopper)) == ray_settings.max_pairs_per_product
+
+
+def test_in_chromium_sign_up_follow_the_letter_and_share_one_cart_and_orders_on_two_devices(
+    browser, store_url, mailbox, fresh_shop, ray_settings, ray_cluster
+):
+    from playwright.sync_api import expect
+
+    from tests.serve.test_browser import add_to_cart, open_shop as open_shop_page, released_sizes
+
+    address = new_address()
+    first, second = released_sizes(fresh_shop, ray_settings, 2)
+    laptop = browser.new_context().new_page()
+    laptop.goto(f"{store_url}/account/signup")
+    laptop.get_by_label("Email address").fill(address)
+    laptop.get_by_label("Password").fill(PASSWORD)
+    laptop.get_by_role("button", name="SIGN UP").click()
+    expect(laptop.locator("[data-account-unverified]")).to_be_visible()
+    laptop.goto(link_in(mailbox.wait_for_letter(address, "Confirm your email")))
+    laptop.get_by_role("button", name="CONFIRM MY ADDRESS").click()
+    expect(laptop.locator("[data-verified]")).to_contain_text("You now shop under your account")
+    # The phone signs in on another node.
+    other_node = f"http://127.0.0.1:{ray_cluster.proxy_ports['node_a']}"
+    phone = browser.new_context().new_page()
+    phone.goto(f"{other_node}/account/login")
+    phone.get_by_label("Email address").fill(address)
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="SIGN IN").click()
+    phone.wait_for_url(f"{other_node}/")
+    open_shop_page(laptop, store_url)
+    open_shop_page(phone, other_node)
+    add_to_cart(laptop, first.id, 1)
+    expect(phone.locator(".cart__title")).to_have_text("Cart 1")  # the same cart, live
+    add_to_cart(phone, second.id, 2)
+    expect(laptop.locator(".cart__title")).to_have_text("Cart 2")
+    phone.click(".cart__checkout")
+    phone.click("[data-purchase]")
+    expect(phone.locator("h2")).to_have_text("Order Complete!")
+    expect(laptop.locator(".cart__title")).to_have_text("Cart 0")
+    laptop.goto(f"{store_url}/orders")
+    expect(laptop.locator(".order")).to_have_count(1)
+    expect(laptop.locator(".order .checkout__item")).to_have_count(2)
+    for device in (laptop, phone):
+        device.context.close()
+
+
+def test_a_missing_or_wrong_proof_of_work_is_refused_in_words(store_url):
+    client = shopper(store_url)
+    page = client.get("/account/login")
+    assert solved(page), "the sign-in form asks for a proof of work"
+    base = {"csrf_token": form_token(page), "email": new_address(), "password": PASSWORD}
+    missing = client.post("/account/login", data=base)
+    assert missing.status_code == 422 and "needs JavaScript" in missing.text
+    forged = client.post("/account/login", data={**base, "altcha": base64.b64encode(b'{"number": 1}').decode()})
+    assert forged.status_code == 422 and "not valid" in forged.text
+    junk = client.post("/account/login", data={**base, "altcha": "%%%" * 20})
+    assert junk.status_code == 422 and "not valid" in junk.text
+
+
+def test_an_address_trying_too_often_is_held_and_told_when_to_come_back(store_url, ray_settings):
+    from tests.support.cluster import live_node_count
+
+    client = shopper(store_url)  # (an address of its own)
+    # Each page replica (one a node here) counts an address's tries: the first 429 comes by the
+    # limit's 10th try on every replica.
+    allowed = ray_settings.model_fields["account_attempts_per_minute"].default * live_node_count()
+    answers = []
+    while len(answers) <= allowed and (not answers or answers[-1].status_code != 429):
+        answers.append(post_form(client, "/account/login", email=new_address(), password=PASSWORD))
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:10] == [401] * 10 and statuses[-1] == 429, statuses
+    held = answers[-1]
+    assert 0 < int(held.headers["retry-after"]) <= 60 and "Too many tries from your address" in held.text
+    assert post_form(shopper(store_url), "/account/login", email=new_address(), password=PASSWORD).status_code == 401
+
+
+def test_a_sign_in_drop_is_refused_to_guests_in_words_and_sold_to_an_account(store_url, mailbox, fresh_shop,
+                                                                             publishing):
+    publishing.release(1)
+    publishing.require_sign_in(1)
+    item = next(i for i in fresh_shop.complete_products()[0].items if i.available_count > 0)
+    guest = shopper(store_url)
+    wait_for(lambda: "data-sign-in-required" in guest.get("/").text, timeout=10, what="the sign-in note on the page")
+    open_shop(guest)
+    refused = guest.post(f"/api/items/{item.id}/purchase")
+    assert refused.status_code == 403 and refused.json()["error"] == "sign_in_required"
+    assert "sign in" in refused.json()["message"]
+    member, _address = signed_up(store_url, mailbox)
+    open_shop(member)
+    assert member.post(f"/api/items/{item.id}/purchase").status_code == 200
+    assert next(p for p in guest.get("/api/products").json() if p["id"] == 1)["sign_in_required"]
