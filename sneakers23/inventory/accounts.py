@@ -17,7 +17,7 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import email_validator
 from argon2 import PasswordHasher, exceptions
@@ -190,6 +190,17 @@ class Accounts:
             found = rows.sessions_of(connection, account_id)
         return [SessionSeen(row.created_at, row.client, row.user_agent, row.token_hash == current)
                 for row in found if session_alive(row.created_at, now)]
+
+    def figures(self) -> dict:
+        """What the staff's dashboard shows of the accounts: how many, the share not verified yet,
+        the sign-ups of the last minute."""
+        with self.database.reading() as connection:
+            total, unverified, last_minute = rows.figures(connection, datetime.now(timezone.utc) - timedelta(minutes=1))
+        return {"accounts": total, "unverified": unverified, "signed_up_last_minute": last_minute,
+                "unverified_share": round(unverified / total, 3) if total else 0.0}
+
+    async def figures_async(self) -> dict:
+        return await self.database.in_thread(self.figures)
 
     # For callers on an event loop: the database, and Argon2id's ~27 ms of hashing, in a thread
     # (argon2-cffi lets go of the GIL while it hashes), so a burst of sign-ins never stalls the loop.

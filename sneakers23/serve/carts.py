@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_account
 from sneakers23.domain.carts import (CartLine, CartRefusal, cart_view, refusal_message, refuse_from_memory,
                                      refuse_removal_from_memory)
 from sneakers23.domain.catalog import Item, Product
@@ -23,6 +24,7 @@ from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import CartUpdated, ShopperEvent, StockChanged
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve import phoenix
+from sneakers23.serve.channels import close_within
 from sneakers23.serve.presence import TabTracker, page_of
 from sneakers23.domain.purchases import signed_in
 from sneakers23.serve.shoppers import (COOKIE, SESSION_COOKIE, CartTokens, SessionCookies, ShopperCookies, same_secret,
@@ -60,6 +62,8 @@ class CartWrites(Protocol):
     async def remove_from_cart_async(self, shopper_id: str, item_ids: list[int]) -> Cart: ...
 
     def refused_from_memory(self, what: str, reason: str) -> None: ...
+
+    async def session_account_async(self, session_token: str) -> Account | None: ...
 
 
 def _error(reason: str, message: str) -> dict:
@@ -112,7 +116,20 @@ class CartChannels:
         connection.send(phoenix.reply(message, "ok", self.view(cart)))
         if self._presence is not None:
             self._presence.joined((connection, message.topic), shopper_id, page_of(params), list(cart.item_ids))
+        if signed_in(shopper_id):  # (the cookie's signature was checked: is its session still live?)
+            token = self._sessions.token(getattr(connection.websocket, "cookies", {}).get(SESSION_COOKIE))
+            keep(self._tasks, asyncio.get_running_loop().create_task(self._close_if_ended(connection, shopper_id, token)))
         return True
+
+    async def _close_if_ended(self, connection, shopper_id: str, session_token: str) -> None:
+        """An account's socket whose session ended (signed out everywhere, a reset, a lock) is closed:
+        its page, reloaded, shows the shopper as a guest."""
+        try:
+            account = await self._inventory.session_account_async(session_token)
+        except (DatabaseUnavailable, SchemaMissing):
+            return  # (the database is away: the socket stays, as the pages do)
+        if account is None or not shops_as_account(account) or account_shopper_id(account.id) != shopper_id:
+            await close_within(connection.websocket, phoenix.CLOSE_POLICY, "signed out")
 
     def _same_shopper(self, connection, holder: str, bound: str) -> bool:
         """A browser's socket carries the shopper cookie: it must be the token's shopper. (A script

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.presence import BoardRead, Diff
@@ -29,6 +29,7 @@ TOPIC = "admin:dashboard"
 ADMIN_SCOPE_KEY = "sneakers23.admin"  # set on an admin socket's scope once its token was checked
 TICK_S = 1.0
 FIGURES_TIMEOUT_S = 2.0
+ACCOUNTS_EVERY_S = 5.0  # the accounts' figures are one count over their table: every few seconds is plenty
 
 
 class Feeds(Protocol):
@@ -43,7 +44,7 @@ class ProductsInMemory(Protocol):
     def products(self) -> list[Product]: ...
 
 
-def drop_view(products: list[Product], figures: dict) -> dict:
+def drop_view(products: list[Product], figures: dict, accounts: dict | None = None) -> dict:
     """The `drop` push: what the dashboard shows besides presence."""
     nodes = figures.get("nodes") or {}
     lags = figures.get("lags") or {}
@@ -56,6 +57,7 @@ def drop_view(products: list[Product], figures: dict) -> dict:
                       "items": [{"id": item.id, "available": item.available_count} for item in p.items]}
                      for p in products],
         "activity": activity,
+        "accounts": accounts,
         "nodes": [{"node": node_id, "sockets": nodes.get(node_id, {}).get("sockets", 0),
                    "tabs": nodes.get(node_id, {}).get("tabs", 0),
                    "lag_ms": lags.get(node_id, {}).get("max_ms"),
@@ -65,9 +67,13 @@ def drop_view(products: list[Product], figures: dict) -> dict:
 
 
 class DashboardChannels:
-    def __init__(self, live: ProductsInMemory, feeds: Feeds):
+    def __init__(self, live: ProductsInMemory, feeds: Feeds,
+                 account_figures: Callable[[], Awaitable[dict]] | None = None):
         self._live = live
         self._feeds = feeds
+        self._account_figures = account_figures  # (read from the database: every ACCOUNTS_EVERY_S)
+        self._accounts: dict | None = None
+        self._accounts_read_at = -ACCOUNTS_EVERY_S
         self._admins: set = set()
         self._mirror = PresenceMirror(feeds.follow_presence, self._send_state, self._send_diff)
         self._last_drop: dict | None = None
@@ -171,5 +177,11 @@ class DashboardChannels:
         except Exception as error:  # an actor restarting: the next tick has them
             log.info("the dashboard's figures are late: %s", error)
             figures = {}
-        self._last_drop = drop_view(self._live.products(), figures)
+        if self._account_figures is not None and time.monotonic() - self._accounts_read_at >= ACCOUNTS_EVERY_S:
+            self._accounts_read_at = time.monotonic()
+            try:
+                self._accounts = await asyncio.wait_for(self._account_figures(), FIGURES_TIMEOUT_S)
+            except Exception as error:  # (the database away: the last figures stay)
+                log.info("the accounts' figures are late: %s", error)
+        self._last_drop = drop_view(self._live.products(), figures, self._accounts)
         self._send(phoenix.push(TOPIC, "drop", self._last_drop))

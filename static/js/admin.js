@@ -119,6 +119,11 @@ function showDrop(drop) {
     setText(`[data-glance-available="${product.id}"]`, product.items.reduce((sum, item) => sum + item.available, 0).toLocaleString());
     setText(`[data-glance-out="${product.id}"]`, `${product.items.filter((item) => item.available <= 0).length} of ${product.items.length}`);
   }
+  if (drop.accounts) {
+    setCount("accounts-total", drop.accounts.accounts);
+    setText("[data-accounts-unverified]", `${Math.round(drop.accounts.unverified_share * 100)}%`);
+    setText("[data-signed-up-last-minute]", drop.accounts.signed_up_last_minute.toLocaleString());
+  }
   const perSecond = drop.activity.sold_per_second || [];
   setCount("sold-last-minute", drop.activity.sold);
   setText("[data-sold-per-second]", (perSecond.slice(-5).reduce((a, b) => a + b, 0) / 5).toFixed(1));

@@ -297,3 +297,11 @@ def test_a_locked_accounts_cart_is_emptied_and_published(settings):
             inventory.find_account("999")
     finally:
         inventory.close()
+
+
+def test_the_staffs_figures_count_accounts_the_unverified_and_the_last_minutes_sign_ups(inventory):
+    assert inventory.figures() == {"accounts": 0, "unverified": 0, "signed_up_last_minute": 0, "unverified_share": 0.0}
+    made = signed_up(inventory)
+    signed_up(inventory, "grace@example.com", "a compiler for every pair")
+    inventory.verify_email(made.verify_token)
+    assert inventory.figures() == {"accounts": 2, "unverified": 1, "signed_up_last_minute": 2, "unverified_share": 0.5}

@@ -19,8 +19,10 @@ import pytest
 from sneakers23.cluster import RayReplication
 from sneakers23.domain.accounts import account_shopper_id
 from sneakers23.inventory import Inventory
+from sneakers23.serve import phoenix
 from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, SESSION_COOKIE, SESSION_RECHECK_S
 from harness.waiting import wait_for
+from tests.serve.test_admin import unlocked  # noqa: F401 (a fixture: logins not throttled by another test)
 from tests.support.mailbox import link_in
 from tests.support.shoppers import open_shop, shopper_client
 
@@ -194,6 +196,45 @@ def test_a_reset_link_works_once_and_ends_every_session(store_url, mailbox):
     signed_in(store_url, address, new_password)
 
 
+def cookies_of(client: httpx.Client) -> str:
+    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in client.cookies.jar)
+
+
+def join_cart(store_url: str, cookies: str, page: str) -> tuple[dict, int | None]:
+    """A socket with these cookies joins the cart a page names: (the join's reply, the close code
+    when the server closed it, None when it was still open after a moment)."""
+    import websockets.exceptions
+    import websockets.sync.client
+
+    shopper = re.search(r'data-cart-id="([^"]+)"', page).group(1)
+    token = re.search(r'data-cart-token="([^"]+)"', page).group(1)
+    with websockets.sync.client.connect(f"ws{store_url[4:]}/product_socket/websocket?vsn=2.0.0",
+                                        additional_headers={"Cookie": cookies}) as socket:
+        socket.send(json.dumps(["1", "1", f"cart:{shopper}", "phx_join", {"token": token}]))
+        reply = json.loads(socket.recv(timeout=10))[4]
+        try:
+            while True:  # (pushes may come; a close ends it)
+                socket.recv(timeout=3)
+        except TimeoutError:
+            return reply, None
+        except websockets.exceptions.ConnectionClosed as closed:
+            return reply, closed.rcvd.code if closed.rcvd else None
+
+
+def test_an_accounts_cart_joins_with_its_session_and_a_socket_of_an_ended_session_is_closed(store_url, mailbox):
+    laptop, _address = signed_up(store_url, mailbox)
+    page, cookies = laptop.get("/").text, cookies_of(laptop)
+    assert 'data-cart-id="account-' in page
+    reply, closed = join_cart(store_url, cookies, page)
+    assert reply["status"] == "ok" and closed is None
+    stranger = shopper(store_url)  # the page's token with another browser's cookies
+    assert join_cart(store_url, cookies_of(stranger), page)[0]["response"]["reason"] == "invalid_token"
+    assert post_form(laptop, "/account/sessions/end", from_page="/account").status_code == 303
+    # A copy of the old cookies still carries a good signature: the join's check of the session closes it.
+    reply, closed = join_cart(store_url, cookies, page)
+    assert closed == phoenix.CLOSE_POLICY, (reply, closed)
+
+
 def test_sign_out_everywhere_ends_the_other_devices_and_sign_out_this_one(store_url, mailbox):
     laptop, address = signed_up(store_url, mailbox)
     phone = signed_in(store_url, address)
@@ -318,3 +359,17 @@ def test_a_sign_in_drop_is_refused_to_guests_in_words_and_sold_to_an_account(sto
     open_shop(member)
     assert member.post(f"/api/items/{item.id}/purchase").status_code == 200
     assert next(p for p in guest.get("/api/products").json() if p["id"] == 1)["sign_in_required"]
+
+
+@pytest.mark.usefixtures("unlocked")
+def test_the_dashboard_shows_the_accounts_the_unverified_share_and_the_last_minutes_sign_ups(
+        store_url, mailbox, admin_client):
+    from tests.support.store_fixtures import admin_login, dashboard_tokens
+
+    signed_up(store_url, mailbox)  # (one more account, verified, in the last minute)
+    dashboard = admin_client(dashboard_tokens(admin_login(store_url))[0])
+    accounts = wait_for(lambda: next((drop["payload"]["accounts"] for drop in reversed(dashboard.of("drop"))
+                                      if drop["payload"].get("accounts")), None), timeout=15,
+                        what="the accounts' figures")
+    assert accounts["accounts"] >= 1 and accounts["signed_up_last_minute"] >= 1
+    assert 0 <= accounts["unverified_share"] <= 1

@@ -1,0 +1,230 @@
+"""Shopper accounts' figures, each beside a baseline measured in the same run (PostgreSQL, fsync on):
+
+1. `hash`: Argon2id's cost as chosen (inventory/accounts.py HASHER): the time of one verification,
+   and the sign-ins per second the accounts service sustains on this machine's cores (a thread per
+   core, each signing in over and over), beside the hash alone.
+2. `loop`: a burst of sign-ins must not stall a page replica's event loop: the loop's worst lag
+   (a 1 ms ticker) while 200 sign-ins run through `sign_in_async`, beside the same ticker idle.
+3. `stampede`: the store as `sneakers23 serve` runs it; wrk sends the stampede's request (a
+   purchase with a key of its own, of a sold-out size: past the edge, refused by the sales actor)
+   from SHOPPERS shoppers in turn, each request the next shopper's, once as guests (a shopper
+   cookie) and once signed in (a shopper cookie and a session cookie each, a verified account
+   each), alternately, ROUNDS times: signed-in attempts/s ÷ guests' (target ≥ 0.9).
+
+    .venv/bin/python -m bench.accounts [--phases hash,loop,stampede] [--seconds 10] [--shoppers 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import statistics
+import threading
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import insert
+
+from bench.drop_engine import caches_caught_up, wrk
+from bench.servers import start_store
+from harness import postgres, shop
+from harness.ports import free_port
+from sneakers23.db.models import AccountRow, AccountSessionRow
+from sneakers23.domain.accounts import account_shopper_id
+from sneakers23.inventory import Inventory
+from sneakers23.inventory.accounts import HASHER
+from sneakers23.serve.shoppers import FORM_TOKEN_HEADER, FormTokens, SessionCookies, ShopperCookies
+from sneakers23.settings import Settings
+
+PASSWORD = "a long passphrase for the bench"
+SOLD_OUT_ITEM = 9
+PHASES = ("hash", "loop", "stampede")
+
+
+def hashing(inventory: Inventory, seconds: float) -> dict:
+    password_hash = HASHER.hash(PASSWORD)
+    verifications = []
+    for _ in range(20):
+        started = time.perf_counter()
+        HASHER.verify(password_hash, PASSWORD)
+        verifications.append(time.perf_counter() - started)
+    made = inventory.sign_up("bench@example.com", PASSWORD)
+    inventory.verify_email(made.verify_token)
+
+    def per_second(work) -> float:
+        done, stop = [0, 0], time.monotonic() + seconds
+
+        def worker(n):
+            while time.monotonic() < stop:
+                work()
+                done[n] += 1
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(done) / (time.monotonic() - started)
+
+    hashes = per_second(lambda: HASHER.verify(password_hash, PASSWORD))
+    sign_ins = per_second(lambda: inventory.sign_in("bench@example.com", PASSWORD))
+    return {"parameters": f"Argon2id t={HASHER.time_cost} m={HASHER.memory_cost} KiB p={HASHER.parallelism}",
+            "verify_ms_median": round(statistics.median(verifications) * 1000, 1),
+            "hashes_per_second_2_threads": round(hashes, 1), "sign_ins_per_second_2_threads": round(sign_ins, 1),
+            "sign_ins_x_hashes": round(sign_ins / hashes, 2)}
+
+
+def loop_lag(inventory: Inventory, burst: int) -> dict:
+    async def worst_lag(work) -> float:
+        worst, running = 0.0, True
+
+        async def ticker():
+            nonlocal worst
+            while running:
+                before = time.perf_counter()
+                await asyncio.sleep(0.001)
+                worst = max(worst, time.perf_counter() - before - 0.001)
+
+        tick = asyncio.create_task(ticker())
+        await work()
+        running = False
+        await tick
+        return worst
+
+    async def idle():
+        await asyncio.sleep(2)
+
+    async def sign_ins():
+        await asyncio.gather(*(inventory.sign_in_async("bench@example.com", PASSWORD) for _ in range(burst)))
+
+    async def both():
+        started = time.perf_counter()
+        busy = await worst_lag(sign_ins)
+        took = time.perf_counter() - started
+        return await worst_lag(idle), busy, took
+
+    quiet, busy, took = asyncio.run(both())
+    return {"burst": burst, "burst_seconds": round(took, 2), "idle_worst_lag_ms": round(quiet * 1000, 1),
+            "burst_worst_lag_ms": round(busy * 1000, 1)}
+
+
+def accounts_with_sessions(inventory: Inventory, count: int) -> list[tuple[int, str]]:
+    """`count` verified accounts, each with a session: (account id, session token). Written as rows
+    (hashing 2,000 passwords would take a minute and measure nothing here)."""
+    now = datetime.now(timezone.utc)
+    tokens = [secrets.token_urlsafe(32) for _ in range(count)]
+    with inventory.engine.begin() as connection:
+        ids = [connection.execute(insert(AccountRow.__table__).values(
+            email=f"buyer{n}@example.com", email_key=f"buyer{n}@example.com", password_hash="unused",
+            verified_at=now, created_at=now).returning(AccountRow.__table__.c.id)).scalar_one() for n in range(count)]
+        connection.execute(insert(AccountSessionRow.__table__), [
+            {"token_hash": hashlib.sha256(token.encode()).hexdigest(), "account_id": account_id, "created_at": now,
+             "client": "bench", "user_agent": "wrk"} for account_id, token in zip(ids, tokens)])
+    return list(zip(ids, tokens))
+
+
+def keyed_purchases_as(shoppers: list[tuple[str, str]]) -> str:
+    """A wrk script: each request the next shopper's (its Cookie header and form token), a purchase
+    with a key of its own."""
+    listing = ",\n".join(f'{{"{cookie}", "{token}"}}' for cookie, token in shoppers)
+    return (f'wrk.method = "POST"\nshoppers = {{\n{listing}\n}}\ncounter = 0\n'
+            "request = function()\n  counter = counter + 1\n  local shopper = shoppers[(counter % #shoppers) + 1]\n"
+            f'  return wrk.format(nil, nil, {{["Cookie"] = shopper[1], ["{FORM_TOKEN_HEADER}"] = shopper[2], '
+            '["Idempotency-Key"] = "k" .. math.random(1, 1000000000) .. "-" .. counter}, nil)\nend\n')
+
+
+def stampede(server_url: str, seconds: int, connections: int, count: int, rounds: int) -> dict:
+    secret = secrets.token_urlsafe(32)
+    inventory = Inventory(Settings(database_url=server_url))
+    inventory.upgrade_schema()
+    inventory.seed(random_seed=23)
+    inventory.release(1)
+    shop.set_available(inventory, SOLD_OUT_ITEM, 0)
+    cookies, sessions, forms = ShopperCookies(secret), SessionCookies(secret), FormTokens(secret)
+    guests = [(f"sneakers23_shopper={cookie}", forms.issue(shopper_id))
+              for shopper_id, cookie in (cookies.new() for _ in range(count))]
+    members = []
+    for account_id, token in accounts_with_sessions(inventory, count):
+        _anonymous, cookie = cookies.new()
+        members.append((f"sneakers23_shopper={cookie}; sneakers23_session={sessions.cookie(token)}",
+                        forms.issue(account_shopper_id(account_id))))
+    inventory.close()
+    port = free_port()
+    store = start_store("haproxy+throughput", server_url, port, {"SNEAKERS23_SECRET_KEY": secret})
+    try:
+        caches_caught_up({**os.environ, "SNEAKERS23_DATABASE_URL": server_url, "RAY_TMPDIR": store.env["RAY_TMPDIR"]})
+        url = f"http://127.0.0.1:{port}"
+        for _warm_up in range(2):
+            wrk(url + "/healthz", 2, connections)
+        target = f"{url}/api/items/{SOLD_OUT_ITEM}/purchase"
+        wrk(target, 3, connections, keyed_purchases_as(members))  # (every session read once: the cold start)
+        runs: dict[str, list[dict]] = {"guests": [], "signed_in": []}
+        for _round in range(rounds):
+            runs["guests"].append(wrk(target, seconds, connections, keyed_purchases_as(guests)))
+            runs["signed_in"].append(wrk(target, seconds, connections, keyed_purchases_as(members)))
+        healthz = wrk(url + "/healthz", seconds, connections)
+    finally:
+        store.stop()
+    median = {kind: statistics.median(run["rps"] for run in found) for kind, found in runs.items()}
+    return {"shoppers": count, "rounds": rounds, "healthz_rps": healthz["rps"],
+            "guests_rps": [run["rps"] for run in runs["guests"]],
+            "signed_in_rps": [run["rps"] for run in runs["signed_in"]],
+            "guests_p99_ms": [run["p99_ms"] for run in runs["guests"]],
+            "signed_in_p99_ms": [run["p99_ms"] for run in runs["signed_in"]],
+            "not_2xx_all_refusals": all(run["not_2xx"] == run["answers"] for found in runs.values() for run in found),
+            "signed_in_x_guests": round(median["signed_in"] / median["guests"], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--shoppers", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+    if not phases or set(phases) - set(PHASES):
+        raise SystemExit(f"--phases takes some of {', '.join(PHASES)}, comma-separated")
+    server = postgres.start(postgres.find_bindir(), durable=True)
+    figures: dict = {}
+    try:
+        if {"hash", "loop"} & set(phases):
+            inventory = Inventory(Settings(database_url=server.url))
+            inventory.upgrade_schema()
+            try:
+                if "hash" in phases:
+                    figures["hash"] = hashing(inventory, args.seconds / 2)
+                else:
+                    made = inventory.sign_up("bench@example.com", PASSWORD)
+                    inventory.verify_email(made.verify_token)
+                if "loop" in phases:
+                    figures["loop"] = loop_lag(inventory, 200)
+            finally:
+                inventory.close()
+        if "stampede" in phases:
+            figures["stampede"] = stampede(_fresh(server), args.seconds, args.connections, args.shoppers,
+                                           args.rounds)
+    finally:
+        server.stop()
+    print(json.dumps(figures, indent=2))
+
+
+def _fresh(server) -> str:
+    """A database of its own for the stampede (the hash phase left accounts in the first)."""
+    from sqlalchemy import create_engine, make_url, text
+
+    admin = create_engine(make_url(server.url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text('CREATE DATABASE "stampede"'))
+    admin.dispose()
+    return make_url(server.url).set(database="stampede").render_as_string(hide_password=False)
+
+
+if __name__ == "__main__":
+    main()
