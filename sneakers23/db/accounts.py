@@ -102,13 +102,13 @@ def add_session(connection: Connection, token_hash: str, account_id: int, client
                                                  user_agent=user_agent[:256]))
 
 
-def session(connection: Connection, token_hash: str) -> tuple[Account, datetime] | None:
-    """The session's account, and when the session began."""
-    row = connection.execute(
-        select(accounts_t, sessions_t.c.created_at.label("session_created_at"))
+def sessions(connection: Connection, token_hashes: list[str]) -> dict[str, tuple[Account, datetime]]:
+    """`session` of several, in one query: by token hash, those that exist."""
+    found = connection.execute(
+        select(accounts_t, sessions_t.c.token_hash, sessions_t.c.created_at.label("session_created_at"))
         .join(sessions_t, sessions_t.c.account_id == accounts_t.c.id)
-        .where(sessions_t.c.token_hash == token_hash)).first()
-    return None if row is None else (_account(row), _utc(row.session_created_at))
+        .where(sessions_t.c.token_hash.in_(set(token_hashes)))).all()
+    return {row.token_hash: (_account(row), _utc(row.session_created_at)) for row in found}
 
 
 def sessions_of(connection: Connection, account_id: int) -> list[AccountSessionRow]:

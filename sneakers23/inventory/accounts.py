@@ -14,6 +14,7 @@ takes says nothing of whether the address has an account.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from sneakers23.db import carts
 from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.accounts import (MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, Account, LinkPurpose,
                                         account_shopper_id, email_key, link_usable, password_refusal, reset_letter, session_alive, verify_letter)
-from sneakers23.errors import Sneakers23Error
+from sneakers23.errors import DatabaseUnavailable, Sneakers23Error
+from sneakers23.group_commit import GroupCommit
 from sneakers23.inventory.ports import Mail
 
 # OWASP's first choice for Argon2id (Password Storage Cheat Sheet): 19 MiB, 2 passes, 1 lane.
@@ -43,6 +45,14 @@ MIN_PASSWORD_SCORE = 3
 # by its first 72, which are guessable or not whatever follows.
 SCORED_LENGTH = 72
 _scoring = threading.Lock()  # (zxcvbn keeps the inputs of its call in a module-level dictionary)
+# Hashes at once: one fewer than the cores (at least one), so that a burst of sign-ins queues here and
+# leaves the replica's event loop a core. bench/accounts.py, 200 sign-ins at once on 2 cores: the
+# loop's worst lag was 534 ms with the database's 32 threads all hashing, 111 ms with two at once,
+# 75 ms with one (41 sign-ins a second; 58 with two).
+_hashing = threading.BoundedSemaphore(max(1, (os.cpu_count() or 1) - 1))
+# A replica asks the database about the sessions it has not seen for a while: those asked at once go
+# in one query (a drop's signed-in crowd is thousands of sessions).
+SESSIONS_PER_QUERY = 500
 
 
 class AccountRefused(Sneakers23Error):
@@ -93,6 +103,7 @@ class Accounts:
         self.mail = mail  # None: no letter is sent (the caller has the link's token)
         self.public_url = (public_url or "http://127.0.0.1:8000").rstrip("/")
         self._unknown_hash: str | None = None  # hashed against when an address has no account
+        self._session_reads: GroupCommit[str, Account | None] | None = None
 
     def _link(self, path: str, token: str) -> str:
         return f"{self.public_url}{path}?token={token}"
@@ -107,7 +118,7 @@ class Accounts:
         refusal = password_refusal(password, address) or _unwritable(password) or _guessable(password, address)
         if refusal is not None:
             raise AccountRefused(refusal)
-        password_hash = HASHER.hash(password)
+        password_hash = _hashed(password)
         token, token_hash = _new_token()
         session_token, session_hash = _new_token()
         with self.database.transaction() as unit:
@@ -153,7 +164,7 @@ class Accounts:
             raise wrong
         if not _verified(found.password_hash, password):
             raise wrong
-        rehashed = HASHER.hash(password) if HASHER.check_needs_rehash(found.password_hash) else None
+        rehashed = _hashed(password) if HASHER.check_needs_rehash(found.password_hash) else None
         token, token_hash = _new_token()
         with self.database.transaction() as unit:
             # What was verified must still hold when the session is written: a password reset or a
@@ -173,14 +184,20 @@ class Accounts:
     def session_account(self, session_token: str) -> Account | None:
         """The account signed in with this session, or None (no such session, ended, expired, or
         its account locked)."""
+        return self.session_accounts([session_token])[0]
+
+    def session_accounts(self, session_tokens: list[str]) -> list[Account | None]:
+        """`session_account` of each, in one query."""
+        hashes = [_hash_of(token) for token in session_tokens]
         with self.database.reading() as connection:
-            found = rows.session(connection, _hash_of(session_token))
-        if found is None:
-            return None
-        account, began = found
-        if account.locked or not session_alive(began, datetime.now(timezone.utc)):
-            return None
-        return account
+            found = rows.sessions(connection, hashes)
+        now = datetime.now(timezone.utc)
+        answers = []
+        for token_hash in hashes:
+            account, began = found.get(token_hash, (None, None))
+            alive = account is not None and not account.locked and session_alive(began, now)
+            answers.append(account if alive else None)
+        return answers
 
     def sessions(self, account_id: int, session_token: str = "") -> list[SessionSeen]:
         """The account's signed-in browsers, newest first (the one holding `session_token` marked)."""
@@ -214,7 +231,13 @@ class Accounts:
         return await self.database.in_thread(self.sign_in, email, password, client, user_agent, instead_of)
 
     async def session_account_async(self, session_token: str) -> Account | None:
-        return await self.database.in_thread(self.session_account, session_token)
+        """`session_account`, for callers on an event loop: the lookups asked while one is under way
+        go together in the next query (the one group commit, sneakers23/group_commit.py)."""
+        if self._session_reads is None:
+            self._session_reads = GroupCommit(
+                lambda tokens: self.database.in_thread(self.session_accounts, tokens), max_batch=SESSIONS_PER_QUERY,
+                cut_short=lambda: DatabaseUnavailable("the session lookup was cut short: try again"))
+        return await self._session_reads.ask(session_token)
 
     def sign_out(self, session_token: str) -> None:
         with self.database.transaction() as unit:
@@ -253,7 +276,7 @@ class Accounts:
             _guessable(password, current.email)
         if refusal is not None:
             raise AccountRefused(refusal)
-        password_hash = HASHER.hash(password)
+        password_hash = _hashed(password)
         with self.database.transaction() as unit:
             account_id = _use_link(unit.connection, token, LinkPurpose.RESET)  # (once, under races too)
             rows.set_password_hash(unit.connection, account_id, password_hash)
@@ -306,7 +329,7 @@ class Accounts:
 
     def _unknown(self) -> str:
         if self._unknown_hash is None:
-            self._unknown_hash = HASHER.hash(secrets.token_urlsafe(16))
+            self._unknown_hash = _hashed(secrets.token_urlsafe(16))
         return self._unknown_hash
 
 
@@ -360,8 +383,14 @@ def _guessable(password: str, address: str) -> str | None:
     return f"choose a password that is harder to guess ({warning.rstrip('.').lower()})"
 
 
+def _hashed(password: str) -> str:
+    with _hashing:
+        return HASHER.hash(password)
+
+
 def _verified(password_hash: str, password: str) -> bool:
     try:
-        return HASHER.verify(password_hash, password)
+        with _hashing:
+            return HASHER.verify(password_hash, password)
     except (exceptions.VerificationError, exceptions.InvalidHashError, UnicodeEncodeError):
         return False
