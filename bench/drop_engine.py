@@ -78,7 +78,7 @@ def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> 
     not_ok = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "p99_ms": float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)],
-            "answers": answers, "not_2xx": int(not_ok.group(1)) if not_ok else 0}
+            "answers": answers, "not_2xx": int(not_ok.group(1)) if not_ok else 0, "output": out}
 
 
 def post_as(shopper: tuple[str, str]) -> str:

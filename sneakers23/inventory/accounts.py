@@ -13,6 +13,7 @@ takes says nothing of whether the address has an account.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -49,7 +50,8 @@ _scoring = threading.Lock()  # (zxcvbn keeps the inputs of its call in a module-
 # leaves the replica's event loop a core. bench/accounts.py, 200 sign-ins at once on 2 cores: the
 # loop's worst lag was 534 ms with the database's 32 threads all hashing, 111 ms with two at once,
 # 75 ms with one (41 sign-ins a second; 58 with two).
-_hashing = threading.BoundedSemaphore(max(1, (os.cpu_count() or 1) - 1))
+HASHES_AT_ONCE = max(1, len(os.sched_getaffinity(0)) - 1)  # (the cores this process may use)
+_hashing = threading.BoundedSemaphore(HASHES_AT_ONCE)
 # A replica asks the database about the sessions it has not seen for a while: those asked at once go
 # in one query (a drop's signed-in crowd is thousands of sessions).
 SESSIONS_PER_QUERY = 500
@@ -104,6 +106,7 @@ class Accounts:
         self.public_url = (public_url or "http://127.0.0.1:8000").rstrip("/")
         self._unknown_hash: str | None = None  # hashed against when an address has no account
         self._session_reads: GroupCommit[str, Account | None] | None = None
+        self._turns: asyncio.Semaphore | None = None
 
     def _link(self, path: str, token: str) -> str:
         return f"{self.public_url}{path}?token={token}"
@@ -224,11 +227,20 @@ class Accounts:
 
     async def sign_up_async(self, email: str, password: str, client: str = "", user_agent: str = "",
                             instead_of: str | None = None) -> SignedUp:
-        return await self.database.in_thread(self.sign_up, email, password, client, user_agent, instead_of)
+        async with self._hashing_turns():
+            return await self.database.in_thread(self.sign_up, email, password, client, user_agent, instead_of)
 
     async def sign_in_async(self, email: str, password: str, client: str = "", user_agent: str = "",
                             instead_of: str | None = None) -> SignedIn:
-        return await self.database.in_thread(self.sign_in, email, password, client, user_agent, instead_of)
+        async with self._hashing_turns():
+            return await self.database.in_thread(self.sign_in, email, password, client, user_agent, instead_of)
+
+    def _hashing_turns(self) -> asyncio.Semaphore:
+        """Sign-ups and sign-ins wait their turn on the loop, not in the database's threads: a burst
+        of them must not hold every thread of the pool that carts, checkouts and sessions share."""
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(HASHES_AT_ONCE)
+        return self._turns
 
     async def session_account_async(self, session_token: str) -> Account | None:
         """`session_account`, for callers on an event loop: the lookups asked while one is under way

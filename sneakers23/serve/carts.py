@@ -34,8 +34,12 @@ from sneakers23.tasks import keep
 log = logging.getLogger(__name__)
 
 CART_PREFIX = "cart:"
+# How soon an account's socket is closed once its session ended elsewhere: every account socket of a
+# replica is looked up again this often (in batched queries: 10,000 sockets are 2 queries a second).
+SOCKET_RECHECK_S = 10.0
 MAX_CHANGES_WAITING = 8  # a tab's cart changes queued behind each other, before more are refused
 
+SIGNED_OUT = "This session has ended: reload the page, and sign in again"
 TOKEN_MESSAGES = {
     "invalid_token": "This cart token is not valid: reload the page",
     "expired_token": "This cart token has expired: reload the page",
@@ -80,6 +84,9 @@ class CartChannels:
         self._tokens = tokens
         self._cookies = cookies
         self._sessions = sessions  # (None: no account's cart can be joined)
+        self._accounts_joined: dict[object, tuple[str, str]] = {}  # an account's socket -> (shopper, session)
+        self._pending: set = set()  # an account's sockets whose join waits for their session's check
+        self._rechecking: asyncio.Task | None = None
         self._max_pairs = max_pairs
         self._topics: dict[str, set] = {}  # shopper id -> its tabs' connections on this replica
         self._locks: dict[object, asyncio.Lock] = {}  # one tab's changes, one after another
@@ -107,28 +114,65 @@ class CartChannels:
             why = why or "invalid_token"
             connection.send(phoenix.reply(message, "error", _error(why, TOKEN_MESSAGES[why])))
             return False
-        if connection in self._locks:  # a page has one cart: a socket joins one cart topic
+        if connection in self._locks or connection in self._pending:  # a page has one cart: a socket joins one
             connection.send(phoenix.reply(message, "error", _error("one_cart", "a socket joins one cart")))
             return False
+        if signed_in(shopper_id):
+            # An account's cart is neither shown nor changed before its session is known to be live
+            # (the cookie's signature was checked: a copy of it outlives a sign-out everywhere).
+            token = self._sessions.token(getattr(connection.websocket, "cookies", {}).get(SESSION_COOKIE))
+            self._pending.add(connection)
+            keep(self._tasks, asyncio.get_running_loop().create_task(
+                self._join_when_live(connection, message, shopper_id, params, token)))
+            return True
+        self._joined(connection, message, shopper_id, params)
+        return True
+
+    def _joined(self, connection, message: phoenix.Message, shopper_id: str, params: dict) -> None:
         self._topics.setdefault(shopper_id, set()).add(connection)
         self._locks.setdefault(connection, asyncio.Lock())
         cart = self._live.cart(shopper_id)
         connection.send(phoenix.reply(message, "ok", self.view(cart)))
         if self._presence is not None:
             self._presence.joined((connection, message.topic), shopper_id, page_of(params), list(cart.item_ids))
-        if signed_in(shopper_id):  # (the cookie's signature was checked: is its session still live?)
-            token = self._sessions.token(getattr(connection.websocket, "cookies", {}).get(SESSION_COOKIE))
-            keep(self._tasks, asyncio.get_running_loop().create_task(self._close_if_ended(connection, shopper_id, token)))
-        return True
 
-    async def _close_if_ended(self, connection, shopper_id: str, session_token: str) -> None:
-        """An account's socket whose session ended (signed out everywhere, a reset, a lock) is closed:
-        its page, reloaded, shows the shopper as a guest."""
+    async def _join_when_live(self, connection, message: phoenix.Message, shopper_id: str, params: dict,
+                              token: str) -> None:
+        live = await self._session_live(shopper_id, token)
+        if connection not in self._pending:
+            return  # (it left meanwhile)
+        self._pending.discard(connection)
+        if not live:
+            connection.send(phoenix.reply(message, "error", _error("signed_out", SIGNED_OUT)))
+            await close_within(connection.websocket, phoenix.CLOSE_POLICY, "signed out")
+            return
+        self._joined(connection, message, shopper_id, params)
+        self._accounts_joined[connection] = (shopper_id, token)
+        if self._rechecking is None:
+            self._rechecking = keep(self._tasks, asyncio.get_running_loop().create_task(self._recheck_forever()))
+
+    async def _session_live(self, shopper_id: str, session_token: str) -> bool:
+        """Whether the session still shops as this account (while the database is away: yes, as
+        the pages do)."""
         try:
             account = await self._inventory.session_account_async(session_token)
         except (DatabaseUnavailable, SchemaMissing):
-            return  # (the database is away: the socket stays, as the pages do)
-        if account is None or not shops_as_account(account) or account_shopper_id(account.id) != shopper_id:
+            return True
+        return account is not None and shops_as_account(account) and account_shopper_id(account.id) == shopper_id
+
+    async def _recheck_forever(self) -> None:
+        """Now and then, every account's socket here is checked again (the lookups of a round go in
+        a few queries): a session ended after its socket joined (signed out everywhere, a reset, a
+        lock) closes that socket within SOCKET_RECHECK_S."""
+        while True:
+            await asyncio.sleep(SOCKET_RECHECK_S)
+            joined = list(self._accounts_joined.items())
+            await asyncio.gather(*(self._close_if_ended(connection, shopper_id, token)
+                                   for connection, (shopper_id, token) in joined), return_exceptions=True)
+
+    async def _close_if_ended(self, connection, shopper_id: str, session_token: str) -> None:
+        if not await self._session_live(shopper_id, session_token):
+            self._accounts_joined.pop(connection, None)
             await close_within(connection.websocket, phoenix.CLOSE_POLICY, "signed out")
 
     def _same_shopper(self, connection, holder: str, bound: str) -> bool:
@@ -143,6 +187,9 @@ class CartChannels:
         return cookie is None or self._cookies is None or self._cookies.read(cookie) == holder
 
     def rejoin(self, connection, message: phoenix.Message) -> None:
+        if connection in self._pending:  # (the first join's answer is on its way)
+            connection.send(phoenix.reply(message, "error", _error("joining", "The cart is still joining: try again")))
+            return
         connection.send(phoenix.reply(message, "ok", self.view(self._live.cart(message.topic[len(CART_PREFIX):]))))
 
     def leave(self, connection, topic: str) -> None:
@@ -155,12 +202,17 @@ class CartChannels:
         self._locks.pop(connection, None)
         self._waiting.pop(connection, None)
         self._seen.pop(connection, None)
+        self._accounts_joined.pop(connection, None)
+        self._pending.discard(connection)
         if self._presence is not None:
             self._presence.left((connection, topic))
 
     # --- a tab's messages ---
 
     def handle(self, connection, message: phoenix.Message) -> None:
+        if connection in self._pending:
+            connection.send(phoenix.reply(message, "error", _error("joining", "The cart is still joining: try again")))
+            return
         if message.event not in ("add_item", "remove_item"):
             connection.send(phoenix.reply(message, "error", _error("unknown_event", f"unknown event {message.event[:64]!r}")))
             return
