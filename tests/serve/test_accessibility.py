@@ -5,6 +5,7 @@ time), the keyboard reaches and works everything, and the shop reads at 320 px w
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from playwright.sync_api import expect
@@ -66,6 +67,15 @@ def test_axe_core_finds_nothing_on_any_page(bare_page, store_url, fresh_shop, ra
     seen["order complete"] = axe_violations(page)
     page.goto(f"{store_url}/orders")
     seen["your orders"] = axe_violations(page)
+    for path, name in (("/account/login", "sign in"), ("/account/reset", "reset"), ("/account/signup", "sign up")):
+        page.goto(f"{store_url}{path}")
+        expect(page.locator("[data-work-status]") if path != "/account/reset" else page.locator("h2")).to_be_visible()
+        seen[name] = axe_violations(page)
+    page.get_by_label("Email address").fill(f"axe-{uuid.uuid4().hex[:8]}@example.com")
+    page.get_by_label("Password").fill("a long and quiet passphrase")
+    page.get_by_role("button", name="SIGN UP").click()  # (once the page's proof of work is done)
+    expect(page.locator("[data-account-unverified]")).to_be_visible()
+    seen["your account"] = axe_violations(page)
     page.goto(f"{store_url}/admin/login")
     seen["admin login"] = axe_violations(page)
     page.fill("input[name=who]", "Ada")
