@@ -85,6 +85,26 @@ class AccountPages:
             return None
         return fields
 
+    async def _proven_form(self, request: Request, template: str) -> tuple[Visitor, dict[str, str], HTMLResponse | None]:
+        """A sign-up's or a sign-in's visitor and form, once the form passed the address's tries of
+        the minute, the form token and the proof of work; else (…, the page saying which did not)."""
+        visitor = await self._visitor(request)
+        held = self._held(request, template, visitor)
+        if held is not None:
+            return visitor, {}, held
+        fields = await self._form(request, visitor)
+        if fields is None:
+            return visitor, {}, self._form_page(template, visitor, 403, FORM_EXPIRED)
+        unproven = self.work.refusal(fields.get(FIELD))
+        if unproven is not None:
+            return visitor, fields, self._form_page(template, visitor, 422, _capital(unproven), fields.get("email", ""))
+        return visitor, fields, None
+
+    def _form_page(self, template: str, visitor: Visitor, status: int, message: str, email: str = "") -> HTMLResponse:
+        """A sign-up or sign-in form again, saying why, with a new proof of work to solve."""
+        return self._account_page(template, visitor, status, message=message, email=email,
+                                  work_challenge=self._challenge())
+
     def _signed_in_response(self, request: Request, location: str, session_token: str) -> Response:
         response = RedirectResponse(location, status_code=303, headers=NO_STORE)
         response.set_cookie(SESSION_COOKIE, self.sessions.cookie(session_token), max_age=SESSION_MAX_AGE_S,
@@ -120,25 +140,15 @@ class AccountPages:
 
     @account_routes.post("/account/signup", response_class=HTMLResponse)
     async def signup(self, request: Request):
-        visitor = await self._visitor(request)
-        held = self._held(request, "account_signup.html", visitor)
-        if held is not None:
-            return held
-        fields = await self._form(request, visitor)
-        if fields is None:
-            return self._account_page("account_signup.html", visitor, 403, message=FORM_EXPIRED,
-                                      work_challenge=self._challenge())
+        visitor, fields, refused_page = await self._proven_form(request, "account_signup.html")
+        if refused_page is not None:
+            return refused_page
         email = fields.get("email", "")
-        unproven = self.work.refusal(fields.get(FIELD))
-        if unproven is not None:
-            return self._account_page("account_signup.html", visitor, 422, message=_capital(unproven), email=email,
-                                      work_challenge=self._challenge())
         try:
             made = await self.inventory.sign_up_async(email, fields.get("password", ""), _client(request),
                                                       request.headers.get("user-agent", ""), visitor.session_token)
         except AccountRefused as refused:
-            return self._account_page("account_signup.html", visitor, 422, message=_sentence(refused), email=email,
-                                      work_challenge=self._challenge())
+            return self._form_page("account_signup.html", visitor, 422, _sentence(refused), email)
         except (DatabaseUnavailable, SchemaMissing):
             return page_error(503, AWAY)
         self.sessions.forget(visitor.session_token)
@@ -156,25 +166,15 @@ class AccountPages:
 
     @account_routes.post("/account/login", response_class=HTMLResponse)
     async def login(self, request: Request):
-        visitor = await self._visitor(request)
-        held = self._held(request, "account_login.html", visitor)
-        if held is not None:
-            return held
-        fields = await self._form(request, visitor)
-        if fields is None:
-            return self._account_page("account_login.html", visitor, 403, message=FORM_EXPIRED,
-                                      work_challenge=self._challenge())
+        visitor, fields, refused_page = await self._proven_form(request, "account_login.html")
+        if refused_page is not None:
+            return refused_page
         email = fields.get("email", "")
-        unproven = self.work.refusal(fields.get(FIELD))
-        if unproven is not None:
-            return self._account_page("account_login.html", visitor, 422, message=_capital(unproven), email=email,
-                                      work_challenge=self._challenge())
         try:
             signed = await self.inventory.sign_in_async(email, fields.get("password", ""), _client(request),
                                                         request.headers.get("user-agent", ""), visitor.session_token)
         except AccountRefused as refused:
-            return self._account_page("account_login.html", visitor, 401, message=_sentence(refused), email=email,
-                                      work_challenge=self._challenge())
+            return self._form_page("account_login.html", visitor, 401, _sentence(refused), email)
         except (DatabaseUnavailable, SchemaMissing):
             return page_error(503, AWAY)
         self.sessions.forget(visitor.session_token)  # (ended: a new session id at every sign-in)

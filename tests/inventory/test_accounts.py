@@ -15,7 +15,7 @@ from sneakers23.domain.accounts import account_shopper_id
 from sneakers23.domain.purchases import Refusal
 from sneakers23.inventory import Inventory
 from sneakers23.inventory.accounts import HASHER, AccountRefused
-from tests.inventory.test_shop import race
+from tests.inventory.test_shop import Recorded, race
 
 EMAIL = "Ada.Lovelace@Example.com"
 PASSWORD = "analytical engine of 1843"
@@ -274,13 +274,9 @@ def test_ten_sessions_of_one_account_racing_buy_no_more_than_the_limit(inventory
 
 
 def test_a_locked_accounts_cart_is_emptied_and_published(settings):
-    published = []
-
-    class Recorded:
-        def publish(self, changes):
-            published.extend(changes)
-
-    inventory = Inventory(settings, replication=Recorded())
+    replication = Recorded()
+    published = replication.published
+    inventory = Inventory(settings, replication=replication)
     try:
         inventory.seed(random_seed=23)
         inventory.release(1)

@@ -232,14 +232,20 @@ def test_the_inventory_offers_every_operation_of_its_services_under_its_own_name
     assert Inventory.release.__doc__ == SERVICES["shop"].release.__doc__ and inventory.desk.shop is inventory.shop
 
 
+class Recorded:
+    """The Replication port, as the list of the changes published to it."""
+
+    def __init__(self):
+        self.published = []
+
+    def publish(self, changes):
+        self.published.extend(changes)
+
+
 def test_a_sign_in_drop_sells_to_verified_accounts_only_and_its_setting_is_published(settings):
-    published = []
-
-    class Recorded:
-        def publish(self, changes):
-            published.extend(changes)
-
-    inventory = Inventory(settings, replication=Recorded())
+    replication = Recorded()
+    published = replication.published
+    inventory = Inventory(settings, replication=replication)
     try:
         inventory.seed(random_seed=23)
         inventory.release(1)
