@@ -140,10 +140,17 @@ def test_a_change_in_one_tab_is_pushed_to_the_others_and_a_sell_out_strikes_it_t
     from harness import shop
 
     shop.set_available(fresh_shop, first, 1)
-    inventory.sell(first, 1)  # the last pair goes to someone else
-    for tab in tabs:
-        wait_for(lambda tab=tab: any(
-            [i["out_of_stock"] for i in p["payload"]["items"] if i["item_id"] == first] == [True]
-            for p in tab.of("cart")), timeout=10, what="the sold-out size struck through in every tab")
+    sold = inventory.sell(first, 1)  # the last pair goes to someone else
+    assert (sold.sold, sold.available_count) == (1, 0), sold.refused
+    for number, tab in enumerate(tabs):
+        try:
+            wait_for(lambda tab=tab: any(
+                [i["out_of_stock"] for i in p["payload"]["items"] if i["item_id"] == first] == [True]
+                for p in tab.of("cart")), timeout=10, what=f"the sold-out size struck through in tab {number}")
+        except AssertionError as timed_out:  # (what each tab was told, and what the pages hold, to say why)
+            shown = [[(i["item_id"], i["out_of_stock"]) for i in p["payload"]["items"]] for p in tab.of("cart")]
+            raise AssertionError(f"{timed_out}; its cart pushes {shown}; closes {tab.of('close')}; the database "
+                                 f"holds {shop.available(fresh_shop, first)} at version "
+                                 f"{shop.availability_version(fresh_shop, first)}") from None
     last = tabs[0].of("cart")[-1]["payload"]
     assert cart_items(last) == sorted([first, second])  # struck through, not removed
