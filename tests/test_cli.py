@@ -1,4 +1,10 @@
-"""The `sneakers23` command, run as a user runs it: a separate process, exit codes and messages."""
+"""The `sneakers23` command: exit codes and messages, through its real entry point.
+
+Most commands run in this process, through click's runner, with the environment a user would set
+(a separate interpreter costs a second of imports a command, about a hundred times here). The
+command as an installed program, a process of its own, is run here where the default database is
+found, and by every test that starts a store (tests/serve/test_run.py) or a drop.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,28 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from sneakers23.cli import cli
 from sneakers23.domain.words import counted
+from sneakers23.settings import get_settings
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 
 
 def run(database_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SNEAKERS23_DATABASE_URL": database_url, "SNEAKERS23_CLUSTER": "none"}
-    result = subprocess.run([str(SNEAKERS23), *args], capture_output=True, text=True, env=env, timeout=60)
-    assert "Traceback" not in result.stderr
+    env = {"SNEAKERS23_DATABASE_URL": database_url, "SNEAKERS23_CLUSTER": "none"}
+    get_settings.cache_clear()  # (read once per process: a new process reads the environment again)
+    result = CliRunner().invoke(cli, list(args), env=env, prog_name="sneakers23")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError("".join(traceback.format_exception(result.exception)))  # never a traceback
     if ok:
-        assert result.returncode == 0, result.stderr
-    return result
+        assert result.exit_code == 0, result.stderr
+    return subprocess.CompletedProcess([str(SNEAKERS23), *args], result.exit_code, result.stdout, result.stderr)
 
 
 def fails(database_url: str, *args: str, code: int = 1) -> str:

@@ -34,7 +34,7 @@ from sneakers23.settings import Settings
 from harness import postgres, shop
 from harness.ports import free_port
 from tests.support.shoppers import shopper_client
-from tests.support.store_process import SNEAKERS23, StoreProcess, clean_env, cli, listening_anywhere
+from tests.support.store_process import SNEAKERS23, StoreProcess, clean_env, cli
 from harness.waiting import wait_for
 
 STOP_WITHIN_S = 10.0
@@ -138,7 +138,7 @@ def test_the_readmes_store_sells_a_pair_in_the_browser_takes_a_release_live_and_
     seconds = store.stop(signal.SIGINT, group=False, timeout=STOP_WITHIN_S)  # Ctrl-C, as `kill -INT PID`
     assert store.process.returncode == 0, store.output()
     assert "closing the store" in store.output()
-    assert not listening_anywhere(store.fixed_ports), "every port it held is free"
+    assert not store.left_listening, "every port it held is free"
     figures.append(f"serve: SIGINT to the process, everything gone in {seconds:.1f}s")
 
 
@@ -148,7 +148,7 @@ def stopped_during_start_up(store, moment: str) -> None:
     store.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert store.process.returncode == 0, store.output()
     assert "is open at" not in store.output()
-    assert not listening_anywhere(store.fixed_ports)
+    assert not store.left_listening
 
 
 def test_a_stop_as_its_own_cluster_starts_or_just_after_takes_down_what_was_started(tmp_path, ray_tmpdir, stores):
@@ -231,7 +231,7 @@ def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_a
     past_its_queue_limit_a_purchase_is_answered_503_busy_with_retry_after(second_url, second_env, second_dir)
     took = second.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert second.process.returncode == 0, second.output()
-    assert not listening_anywhere(second.fixed_ports), "ports still held"
+    assert not second.left_listening, "ports still held"
     figures.append(f"serve: SIGTERM to the process group, everything gone in {took:.1f} s")
     # (A store started at once on the same port, and stopped during its start-up: the test above.)
 
@@ -253,7 +253,7 @@ def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_a
 
     first.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert first.process.returncode == 0, first.output()
-    assert not listening_anywhere(first.fixed_ports | second.fixed_ports)
+    assert not first.left_listening and not second.left_listening
 
 
 def past_its_queue_limit_a_purchase_is_answered_503_busy_with_retry_after(url: str, env: dict, directory: Path):

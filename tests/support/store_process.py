@@ -3,16 +3,24 @@
 What it started is found the way the store itself finds it, never by name: the processes of its
 session and of the sessions of its descendants (its Ray cluster runs in a session of its own, and
 every Ray process keeps that session id, HAProxy included).
+
+Stores take each port's usual number where it is free (6379, 8265, 8404, …), and tests on both of
+the suite's workers start them. So a store's start-up, from its choice of ports to its opening, and
+its stop, to the check that it freed them, each hold one lock of this machine (`PORTS_LOCK`): no
+other store chooses a port meanwhile, so none takes one that another is about to bind, or that a
+stop's check is about to look at.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +29,7 @@ from pathlib import Path
 from harness.waiting import wait_for
 
 SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
+PORTS_LOCK = Path(tempfile.gettempdir()) / "sneakers23-store-ports.lock"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -105,8 +114,35 @@ class StoreProcess:
     # the ports it holds at a number of its choosing: the store's, HAProxy's, the GCS's, the
     # dashboard's (the others are picked by the system, and may go to anyone once freed)
     fixed_ports: set[int] = field(default_factory=set)
+    left_listening: set[int] = field(default_factory=set)  # of its fixed ports, those still held after its stop
+    _ports_lock: object = None  # the open lock file, while it holds PORTS_LOCK
+
+    def _hold_the_ports(self) -> None:
+        if self._ports_lock is not None:
+            return
+        lock = open(PORTS_LOCK, "a")
+
+        def taken() -> bool:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+        try:
+            wait_for(taken, timeout=600, interval=0.1, what="another store's start-up or stop to end")
+        except BaseException:
+            lock.close()
+            raise
+        self._ports_lock = lock
+
+    def _let_the_ports_go(self) -> None:
+        if self._ports_lock is not None:
+            self._ports_lock.close()  # (closing the file releases its lock)
+            self._ports_lock = None
 
     def start(self) -> "StoreProcess":
+        self._hold_the_ports()
         self._lines: queue.Queue[str] = queue.Queue()
         self.process = subprocess.Popen([str(SNEAKERS23), "serve", *self.args], env=self.env, cwd=self.cwd,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -124,8 +160,11 @@ class StoreProcess:
         """Until it says it is open (or exits); returns the address it printed."""
         wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
                  interval=0.2, what="the store to open")
-        assert self.process.poll() is None, f"the store exited with {self.process.returncode}:\n{self.output()}"
+        if self.process.poll() is not None:
+            self._let_the_ports_go()
+            raise AssertionError(f"the store exited with {self.process.returncode}:\n{self.output()}")
         self.note_what_runs()
+        self._let_the_ports_go()
         return re.search(r"is open at (\S+)", self.output()).group(1)
 
     @property
@@ -159,20 +198,28 @@ class StoreProcess:
 
     def stop(self, sig: int = signal.SIGTERM, group: bool = True, timeout: float = 10.0) -> float:
         """Send the signal (to its process group, or to the process alone) and wait until every
-        process it started is gone; returns the seconds that took. Fails past the timeout."""
-        self.note_what_runs()
-        started = time.monotonic()
-        if group:
-            os.killpg(self.process.pid, sig)
-        else:
-            self.process.send_signal(sig)
-        self.process.wait(timeout)
-        wait_for(lambda: not self.processes(), timeout=max(0.1, timeout - (time.monotonic() - started)),
-                 interval=0.05, what="every process of the store to be gone")
-        return time.monotonic() - started
+        process it started is gone; returns the seconds that took (from the signal). Fails past the
+        timeout. `left_listening` then says which of its fixed ports are still held."""
+        self._hold_the_ports()
+        try:
+            self.note_what_runs()
+            started = time.monotonic()
+            if group:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
+            self.process.wait(timeout)
+            wait_for(lambda: not self.processes(), timeout=max(0.1, timeout - (time.monotonic() - started)),
+                     interval=0.05, what="every process of the store to be gone")
+            took = time.monotonic() - started
+            self.left_listening = listening_anywhere(self.fixed_ports)
+            return took
+        finally:
+            self._let_the_ports_go()
 
     def kill_what_is_left(self) -> None:
         """For a failed test: nothing outlives it either."""
+        self._let_the_ports_go()
         if self.process is None:
             return
         if self.process.poll() is None:
