@@ -4,6 +4,8 @@ time until the shopper's second tab gets the `cart` push of that version is the 
 
 Reads one JSON line on stdin: {"url", "shoppers": [[id, token], ...], "item_id", "rate"} and prints
 one JSON line: {"opened", "changes", "seen", "tab_to_tab_ms": [...], "reply_ms": [...], "cpu_s"}.
+Optionally: "urls": [the first tab's, the second tab's] (two nodes: two devices of one account), and
+a third field per shopper, the Cookie header its sockets send (an account's session).
 """
 
 import asyncio
@@ -52,9 +54,10 @@ class Tab:
         return future
 
 
-async def open_tab(url: str, shopper_id: str, token: str, semaphore) -> Tab:
+async def open_tab(url: str, shopper_id: str, token: str, semaphore, cookie: str | None = None) -> Tab:
     async with semaphore:
-        ws = await websockets.connect(url, max_queue=None, open_timeout=120, ping_interval=None)
+        ws = await websockets.connect(url, max_queue=None, open_timeout=120, ping_interval=None,
+                                      additional_headers={"Cookie": cookie} if cookie else None)
         tab = Tab(ws, f"cart:{shopper_id}")
         asyncio.get_running_loop().create_task(tab.read())
         _at, joined = await tab.send("phx_join", {"token": token})
@@ -80,10 +83,11 @@ async def change(first: Tab, second: Tab, event: str, item_id: int, results: dic
 async def main() -> None:
     command = json.loads(sys.stdin.readline())
     semaphore = asyncio.Semaphore(64)
+    first_url, second_url = command.get("urls") or (command["url"], command["url"])
     pairs = await asyncio.gather(*(
-        asyncio.gather(open_tab(command["url"], shopper, token, semaphore),
-                       open_tab(command["url"], shopper, token, semaphore))
-        for shopper, token in command["shoppers"]))
+        asyncio.gather(open_tab(first_url, shopper[0], shopper[1], semaphore, *shopper[2:]),
+                       open_tab(second_url, shopper[0], shopper[1], semaphore, *shopper[2:]))
+        for shopper in command["shoppers"]))
     results = {"reply_ms": [], "tab_to_tab_ms": [], "errors": [], "lost": 0}
     cpu = time.process_time()
     gap = 1 / command["rate"]

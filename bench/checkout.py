@@ -116,9 +116,12 @@ def summary(values: list[float]) -> dict:
             "max_ms": round(max(values), 1)}
 
 
-def tabs(url: str, shoppers: list[tuple[str, str]], rate: float) -> dict:
+def tabs(url: str, shoppers: list[tuple[str, ...]], rate: float, urls: list[str] | None = None) -> dict:
+    """bench/cart_tabs.py's tabs: both of a shopper's at `url`, or the first at urls[0] and the
+    second at urls[1]; a shopper's third field is its sockets' Cookie header."""
+    command = {"url": url, "shoppers": shoppers, "item_id": TAB_ITEM, "rate": rate, **({"urls": urls} if urls else {})}
     result = subprocess.run([sys.executable, "-m", "bench.cart_tabs"], capture_output=True, text=True,
-                            input=json.dumps({"url": url, "shoppers": shoppers, "item_id": TAB_ITEM, "rate": rate}) + "\n")
+                            input=json.dumps(command) + "\n")
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
     raw = json.loads(result.stdout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import ray
 
@@ -10,23 +9,13 @@ from sneakers23.cluster import NAMESPACE
 from sneakers23.actors.node_cache import cache_name
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
-from harness import shop
-from harness.ports import free_port
+from harness import nodes, shop
 
 
 def add_node(cluster, name: str):
-    """A worker node told apart by the custom resource `name`, whose Serve proxy gets a port of its
-    own: on a real cluster every node's proxy listens on the same port of its own machine, and
-    here, where the nodes share one machine, a shopper picks a node by its port (Serve reads
-    RAY_SERVE_WORKER_PROXY_HTTP_PORT in the node's processes, which inherit the raylet's environment)."""
-    port = free_port()
-    os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(port)
-    try:
-        node = cluster.add_node(num_cpus=1, resources={name: 1})
-    finally:
-        del os.environ["RAY_SERVE_WORKER_PROXY_HTTP_PORT"]
-    cluster.proxy_ports[name] = port
-    return node
+    """A worker node told apart by the custom resource `name`, with a Serve proxy port of its own
+    (harness/nodes.py), noted in `cluster.proxy_ports`."""
+    return nodes.add_node(cluster, name, cluster.proxy_ports)
 
 
 def remove_node(cluster, name: str, node) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import SEED, _must_run_everything
 from tests.support.cluster import live_node_count, reseed, web_replicas_running
+from harness import nodes
 from harness.ports import free_port
 from harness.waiting import wait_for
 
@@ -45,27 +46,18 @@ def mailbox():
 def store_url(ray_cluster, ray_store, ray_settings, mailbox):
     """The store's two Serve applications, with a proxy on every node (the head's on this port,
     the others' on `ray_cluster.proxy_ports`) and web replicas on every node, as on a real cluster."""
-    from ray import serve
-
-    from sneakers23.serve.deploy import APPS
-
     port = free_port()
-    serve.start(proxy_location="EveryNode", http_options={"host": "127.0.0.1", "port": port})
     args = ray_settings.model_copy(update={"secret_key": STORE_SECRET, "admin_password": ADMIN_PASSWORD,
                                            "smtp_url": mailbox.url, "public_url": f"http://127.0.0.1:{port}",
                                            # (a browser solves it at once; the sign-up tests solve it too)
                                            "proof_of_work_max_number": 2_000}
                                    ).model_dump()
-    for name, route_prefix, build in APPS:
-        serve.run(build(args), name=name, route_prefix=route_prefix)
-    url = f"http://127.0.0.1:{port}"
+    url = nodes.deploy_store(args, port)
     wait_for(lambda: web_replicas_running(live_node_count()), timeout=90, what="web replicas on every node")
     for node_url in [url, *(f"http://127.0.0.1:{p}" for p in ray_cluster.proxy_ports.values())]:
         wait_for(lambda node_url=node_url: _healthy(node_url), timeout=60, what=f"the store at {node_url}")
     yield url
-    for name, _prefix, _build in APPS:
-        serve.delete(name)
-    serve.shutdown()
+    nodes.remove_store()
 
 
 def _healthy(url: str) -> bool:

@@ -1,0 +1,110 @@
+"""A cart change between two devices of one account on two nodes, beside the same change between
+two tabs of a guest across the same two nodes, in the same run (target: the accounts' p99 within
+1.2x the guests').
+
+A Ray cluster of two nodes on this machine (the head and node_a, each with its own Serve proxy port:
+harness/nodes.py, as the tests' session cluster), the store's replication and web applications on
+it, on PostgreSQL with fsync on. SHOPPERS guests hold two tabs each, one through each node's proxy;
+SHOPPERS verified accounts hold two devices each the same way, each device's socket carrying the
+session's cookie (the account's cart channel is joined only so). Each first tab adds a size, then
+removes it, paced at RATE changes a second; the figure is the time until the tab on the other node
+gets the `cart` push of that version (bench/cart_tabs.py). Guests and accounts alternate, each
+first in turn, ROUNDS times.
+
+    .venv/bin/python -m bench.account_devices [--shoppers 500] [--rate 100] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import tempfile
+
+from bench.accounts import accounts_with_sessions
+from bench.checkout import tabs
+from harness import postgres
+from harness.nodes import add_node, deploy_store, remove_store
+from harness.ports import free_port
+from harness.waiting import wait_for
+from sneakers23.domain.accounts import account_shopper_id
+from sneakers23.inventory import Inventory
+from sneakers23.serve.shoppers import CartTokens, SessionCookies, ShopperCookies, session_mark
+from sneakers23.settings import Settings
+
+
+def replicas_on_both_nodes() -> bool:
+    from ray import serve
+
+    states = [deployment.replica_states for app in serve.status().applications.values()
+              for name, deployment in app.deployments.items() if name == "ShopperSockets"]
+    return bool(states) and all({getattr(state, "value", state): count for state, count in found.items() if count}
+                                == {"RUNNING": 2} for found in states)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shoppers", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sneakers23.assembly import start_store_actors
+    from sneakers23.cluster import NAMESPACE
+
+    server = postgres.start(postgres.find_bindir(), durable=True)
+    cluster = None
+    figures: dict = {"shoppers": args.shoppers, "rate": args.rate, "rounds": args.rounds}
+    try:
+        secret = secrets.token_urlsafe(32)
+        settings = Settings(database_url=server.url, cluster="none", secret_key=secret)
+        inventory = Inventory(settings)
+        inventory.upgrade_schema()
+        inventory.seed(random_seed=23)
+        inventory.release(1)
+        cookies, carts, sessions = ShopperCookies(secret), CartTokens(secret), SessionCookies(secret)
+        guests = []
+        for shopper_id, cookie in (cookies.new() for _ in range(args.shoppers)):
+            guests.append((shopper_id, carts.issue(shopper_id), f"sneakers23_shopper={cookie}"))
+        members = []
+        for account_id, token in accounts_with_sessions(inventory, args.shoppers):
+            shopper_id = account_shopper_id(account_id)
+            members.append((shopper_id, carts.issue(shopper_id, session_mark(token)),
+                            f"sneakers23_session={sessions.cookie(token)}"))
+        inventory.close()
+
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="s23devices-", dir="/tmp")
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"head": 1}})
+        proxy_ports: dict[str, int] = {}
+        add_node(cluster, "node_a", proxy_ports)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        start_store_actors(settings, watch_seconds=0.5)
+        head = deploy_store(settings.model_dump(), free_port())
+        wait_for(replicas_on_both_nodes, timeout=180, interval=0.5, what="a channel replica on each node")
+        urls = [f"ws{base[4:]}/product_socket/websocket?vsn=2.0.0"
+                for base in (head, f"http://127.0.0.1:{proxy_ports['node_a']}")]
+        runs: dict[str, list[dict]] = {"guests": [], "accounts": []}
+        for round_ in range(args.rounds):
+            for kind in (("guests", "accounts") if round_ % 2 == 0 else ("accounts", "guests")):
+                runs[kind].append(tabs(urls[0], guests if kind == "guests" else members, args.rate, urls=urls))
+        for kind, found in runs.items():
+            figures[kind] = found
+        p99 = {kind: statistics.median(run["tab_to_tab"]["p99_ms"] for run in found) for kind, found in runs.items()}
+        figures["accounts_p99_x_guests"] = round(p99["accounts"] / p99["guests"], 2)
+        remove_store()
+    finally:
+        if cluster is not None:
+            ray.shutdown()
+            cluster.shutdown()
+        server.stop()
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
