@@ -226,3 +226,26 @@ def test_staff_look_up_lock_and_unlock_a_shoppers_account_and_each_is_audited(tm
         "sneakers23: there is no account of 'nobody@example.com'"
     actions = [line.split()[3] for line in run(url, "admin", "audit").stdout.splitlines()]
     assert actions == ["look_up_account", "unlock_account", "lock_account", "look_up_account"]
+
+
+def test_drop_verify_checks_a_published_shuffle_and_names_what_does_not_hold(tmp_path):
+    from sneakers23.domain.fairness import Removed, commitment, draw
+
+    seed = bytes(range(32))
+    record = draw(seed, [f"entry-{n}" for n in range(25)], removed=[Removed("entry-3", "account locked")]).as_dict()
+    published = tmp_path / "record.json"
+    published.write_text(json.dumps(record))
+    url = f"sqlite:///{tmp_path / 'unused.db'}"  # (a record needs no store)
+    said = run(url, "drop", "verify", "--record", str(published), "--commitment", commitment(seed).upper()).stdout
+    assert said.startswith("the record checks out: 24 entries in the published order, 1 removed before the shuffle")
+
+    record["order"][0], record["order"][1] = record["order"][1], record["order"][0]
+    published.write_text(json.dumps(record))
+    assert fails(url, "drop", "verify", "--record", str(published)) == (
+        "sneakers23: the record does not check out: the order is not the shuffle of the entries with this seed")
+    assert "not the one published before" in fails(url, "drop", "verify", "--record", str(published),
+                                                   "--commitment", "00" * 32)
+    published.write_text("not json")
+    assert "is not a shuffle record" in fails(url, "drop", "verify", "--record", str(published))
+    published.write_text(json.dumps({"seed": "00"}))
+    assert "not a shuffle record: 'commitment' is missing" in fails(url, "drop", "verify", "--record", str(published))

@@ -71,6 +71,26 @@ def report_options(command):
     return command
 
 
+@drop.command()
+@click.option("--record", "record_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The shuffle's record as published after the drop (JSON: docs/fairness.md).")
+@click.option("--commitment", default=None,
+              help="The commitment you noted before the shuffle (its SHA-256 of the seed), to check it too.")
+def verify(record_file: Path, commitment: str | None) -> None:
+    """Recompute a drop's shuffle from its published record, and say whether it matches."""
+    from sneakers23.domain.fairness import ShuffleRecord, verify as problems_in
+
+    try:
+        record = ShuffleRecord.from_dict(json.loads(record_file.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise Sneakers23Error(f"{record_file} is not a shuffle record (JSON, as docs/fairness.md shows)") from None
+    problems = problems_in(record, published_commitment=commitment.strip().lower() if commitment else None)
+    if problems:
+        raise Sneakers23Error(f"the record does not check out: {'; '.join(problems)}")
+    click.echo(f"the record checks out: {len(record.order)} entries in the published order, "
+               f"{len(record.removed)} removed before the shuffle, seed matching commitment {record.commitment[:16]}…")
+
+
 @drop.command("sell-until-gone")
 @click.option("--per-tick", type=click.IntRange(min=1), default=200, show_default=True, help="Sales per tick.")
 @click.option("--tick-ms", type=click.IntRange(min=0), default=250, show_default=True, help="Pause between ticks.")
