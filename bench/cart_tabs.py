@@ -4,8 +4,9 @@ time until the shopper's second tab gets the `cart` push of that version is the 
 
 Reads one JSON line on stdin: {"url", "shoppers": [[id, token], ...], "item_id", "rate"} and prints
 one JSON line: {"opened", "changes", "seen", "tab_to_tab_ms": [...], "reply_ms": [...], "cpu_s"}.
-Optionally: "urls": [the first tab's, the second tab's] (two nodes: two devices of one account), and
-a third field per shopper, the Cookie header its sockets send (an account's session).
+Optionally: "urls": [the first tab's, the second tab's] (two nodes: two devices of one account), a
+third field per shopper, the Cookie header its sockets send (an account's session), and a fourth and
+fifth, the second tab's own token and Cookie header (a second device: a session of its own).
 """
 
 import asyncio
@@ -54,7 +55,7 @@ class Tab:
         return future
 
 
-async def open_tab(url: str, shopper_id: str, token: str, semaphore, cookie: str | None = None) -> Tab:
+async def open_tab(url: str, shopper_id: str, token: str, cookie: str | None, semaphore) -> Tab:
     async with semaphore:
         ws = await websockets.connect(url, max_queue=None, open_timeout=120, ping_interval=None,
                                       additional_headers={"Cookie": cookie} if cookie else None)
@@ -84,9 +85,14 @@ async def main() -> None:
     command = json.loads(sys.stdin.readline())
     semaphore = asyncio.Semaphore(64)
     first_url, second_url = command.get("urls") or (command["url"], command["url"])
+    def tabs_of(shopper: list) -> tuple[tuple[str, str | None], tuple[str, str | None]]:
+        """(token, cookie) of the shopper's first tab and of its second."""
+        first = (shopper[1], shopper[2] if len(shopper) > 2 else None)
+        return first, (shopper[3], shopper[4]) if len(shopper) > 4 else first
+
     pairs = await asyncio.gather(*(
-        asyncio.gather(open_tab(first_url, shopper[0], shopper[1], semaphore, *shopper[2:]),
-                       open_tab(second_url, shopper[0], shopper[1], semaphore, *shopper[2:]))
+        asyncio.gather(open_tab(first_url, shopper[0], *tabs_of(shopper)[0], semaphore=semaphore),
+                       open_tab(second_url, shopper[0], *tabs_of(shopper)[1], semaphore=semaphore))
         for shopper in command["shoppers"]))
     results = {"reply_ms": [], "tab_to_tab_ms": [], "errors": [], "lost": 0}
     cpu = time.process_time()

@@ -28,9 +28,13 @@ SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 def run(database_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     env = {"SNEAKERS23_DATABASE_URL": database_url, "SNEAKERS23_CLUSTER": "none"}
     get_settings.cache_clear()  # (read once per process: a new process reads the environment again)
-    result = CliRunner().invoke(cli, list(args), env=env, prog_name="sneakers23")
+    try:
+        result = CliRunner().invoke(cli, list(args), env=env, prog_name="sneakers23")
+    finally:
+        get_settings.cache_clear()  # (and no test after this one finds this command's settings)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError("".join(traceback.format_exception(result.exception)))  # never a traceback
+    assert "Traceback" not in result.stderr  # (nor one a command printed itself)
     if ok:
         assert result.exit_code == 0, result.stderr
     return subprocess.CompletedProcess([str(SNEAKERS23), *args], result.exit_code, result.stdout, result.stderr)
@@ -242,7 +246,8 @@ def test_drop_verify_checks_a_published_shuffle_and_names_what_does_not_hold(tmp
     record["order"][0], record["order"][1] = record["order"][1], record["order"][0]
     published.write_text(json.dumps(record))
     assert fails(url, "drop", "verify", "--record", str(published)) == (
-        "sneakers23: the record does not check out: the order is not the shuffle of the entries with this seed")
+        "sneakers23: the record does not check out: the order is not the shuffle of the entries with this seed, "
+        "less the removed")
     assert "not the one published before" in fails(url, "drop", "verify", "--record", str(published),
                                                    "--commitment", "00" * 32)
     published.write_text("not json")

@@ -4,13 +4,15 @@ every step out, for a checker in another language).
 1. Before the shuffle, the store publishes `commitment = SHA-256(seed)` for a secret seed of 32
    random bytes.
 2. At the shuffle, it mixes in a value nobody knew at commitment time: `public_value`, the SHA-256
-   of the entries as they stand at the close (their ids, sorted, one per line). With the seed,
-   `key = SHA-256(seed || public_value)`: once committed, the store cannot try seeds until it
-   likes the order.
-3. The order is a Fisher-Yates shuffle of the sorted entries, drawn from HMAC-SHA-256(key, counter)
-   with rejection sampling (no modulo bias).
-4. After it, the store publishes the seed, the public value, the entries (and those removed before
-   the shuffle, with why) and the order. `verify` recomputes all of it.
+   of every entry at the close (their ids, sorted, one per line), those it removes included. With
+   the seed, `key = SHA-256(seed || public_value)`: once committed, the store cannot try seeds until
+   it likes the order.
+3. Every entry is shuffled (Fisher-Yates over the sorted entries, drawn from HMAC-SHA-256(key,
+   counter) with rejection sampling: no modulo bias), and the removed ones (a locked account) are
+   then taken out of the order. So a removal takes one entry out and moves nobody else: which
+   entries the store removes is no lever on the others' order.
+4. After it, the store publishes the seed, the public value, the entries, those removed (with why)
+   and the order. `verify` recomputes all of it.
 
 Pure: no clock, no randomness of its own (the seed is given), tested in milliseconds.
 """
@@ -39,7 +41,7 @@ def canonical(entries: Iterable[str]) -> list[str]:
     if len(set(ordered)) != len(ordered):
         raise ValueError("an entry id appears twice")
     if any(not entry or "\n" in entry for entry in ordered):
-        raise ValueError("an entry id is empty or holds a line break")
+        raise ValueError("an entry id is empty or holds a line feed")
     return ordered
 
 
@@ -99,8 +101,8 @@ class ShuffleRecord:
     commitment: str
     seed: str  # hex
     public_value: str
-    entries: tuple[str, ...]  # those shuffled, in canonical order
-    order: tuple[str, ...]
+    entries: tuple[str, ...]  # every entry at the close, in canonical order (the removed too)
+    order: tuple[str, ...]  # the shuffle of the entries, less the removed
     removed: tuple[Removed, ...] = field(default=())
 
     def as_dict(self) -> dict:
@@ -119,13 +121,19 @@ class ShuffleRecord:
             raise ValueError(f"not a shuffle record: {missing} is missing or malformed") from None
 
 
-def draw(seed: bytes, entries: Iterable[str], removed: Sequence[Removed] = ()) -> ShuffleRecord:
-    """The shuffle of the entries left once `removed` are out, as a record to publish."""
+def _order(entries: Sequence[str], removed: Iterable[Removed], key: bytes) -> list[str]:
     gone = {r.entry for r in removed}
-    kept = canonical(entry for entry in entries if entry not in gone)
-    public = public_value(kept)
-    return ShuffleRecord(commitment(seed), seed.hex(), public, tuple(kept), tuple(shuffled(kept, shuffle_key(seed, public))),
-                         tuple(removed))
+    return [entry for entry in shuffled(entries, key) if entry not in gone]
+
+
+def draw(seed: bytes, entries: Iterable[str], removed: Sequence[Removed] = ()) -> ShuffleRecord:
+    """Every entry shuffled, then those `removed` taken out: the record to publish."""
+    every = canonical(entries)
+    if not {r.entry for r in removed} <= set(every):
+        raise ValueError("a removed entry is not among the entries")
+    public = public_value(every)
+    return ShuffleRecord(commitment(seed), seed.hex(), public, tuple(every),
+                         tuple(_order(every, removed, shuffle_key(seed, public))), tuple(removed))
 
 
 def verify(record: ShuffleRecord, published_commitment: str | None = None) -> list[str]:
@@ -148,9 +156,11 @@ def verify(record: ShuffleRecord, published_commitment: str | None = None) -> li
         return [*problems, f"the entries: {wrong}"]
     if public != record.public_value:
         problems.append("the entries' SHA-256 is not the public value")
-    overlap = {r.entry for r in record.removed} & set(record.entries)
-    if overlap:
-        problems.append(f"{len(overlap)} removed entries were shuffled too")
-    if list(record.order) != shuffled(record.entries, shuffle_key(seed, record.public_value)):
-        problems.append("the order is not the shuffle of the entries with this seed")
+    if len(record.public_value) != 64 or any(c not in "0123456789abcdef" for c in record.public_value):
+        return [*problems, "the public value is not 64 hexadecimal digits"]
+    strays = {r.entry for r in record.removed} - set(record.entries)
+    if strays:
+        problems.append(f"{len(strays)} removed entries are not among the entries")
+    if list(record.order) != _order(record.entries, record.removed, shuffle_key(seed, record.public_value)):
+        problems.append("the order is not the shuffle of the entries with this seed, less the removed")
     return problems

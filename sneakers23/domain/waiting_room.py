@@ -57,6 +57,7 @@ class WaitingRoom:
         self.window_s = window_s
         self.pairs_each = pairs_each
         self._entries: dict[str, str] = {}  # account -> its entry id (opaque, shown to its shopper)
+        self._taken: set[str] = set()  # the entry ids given out
         self._stage: dict[str, Stage] = {}
         self._pre_queue: list[str] = []  # accounts, in arrival order (which the shuffle ignores)
         self._removed_before: list[Removed] = []
@@ -78,7 +79,10 @@ class WaitingRoom:
         device, a return after it bought or let its turn pass: one place per account)."""
         if account in self._entries:
             return self._entries[account]
+        if entry in self._taken:
+            raise ValueError("that entry id is another account's")
         self._entries[account] = entry
+        self._taken.add(entry)
         if self.opened_at is None:
             self._pre_queue.append(account)
             self._stage[account] = Stage.PRE_QUEUE

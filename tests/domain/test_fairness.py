@@ -56,7 +56,7 @@ def test_the_worked_example_of_docs_fairness_md_and_a_checker_written_from_its_t
 def test_a_published_record_verifies_and_any_change_is_caught():
     entries = [f"entry-{n:03d}" for n in range(40)]
     record = draw(SEED, entries, removed=[Removed("entry-007", "account locked")])
-    assert "entry-007" not in record.entries and len(record.order) == 39
+    assert "entry-007" in record.entries and "entry-007" not in record.order and len(record.order) == 39
     assert verify(record) == []
     assert verify(record, published_commitment=commitment(SEED)) == []
     # Round trip through JSON-like data, as `sneakers23 drop verify` reads it.
@@ -64,7 +64,8 @@ def test_a_published_record_verifies_and_any_change_is_caught():
 
     swapped = list(record.order)
     swapped[0], swapped[1] = swapped[1], swapped[0]
-    assert verify(replace(record, order=tuple(swapped))) == ["the order is not the shuffle of the entries with this seed"]
+    assert verify(replace(record, order=tuple(swapped))) == [
+        "the order is not the shuffle of the entries with this seed, less the removed"]
     changed = tuple("entry-999" if e == "entry-003" else e for e in record.entries)
     assert "the entries' SHA-256 is not the public value" in verify(replace(record, entries=changed))
     other_seed = seed_of(1)
@@ -75,11 +76,24 @@ def test_a_published_record_verifies_and_any_change_is_caught():
     reseeded = draw(other_seed, record.entries)
     assert verify(reseeded, published_commitment=record.commitment) == [
         "the commitment is not the one published before the shuffle"]
-    # An entry both removed and shuffled is a lever the checker must see.
-    both = replace(record, removed=(Removed(record.entries[0], "bot"),))
-    assert verify(both) == ["1 removed entries were shuffled too"]
+    # A removal the entries do not hold is caught; so is a public value that is not one.
+    stray = replace(record, removed=(*record.removed, Removed("entry-zzz", "bot")))
+    assert verify(stray) == ["1 removed entries are not among the entries"]
+    assert "the public value is not 64 hexadecimal digits" in verify(replace(record, public_value="xyz"))
     assert verify(replace(record, seed="zz")) == ["the seed is not hexadecimal"]
     assert verify(replace(record, seed=SEED[:8].hex())) == ["the seed has 8 bytes, not at least 32"]
+
+
+def test_a_removal_takes_one_entry_out_and_moves_nobody_else():
+    """Which entries the store removes is no lever on the others' order: every entry is shuffled,
+    and the removed are taken out after."""
+    entries = [f"e{n}" for n in range(30)]
+    everyone = draw(SEED, entries).order
+    for removed in (["e3"], ["e3", "e17", "e29"]):
+        record = draw(SEED, entries, removed=[Removed(e, "account locked") for e in removed])
+        assert record.order == tuple(e for e in everyone if e not in removed)
+    with pytest.raises(ValueError, match="not among the entries"):
+        draw(SEED, entries, removed=[Removed("stranger", "bot")])
 
 
 def test_a_word_past_the_last_whole_multiple_is_thrown_away():
@@ -93,7 +107,7 @@ def test_bad_input_is_refused_in_words():
         commitment(b"short")
     with pytest.raises(ValueError, match="twice"):
         public_value(["a", "a"])
-    with pytest.raises(ValueError, match="line break"):
+    with pytest.raises(ValueError, match="line feed"):
         public_value(["a\nb"])
     with pytest.raises(ValueError, match="missing or malformed"):
         ShuffleRecord.from_dict({"seed": "00"})

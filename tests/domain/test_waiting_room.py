@@ -34,6 +34,8 @@ def test_one_place_per_account_whatever_tab_or_device_asks():
     waiting.open(now=0)
     assert waiting.join("ada", "e-3") == "e-1"  # after the release too
     assert waiting.counts()["queue"] == 1
+    with pytest.raises(ValueError, match="another account's"):
+        waiting.join("bob", "e-1")  # an entry id names one account: the shuffle's record lists it once
 
 
 def test_the_pre_queue_is_shuffled_at_the_release_checkably_and_later_arrivals_queue_behind_in_order():

@@ -158,13 +158,13 @@ class StoreProcess:
 
     def wait_open(self, timeout: float = 180) -> str:
         """Until it says it is open (or exits); returns the address it printed."""
-        wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
-                 interval=0.2, what="the store to open")
-        if self.process.poll() is not None:
-            self._let_the_ports_go()
-            raise AssertionError(f"the store exited with {self.process.returncode}:\n{self.output()}")
-        self.note_what_runs()
-        self._let_the_ports_go()
+        try:
+            wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
+                     interval=0.2, what="the store to open")
+            assert self.process.poll() is None, f"the store exited with {self.process.returncode}:\n{self.output()}"
+            self.note_what_runs()
+        finally:
+            self._let_the_ports_go()  # (open, or failed: a failed one is killed by its test's clean-up)
         return re.search(r"is open at (\S+)", self.output()).group(1)
 
     @property
@@ -219,7 +219,12 @@ class StoreProcess:
 
     def kill_what_is_left(self) -> None:
         """For a failed test: nothing outlives it either."""
-        self._let_the_ports_go()
+        try:
+            self._kill_what_is_left()
+        finally:
+            self._let_the_ports_go()  # (after: a dying store may hold its ports until it is gone)
+
+    def _kill_what_is_left(self) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:
