@@ -10,6 +10,7 @@ as it is now in the `ray up` drill, tests/test_ray_up.py.)
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,14 @@ def sockets_by_node() -> dict[str, int]:
         replies = thread.submit(lambda: serve.get_app_handle("channels").broadcast("sockets").results(
             timeout_s=10, return_exceptions=True)).result()
     return {reply["node_id"]: reply["sockets"] for reply in replies if isinstance(reply, dict)}
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def healthz(port: int) -> dict:
@@ -108,8 +117,13 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         balancer.accepting.clear()
         others = {node: _stats(node) for node in ("head", "node_a")}
         removed_at_ms = time.time() * 1000
+        b_port = ports["node_b"]
         cluster.remove_node(ray_cluster, "node_b", ray_cluster.named_nodes.pop("node_b"))
         wait_for(lambda: shopper.of("close") and cart_tab.of("close"), what="the shopper's sockets to close")
+        # A lost machine answers nothing at once; here node B's proxy is a process of this machine,
+        # which may outlive its raylet for some seconds on a busy one (CI20: the page's reconnect
+        # reached it). The balancer waits for it as a health check would.
+        wait_for(lambda: not accepts(b_port), timeout=30, what="node B's proxy port to stop accepting")
         item = min((i for i in items if i.available_count > 0), key=lambda i: i.available_count)
         inventory = Inventory(ray_settings, replication=RayReplication())
         try:
