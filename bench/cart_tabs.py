@@ -6,7 +6,8 @@ Reads one JSON line on stdin: {"url", "shoppers": [[id, token], ...], "item_id",
 one JSON line: {"opened", "changes", "seen", "tab_to_tab_ms": [...], "reply_ms": [...], "cpu_s"}.
 Optionally: "urls": [the first tab's, the second tab's] (two nodes: two devices of one account), a
 third field per shopper, the Cookie header its sockets send (an account's session), and a fourth and
-fifth, the second tab's own token and Cookie header (a second device: a session of its own).
+fifth, the second tab's own token and Cookie header (a second device: a session of its own; both
+or neither).
 """
 
 import asyncio

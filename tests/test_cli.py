@@ -241,7 +241,7 @@ def test_drop_verify_checks_a_published_shuffle_and_names_what_does_not_hold(tmp
     published.write_text(json.dumps(record))
     url = f"sqlite:///{tmp_path / 'unused.db'}"  # (a record needs no store)
     said = run(url, "drop", "verify", "--record", str(published), "--commitment", commitment(seed).upper()).stdout
-    assert said.startswith("the record checks out: 24 entries in the published order, 1 removed before the shuffle")
+    assert said.startswith("the record checks out: 24 entries in the published order, 1 removed (listed with why)")
 
     record["order"][0], record["order"][1] = record["order"][1], record["order"][0]
     published.write_text(json.dumps(record))
@@ -252,5 +252,9 @@ def test_drop_verify_checks_a_published_shuffle_and_names_what_does_not_hold(tmp
                                                    "--commitment", "00" * 32)
     published.write_text("not json")
     assert "is not a shuffle record" in fails(url, "drop", "verify", "--record", str(published))
+    published.write_text("[" * 100_000 + "]" * 100_000)  # (nested past the parser's depth)
+    assert "is not a shuffle record" in fails(url, "drop", "verify", "--record", str(published))
+    published.write_text(json.dumps({**record, "order": "abc"}))
+    assert "not a shuffle record" in fails(url, "drop", "verify", "--record", str(published))
     published.write_text(json.dumps({"seed": "00"}))
-    assert "not a shuffle record: 'commitment' is missing" in fails(url, "drop", "verify", "--record", str(published))
+    assert "not a shuffle record: 'entries' is missing" in fails(url, "drop", "verify", "--record", str(published))

@@ -88,7 +88,7 @@ def shuffled(entries: Iterable[str], key: bytes) -> list[str]:
 
 @dataclass(frozen=True)
 class Removed:
-    """An entry taken out before the shuffle, and why (a locked account, a second entry)."""
+    """An entry taken out of the order after the shuffle, and why (a locked account)."""
 
     entry: str
     reason: str
@@ -113,6 +113,8 @@ class ShuffleRecord:
     @classmethod
     def from_dict(cls, data: dict) -> "ShuffleRecord":
         try:
+            if not all(isinstance(data[key], list) for key in ("entries", "order")):
+                raise TypeError("entries or order")
             return cls(commitment=str(data["commitment"]), seed=str(data["seed"]),
                        public_value=str(data["public_value"]), entries=tuple(map(str, data["entries"])),
                        order=tuple(map(str, data["order"])),

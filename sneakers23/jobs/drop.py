@@ -82,13 +82,13 @@ def verify(record_file: Path, commitment: str | None) -> None:
 
     try:
         record = ShuffleRecord.from_dict(json.loads(record_file.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise Sneakers23Error(f"{record_file} is not a shuffle record (JSON, as docs/fairness.md shows)") from None
     problems = problems_in(record, published_commitment=commitment.strip().lower() if commitment else None)
     if problems:
         raise Sneakers23Error(f"the record does not check out: {'; '.join(problems)}")
     click.echo(f"the record checks out: {len(record.order)} entries in the published order, "
-               f"{len(record.removed)} removed before the shuffle, seed matching commitment {record.commitment[:16]}…")
+               f"{len(record.removed)} removed (listed with why), seed matching commitment {record.commitment[:16]}…")
 
 
 @drop.command("sell-until-gone")

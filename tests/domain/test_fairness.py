@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from sneakers23.domain.fairness import (Removed, ShuffleRecord, _below, commitment, draw, public_value, shuffle_key,
+from sneakers23.domain.fairness import (Removed, ShuffleRecord, _below, _words, commitment, draw, public_value, shuffle_key,
                                         shuffled, verify)
 
 SEED = bytes(range(32))
@@ -23,7 +23,7 @@ def seed_of(run: int) -> bytes:
     return hashlib.sha256(f"run {run}".encode()).digest()
 
 
-def checker_from_the_text(seed: bytes, entries: list[str]) -> list[str]:
+def checker_from_the_text(seed: bytes, entries: list[str], removed: frozenset[str] = frozenset()) -> list[str]:
     """docs/fairness.md's steps, written again from the text alone (as an outside checker would)."""
     ids = sorted(entries, key=str.encode)
     public = hashlib.sha256("".join(i + "\n" for i in ids).encode()).digest()
@@ -37,7 +37,7 @@ def checker_from_the_text(seed: bytes, entries: list[str]) -> list[str]:
     for i in range(len(ids) - 1, 0, -1):
         j = below(i + 1)
         ids[i], ids[j] = ids[j], ids[i]
-    return ids
+    return [i for i in ids if i not in removed]
 
 
 def test_the_worked_example_of_docs_fairness_md_and_a_checker_written_from_its_text():
@@ -45,12 +45,19 @@ def test_the_worked_example_of_docs_fairness_md_and_a_checker_written_from_its_t
     record = draw(SEED, entries)
     docs = (Path(__file__).resolve().parents[2] / "docs" / "fairness.md").read_text()
     assert record.commitment in docs and record.public_value in docs
-    assert shuffle_key(SEED, record.public_value).hex() in docs
+    key = shuffle_key(SEED, record.public_value)
+    assert key.hex() in docs
+    assert hmac.new(key, bytes(8), "sha256").hexdigest() in docs  # the first block
+    words = _words(key)
+    drawn = [_below(words, i + 1) for i in range(4, 0, -1)]
+    assert f"| the `j` drawn for i = 4, 3, 2, 1 | {', '.join(map(str, drawn))} |" in docs
     assert f"| order | {', '.join(record.order)} |" in docs
     assert list(record.order) == checker_from_the_text(SEED, entries)
-    for run in range(50):  # and on lists long enough to need many blocks
+    for run in range(50):  # and on lists long enough to need many blocks, some with entries removed
         entries = [f"shopper-{run}-{n}" for n in range(run * 7)]
-        assert list(draw(seed_of(run), entries).order) == checker_from_the_text(seed_of(run), entries)
+        removed = frozenset(entries[::5][: run % 4])
+        record = draw(seed_of(run), entries, removed=[Removed(e, "account locked") for e in sorted(removed)])
+        assert list(record.order) == checker_from_the_text(seed_of(run), entries, removed)
 
 
 def test_a_published_record_verifies_and_any_change_is_caught():

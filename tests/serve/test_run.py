@@ -34,7 +34,7 @@ from sneakers23.settings import Settings
 from harness import postgres, shop
 from harness.ports import free_port
 from tests.support.shoppers import shopper_client
-from tests.support.store_process import SNEAKERS23, StoreProcess, clean_env, cli, listening_anywhere
+from tests.support.store_process import SNEAKERS23, StoreProcess, clean_env, cli
 from harness.waiting import wait_for
 
 STOP_WITHIN_S = 10.0
@@ -163,6 +163,7 @@ def test_a_stop_as_its_own_cluster_starts_or_just_after_takes_down_what_was_star
     stopped_during_start_up(again, "Ray cluster at")
 
 
+@pytest.mark.timeout(600)  # (three stores, and the queue-limit check on the second: CI21 passed 300 s)
 def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_and_two_stores_run_side_by_side(
         tmp_path, ray_tmpdir, stores, figures):
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
@@ -253,7 +254,7 @@ def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_a
 
     first.stop(signal.SIGTERM, group=True, timeout=STOP_WITHIN_S)
     assert first.process.returncode == 0, first.output()
-    assert not first.left_listening and not listening_anywhere(second.fixed_ports)
+    assert not first.left_listening and not second.ports_still_held()
 
 
 def past_its_queue_limit_a_purchase_is_answered_503_busy_with_retry_after(url: str, env: dict, directory: Path):

@@ -158,13 +158,12 @@ class StoreProcess:
 
     def wait_open(self, timeout: float = 180) -> str:
         """Until it says it is open (or exits); returns the address it printed."""
-        try:
-            wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
-                     interval=0.2, what="the store to open")
-            assert self.process.poll() is None, f"the store exited with {self.process.returncode}:\n{self.output()}"
-            self.note_what_runs()
-        finally:
-            self._let_the_ports_go()  # (open, or failed: a failed one is killed by its test's clean-up)
+        # (A store that fails to open keeps the lock until its test's clean-up has killed it.)
+        wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
+                 interval=0.2, what="the store to open")
+        assert self.process.poll() is None, f"the store exited with {self.process.returncode}:\n{self.output()}"
+        self.note_what_runs()
+        self._let_the_ports_go()
         return re.search(r"is open at (\S+)", self.output()).group(1)
 
     @property
@@ -224,9 +223,21 @@ class StoreProcess:
         finally:
             self._let_the_ports_go()  # (after: a dying store may hold its ports until it is gone)
 
+    def ports_still_held(self) -> set[int]:
+        """Of its fixed ports, those something listens on now (asked while no store chooses any)."""
+        self._hold_the_ports()
+        try:
+            return listening_anywhere(self.fixed_ports)
+        finally:
+            self._let_the_ports_go()
+
     def _kill_what_is_left(self) -> None:
         if self.process is None:
             return
+        try:
+            self.note_what_runs()  # (its Ray cluster's session too, when it died before it opened)
+        except OSError:
+            pass
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -240,3 +251,7 @@ class StoreProcess:
                 pass
         if self.process.poll() is None:
             self.process.kill()
+        try:  # (gone before the ports are let go: a dying process may still hold one)
+            wait_for(lambda: not self.processes(), timeout=10, interval=0.05, what="the killed store to be gone")
+        except AssertionError:
+            pass
