@@ -169,10 +169,8 @@ def test_a_second_serve_leaves_a_running_store_alone_or_replaces_it_when_asked_a
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()
-    # The first store's replicas, replaced below, are held open 1 s before they stop, not Serve's 30 s
-    # (a load balancer's time to take them out: nothing to wait for here). The second store's sales
-    # take 2 waiting purchases of a product: it answers the others 503 (below).
-    first_env = {**sqlite_env(first_dir, ray_tmpdir), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    # The second store's sales take 2 waiting purchases of a product: it answers the others 503 (below).
+    first_env = sqlite_env(first_dir, ray_tmpdir)
     second_env = {**sqlite_env(second_dir, ray_tmpdir), "SNEAKERS23_SALES_QUEUE_LIMIT": "2"}
     first_port, second_port = free_port(), free_port()
     first = StoreProcess(["--port", str(first_port)], first_env, first_dir).start()
