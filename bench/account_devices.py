@@ -31,7 +31,7 @@ from sqlalchemy import insert
 from bench.accounts import accounts_with_sessions
 from bench.checkout import tabs
 from harness import postgres
-from harness.nodes import add_node, deploy_store, remove_store
+from harness.nodes import add_node, deploy_store, remove_store, web_replicas_running
 from harness.ports import free_port
 from harness.waiting import wait_for
 from sneakers23.db.models import AccountSessionRow
@@ -50,15 +50,6 @@ def more_sessions(inventory: Inventory, account_ids: list[int]) -> list[str]:
             {"token_hash": hashlib.sha256(token.encode()).hexdigest(), "account_id": account_id, "created_at": now,
              "client": "bench", "user_agent": "second device"} for account_id, token in zip(account_ids, tokens)])
     return tokens
-
-
-def replicas_on_both_nodes() -> bool:
-    from ray import serve
-
-    states = [deployment.replica_states for app in serve.status().applications.values()
-              for name, deployment in app.deployments.items() if name == "ShopperSockets"]
-    return bool(states) and all({getattr(state, "value", state): count for state, count in found.items() if count}
-                                == {"RUNNING": 2} for found in states)
 
 
 def main() -> None:
@@ -105,7 +96,7 @@ def main() -> None:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
         start_store_actors(settings, watch_seconds=0.5)
         head = deploy_store(settings.model_dump(), free_port())
-        wait_for(replicas_on_both_nodes, timeout=180, interval=0.5, what="a channel replica on each node")
+        wait_for(lambda: web_replicas_running(2), timeout=180, interval=0.5, what="web replicas on each node")
         urls = [f"ws{base[4:]}/product_socket/websocket?vsn=2.0.0"
                 for base in (head, f"http://127.0.0.1:{proxy_ports['node_a']}")]
         runs: dict[str, list[dict]] = {"guests": [], "accounts": []}

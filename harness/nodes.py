@@ -25,6 +25,25 @@ def add_node(cluster, name: str, proxy_ports: dict[str, int]):
     return node
 
 
+PER_NODE = {"Storefront", "ShopperSockets"}  # (the admin desk is one replica for the cluster)
+
+
+def web_replicas() -> dict[str, dict[str, int]]:
+    """The replicas by state of every web deployment that runs on every node, e.g.
+    {"ShopperSockets": {"RUNNING": 3}}."""
+    from ray import serve
+
+    return {name: {getattr(state, "value", state): count for state, count in deployment.replica_states.items() if count}
+            for app in serve.status().applications.values() for name, deployment in app.deployments.items()
+            if name in PER_NODE}
+
+
+def web_replicas_running(count: int) -> bool:
+    """True once every web deployment runs exactly `count` replicas and has none on the way."""
+    replicas = web_replicas()
+    return bool(replicas) and all(states == {"RUNNING": count} for states in replicas.values())
+
+
 def deploy_store(settings_args: dict, port: int) -> str:
     """The store's Serve applications, with a proxy on every node (the head's on `port`); returns
     the head's address. The caller waits for the replicas it needs."""

@@ -10,6 +10,7 @@ from sneakers23.actors.node_cache import cache_name
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from harness import nodes, shop
+from harness.nodes import PER_NODE, web_replicas, web_replicas_running  # noqa: F401 (the tests import them from here)
 
 
 def add_node(cluster, name: str):
@@ -115,25 +116,6 @@ def reseed(settings: Settings, random_seed: int) -> Inventory:
     for node in ("head", "node_a", "node_b"):
         wait_for(lambda node=node: matches_database(node, settings), timeout=20, what=f"{node} to reload")
     return inventory
-
-
-PER_NODE = {"Storefront", "ShopperSockets"}  # (the admin desk is one replica for the cluster)
-
-
-def web_replicas() -> dict[str, dict[str, int]]:
-    """The replicas by state of every web deployment that runs on every node, e.g.
-    {"ShopperSockets": {"RUNNING": 3}}."""
-    from ray import serve
-
-    return {name: {getattr(state, "value", state): count for state, count in deployment.replica_states.items() if count}
-            for app in serve.status().applications.values() for name, deployment in app.deployments.items()
-            if name in PER_NODE}
-
-
-def web_replicas_running(count: int) -> bool:
-    """True once every web deployment runs exactly `count` replicas and has none on the way."""
-    replicas = web_replicas()
-    return bool(replicas) and all(states == {"RUNNING": count} for states in replicas.values())
 
 
 def live_node_count() -> int:
