@@ -38,13 +38,17 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
 # test_run.py too), on one worker; on the other, what needs no such cluster and mostly waits: the
 # `ray up` drill's hosts, cluster.yaml's head, the CLI's commands, a wheel's install. (Three workers
 # were tried: the suite keeps both cores about 80% busy, so a third only made the drills time out.)
-# The hostile-client tests measure that nobody starves, so they come last on their worker, which is
+# On the session cluster's worker, test_run.py's stores (each a Ray cluster of its own) come after
+# the tests on the session's cluster, so that they meet the drill's hosts late, when their installs
+# are done: CI23's two-stores test took 461 s beside those installs, 98 s in CI22 without. The
+# hostile-client tests measure that nobody starves, so they come last on their worker, which is
 # usually after the drill, the CPU's other big user (an order, not a wait). Their store stays on the
 # session cluster's worker with test_run.py's: CI19 ran it on the other, beside test_run.py's stores,
 # and both workers slowed (20:53 against 19:01) until two of those stores' deadlines passed. (Stores
 # take turns to choose and free their ports all the same: tests/support/store_process.py.)
 APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster_yaml.py", "tests/test_cli.py",
                  "tests/test_package.py")
+STORES_OF_THEIR_OWN = ("tests/serve/test_run.py",)
 AFTER_THE_DRILL = ("tests/serve/test_hostile.py",)
 LEAVES_A_NODE_OUT = ("tests/test_scale_out.py",)  # (the very last on its worker: node B is gone after it)
 
@@ -69,10 +73,11 @@ def pytest_collection_modifyitems(items):
     """The cheap tests first, and the drill right after them; tests that take nodes away and bring
     new ones last, so no other test meets a cluster that one of them left in the middle of a
     change."""
-    def cost(item) -> tuple[bool, bool, bool, bool, bool]:
+    def cost(item) -> tuple[bool, bool, bool, bool, int]:
+        late = 2 if item.nodeid.startswith(AFTER_THE_DRILL) else 1 if item.nodeid.startswith(STORES_OF_THEIR_OWN) else 0
         return (item.get_closest_marker("reshapes_cluster") is not None,
                 item.nodeid.startswith(LEAVES_A_NODE_OUT), not item.nodeid.startswith(CHEAP),
-                item.get_closest_marker("hosts") is None, item.nodeid.startswith(AFTER_THE_DRILL))
+                item.get_closest_marker("hosts") is None, late)
 
     items.sort(key=cost)
 

@@ -216,11 +216,16 @@ class LocalCluster:
 
     def stop(self, grace_s: float = 2.0) -> int:
         """Stop every process of the cluster, as `ray stop` would but only ours: the raylets first
-        (they stop their workers, and HAProxy with them), then the rest; what is still there after
-        the grace period is killed. Returns how many had to be killed."""
+        (they stop their workers, and HAProxy with them), then the rest but the GCS, then the GCS;
+        what is still there after the grace period is killed. Returns how many had to be killed.
+        (Ray's autoscaler monitor, stopped after the GCS, waits on the GCS for the whole grace
+        period: 2 s of every stop, before.)"""
         raylets = [pid for pid, name in self._processes().items() if name == "raylet"]
         _signal_all(raylets, signal.SIGTERM)
         _wait_gone(lambda: [pid for pid in self.processes() if pid in raylets], grace_s)
+        rest = [pid for pid, name in self._processes().items() if name != "gcs_server"]
+        _signal_all(rest, signal.SIGTERM)
+        _wait_gone(lambda: [pid for pid in self.processes() if pid in rest], grace_s)
         _signal_all(self.processes(), signal.SIGTERM)
         left = _wait_gone(self.processes, grace_s)
         _wait_gone(self.processes, grace_s, then=signal.SIGKILL)

@@ -17,6 +17,7 @@ the signals and the time-limited calls in stopping.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -83,7 +84,11 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
             click.echo(f"closed in {time.monotonic() - started:.1f}s")
         else:
             runner.close()
-    if TimeLimitedCall.stuck:  # a call into a cluster that went away still hangs: do not wait for it at exit
+    # Once a store it started is closed, the process ends at once: a call into a cluster that went
+    # away may still hang (Ray's own exit would wait for it), and Python's teardown of Ray's client
+    # takes another second of every stop otherwise, with nothing of ours left to tear down.
+    if TimeLimitedCall.stuck or runner.started_anything:
+        logging.shutdown()
         if runner.lost is not None:
             click.echo(f"sneakers23: {runner.lost}", err=True)
         sys.stdout.flush()
