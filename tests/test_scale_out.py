@@ -79,7 +79,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         # A shopper on node B: the balancer sent the socket to B's proxy, which keeps it on B's replica.
         wait_for(lambda: joins(shopper), what="the shopper's join")
         assert not joins(shopper)[0]["released"]
-        assert balancer.chosen == [ports["node_b"]]
+        assert set(balancer.chosen) == {ports["node_b"]}, balancer.chosen
         assert wait_for(lambda: sockets_by_node().get(node_b) == 1, what="the socket on node B's replica")
 
         # A release done on node A reaches the shopper on node B, and B's page on reload.
@@ -101,7 +101,9 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         wait_for(lambda: cart_tab.of("join_ok", topic=cart_topic), what="the cart's join on node B")
         kept = max(items, key=lambda i: i.available_count)
         assert cart_tab.reply(cart_tab.push(cart_topic, "add_item", {"item_id": kept.id}))["status"] == "ok"
-        assert balancer.chosen == [ports["node_b"]] * 2
+        # (Both sockets on node B; a page's socket that timed out on a busy machine and connected
+        # again went there too: CI25.)
+        assert set(balancer.chosen) == {ports["node_b"]} and len(balancer.chosen) >= 2, balancer.chosen
 
         # The admin dashboard (served from the head) counts shoppers on every node together.
         dashboard = admin_client(dashboard_tokens(admin_login(store_url))[0])
