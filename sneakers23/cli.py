@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import click
 
 from sneakers23.domain.catalog import Product
+from sneakers23.domain.drops import MODES, parse_drop_mode
 from sneakers23.domain.views import product_view
 from sneakers23.domain.words import counted
 from sneakers23 import assembly
@@ -84,6 +85,8 @@ def _product_table(product: Product) -> str:
     state = "released" if product.released else "coming soon"
     if not product.released and product.release_at is not None:
         state += f" (on sale at {product.release_at.astimezone().isoformat(timespec='seconds')})"
+    if product.drop_mode.needs_sign_in:
+        state += f", a {product.drop_mode} drop"
     lines = [
         f"Product {product.id}  {product.sku}  {product.brand} {product.name} ({product.color})  "
         f"${product.price_usd}  {state}",
@@ -394,6 +397,23 @@ def _sales_stats() -> list:
 from sneakers23.jobs.drop import drop  # noqa: E402 (its group, under this one)
 
 cli.add_command(drop)
+
+
+@drop.command("mode")
+@click.argument("product_id", type=int)
+@click.argument("mode", type=click.Choice([str(mode) for mode in MODES], case_sensitive=False))
+@click.pass_context
+def drop_mode(ctx: click.Context, product_id: int, mode: str) -> None:
+    """How a product's pairs go to shoppers at its release: first-come, queue (a waiting room) or
+    draw. Set before the release; a queue or a draw sells to signed-in shoppers only. Written to
+    the admin audit, as the dashboard's button is."""
+    from sneakers23.domain.admin import ActionKind, AdminAction
+
+    action = AdminAction(ActionKind.SET_DROP_MODE, product_id=product_id, mode=parse_drop_mode(mode))
+    entry = _inventory(ctx, publish=True).act(f"{getpass.getuser()}@cli", action, client="cli")
+    if not entry.ok:
+        raise Sneakers23Error(f"product {product_id} is unchanged ({entry.result})")
+    click.echo(f"product {product_id}: {entry.result}")
 
 
 def main() -> None:

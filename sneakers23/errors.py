@@ -25,6 +25,10 @@ class AlreadyReleased(Sneakers23Error):
     pass
 
 
+class DropModeRefused(Sneakers23Error):
+    """A setting the product's drop mode rules out (guests in a queue or a draw)."""
+
+
 class SalesBusy(Sneakers23Error):
     """Too many purchases of these sizes are waiting: try again in a moment."""
 

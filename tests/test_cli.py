@@ -71,7 +71,7 @@ def test_seed_and_products(database_url):
     assert run(database_url, "db", "seed", "--random-seed", "5").stdout == "seeded 26 items\n"
     products = catalog(database_url)
     assert [p["sku"] for p in products] == ["SHU6000", "SHU6100"]
-    assert set(products[0]) == {"id", "sku", "name", "brand", "color", "price_usd", "released", "sign_in_required", "items"}
+    assert set(products[0]) == {"id", "sku", "name", "brand", "color", "price_usd", "released", "sign_in_required", "drop_mode", "items"}
     assert set(products[0]["items"][0]) == {"id", "sku", "size", "available_count", "level"}
     assert products[0]["items"][0]["sku"] == "SHU6001" and products[0]["price_usd"] == 120
 
@@ -208,6 +208,24 @@ def test_a_product_for_signed_in_shoppers_only_is_set_from_the_cli_and_audited(t
     lines = run(url, "admin", "audit").stdout.splitlines()
     assert [line.split()[3] for line in lines] == ["require_sign_in", "allow_guests", "require_sign_in"] and \
         " REFUSED " in lines[0] and "@cli" in lines[0]
+
+
+def test_a_products_drop_mode_is_set_from_the_cli_before_its_release_and_audited(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run(url, "db", "upgrade")
+    run(url, "db", "seed")
+    said = run(url, "drop", "mode", "2", "QUEUE").stdout
+    assert said == ("product 2: a queue: a waiting room shuffled at the release, then admitted at a pace; "
+                    "sold to signed-in shoppers only\n")
+    assert ", a queue drop" in run(url, "products").stdout.split("Product 2")[1].splitlines()[0]
+    assert "only signed-in shoppers may take part" in fails(url, "sign-in", "2", "--not-required", code=1)
+    assert "'lottery' is not one of 'first-come', 'queue', 'draw'" in fails(url, "drop", "mode", "2", "lottery", code=2)
+    run(url, "release", "2")
+    assert "product 2 is unchanged (product 2 is already released: its drop mode stays queue)" in fails(
+        url, "drop", "mode", "2", "draw", code=1)
+    lines = run(url, "admin", "audit").stdout.splitlines()
+    assert [line.split()[3] for line in lines[:3]] == ["set_drop_mode", "allow_guests", "set_drop_mode"]
+    assert " REFUSED " in lines[0] and "@cli" in lines[0]
 
 
 def test_staff_look_up_lock_and_unlock_a_shoppers_account_and_each_is_audited(tmp_path):

@@ -16,6 +16,10 @@ def _timestamp(**kwargs):
 
 class ProductRow(SQLModel, table=True):
     __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("drop_mode IN ('first-come', 'queue', 'draw')", name="drop_mode_known"),
+        CheckConstraint("drop_mode = 'first-come' OR sign_in_required", name="drop_mode_needs_sign_in"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     sku: str = Field(max_length=32, unique=True)
@@ -30,6 +34,9 @@ class ProductRow(SQLModel, table=True):
     release_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # Only a signed-in shopper whose address is verified may buy it (domain/purchases.py).
     sign_in_required: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # How its pairs go to shoppers at the release (domain/drops.py); a queue or a draw is one place
+    # per account, so it sells to signed-in shoppers only: the CHECK below is the net under that rule.
+    drop_mode: str = Field(default="first-come", max_length=16, sa_column_kwargs={"server_default": "first-come"})
     # Grows on every change to the row; caches apply only newer versions.
     version: int = Field(default=1)
     inserted_at: datetime = _timestamp()

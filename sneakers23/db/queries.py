@@ -14,9 +14,10 @@ from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, Product
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
+from sneakers23.domain.drops import DropMode, guests_refused
 from sneakers23.domain.purchases import (BoughtPair, PurchaseFacts, PurchaseResult, SizeOnSale, SoldUnit,
                                          answer_purchase, signed_in)
-from sneakers23.errors import AlreadyReleased, NotFound, SalesBusy
+from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound, SalesBusy
 
 products_t = ProductRow.__table__
 items_t = ItemRow.__table__
@@ -45,6 +46,7 @@ def load_products(connection: Connection) -> list[Product]:
             id=row.id, sku=row.sku, order=row.order, brand=row.brand, name=row.name, color=row.color,
             price_usd=row.price_usd, main_image_url=row.main_image_url, released=bool(row.released),
             version=row.version, release_at=_utc(row.release_at), sign_in_required=bool(row.sign_in_required),
+            drop_mode=DropMode(row.drop_mode),
         )
         for row in connection.execute(select(products_t))
     ]
@@ -76,10 +78,10 @@ def release(connection: Connection, product_id: int) -> tuple[ProductReleased, b
         update(products_t)
         .where(products_t.c.id == product_id, products_t.c.released.is_(False))
         .values(released=True, release_at=None, version=products_t.c.version + 1, updated_at=_now())
-        .returning(products_t.c.version, products_t.c.sign_in_required)
+        .returning(*PRODUCT_STATE)
     ).one_or_none()
     if row is not None:
-        return ProductReleased(product_id, True, row.version, None, bool(row.sign_in_required)), True
+        return _state_of(row), True
     return _product_state(connection, product_id), False
 
 
@@ -92,11 +94,12 @@ def _product_state(connection: Connection, product_id: int) -> ProductReleased |
 
 
 PRODUCT_STATE = (products_t.c.id, products_t.c.released, products_t.c.version, products_t.c.release_at,
-                 products_t.c.sign_in_required)
+                 products_t.c.sign_in_required, products_t.c.drop_mode)
 
 
 def _state_of(row) -> ProductReleased | ReleaseScheduleChanged:
-    return product_state(row.id, bool(row.released), row.version, _utc(row.release_at), bool(row.sign_in_required))
+    return product_state(row.id, bool(row.released), row.version, _utc(row.release_at), bool(row.sign_in_required),
+                         DropMode(row.drop_mode))
 
 
 def schedule_release(connection: Connection, product_id: int, at: datetime | None) -> ReleaseScheduleChanged:
@@ -115,7 +118,12 @@ def schedule_release(connection: Connection, product_id: int, at: datetime | Non
 
 def require_sign_in(connection: Connection, product_id: int, required: bool) -> ProductReleased | ReleaseScheduleChanged:
     """Whether only signed-in shoppers (with a verified address) may buy the product; its state after.
-    Setting what is set already changes nothing (the version stays)."""
+    Setting what is set already changes nothing (the version stays). A queue or a draw stays for
+    signed-in shoppers (domain/drops.py says why; the table's CHECK is the net)."""
+    if not required:
+        refused = guests_refused(product_id, _product_state(connection, product_id).drop_mode)
+        if refused is not None:
+            raise DropModeRefused(refused)
     row = connection.execute(
         update(products_t)
         .where(products_t.c.id == product_id, products_t.c.sign_in_required.is_not(required))
@@ -123,6 +131,25 @@ def require_sign_in(connection: Connection, product_id: int, required: bool) -> 
         .returning(*PRODUCT_STATE)
     ).one_or_none()
     return _product_state(connection, product_id) if row is None else _state_of(row)
+
+
+def set_drop_mode(connection: Connection, product_id: int, mode: DropMode) -> ProductReleased | ReleaseScheduleChanged:
+    """How the product's pairs go to shoppers at its release; its state after. Only before the
+    release; a queue or a draw sells to signed-in shoppers only, so it sets that too (going back to
+    first come leaves it as it is). Setting what is set already changes nothing."""
+    state = _product_state(connection, product_id)  # (NotFound for an unknown product)
+    if state.drop_mode is mode:
+        return state
+    row = connection.execute(
+        update(products_t)
+        .where(products_t.c.id == product_id, products_t.c.released.is_(False))
+        .values(drop_mode=str(mode), sign_in_required=True if mode.needs_sign_in else products_t.c.sign_in_required,
+                version=products_t.c.version + 1, updated_at=_now())
+        .returning(*PRODUCT_STATE)
+    ).one_or_none()
+    if row is None:
+        raise AlreadyReleased(f"product {product_id} is already released: its drop mode stays {state.drop_mode}")
+    return _state_of(row)
 
 
 def release_is_due(connection: Connection, now: datetime | None = None) -> bool:

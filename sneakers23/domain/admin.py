@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 
+from sneakers23.domain.drops import DropMode, parse_drop_mode
 from sneakers23.domain.ids import parse_id
 from sneakers23.domain.words import counted
 
@@ -21,6 +22,7 @@ class ActionKind(StrEnum):
     RESTOCK = "restock"
     REQUIRE_SIGN_IN = "require_sign_in"  # the product sells only to signed-in shoppers (verified accounts)
     ALLOW_GUESTS = "allow_guests"  # the product sells to anyone again
+    SET_DROP_MODE = "set_drop_mode"  # first come, a queue or a draw (domain/drops.py), before the release
     LOGIN = "login"  # not asked for: written by the login itself (a failed one counts to its throttle)
     UNLOCK_LOGINS = "unlock_logins"  # an operator's `sneakers23 admin unlock`: the throttle starts again
     LOGOUT = "logout"  # its target names the session, which stays revoked until it would have expired
@@ -31,7 +33,7 @@ class ActionKind(StrEnum):
 
 
 ACTIONS = (ActionKind.RELEASE, ActionKind.SCHEDULE, ActionKind.CANCEL_SCHEDULE, ActionKind.RESTOCK,
-           ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS)
+           ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS, ActionKind.SET_DROP_MODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class AdminAction:
     item_id: int | None = None
     at: datetime | None = None  # a schedule's release time (UTC-aware)
     count: int | None = None  # a restock's pairs
+    mode: DropMode | None = None  # a drop mode to set
 
     @property
     def target(self) -> str:
@@ -57,6 +60,8 @@ class AdminAction:
             return f"sell product {self.product_id} only to signed-in shoppers"
         if self.kind is ActionKind.ALLOW_GUESTS:
             return f"sell product {self.product_id} to guests too"
+        if self.kind is ActionKind.SET_DROP_MODE:
+            return f"make product {self.product_id} a {self.mode} drop"
         return f"release product {self.product_id} now"
 
 
@@ -96,6 +101,8 @@ def parse_action(body: object, now: datetime | None = None) -> AdminAction:
         return AdminAction(kind, item_id=_whole(body.get("item_id"), "item_id", 1, 2**31 - 1),
                            count=_whole(body.get("count"), "count", 1, MAX_RESTOCK))
     product_id = _whole(body.get("product_id"), "product_id", 1, 2**31 - 1)
+    if kind is ActionKind.SET_DROP_MODE:
+        return AdminAction(kind, product_id=product_id, mode=parse_drop_mode(body.get("mode")))
     if kind is not ActionKind.SCHEDULE:
         return AdminAction(kind, product_id=product_id)
     at = body.get("at")

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sneakers23.domain.changes import AvailabilityChanged, Cart, Change, ProductChange
+from sneakers23.domain.drops import DropMode
 from sneakers23.domain.levels import Level, level_for
 
 
@@ -41,6 +42,7 @@ class Product:
     items: tuple[Item, ...] = ()
     release_at: datetime | None = None  # when an unreleased product goes on sale by itself
     sign_in_required: bool = False  # only a signed-in shopper with a verified address may buy it
+    drop_mode: DropMode = DropMode.FIRST_COME  # how its pairs go to shoppers at the release
 
 
 def complete_products(products: Iterable[Product], items: Iterable[Item]) -> list[Product]:
@@ -112,7 +114,8 @@ class Catalog:
                 return False
             self._products[product.id] = replace(product, released=change.released, version=change.version,
                                                  release_at=change.release_at,
-                                                 sign_in_required=change.sign_in_required)
+                                                 sign_in_required=change.sign_in_required,
+                                                 drop_mode=change.drop_mode)
             return True
         if isinstance(change, AvailabilityChanged):
             item = self._items.get(change.item_id)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Union
 
+from sneakers23.domain.drops import DropMode
 from sneakers23.domain.levels import Level, level_for
 
 
@@ -19,11 +20,13 @@ class ProductReleased:
     version: int
     release_at: datetime | None = None
     sign_in_required: bool = False  # only a signed-in shopper with a verified address may buy it
+    drop_mode: DropMode = DropMode.FIRST_COME
 
     kind = "product_released"
 
     def __reduce__(self):  # (a dataclass pickles through fields(): changes cross to every cache)
-        return ProductReleased, (self.product_id, self.released, self.version, self.release_at, self.sign_in_required)
+        return ProductReleased, (self.product_id, self.released, self.version, self.release_at, self.sign_in_required,
+                                 self.drop_mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,24 +38,27 @@ class ReleaseScheduleChanged:
     version: int
     release_at: datetime | None
     sign_in_required: bool = False
+    drop_mode: DropMode = DropMode.FIRST_COME
 
     kind = "release_schedule_changed"
     released = False
 
     def __reduce__(self):
-        return ReleaseScheduleChanged, (self.product_id, self.version, self.release_at, self.sign_in_required)
+        return ReleaseScheduleChanged, (self.product_id, self.version, self.release_at, self.sign_in_required,
+                                        self.drop_mode)
 
 
 ProductChange = (ProductReleased, ReleaseScheduleChanged)  # a product row's change (for isinstance)
 
 
 def product_state(product_id: int, released: bool, version: int, release_at: datetime | None,
-                  sign_in_required: bool = False) -> ProductReleased | ReleaseScheduleChanged:
+                  sign_in_required: bool = False,
+                  drop_mode: DropMode = DropMode.FIRST_COME) -> ProductReleased | ReleaseScheduleChanged:
     """A product row's current state, as the change that leads to it (every product change carries
     the whole of it: caches apply a product's newest version, whichever change brought it)."""
     if released:
-        return ProductReleased(product_id, True, version, release_at, sign_in_required)
-    return ReleaseScheduleChanged(product_id, version, release_at, sign_in_required)
+        return ProductReleased(product_id, True, version, release_at, sign_in_required, drop_mode)
+    return ReleaseScheduleChanged(product_id, version, release_at, sign_in_required, drop_mode)
 
 
 @dataclass(frozen=True, slots=True)

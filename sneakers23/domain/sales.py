@@ -139,7 +139,7 @@ class SalesLedger:
         if product.id != self.product_id:
             return
         self._catalog.apply(product_state(product.id, product.released, product.version, product.release_at,
-                                          product.sign_in_required))
+                                          product.sign_in_required, product.drop_mode))
         for item in product.items:
             if self._catalog.item(item.id) is not None:
                 self._catalog.apply(AvailabilityChanged(item.id, product.id, item.available_count, item.version))

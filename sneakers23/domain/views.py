@@ -14,6 +14,7 @@ def product_view(product: Product, counts: bool = False) -> dict:
         view["main_image_url"] = product.main_image_url
     view["released"] = product.released
     view["sign_in_required"] = product.sign_in_required
+    view["drop_mode"] = str(product.drop_mode)
     view["items"] = [item_view(item, counts) for item in product.items]
     return view
 

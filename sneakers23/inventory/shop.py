@@ -11,6 +11,7 @@ from sneakers23.db import queries
 from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.catalog import Item, Product
 from sneakers23.domain.changes import AvailabilityChanged, ProductReleased, ReleaseScheduleChanged
+from sneakers23.domain.drops import DropMode
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
 from sneakers23.errors import NotFound, SalesBusy
@@ -114,6 +115,14 @@ class Shop:
         Published, so every cache and sales actor refuses the others from memory."""
         with self.database.transaction() as unit:
             change = queries.require_sign_in(unit.connection, product_id, required)
+            unit.publish([change])
+        return change
+
+    def set_drop_mode(self, product_id: int, mode: DropMode) -> ProductReleased | ReleaseScheduleChanged:
+        """How the product's pairs go to shoppers at its release (domain/drops.py), set before it.
+        A queue or a draw sells to signed-in shoppers only, and says so to every cache."""
+        with self.database.transaction() as unit:
+            change = queries.set_drop_mode(unit.connection, product_id, mode)
             unit.publish([change])
         return change
 

@@ -9,7 +9,7 @@ from sneakers23.db import admin
 from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry, FailedLogin
 from sneakers23.domain.words import counted
-from sneakers23.errors import AlreadyReleased, NotFound
+from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound
 from sneakers23.inventory.accounts import AccountRefused, Accounts
 from sneakers23.inventory.shop import Shop
 
@@ -24,11 +24,12 @@ class StaffDesk:
 
     def act(self, who: str, action: AdminAction, client: str = "") -> AuditEntry:
         """Carry out a staff action through the shop (release now, schedule or cancel a release,
-        restock, sign-in required or not), then write it to the audit with its result. A refusal (an unknown product, a
-        product already out) is a result, not an error; only a database that is away raises."""
+        restock, sign-in required or not, the drop mode), then write it to the audit with its
+        result. A refusal (an unknown product, a product already out) is a result, not an error;
+        only a database that is away raises."""
         try:
             ok, result = True, self._carry_out(action)
-        except (ValueError, NotFound, AlreadyReleased) as error:
+        except (ValueError, NotFound, AlreadyReleased, DropModeRefused) as error:
             ok, result = False, str(error)
         with self.database.transaction() as unit:
             return admin.record(unit.connection, who, action.kind, action.target, ok, result, client)
@@ -43,6 +44,9 @@ class StaffDesk:
         if action.kind is ActionKind.CANCEL_SCHEDULE:
             self.shop.schedule_release(action.product_id, None)
             return "no release time any more"
+        if action.kind is ActionKind.SET_DROP_MODE:
+            change = self.shop.set_drop_mode(action.product_id, action.mode)
+            return change.drop_mode.describe() + ("; sold to signed-in shoppers only" if change.drop_mode.needs_sign_in else "")
         if action.kind in (ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS):
             required = action.kind is ActionKind.REQUIRE_SIGN_IN
             self.shop.require_sign_in(action.product_id, required)

@@ -53,7 +53,8 @@ def drop_view(products: list[Product], figures: dict, accounts: dict | None = No
         "at": round(time.time(), 3),
         "products": [{"id": p.id, "released": p.released,
                       "release_at": p.release_at.isoformat() if p.release_at else None,
-                      "sign_in_required": p.sign_in_required,
+                      "sign_in_required": p.sign_in_required, "drop_mode": str(p.drop_mode),
+                      "drop_mode_text": p.drop_mode.describe(),
                       "items": [{"id": item.id, "available": item.available_count} for item in p.items]}
                      for p in products],
         "activity": activity,

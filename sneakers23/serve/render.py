@@ -11,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from sneakers23.domain.carts import CartLine
 from sneakers23.domain.catalog import Product
+from sneakers23.domain.drops import MODES
 from sneakers23.domain.levels import LEVEL_MARKS, LEVEL_WORDS
 from sneakers23.domain.purchases import Order
 
@@ -78,7 +79,8 @@ def admin_login_page(form_token: str, message: str | None = None) -> str:
 
 def dashboard_page(products: list[Product], who: str, csrf: str, socket_token: str, audit: list[dict]) -> str:
     return _environment().get_template("admin.html").render(products=products, who=who, csrf=csrf,
-                                                            socket_token=socket_token, audit=audit)
+                                                            socket_token=socket_token, audit=audit,
+                                                            drop_modes=[str(mode) for mode in MODES])
 
 
 def page(template: str, **context) -> str:

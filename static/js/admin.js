@@ -113,6 +113,15 @@ function showDrop(drop) {
     showRelease(root.querySelector(`[data-release-status="${product.id}"]`), product);
     setText(`[data-sign-in-status="${product.id}"]`,
       product.sign_in_required ? "sold only to signed-in shoppers" : "sold to guests too");
+    setText(`[data-drop-mode-status="${product.id}"]`, product.drop_mode_text);
+    const modeChoice = root.querySelector(`[data-drop-mode-of="${product.id}"]`);
+    if (modeChoice) {
+      modeChoice.disabled = product.released;
+      if (document.activeElement !== modeChoice && modeChoice.dataset.shows !== product.drop_mode) {
+        modeChoice.value = product.drop_mode; // (not while the staff are choosing)
+        modeChoice.dataset.shows = product.drop_mode;
+      }
+    }
     showRelease(root.querySelector(`[data-glance-status="${product.id}"]`), product);
     root.querySelectorAll(`[data-product-id="${product.id}"]`).forEach((button) => { button.disabled = product.released; });
     for (const item of product.items) setText(`[data-available="${item.id}"]`, item.available);
@@ -220,6 +229,9 @@ root.addEventListener("click", (event) => {
   if (action === "restock") {
     const count = root.querySelector(`[data-restock-count="${button.dataset.itemId}"]`).value;
     act({ action, item_id: Number(button.dataset.itemId), count: Number(count) });
+  } else if (action === "set_drop_mode") {
+    const mode = root.querySelector(`[data-drop-mode-of="${button.dataset.productId}"]`).value;
+    act({ action, product_id: Number(button.dataset.productId), mode });
   } else if (action === "schedule") {
     const local = root.querySelector(`[data-schedule-at="${button.dataset.productId}"]`).value;
     if (!local) { say("Pick a release time first", false); return; }

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sneakers23.domain.admin import ActionKind, AdminAction, admin_name, parse_action
+from sneakers23.domain.drops import DropMode
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
@@ -12,6 +13,8 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 def test_each_action_is_read_from_its_json():
     assert parse_action({"action": "release", "product_id": 2}, NOW) == AdminAction(ActionKind.RELEASE, product_id=2)
     assert parse_action({"action": "cancel_schedule", "product_id": "1"}, NOW).product_id == 1
+    assert parse_action({"action": "set_drop_mode", "product_id": 2, "mode": "queue"}, NOW) == AdminAction(
+        ActionKind.SET_DROP_MODE, product_id=2, mode=DropMode.QUEUE)
     assert parse_action({"action": "restock", "item_id": 3, "count": 10}, NOW) == AdminAction(
         ActionKind.RESTOCK, item_id=3, count=10)
     scheduled = parse_action({"action": "schedule", "product_id": 1, "at": "2026-11-27T13:00:00Z"}, NOW)
@@ -30,6 +33,9 @@ def test_each_action_is_read_from_its_json():
     ({"action": "schedule", "product_id": 1, "at": "tomorrow"}, "with its zone"),
     ({"action": "schedule", "product_id": 1, "at": "2026-11-27T13:00:00"}, "with its zone"),
     ({"action": "schedule", "product_id": 1, "at": "2026-11-27T11:00:00+00:00"}, "in the past"),
+    ({"action": "set_drop_mode", "product_id": 1, "mode": "lottery"}, "a drop mode is one of: first-come, queue, draw"),
+    ({"action": "set_drop_mode", "product_id": 1}, "a drop mode is one of"),
+    ({"action": "set_drop_mode", "mode": "queue"}, "product_id"),
 ])
 def test_a_bad_action_says_what_is_wrong(body, says):
     with pytest.raises(ValueError, match=says):

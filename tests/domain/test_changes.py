@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from sneakers23.domain.catalog import Catalog, Item, Product
 from sneakers23.domain.changes import (AvailabilityChanged, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
+from sneakers23.domain.drops import DropMode
 
 AT = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
 
@@ -21,7 +22,8 @@ def product(released: bool = False, version: int = 1) -> Product:
 def test_every_change_crosses_a_process_boundary_intact():
     for change in (ProductReleased(1, True, 3, AT), ReleaseScheduleChanged(1, 2, AT), ReleaseScheduleChanged(1, 2, None),
                    ProductReleased(1, True, 4, None, sign_in_required=True),
-                   ReleaseScheduleChanged(1, 2, AT, sign_in_required=True), AvailabilityChanged(1, 1, 4, 2)):
+                   ReleaseScheduleChanged(1, 2, AT, sign_in_required=True), AvailabilityChanged(1, 1, 4, 2),
+                   ReleaseScheduleChanged(1, 5, AT, True, DropMode.QUEUE), ProductReleased(1, True, 6, None, True, DropMode.DRAW)):
         assert pickle.loads(pickle.dumps(change)) == change
 
 
@@ -29,6 +31,15 @@ def test_a_row_state_is_a_release_or_a_schedule():
     assert product_state(1, True, 3, None) == ProductReleased(1, True, 3, None)
     assert product_state(1, False, 2, AT) == ReleaseScheduleChanged(1, 2, AT)
     assert product_state(1, True, 3, None, True).sign_in_required
+    assert product_state(1, False, 3, None, True, DropMode.QUEUE).drop_mode is DropMode.QUEUE
+
+
+def test_a_cache_holds_the_drop_mode_its_newest_change_brings():
+    catalog = Catalog([product()])
+    assert catalog.product(1).drop_mode is DropMode.FIRST_COME
+    assert catalog.apply(ReleaseScheduleChanged(1, 2, None, True, DropMode.QUEUE))
+    assert catalog.product(1).drop_mode is DropMode.QUEUE and catalog.sign_in_required(1)
+    assert catalog.apply(ProductReleased(1, True, 3, None, True, DropMode.QUEUE)) and catalog.product(1).drop_mode is DropMode.QUEUE
 
 
 def test_a_schedule_change_moves_the_release_time_and_leaves_the_product_unreleased():

@@ -10,7 +10,8 @@ import pytest
 
 from harness import shop
 from sneakers23.domain.purchases import Refusal
-from sneakers23.errors import NotFound
+from sneakers23.domain.drops import DropMode
+from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound
 from sneakers23.inventory import Inventory
 
 HOT_ITEM = 3  # product 1, size 7
@@ -261,3 +262,45 @@ def test_a_sign_in_drop_sells_to_verified_accounts_only_and_its_setting_is_publi
             inventory.require_sign_in(99)
     finally:
         inventory.close()
+
+
+def test_a_drop_mode_is_set_before_the_release_takes_sign_in_with_it_and_is_published(settings):
+    replication = Recorded()
+    published = replication.published
+    inventory = Inventory(settings, replication=replication)
+    try:
+        inventory.seed(random_seed=23)
+        change = inventory.set_drop_mode(2, DropMode.QUEUE)
+        assert (change.drop_mode, change.sign_in_required, change.released) == (DropMode.QUEUE, True, False)
+        assert published[-1] == change
+        assert inventory.set_drop_mode(2, DropMode.QUEUE).version == change.version  # set already: nothing moves
+        # A queue is one place per account: guests may not come back to it.
+        with pytest.raises(DropModeRefused, match="product 2 is a queue drop"):
+            inventory.require_sign_in(2, False)
+        draw = inventory.set_drop_mode(2, DropMode.DRAW)
+        assert draw.drop_mode is DropMode.DRAW and draw.version == change.version + 1
+        # Back to first come, the product stays for signed-in shoppers until the staff say otherwise.
+        back = inventory.set_drop_mode(2, DropMode.FIRST_COME)
+        assert back.drop_mode is DropMode.FIRST_COME and back.sign_in_required
+        assert not inventory.require_sign_in(2, False).sign_in_required
+        inventory.set_drop_mode(2, DropMode.QUEUE)
+        released = inventory.release(2).change
+        assert released.drop_mode is DropMode.QUEUE and released.sign_in_required  # the release carries it
+        assert next(p for p in inventory.complete_products() if p.id == 2).drop_mode is DropMode.QUEUE
+        with pytest.raises(AlreadyReleased, match="already released: its drop mode stays queue"):
+            inventory.set_drop_mode(2, DropMode.FIRST_COME)
+        with pytest.raises(NotFound):
+            inventory.set_drop_mode(99, DropMode.DRAW)
+    finally:
+        inventory.close()
+
+
+def test_the_database_keeps_a_queue_or_a_draw_for_signed_in_shoppers_and_knows_only_the_three_modes(inventory):
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    for statement in ("UPDATE products SET drop_mode = 'queue', sign_in_required = false WHERE id = 2",
+                      "UPDATE products SET drop_mode = 'lottery', sign_in_required = true WHERE id = 2"):
+        with pytest.raises(IntegrityError):
+            with inventory.engine.begin() as connection:
+                connection.execute(text(statement))

@@ -310,6 +310,16 @@ def test_the_admin_sees_shoppers_come_fill_carts_and_leave_and_releases_from_the
         size = next(i for i in fresh_shop.complete_products()[0].items if i.available_count > 0)
         expect(shopper.locator(f'.size-container__entry[value="{size.id}"]')).to_be_enabled()
         assert_not_reloaded(shopper)
+        expect(admin.locator('[data-drop-mode-of="1"]')).to_be_disabled()  # (its mode is fixed once it is out)
+
+        # The admin makes product 2 a queue drop: one place per account, so signed-in shoppers only.
+        admin.select_option('[data-drop-mode-of="2"]', "queue")
+        admin.click('[data-action="set_drop_mode"][data-product-id="2"]')
+        expect(admin.locator("[data-action-message]")).to_contain_text("sold to signed-in shoppers only")
+        expect(admin.locator('[data-drop-mode-status="2"]')).to_have_text(
+            "a queue: a waiting room shuffled at the release, then admitted at a pace")
+        expect(admin.locator('[data-sign-in-status="2"]')).to_have_text("sold only to signed-in shoppers")
+        expect(admin.locator("[data-audit] tr").first).to_contain_text("set_drop_mode")
 
         # The shopper puts it in the cart: "1 in cart"; a restock from the dashboard moves M.
         in_cart, available = admin.locator(f'[data-in-cart="{size.id}"]'), admin.locator(f'[data-available="{size.id}"]')
