@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 from sqlalchemy import CheckConstraint, DateTime, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
+from sneakers23.domain.drops import MODES
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -17,7 +19,7 @@ def _timestamp(**kwargs):
 class ProductRow(SQLModel, table=True):
     __tablename__ = "products"
     __table_args__ = (
-        CheckConstraint("drop_mode IN ('first-come', 'queue', 'draw')", name="drop_mode_known"),
+        CheckConstraint(f"drop_mode IN ({', '.join(repr(str(mode)) for mode in MODES)})", name="drop_mode_known"),
         CheckConstraint("drop_mode = 'first-come' OR sign_in_required", name="drop_mode_needs_sign_in"),
     )
 

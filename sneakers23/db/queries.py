@@ -14,7 +14,7 @@ from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, Product
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
-from sneakers23.domain.drops import DropMode, guests_refused
+from sneakers23.domain.drops import MODES, DropMode, guests_refused
 from sneakers23.domain.purchases import (BoughtPair, PurchaseFacts, PurchaseResult, SizeOnSale, SoldUnit,
                                          answer_purchase, signed_in)
 from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound, SalesBusy
@@ -119,18 +119,24 @@ def schedule_release(connection: Connection, product_id: int, at: datetime | Non
 def require_sign_in(connection: Connection, product_id: int, required: bool) -> ProductReleased | ReleaseScheduleChanged:
     """Whether only signed-in shoppers (with a verified address) may buy the product; its state after.
     Setting what is set already changes nothing (the version stays). A queue or a draw stays for
-    signed-in shoppers (domain/drops.py says why; the table's CHECK is the net)."""
+    signed-in shoppers (domain/drops.py): the update's guard keeps it so under a concurrent change
+    of mode, and the refusal says why."""
+    guards = [products_t.c.id == product_id, products_t.c.sign_in_required.is_not(required)]
     if not required:
-        refused = guests_refused(product_id, _product_state(connection, product_id).drop_mode)
-        if refused is not None:
-            raise DropModeRefused(refused)
+        guards.append(products_t.c.drop_mode.in_([str(mode) for mode in MODES if not mode.needs_sign_in]))
     row = connection.execute(
         update(products_t)
-        .where(products_t.c.id == product_id, products_t.c.sign_in_required.is_not(required))
+        .where(*guards)
         .values(sign_in_required=required, version=products_t.c.version + 1, updated_at=_now())
         .returning(*PRODUCT_STATE)
     ).one_or_none()
-    return _product_state(connection, product_id) if row is None else _state_of(row)
+    if row is not None:
+        return _state_of(row)
+    state = _product_state(connection, product_id)  # (NotFound for an unknown product)
+    refused = None if required or not state.sign_in_required else guests_refused(product_id, state.drop_mode)
+    if refused is not None:
+        raise DropModeRefused(refused)
+    return state
 
 
 def set_drop_mode(connection: Connection, product_id: int, mode: DropMode) -> ProductReleased | ReleaseScheduleChanged:
@@ -138,17 +144,20 @@ def set_drop_mode(connection: Connection, product_id: int, mode: DropMode) -> Pr
     release; a queue or a draw sells to signed-in shoppers only, so it sets that too (going back to
     first come leaves it as it is). Setting what is set already changes nothing."""
     state = _product_state(connection, product_id)  # (NotFound for an unknown product)
-    if state.drop_mode is mode:
+    row = None
+    if not state.released and state.drop_mode is mode:
         return state
-    row = connection.execute(
-        update(products_t)
-        .where(products_t.c.id == product_id, products_t.c.released.is_(False))
-        .values(drop_mode=str(mode), sign_in_required=True if mode.needs_sign_in else products_t.c.sign_in_required,
-                version=products_t.c.version + 1, updated_at=_now())
-        .returning(*PRODUCT_STATE)
-    ).one_or_none()
-    if row is None:
-        raise AlreadyReleased(f"product {product_id} is already released: its drop mode stays {state.drop_mode}")
+    if not state.released:
+        row = connection.execute(
+            update(products_t)
+            .where(products_t.c.id == product_id, products_t.c.released.is_(False))
+            .values(drop_mode=str(mode), sign_in_required=True if mode.needs_sign_in else products_t.c.sign_in_required,
+                    version=products_t.c.version + 1, updated_at=_now())
+            .returning(*PRODUCT_STATE)
+        ).one_or_none()
+    if row is None:  # (released before, or meanwhile)
+        raise AlreadyReleased(f"product {product_id} is already released: its drop mode stays "
+                              f"{_product_state(connection, product_id).drop_mode}")
     return _state_of(row)
 
 

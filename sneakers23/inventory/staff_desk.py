@@ -46,7 +46,7 @@ class StaffDesk:
             return "no release time any more"
         if action.kind is ActionKind.SET_DROP_MODE:
             change = self.shop.set_drop_mode(action.product_id, action.mode)
-            return change.drop_mode.describe() + ("; sold to signed-in shoppers only" if change.drop_mode.needs_sign_in else "")
+            return change.drop_mode.describe() + ("; sold to signed-in shoppers only" if change.sign_in_required else "")
         if action.kind in (ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS):
             required = action.kind is ActionKind.REQUIRE_SIGN_IN
             self.shop.require_sign_in(action.product_id, required)

@@ -41,7 +41,8 @@ def _publishing_inventory() -> Inventory:
 
 @click.group(cls=Commands)
 def drop() -> None:
-    """Mock drops: sell-offs and buyer stampedes, with a report that proves nothing was oversold."""
+    """Drops: a product's drop mode; mock drops (sell-offs and buyer stampedes, with a report that
+    proves nothing was oversold); the check of a fair drop's shuffle."""
 
 
 _REPORT_TO = "sneakers23.drop.report_to"

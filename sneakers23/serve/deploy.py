@@ -77,7 +77,19 @@ def _start_serve(host: str, port: int) -> None:
     try:
         serve.start(http_options={"host": host, "port": port})
     except ray.exceptions.RayActorError:
+        if not _serve_controller_running():  # (a controller that died is a failure of its own)
+            raise
         serve.start(http_options={"host": host, "port": port})
+
+
+def _serve_controller_running() -> bool:
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def wait_running(check: Callable[[], None]) -> None:

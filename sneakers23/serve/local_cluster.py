@@ -43,6 +43,12 @@ REQUEST_PATH = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
 }
 
+# A starting proxy (Serve's HAProxy manager) gets as long to answer Serve's readiness check as Serve
+# gives HAProxy to start (30 s), not 5 s: on a busy machine Serve killed it at 5 s and started
+# another, and the store's start failed on the one it killed (CI22, CI25, CI26). cluster.yaml sets
+# the same on the head.
+SERVE_PATIENCE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
+
 WANTED_OPEN_FILES = 1_048_576  # HAProxy asks for 2.5 per allowed connection
 START_TIMEOUT_S = 120.0
 
@@ -154,6 +160,8 @@ class LocalCluster:
         env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
         for name, value in REQUEST_PATH.items():
             env.setdefault(name, value)  # a benchmark may choose another request path
+        for name, value in SERVE_PATIENCE.items():
+            env.setdefault(name, value)
         # HAProxy with the store's edge rules, and ended with the Serve process that starts it.
         env.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(Path(sys.executable).with_name("sneakers23-haproxy")))
         # The fallback proxy behind HAProxy with a replica's limits (serve/guards.py).

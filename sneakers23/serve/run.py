@@ -88,7 +88,8 @@ def run_store(settings: Settings, host: str | None, port: int | None, address: s
     # away may still hang (Ray's own exit would wait for it), and Python's teardown of Ray's client
     # takes another second of every stop otherwise, with nothing of ours left to tear down.
     if TimeLimitedCall.stuck or runner.started_anything:
-        logging.shutdown()
+        if not TimeLimitedCall.stuck:  # (the stuck call may hold a handler's lock)
+            logging.shutdown()
         if runner.lost is not None:
             click.echo(f"sneakers23: {runner.lost}", err=True)
         sys.stdout.flush()

@@ -37,3 +37,29 @@ def test_the_database_refuses_negative_stock_and_a_second_availability_row(inven
                 "INSERT INTO item_availabilities (item_id, available_count, version, inserted_at, updated_at) "
                 "VALUES (1, 5, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
             ))
+
+
+def test_a_database_with_orders_goes_down_a_revision_and_up_again_keeping_every_row(inventory, database_url):
+    """SQLite rebuilds a table to add a CHECK or drop a column (0007 does both): with rows pointing
+    at `products`, foreign keys on, that failed before migrations turned them off meanwhile."""
+    inventory.release(1)
+    item = next(item for item in inventory.complete_products()[0].items if item.available_count > 0)
+    assert inventory.purchase("a" * 64, [item.id]).ok
+
+    def rows() -> list[int]:
+        with inventory.engine.connect() as connection:
+            return [connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                    for table in ("products", "items", "item_availabilities", "orders")]
+
+    before = rows()
+    engine = make_engine(database_url)
+    try:
+        migrate.downgrade(engine, "0006")
+        assert migrate.current_revision(engine) == "0006" and rows() == before
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == migrate.head_revision() and rows() == before
+        if engine.dialect.name == "sqlite":  # (and the connections after it enforce them again)
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+    finally:
+        engine.dispose()

@@ -39,7 +39,7 @@ def test_a_cache_holds_the_drop_mode_its_newest_change_brings():
     assert catalog.product(1).drop_mode is DropMode.FIRST_COME
     assert catalog.apply(ReleaseScheduleChanged(1, 2, None, True, DropMode.QUEUE))
     assert catalog.product(1).drop_mode is DropMode.QUEUE and catalog.sign_in_required(1)
-    assert catalog.apply(ProductReleased(1, True, 3, None, True, DropMode.QUEUE)) and catalog.product(1).drop_mode is DropMode.QUEUE
+    assert catalog.apply(ProductReleased(1, True, 3, None, True, DropMode.DRAW)) and catalog.product(1).drop_mode is DropMode.DRAW
 
 
 def test_a_schedule_change_moves_the_release_time_and_leaves_the_product_unreleased():
