@@ -335,4 +335,4 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
         + ", ".join(f"{name} {seconds:.1f} s (last seen {', '.join(last_seen.get(name, [])) or 'nothing'})"
                     for name, seconds in clean_after.items()) + ")"
         + (f"; Ray's autoscaler left {', '.join(dict.fromkeys(stalled))} uninitialized: `ray up` again, restarting the head's Ray, "
-           "brought it" if stalled else ""))
+           "brought it back" if stalled else ""))

@@ -14,7 +14,7 @@ from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, Product
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
-from sneakers23.domain.drops import MODES, DropMode, guests_refused
+from sneakers23.domain.drops import DropMode, guests_refused
 from sneakers23.domain.purchases import (BoughtPair, PurchaseFacts, PurchaseResult, SizeOnSale, SoldUnit,
                                          answer_purchase, signed_in)
 from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound, SalesBusy
@@ -85,9 +85,11 @@ def release(connection: Connection, product_id: int) -> tuple[ProductReleased, b
     return _product_state(connection, product_id), False
 
 
-def _product_state(connection: Connection, product_id: int) -> ProductReleased | ReleaseScheduleChanged:
-    row = connection.execute(
-        select(*PRODUCT_STATE).where(products_t.c.id == product_id)).one_or_none()
+def _product_state(connection: Connection, product_id: int, lock: bool = False) -> ProductReleased | ReleaseScheduleChanged:
+    """The product's state; with `lock`, its row is held until the commit (PostgreSQL's FOR UPDATE:
+    a concurrent change of the product waits; SQLite's writers take turns anyway)."""
+    query = select(*PRODUCT_STATE).where(products_t.c.id == product_id)
+    row = connection.execute(query.with_for_update() if lock else query).one_or_none()
     if row is None:
         raise NotFound(f"there is no product {product_id}")
     return _state_of(row)
@@ -119,46 +121,37 @@ def schedule_release(connection: Connection, product_id: int, at: datetime | Non
 def require_sign_in(connection: Connection, product_id: int, required: bool) -> ProductReleased | ReleaseScheduleChanged:
     """Whether only signed-in shoppers (with a verified address) may buy the product; its state after.
     Setting what is set already changes nothing (the version stays). A queue or a draw stays for
-    signed-in shoppers (domain/drops.py): the update's guard keeps it so under a concurrent change
-    of mode, and the refusal says why."""
-    guards = [products_t.c.id == product_id, products_t.c.sign_in_required.is_not(required)]
-    if not required:
-        guards.append(products_t.c.drop_mode.in_([str(mode) for mode in MODES if not mode.needs_sign_in]))
-    row = connection.execute(
-        update(products_t)
-        .where(*guards)
-        .values(sign_in_required=required, version=products_t.c.version + 1, updated_at=_now())
-        .returning(*PRODUCT_STATE)
-    ).one_or_none()
-    if row is not None:
-        return _state_of(row)
-    state = _product_state(connection, product_id)  # (NotFound for an unknown product)
-    refused = None if required or not state.sign_in_required else guests_refused(product_id, state.drop_mode)
+    signed-in shoppers (domain/drops.py says why; the table's CHECK is the net)."""
+    state = _product_state(connection, product_id, lock=True)  # (NotFound for an unknown product)
+    if state.sign_in_required == required:
+        return state
+    refused = None if required else guests_refused(product_id, state.drop_mode)
     if refused is not None:
         raise DropModeRefused(refused)
-    return state
+    return _state_of(connection.execute(
+        update(products_t)
+        .where(products_t.c.id == product_id)
+        .values(sign_in_required=required, version=products_t.c.version + 1, updated_at=_now())
+        .returning(*PRODUCT_STATE)
+    ).one())
 
 
 def set_drop_mode(connection: Connection, product_id: int, mode: DropMode) -> ProductReleased | ReleaseScheduleChanged:
     """How the product's pairs go to shoppers at its release; its state after. Only before the
     release; a queue or a draw sells to signed-in shoppers only, so it sets that too (going back to
     first come leaves it as it is). Setting what is set already changes nothing."""
-    state = _product_state(connection, product_id)  # (NotFound for an unknown product)
-    row = None
-    if not state.released and state.drop_mode is mode:
+    state = _product_state(connection, product_id, lock=True)  # (NotFound for an unknown product)
+    if state.released:
+        raise AlreadyReleased(f"product {product_id} is already released: its drop mode stays {state.drop_mode}")
+    if state.drop_mode is mode:
         return state
-    if not state.released:
-        row = connection.execute(
-            update(products_t)
-            .where(products_t.c.id == product_id, products_t.c.released.is_(False))
-            .values(drop_mode=str(mode), sign_in_required=True if mode.needs_sign_in else products_t.c.sign_in_required,
-                    version=products_t.c.version + 1, updated_at=_now())
-            .returning(*PRODUCT_STATE)
-        ).one_or_none()
-    if row is None:  # (released before, or meanwhile)
-        raise AlreadyReleased(f"product {product_id} is already released: its drop mode stays "
-                              f"{_product_state(connection, product_id).drop_mode}")
-    return _state_of(row)
+    return _state_of(connection.execute(
+        update(products_t)
+        .where(products_t.c.id == product_id)
+        .values(drop_mode=str(mode), sign_in_required=True if mode.needs_sign_in else products_t.c.sign_in_required,
+                version=products_t.c.version + 1, updated_at=_now())
+        .returning(*PRODUCT_STATE)
+    ).one())
 
 
 def release_is_due(connection: Connection, now: datetime | None = None) -> bool:
