@@ -243,57 +243,55 @@ class Recorded:
         self.published.extend(changes)
 
 
-def test_a_sign_in_drop_sells_to_verified_accounts_only_and_its_setting_is_published(settings):
+@pytest.fixture
+def published_by(settings):
+    """A seeded inventory, and the list of the changes it publishes."""
     replication = Recorded()
-    published = replication.published
     inventory = Inventory(settings, replication=replication)
-    try:
-        inventory.seed(random_seed=23)
-        inventory.release(1)
-        change = inventory.require_sign_in(1)
-        assert change.sign_in_required and change.released and published[-1] == change
-        assert inventory.require_sign_in(1).version == change.version  # set already: nothing moves
-        assert inventory.purchase("a" * 64, [1]).refusal is Refusal.SIGN_IN_REQUIRED
-        assert inventory.purchase("account-9", [1]).ok
-        assert next(p for p in inventory.complete_products() if p.id == 1).sign_in_required
-        assert not inventory.require_sign_in(1, False).sign_in_required
-        assert inventory.purchase("a" * 64, [2]).ok
-        with pytest.raises(NotFound):
-            inventory.require_sign_in(99)
-    finally:
-        inventory.close()
+    inventory.seed(random_seed=23)
+    yield inventory, replication.published
+    inventory.close()
 
 
-def test_a_drop_mode_is_set_before_the_release_takes_sign_in_with_it_and_is_published(settings):
-    replication = Recorded()
-    published = replication.published
-    inventory = Inventory(settings, replication=replication)
-    try:
-        inventory.seed(random_seed=23)
-        change = inventory.set_drop_mode(2, DropMode.QUEUE)
-        assert (change.drop_mode, change.sign_in_required, change.released) == (DropMode.QUEUE, True, False)
-        assert published[-1] == change
-        assert inventory.set_drop_mode(2, DropMode.QUEUE).version == change.version  # set already: nothing moves
-        # A queue is one place per account: guests may not come back to it.
-        with pytest.raises(DropModeRefused, match="product 2 is a queue drop"):
-            inventory.require_sign_in(2, False)
-        draw = inventory.set_drop_mode(2, DropMode.DRAW)
-        assert draw.drop_mode is DropMode.DRAW and draw.version == change.version + 1
-        # Back to first come, the product stays for signed-in shoppers until the staff say otherwise.
-        back = inventory.set_drop_mode(2, DropMode.FIRST_COME)
-        assert back.drop_mode is DropMode.FIRST_COME and back.sign_in_required
-        assert not inventory.require_sign_in(2, False).sign_in_required
-        inventory.set_drop_mode(2, DropMode.QUEUE)
-        released = inventory.release(2).change
-        assert released.drop_mode is DropMode.QUEUE and released.sign_in_required  # the release carries it
-        assert next(p for p in inventory.complete_products() if p.id == 2).drop_mode is DropMode.QUEUE
-        for mode in (DropMode.FIRST_COME, DropMode.QUEUE):  # (fixed, even asked for as it is)
-            with pytest.raises(AlreadyReleased, match="already released: its drop mode stays queue"):
-                inventory.set_drop_mode(2, mode)
-        with pytest.raises(NotFound):
-            inventory.set_drop_mode(99, DropMode.DRAW)
-    finally:
-        inventory.close()
+def test_a_sign_in_drop_sells_to_verified_accounts_only_and_its_setting_is_published(published_by):
+    inventory, published = published_by
+    inventory.release(1)
+    change = inventory.require_sign_in(1)
+    assert change.sign_in_required and change.released and published[-1] == change
+    assert inventory.require_sign_in(1).version == change.version  # set already: nothing moves
+    assert inventory.purchase("a" * 64, [1]).refusal is Refusal.SIGN_IN_REQUIRED
+    assert inventory.purchase("account-9", [1]).ok
+    assert next(p for p in inventory.complete_products() if p.id == 1).sign_in_required
+    assert not inventory.require_sign_in(1, False).sign_in_required
+    assert inventory.purchase("a" * 64, [2]).ok
+    with pytest.raises(NotFound):
+        inventory.require_sign_in(99)
+
+
+def test_a_drop_mode_is_set_before_the_release_takes_sign_in_with_it_and_is_published(published_by):
+    inventory, published = published_by
+    change = inventory.set_drop_mode(2, DropMode.QUEUE)
+    assert (change.drop_mode, change.sign_in_required, change.released) == (DropMode.QUEUE, True, False)
+    assert published[-1] == change
+    assert inventory.set_drop_mode(2, DropMode.QUEUE).version == change.version  # set already: nothing moves
+    # A queue is one place per account: guests may not come back to it.
+    with pytest.raises(DropModeRefused, match="product 2 is a queue drop"):
+        inventory.require_sign_in(2, False)
+    draw = inventory.set_drop_mode(2, DropMode.DRAW)
+    assert draw.drop_mode is DropMode.DRAW and draw.version == change.version + 1
+    # Back to first come, the product stays for signed-in shoppers until the staff say otherwise.
+    back = inventory.set_drop_mode(2, DropMode.FIRST_COME)
+    assert back.drop_mode is DropMode.FIRST_COME and back.sign_in_required
+    assert not inventory.require_sign_in(2, False).sign_in_required
+    inventory.set_drop_mode(2, DropMode.QUEUE)
+    released = inventory.release(2).change
+    assert released.drop_mode is DropMode.QUEUE and released.sign_in_required  # the release carries it
+    assert next(p for p in inventory.complete_products() if p.id == 2).drop_mode is DropMode.QUEUE
+    for mode in (DropMode.FIRST_COME, DropMode.QUEUE):  # (fixed, even asked for as it is)
+        with pytest.raises(AlreadyReleased, match="already released: its drop mode stays queue"):
+            inventory.set_drop_mode(2, mode)
+    with pytest.raises(NotFound):
+        inventory.set_drop_mode(99, DropMode.DRAW)
 
 
 def test_the_database_keeps_a_queue_or_a_draw_for_signed_in_shoppers_and_knows_only_the_three_modes(inventory):
