@@ -86,10 +86,21 @@ def reap(but=None):
             return
         os.waitpid(waiting.si_pid, 0)
 
+def why_not():
+    """What Serve says of its applications and proxies, and the errors in its logs."""
+    try:
+        said = run("set -a && . ~/sneakers23.env && set +a && ~/sneakers23/.venv/bin/serve status")
+    except SystemExit as failed:
+        said = str(failed)
+    logs = Path(os.environ["RAY_TMPDIR"]) / "session_latest" / "logs" / "serve"
+    errors = [f"{log.name}: {line}" for log in sorted(logs.glob("*.log"))
+              for line in log.read_text(errors="replace").splitlines() if " ERROR " in line or "Traceback" in line]
+    return said[-3000:] + "\n" + "\n".join(errors[-30:])
+
 run("ip link set lo up")
 for command in json.loads(sys.argv[1]):
     run(command)
-deadline = time.monotonic() + 180
+deadline = time.monotonic() + 240
 while True:
     try:
         if urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=2).status == 200:
@@ -97,7 +108,7 @@ while True:
     except OSError:
         pass
     if time.monotonic() > deadline:
-        sys.exit("the store never answered on port 8000")
+        sys.exit("the store never answered on port 8000 in 240 s\n" + why_not())
     time.sleep(0.5)
 before = {"names": sorted(set(processes().values())), "ports": ports()}
 started = time.monotonic()
@@ -110,6 +121,7 @@ print(json.dumps({"before": before, "seconds": time.monotonic() - started, "said
 '''
 
 
+@pytest.mark.timeout(600)  # a start that goes wrong is waited on for 240 s, then told
 def test_ray_stop_takes_down_a_head_started_as_cluster_yaml_starts_it(tmp_path, figures):
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         if _must_run_everything():
@@ -138,10 +150,10 @@ def test_ray_stop_takes_down_a_head_started_as_cluster_yaml_starts_it(tmp_path, 
         result = subprocess.run(
             ["unshare", "--pid", "--fork", "--mount-proc", "--net", sys.executable, str(tmp_path / "head.py"),
              json.dumps(config["head_start_ray_commands"]), stop],
-            env=env, capture_output=True, text=True, timeout=400)
+            env=env, capture_output=True, text=True, timeout=500)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-6000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert "haproxy" in outcome["before"]["names"] and "raylet" in outcome["before"]["names"]
     assert 8000 in outcome["before"]["ports"]

@@ -115,6 +115,20 @@ class PhoenixClient:
     def of(self, kind: str, **match) -> list[dict]:
         return [r for r in self.records if r["type"] == kind and all(r.get(k) == v for k, v in match.items())]
 
+    def levels(self, topic: str) -> dict[int, str]:
+        """Each item's level as the page shows it: a join's reply sets them all (a socket that
+        reconnected re-syncs from it, and misses the pushes sent while it was away), and each
+        stock_change after it updates one."""
+        shown: dict[int, str] = {}
+        for record in list(self.records):
+            if record.get("topic") != topic:
+                continue
+            if record["type"] == "join_ok":
+                shown = {item["id"]: item["level"] for item in record["response"].get("items", [])}
+            elif record["type"] == "stock_change":
+                shown[record["payload"]["item_id"]] = record["payload"]["level"]
+        return shown
+
     def close(self):
         self.process.stdin.close()
         try:
