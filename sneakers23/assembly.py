@@ -156,11 +156,12 @@ def _node_inventory(settings: Settings) -> Callable[[], Inventory]:
 
 
 def _release_clock_inventory(settings: Settings) -> Callable[[], Inventory]:
-    # Made in the clock's own process: it releases, then publishes through the replication actor.
-    return functools.partial(_publishing_and_waiting, settings)
+    # Made in the clock's own process: it releases, then publishes through the replication actor,
+    # and closes draws, whose entrants it writes to.
+    return functools.partial(_publishing_and_waiting, settings, mail=True)
 
 
-def _publishing_and_waiting(settings: Settings) -> Inventory:
+def _publishing_and_waiting(settings: Settings, mail: bool = False) -> Inventory:
     from sneakers23.cluster import RayReplication
 
-    return Inventory(settings, replication=RayReplication(wait=True))
+    return Inventory(settings, replication=RayReplication(wait=True), mail=postbox(settings) if mail else None)

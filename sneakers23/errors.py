@@ -29,6 +29,15 @@ class DropModeRefused(Sneakers23Error):
     """A setting the product's drop mode rules out (guests in a queue or a draw)."""
 
 
+class DrawRefused(Sneakers23Error):
+    """An entry in a draw that may not be made (domain/draws.py): the product is not a draw, its
+    draw has closed, or the shopper is not signed in."""
+
+
+class DrawSignInRequired(DrawRefused):
+    """An entry in a draw from a shopper who is not signed in with a confirmed address."""
+
+
 class SalesBusy(Sneakers23Error):
     """Too many purchases of these sizes are waiting: try again in a moment."""
 

@@ -116,27 +116,50 @@ def stop() -> bool:
     return bool(earlier)
 
 
-def join(address: str, timeout_s: float = 180.0) -> str:
+JOIN_ATTEMPTS = 2  # Ray's autoscaler never updates a local node again once its update failed
+
+
+def join(address: str, timeout_s: float = 180.0, attempts: int = JOIN_ATTEMPTS, ray: str | None = None) -> str:
     """Starts this worker's Ray (`ray start --address=ADDRESS --block`) in a session of its own,
-    replacing the one an earlier call started; returns what Ray said once it runs. Raises
-    RuntimeError, one line, when it does not start."""
+    replacing the one an earlier call started; returns what Ray said once it runs. A start that
+    fails (on a busy head, the raylet can time out registering) is tried again once: the update
+    that runs this is the node's only one (the autoscaler names a local node by its address, and
+    never updates an address whose update failed). Raises RuntimeError, one line, when it does not
+    start."""
+    ray = ray or str(Path(sys.executable).with_name("ray"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return _join_once(address, timeout_s, ray)
+        except RuntimeError as error:
+            if attempt == attempts:
+                raise
+            print(f"{error}: trying once more", file=sys.stderr, flush=True)
+            subprocess.run([ray, "stop", "--force"], stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+
+
+def _join_once(address: str, timeout_s: float, ray: str) -> str:
     state = state_dir()
     pid_file, log_file = state / "ray-node.pid", state / "ray-node.log"
     stop()
-    ray = str(Path(sys.executable).with_name("ray"))
-    with open(log_file, "wb") as log:
+    with open(log_file, "ab") as log:  # (an earlier try's lines kept above this one's)
+        log.write(f"--- ray start --address={address} at {time.strftime('%H:%M:%S')}\n".encode())
+        log.flush()
+        start = log.tell()
         process = subprocess.Popen([sys.executable, "-m", "sneakers23.node", "hold", ray, "start", f"--address={address}",
                                     "--block"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + timeout_s
     while True:
-        said = log_file.read_text(errors="replace")
+        with open(log_file, "rb") as log:
+            log.seek(start)
+            said = log.read().decode(errors="replace")
         if "Ray runtime started" in said:
             return said
         if process.poll() is not None or time.monotonic() > deadline:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # (the holder's session: its ray start and all it began)
+                process.wait()
             last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "no output")
             raise RuntimeError(f"ray start --address={address} did not start Ray: {last[:300]} (all of it in "
                                f"{log_file})")

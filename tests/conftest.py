@@ -30,7 +30,7 @@ pytest_plugins = ["tests.support.store_fixtures"]
 # in seconds, before any Ray cluster, store or browser starts.
 CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retries.py", "tests/test_tasks.py",
          "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py", "tests/test_bench.py",
-         "tests/test_mail.py", "tests/serve/test_proof_of_work.py")
+         "tests/test_mail.py", "tests/serve/test_proof_of_work.py", "tests/serve/test_render.py")
 
 
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one
@@ -254,8 +254,9 @@ def ray_settings(ray_database_url) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def ray_store(ray_cluster, ray_settings):
-    """The store's replication running on the cluster: every node has a loaded cache."""
+def ray_store(ray_cluster, ray_settings, mailbox):
+    """The store's replication running on the cluster: every node has a loaded cache. (Its release
+    clock writes to the draws' entrants: to the session's mailbox, as the store's pages do.)"""
     from sneakers23.assembly import start_store_actors
 
-    return start_store_actors(ray_settings, watch_seconds=0.5)
+    return start_store_actors(ray_settings.model_copy(update={"smtp_url": mailbox.url}), watch_seconds=0.5)

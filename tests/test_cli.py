@@ -228,6 +228,49 @@ def test_a_products_drop_mode_is_set_from_the_cli_before_its_release_and_audited
     assert " REFUSED " in lines[0] and "@cli" in lines[0]
 
 
+def test_drop_verify_checks_a_products_closed_draw_against_the_commitment_it_showed(tmp_path):
+    import re
+
+    from sqlalchemy import update
+
+    from sneakers23.db.draws import draws_t
+    from sneakers23.domain.accounts import account_shopper_id
+    from sneakers23.inventory import Inventory
+    from sneakers23.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    run(url, "db", "upgrade")
+    run(url, "db", "seed")
+    said = run(url, "drop", "mode", "2", "draw").stdout
+    shown = re.search(r"committed to the seed whose SHA-256 is ([0-9a-f]{64})\n$", said).group(1)
+    assert shown in run(url, "admin", "audit").stdout.splitlines()[0]  # (in the audit, as on the page)
+    assert fails(url, "drop", "verify", "2") == \
+        "sneakers23: product 2 has no closed draw to check: its draw closes at its release"
+    inventory = Inventory(Settings(database_url=url, cluster="none"))
+    try:
+        item = next(p for p in inventory.complete_products() if p.id == 2).items[0].id
+        for n in range(3):
+            made = inventory.sign_up(f"entrant{n}@example.com", "analytical engine of 1843")
+            inventory.verify_email(made.verify_token)
+            inventory.enter_draw(account_shopper_id(made.account.id), 2, item)
+        run(url, "release", "2")
+        [report] = inventory.run_due_draws()  # (what the release clock does once a product is released)
+        assert report.entries == 3
+        said = run(url, "drop", "verify", "2", "--commitment", shown).stdout
+        assert said.startswith("the record checks out: 3 entries in the published order, 0 removed")
+        assert "not the one published before" in fails(url, "drop", "verify", "2", "--commitment", "00" * 32)
+        # One entry changed in the published record: the check names what no longer holds.
+        record = inventory.draw_state(2).record.as_dict()
+        record["entries"][0] = "f" * 16
+        with inventory.database.transaction() as unit:
+            unit.connection.execute(update(draws_t).where(draws_t.c.product_id == 2).values(record=json.dumps(record)))
+        assert "the entries' SHA-256 is not the public value" in fails(url, "drop", "verify", "2")
+    finally:
+        inventory.close()
+    assert "give a PRODUCT or --record FILE" in fails(url, "drop", "verify", code=2)
+    assert "has no closed draw" in fails(url, "drop", "verify", "1")
+
+
 def test_staff_look_up_lock_and_unlock_a_shoppers_account_and_each_is_audited(tmp_path):
     from sneakers23.inventory import Inventory
     from sneakers23.settings import Settings

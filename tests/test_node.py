@@ -91,3 +91,37 @@ def test_a_signal_to_the_holder_goes_to_the_held_command(tmp_path):
     finally:
         if holder.poll() is None:
             os.killpg(holder.pid, signal.SIGKILL)
+
+
+FLAKY_RAY = """#!{python}
+import pathlib, sys, time
+tries = pathlib.Path(sys.argv[0]).with_name("tries")
+if sys.argv[1] == "stop":
+    sys.exit(0)
+count = int(tries.read_text()) if tries.exists() else 0
+tries.write_text(str(count + 1))
+if count == 0:  # the first start fails, as a raylet that timed out registering with a busy head
+    print("The current node timed out during startup.", flush=True)
+    sys.exit(1)
+print("Ray runtime started.", flush=True)
+time.sleep(600)
+"""
+
+
+def test_node_join_tries_a_failed_start_once_more_and_node_stop_ends_it(tmp_path, monkeypatch):
+    """Ray's autoscaler runs a worker's `node join` once: a start that failed on a busy head would
+    leave the node out for good, so join tries again before it gives up."""
+    from sneakers23 import node
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ray = tmp_path / "ray"
+    ray.write_text(FLAKY_RAY.replace("{python}", sys.executable))
+    ray.chmod(0o755)
+    said = node.join("10.0.0.1:6379", timeout_s=30, ray=str(ray))
+    assert "Ray runtime started." in said and (tmp_path / "tries").read_text() == "2"
+    log = (tmp_path / ".sneakers23" / "ray-node.log").read_text()
+    assert log.count("--- ray start --address=10.0.0.1:6379") == 2 and "timed out during startup" in log
+    holder = int((tmp_path / ".sneakers23" / "ray-node.pid").read_text())
+    assert alive(holder)
+    assert node.stop()
+    wait_for(lambda: not alive(holder), timeout=30, what="the holder to end")

@@ -136,9 +136,15 @@ def explained(wait, hosts: Hosts, head: Host):
         said = hosts.ssh(head, "tail -n 40 /tmp/ray/session_latest/logs/monitor.log 2>&1; echo '[its updaters and errors]'; "
                                "grep -aE 'pdater|NodeLauncher|Traceback|Error|rror:' "
                                "/tmp/ray/session_latest/logs/monitor.log | tail -n 40; "
-                               "tail -n 20 /tmp/ray/session_latest/logs/monitor.err 2>&1; true").stdout
+                               "tail -n 20 /tmp/ray/session_latest/logs/monitor.err 2>&1; "
+                               "echo '[its updaters said]'; grep -aiE 'NodeUpdater|failed|rror' "
+                               "/tmp/ray/session_latest/logs/monitor.out | tail -n 30; true").stdout
+        # A worker's update fails when its `sneakers23 node join` does (Ray never tries that node again).
+        joins = {host.name: hosts.ssh(host, "tail -n 15 ~/.sneakers23/ray-node.log 2>&1; true").stdout[-1500:]
+                 for host in hosts.ray_hosts() if host is not head}
         running = {host.name: sorted({_program(cmd) for cmd in host.processes().values()}) for host in hosts.ray_hosts()}
-        raise AssertionError(f"{error}\nthe head's autoscaler said:\n{said[-6000:]}\nrunning: {running}") from None
+        raise AssertionError(f"{error}\nthe head's autoscaler said:\n{said[-7000:]}\nthe workers' joins said: {joins}"
+                             f"\nrunning: {running}") from None
 
 
 def serving_after_a_stall(hosts: Hosts, checkout: Path, ray_env: dict, head: Host, host: Host,

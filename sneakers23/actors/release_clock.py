@@ -1,5 +1,6 @@
 """The release clock: one small actor per cluster that releases products when their scheduled time
-comes, and lets idle carts expire. The database holds the times, so a restarted clock just goes
+comes, closes the draws of those sold by draw (their release is the close), and lets idle carts
+expire. The database holds the times, so a restarted clock just goes
 on; a release or an expiry goes through the inventory API, which commits it, then publishes it to
 every node's cache."""
 
@@ -18,6 +19,7 @@ from sneakers23.tasks import keep
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
+DRAWS_EVERY_S = 2.0
 EXPIRE_CARTS_EVERY_S = 10.0
 
 
@@ -32,7 +34,9 @@ class ReleaseClock:
         self._tasks: set[asyncio.Task] = set()
         # At once, and again after every restart (async actors run __init__ before their event
         # loop; a task created here starts with it).
+        self._draw_now = asyncio.Event()
         keep(self._tasks, asyncio.get_event_loop().create_task(self._release_forever()))
+        keep(self._tasks, asyncio.get_event_loop().create_task(self._draw_forever()))
         keep(self._tasks, asyncio.get_event_loop().create_task(self._expire_carts_forever()))
 
     async def _release_forever(self) -> None:
@@ -41,9 +45,26 @@ class ReleaseClock:
                 released = await asyncio.to_thread(self._inventory.release_due)
                 if released:
                     log.info("released on schedule: %s", [change.product_id for change in released])
+                    self._draw_now.set()  # (one of them may be a draw: its release is its close)
             except Exception as error:  # the database may be away: the next tick tries again
                 log.warning("scheduled releases failed this time: %s", error)
             await asyncio.sleep(self._tick_s)
+
+    async def _draw_forever(self) -> None:
+        """Draws close at their release, whoever released them (the staff too): looked for after
+        every release made here, and every few seconds (one a restart left half given goes on).
+        A task of its own, so that a big draw never holds up the next release."""
+        while True:
+            try:
+                await asyncio.wait_for(self._draw_now.wait(), DRAWS_EVERY_S)
+            except asyncio.TimeoutError:
+                pass
+            self._draw_now.clear()
+            try:
+                for report in await asyncio.to_thread(self._inventory.run_due_draws):
+                    log.info("drew: %s", report)
+            except Exception as error:  # the database may be away: the next round tries again
+                log.warning("looking for draws to close failed this time: %s", error)
 
     async def _expire_carts_forever(self) -> None:
         while True:

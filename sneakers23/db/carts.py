@@ -18,6 +18,7 @@ from sneakers23.db.models import (CartItemRow, CartRow, ItemAvailabilityRow, Ite
                                   ShopperProductPairsRow)
 from sneakers23.domain.carts import CartRefusal, CartRequest, HeldCart, SizeFacts, settle
 from sneakers23.domain.changes import Cart
+from sneakers23.domain.drops import DropMode
 
 carts_t = CartRow.__table__
 cart_items_t = CartItemRow.__table__
@@ -97,8 +98,10 @@ def _held(connection: Connection, shopper_ids: list[str]) -> dict[str, list[tupl
 def _sizes(connection: Connection, item_ids: set[int]) -> dict[int, SizeFacts]:
     if not item_ids:
         return {}
-    return {row.id: SizeFacts(row.product_id, bool(row.released), row.available_count) for row in connection.execute(
-        select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count)
+    return {row.id: SizeFacts(row.product_id, bool(row.released), row.available_count, row.drop_mode == DropMode.DRAW)
+            for row in connection.execute(
+        select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count,
+               products_t.c.drop_mode)
         .join(products_t, products_t.c.id == items_t.c.product_id)
         .join(availability_t, availability_t.c.item_id == items_t.c.id)
         .where(items_t.c.id.in_(item_ids)))}

@@ -2,9 +2,10 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import CheckConstraint, DateTime, UniqueConstraint, false
+from sqlalchemy import CheckConstraint, DateTime, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
+from sneakers23.domain.draws import OUTCOMES
 from sneakers23.domain.drops import MODES
 
 
@@ -180,3 +181,41 @@ class AccountSessionRow(SQLModel, table=True):
     created_at: datetime = _timestamp()
     client: str = Field(max_length=64)  # the address it signed in from
     user_agent: str = Field(max_length=256)
+
+
+class DrawRow(SQLModel, table=True):
+    """A product's draw (drop mode `draw`): made when the staff choose the mode, with the
+    commitment to its secret seed that the product page shows; at the close, the record of the
+    shuffle (domain/fairness.py, as JSON, the seed in it) that anyone can check."""
+
+    __tablename__ = "draws"
+
+    product_id: int = Field(foreign_key="products.id", primary_key=True)
+    seed: str = Field(max_length=128)  # hex; secret until the record publishes it
+    commitment: str = Field(max_length=64)  # SHA-256 of the seed, hex: published from the start
+    record: str | None = Field(default=None, sa_type=Text)
+    closed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # every pair given
+    inserted_at: datetime = _timestamp()
+
+
+class DrawEntryRow(SQLModel, table=True):
+    """One account's entry in a draw, with its size: one per account (the unique index), and its
+    outcome (domain/draws.py). A winner's purchase marks it bought in the sale's transaction."""
+
+    __tablename__ = "draw_entries"
+    __table_args__ = (
+        UniqueConstraint("product_id", "shopper_id", name="draw_entries_one_per_account"),
+        UniqueConstraint("product_id", "entry_id", name="draw_entries_entry_id_unique"),
+        CheckConstraint(f"outcome IN ({', '.join(repr(str(o)) for o in OUTCOMES)})", name="draw_outcome_known"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int = Field(foreign_key="draws.product_id", index=True)
+    shopper_id: str = Field(max_length=64)  # the account's shopper id (domain/accounts.py)
+    entry_id: str = Field(max_length=32)  # opaque: what the published record names it by
+    item_id: int = Field(foreign_key="items.id")
+    outcome: str = Field(default="entered", max_length=16)
+    note: str = Field(default="", max_length=255)  # why it failed, or was removed
+    entered_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()

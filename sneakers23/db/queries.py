@@ -9,12 +9,14 @@ from sqlalchemy import Connection, Engine, and_, exists, func, select, text, upd
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
-from sneakers23.db import carts
+from sneakers23.db import carts, draws
 from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
+from sneakers23.domain.draws import entry_of_key, mode_change_refused
 from sneakers23.domain.drops import DropMode, guests_refused
+from sneakers23.domain.fairness import commitment
 from sneakers23.domain.purchases import (BoughtPair, PurchaseFacts, PurchaseResult, SizeOnSale, SoldUnit,
                                          answer_purchase, signed_in)
 from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound, SalesBusy
@@ -136,13 +138,25 @@ def require_sign_in(connection: Connection, product_id: int, required: bool) -> 
     ).one())
 
 
-def set_drop_mode(connection: Connection, product_id: int, mode: DropMode) -> ProductReleased | ReleaseScheduleChanged:
+def set_drop_mode(connection: Connection, product_id: int, mode: DropMode,
+                  seed: bytes | None = None) -> ProductReleased | ReleaseScheduleChanged:
     """How the product's pairs go to shoppers at its release; its state after. Only before the
     release; a queue or a draw sells to signed-in shoppers only, so it sets that too (going back to
-    first come leaves it as it is). Setting what is set already changes nothing."""
+    first come leaves it as it is). A draw gets its row, committed to `seed` (kept when it has one);
+    a draw that shoppers entered stays one. Setting what is set already changes nothing."""
     state = _product_state(connection, product_id, lock=True)  # (NotFound for an unknown product)
     if state.released:
         raise AlreadyReleased(f"product {product_id} is already released: its drop mode stays {state.drop_mode}")
+    entered = draws.entries_count(connection, product_id) if state.drop_mode is DropMode.DRAW else 0
+    refused = mode_change_refused(product_id, state.drop_mode, mode, entered)
+    if refused is not None:
+        raise DropModeRefused(refused)
+    if mode is DropMode.DRAW:
+        if seed is None:
+            raise ValueError("a draw needs a seed")
+        draws.prepare(connection, product_id, seed, commitment(seed))
+    elif state.drop_mode is DropMode.DRAW:
+        draws.forget(connection, product_id)
     if state.drop_mode is mode:
         return state
     return _state_of(connection.execute(
@@ -243,10 +257,11 @@ def purchase_facts(connection: Connection, shopper_id: str, item_ids: list[int],
     key is read last, so that a sale with this key that any earlier read saw is seen there too, and
     replayed (else its size and pairs would refuse the purchase that made them)."""
     sizes = {
-        row.id: SizeOnSale(row.product_id, bool(row.released), row.available_count, bool(row.sign_in_required))
+        row.id: SizeOnSale(row.product_id, bool(row.released), row.available_count, bool(row.sign_in_required),
+                           row.drop_mode == DropMode.DRAW)
         for row in connection.execute(
             select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count,
-                   products_t.c.sign_in_required)
+                   products_t.c.sign_in_required, products_t.c.drop_mode)
             .join(products_t, products_t.c.id == items_t.c.product_id)
             .join(availability_t, availability_t.c.item_id == items_t.c.id)
             .where(items_t.c.id.in_(set(item_ids))))
@@ -256,8 +271,9 @@ def purchase_facts(connection: Connection, shopper_id: str, item_ids: list[int],
         select(pairs_t.c.product_id, pairs_t.c.pairs)
         .where(pairs_t.c.shopper_id == shopper_id, pairs_t.c.product_id.in_(products))).all()) if products else {}
     sizes_held = set(_sizes_owned(connection, shopper_id, list(sizes)))
+    won = draws.won_sizes(connection, shopper_id, {size.product_id for size in sizes.values() if size.drawn}, key)
     earlier = _earlier(connection, shopper_id, key) if key is not None else None
-    return PurchaseFacts(sizes, pairs_held, sizes_held, earlier, signed_in(shopper_id))
+    return PurchaseFacts(sizes, pairs_held, sizes_held, earlier, signed_in(shopper_id), won)
 
 
 def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str, facts: PurchaseFacts,
@@ -272,9 +288,15 @@ def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str,
     for product_id in sorted(wanted):
         if not add_pairs(connection, shopper_id, product_id, wanted[product_id], max_pairs):
             return None
+    won = sorted(item_id for item_id in item_ids if facts.sizes[item_id].drawn)
+    for product_id in sorted({facts.sizes[item_id].product_id for item_id in won}):
+        wins = [(entry_of_key(key), shopper_id, item_id) for item_id in won if facts.sizes[item_id].product_id == product_id]
+        if draws.mark_bought(connection, product_id, wins) < len(wins):
+            return None  # (the winner's pair was bought meanwhile: read again, and replay it)
     after: dict[int, tuple[int, int]] = {}
     for item_id in sorted(item_ids):
-        sold = decrement(connection, item_id, facts.sizes[item_id].product_id, 1, guests=not facts.signed_in)
+        size = facts.sizes[item_id]
+        sold = decrement(connection, item_id, size.product_id, 1, guests=not facts.signed_in, by_draw=size.drawn)
         if sold is None:
             return None
         after[item_id] = (sold.available_count, sold.version)
@@ -326,12 +348,15 @@ def add_pairs_of_many(connection: Connection, product_id: int, pairs: dict[str, 
     return len(connection.execute(statement).all())
 
 
-def decrement(connection: Connection, item_id: int, product_id: int, count: int, guests: bool = True):
+def decrement(connection: Connection, item_id: int, product_id: int, count: int, guests: bool = True,
+              by_draw: bool = False):
     """Take `count` pairs of a size, if it has them and its product is released (and, when a buyer
-    is a guest, sold to guests): the conditional decrement that decides every sale. Returns the
-    row's count and version after, or None."""
+    is a guest, sold to guests; unless the sale is a draw's, its product not sold by draw): the
+    conditional decrement that decides every sale. Returns the row's count and version after, or
+    None. (A draw's sale is guarded by its winners' entries, marked bought in its transaction.)"""
     on_sale = and_(products_t.c.id == product_id, products_t.c.released.is_(True),
-                   *([products_t.c.sign_in_required.is_(False)] if guests else []))
+                   *([products_t.c.sign_in_required.is_(False)] if guests else []),
+                   *([] if by_draw else [products_t.c.drop_mode != str(DropMode.DRAW)]))
     return connection.execute(
         update(availability_t)
         .where(availability_t.c.item_id == item_id, availability_t.c.available_count >= count, exists().where(on_sale))

@@ -20,10 +20,11 @@ from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError
 
 from sneakers23.db.engine import translated_errors
-from sneakers23.db import queries
+from sneakers23.db import draws, queries
 from sneakers23.db.queries import add_pairs_of_many, decrement, load_products, orders_t
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged
+from sneakers23.domain.draws import entry_of_key
 from sneakers23.domain.purchases import PurchaseResult, SoldUnit, signed_in
 from sneakers23.domain.sales import Claim, SaleRecord
 from sneakers23.errors import DatabaseUnavailable, NotFound
@@ -122,12 +123,19 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
     if max(pairs.values()) > max_pairs_per_product or \
             add_pairs_of_many(connection, product_id, pairs, max_pairs_per_product) < len(pairs):
         return _refused(product_id, len(claims), f"a shopper would pass the limit of {max_pairs_per_product} pairs")
+    # A draw's winners' purchases (their keys name their entries) come as batches of their own; the
+    # guard is their entries, marked bought here. Any other batch's decrement refuses a draw's sizes.
+    by_draw = any(entry_of_key(claim.key) for claim in claims)
+    if by_draw:
+        wins = [(entry_of_key(claim.key), claim.shopper_id, item_id) for claim in claims for item_id in claim.item_ids]
+        if draws.mark_bought(connection, product_id, wins) < len(wins):
+            return _refused(product_id, len(claims), "a purchase of a draw's pair that no winner's entry holds")
 
     wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
     after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
     guests = not all(signed_in(claim.shopper_id) for claim in claims)
     for item_id in sorted(wanted):  # a fixed lock order
-        row = decrement(connection, item_id, product_id, wanted[item_id], guests)
+        row = decrement(connection, item_id, product_id, wanted[item_id], guests, by_draw)
         if row is None:
             return _refused(product_id, len(claims), f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
         after[item_id] = (row.available_count, row.version)

@@ -88,6 +88,12 @@ def account_shopper_id(account_id: int) -> str:
     return f"{ACCOUNT_SHOPPER_PREFIX}{account_id}"
 
 
+def account_of_shopper(shopper_id: str) -> int | None:
+    """The account a shopper id shops for; None for an anonymous shopper."""
+    number = shopper_id.removeprefix(ACCOUNT_SHOPPER_PREFIX)
+    return int(number) if number != shopper_id and number.isascii() and number.isdigit() else None
+
+
 def shops_as_account(account: Account | None) -> bool:
     """Whether a signed-in shopper shops under their account: only once the address is verified
     (until then a sign-up costs nothing, so it may not buy where sign-in is required) and while the

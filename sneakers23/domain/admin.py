@@ -30,6 +30,8 @@ class ActionKind(StrEnum):
     LOOK_UP_ACCOUNT = "look_up_account"  # a shopper's account (`sneakers23 account show`)
     LOCK_ACCOUNT = "lock_account"  # its sessions end, its cart is emptied; it cannot sign in
     UNLOCK_ACCOUNT = "unlock_account"
+    DRAW_CLOSED = "draw_closed"  # not asked for: the release clock's close of a draw (its shuffle's record)
+    DRAW_FINISHED = "draw_finished"  # not asked for: every pair of a draw given, every entrant told
 
 
 ACTIONS = (ActionKind.RELEASE, ActionKind.SCHEDULE, ActionKind.CANCEL_SCHEDULE, ActionKind.RESTOCK,

@@ -15,6 +15,7 @@ from typing import Callable
 
 from sneakers23.domain.catalog import Item, Product
 from sneakers23.domain.changes import Cart
+from sneakers23.domain.drops import DropMode
 from sneakers23.domain.levels import Level
 
 MAX_ITEMS_PER_CART = 20  # as many as one purchase may hold
@@ -29,6 +30,7 @@ class CartRefusal(StrEnum):
     LIMIT_REACHED = "limit_reached"
     CART_FULL = "cart_full"
     NOT_IN_CART = "not_in_cart"  # a removal of a size the cart does not hold
+    SOLD_BY_DRAW = "sold_by_draw"  # a draw's pairs go to its winners, never through a cart
 
 
 def refusal_message(refusal: CartRefusal, max_pairs: int) -> str:
@@ -42,6 +44,7 @@ def refusal_message(refusal: CartRefusal, max_pairs: int) -> str:
         CartRefusal.LIMIT_REACHED: f"You can buy at most {max_pairs} pairs of this shoe, counting the pairs you bought",
         CartRefusal.CART_FULL: f"A cart holds at most {MAX_ITEMS_PER_CART} pairs",
         CartRefusal.NOT_IN_CART: "This size is not in your cart",
+        CartRefusal.SOLD_BY_DRAW: "This shoe is sold by draw: enter the draw on its page",
     }[refusal]
 
 
@@ -52,6 +55,8 @@ def refuse_from_memory(item: Item | None, product: Product | None) -> CartRefusa
     not judged from memory: a tab's own change may not have come back from replication yet."""
     if item is None or product is None:
         return CartRefusal.NOT_FOUND
+    if product.drop_mode is DropMode.DRAW:
+        return CartRefusal.SOLD_BY_DRAW
     if not product.released:
         return CartRefusal.NOT_RELEASED
     if item.level is Level.OUT:
@@ -78,6 +83,7 @@ class SizeFacts:
     product_id: int
     released: bool
     available_count: int
+    drawn: bool = False  # its product is sold by draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,8 @@ def refuse_add(size: SizeFacts | None, item_id: int, held: list[tuple[int, int]]
     shopper's pairs of the size's product), in the order the shopper is told; None when it goes in."""
     if size is None:
         return CartRefusal.NOT_FOUND
+    if size.drawn:
+        return CartRefusal.SOLD_BY_DRAW
     if not size.released:
         return CartRefusal.NOT_RELEASED
     if size.available_count == 0:

@@ -106,6 +106,11 @@ class Catalog:
         product = self._products.get(product_id)
         return product is not None and product.sign_in_required
 
+    def drawn(self, product_id: int) -> bool:
+        """Its pairs go to the winners of its draw (domain/draws.py)."""
+        product = self._products.get(product_id)
+        return product is not None and product.drop_mode is DropMode.DRAW
+
     def apply(self, change: Change) -> bool:
         """Apply a change if it is newer than what is held; True when something changed."""
         if isinstance(change, ProductChange):

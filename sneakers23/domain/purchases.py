@@ -29,6 +29,7 @@ class Refusal(StrEnum):
     UNKNOWN_ITEM = "unknown_item"
     KEY_REUSED = "idempotency_key_reused"  # the key of an earlier purchase, sent with other items
     SIGN_IN_REQUIRED = "sign_in_required"  # a drop for signed-in shoppers with a verified address
+    SOLD_BY_DRAW = "sold_by_draw"  # a draw's pairs go to its winners (domain/draws.py), bought for them
 
 
 _MESSAGES = {
@@ -39,6 +40,8 @@ _MESSAGES = {
     Refusal.KEY_REUSED: "this idempotency key belongs to an earlier purchase of other items",
     Refusal.SIGN_IN_REQUIRED: "item {item_id} is sold only to signed-in shoppers whose email address is confirmed: "
                               "sign in (or confirm your address) to buy it",
+    Refusal.SOLD_BY_DRAW: "item {item_id} is sold by draw: enter the draw on its page before the close, and "
+                          "the winners' pairs are bought for them",
 }
 
 
@@ -122,6 +125,7 @@ class SizeOnSale:
     released: bool  # its product is on sale
     available: int  # pairs that may still be sold
     sign_in_required: bool = False  # its product sells only to shoppers under a verified account
+    drawn: bool = False  # its product's pairs go to the winners of its draw
 
 
 @dataclass(slots=True)
@@ -133,13 +137,16 @@ class PurchaseFacts:
     sizes_held: Container[int] = frozenset()  # sizes the shopper holds (one pair of each at most)
     earlier: tuple[SoldUnit, ...] | None = None  # the purchase made before with the same key, in line order
     signed_in: bool = False  # the shopper shops under a verified account (`signed_in`)
+    # The sizes the shopper won in a draw and has not bought yet: the database knows; memory does
+    # not (None), and so refuses every purchase of a draw's pairs (a stale refusal is safe).
+    won: Container[int] | None = None
 
 
 def answer_purchase(item_ids: list[int], facts: PurchaseFacts, max_pairs_per_product: int) -> PurchaseResult | None:
     """The answer to a purchase, or None when it may be sold: the replay of the purchase made before
     with its key, else the first refusal in this order: an unknown size, a product not released, a
-    product for signed-in shoppers and one who is not, a size asked for twice, a size sold out, a
-    product's limit passed, a size the shopper holds."""
+    product for signed-in shoppers and one who is not, a draw's size for anyone but its winner, a
+    size asked for twice, a size sold out, a product's limit passed, a size the shopper holds."""
     if facts.earlier is not None:
         return replay(facts.earlier, item_ids)
     seen: set[int] = set()
@@ -152,6 +159,8 @@ def answer_purchase(item_ids: list[int], facts: PurchaseFacts, max_pairs_per_pro
             return PurchaseResult.refused(Refusal.NOT_RELEASED, item_id)
         if size.sign_in_required and not facts.signed_in:
             return PurchaseResult.refused(Refusal.SIGN_IN_REQUIRED, item_id)
+        if size.drawn and (facts.won is None or item_id not in facts.won):
+            return PurchaseResult.refused(Refusal.SOLD_BY_DRAW, item_id)
         if item_id in seen:
             return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_id)  # one pair per size
         seen.add(item_id)

@@ -1,13 +1,14 @@
 """The inventory: the one business API of the shop, for the web replicas, the actors, the jobs and
 the CLI (each gets its own, put together in sneakers23.assembly).
 
-It knows the shop's operations, not the web or the command line, in five services of one job each,
+It knows the shop's operations, not the web or the command line, in six services of one job each,
 on one database (db/unit_of_work.py: every write commits, then publishes its changes):
 - the shop (shop.py): the catalog, releases, purchases, restocks, orders;
 - the carts (carts.py): the sizes shoppers put aside, their grouped changes, idle carts emptied;
 - the staff desk (staff_desk.py): the staff's actions through the shop, the audit, the admin's door;
 - maintenance (maintenance.py): schema, seed, stock audit, the reads that caches heal from;
-- the accounts (accounts.py): shoppers' sign-up, sign-in, sessions, emailed links, locks.
+- the accounts (accounts.py): shoppers' sign-up, sign-in, sessions, emailed links, locks;
+- the draws (draws.py): a draw's entries, and its close (the shuffle, the winners' purchases).
 `Inventory` puts them together and offers each service's operations under its own name
 (`inventory.release(…)` is `inventory.shop.release(…)`). Writes go to the database, which
 decides; nothing here decides from memory.
@@ -32,15 +33,17 @@ from sneakers23.db.unit_of_work import Database
 from sneakers23.inventory.accounts import Accounts
 from sneakers23.domain.changes import Change
 from sneakers23.inventory.carts import Carts
+from sneakers23.inventory.draws import Draws, DrawReport
 from sneakers23.inventory.maintenance import Maintenance, StockAudit
 from sneakers23.inventory.ports import Activity, Mail, Replication, Sales
 from sneakers23.inventory.shop import ReleaseOutcome, SellReport, Shop
 from sneakers23.inventory.staff_desk import StaffDesk
 from sneakers23.settings import Settings, get_settings
 
-__all__ = ["Activity", "Inventory", "Mail", "ReleaseOutcome", "Replication", "Sales", "SellReport", "StockAudit"]
+__all__ = ["Activity", "DrawReport", "Inventory", "Mail", "ReleaseOutcome", "Replication", "Sales", "SellReport", "StockAudit"]
 
-SERVICES = {"shop": Shop, "carts": Carts, "desk": StaffDesk, "maintenance": Maintenance, "accounts": Accounts}
+SERVICES = {"shop": Shop, "carts": Carts, "desk": StaffDesk, "maintenance": Maintenance, "accounts": Accounts,
+            "draws": Draws}
 
 
 class Inventory:
@@ -62,6 +65,7 @@ class Inventory:
         self.maintenance = Maintenance(self.database)
         self.accounts = Accounts(self.database, mail, self.settings.public_url)
         self.desk = StaffDesk(self.database, self.shop, self.accounts)
+        self.draws = Draws(self.database, self.settings, mail, self.settings.public_url)
 
     def close(self) -> None:
         self.database.close()

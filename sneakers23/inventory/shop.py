@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.catalog import Item, Product
 from sneakers23.domain.changes import AvailabilityChanged, ProductReleased, ReleaseScheduleChanged
 from sneakers23.domain.drops import DropMode
+from sneakers23.domain.fairness import SEED_BYTES
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.purchases import BoughtPair, PurchaseResult, validate_purchase, validate_shopper
 from sneakers23.errors import NotFound, SalesBusy
@@ -121,8 +123,9 @@ class Shop:
     def set_drop_mode(self, product_id: int, mode: DropMode) -> ProductReleased | ReleaseScheduleChanged:
         """How the product's pairs go to shoppers at its release (domain/drops.py), set before it.
         A queue or a draw sells to signed-in shoppers only, and says so to every cache."""
+        seed = secrets.token_bytes(SEED_BYTES)  # (a draw's: its commitment is published from now on)
         with self.database.transaction() as unit:
-            change = queries.set_drop_mode(unit.connection, product_id, mode)
+            change = queries.set_drop_mode(unit.connection, product_id, mode, seed)
             unit.publish([change])
         return change
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sneakers23.db import admin
+from sneakers23.db import admin, draws
 from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.admin import ActionKind, AdminAction, AuditEntry, FailedLogin
+from sneakers23.domain.drops import DropMode
 from sneakers23.domain.words import counted
 from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound
 from sneakers23.inventory.accounts import AccountRefused, Accounts
@@ -46,7 +47,11 @@ class StaffDesk:
             return "no release time any more"
         if action.kind is ActionKind.SET_DROP_MODE:
             change = self.shop.set_drop_mode(action.product_id, action.mode)
-            return change.drop_mode.describe() + ("; sold to signed-in shoppers only" if change.sign_in_required else "")
+            said = change.drop_mode.describe() + ("; sold to signed-in shoppers only" if change.sign_in_required else "")
+            if change.drop_mode is DropMode.DRAW:  # (the commitment in the audit too, as on the product page)
+                with self.database.reading() as connection:
+                    said += f"; its shuffle is committed to the seed whose SHA-256 is {draws.state(connection, action.product_id).commitment}"
+            return said
         if action.kind in (ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS):
             required = action.kind is ActionKind.REQUIRE_SIGN_IN
             self.shop.require_sign_in(action.product_id, required)

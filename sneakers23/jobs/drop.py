@@ -73,19 +73,39 @@ def report_options(command):
 
 
 @drop.command()
-@click.option("--record", "record_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The shuffle's record as published after the drop (JSON: docs/fairness.md).")
+@click.argument("product_id", type=int, required=False)
+@click.option("--record", "record_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A shuffle's record as published after the drop (JSON: docs/fairness.md), instead of a product's.")
 @click.option("--commitment", default=None,
               help="The commitment you noted before the shuffle (its SHA-256 of the seed), to check it too.")
-def verify(record_file: Path, commitment: str | None) -> None:
-    """Recompute a drop's shuffle from its published record, and say whether it matches."""
+def verify(product_id: int | None, record_file: Path | None, commitment: str | None) -> None:
+    """Recompute a drop's shuffle from what was published, and say whether it matches: the record
+    of PRODUCT's closed draw (with the commitment its page showed from the start), or a record
+    saved to a file (--record)."""
     from sneakers23.domain.fairness import ShuffleRecord, verify as problems_in
 
-    try:
-        record = ShuffleRecord.from_dict(json.loads(record_file.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise Sneakers23Error(f"{record_file} is not a shuffle record (JSON, as docs/fairness.md shows)") from None
-    problems = problems_in(record, published_commitment=commitment.strip().lower() if commitment else None)
+    if (product_id is None) == (record_file is None):
+        raise click.UsageError("give a PRODUCT or --record FILE (one of them)")
+    if record_file is not None:
+        try:
+            record = ShuffleRecord.from_dict(json.loads(record_file.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise Sneakers23Error(f"{record_file} is not a shuffle record (JSON, as docs/fairness.md shows)") from None
+        shown = None
+    else:
+        inventory = assembly.database_inventory(get_settings())
+        try:
+            state = inventory.draw_state(product_id)
+        finally:
+            inventory.close()
+        if state is None or state.record is None:
+            raise Sneakers23Error(f"product {product_id} has no closed draw to check"
+                                  + ("" if state is None else ": its draw closes at its release"))
+        record, shown = state.record, state.commitment
+    noted = commitment.strip().lower() if commitment else None
+    problems = problems_in(record, published_commitment=noted)
+    if shown is not None and shown != record.commitment:
+        problems.append("the record's commitment is not the one the product page showed")
     if problems:
         raise Sneakers23Error(f"the record does not check out: {'; '.join(problems)}")
     click.echo(f"the record checks out: {len(record.order)} entries in the published order, "

@@ -10,7 +10,7 @@ from html import escape
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from sneakers23.domain.purchases import Refusal
-from sneakers23.errors import (DatabaseUnavailable, NotFound, SalesBusy, SalesUnavailable, SchemaMissing,
+from sneakers23.errors import (DatabaseUnavailable, DrawRefused, DrawSignInRequired, NotFound, SalesBusy, SalesUnavailable, SchemaMissing,
                                Sneakers23Error)
 from sneakers23.serve.guards import NO_STORE, RETRY_AFTER_S, json_error
 
@@ -23,6 +23,7 @@ REFUSAL_STATUS = {
     Refusal.UNKNOWN_ITEM: 404,
     Refusal.KEY_REUSED: 422,
     Refusal.SIGN_IN_REQUIRED: 403,
+    Refusal.SOLD_BY_DRAW: 403,
 }
 
 
@@ -42,6 +43,8 @@ ERROR_ANSWERS: list[tuple[type[Exception] | tuple[type[Exception], ...], ErrorAn
      ErrorAnswer(503, "unavailable", "The store cannot sell right now: try again in a moment", logging.WARNING,
                  own_line_in_json=False)),
     (NotFound, ErrorAnswer(404, "not_found", None)),
+    (DrawSignInRequired, ErrorAnswer(403, "sign_in_required", None)),
+    (DrawRefused, ErrorAnswer(409, "draw_refused", None)),
     (ValueError, ErrorAnswer(400, "bad_request", None)),  # (a malformed idempotency key, say)
     (Sneakers23Error, ErrorAnswer(500, "error", "Your purchase could not be completed", logging.ERROR)),
 ]

@@ -268,6 +268,48 @@ class Storefront(AccountPages):
         return JSONResponse({"item_id": unit.item_id, "level": str(unit.level), "replayed": result.replayed,
                              "message": f"sold one pair of item {unit.item_id}"}, headers=NO_STORE)
 
+    # --- draws (a product sold by draw: domain/draws.py) ---
+
+    @store_api.get("/api/products/{product_id}/draw")
+    async def draw(self, product_id: str, request: Request):
+        """The product's draw: the commitment shown from the start, the record after the close
+        (what `sneakers23 drop verify` checks; `?record=0` leaves it out, as the page asks), and the
+        visitor's own entry, if any."""
+        parsed = parse_id(product_id)
+        if parsed is None:
+            return json_error(400, "bad_request", "a product id is 1 to 9 digits (0-9)")
+        visitor = await self._visitor(request)
+        try:
+            view = await self.inventory.draw_for_shopper_async(parsed, visitor.shopper_id,
+                                                               request.query_params.get("record") != "0")
+        except Exception as error:
+            return error_json(error)
+        return JSONResponse(view, headers=NO_STORE)
+
+    @store_api.post("/api/products/{product_id}/draw/{item_id}")
+    async def enter_draw(self, product_id: str, item_id: str, request: Request):
+        """An entry in the product's draw with one size: one per account (a second answers with
+        the first, whatever its size)."""
+        visitor = await self._visitor(request)
+        shopper_id = visitor.shopper_id
+        if shopper_id is None:
+            return json_error(401, "no_shopper", "no valid shopper cookie: open the store page first")
+        if not self.form_tokens.check(shopper_id, request.headers.get(FORM_TOKEN_HEADER)):
+            return json_error(403, "csrf", f"the {FORM_TOKEN_HEADER} header is missing or wrong: it is the "
+                                           "data-form-token of the store page")
+        product, item = parse_id(product_id), parse_id(item_id)
+        if product is None or item is None:
+            return json_error(400, "bad_request", "a product id and an item id are 1 to 9 digits (0-9)")
+        try:
+            entry = await self.inventory.enter_draw_async(shopper_id, product, item)
+        except Exception as error:
+            return error_json(error)
+        size = self.live.item(entry.item_id)
+        return JSONResponse({"entry_id": entry.entry_id, "item_id": entry.item_id,
+                             "size": None if size is None else size.size, "outcome": str(entry.outcome),
+                             "message": f"you are in the draw with size {'?' if size is None else size.size}"},
+                            status_code=201, headers=NO_STORE)
+
 
 def build_store(args: dict):
     settings = deployment_settings(args)

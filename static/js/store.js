@@ -3,6 +3,7 @@
 // The official Phoenix client reconnects with backoff and rejoins every channel; each join reply
 // carries the product's current state, so a page that was disconnected re-syncs without a reload.
 import { Socket } from "/static/vendor/phoenix/phoenix.mjs";
+import { readDraw } from "/static/js/draws.js";
 
 const RECONNECT_MS = [100, 250, 500, 1000, 2000, 5000];
 
@@ -97,6 +98,7 @@ function applyState(productId, state) {
   const focused = sizes.contains(document.activeElement) ? document.activeElement.value : null;
   sizes.innerHTML = state.size_html;
   markInCart(sizes);
+  sizes.querySelectorAll("[data-draw-for]").forEach(readDraw); // (a draw: the shopper's entry, read again)
   if (focused !== null) {
     const again = sizes.querySelector(`.size-container__entry[value="${focused}"]:not([disabled])`)
       || sizes.querySelector(".size-container__entry:not([disabled])");
@@ -122,7 +124,11 @@ const channels = {};
 document.querySelectorAll(".product-listing[data-product-id]").forEach((listing) => {
   const productId = listing.dataset.productId;
   const channel = socket.channel(`product:${productId}`, {});
-  channel.on("released", (state) => { applyState(productId, state); announce(`${productName(productId)} is on sale`, "release"); });
+  channel.on("released", (state) => {
+    applyState(productId, state);
+    const drawn = sizesElement(productId) && sizesElement(productId).querySelector("[data-draw-for]");
+    announce(drawn ? `The draw for ${productName(productId)} has closed` : `${productName(productId)} is on sale`, "release");
+  });
   channel.on("stock_change", ({ item_id, level }) => setLevel(productId, item_id, level));
   channel.on("release_scheduled", (state) => { applyState(productId, state); tickCountdowns(); });
   // The join push is sent again on every rejoin, so this runs after each reconnect too.

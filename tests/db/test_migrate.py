@@ -63,3 +63,24 @@ def test_a_database_with_orders_goes_down_a_revision_and_up_again_keeping_every_
                 assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_a_product_made_a_draw_before_0008_gets_its_draw_and_commitment(inventory, database_url):
+    from sneakers23.domain.drops import DropMode
+    from sneakers23.domain.fairness import commitment
+
+    engine = make_engine(database_url)
+    try:
+        migrate.downgrade(engine, "0007")
+        with engine.begin() as connection:  # (as 0007's `drop mode 2 draw` left it)
+            connection.execute(text("UPDATE products SET drop_mode = 'draw', sign_in_required = true WHERE id = 2"))
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    state = inventory.draw_state(2)
+    assert state is not None and state.record is None and inventory.draw_state(1) is None
+    with inventory.engine.connect() as connection:
+        seed = connection.execute(text("SELECT seed FROM draws WHERE product_id = 2")).scalar_one()
+    assert commitment(bytes.fromhex(seed)) == state.commitment
+    assert inventory.set_drop_mode(2, DropMode.DRAW).drop_mode is DropMode.DRAW  # (its draw kept)
+    assert inventory.draw_state(2).commitment == state.commitment

@@ -395,3 +395,62 @@ def test_the_dashboard_shows_the_accounts_the_unverified_share_and_the_last_minu
 
     accounts = wait_for(counted, timeout=20, what="the accounts' figures with the sign-up")
     assert 0 <= accounts["unverified_share"] <= 1
+
+
+def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_by_letter(
+    browser, store_url, mailbox, fresh_shop, publishing
+):
+    """A draw from the entries to the winner's order: two accounts enter size X of product 2, which
+    has one pair of it; the release closes the draw (the store's release clock draws and buys), and
+    each page, and each inbox, says how it went."""
+    from playwright.sync_api import expect
+
+    from harness import shop
+    from sneakers23.domain.drops import DropMode
+    from tests.serve.test_browser import open_shop as open_shop_page
+
+    publishing.set_drop_mode(2, DropMode.DRAW)
+    item = next(p for p in fresh_shop.complete_products() if p.id == 2).items[0]
+    shop.set_available(fresh_shop, item.id, 1)
+    pages = {}
+    for _n in range(2):
+        client, address = signed_up(store_url, mailbox)
+        context = browser.new_context()
+        context.add_cookies([{"name": cookie.name, "value": cookie.value, "url": store_url} for cookie in client.cookies.jar])
+        pages[address] = context.new_page()
+        open_shop_page(pages[address], store_url)
+    for page in pages.values():
+        block = page.locator('[data-draw-for="2"]')
+        expect(block.get_by_role("button", name="ENTER THE DRAW")).to_be_visible()
+        block.get_by_label("Your size").select_option(str(item.id))
+        block.get_by_role("button", name="ENTER THE DRAW").click()
+        expect(block.locator("[data-draw-status]")).to_have_text(f"You are in the draw with size {item.size}.")
+        expect(block.get_by_role("button", name="ENTER THE DRAW")).to_be_disabled()
+        expect(block.locator(".draw__commitment")).to_contain_text(publishing.draw_state(2).commitment)
+    # A guest's page offers the entry too, and says to sign in when it is tried.
+    guest = browser.new_context().new_page()
+    open_shop_page(guest, store_url)
+    guest.locator('[data-draw-for="2"]').get_by_role("button", name="ENTER THE DRAW").click()
+    expect(guest.locator('[data-draw-for="2"] [data-draw-status]')).to_have_text(
+        "Sign in with a confirmed email address to enter the draw.")
+
+    publishing.release(2)  # the close: the release clock draws within a few seconds
+    told = {address: page.locator('[data-draw-for="2"] [data-draw-status]') for address, page in pages.items()}
+    wait_for(lambda: sorted(t.text_content() or "" for t in told.values()) == sorted([
+        f"You won size {item.size}: your pair is in your orders.",
+        f"The draw has closed: your entry (size {item.size}) was not drawn this time."]),
+        timeout=30, interval=0.25, what="both pages telling how the draw went")
+    winner = next(a for a, t in told.items() if t.text_content().startswith("You won"))
+    loser = next(a for a in told if a != winner)
+    assert "in your orders" in mailbox.wait_for_letter(winner, "You won the draw").get_content()
+    assert "not drawn" in mailbox.wait_for_letter(loser, "The draw is closed").get_content()
+    pages[winner].goto(f"{store_url}/orders")
+    expect(pages[winner].locator(".order")).to_have_count(1)
+    assert publishing.verify_draw(2) == []
+    published = httpx.get(f"{store_url}/api/products/2/draw").json()  # (anyone's: the record to check)
+    assert len(published["record"]["order"]) == 2 and published["entry"] is None and published["finished"]
+    assert httpx.get(f"{store_url}/api/products/2/draw?record=0").json()["record"] is None  # (what a page asks)
+    assert httpx.get(f"{store_url}/api/products/1/draw").status_code == 404
+    assert httpx.get(f"{store_url}/api/products/x/draw").status_code == 400
+    for page in (*pages.values(), guest):
+        page.context.close()

@@ -1,0 +1,250 @@
+"""Draws (drop mode `draw`): entries while the product is unreleased; at its release, the close,
+which shuffles the entries (the record anyone can check) and buys each size's pairs for that size's
+entries in the drawn order, through the drop engine's group commit (db/sales.py), then tells
+every entrant by email.
+
+Every step is kept in the database before the next (the record, each winner, each outcome), so a
+draw that stops half way (the release clock restarted, the database away) goes on where it was:
+the order is the record's, and a winner's purchase has a key of its own (`draw-ENTRY`), so it is
+never bought twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, replace
+
+from sneakers23.db import admin
+from sneakers23.db import draws as rows
+from sneakers23.db import queries
+from sneakers23.db.accounts import account as account_row
+from sneakers23.db.sales import sell_claims
+from sneakers23.db.unit_of_work import Database
+from sneakers23.domain.accounts import account_of_shopper
+from sneakers23.domain.admin import ActionKind
+from sneakers23.domain.draws import (DrawState, Entry, EntryRefusal, Outcome, draw_key, draw_view, drawn_by_size,
+                                     entry_refusal_message, entry_refused, next_winners, result_letter)
+from sneakers23.domain.drops import DropMode
+from sneakers23.domain.fairness import Removed, ShuffleRecord, draw, verify
+from sneakers23.domain.purchases import signed_in
+from sneakers23.domain.sales import Claim
+from sneakers23.domain.words import counted
+from sneakers23.errors import DrawRefused, DrawSignInRequired, NotFound
+from sneakers23.inventory.ports import Mail
+from sneakers23.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENTRY_ID_BYTES = 8  # 16 hex digits: opaque, and too many to guess another's
+DRAWN_BY = "release-clock"  # who the audit says closed and gave a draw
+
+
+@dataclass(frozen=True, slots=True)
+class DrawReport:
+    product_id: int
+    entries: int
+    removed: int
+    bought: int
+    failed: int
+    lost: int
+
+
+class Draws:
+    def __init__(self, database: Database, settings: Settings, mail: Mail | None = None,
+                 public_url: str | None = None):
+        self.database = database
+        self.settings = settings
+        self.mail = mail
+        self.public_url = (public_url or "").rstrip("/")
+
+    # --- entries ---
+
+    def enter_draw(self, shopper_id: str, product_id: int, item_id: int) -> Entry:
+        """The shopper's entry in the product's draw, with this size: made now, or the one it has
+        (one per account, whatever the size asked for now). Raises DrawRefused with why."""
+        for _attempt in range(3):  # (an entry id taken already: another is drawn)
+            with self.database.transaction() as unit:
+                product = next((p for p in queries.load_products(unit.connection) if p.id == product_id), None)
+                if product is None:
+                    raise NotFound(f"there is no product {product_id}")
+                held = rows.entry_of(unit.connection, product_id, shopper_id)
+                if held is not None:
+                    return held
+                item = next((i for i in product.items if i.id == item_id), None)
+                refused = entry_refused(product_id, product.drop_mode, product.released,
+                                        None if item is None else item.product_id, signed_in(shopper_id))
+                if refused is not None:
+                    raise (DrawSignInRequired if refused is EntryRefusal.SIGN_IN_REQUIRED else DrawRefused)(
+                        entry_refusal_message(refused, product_id))
+                if rows.enter(unit.connection, product_id, shopper_id, item_id, secrets.token_hex(ENTRY_ID_BYTES)):
+                    return rows.entry_of(unit.connection, product_id, shopper_id)
+            with self.database.reading() as connection:  # (a second tab's entry, or the close, came first)
+                held = rows.entry_of(connection, product_id, shopper_id)
+                if held is not None:
+                    return held
+                if not _open_for_entries(connection, product_id):
+                    raise DrawRefused(entry_refusal_message(EntryRefusal.CLOSED, product_id))
+        raise DrawRefused("the entry could not be made: try again")
+
+    async def enter_draw_async(self, shopper_id: str, product_id: int, item_id: int) -> Entry:
+        return await self.database.in_thread(self.enter_draw, shopper_id, product_id, item_id)
+
+    def draw_for_shopper(self, product_id: int, shopper_id: str | None, with_record: bool = True) -> dict:
+        """The draw's JSON view: its commitment, its record once closed (unless left out: a page
+        asks for its shopper's entry alone, not every entry), and the shopper's entry. Raises
+        NotFound for a product with no draw."""
+        with self.database.reading() as connection:
+            state = rows.state(connection, product_id)
+            if state is None:
+                raise NotFound(f"product {product_id} is not sold by draw")
+            entry = None if shopper_id is None else rows.entry_of(connection, product_id, shopper_id)
+            sizes = rows.sizes(connection, product_id)
+        return draw_view(state if with_record else replace(state, record=None), entry, sizes)
+
+    async def draw_for_shopper_async(self, product_id: int, shopper_id: str | None, with_record: bool = True) -> dict:
+        return await self.database.in_thread(self.draw_for_shopper, product_id, shopper_id, with_record)
+
+    def draw_entry(self, shopper_id: str, product_id: int) -> Entry | None:
+        with self.database.reading() as connection:
+            return rows.entry_of(connection, product_id, shopper_id)
+
+    def draw_state(self, product_id: int) -> DrawState | None:
+        """The draw's commitment, and its record once closed (None: the product has no draw)."""
+        with self.database.reading() as connection:
+            return rows.state(connection, product_id)
+
+    def draw_entries_per_size(self, product_id: int) -> dict[int, int]:
+        with self.database.reading() as connection:
+            return rows.entries_per_size(connection, product_id)
+
+    def verify_draw(self, product_id: int) -> list[str]:
+        """What does not hold in the draw's published record (empty: it checks); raises NotFound
+        before the close."""
+        state = self.draw_state(product_id)
+        if state is None or state.record is None:
+            raise NotFound(f"product {product_id} has no closed draw to check")
+        return verify(state.record, state.commitment)
+
+    # --- the close (the release clock calls it) ---
+
+    def run_due_draws(self) -> list[DrawReport]:
+        """Close and give every released draw not given yet; one that fails is logged and tried
+        again at the next call (the others go on)."""
+        with self.database.reading() as connection:
+            due = rows.to_run(connection)
+        reports = []
+        for product_id in due:
+            try:
+                reports.append(self.run_draw(product_id))
+            except Exception as error:  # (the database away, a busy size: it goes on from where it was)
+                log.warning("the draw for product %s stopped for now: %s", product_id, error)
+        return reports
+
+    def run_draw(self, product_id: int) -> DrawReport:
+        """Close the released product's draw, if it is not closed, and give every pair it can. Each
+        step is kept before the next, and guarded, so two runs at once or a run after a crash go on
+        where the draw is without deciding anything twice."""
+        record = self._close(product_id)
+        by_size = None
+        while True:
+            with self.database.transaction() as unit:  # (one run at a time chooses winners)
+                rows.lock(unit.connection, product_id)
+                entries = {entry.entry_id: entry for entry in rows.entries(unit.connection, product_id)}
+                pending = [entry for entry in entries.values() if entry.outcome is Outcome.WON]
+                if not pending:  # (winners a stopped run left still to buy come first)
+                    if by_size is None:
+                        by_size = drawn_by_size(record.order, {e: entries[e].item_id for e in record.order})
+                    chosen = next_winners(by_size, rows.pairs_left(unit.connection, product_id),
+                                          {entry_id: entry.outcome for entry_id, entry in entries.items()})
+                    made = rows.set_outcomes(unit.connection, product_id, {e: (Outcome.WON, "") for e in chosen},
+                                             Outcome.ENTERED)
+                    pending = [entries[e] for e in made]
+            if not pending:
+                break
+            self._buy(product_id, pending)
+        with self.database.transaction() as unit:
+            finished = rows.finish(unit.connection, product_id)
+            final = rows.entries(unit.connection, product_id)
+            tally = {outcome: sum(entry.outcome is outcome for entry in final) for outcome in Outcome}
+            if finished:
+                admin.record(unit.connection, DRAWN_BY, ActionKind.DRAW_FINISHED, f"product {product_id}", True,
+                             f"{counted(tally[Outcome.BOUGHT], 'pair')} bought for winners; "
+                             f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost", "")
+        if finished:  # (told once: by the run that finished it)
+            self._tell(product_id, final)
+        report = DrawReport(product_id, len(final), tally[Outcome.REMOVED], tally[Outcome.BOUGHT],
+                            tally[Outcome.FAILED], tally[Outcome.LOST])
+        log.info("the draw for product %s: %s", product_id, report)
+        return report
+
+    def _close(self, product_id: int) -> ShuffleRecord:
+        """The draw's record: made now (entries are fixed: none is made after the release), or
+        the one kept."""
+        with self.database.reading() as connection:
+            seed, record = rows.seed_of(connection, product_id)
+            if record is not None:
+                return record
+            entries = rows.entries(connection, product_id)
+            locked = rows.locked_shoppers(connection, {entry.shopper_id for entry in entries})
+        removed = [Removed(entry.entry_id, "account locked") for entry in entries if entry.shopper_id in locked]
+        made = draw(seed, [entry.entry_id for entry in entries], removed)  # (outside the write: a big draw takes a while)
+        with self.database.transaction() as unit:
+            record = rows.close(unit.connection, product_id, made)
+            if record is made:
+                admin.record(unit.connection, DRAWN_BY, ActionKind.DRAW_CLOSED, f"product {product_id}", True,
+                             f"{counted(len(made.entries), 'entry', 'entries')}, {len(removed)} removed; seed "
+                             f"{made.seed}, public value {made.public_value}", "")
+        return record
+
+    def _buy(self, product_id: int, winners: list[Entry]) -> None:
+        """Each winner's pair, bought for them in one group commit under its entry's key. A winner
+        whose purchase is refused (a locked account, a pair gone) failed, and the next round gives
+        the pair on; any other error stops the run with the winner still to buy (the next run
+        buys it)."""
+        with self.database.reading() as connection:
+            locked = rows.locked_shoppers(connection, {entry.shopper_id for entry in winners})
+        decided = {entry.entry_id: (Outcome.FAILED, "account locked") for entry in winners if entry.shopper_id in locked}
+        buying = [entry for entry in winners if entry.entry_id not in decided]
+        stopped: Exception | None = None
+        if buying:
+            claims = [Claim(entry.shopper_id, (entry.item_id,), draw_key(entry.entry_id), True) for entry in buying]
+            with self.database.errors():
+                committed = sell_claims(self.database.engine, self.settings.database_url, product_id, claims,
+                                        self.settings.max_pairs_per_product)
+            self.database.published(committed.changes)
+            for entry, outcome in zip(buying, committed.outcomes):
+                if isinstance(outcome, Exception):
+                    stopped = stopped or outcome
+                elif not outcome.ok:
+                    decided[entry.entry_id] = (Outcome.FAILED, outcome.message[:200])
+                else:  # (the sale marked it so already: said again, so no winner is bought for twice)
+                    decided[entry.entry_id] = (Outcome.BOUGHT, "")
+        if decided:
+            with self.database.transaction() as unit:
+                rows.set_outcomes(unit.connection, product_id, decided, Outcome.WON)
+        if stopped is not None:
+            raise stopped
+
+    def _tell(self, product_id: int, entries: list[Entry]) -> None:
+        """A letter to every entrant (posted: sent off this path, by the postbox)."""
+        if self.mail is None:
+            return
+        with self.database.reading() as connection:
+            product = next(p for p in queries.load_products(connection) if p.id == product_id)
+            accounts = {entry.shopper_id: account_row(connection, account_of_shopper(entry.shopper_id) or 0)
+                        for entry in entries}
+        sizes = {item.id: item.size for item in product.items}
+        store, record = f"{self.public_url}/", f"{self.public_url}/api/products/{product_id}/draw"
+        for entry in entries:
+            account = accounts.get(entry.shopper_id)
+            letter = None if account is None else result_letter(
+                account.email, f"{product.brand} {product.name}", sizes.get(entry.item_id, "?"), entry.outcome,
+                entry.note, store, record)
+            if letter is not None:
+                self.mail.post(letter)
+
+
+def _open_for_entries(connection, product_id: int) -> bool:
+    product = next((p for p in queries.load_products(connection) if p.id == product_id), None)
+    return product is not None and product.drop_mode is DropMode.DRAW and not product.released

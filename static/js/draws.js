@@ -1,0 +1,79 @@
+// A product sold by draw: the shopper's entry (made with the ENTER THE DRAW button), and how it went
+// after the close, from the store's JSON. The product's size selector is rendered again by every
+// join reply and release push (store.js), so this listens on the document and reads again then.
+const panel = document.querySelector("[data-form-token]");
+const ASK_AGAIN_MS = 2000;
+
+function say(block, text) {
+  const status = block.querySelector("[data-draw-status]");
+  if (status) status.textContent = text;
+}
+
+const TOLD = {
+  entered: (entry) => `You are in the draw with size ${entry.size}.`,
+  won: (entry) => `You were drawn for size ${entry.size}: your pair is being bought for you.`,
+  bought: (entry) => `You won size ${entry.size}: your pair is in your orders.`,
+  lost: (entry) => `The draw has closed: your entry (size ${entry.size}) was not drawn this time.`,
+  failed: (entry) => `You were drawn for size ${entry.size}, but your pair could not be bought (${entry.note}).`,
+  removed: (entry) => `Your entry was taken out before the draw (${entry.note}).`,
+};
+
+function show(block, draw) {
+  const entry = draw.entry;
+  if (entry) {
+    say(block, TOLD[entry.outcome] ? TOLD[entry.outcome](entry) : "");
+    const choose = block.querySelector("[data-draw-size]");
+    if (choose) choose.value = String(entry.item_id);
+    block.querySelectorAll("[data-draw-size], [data-draw-enter]").forEach((control) => { control.disabled = true; });
+  } else if (draw.closed) {
+    say(block, "The draw has closed.");
+  }
+  // Released (the close), and its pairs still being given: asked again until it is done (a few
+  // seconds after the release; the release push comes before the close).
+  if (entry && !draw.finished && (draw.closed || block.hasAttribute("data-draw-closed")) && !block.dataset.asking) {
+    block.dataset.asking = "1";
+    setTimeout(() => { delete block.dataset.asking; readDraw(block); }, ASK_AGAIN_MS);
+  }
+  const about = block.querySelector(".draw__commitment");
+  if (about && !about.dataset.shown) {
+    about.dataset.shown = "1";
+    about.append(` Commitment (SHA-256 of the seed): ${draw.commitment}.`);
+  }
+}
+
+export async function readDraw(block) {
+  try {
+    const answer = await fetch(`/api/products/${block.dataset.drawFor}/draw?record=0`, { credentials: "same-origin" });
+    if (answer.ok) show(block, await answer.json());
+  } catch (_offline) {
+    // (shown again at the next join reply)
+  }
+}
+
+async function enter(block) {
+  const size = block.querySelector("[data-draw-size]");
+  say(block, "Entering the draw…");
+  try {
+    const answer = await fetch(`/api/products/${block.dataset.drawFor}/draw/${size.value}`, {
+      method: "POST", credentials: "same-origin",
+      headers: { "X-CSRF-Token": panel ? panel.dataset.formToken : "" },
+    });
+    const said = await answer.json();
+    if (answer.ok) {
+      readDraw(block);
+    } else if (answer.status === 401 || said.error === "sign_in_required") {
+      say(block, "Sign in with a confirmed email address to enter the draw.");
+    } else {
+      say(block, said.message || "The entry could not be made: try again");
+    }
+  } catch (_offline) {
+    say(block, "The store did not answer: try again");
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-draw-enter]");
+  if (button && !button.disabled) enter(button.closest("[data-draw-for]"));
+});
+
+// (Each block is read when store.js renders it: from the join reply, at once on opening the page.)
