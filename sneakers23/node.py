@@ -134,7 +134,10 @@ def join(address: str, timeout_s: float = 180.0, attempts: int = JOIN_ATTEMPTS, 
             if attempt == attempts:
                 raise
             print(f"{error}: trying once more", file=sys.stderr, flush=True)
-            subprocess.run([ray, "stop", "--force"], stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+            try:  # (whatever the failed start left on this worker)
+                subprocess.run([ray, "stop", "--force"], stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _join_once(address: str, timeout_s: float, ray: str) -> str:
@@ -157,9 +160,13 @@ def _join_once(address: str, timeout_s: float, ray: str) -> str:
         if "Ray runtime started" in said:
             return said
         if process.poll() is not None or time.monotonic() > deadline:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)  # (the holder's session: its ray start and all it began)
-                process.wait()
+            if process.poll() is None:  # the holder ends its `ray start` and sweeps its session, else all of it dies
+                process.terminate()
+                try:
+                    process.wait(SESSION_GRACE_S * 2)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
             last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "no output")
             raise RuntimeError(f"ray start --address={address} did not start Ray: {last[:300]} (all of it in "
                                f"{log_file})")

@@ -135,8 +135,10 @@ def set_outcomes(connection: Connection, product_id: int, outcomes: dict[str, tu
 
 def finish(connection: Connection, product_id: int) -> bool:
     """Every pair given: the entries still undecided lost. False when another run finished it."""
+    still_buying = select(entries_t.c.id).where(entries_t.c.product_id == product_id,
+                                                entries_t.c.outcome == str(Outcome.WON)).exists()
     if not connection.execute(update(draws_t).where(draws_t.c.product_id == product_id,
-                                                    draws_t.c.finished_at.is_(None))
+                                                    draws_t.c.finished_at.is_(None), ~still_buying)
                               .values(finished_at=_now())).rowcount:
         return False
     connection.execute(update(entries_t).where(entries_t.c.product_id == product_id,

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from sneakers23.domain.accounts import ACCOUNT_SHOPPER_PREFIX
 from sneakers23.domain.changes import AvailabilityChanged
+from sneakers23.domain.draws import DRAW_KEY_PREFIX
 from sneakers23.domain.levels import Level, level_for
 from sneakers23.domain.words import counted
 
@@ -208,6 +209,9 @@ def validate_purchase(shopper_id: str, item_ids: list[int], idempotency_key: str
             raise ValueError(f"item ids are whole numbers, not {item_id!r}")
     if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH):
         raise ValueError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    if idempotency_key is not None and idempotency_key.startswith(DRAW_KEY_PREFIX):
+        # (the draw's own purchases, which go to the database without this check, have such keys)
+        raise ValueError(f"an idempotency key may not begin with {DRAW_KEY_PREFIX!r}: those are a draw's")
 
 
 @dataclass(frozen=True, slots=True)

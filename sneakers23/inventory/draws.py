@@ -148,7 +148,7 @@ class Draws:
         record = self._close(product_id)
         by_size = None
         while True:
-            with self.database.transaction() as unit:  # (one run at a time chooses winners)
+            with self.database.transaction() as unit:  # (one run at a time chooses winners, or finishes)
                 rows.lock(unit.connection, product_id)
                 entries = {entry.entry_id: entry for entry in rows.entries(unit.connection, product_id)}
                 pending = [entry for entry in entries.values() if entry.outcome is Outcome.WON]
@@ -160,17 +160,16 @@ class Draws:
                     made = rows.set_outcomes(unit.connection, product_id, {e: (Outcome.WON, "") for e in chosen},
                                              Outcome.ENTERED)
                     pending = [entries[e] for e in made]
-            if not pending:
-                break
+                if not pending:  # every pair given: finished here, under the lock (nobody is buying)
+                    finished = rows.finish(unit.connection, product_id)
+                    final = rows.entries(unit.connection, product_id)
+                    tally = {outcome: sum(entry.outcome is outcome for entry in final) for outcome in Outcome}
+                    if finished:
+                        admin.record(unit.connection, DRAWN_BY, ActionKind.DRAW_FINISHED, f"product {product_id}",
+                                     True, f"{counted(tally[Outcome.BOUGHT], 'pair')} bought for winners; "
+                                           f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost", "")
+                    break
             self._buy(product_id, pending)
-        with self.database.transaction() as unit:
-            finished = rows.finish(unit.connection, product_id)
-            final = rows.entries(unit.connection, product_id)
-            tally = {outcome: sum(entry.outcome is outcome for entry in final) for outcome in Outcome}
-            if finished:
-                admin.record(unit.connection, DRAWN_BY, ActionKind.DRAW_FINISHED, f"product {product_id}", True,
-                             f"{counted(tally[Outcome.BOUGHT], 'pair')} bought for winners; "
-                             f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost", "")
         if finished:  # (told once: by the run that finished it)
             self._tell(product_id, final)
         report = DrawReport(product_id, len(final), tally[Outcome.REMOVED], tally[Outcome.BOUGHT],

@@ -232,15 +232,22 @@ class Storefront(AccountPages):
         # The node tells ops (and a load balancer's logs) which node, and so which cache, answered.
         return JSONResponse({"status": "ok", "node_id": self.node_id, "changes_seen": self.live.changes_seen})
 
-    @store_api.post("/api/items/{item_id}/purchase")
-    async def purchase(self, item_id: str, request: Request):
-        visitor = await self._visitor(request)
-        shopper_id = visitor.shopper_id
+    async def _scripts_shopper(self, request: Request) -> str | JSONResponse:
+        """The shopper of a page script's request that changes something: its cookie's (or its
+        account's), with its page's form token in the header; else the JSON refusal to answer."""
+        shopper_id = (await self._visitor(request)).shopper_id
         if shopper_id is None:
             return json_error(401, "no_shopper", "no valid shopper cookie: open the store page first")
         if not self.form_tokens.check(shopper_id, request.headers.get(FORM_TOKEN_HEADER)):
             return json_error(403, "csrf", f"the {FORM_TOKEN_HEADER} header is missing or wrong: it is the "
                                            "data-form-token of the store page")
+        return shopper_id
+
+    @store_api.post("/api/items/{item_id}/purchase")
+    async def purchase(self, item_id: str, request: Request):
+        shopper_id = await self._scripts_shopper(request)
+        if not isinstance(shopper_id, str):
+            return shopper_id  # (the refusal)
         if not self.live.ready:
             return json_error(503, "starting", "the store is opening: try again in a moment")
         parsed = parse_id(item_id)
@@ -290,13 +297,9 @@ class Storefront(AccountPages):
     async def enter_draw(self, product_id: str, item_id: str, request: Request):
         """An entry in the product's draw with one size: one per account (a second answers with
         the first, whatever its size)."""
-        visitor = await self._visitor(request)
-        shopper_id = visitor.shopper_id
-        if shopper_id is None:
-            return json_error(401, "no_shopper", "no valid shopper cookie: open the store page first")
-        if not self.form_tokens.check(shopper_id, request.headers.get(FORM_TOKEN_HEADER)):
-            return json_error(403, "csrf", f"the {FORM_TOKEN_HEADER} header is missing or wrong: it is the "
-                                           "data-form-token of the store page")
+        shopper_id = await self._scripts_shopper(request)
+        if not isinstance(shopper_id, str):
+            return shopper_id  # (the refusal)
         product, item = parse_id(product_id), parse_id(item_id)
         if product is None or item is None:
             return json_error(400, "bad_request", "a product id and an item id are 1 to 9 digits (0-9)")

@@ -22,6 +22,14 @@ def test_an_entry_needs_a_size_of_the_product_an_open_draw_and_a_signed_in_shopp
 def test_a_winners_pair_is_bought_under_its_entrys_key_alone():
     assert entry_of_key(draw_key("0123abcd")) == "0123abcd"
     assert entry_of_key("draw-") is None and entry_of_key("a-key-of-my-own") is None and entry_of_key(None) is None
+    # A shopper's own key may not look like one: the database takes such a purchase as a draw's.
+    import pytest
+
+    from sneakers23.domain.purchases import validate_purchase
+
+    with pytest.raises(ValueError, match="may not begin with 'draw-'"):
+        validate_purchase("a" * 64, [1], "draw-0123abcd")
+    validate_purchase("a" * 64, [1], "my-draw-key")
 
 
 def test_each_sizes_pairs_go_in_the_drawn_order_and_a_failed_winner_passes_the_pair_on():
