@@ -64,16 +64,21 @@ def enter(connection: Connection, product_id: int, shopper_id: str, item_id: int
 
 
 def entry_of(connection: Connection, product_id: int, shopper_id: str) -> Entry | None:
-    row = connection.execute(
-        select(entries_t.c.entry_id, entries_t.c.shopper_id, entries_t.c.item_id, entries_t.c.outcome, entries_t.c.note)
-        .where(entries_t.c.product_id == product_id, entries_t.c.shopper_id == shopper_id)).one_or_none()
-    return None if row is None else Entry(row.entry_id, row.shopper_id, row.item_id, Outcome(row.outcome), row.note)
+    row = connection.execute(select(*_ENTRY).where(entries_t.c.product_id == product_id,
+                                                   entries_t.c.shopper_id == shopper_id)).one_or_none()
+    return None if row is None else _entry(row)
 
 
 def entries(connection: Connection, product_id: int) -> list[Entry]:
-    return [Entry(row.entry_id, row.shopper_id, row.item_id, Outcome(row.outcome), row.note) for row in connection.execute(
-        select(entries_t.c.entry_id, entries_t.c.shopper_id, entries_t.c.item_id, entries_t.c.outcome, entries_t.c.note)
-        .where(entries_t.c.product_id == product_id).order_by(entries_t.c.entry_id))]
+    return [_entry(row) for row in connection.execute(
+        select(*_ENTRY).where(entries_t.c.product_id == product_id).order_by(entries_t.c.entry_id))]
+
+
+_ENTRY = (entries_t.c.entry_id, entries_t.c.shopper_id, entries_t.c.item_id, entries_t.c.outcome, entries_t.c.note)
+
+
+def _entry(row) -> Entry:
+    return Entry(row.entry_id, row.shopper_id, row.item_id, Outcome(row.outcome), row.note)
 
 
 def entries_per_size(connection: Connection, product_id: int) -> dict[int, int]:

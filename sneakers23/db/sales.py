@@ -123,13 +123,9 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
     if max(pairs.values()) > max_pairs_per_product or \
             add_pairs_of_many(connection, product_id, pairs, max_pairs_per_product) < len(pairs):
         return _refused(product_id, len(claims), f"a shopper would pass the limit of {max_pairs_per_product} pairs")
-    # A draw's winners' purchases (their keys name their entries) come as batches of their own; the
-    # guard is their entries, marked bought here. Any other batch's decrement refuses a draw's sizes.
     by_draw = any(entry_of_key(claim.key) for claim in claims)
-    if by_draw:
-        wins = [(entry_of_key(claim.key), claim.shopper_id, item_id) for claim in claims for item_id in claim.item_ids]
-        if draws.mark_bought(connection, product_id, wins) < len(wins):
-            return _refused(product_id, len(claims), "a purchase of a draw's pair that no winner's entry holds")
+    if by_draw and not _winners_marked(connection, product_id, claims):
+        return _refused(product_id, len(claims), "a purchase of a draw's pair that no winner's entry holds")
 
     wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
     after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
@@ -163,6 +159,14 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
         at += len(claim.item_ids)
     return results, [AvailabilityChanged(item_id, product_id, count, version)
                      for item_id, (count, version) in sorted(after.items())]
+
+
+def _winners_marked(connection: Connection, product_id: int, claims: list[Claim]) -> bool:
+    """A draw's winners' purchases (their keys name their entries) come as batches of their own;
+    their guard is their entries, marked bought here (any other batch's decrement refuses a draw's
+    sizes). False when a claim is not a winner's pair still to buy."""
+    wins = [(entry_of_key(claim.key), claim.shopper_id, item_id) for claim in claims for item_id in claim.item_ids]
+    return draws.mark_bought(connection, product_id, wins) == len(wins)
 
 
 def _refused(product_id: int, claims: int, why: str) -> None:
