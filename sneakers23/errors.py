@@ -38,6 +38,10 @@ class DrawSignInRequired(DrawRefused):
     """An entry in a draw from a shopper who is not signed in with a confirmed address."""
 
 
+class DrawProofUsed(DrawRefused):
+    """An entry in a draw with a proof of work that made another entry already."""
+
+
 class SalesBusy(Sneakers23Error):
     """Too many purchases of these sizes are waiting: try again in a moment."""
 

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # attempts one client address may make a minute, on each page replica (0: no limit).
     proof_of_work_max_number: int = Field(default=200_000, ge=0, le=100_000_000)
     account_attempts_per_minute: int = Field(default=10, ge=0)
+    # A draw's entry costs a proof of work of its own (a bot pays per entry), and one client address
+    # may make so many entries an hour on each page replica.
+    entry_proof_of_work_max_number: int = Field(default=200_000, ge=0, le=100_000_000)
+    entries_per_address_per_hour: int = Field(default=20, ge=0)
 
     # The edge (Serve's HAProxy, rules in serve/edge.py): what one client address may hold and ask.
     # 0 turns a cap off (a benchmark that loads the store from one address).

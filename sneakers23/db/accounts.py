@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Connection, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from sneakers23.db.engine import in_batches
 from sneakers23.db.models import AccountLinkRow, AccountRow, AccountSessionRow
 from sneakers23.domain.accounts import Account, LinkPurpose
 
@@ -56,6 +57,12 @@ def credentials(connection: Connection, email_key: str, lock: bool = False) -> C
 def account(connection: Connection, account_id: int) -> Account | None:
     row = connection.execute(select(accounts_t).where(accounts_t.c.id == account_id)).first()
     return None if row is None else _account(row)
+
+
+def accounts(connection: Connection, account_ids: set[int]) -> dict[int, Account]:
+    """Those of the accounts that exist, by id (a draw writes to all of its entrants at once)."""
+    return {row.id: _account(row) for batch in in_batches(account_ids)
+            for row in connection.execute(select(accounts_t).where(accounts_t.c.id.in_(batch)))}
 
 
 def set_password_hash(connection: Connection, account_id: int, password_hash: str) -> None:

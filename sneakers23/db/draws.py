@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from sneakers23.db.engine import in_batches
 from sneakers23.db.models import AccountRow, DrawEntryRow, DrawRow, ItemAvailabilityRow, ItemRow, ProductRow
 from sneakers23.domain.accounts import account_of_shopper
 from sneakers23.domain.draws import DrawState, Entry, Outcome, entry_of_key
@@ -47,10 +48,29 @@ def forget(connection: Connection, product_id: int) -> None:
     connection.execute(delete(draws_t).where(draws_t.c.product_id == product_id))
 
 
-def enter(connection: Connection, product_id: int, shopper_id: str, item_id: int, entry_id: str) -> bool:
-    """Make the account's entry with this size; False when it had one already (the caller reads it)
-    or the product is no longer an unreleased draw (the guard under the caller's rule: on
-    PostgreSQL the product's row is shared-locked, so a release waits for the entry's commit)."""
+def entry_facts(connection: Connection, product_id: int, item_id: int) -> tuple[DropMode, bool, int | None] | None:
+    """What an entry's rule reads (domain/draws.py: entry_refused): the product's drop mode, whether
+    it is released, and the asked size's product (None: no such size); None for no such product.
+    Two key lookups, not the catalog: a draw's crowd enters by the thousand."""
+    product = connection.execute(select(products_t.c.drop_mode, products_t.c.released)
+                                 .where(products_t.c.id == product_id)).one_or_none()
+    if product is None:
+        return None
+    item_product = connection.execute(select(items_t.c.product_id).where(items_t.c.id == item_id)).scalar()
+    return DropMode(product.drop_mode), bool(product.released), item_product
+
+
+def proof_used(connection: Connection, proof: str | None) -> bool:
+    return proof is not None and connection.execute(
+        select(entries_t.c.id).where(entries_t.c.proof == proof)).first() is not None
+
+
+def enter(connection: Connection, product_id: int, shopper_id: str, item_id: int, entry_id: str,
+          proof: str | None = None) -> bool:
+    """Make the account's entry with this size; False when it had one already (the caller reads it),
+    its proof of work made another entry meanwhile (the unique index), or the product is no longer
+    an unreleased draw (the guard under the caller's rule: on PostgreSQL the product's row is
+    shared-locked, so a release waits for the entry's commit)."""
     open_for_entries = select(products_t.c.id).where(
         products_t.c.id == product_id, products_t.c.released.is_(False), products_t.c.drop_mode == str(DropMode.DRAW))
     if connection.dialect.name == "postgresql":
@@ -59,7 +79,7 @@ def enter(connection: Connection, product_id: int, shopper_id: str, item_id: int
         return False
     made = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(entries_t).values(
         product_id=product_id, shopper_id=shopper_id, entry_id=entry_id, item_id=item_id,
-        outcome=str(Outcome.ENTERED), note="", entered_at=_now(), updated_at=_now())
+        outcome=str(Outcome.ENTERED), note="", proof=proof, entered_at=_now(), updated_at=_now())
     return connection.execute(made.on_conflict_do_nothing()).rowcount == 1  # (one per account)
 
 
@@ -87,6 +107,17 @@ def entries_per_size(connection: Connection, product_id: int) -> dict[int, int]:
         .group_by(entries_t.c.item_id)).all())
 
 
+def staff_figures(connection: Connection) -> tuple[dict[int, tuple[bool, bool]], list[tuple[int, int, str, int]]]:
+    """Every draw's (closed, finished), and its entries counted by size and outcome (one grouped
+    read: the dashboard asks every few seconds)."""
+    stages = {row.product_id: (row.closed_at is not None, row.finished_at is not None) for row in connection.execute(
+        select(draws_t.c.product_id, draws_t.c.closed_at, draws_t.c.finished_at))}
+    counts = [tuple(row) for row in connection.execute(
+        select(entries_t.c.product_id, entries_t.c.item_id, entries_t.c.outcome, func.count())
+        .group_by(entries_t.c.product_id, entries_t.c.item_id, entries_t.c.outcome))]
+    return stages, counts
+
+
 def state(connection: Connection, product_id: int) -> DrawState | None:
     row = connection.execute(
         select(draws_t.c.commitment, draws_t.c.record, draws_t.c.closed_at, draws_t.c.finished_at)
@@ -98,11 +129,23 @@ def state(connection: Connection, product_id: int) -> DrawState | None:
 
 
 def to_run(connection: Connection) -> list[int]:
-    """Released draws whose pairs are not all given yet (closed, or due to close)."""
+    """Released draws whose pairs are not all given yet (closed, or due to close), or whose
+    entrants are not all told yet."""
     return list(connection.execute(
         select(draws_t.c.product_id).join(products_t, products_t.c.id == draws_t.c.product_id)
         .where(products_t.c.released.is_(True), products_t.c.drop_mode == str(DropMode.DRAW),
-               draws_t.c.finished_at.is_(None)).order_by(draws_t.c.product_id)).scalars())
+               draws_t.c.finished_at.is_(None) | draws_t.c.told_at.is_(None)).order_by(draws_t.c.product_id)).scalars())
+
+
+def untold(connection: Connection, product_id: int) -> bool:
+    """Finished, and its entrants not told yet."""
+    return connection.execute(select(draws_t.c.product_id).where(
+        draws_t.c.product_id == product_id, draws_t.c.finished_at.is_not(None), draws_t.c.told_at.is_(None))).first() is not None
+
+
+def mark_told(connection: Connection, product_id: int) -> None:
+    connection.execute(update(draws_t).where(draws_t.c.product_id == product_id, draws_t.c.told_at.is_(None))
+                       .values(told_at=_now()))
 
 
 def seed_of(connection: Connection, product_id: int, lock: bool = False) -> tuple[bytes, ShuffleRecord | None]:
@@ -127,15 +170,20 @@ def close(connection: Connection, product_id: int, record: ShuffleRecord) -> Shu
 def set_outcomes(connection: Connection, product_id: int, outcomes: dict[str, tuple[Outcome, str]],
                  only_from: Outcome) -> list[str]:
     """Each entry's new outcome (and note), where it still has `only_from` (so a run that read
-    before another's write changes nothing the other decided); returns the entries changed."""
-    changed = []
+    before another's write changes nothing the other decided); returns the entries changed. One
+    statement for all the entries given the same outcome and note (a draw's round: a thousand
+    winners)."""
+    alike: dict[tuple[Outcome, str], list[str]] = {}
     for entry_id, (outcome, note) in outcomes.items():
-        if connection.execute(update(entries_t).where(entries_t.c.product_id == product_id,
-                                                      entries_t.c.entry_id == entry_id,
-                                                      entries_t.c.outcome == str(only_from))
-                              .values(outcome=str(outcome), note=note[:255], updated_at=_now())).rowcount:
-            changed.append(entry_id)
-    return changed
+        alike.setdefault((outcome, note[:255]), []).append(entry_id)
+    changed: set[str] = set()
+    for (outcome, note), entry_ids in alike.items():
+        for batch in in_batches(entry_ids):
+            changed.update(connection.execute(
+                update(entries_t).where(entries_t.c.product_id == product_id, entries_t.c.entry_id.in_(batch),
+                                        entries_t.c.outcome == str(only_from))
+                .values(outcome=str(outcome), note=note, updated_at=_now()).returning(entries_t.c.entry_id)).scalars())
+    return [entry_id for entry_id in outcomes if entry_id in changed]  # (in the order given: the drawn order)
 
 
 def finish(connection: Connection, product_id: int) -> bool:
@@ -162,9 +210,9 @@ def lock(connection: Connection, product_id: int) -> None:
 def locked_shoppers(connection: Connection, shopper_ids: set[str]) -> set[str]:
     """Those of the shoppers whose account is locked, or gone."""
     ids = {shopper_id: account_of_shopper(shopper_id) for shopper_id in shopper_ids}
-    unlocked = set(connection.execute(
-        select(accounts_t.c.id).where(accounts_t.c.id.in_({i for i in ids.values() if i is not None}),
-                                      accounts_t.c.locked_at.is_(None))).scalars()) if ids else set()
+    unlocked = {account_id for batch in in_batches({i for i in ids.values() if i is not None})
+                for account_id in connection.execute(select(accounts_t.c.id).where(
+                    accounts_t.c.id.in_(batch), accounts_t.c.locked_at.is_(None))).scalars()}
     return {shopper_id for shopper_id, account_id in ids.items() if account_id not in unlocked}
 
 

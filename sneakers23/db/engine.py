@@ -118,3 +118,13 @@ def reading(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as connection:
         connection.execution_options(**{READ_ONLY: True})
         yield connection
+
+
+KEYS_AT_ONCE = 10_000  # keys in one `IN (…)`: PostgreSQL takes at most 65,535 parameters a statement
+
+
+def in_batches(keys) -> list[list]:
+    """The keys, sorted, in lists short enough for one `IN (…)` each (a draw reads 100,000 accounts)."""
+    ordered = sorted(keys)
+    return [ordered[start:start + KEYS_AT_ONCE] for start in range(0, len(ordered), KEYS_AT_ONCE)]
+

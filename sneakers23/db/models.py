@@ -196,6 +196,7 @@ class DrawRow(SQLModel, table=True):
     record: str | None = Field(default=None, sa_type=Text)
     closed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # every pair given
+    told_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # every entrant written to
     inserted_at: datetime = _timestamp()
 
 
@@ -207,6 +208,7 @@ class DrawEntryRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("product_id", "shopper_id", name="draw_entries_one_per_account"),
         UniqueConstraint("product_id", "entry_id", name="draw_entries_entry_id_unique"),
+        UniqueConstraint("proof", name="draw_entries_proof_once"),
         CheckConstraint(f"outcome IN ({', '.join(repr(str(o)) for o in OUTCOMES)})", name="draw_outcome_known"),
     )
 
@@ -217,5 +219,6 @@ class DrawEntryRow(SQLModel, table=True):
     item_id: int = Field(foreign_key="items.id")
     outcome: str = Field(default="entered", max_length=16)
     note: str = Field(default="", max_length=255)  # why it failed, or was removed
+    proof: str | None = Field(default=None, max_length=64)  # its proof of work's challenge: each is taken once
     entered_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()

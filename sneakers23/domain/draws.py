@@ -21,6 +21,7 @@ from enum import StrEnum
 from sneakers23.domain.accounts import Letter
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.fairness import ShuffleRecord
+from sneakers23.domain.words import counted
 
 
 class Outcome(StrEnum):
@@ -69,17 +70,45 @@ def draw_view(state: DrawState, entry: Entry | None, sizes: Mapping[int, str]) -
     }
 
 
+def staff_figures(stages: Mapping[int, tuple[bool, bool]], counts: Sequence[tuple[int, int, str, int]]) -> dict[int, dict]:
+    """Each draw as the staff's dashboard shows it: entries per size, how many of each outcome, and
+    where its close is, in words. `stages`: each draw's product and (closed, finished); `counts`:
+    (product, size, outcome, entries)."""
+    figures = {product_id: {"entries": 0, "per_size": {}, "outcomes": {str(o): 0 for o in OUTCOMES}}
+               for product_id in stages}
+    for product_id, item_id, outcome, entries in counts:
+        if product_id in figures:
+            shown = figures[product_id]
+            shown["entries"] += entries
+            shown["per_size"][item_id] = shown["per_size"].get(item_id, 0) + entries
+            shown["outcomes"][outcome] = shown["outcomes"].get(outcome, 0) + entries
+    for product_id, (closed, finished) in stages.items():
+        shown = figures[product_id]
+        tally, entered = shown["outcomes"], counted(shown["entries"], "entry", "entries")
+        if finished:
+            shown["text"] = (f"draw finished: {entered}; {counted(tally[Outcome.BOUGHT], 'pair')} bought for winners, "
+                             f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost, {tally[Outcome.REMOVED]} removed")
+        elif closed:
+            shown["text"] = (f"draw closed, giving its pairs: {entered}; {counted(tally[Outcome.BOUGHT], 'pair')} "
+                             f"bought so far, {tally[Outcome.WON]} being bought")
+        else:
+            shown["text"] = f"draw open: {entered} so far (it closes at the release)"
+        shown["stage"] = "finished" if finished else "closed" if closed else "open"
+    return figures
+
+
 class EntryRefusal(StrEnum):
     NO_SUCH_SIZE = "no_such_size"
     NOT_A_DRAW = "not_a_draw"
     CLOSED = "closed"
     SIGN_IN_REQUIRED = "sign_in_required"
+    PROOF_USED = "proof_used"  # its proof of work made another entry already
 
 
 def entry_refused(product_id: int, mode: DropMode, released: bool, item_product_id: int | None,
-                  signed_in: bool) -> EntryRefusal | None:
+                  signed_in: bool, proof_used: bool = False) -> EntryRefusal | None:
     """Why an entry for a size (a product's item, `item_product_id` None when there is no such
-    item) is refused, if it is."""
+    item) is refused, if it is (`proof_used`: the proof of work it came with made an entry before)."""
     if item_product_id is None or item_product_id != product_id:
         return EntryRefusal.NO_SUCH_SIZE
     if mode is not DropMode.DRAW:
@@ -88,6 +117,8 @@ def entry_refused(product_id: int, mode: DropMode, released: bool, item_product_
         return EntryRefusal.CLOSED
     if not signed_in:
         return EntryRefusal.SIGN_IN_REQUIRED
+    if proof_used:
+        return EntryRefusal.PROOF_USED
     return None
 
 
@@ -97,6 +128,7 @@ def entry_refusal_message(refusal: EntryRefusal, product_id: int) -> str:
         EntryRefusal.NOT_A_DRAW: f"product {product_id} is not sold by draw",
         EntryRefusal.CLOSED: f"the draw for product {product_id} has closed",
         EntryRefusal.SIGN_IN_REQUIRED: "sign in (with a confirmed email address) to enter a draw",
+        EntryRefusal.PROOF_USED: "this check that you are a person was used already: reload the page and try again",
     }[refusal]
 
 

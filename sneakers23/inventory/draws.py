@@ -18,25 +18,27 @@ from dataclasses import dataclass, replace
 from sneakers23.db import admin
 from sneakers23.db import draws as rows
 from sneakers23.db import queries
-from sneakers23.db.accounts import account as account_row
+from sneakers23.db.accounts import accounts as account_rows
 from sneakers23.db.sales import sell_claims
 from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.accounts import account_of_shopper
 from sneakers23.domain.admin import ActionKind
 from sneakers23.domain.draws import (DrawState, Entry, EntryRefusal, Outcome, draw_key, draw_view, drawn_by_size,
-                                     entry_refusal_message, entry_refused, next_winners, result_letter)
+                                     entry_refusal_message, entry_refused, next_winners, result_letter,
+                                     staff_figures)
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.fairness import Removed, ShuffleRecord, draw, verify
 from sneakers23.domain.purchases import signed_in
 from sneakers23.domain.sales import Claim
 from sneakers23.domain.words import counted
-from sneakers23.errors import DrawRefused, DrawSignInRequired, NotFound
+from sneakers23.errors import DrawProofUsed, DrawRefused, DrawSignInRequired, NotFound
 from sneakers23.inventory.ports import Mail
 from sneakers23.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ENTRY_ID_BYTES = 8  # 16 hex digits: opaque, and too many to guess another's
+ENTRY_ERRORS = {EntryRefusal.SIGN_IN_REQUIRED: DrawSignInRequired, EntryRefusal.PROOF_USED: DrawProofUsed}
 DRAWN_BY = "release-clock"  # who the audit says closed and gave a draw
 
 
@@ -60,24 +62,23 @@ class Draws:
 
     # --- entries ---
 
-    def enter_draw(self, shopper_id: str, product_id: int, item_id: int) -> Entry:
+    def enter_draw(self, shopper_id: str, product_id: int, item_id: int, proof: str | None = None) -> Entry:
         """The shopper's entry in the product's draw, with this size: made now, or the one it has
-        (one per account, whatever the size asked for now). Raises DrawRefused with why."""
+        (one per account, whatever the size asked for now). `proof`: the challenge of the proof of
+        work the entry came with (serve/proof_of_work.py), taken once across the store. Raises
+        DrawRefused with why."""
         for _attempt in range(3):  # (an entry id taken already: another is drawn)
             with self.database.transaction() as unit:
-                product = next((p for p in queries.load_products(unit.connection) if p.id == product_id), None)
-                if product is None:
+                facts = rows.entry_facts(unit.connection, product_id, item_id)
+                if facts is None:
                     raise NotFound(f"there is no product {product_id}")
                 held = rows.entry_of(unit.connection, product_id, shopper_id)
                 if held is not None:
                     return held
-                item = next((i for i in product.items if i.id == item_id), None)
-                refused = entry_refused(product_id, product.drop_mode, product.released,
-                                        None if item is None else item.product_id, signed_in(shopper_id))
+                refused = entry_refused(product_id, *facts, signed_in(shopper_id), rows.proof_used(unit.connection, proof))
                 if refused is not None:
-                    raise (DrawSignInRequired if refused is EntryRefusal.SIGN_IN_REQUIRED else DrawRefused)(
-                        entry_refusal_message(refused, product_id))
-                if rows.enter(unit.connection, product_id, shopper_id, item_id, secrets.token_hex(ENTRY_ID_BYTES)):
+                    raise ENTRY_ERRORS.get(refused, DrawRefused)(entry_refusal_message(refused, product_id))
+                if rows.enter(unit.connection, product_id, shopper_id, item_id, secrets.token_hex(ENTRY_ID_BYTES), proof):
                     return rows.entry_of(unit.connection, product_id, shopper_id)
             with self.database.reading() as connection:  # (a second tab's entry, or the close, came first)
                 held = rows.entry_of(connection, product_id, shopper_id)
@@ -87,8 +88,8 @@ class Draws:
                     raise DrawRefused(entry_refusal_message(EntryRefusal.CLOSED, product_id))
         raise DrawRefused("the entry could not be made: try again")
 
-    async def enter_draw_async(self, shopper_id: str, product_id: int, item_id: int) -> Entry:
-        return await self.database.in_thread(self.enter_draw, shopper_id, product_id, item_id)
+    async def enter_draw_async(self, shopper_id: str, product_id: int, item_id: int, proof: str | None = None) -> Entry:
+        return await self.database.in_thread(self.enter_draw, shopper_id, product_id, item_id, proof)
 
     def draw_for_shopper(self, product_id: int, shopper_id: str | None, with_record: bool = True) -> dict:
         """The draw's JSON view: its commitment, its record once closed (unless left out: a page
@@ -117,6 +118,14 @@ class Draws:
     def draw_entries_per_size(self, product_id: int) -> dict[int, int]:
         with self.database.reading() as connection:
             return rows.entries_per_size(connection, product_id)
+
+    def draw_figures(self) -> dict[int, dict]:
+        """Every draw as the staff's dashboard shows it (domain/draws.py: staff_figures)."""
+        with self.database.reading() as connection:
+            return staff_figures(*rows.staff_figures(connection))
+
+    async def draw_figures_async(self) -> dict[int, dict]:
+        return await self.database.in_thread(self.draw_figures)
 
     def verify_draw(self, product_id: int) -> list[str]:
         """What does not hold in the draw's published record (empty: it checks); raises NotFound
@@ -170,8 +179,7 @@ class Draws:
                                            f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost", "")
                     break
             self._buy(product_id, pending)
-        if finished:  # (told once: by the run that finished it)
-            self._tell(product_id, final)
+        self._tell_once_finished(product_id, final)
         report = DrawReport(product_id, len(final), tally[Outcome.REMOVED], tally[Outcome.BOUGHT],
                             tally[Outcome.FAILED], tally[Outcome.LOST])
         log.info("the draw for product %s: %s", product_id, report)
@@ -225,14 +233,25 @@ class Draws:
         if stopped is not None:
             raise stopped
 
+    def _tell_once_finished(self, product_id: int, entries: list[Entry]) -> None:
+        """Every entrant told, once the draw is finished: by the run that finished it, or by the
+        next when that one stopped first (a crash, the database away). The draw is marked told
+        after its letters are posted, so a letter goes out at least once."""
+        with self.database.reading() as connection:
+            if not rows.untold(connection, product_id):
+                return
+        self._tell(product_id, entries)
+        with self.database.transaction() as unit:
+            rows.mark_told(unit.connection, product_id)
+
     def _tell(self, product_id: int, entries: list[Entry]) -> None:
         """A letter to every entrant (posted: sent off this path, by the postbox)."""
         if self.mail is None:
             return
         with self.database.reading() as connection:
             product = next(p for p in queries.load_products(connection) if p.id == product_id)
-            accounts = {entry.shopper_id: account_row(connection, account_of_shopper(entry.shopper_id) or 0)
-                        for entry in entries}
+            by_id = account_rows(connection, {account_of_shopper(entry.shopper_id) or 0 for entry in entries})
+        accounts = {entry.shopper_id: by_id.get(account_of_shopper(entry.shopper_id) or 0) for entry in entries}
         sizes = {item.id: item.size for item in product.items}
         store, record = f"{self.public_url}/", f"{self.public_url}/api/products/{product_id}/draw"
         for entry in entries:
@@ -245,5 +264,5 @@ class Draws:
 
 
 def _open_for_entries(connection, product_id: int) -> bool:
-    product = next((p for p in queries.load_products(connection) if p.id == product_id), None)
-    return product is not None and product.drop_mode is DropMode.DRAW and not product.released
+    facts = rows.entry_facts(connection, product_id, 0)
+    return facts is not None and facts[0] is DropMode.DRAW and not facts[1]

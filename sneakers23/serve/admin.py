@@ -72,7 +72,8 @@ class AdminDesk:
         # Actions go through the inventory API (committed, then published); no purchases here.
         self.inventory = assembly.cluster_inventory(settings, through_sales=False)
         self.live = assembly.live_catalog(settings)
-        self.dashboards = DashboardChannels(self.live, assembly.dashboard_feeds(), self.inventory.figures_async)
+        self.dashboards = DashboardChannels(self.live, assembly.dashboard_feeds(), self.inventory.figures_async,
+                                            self.inventory.draw_figures_async)
         self.hub = ChannelHub(self.live, [self.dashboards])
         self.live.start()
         # Logins take turns: the throttle's count, the password's check and the failure's record

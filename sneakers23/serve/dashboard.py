@@ -4,7 +4,8 @@ On join, a dashboard gets Phoenix's `presence_state` (every open shopper tab of 
 mirror of the presence actor's board), then a `presence_diff` for every change, so the official
 client's `Presence` class follows it. Every second it gets `drop`: each product's sizes with the
 pairs available (from this node's live catalog), pairs sold per second and refusals by reason for
-the last minute, and each node's sockets, tabs and cache lag. "N in cart" is counted by the page
+the last minute, each node's sockets, tabs and cache lag, and (from the database, every few seconds)
+the accounts' figures and each draw's entries per size. "N in cart" is counted by the page
 from the presence metas (the shoppers online whose carts hold the size), as in the original.
 """
 
@@ -30,6 +31,7 @@ ADMIN_SCOPE_KEY = "sneakers23.admin"  # set on an admin socket's scope once its 
 TICK_S = 1.0
 FIGURES_TIMEOUT_S = 2.0
 ACCOUNTS_EVERY_S = 5.0  # the accounts' figures are one count over their table: every few seconds is plenty
+DRAWS_EVERY_S = 2.0  # a draw's entries per size: one grouped count, live enough at every other tick
 
 
 class Feeds(Protocol):
@@ -44,8 +46,10 @@ class ProductsInMemory(Protocol):
     def products(self) -> list[Product]: ...
 
 
-def drop_view(products: list[Product], figures: dict, accounts: dict | None = None) -> dict:
-    """The `drop` push: what the dashboard shows besides presence."""
+def drop_view(products: list[Product], figures: dict, accounts: dict | None = None,
+              draws: dict[int, dict] | None = None) -> dict:
+    """The `drop` push: what the dashboard shows besides presence (`draws`: each draw's figures, by
+    product; a product in draw mode without them shows its draw as not counted yet)."""
     nodes = figures.get("nodes") or {}
     lags = figures.get("lags") or {}
     activity = figures.get("activity") or {"sold_per_second": [], "sold": 0, "refusals": {}, "window_s": 60}
@@ -55,6 +59,7 @@ def drop_view(products: list[Product], figures: dict, accounts: dict | None = No
                       "release_at": p.release_at.isoformat() if p.release_at else None,
                       "sign_in_required": p.sign_in_required, "drop_mode": str(p.drop_mode),
                       "drop_mode_text": p.drop_mode.describe(),
+                      "draw": (draws or {}).get(p.id),
                       "items": [{"id": item.id, "available": item.available_count} for item in p.items]}
                      for p in products],
         "activity": activity,
@@ -67,14 +72,33 @@ def drop_view(products: list[Product], figures: dict, accounts: dict | None = No
     }
 
 
+class EveryFewSeconds:
+    """A figure read from the database at most every `every_s`, the last one kept while the
+    database is away (a dashboard's tick must not cost a query per open dashboard)."""
+
+    def __init__(self, read: Callable[[], Awaitable] | None, every_s: float, what: str):
+        self._read, self._every_s, self._what = read, every_s, what
+        self._read_at = -every_s
+        self.value = None
+
+    async def get(self):
+        if self._read is not None and time.monotonic() - self._read_at >= self._every_s:
+            self._read_at = time.monotonic()
+            try:
+                self.value = await asyncio.wait_for(self._read(), FIGURES_TIMEOUT_S)
+            except Exception as error:  # (the database away: the last figures stay)
+                log.info("the %s are late: %s", self._what, error)
+        return self.value
+
+
 class DashboardChannels:
     def __init__(self, live: ProductsInMemory, feeds: Feeds,
-                 account_figures: Callable[[], Awaitable[dict]] | None = None):
+                 account_figures: Callable[[], Awaitable[dict]] | None = None,
+                 draw_figures: Callable[[], Awaitable[dict]] | None = None):
         self._live = live
         self._feeds = feeds
-        self._account_figures = account_figures  # (read from the database: every ACCOUNTS_EVERY_S)
-        self._accounts: dict | None = None
-        self._accounts_read_at = -ACCOUNTS_EVERY_S
+        self._accounts = EveryFewSeconds(account_figures, ACCOUNTS_EVERY_S, "accounts' figures")
+        self._draws = EveryFewSeconds(draw_figures, DRAWS_EVERY_S, "draws' figures")
         self._admins: set = set()
         self._mirror = PresenceMirror(feeds.follow_presence, self._send_state, self._send_diff)
         self._last_drop: dict | None = None
@@ -178,11 +202,5 @@ class DashboardChannels:
         except Exception as error:  # an actor restarting: the next tick has them
             log.info("the dashboard's figures are late: %s", error)
             figures = {}
-        if self._account_figures is not None and time.monotonic() - self._accounts_read_at >= ACCOUNTS_EVERY_S:
-            self._accounts_read_at = time.monotonic()
-            try:
-                self._accounts = await asyncio.wait_for(self._account_figures(), FIGURES_TIMEOUT_S)
-            except Exception as error:  # (the database away: the last figures stay)
-                log.info("the accounts' figures are late: %s", error)
-        self._last_drop = drop_view(self._live.products(), figures, self._accounts)
+        self._last_drop = drop_view(self._live.products(), figures, await self._accounts.get(), await self._draws.get())
         self._send(phoenix.push(TOPIC, "drop", self._last_drop))

@@ -10,7 +10,7 @@ from html import escape
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from sneakers23.domain.purchases import Refusal
-from sneakers23.errors import (DatabaseUnavailable, DrawRefused, DrawSignInRequired, NotFound, SalesBusy, SalesUnavailable, SchemaMissing,
+from sneakers23.errors import (DatabaseUnavailable, DrawProofUsed, DrawRefused, DrawSignInRequired, NotFound, SalesBusy, SalesUnavailable, SchemaMissing,
                                Sneakers23Error)
 from sneakers23.serve.guards import NO_STORE, RETRY_AFTER_S, json_error
 
@@ -44,6 +44,7 @@ ERROR_ANSWERS: list[tuple[type[Exception] | tuple[type[Exception], ...], ErrorAn
                  own_line_in_json=False)),
     (NotFound, ErrorAnswer(404, "not_found", None)),
     (DrawSignInRequired, ErrorAnswer(403, "sign_in_required", None)),
+    (DrawProofUsed, ErrorAnswer(422, "proof_of_work", None)),
     (DrawRefused, ErrorAnswer(409, "draw_refused", None)),
     (ValueError, ErrorAnswer(400, "bad_request", None)),  # (a malformed idempotency key, say)
     (Sneakers23Error, ErrorAnswer(500, "error", "Your purchase could not be completed", logging.ERROR)),

@@ -9,8 +9,11 @@ Serve config file.
 """
 
 
+import json
 import logging
+import math
 import re
+import time
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -33,7 +36,7 @@ from sneakers23.serve.account_pages import AccountPages, account_routes
 from sneakers23.serve.guards import NO_STORE, behind_tls, install_door, json_error, read_body, tune_replica_server
 from sneakers23.serve.http import REFUSAL_STATUS, error_json, error_page, opening_page, page_error
 from sneakers23.serve.placement import on_every_node
-from sneakers23.serve.proof_of_work import ProofsOfWork
+from sneakers23.serve.proof_of_work import FIELD, ProofsOfWork
 from sneakers23.serve.render import CART_MARKER, STATIC, catalog_page, checkout_page, complete_page, orders_page
 from sneakers23.serve.replica import BACKPRESSURE, QUIET, READY_WAIT_S, deployment_settings
 from sneakers23.serve.shoppers import (COOKIE, FORM_TOKEN_FIELD, FORM_TOKEN_HEADER, MAX_AGE_S, RENEW_AFTER_S,
@@ -43,6 +46,7 @@ from sneakers23.settings import Settings
 log = logging.getLogger(__name__)
 
 PAGE_REQUESTS_PER_REPLICA = 256
+MAX_ENTRY_BYTES = 2_048  # a draw entry's body: its proof of work (at most 1,024 characters) in JSON
 
 store_api = FastAPI(title="Sneakers23", docs_url=None, redoc_url=None, openapi_url=None)
 store_api.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -69,6 +73,17 @@ async def _checkout_form(request: Request) -> tuple[int, list[int], str] | None:
 
 
 
+def _json_field(body: bytes, name: str) -> object:
+    """A field of a JSON object body; None for any other body. (Defined before the deployment:
+    Serve takes the class, with the globals its methods use, as the decorator runs.)"""
+    try:
+        parsed = json.loads(body or b"null")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return parsed.get(name) if isinstance(parsed, dict) else None
+
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=PAGE_REQUESTS_PER_REPLICA,
                   max_queued_requests=2 * PAGE_REQUESTS_PER_REPLICA, backpressure_config=BACKPRESSURE,
                   logging_config=QUIET)
@@ -90,6 +105,8 @@ class Storefront(AccountPages):
         self.sessions = SignedInShoppers(settings.secret_key, self.inventory.session_account_async)
         self.work = ProofsOfWork(settings.secret_key, settings.proof_of_work_max_number)
         self.account_attempts = Throttle(settings.account_attempts_per_minute)
+        self.entry_work = ProofsOfWork(settings.secret_key, settings.entry_proof_of_work_max_number, purpose="entry")
+        self.entry_attempts = Throttle(settings.entries_per_address_per_hour, window_s=3600)
         self.checkout = Checkout(self.live, self.inventory)
         self.node_id = ray.get_runtime_context().get_node_id()
         # Rendered once per catalog generation, around the place of the shopper's own cart token.
@@ -291,7 +308,10 @@ class Storefront(AccountPages):
                                                                request.query_params.get("record") != "0")
         except Exception as error:
             return error_json(error)
-        return JSONResponse(view, headers=NO_STORE)
+        # (An entry's proof of work to solve, while one can be made: a fresh challenge each time.)
+        open_to_enter = not view["closed"] and view["entry"] is None and self.entry_work.on
+        return JSONResponse({**view, "work_challenge": json.loads(self.entry_work.challenge()) if open_to_enter else None},
+                            headers=NO_STORE)
 
     @store_api.post("/api/products/{product_id}/draw/{item_id}")
     async def enter_draw(self, product_id: str, item_id: str, request: Request):
@@ -303,8 +323,17 @@ class Storefront(AccountPages):
         product, item = parse_id(product_id), parse_id(item_id)
         if product is None or item is None:
             return json_error(400, "bad_request", "a product id and an item id are 1 to 9 digits (0-9)")
+        wait_s = self.entry_attempts.wait_s(request.client.host if request.client else "", time.monotonic())
+        if wait_s > 0:
+            refused = json_error(429, "too_many_entries", f"too many entries from your address: try again in "
+                                                           f"{math.ceil(wait_s)} s")
+            refused.headers["Retry-After"] = str(math.ceil(wait_s))
+            return refused
+        unproven, proof = self.entry_work.taken(_json_field(await read_body(request, MAX_ENTRY_BYTES), FIELD))
+        if unproven is not None:
+            return json_error(422, "proof_of_work", unproven)
         try:
-            entry = await self.inventory.enter_draw_async(shopper_id, product, item)
+            entry = await self.inventory.enter_draw_async(shopper_id, product, item, proof)
         except Exception as error:
             return error_json(error)
         size = self.live.item(entry.item_id)

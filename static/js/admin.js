@@ -125,6 +125,7 @@ function showDrop(drop) {
     showRelease(root.querySelector(`[data-glance-status="${product.id}"]`), product);
     root.querySelectorAll(`[data-product-id="${product.id}"]`).forEach((button) => { button.disabled = product.released; });
     for (const item of product.items) setText(`[data-available="${item.id}"]`, item.available);
+    showDraw(product);
     setText(`[data-glance-available="${product.id}"]`, product.items.reduce((sum, item) => sum + item.available, 0).toLocaleString());
     setText(`[data-glance-out="${product.id}"]`, `${product.items.filter((item) => item.available <= 0).length} of ${product.items.length}`);
   }
@@ -139,6 +140,18 @@ function showDrop(drop) {
   drawSales(perSecond);
   rows(root.querySelector("[data-refusals]"), Object.entries(drop.activity.refusals || {}));
   showNodes();
+}
+
+// A draw's entries per size, and where its close is (counted from the database every few seconds).
+function showDraw(product) {
+  const status = root.querySelector(`[data-draw-status="${product.id}"]`);
+  const isDraw = product.drop_mode === "draw";
+  if (status) status.hidden = !isDraw;
+  if (isDraw) setText(`[data-draw-status="${product.id}"]`, product.draw ? product.draw.text : "draw: counting its entries…");
+  for (const item of product.items) {
+    const entries = isDraw ? (product.draw ? (product.draw.per_size[item.id] || 0).toLocaleString() : "…") : "not a draw";
+    setText(`[data-draw-entries="${item.id}"]`, entries);
+  }
 }
 
 // Pairs sold each second of the last minute: bars on a time axis (seconds ago) and a count axis

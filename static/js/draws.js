@@ -1,7 +1,12 @@
 // A product sold by draw: the shopper's entry (made with the ENTER THE DRAW button), and how it went
 // after the close, from the store's JSON. The product's size selector is rendered again by every
 // join reply and release push (store.js), so this listens on the document and reads again then.
+import { payload, solve } from "/static/js/work.js";
+
 const panel = document.querySelector("[data-form-token]");
+// Each block's proof of work for its entry (a bot pays per entry): solved in the background from
+// the challenge the draw's JSON carries, while the shopper chooses a size.
+const proofs = new Map();
 const ASK_AGAIN_MS = 2000;
 
 function say(block, text) {
@@ -18,8 +23,15 @@ const TOLD = {
   removed: (entry) => `Your entry was taken out before the draw (${entry.note}).`,
 };
 
+function prove(block, challenge) {
+  const started = performance.now();
+  proofs.set(block.dataset.drawFor, solve(challenge).then(
+    (number) => (number === null ? null : payload(challenge, number, Math.round(performance.now() - started)))));
+}
+
 function show(block, draw) {
   const entry = draw.entry;
+  if (draw.work_challenge && !proofs.has(block.dataset.drawFor)) prove(block, draw.work_challenge);
   if (entry) {
     say(block, TOLD[entry.outcome] ? TOLD[entry.outcome](entry) : "");
     const choose = block.querySelector("[data-draw-size]");
@@ -52,19 +64,26 @@ export async function readDraw(block) {
 
 async function enter(block) {
   const size = block.querySelector("[data-draw-size]");
-  say(block, "Entering the draw…");
+  const product = block.dataset.drawFor;
+  say(block, "Checking that you are a person, then entering the draw…");
   try {
-    const answer = await fetch(`/api/products/${block.dataset.drawFor}/draw/${size.value}`, {
+    if (!proofs.has(product)) await readDraw(block); // (clicked before the draw was read: its challenge first)
+    const altcha = proofs.has(product) ? await proofs.get(product) : null;
+    proofs.delete(product); // (used once: the next try gets a new challenge)
+    const answer = await fetch(`/api/products/${product}/draw/${size.value}`, {
       method: "POST", credentials: "same-origin",
-      headers: { "X-CSRF-Token": panel ? panel.dataset.formToken : "" },
+      headers: { "X-CSRF-Token": panel ? panel.dataset.formToken : "", "Content-Type": "application/json" },
+      body: JSON.stringify({ altcha }),
     });
     const said = await answer.json();
+    if (!answer.ok) readDraw(block); // (a new challenge for the next try)
     if (answer.ok) {
       readDraw(block);
     } else if (answer.status === 401 || said.error === "sign_in_required") {
       say(block, "Sign in with a confirmed email address to enter the draw.");
     } else {
-      say(block, said.message || "The entry could not be made: try again");
+      const message = said.message || "the entry could not be made: try again";
+      say(block, message.charAt(0).toUpperCase() + message.slice(1) + ".");
     }
   } catch (_offline) {
     say(block, "The store did not answer: try again");

@@ -1,6 +1,6 @@
-// The proof of work of the sign-up and sign-in forms (ALTCHA's scheme; serve/proof_of_work.py):
-// find the number whose SHA-256 with the challenge's salt is the challenge, then let the form go.
-// About a second in a browser at the store's default difficulty.
+// The proof of work of the sign-up and sign-in forms, and of a draw's entry (draws.js) (ALTCHA's
+// scheme; serve/proof_of_work.py): find the number whose SHA-256 with the challenge's salt is the
+// challenge, then let the form go. About a second in a browser at the store's default difficulty.
 const form = document.querySelector("form[data-work-challenge]");
 
 async function sha256Hex(text) {
@@ -8,7 +8,7 @@ async function sha256Hex(text) {
   return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
-async function solve(challenge) {
+export async function solve(challenge) {
   const batch = 500; // hashes at once: the browser runs them together
   for (let start = 0; start <= challenge.maxnumber; start += batch) {
     const numbers = [];
@@ -18,6 +18,14 @@ async function solve(challenge) {
     if (found >= 0) return numbers[found];
   }
   return null;
+}
+
+// The payload the store checks: the challenge, signed, and the number found.
+export function payload(challenge, number, took) {
+  return btoa(JSON.stringify({
+    algorithm: challenge.algorithm, challenge: challenge.challenge, number, salt: challenge.salt,
+    signature: challenge.signature, took,
+  }));
 }
 
 if (form) {
@@ -32,10 +40,7 @@ if (form) {
       status.textContent = "The check that you are a person failed: reload the page.";
       return;
     }
-    field.value = btoa(JSON.stringify({
-      algorithm: challenge.algorithm, challenge: challenge.challenge, number, salt: challenge.salt,
-      signature: challenge.signature, took: Math.round(performance.now() - started),
-    }));
+    field.value = payload(challenge, number, Math.round(performance.now() - started));
     status.textContent = "Checked: you can send the form.";
     form.dataset.workDone = "true";
     submit.disabled = false;

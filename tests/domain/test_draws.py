@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sneakers23.domain.draws import (EntryRefusal, Outcome, draw_key, drawn_by_size, entry_of_key, entry_refused,
+from sneakers23.domain.draws import (EntryRefusal, staff_figures, Outcome, draw_key, drawn_by_size, entry_of_key, entry_refused,
                                      entry_refusal_message, mode_change_refused, next_winners, result_letter)
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.purchases import PurchaseFacts, Refusal, SizeOnSale, answer_purchase
@@ -15,6 +15,8 @@ def test_an_entry_needs_a_size_of_the_product_an_open_draw_and_a_signed_in_shopp
     assert entry_refused(2, DropMode.QUEUE, False, 2, True) is EntryRefusal.NOT_A_DRAW
     assert entry_refused(2, DropMode.DRAW, True, 2, True) is EntryRefusal.CLOSED
     assert entry_refused(2, DropMode.DRAW, False, 2, False) is EntryRefusal.SIGN_IN_REQUIRED
+    assert entry_refused(2, DropMode.DRAW, False, 2, True, proof_used=True) is EntryRefusal.PROOF_USED
+    assert "used already" in entry_refusal_message(EntryRefusal.PROOF_USED, 2)
     assert entry_refusal_message(EntryRefusal.CLOSED, 2) == "the draw for product 2 has closed"
     assert "sign in" in entry_refusal_message(EntryRefusal.SIGN_IN_REQUIRED, 2)
 
@@ -89,3 +91,17 @@ def test_the_cart_rule_keeps_a_draws_size_out_of_every_cart():
     assert refuse_add(SizeFacts(2, True, 5, drawn=True), 14, [], 0, False, 2) is CartRefusal.SOLD_BY_DRAW
     assert refuse_add(SizeFacts(2, True, 5), 14, [], 0, False, 2) is None
     assert "enter the draw" in refusal_message(CartRefusal.SOLD_BY_DRAW, 2)
+
+
+def test_the_staff_see_each_draws_entries_per_size_and_where_its_close_is():
+    counts = [(2, 7, "entered", 3), (2, 8, "entered", 1), (3, 9, "bought", 1), (3, 9, "lost", 2), (3, 10, "removed", 1),
+              (4, 11, "won", 1), (4, 11, "bought", 2), (9, 1, "entered", 5)]  # (product 9 has no draw now)
+    figures = staff_figures({2: (False, False), 3: (True, True), 4: (True, False), 5: (False, False)}, counts)
+    assert set(figures) == {2, 3, 4, 5}
+    assert (figures[2]["entries"], figures[2]["per_size"]) == (4, {7: 3, 8: 1})
+    assert figures[2]["text"] == "draw open: 4 entries so far (it closes at the release)"
+    assert figures[3]["per_size"] == {9: 3, 10: 1} and figures[3]["stage"] == "finished"
+    assert figures[3]["text"] == "draw finished: 4 entries; 1 pair bought for winners, 0 failed, 2 lost, 1 removed"
+    assert figures[4]["text"] == "draw closed, giving its pairs: 3 entries; 2 pairs bought so far, 1 being bought"
+    assert figures[5] == {"entries": 0, "per_size": {}, "outcomes": {str(o): 0 for o in Outcome}, "stage": "open",
+                          "text": "draw open: 0 entries so far (it closes at the release)"}

@@ -14,7 +14,7 @@ from sneakers23.domain.draws import Outcome
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.fairness import commitment
 from sneakers23.domain.purchases import Refusal
-from sneakers23.errors import DrawRefused, DropModeRefused, NotFound
+from sneakers23.errors import DrawProofUsed, DrawRefused, DropModeRefused, NotFound
 from sneakers23.inventory import Inventory
 
 PASSWORD = "analytical engine of 1843"
@@ -68,6 +68,8 @@ def test_a_draw_from_the_entries_to_the_winners_orders_and_the_losers_told(draw_
     again = inventory.enter_draw(a[1], 2, small)
     assert again == inventory.draw_entry(a[1], 2) and again.item_id == big
     assert inventory.draw_entries_per_size(2) == {big: 3, small: 2}
+    staff = inventory.draw_figures()[2]  # (what the dashboard shows)
+    assert (staff["stage"], staff["entries"], staff["per_size"]) == ("open", 5, {big: 3, small: 2})
     with pytest.raises(DrawRefused, match="sign in"):
         inventory.enter_draw("f" * 64, 2, big)  # a guest
     f = shoppers(inventory, 1)[0]  # (an account with no entry: one that has an entry is given it)
@@ -85,6 +87,9 @@ def test_a_draw_from_the_entries_to_the_winners_orders_and_the_losers_told(draw_
     [report] = inventory.run_due_draws()
     assert (report.entries, report.removed, report.bought, report.failed, report.lost) == (5, 1, 3, 0, 1)
     assert inventory.run_due_draws() == []  # done once
+    staff = inventory.draw_figures()[2]
+    assert staff["stage"] == "finished" and staff["per_size"] == {big: 3, small: 2}
+    assert staff["text"] == "draw finished: 5 entries; 3 pairs bought for winners, 0 failed, 1 lost, 1 removed"
     assert shop.available(inventory, big) == 0 and shop.available(inventory, small) == 0
     outcomes = {shopper: inventory.draw_entry(shopper, 2) for _id, shopper in (a, b, c, d, e)}
     assert outcomes[a[1]].outcome is outcomes[b[1]].outcome is Outcome.BOUGHT
@@ -184,3 +189,41 @@ def test_only_the_draws_own_purchase_buys_a_winners_pair_and_a_passing_error_kee
     assert [pair.idempotency_key for pair in inventory.orders(shopper)] == [draw_key(entry.entry_id)]
     assert inventory.run_draw(2).bought == 1  # (again: nothing more is bought, nobody told twice)
     assert shop.available(inventory, small) == 0
+
+
+def test_a_draw_stopped_between_its_finish_and_its_letters_tells_every_entrant_at_the_next_round(draw_shop, monkeypatch):
+    inventory, letters, (_big, small, *_others) = draw_shop
+    entrants = shoppers(inventory, 2)
+    for _id, shopper in entrants:
+        inventory.enter_draw(shopper, 2, small)  # 2 entries for 1 pair
+    inventory.release(2)
+
+    def stopped(*_args):  # (the process dies, or the database goes, as the letters are written)
+        raise ConnectionError("the database went away")
+
+    def told() -> list[str]:
+        return sorted(letter.subject.split(":")[0] for letter in letters.posted if "draw" in letter.subject)
+
+    monkeypatch.setattr(inventory.draws, "_tell", stopped)
+    assert inventory.run_due_draws() == []  # (logged; tried again at the next round)
+    assert inventory.draw_state(2).finished_at is not None and told() == []
+    monkeypatch.undo()
+    [report] = inventory.run_due_draws()  # nothing left to give: it tells
+    assert (report.bought, report.lost) == (1, 1)
+    assert told() == ["The draw is closed", "You won the draw"]
+    assert inventory.run_due_draws() == []  # told once
+    inventory.run_draw(2)  # (run again by hand: nobody told twice)
+    assert len(told()) == 2
+
+
+def test_a_proof_of_work_makes_one_entry_whichever_account_brings_it(draw_shop):
+    inventory, _letters, (big, small, *_others) = draw_shop
+    (_a, first), (_b, second) = shoppers(inventory, 2)
+    proof = "c" * 64  # (its challenge: serve/proof_of_work.py checked the solution)
+    made = inventory.enter_draw(first, 2, big, proof)
+    assert inventory.enter_draw(first, 2, small, proof) == made  # the same account: its entry, as before
+    with pytest.raises(DrawProofUsed, match="used already"):
+        inventory.enter_draw(second, 2, big, proof)  # another account (a bot's next): refused
+    assert inventory.draw_entry(second, 2) is None
+    assert inventory.enter_draw(second, 2, big, "d" * 64).outcome is Outcome.ENTERED
+    assert inventory.enter_draw(second, 2, big).item_id == big  # (the proof of work off: no proof to keep)

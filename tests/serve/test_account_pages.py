@@ -397,12 +397,67 @@ def test_the_dashboard_shows_the_accounts_the_unverified_share_and_the_last_minu
     assert 0 <= accounts["unverified_share"] <= 1
 
 
+def entry_proof(challenge: dict) -> str:
+    """A draw entry's proof of work, solved as draws.js solves it."""
+    found = altcha.solve_challenge_v1(challenge["challenge"], challenge["salt"], challenge["algorithm"],
+                                      challenge["maxnumber"])
+    payload = {key: challenge[key] for key in ("algorithm", "challenge", "salt", "signature")}
+    return base64.b64encode(json.dumps({**payload, "number": found.number}).encode()).decode()
+
+
+def test_a_draw_entry_costs_a_fresh_proof_of_work_once_and_an_address_is_held_past_its_entries(
+        store_url, mailbox, fresh_shop, publishing, ray_settings):
+    from sneakers23.domain.drops import DropMode
+    from tests.support.cluster import live_node_count
+
+    publishing.set_drop_mode(2, DropMode.DRAW)
+    item = next(p for p in fresh_shop.complete_products() if p.id == 2).items[0]
+    entrants = []
+    for _n in range(2):
+        client, _address = signed_up(store_url, mailbox)
+        open_shop(client)  # (its form token)
+        entrants.append(client)
+    first, second = entrants
+    enter = lambda client, body: client.post(f"/api/products/2/draw/{item.id}", json=body)  # noqa: E731
+    challenge = lambda client: client.get("/api/products/2/draw?record=0").json()["work_challenge"]  # noqa: E731
+
+    missing = enter(first, {})
+    assert (missing.status_code, missing.json()["error"]) == (422, "proof_of_work") and "did not run" in missing.json()["message"]
+    form_solution = solved(shopper(store_url).get("/account/signup"))["altcha"]
+    assert "not valid" in enter(first, {"altcha": form_solution}).json()["message"]  # a form's is no entry's
+    assert enter(first, {"altcha": "%%%"}).status_code == 422
+    proof = entry_proof(challenge(first))
+    made = enter(first, {"altcha": proof})
+    assert made.status_code == 201 and made.json()["outcome"] == "entered", made.text
+    assert first.get("/api/products/2/draw?record=0").json()["work_challenge"] is None  # (entered: nothing to solve)
+    # The same solution brought by another account (a bot's next), whichever replica it reaches.
+    reused = enter(second, {"altcha": proof})
+    assert (reused.status_code, reused.json()["error"]) == (422, "proof_of_work") and "used already" in reused.text
+    assert enter(second, {"altcha": entry_proof(challenge(second))}).status_code == 201
+
+    # One address makes at most so many entries an hour on each page replica (one a node here):
+    # past them, 429 with Retry-After, before any work is checked.
+    guest = shopper(store_url)  # (an address of its own; a guest's entries are refused, and count)
+    open_shop(guest)
+    allowed = ray_settings.model_fields["entries_per_address_per_hour"].default * live_node_count()
+    answers = []
+    while len(answers) <= allowed and (not answers or answers[-1].status_code != 429):
+        answers.append(enter(guest, {}))
+    assert {a.status_code for a in answers[:-1]} == {422} and answers[-1].status_code == 429, \
+        [a.status_code for a in answers]
+    held = answers[-1]
+    assert held.json()["error"] == "too_many_entries" and 0 < int(held.headers["retry-after"]) <= 3600
+    assert enter(shopper(store_url), {}).status_code == 422  # (another address is not held)
+
+
+@pytest.mark.usefixtures("unlocked")
 def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_by_letter(
     browser, store_url, mailbox, fresh_shop, publishing
 ):
     """A draw from the entries to the winner's order: two accounts enter size X of product 2, which
-    has one pair of it; the release closes the draw (the store's release clock draws and buys), and
-    each page, and each inbox, says how it went."""
+    has one pair of it, while the staff's dashboard counts the entries per size; the release closes
+    the draw (the store's release clock draws and buys), and each page, each inbox and the
+    dashboard say how it went."""
     from playwright.sync_api import expect
 
     from harness import shop
@@ -411,6 +466,7 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
 
     publishing.set_drop_mode(2, DropMode.DRAW)
     item = next(p for p in fresh_shop.complete_products() if p.id == 2).items[0]
+    product_1_item = next(p for p in fresh_shop.complete_products() if p.id == 1).items[0].id
     shop.set_available(fresh_shop, item.id, 1)
     pages = {}
     for _n in range(2):
@@ -427,6 +483,17 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
         expect(block.locator("[data-draw-status]")).to_have_text(f"You are in the draw with size {item.size}.")
         expect(block.get_by_role("button", name="ENTER THE DRAW")).to_be_disabled()
         expect(block.locator(".draw__commitment")).to_contain_text(publishing.draw_state(2).commitment)
+    # The staff's dashboard counts the entries per size, live.
+    from tests.support.store_fixtures import ADMIN_PASSWORD
+
+    staff = browser.new_context().new_page()
+    staff.goto(f"{store_url}/admin")
+    staff.fill("input[name=who]", "Ada")
+    staff.fill("input[name=password]", ADMIN_PASSWORD)
+    staff.click("button[type=submit]")
+    expect(staff.locator(f'[data-draw-entries="{item.id}"]')).to_have_text("2")
+    expect(staff.locator('[data-draw-status="2"]')).to_have_text("draw open: 2 entries so far (it closes at the release)")
+    expect(staff.locator(f'[data-draw-entries="{product_1_item}"]')).to_have_text("not a draw")
     # A guest's page offers the entry too, and says to sign in when it is tried.
     guest = browser.new_context().new_page()
     open_shop_page(guest, store_url)
@@ -444,6 +511,8 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
     loser = next(a for a in told if a != winner)
     assert "in your orders" in mailbox.wait_for_letter(winner, "You won the draw").get_content()
     assert "not drawn" in mailbox.wait_for_letter(loser, "The draw is closed").get_content()
+    expect(staff.locator('[data-draw-status="2"]')).to_have_text(
+        "draw finished: 2 entries; 1 pair bought for winners, 0 failed, 1 lost, 0 removed")
     pages[winner].goto(f"{store_url}/orders")
     expect(pages[winner].locator(".order")).to_have_count(1)
     assert publishing.verify_draw(2) == []
@@ -452,5 +521,5 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
     assert httpx.get(f"{store_url}/api/products/2/draw?record=0").json()["record"] is None  # (what a page asks)
     assert httpx.get(f"{store_url}/api/products/1/draw").status_code == 404
     assert httpx.get(f"{store_url}/api/products/x/draw").status_code == 400
-    for page in (*pages.values(), guest):
+    for page in (*pages.values(), guest, staff):
         page.context.close()

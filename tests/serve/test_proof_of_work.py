@@ -35,3 +35,14 @@ def test_a_wrong_number_another_stores_challenge_and_junk_are_refused():
     for junk in ("", None, 7, "!!!", "e30=", "x" * 5_000):
         assert work.refusal(junk)
     assert ProofsOfWork(KEY, 0).refusal(None) is None  # (off)
+
+
+def test_a_draw_entrys_proof_of_work_is_no_forms_and_its_challenge_is_given_back_to_keep():
+    forms, entries = ProofsOfWork(KEY, 500), ProofsOfWork(KEY, 500, purpose="entry")
+    assert "not valid" in entries.refusal(solution(forms))
+    assert "not valid" in forms.refusal(solution(entries))
+    solved = solution(entries)
+    refusal, challenge = entries.taken(solved)
+    assert refusal is None and challenge == json.loads(base64.b64decode(solved))["challenge"] and len(challenge) == 64
+    assert entries.taken(solved)[0].startswith("this check was used already")
+    assert ProofsOfWork(KEY, 0, purpose="entry").taken(None) == (None, None)  # (off: nothing to keep)

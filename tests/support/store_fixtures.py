@@ -50,7 +50,7 @@ def store_url(ray_cluster, ray_store, ray_settings, mailbox):
     args = ray_settings.model_copy(update={"secret_key": STORE_SECRET, "admin_password": ADMIN_PASSWORD,
                                            "smtp_url": mailbox.url, "public_url": f"http://127.0.0.1:{port}",
                                            # (a browser solves it at once; the sign-up tests solve it too)
-                                           "proof_of_work_max_number": 2_000}
+                                           "proof_of_work_max_number": 2_000, "entry_proof_of_work_max_number": 2_000}
                                    ).model_dump()
     url = nodes.deploy_store(args, port)
     wait_for(lambda: web_replicas_running(live_node_count()), timeout=90, what="web replicas on every node")
