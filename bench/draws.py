@@ -4,9 +4,10 @@ beside baselines measured in the same run, on a durable PostgreSQL (fsync on) of
 - the draw: product 2 made a draw, PAIRS pairs over its sizes, ENTRIES verified accounts each with one
   entry (sizes chosen at random, as a crowd would), then its release; `run_draw` as the release clock
   calls it, timed by step: the close (the shuffle and its record kept), the winners' rounds (each
-  round's winners marked and bought in one group commit through the drop engine, db/sales.py), and
-  the letters to every entrant (posted to a counting postbox: the store's postbox sends them on a
-  thread of its own, off this path);
+  round's winners marked and bought in group commits through the drop engine, db/sales.py): the
+  figure of the target; then the letters to every entrant, round after round as the release clock
+  writes them (each round as many as the postbox has room for, 1,000 here; a counting postbox that
+  sends at once: the store's sends on a thread of its own, at the mail server's pace);
 - baseline 1, the shuffle alone: domain/fairness.py's `draw` over the same number of entry ids, in
   memory (what no database can make faster);
 - baseline 2, the same pairs sold first come, first served: the same number of buyers through the
@@ -43,11 +44,19 @@ CHUNK = 5_000  # rows a bulk insert sends at once
 
 
 class CountingPostbox:
+    """A postbox that sends at once (its receipts come back at once), counting the letters."""
+
     def __init__(self):
         self.letters = 0
 
-    def post(self, _letter) -> None:
+    def post(self, _letter, on_sent=None) -> bool:
         self.letters += 1
+        if on_sent is not None:
+            on_sent()
+        return True
+
+    def room(self) -> int:
+        return 1_000  # (the store's postbox holds 1,000)
 
 
 def accounts(inventory: Inventory, count: int, prefix: str) -> list[str]:
@@ -98,20 +107,23 @@ def the_draw(url: str, entries: int, pairs: int) -> dict:
         steps: dict[str, float] = {}
         timed(inventory.draws, "_close", steps, "close")
         timed(inventory.draws, "_buy", steps, "buy")
-        timed(inventory.draws, "_tell_once_finished", steps, "tell")
+        timed(inventory.draws, "_give", steps, "give")
+        timed(inventory.draws, "_tell", steps, "tell")
         started = time.perf_counter()
-        report = inventory.run_draw(PRODUCT)
+        report = inventory.run_draw(PRODUCT)  # (as the release clock's round: the close, the pairs, letters)
+        while inventory.run_due_draws():  # (the rounds after it: letters, as many as the postbox takes each)
+            pass
         total_s = time.perf_counter() - started
         bought = sum(shop.order_count(inventory, item_id=item_id) for item_id in sizes)
         left = sum(shop.available(inventory, item_id) for item_id in sizes)
-        rounds = steps.pop("buy calls")
         verified = inventory.verify_draw(PRODUCT) == []
         return {"entries": report.entries, "pairs": pairs, "bought": report.bought, "lost": report.lost,
-                "orders": bought, "pairs_left": left, "letters": postbox.letters, "record_checks": verified,
-                "seconds": round(total_s, 2), "close_s": round(steps["close"], 2),
-                "winners_and_purchases_s": round(total_s - steps["close"] - steps["tell"], 2),
-                "purchases_s": round(steps["buy"], 2), "rounds": rounds, "letters_s": round(steps["tell"], 2),
-                "entries_made_s": round(entered_s, 1)}
+                "orders": bought, "pairs_left": left, "letters": postbox.letters,
+                "every_entrant_told": inventory.draw_figures()[PRODUCT]["told"], "record_checks": verified,
+                "seconds": round(steps["give"], 2), "close_s": round(steps["close"], 2),
+                "purchases_s": round(steps["buy"], 2), "purchase_rounds": steps["buy calls"],
+                "letters_s": round(steps["tell"], 2), "letter_rounds": steps["tell calls"],
+                "all_s": round(total_s, 2), "entries_made_s": round(entered_s, 1)}
     finally:
         inventory.close()
 
@@ -174,7 +186,7 @@ def main() -> None:
     try:
         drawn = the_draw(server.url, args.entries, args.pairs)
         alone = shuffle_alone(args.entries)
-        sold = first_come(server.url, args.pairs, max(1, args.pairs // max(1, drawn["rounds"])))
+        sold = first_come(server.url, args.pairs, max(1, args.pairs // max(1, drawn["purchase_rounds"])))
     finally:
         server.stop()
     figures = {
@@ -183,8 +195,8 @@ def main() -> None:
         "baseline_first_come_sale_s": round(sold, 2),
         "close_over_shuffle_alone": round(drawn["close_s"] / alone, 1),
         "purchases_over_first_come_sale": round(drawn["purchases_s"] / sold, 2),
-        "target_s": 30, "met": drawn["seconds"] - drawn["letters_s"] <= 30 and drawn["orders"] == drawn["bought"]
-        and drawn["pairs_left"] == 0 and drawn["record_checks"],
+        "target_s": 30, "met": drawn["seconds"] <= 30 and drawn["orders"] == drawn["bought"]
+        and drawn["pairs_left"] == 0 and drawn["record_checks"] and drawn["every_entrant_told"],
     }
     print(json.dumps(figures, indent=2))
 

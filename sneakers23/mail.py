@@ -89,27 +89,35 @@ class FileCarrier:
 
 class Postbox:
     """Letters posted here are sent by a thread of the postbox's own, in order, each tried again
-    with backoff when the carrier fails for a while."""
+    with backoff when the carrier fails for a while. A caller that must know a letter left (a
+    draw's, which is posted again until it has) gives it a receipt: called once it is sent."""
 
     def __init__(self, carrier: Carrier, attempts: int = SEND_ATTEMPTS, first_delay_s: float = 1.0,
                  on_sent: Callable[[Letter], None] = lambda _letter: None):
         self.carrier = carrier
         self._on_sent = on_sent
-        self._letters: queue.Queue[Letter | None] = queue.Queue(QUEUED_LETTERS)
+        self._letters: queue.Queue[tuple[Letter, Callable[[], None] | None] | None] = queue.Queue(QUEUED_LETTERS)
         self._retrying = Retrying(retry=retry_if_exception(_for_a_while),
                                   stop=stop_after_attempt(attempts), wait=backoff(first_delay_s, 60.0), reraise=True)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def post(self, letter: Letter) -> None:
+    def post(self, letter: Letter, on_sent: Callable[[], None] | None = None) -> bool:
+        """Queues the letter (False: dropped, the queue is full); `on_sent` is called once it is sent."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._send_all, name="sneakers23-postbox", daemon=True)
                 self._thread.start()
         try:
-            self._letters.put_nowait(letter)
+            self._letters.put_nowait((letter, on_sent))
+            return True
         except queue.Full:
             log.error("a letter to a shopper was dropped: %d letters wait already", QUEUED_LETTERS)
+            return False
+
+    def room(self) -> int:
+        """How many more letters it takes now (a caller with many to post posts no more)."""
+        return max(0, QUEUED_LETTERS - self._letters.qsize())
 
     def close(self, wait_s: float = 5.0) -> None:
         """Send what is queued (for at most `wait_s`), then stop."""
@@ -121,10 +129,13 @@ class Postbox:
             self._thread.join(wait_s)
 
     def _send_all(self) -> None:
-        while (letter := self._letters.get()) is not None:
+        while (posted := self._letters.get()) is not None:
+            letter, receipt = posted
             try:
                 self._retrying(self.carrier.send, letter)
                 self._on_sent(letter)
+                if receipt is not None:
+                    receipt()
             except Exception as error:  # (the thread goes on with the next letter)
                 log.error("a letter to a shopper could not be sent (%s: %s); they can ask for another link",
                           type(error).__name__, error)

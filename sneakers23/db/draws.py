@@ -107,15 +107,31 @@ def entries_per_size(connection: Connection, product_id: int) -> dict[int, int]:
         .group_by(entries_t.c.item_id)).all())
 
 
-def staff_figures(connection: Connection) -> tuple[dict[int, tuple[bool, bool]], list[tuple[int, int, str, int]]]:
-    """Every draw's (closed, finished), and its entries counted by size and outcome (one grouped
-    read: the dashboard asks every few seconds)."""
-    stages = {row.product_id: (row.closed_at is not None, row.finished_at is not None) for row in connection.execute(
-        select(draws_t.c.product_id, draws_t.c.closed_at, draws_t.c.finished_at))}
+def staff_figures(connection: Connection, leave_out: set[tuple[int, str]] = frozenset()
+                  ) -> tuple[dict[int, tuple[bool, bool, bool, bool]], dict[int, str], list[tuple[int, int, str, int]],
+                             dict[int, int]]:
+    """Every draw's (released, closed, finished, told) and commitment (which names the draw: a
+    reseed makes new ones), and, but for the draws left out by (product, commitment) (their
+    figures are known: told, nothing changes), its entries counted by size and outcome, and those
+    still to be told (grouped reads: the dashboard asks every few seconds)."""
+    rows = connection.execute(select(draws_t.c.product_id, draws_t.c.commitment, products_t.c.released,
+                                     draws_t.c.closed_at, draws_t.c.finished_at, draws_t.c.told_at)
+                              .join(products_t, products_t.c.id == draws_t.c.product_id)).all()
+    stages = {row.product_id: (bool(row.released), row.closed_at is not None, row.finished_at is not None,
+                               row.told_at is not None) for row in rows}
+    commitments = {row.product_id: row.commitment for row in rows}
+    counted = [product_id for product_id in stages if (product_id, commitments[product_id]) not in leave_out]
+    if not counted:
+        return stages, commitments, [], {}
     counts = [tuple(row) for row in connection.execute(
         select(entries_t.c.product_id, entries_t.c.item_id, entries_t.c.outcome, func.count())
+        .where(entries_t.c.product_id.in_(counted))
         .group_by(entries_t.c.product_id, entries_t.c.item_id, entries_t.c.outcome))]
-    return stages, counts
+    untold = dict(connection.execute(
+        select(entries_t.c.product_id, func.count()).where(entries_t.c.product_id.in_(counted),
+                                                           entries_t.c.told_at.is_(None))
+        .group_by(entries_t.c.product_id)).all())
+    return stages, commitments, counts, untold
 
 
 def state(connection: Connection, product_id: int) -> DrawState | None:
@@ -137,15 +153,36 @@ def to_run(connection: Connection) -> list[int]:
                draws_t.c.finished_at.is_(None) | draws_t.c.told_at.is_(None)).order_by(draws_t.c.product_id)).scalars())
 
 
-def untold(connection: Connection, product_id: int) -> bool:
-    """Finished, and its entrants not told yet."""
+def finished(connection: Connection, product_id: int) -> bool:
     return connection.execute(select(draws_t.c.product_id).where(
-        draws_t.c.product_id == product_id, draws_t.c.finished_at.is_not(None), draws_t.c.told_at.is_(None))).first() is not None
+        draws_t.c.product_id == product_id, draws_t.c.finished_at.is_not(None))).first() is not None
 
 
-def mark_told(connection: Connection, product_id: int) -> None:
-    connection.execute(update(draws_t).where(draws_t.c.product_id == product_id, draws_t.c.told_at.is_(None))
-                       .values(told_at=_now()))
+def untold(connection: Connection, product_id: int, limit: int) -> list[Entry]:
+    """Entries of the finished draw whose letter is not sent yet, the first `limit` of them."""
+    return [_entry(row) for row in connection.execute(
+        select(*_ENTRY).join(draws_t, draws_t.c.product_id == entries_t.c.product_id)
+        .where(entries_t.c.product_id == product_id, draws_t.c.finished_at.is_not(None), entries_t.c.told_at.is_(None))
+        .order_by(entries_t.c.id).limit(limit))]
+
+
+def mark_told(connection: Connection, product_id: int, entry_ids: list[str]) -> bool:
+    """These entries' letters sent; the draw marked told once no entry is left untold. True when
+    the draw is told."""
+    for batch in in_batches(entry_ids):
+        connection.execute(update(entries_t).where(entries_t.c.product_id == product_id, entries_t.c.entry_id.in_(batch),
+                                                   entries_t.c.told_at.is_(None)).values(told_at=_now()))
+    anyone_untold = select(entries_t.c.id).where(entries_t.c.product_id == product_id,
+                                                 entries_t.c.told_at.is_(None)).exists()
+    connection.execute(update(draws_t).where(draws_t.c.product_id == product_id, draws_t.c.finished_at.is_not(None),
+                                             draws_t.c.told_at.is_(None), ~anyone_untold).values(told_at=_now()))
+    return connection.execute(select(draws_t.c.told_at).where(draws_t.c.product_id == product_id)).scalar() is not None
+
+
+def outcome_counts(connection: Connection, product_id: int) -> dict[Outcome, int]:
+    counts = dict(connection.execute(select(entries_t.c.outcome, func.count()).where(entries_t.c.product_id == product_id)
+                                     .group_by(entries_t.c.outcome)).all())
+    return {outcome: counts.get(str(outcome), 0) for outcome in Outcome}
 
 
 def seed_of(connection: Connection, product_id: int, lock: bool = False) -> tuple[bytes, ShuffleRecord | None]:

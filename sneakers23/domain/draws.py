@@ -70,10 +70,11 @@ def draw_view(state: DrawState, entry: Entry | None, sizes: Mapping[int, str]) -
     }
 
 
-def staff_figures(stages: Mapping[int, tuple[bool, bool]], counts: Sequence[tuple[int, int, str, int]]) -> dict[int, dict]:
+def staff_figures(stages: Mapping[int, tuple[bool, bool, bool, bool]], counts: Sequence[tuple[int, int, str, int]],
+                  untold: Mapping[int, int]) -> dict[int, dict]:
     """Each draw as the staff's dashboard shows it: entries per size, how many of each outcome, and
-    where its close is, in words. `stages`: each draw's product and (closed, finished); `counts`:
-    (product, size, outcome, entries)."""
+    where its close is, in words. `stages`: each draw's product and (released, closed, finished,
+    told); `counts`: (product, size, outcome, entries); `untold`: entrants not written to yet."""
     figures = {product_id: {"entries": 0, "per_size": {}, "outcomes": {str(o): 0 for o in OUTCOMES}}
                for product_id in stages}
     for product_id, item_id, outcome, entries in counts:
@@ -82,18 +83,23 @@ def staff_figures(stages: Mapping[int, tuple[bool, bool]], counts: Sequence[tupl
             shown["entries"] += entries
             shown["per_size"][item_id] = shown["per_size"].get(item_id, 0) + entries
             shown["outcomes"][outcome] = shown["outcomes"].get(outcome, 0) + entries
-    for product_id, (closed, finished) in stages.items():
+    for product_id, (released, closed, finished, told) in stages.items():
         shown = figures[product_id]
         tally, entered = shown["outcomes"], counted(shown["entries"], "entry", "entries")
         if finished:
+            letters = "every entrant told" if told else f"{counted(untold.get(product_id, 0), 'entrant')} still to be told"
             shown["text"] = (f"draw finished: {entered}; {counted(tally[Outcome.BOUGHT], 'pair')} bought for winners, "
-                             f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost, {tally[Outcome.REMOVED]} removed")
+                             f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost, "
+                             f"{tally[Outcome.REMOVED]} removed; {letters}")
         elif closed:
             shown["text"] = (f"draw closed, giving its pairs: {entered}; {counted(tally[Outcome.BOUGHT], 'pair')} "
                              f"bought so far, {tally[Outcome.WON]} being bought")
+        elif released:
+            shown["text"] = f"draw closing: {entered}, no more taken; the shuffle comes within seconds"
         else:
             shown["text"] = f"draw open: {entered} so far (it closes at the release)"
-        shown["stage"] = "finished" if finished else "closed" if closed else "open"
+        shown["stage"] = ("finished" if finished else "closed" if closed else "closing" if released else "open")
+        shown["told"] = told
     return figures
 
 

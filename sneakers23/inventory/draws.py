@@ -11,8 +11,10 @@ never bought twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
+import threading
 from dataclasses import dataclass, replace
 
 from sneakers23.db import admin
@@ -21,7 +23,7 @@ from sneakers23.db import queries
 from sneakers23.db.accounts import accounts as account_rows
 from sneakers23.db.sales import sell_claims
 from sneakers23.db.unit_of_work import Database
-from sneakers23.domain.accounts import account_of_shopper
+from sneakers23.domain.accounts import Letter, account_of_shopper
 from sneakers23.domain.admin import ActionKind
 from sneakers23.domain.draws import (DrawState, Entry, EntryRefusal, Outcome, draw_key, draw_view, drawn_by_size,
                                      entry_refusal_message, entry_refused, next_winners, result_letter,
@@ -38,6 +40,8 @@ from sneakers23.settings import Settings
 log = logging.getLogger(__name__)
 
 ENTRY_ID_BYTES = 8  # 16 hex digits: opaque, and too many to guess another's
+WINNERS_AT_ONCE = 2_000  # a round's purchases in group commits of at most this many (each winner's guard takes 3 parameters)
+LETTERS_A_ROUND = 2_000  # letters posted in one round at most (and never more than the postbox has room for)
 ENTRY_ERRORS = {EntryRefusal.SIGN_IN_REQUIRED: DrawSignInRequired, EntryRefusal.PROOF_USED: DrawProofUsed}
 DRAWN_BY = "release-clock"  # who the audit says closed and gave a draw
 
@@ -59,6 +63,12 @@ class Draws:
         self.settings = settings
         self.mail = mail
         self.public_url = (public_url or "").rstrip("/")
+        # Letters posted and not known sent (not posted again meanwhile), and those the postbox
+        # says were sent, by draw, still to be marked told (the postbox's thread adds to it).
+        self._receipts_lock = threading.Lock()
+        self._posted: set[str] = set()
+        self._sent: dict[int, list[str]] = {}
+        self._told_figures: dict[tuple[int, str], dict] = {}  # by (product, commitment): a told draw's, final
 
     # --- entries ---
 
@@ -120,9 +130,16 @@ class Draws:
             return rows.entries_per_size(connection, product_id)
 
     def draw_figures(self) -> dict[int, dict]:
-        """Every draw as the staff's dashboard shows it (domain/draws.py: staff_figures)."""
+        """Every draw as the staff's dashboard shows it (domain/draws.py: staff_figures). A draw
+        whose entrants are all told changes no more: counted once, then kept."""
         with self.database.reading() as connection:
-            return staff_figures(*rows.staff_figures(connection))
+            stages, commitments, counts, untold = rows.staff_figures(connection, set(self._told_figures))
+        draw_of = {product_id: (product_id, commitment) for product_id, commitment in commitments.items()}
+        figures = staff_figures({p: stage for p, stage in stages.items() if draw_of[p] not in self._told_figures},
+                                counts, untold)
+        self._told_figures = {draw: shown for draw, shown in self._told_figures.items() if draw in draw_of.values()}
+        self._told_figures.update({draw_of[p]: shown for p, shown in figures.items() if shown["told"]})
+        return {p: figures.get(p) or self._told_figures[draw_of[p]] for p in stages}
 
     async def draw_figures_async(self) -> dict[int, dict]:
         return await self.database.in_thread(self.draw_figures)
@@ -151,9 +168,25 @@ class Draws:
         return reports
 
     def run_draw(self, product_id: int) -> DrawReport:
-        """Close the released product's draw, if it is not closed, and give every pair it can. Each
-        step is kept before the next, and guarded, so two runs at once or a run after a crash go on
-        where the draw is without deciding anything twice."""
+        """Close the released product's draw, if it is not closed, give every pair it can, then
+        write to its entrants (as many as the postbox takes this round: the next rounds write to
+        the rest). Each step is kept before the next, and guarded, so two runs at once or a run
+        after a crash go on where the draw is without deciding anything twice."""
+        with self.database.reading() as connection:
+            finished = rows.finished(connection, product_id)
+        if not finished:
+            self._give(product_id)
+        self._tell(product_id)
+        with self.database.reading() as connection:
+            tally = rows.outcome_counts(connection, product_id)
+        report = DrawReport(product_id, sum(tally.values()), tally[Outcome.REMOVED], tally[Outcome.BOUGHT],
+                            tally[Outcome.FAILED], tally[Outcome.LOST])
+        log.info("the draw for product %s: %s", product_id, report)
+        return report
+
+    def _give(self, product_id: int) -> None:
+        """The close, then rounds of winners bought until every pair is given (or nobody is left
+        to give one to): the draw is finished."""
         record = self._close(product_id)
         by_size = None
         while True:
@@ -170,20 +203,14 @@ class Draws:
                                              Outcome.ENTERED)
                     pending = [entries[e] for e in made]
                 if not pending:  # every pair given: finished here, under the lock (nobody is buying)
-                    finished = rows.finish(unit.connection, product_id)
-                    final = rows.entries(unit.connection, product_id)
-                    tally = {outcome: sum(entry.outcome is outcome for entry in final) for outcome in Outcome}
-                    if finished:
+                    if rows.finish(unit.connection, product_id):
+                        tally = rows.outcome_counts(unit.connection, product_id)
                         admin.record(unit.connection, DRAWN_BY, ActionKind.DRAW_FINISHED, f"product {product_id}",
                                      True, f"{counted(tally[Outcome.BOUGHT], 'pair')} bought for winners; "
                                            f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost", "")
-                    break
-            self._buy(product_id, pending)
-        self._tell_once_finished(product_id, final)
-        report = DrawReport(product_id, len(final), tally[Outcome.REMOVED], tally[Outcome.BOUGHT],
-                            tally[Outcome.FAILED], tally[Outcome.LOST])
-        log.info("the draw for product %s: %s", product_id, report)
-        return report
+                    return
+            for start in range(0, len(pending), WINNERS_AT_ONCE):
+                self._buy(product_id, pending[start:start + WINNERS_AT_ONCE])
 
     def _close(self, product_id: int) -> ShuffleRecord:
         """The draw's record: made now (entries are fixed: none is made after the release), or
@@ -233,34 +260,61 @@ class Draws:
         if stopped is not None:
             raise stopped
 
-    def _tell_once_finished(self, product_id: int, entries: list[Entry]) -> None:
-        """Every entrant told, once the draw is finished: by the run that finished it, or by the
-        next when that one stopped first (a crash, the database away). The draw is marked told
-        after its letters are posted, so a letter goes out at least once."""
-        with self.database.reading() as connection:
-            if not rows.untold(connection, product_id):
-                return
-        self._tell(product_id, entries)
-        with self.database.transaction() as unit:
-            rows.mark_told(unit.connection, product_id)
-
-    def _tell(self, product_id: int, entries: list[Entry]) -> None:
-        """A letter to every entrant (posted: sent off this path, by the postbox)."""
-        if self.mail is None:
+    def _tell(self, product_id: int) -> None:
+        """Letters to the finished draw's entrants, as many as the postbox has room for this round
+        (the next rounds write to the rest). An entry is marked told once its letter is sent (the
+        postbox's receipt, noted here and written in one go), so a letter lost with the process,
+        posted but not sent, is posted again by a later round: each entrant is written to at least
+        once. (One release clock tells: a second process telling at once could write twice.)"""
+        if self._write_receipts(product_id):
             return
-        with self.database.reading() as connection:
-            product = next(p for p in queries.load_products(connection) if p.id == product_id)
-            by_id = account_rows(connection, {account_of_shopper(entry.shopper_id) or 0 for entry in entries})
-        accounts = {entry.shopper_id: by_id.get(account_of_shopper(entry.shopper_id) or 0) for entry in entries}
+        room = LETTERS_A_ROUND if self.mail is None else min(LETTERS_A_ROUND, self.mail.room())
+        with self._receipts_lock:
+            posted = set(self._posted)
+        with self.database.transaction() as unit:
+            untold = [entry for entry in rows.untold(unit.connection, product_id, room + len(posted))
+                      if entry.entry_id not in posted][:room]
+            letters = {} if self.mail is None else self._letters(unit.connection, product_id, untold)
+            # (No letter to write (no postbox, an account gone): told now.)
+            rows.mark_told(unit.connection, product_id, [e.entry_id for e in untold if e.entry_id not in letters])
+        for entry_id, letter in letters.items():
+            with self._receipts_lock:
+                self._posted.add(entry_id)
+            if not self.mail.post(letter, functools.partial(self._letter_sent, product_id, entry_id)):
+                with self._receipts_lock:
+                    self._posted.discard(entry_id)  # (no room after all: a later round)
+        if letters:
+            self._write_receipts(product_id)  # (a postbox that sent some at once)
+
+    def _letter_sent(self, product_id: int, entry_id: str) -> None:
+        """The postbox's receipt (on its thread): noted, and written by the next `_tell`."""
+        with self._receipts_lock:
+            self._sent.setdefault(product_id, []).append(entry_id)
+
+    def _write_receipts(self, product_id: int) -> bool:
+        """The letters of the draw sent since the last time, marked told; True once every entrant
+        of the draw is told."""
+        with self._receipts_lock:
+            sent = self._sent.pop(product_id, [])
+            self._posted.difference_update(sent)
+        with self.database.transaction() as unit:
+            return rows.mark_told(unit.connection, product_id, sent)
+
+    def _letters(self, connection, product_id: int, entries: list[Entry]) -> dict[str, Letter]:
+        """Each entry's letter, by entry (none for an entry whose account is gone)."""
+        product = next(p for p in queries.load_products(connection) if p.id == product_id)
+        by_id = account_rows(connection, {account_of_shopper(entry.shopper_id) or 0 for entry in entries})
         sizes = {item.id: item.size for item in product.items}
         store, record = f"{self.public_url}/", f"{self.public_url}/api/products/{product_id}/draw"
+        letters = {}
         for entry in entries:
-            account = accounts.get(entry.shopper_id)
+            account = by_id.get(account_of_shopper(entry.shopper_id) or 0)
             letter = None if account is None else result_letter(
                 account.email, f"{product.brand} {product.name}", sizes.get(entry.item_id, "?"), entry.outcome,
                 entry.note, store, record)
             if letter is not None:
-                self.mail.post(letter)
+                letters[entry.entry_id] = letter
+        return letters
 
 
 def _open_for_entries(connection, product_id: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from sneakers23.domain.accounts import Letter
 from sneakers23.domain.changes import Change
@@ -39,4 +39,10 @@ class Activity(Protocol):
 class Mail(Protocol):
     """Where letters to shoppers go: posted, and sent off the caller's path (see sneakers23.mail.Postbox)."""
 
-    def post(self, letter: Letter) -> None: ...
+    def post(self, letter: Letter, on_sent: Callable[[], None] | None = None) -> bool:
+        """False: dropped (no room); `on_sent`, when given, is called once the letter is sent."""
+        ...
+
+    def room(self) -> int:
+        """How many more letters it takes now."""
+        ...

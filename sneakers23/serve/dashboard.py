@@ -202,5 +202,6 @@ class DashboardChannels:
         except Exception as error:  # an actor restarting: the next tick has them
             log.info("the dashboard's figures are late: %s", error)
             figures = {}
-        self._last_drop = drop_view(self._live.products(), figures, await self._accounts.get(), await self._draws.get())
+        accounts, draws = await asyncio.gather(self._accounts.get(), self._draws.get())  # (at once: each may wait 2 s)
+        self._last_drop = drop_view(self._live.products(), figures, accounts, draws)
         self._send(phoenix.push(TOPIC, "drop", self._last_drop))

@@ -29,7 +29,7 @@ from sneakers23.domain.checkout import CHECKOUT_MESSAGES, CheckoutRefusal, Refus
 from sneakers23.domain.ids import parse_id
 from sneakers23.domain.throttle import Throttle
 from sneakers23.domain.levels import Level
-from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, Refusal, orders_of
+from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, Refusal, orders_of, signed_in
 from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve.account_pages import AccountPages, account_routes
@@ -78,7 +78,7 @@ def _json_field(body: bytes, name: str) -> object:
     Serve takes the class, with the globals its methods use, as the decorator runs.)"""
     try:
         parsed = json.loads(body or b"null")
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # (RecursionError: a thousand nested brackets)
         return None
     return parsed.get(name) if isinstance(parsed, dict) else None
 
@@ -308,8 +308,10 @@ class Storefront(AccountPages):
                                                                request.query_params.get("record") != "0")
         except Exception as error:
             return error_json(error)
-        # (An entry's proof of work to solve, while one can be made: a fresh challenge each time.)
-        open_to_enter = not view["closed"] and view["entry"] is None and self.entry_work.on
+        # (An entry's proof of work to solve, while the visitor can make one: a fresh challenge each
+        # time; a guest's browser is not set to work for an entry it may not make.)
+        open_to_enter = (not view["closed"] and view["entry"] is None and self.entry_work.on
+                         and visitor.shopper_id is not None and signed_in(visitor.shopper_id))
         return JSONResponse({**view, "work_challenge": json.loads(self.entry_work.challenge()) if open_to_enter else None},
                             headers=NO_STORE)
 
@@ -329,9 +331,11 @@ class Storefront(AccountPages):
                                                            f"{math.ceil(wait_s)} s")
             refused.headers["Retry-After"] = str(math.ceil(wait_s))
             return refused
-        unproven, proof = self.entry_work.taken(_json_field(await read_body(request, MAX_ENTRY_BYTES), FIELD))
-        if unproven is not None:
-            return json_error(422, "proof_of_work", unproven)
+        proof = None
+        if signed_in(shopper_id):  # (a guest's entry is refused below, as the draw's rule says, with no work asked)
+            unproven, proof = self.entry_work.taken(_json_field(await read_body(request, MAX_ENTRY_BYTES), FIELD))
+            if unproven is not None:
+                return json_error(422, "proof_of_work", unproven)
         try:
             entry = await self.inventory.enter_draw_async(shopper_id, product, item, proof)
         except Exception as error:

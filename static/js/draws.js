@@ -23,10 +23,26 @@ const TOLD = {
   removed: (entry) => `Your entry was taken out before the draw (${entry.note}).`,
 };
 
+const FRESH_FOR_MS = 8 * 60 * 1000; // a challenge expires 10 minutes after it was made (serve/proof_of_work.py)
+
 function prove(block, challenge) {
   const started = performance.now();
-  proofs.set(block.dataset.drawFor, solve(challenge).then(
-    (number) => (number === null ? null : payload(challenge, number, Math.round(performance.now() - started)))));
+  const solved = solve(challenge).then(
+    (number) => (number === null ? null : payload(challenge, number, Math.round(performance.now() - started))));
+  proofs.set(block.dataset.drawFor, { solved, at: Date.now() });
+}
+
+// The block's proof of work, fresh: asked for (with the draw) when there is none or it is old.
+async function freshProof(block) {
+  const product = block.dataset.drawFor;
+  const held = proofs.get(product);
+  if (!held || Date.now() - held.at > FRESH_FOR_MS) {
+    proofs.delete(product);
+    await readDraw(block);
+  }
+  const proof = proofs.get(product);
+  proofs.delete(product); // (used once: the next try gets a new challenge)
+  return proof ? proof.solved : null;
 }
 
 function show(block, draw) {
@@ -62,23 +78,22 @@ export async function readDraw(block) {
   }
 }
 
-async function enter(block) {
+async function enter(block, again = true) {
   const size = block.querySelector("[data-draw-size]");
   const product = block.dataset.drawFor;
   say(block, "Checking that you are a person, then entering the draw…");
   try {
-    if (!proofs.has(product)) await readDraw(block); // (clicked before the draw was read: its challenge first)
-    const altcha = proofs.has(product) ? await proofs.get(product) : null;
-    proofs.delete(product); // (used once: the next try gets a new challenge)
+    const altcha = await freshProof(block);
     const answer = await fetch(`/api/products/${product}/draw/${size.value}`, {
       method: "POST", credentials: "same-origin",
       headers: { "X-CSRF-Token": panel ? panel.dataset.formToken : "", "Content-Type": "application/json" },
       body: JSON.stringify({ altcha }),
     });
     const said = await answer.json();
-    if (!answer.ok) readDraw(block); // (a new challenge for the next try)
     if (answer.ok) {
       readDraw(block);
+    } else if (said.error === "proof_of_work" && again) {
+      enter(block, false); // (its check had expired, or was used: once more, with a new one)
     } else if (answer.status === 401 || said.error === "sign_in_required") {
       say(block, "Sign in with a confirmed email address to enter the draw.");
     } else {

@@ -95,13 +95,19 @@ def test_the_cart_rule_keeps_a_draws_size_out_of_every_cart():
 
 def test_the_staff_see_each_draws_entries_per_size_and_where_its_close_is():
     counts = [(2, 7, "entered", 3), (2, 8, "entered", 1), (3, 9, "bought", 1), (3, 9, "lost", 2), (3, 10, "removed", 1),
-              (4, 11, "won", 1), (4, 11, "bought", 2), (9, 1, "entered", 5)]  # (product 9 has no draw now)
-    figures = staff_figures({2: (False, False), 3: (True, True), 4: (True, False), 5: (False, False)}, counts)
-    assert set(figures) == {2, 3, 4, 5}
+              (4, 11, "won", 1), (4, 11, "bought", 2), (6, 12, "entered", 2), (9, 1, "entered", 5)]  # (9: no draw now)
+    stages = {2: (False, False, False, False), 3: (True, True, True, False), 4: (True, True, False, False),
+              5: (False, False, False, False), 6: (True, False, False, False)}
+    figures = staff_figures(stages, counts, {3: 2})
+    assert set(figures) == {2, 3, 4, 5, 6}
     assert (figures[2]["entries"], figures[2]["per_size"]) == (4, {7: 3, 8: 1})
     assert figures[2]["text"] == "draw open: 4 entries so far (it closes at the release)"
     assert figures[3]["per_size"] == {9: 3, 10: 1} and figures[3]["stage"] == "finished"
-    assert figures[3]["text"] == "draw finished: 4 entries; 1 pair bought for winners, 0 failed, 2 lost, 1 removed"
+    assert figures[3]["text"] == ("draw finished: 4 entries; 1 pair bought for winners, 0 failed, 2 lost, 1 removed; "
+                                  "2 entrants still to be told")
     assert figures[4]["text"] == "draw closed, giving its pairs: 3 entries; 2 pairs bought so far, 1 being bought"
+    assert figures[6]["stage"] == "closing" and "no more taken" in figures[6]["text"]  # released, not shuffled yet
     assert figures[5] == {"entries": 0, "per_size": {}, "outcomes": {str(o): 0 for o in Outcome}, "stage": "open",
-                          "text": "draw open: 0 entries so far (it closes at the release)"}
+                          "text": "draw open: 0 entries so far (it closes at the release)", "told": False}
+    told = staff_figures({3: (True, True, True, True)}, counts, {})[3]
+    assert told["text"].endswith("1 removed; every entrant told") and told["told"]

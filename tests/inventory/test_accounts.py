@@ -14,6 +14,7 @@ from sneakers23.db.accounts import links_t
 from sneakers23.domain.accounts import account_shopper_id
 from sneakers23.domain.purchases import Refusal
 from sneakers23.inventory import Inventory
+from tests.support.letters import Letters
 from sneakers23.inventory.accounts import HASHER, AccountRefused
 from tests.inventory.test_shop import Recorded, race
 
@@ -202,16 +203,6 @@ def test_a_reset_committed_while_a_sign_in_verifies_leaves_no_session(inventory,
     monkeypatch.setattr(accounts, "_verified", verified)
     with inventory.database.reading() as connection:
         assert rows.sessions_of(connection, made.account.id) == []
-
-
-class Letters:
-    """The Mail port, as a list of the letters posted to it."""
-
-    def __init__(self):
-        self.posted = []
-
-    def post(self, letter):
-        self.posted.append(letter)
 
 
 def test_sign_up_posts_the_verification_letter_and_another_on_request(settings):

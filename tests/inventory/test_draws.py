@@ -16,17 +16,10 @@ from sneakers23.domain.fairness import commitment
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import DrawProofUsed, DrawRefused, DropModeRefused, NotFound
 from sneakers23.inventory import Inventory
+from tests.support.letters import Letters
 
 PASSWORD = "analytical engine of 1843"
 NUMBERS = itertools.count()
-
-
-class Letters:
-    def __init__(self):
-        self.posted = []
-
-    def post(self, letter):
-        self.posted.append(letter)
 
 
 @pytest.fixture
@@ -89,7 +82,9 @@ def test_a_draw_from_the_entries_to_the_winners_orders_and_the_losers_told(draw_
     assert inventory.run_due_draws() == []  # done once
     staff = inventory.draw_figures()[2]
     assert staff["stage"] == "finished" and staff["per_size"] == {big: 3, small: 2}
-    assert staff["text"] == "draw finished: 5 entries; 3 pairs bought for winners, 0 failed, 1 lost, 1 removed"
+    assert staff["text"] == ("draw finished: 5 entries; 3 pairs bought for winners, 0 failed, 1 lost, 1 removed; "
+                             "every entrant told")
+    assert inventory.draw_figures()[2] == staff  # (told: kept, not counted again)
     assert shop.available(inventory, big) == 0 and shop.available(inventory, small) == 0
     outcomes = {shopper: inventory.draw_entry(shopper, 2) for _id, shopper in (a, b, c, d, e)}
     assert outcomes[a[1]].outcome is outcomes[b[1]].outcome is Outcome.BOUGHT
@@ -218,7 +213,7 @@ def test_a_draw_stopped_between_its_finish_and_its_letters_tells_every_entrant_a
 
 def test_a_proof_of_work_makes_one_entry_whichever_account_brings_it(draw_shop):
     inventory, _letters, (big, small, *_others) = draw_shop
-    (_a, first), (_b, second) = shoppers(inventory, 2)
+    (_a, first), (_b, second), (_c, third) = shoppers(inventory, 3)
     proof = "c" * 64  # (its challenge: serve/proof_of_work.py checked the solution)
     made = inventory.enter_draw(first, 2, big, proof)
     assert inventory.enter_draw(first, 2, small, proof) == made  # the same account: its entry, as before
@@ -226,4 +221,36 @@ def test_a_proof_of_work_makes_one_entry_whichever_account_brings_it(draw_shop):
         inventory.enter_draw(second, 2, big, proof)  # another account (a bot's next): refused
     assert inventory.draw_entry(second, 2) is None
     assert inventory.enter_draw(second, 2, big, "d" * 64).outcome is Outcome.ENTERED
-    assert inventory.enter_draw(second, 2, big).item_id == big  # (the proof of work off: no proof to keep)
+    assert inventory.enter_draw(third, 2, small).item_id == small  # (the proof of work off: no proof to keep)
+    assert inventory.draw_entries_per_size(2) == {big: 2, small: 1}
+
+
+def test_letters_lost_with_the_process_are_posted_again_and_a_small_postbox_takes_them_round_by_round(settings):
+    lost = Letters(sends=False)  # (posted, never sent: the process dies with them in its postbox)
+    inventory = Inventory(settings.model_copy(update={"public_url": "https://shop.example"}), mail=lost)
+    inventory.seed(random_seed=1)
+    inventory.set_drop_mode(2, DropMode.DRAW)
+    item = next(p for p in inventory.complete_products() if p.id == 2).items[0].id
+    shop.set_available(inventory, item, 1)
+    entrants = shoppers(inventory, 3)
+    for _id, shopper in entrants:
+        inventory.enter_draw(shopper, 2, item)
+    inventory.release(2)
+    drawn = lambda letters: sorted(letter.to for letter in letters.posted if "draw" in letter.subject)  # noqa: E731
+    [report] = inventory.run_due_draws()
+    assert (report.bought, report.lost) == (1, 2) and len(drawn(lost)) == 3
+    assert inventory.run_due_draws() != [] and len(drawn(lost)) == 3  # (not told yet: not posted twice meanwhile)
+    inventory.close()
+
+    # The release clock starts again, with a postbox that takes one letter at a time.
+    small = Letters(room_for=1)
+    again = Inventory(settings.model_copy(update={"public_url": "https://shop.example"}), mail=small)
+    try:
+        rounds = 0
+        while again.run_due_draws():
+            rounds += 1
+            assert rounds <= 4, drawn(small)
+        assert rounds == 3 and drawn(small) == drawn(lost)  # every entrant, once each
+        assert again.draw_figures()[2]["stage"] == "finished"
+    finally:
+        again.close()

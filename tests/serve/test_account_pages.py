@@ -435,19 +435,26 @@ def test_a_draw_entry_costs_a_fresh_proof_of_work_once_and_an_address_is_held_pa
     assert (reused.status_code, reused.json()["error"]) == (422, "proof_of_work") and "used already" in reused.text
     assert enter(second, {"altcha": entry_proof(challenge(second))}).status_code == 201
 
-    # One address makes at most so many entries an hour on each page replica (one a node here):
-    # past them, 429 with Retry-After, before any work is checked.
-    guest = shopper(store_url)  # (an address of its own; a guest's entries are refused, and count)
+    # A guest is asked to sign in, not to work (the draw's JSON gives a guest no challenge).
+    guest = shopper(store_url)  # (an address of its own)
     open_shop(guest)
+    assert guest.get("/api/products/2/draw?record=0").json()["work_challenge"] is None
+    refused = enter(guest, {})
+    assert (refused.status_code, refused.json()["error"]) == (403, "sign_in_required")
+    # One address makes at most so many entries an hour on each page replica (one a node here):
+    # past them, 429 with Retry-After, before anything else is checked (the guest's refused tries count).
     allowed = ray_settings.model_fields["entries_per_address_per_hour"].default * live_node_count()
-    answers = []
-    while len(answers) <= allowed and (not answers or answers[-1].status_code != 429):
+    answers = [refused]
+    while len(answers) <= allowed and answers[-1].status_code != 429:
         answers.append(enter(guest, {}))
-    assert {a.status_code for a in answers[:-1]} == {422} and answers[-1].status_code == 429, \
+    assert {a.status_code for a in answers[:-1]} == {403} and answers[-1].status_code == 429, \
         [a.status_code for a in answers]
     held = answers[-1]
     assert held.json()["error"] == "too_many_entries" and 0 < int(held.headers["retry-after"]) <= 3600
-    assert enter(shopper(store_url), {}).status_code == 422  # (another address is not held)
+    assert enter(shopper(store_url), {}).status_code == 403  # (another address is not held)
+    big = first.post(f"/api/products/2/draw/{item.id}", content=b"[" * 1_000 + b"]" * 1_000,
+                     headers={"Content-Type": "application/json"})  # (nested past Python's recursion limit)
+    assert (big.status_code, big.json()["error"]) == (422, "proof_of_work")
 
 
 @pytest.mark.usefixtures("unlocked")
@@ -512,7 +519,7 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
     assert "in your orders" in mailbox.wait_for_letter(winner, "You won the draw").get_content()
     assert "not drawn" in mailbox.wait_for_letter(loser, "The draw is closed").get_content()
     expect(staff.locator('[data-draw-status="2"]')).to_have_text(
-        "draw finished: 2 entries; 1 pair bought for winners, 0 failed, 1 lost, 0 removed")
+        "draw finished: 2 entries; 1 pair bought for winners, 0 failed, 1 lost, 0 removed; every entrant told")
     pages[winner].goto(f"{store_url}/orders")
     expect(pages[winner].locator(".order")).to_have_count(1)
     assert publishing.verify_draw(2) == []
