@@ -49,10 +49,10 @@ class CountingPostbox:
     def __init__(self):
         self.letters = 0
 
-    def post(self, _letter, on_sent=None) -> bool:
+    def post(self, _letter, on_done=None) -> bool:
         self.letters += 1
-        if on_sent is not None:
-            on_sent()
+        if on_done is not None:
+            on_done(True)
         return True
 
     def room(self) -> int:
@@ -111,8 +111,8 @@ def the_draw(url: str, entries: int, pairs: int) -> dict:
         timed(inventory.draws, "_tell", steps, "tell")
         started = time.perf_counter()
         report = inventory.run_draw(PRODUCT)  # (as the release clock's round: the close, the pairs, letters)
-        while inventory.run_due_draws():  # (the rounds after it: letters, as many as the postbox takes each)
-            pass
+        while not inventory.draw_figures()[PRODUCT]["told"]:  # (the rounds after it: letters, as many as
+            inventory.run_due_draws()                          # the postbox takes each)
         total_s = time.perf_counter() - started
         bought = sum(shop.order_count(inventory, item_id=item_id) for item_id in sizes)
         left = sum(shop.available(inventory, item_id) for item_id in sizes)

@@ -89,27 +89,29 @@ class FileCarrier:
 
 class Postbox:
     """Letters posted here are sent by a thread of the postbox's own, in order, each tried again
-    with backoff when the carrier fails for a while. A caller that must know a letter left (a
-    draw's, which is posted again until it has) gives it a receipt: called once it is sent."""
+    with backoff when the carrier fails for a while. A caller that must know whether a letter left
+    (a draw's, posted again when it did not) gives it a receipt: called with True once it is sent,
+    with False once the postbox gives up on it."""
 
     def __init__(self, carrier: Carrier, attempts: int = SEND_ATTEMPTS, first_delay_s: float = 1.0,
                  on_sent: Callable[[Letter], None] = lambda _letter: None):
         self.carrier = carrier
         self._on_sent = on_sent
-        self._letters: queue.Queue[tuple[Letter, Callable[[], None] | None] | None] = queue.Queue(QUEUED_LETTERS)
+        self._letters: queue.Queue[tuple[Letter, Callable[[bool], None] | None] | None] = queue.Queue(QUEUED_LETTERS)
         self._retrying = Retrying(retry=retry_if_exception(_for_a_while),
                                   stop=stop_after_attempt(attempts), wait=backoff(first_delay_s, 60.0), reraise=True)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def post(self, letter: Letter, on_sent: Callable[[], None] | None = None) -> bool:
-        """Queues the letter (False: dropped, the queue is full); `on_sent` is called once it is sent."""
+    def post(self, letter: Letter, on_done: Callable[[bool], None] | None = None) -> bool:
+        """Queues the letter (False: dropped, the queue is full); `on_done(sent)` is called once it is
+        sent (True) or given up on (False)."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._send_all, name="sneakers23-postbox", daemon=True)
                 self._thread.start()
         try:
-            self._letters.put_nowait((letter, on_sent))
+            self._letters.put_nowait((letter, on_done))
             return True
         except queue.Full:
             log.error("a letter to a shopper was dropped: %d letters wait already", QUEUED_LETTERS)
@@ -133,12 +135,17 @@ class Postbox:
             letter, receipt = posted
             try:
                 self._retrying(self.carrier.send, letter)
+                sent = True
                 self._on_sent(letter)
-                if receipt is not None:
-                    receipt()
             except Exception as error:  # (the thread goes on with the next letter)
+                sent = False
                 log.error("a letter to a shopper could not be sent (%s: %s); they can ask for another link",
                           type(error).__name__, error)
+            if receipt is not None:
+                try:
+                    receipt(sent)
+                except Exception:  # (a receipt's own failure is its caller's: logged, the thread goes on)
+                    log.exception("a letter's receipt failed")
 
 
 def _for_a_while(error: BaseException) -> bool:

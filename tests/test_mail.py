@@ -103,12 +103,13 @@ def test_a_refusal_that_would_come_back_the_same_is_not_tried_again_and_the_next
             if letter.to == "nobody@example.com":
                 raise smtplib.SMTPRecipientsRefused({letter.to: (550, b"no such user")})
 
-    sent = []
+    sent, receipts = [], []
     postbox = Postbox(Refusing(), attempts=5, first_delay_s=0.01, on_sent=sent.append)
-    postbox.post(Letter("nobody@example.com", "s", "t"))
-    postbox.post(LETTER)
-    wait_for(lambda: sent == [LETTER], what="the next letter")
+    assert postbox.post(Letter("nobody@example.com", "s", "t"), lambda done: receipts.append(("nobody", done)))
+    postbox.post(LETTER, lambda done: receipts.append(("ada", done)))
+    wait_for(lambda: sent == [LETTER] and len(receipts) == 2, what="the next letter, and both receipts")
     assert [letter.to for letter in tries] == ["nobody@example.com", "ada@example.com"]
+    assert receipts == [("nobody", False), ("ada", True)]  # (given up on; sent)
     postbox.close()
 
 

@@ -166,17 +166,23 @@ def untold(connection: Connection, product_id: int, limit: int) -> list[Entry]:
         .order_by(entries_t.c.id).limit(limit))]
 
 
-def mark_told(connection: Connection, product_id: int, entry_ids: list[str]) -> bool:
-    """These entries' letters sent; the draw marked told once no entry is left untold. True when
-    the draw is told."""
-    for batch in in_batches(entry_ids):
-        connection.execute(update(entries_t).where(entries_t.c.product_id == product_id, entries_t.c.entry_id.in_(batch),
-                                                   entries_t.c.told_at.is_(None)).values(told_at=_now()))
+def told(connection: Connection, product_id: int) -> bool:
+    return connection.execute(select(draws_t.c.told_at).where(draws_t.c.product_id == product_id)).scalar() is not None
+
+
+def mark_told(connection: Connection, product_id: int, entry_ids: list[str] | None) -> bool:
+    """These entries told (None: all of the draw's); the draw marked told once no entry is left
+    untold. True when the draw is told."""
+    untold = update(entries_t).where(entries_t.c.product_id == product_id, entries_t.c.told_at.is_(None))
+    if entry_ids is None:
+        connection.execute(untold.values(told_at=_now()))
+    for batch in in_batches(entry_ids or []):
+        connection.execute(untold.where(entries_t.c.entry_id.in_(batch)).values(told_at=_now()))
     anyone_untold = select(entries_t.c.id).where(entries_t.c.product_id == product_id,
                                                  entries_t.c.told_at.is_(None)).exists()
     connection.execute(update(draws_t).where(draws_t.c.product_id == product_id, draws_t.c.finished_at.is_not(None),
                                              draws_t.c.told_at.is_(None), ~anyone_untold).values(told_at=_now()))
-    return connection.execute(select(draws_t.c.told_at).where(draws_t.c.product_id == product_id)).scalar() is not None
+    return told(connection, product_id)
 
 
 def outcome_counts(connection: Connection, product_id: int) -> dict[Outcome, int]:

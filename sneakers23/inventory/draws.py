@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 ENTRY_ID_BYTES = 8  # 16 hex digits: opaque, and too many to guess another's
 WINNERS_AT_ONCE = 2_000  # a round's purchases in group commits of at most this many (each winner's guard takes 3 parameters)
 LETTERS_A_ROUND = 2_000  # letters posted in one round at most (and never more than the postbox has room for)
+LETTER_POSTINGS = 3  # a letter the postbox gave up on (its own 5 tries each) is posted this many times in all
 ENTRY_ERRORS = {EntryRefusal.SIGN_IN_REQUIRED: DrawSignInRequired, EntryRefusal.PROOF_USED: DrawProofUsed}
 DRAWN_BY = "release-clock"  # who the audit says closed and gave a draw
 
@@ -68,6 +69,7 @@ class Draws:
         self._receipts_lock = threading.Lock()
         self._posted: set[str] = set()
         self._sent: dict[int, list[str]] = {}
+        self._failures: dict[str, int] = {}  # letters given up on, by entry, while they are tried again
         self._told_figures: dict[tuple[int, str], dict] = {}  # by (product, commitment): a told draw's, final
 
     # --- entries ---
@@ -77,8 +79,17 @@ class Draws:
         (one per account, whatever the size asked for now). `proof`: the challenge of the proof of
         work the entry came with (serve/proof_of_work.py), taken once across the store. Raises
         DrawRefused with why."""
+        with self.database.reading() as connection:  # (refused at a read: a guest's, a closed draw's, costs no write)
+            facts = rows.entry_facts(connection, product_id, item_id)
+            held = None if facts is None else rows.entry_of(connection, product_id, shopper_id)
+            if held is not None:
+                return held
+            if facts is not None:
+                refused = entry_refused(product_id, *facts, signed_in(shopper_id), rows.proof_used(connection, proof))
+                if refused is not None:
+                    raise ENTRY_ERRORS.get(refused, DrawRefused)(entry_refusal_message(refused, product_id))
         for _attempt in range(3):  # (an entry id taken already: another is drawn)
-            with self.database.transaction() as unit:
+            with self.database.transaction() as unit:  # (the rule again, on the facts under the write)
                 facts = rows.entry_facts(unit.connection, product_id, item_id)
                 if facts is None:
                     raise NotFound(f"there is no product {product_id}")
@@ -132,14 +143,15 @@ class Draws:
     def draw_figures(self) -> dict[int, dict]:
         """Every draw as the staff's dashboard shows it (domain/draws.py: staff_figures). A draw
         whose entrants are all told changes no more: counted once, then kept."""
+        kept = dict(self._told_figures)  # (one assignment below: a late read beside the next is harmless)
         with self.database.reading() as connection:
-            stages, commitments, counts, untold = rows.staff_figures(connection, set(self._told_figures))
+            stages, commitments, counts, untold = rows.staff_figures(connection, set(kept))
         draw_of = {product_id: (product_id, commitment) for product_id, commitment in commitments.items()}
-        figures = staff_figures({p: stage for p, stage in stages.items() if draw_of[p] not in self._told_figures},
-                                counts, untold)
-        self._told_figures = {draw: shown for draw, shown in self._told_figures.items() if draw in draw_of.values()}
-        self._told_figures.update({draw_of[p]: shown for p, shown in figures.items() if shown["told"]})
-        return {p: figures.get(p) or self._told_figures[draw_of[p]] for p in stages}
+        figures = staff_figures({p: stage for p, stage in stages.items() if draw_of[p] not in kept}, counts, untold)
+        kept = {draw: shown for draw, shown in kept.items() if draw in draw_of.values()}
+        kept.update({draw_of[p]: shown for p, shown in figures.items() if shown["told"]})
+        self._told_figures = kept
+        return {p: figures.get(p) or kept[draw_of[p]] for p in stages}
 
     async def draw_figures_async(self) -> dict[int, dict]:
         return await self.database.in_thread(self.draw_figures)
@@ -155,14 +167,20 @@ class Draws:
     # --- the close (the release clock calls it) ---
 
     def run_due_draws(self) -> list[DrawReport]:
-        """Close and give every released draw not given yet; one that fails is logged and tried
-        again at the next call (the others go on)."""
+        """Close and give every released draw not given yet, and write to the entrants of those
+        given (a round of letters each); one that fails is logged and tried again at the next call
+        (the others go on). Returns a report for each draw given by this call."""
         with self.database.reading() as connection:
             due = rows.to_run(connection)
         reports = []
         for product_id in due:
             try:
-                reports.append(self.run_draw(product_id))
+                with self.database.reading() as connection:
+                    finished = rows.finished(connection, product_id)
+                if finished:
+                    self._tell(product_id)  # (a round of letters: nothing new to report)
+                else:
+                    reports.append(self.run_draw(product_id))
             except Exception as error:  # (the database away, a busy size: it goes on from where it was)
                 log.warning("the draw for product %s stopped for now: %s", product_id, error)
         return reports
@@ -262,43 +280,70 @@ class Draws:
 
     def _tell(self, product_id: int) -> None:
         """Letters to the finished draw's entrants, as many as the postbox has room for this round
-        (the next rounds write to the rest). An entry is marked told once its letter is sent (the
-        postbox's receipt, noted here and written in one go), so a letter lost with the process,
-        posted but not sent, is posted again by a later round: each entrant is written to at least
-        once. (One release clock tells: a second process telling at once could write twice.)"""
+        (the next rounds write to the rest). An entry is marked told once the postbox says its
+        letter was sent, or gave up on it LETTER_POSTINGS times (logged); a letter lost with the
+        process, posted but not sent, is posted again by a later round. So every entrant's letter
+        is tried, and one sent, at least once; a crash or the database away at a receipt may write
+        to some twice. (One release clock tells: a second process telling at once could too.)"""
         if self._write_receipts(product_id):
             return
-        room = LETTERS_A_ROUND if self.mail is None else min(LETTERS_A_ROUND, self.mail.room())
+        if self.mail is None:  # (no postbox: nobody to write to; told now)
+            with self.database.transaction() as unit:
+                rows.mark_told(unit.connection, product_id, None)
+            return
+        room = min(LETTERS_A_ROUND, self.mail.room())
         with self._receipts_lock:
             posted = set(self._posted)
-        with self.database.transaction() as unit:
-            untold = [entry for entry in rows.untold(unit.connection, product_id, room + len(posted))
+        with self.database.reading() as connection:
+            untold = [entry for entry in rows.untold(connection, product_id, room + len(posted))
                       if entry.entry_id not in posted][:room]
-            letters = {} if self.mail is None else self._letters(unit.connection, product_id, untold)
-            # (No letter to write (no postbox, an account gone): told now.)
-            rows.mark_told(unit.connection, product_id, [e.entry_id for e in untold if e.entry_id not in letters])
+            letters = self._letters(connection, product_id, untold) if untold else {}
+        gone = [entry.entry_id for entry in untold if entry.entry_id not in letters]  # (an account gone: no letter)
+        if gone:
+            with self.database.transaction() as unit:
+                rows.mark_told(unit.connection, product_id, gone)
         for entry_id, letter in letters.items():
             with self._receipts_lock:
                 self._posted.add(entry_id)
-            if not self.mail.post(letter, functools.partial(self._letter_sent, product_id, entry_id)):
+            if not self.mail.post(letter, functools.partial(self._letter_done, product_id, entry_id)):
                 with self._receipts_lock:
                     self._posted.discard(entry_id)  # (no room after all: a later round)
         if letters:
             self._write_receipts(product_id)  # (a postbox that sent some at once)
 
-    def _letter_sent(self, product_id: int, entry_id: str) -> None:
-        """The postbox's receipt (on its thread): noted, and written by the next `_tell`."""
+    def _letter_done(self, product_id: int, entry_id: str, sent: bool) -> None:
+        """The postbox's receipt (on its thread): a letter sent, or given up on. Noted, and written
+        by the next round; a letter given up on is posted again, LETTER_POSTINGS times in all."""
         with self._receipts_lock:
-            self._sent.setdefault(product_id, []).append(entry_id)
+            failures = 0 if sent else self._failures.get(entry_id, 0) + 1
+            if sent or failures >= LETTER_POSTINGS:
+                self._failures.pop(entry_id, None)
+                self._sent.setdefault(product_id, []).append(entry_id)
+            else:
+                self._failures[entry_id] = failures
+                self._posted.discard(entry_id)  # (posted again by a later round)
+        if not sent and failures >= LETTER_POSTINGS:
+            log.warning("the letter to entry %s of the draw for product %s could not be sent, %d times: given up",
+                        entry_id, product_id, failures)
 
     def _write_receipts(self, product_id: int) -> bool:
-        """The letters of the draw sent since the last time, marked told; True once every entrant
-        of the draw is told."""
+        """The letters of the draw done since the last time, marked told; True once every entrant
+        of the draw is told. The receipts are kept for the next round when the write fails."""
         with self._receipts_lock:
-            sent = self._sent.pop(product_id, [])
-            self._posted.difference_update(sent)
-        with self.database.transaction() as unit:
-            return rows.mark_told(unit.connection, product_id, sent)
+            done = self._sent.pop(product_id, [])
+        if not done:
+            with self.database.reading() as connection:
+                return rows.told(connection, product_id)
+        try:
+            with self.database.transaction() as unit:
+                told = rows.mark_told(unit.connection, product_id, done)
+        except Exception:
+            with self._receipts_lock:
+                self._sent.setdefault(product_id, []).extend(done)
+            raise
+        with self._receipts_lock:
+            self._posted.difference_update(done)
+        return told
 
     def _letters(self, connection, product_id: int, entries: list[Entry]) -> dict[str, Letter]:
         """Each entry's letter, by entry (none for an entry whose account is gone)."""

@@ -39,8 +39,9 @@ class Activity(Protocol):
 class Mail(Protocol):
     """Where letters to shoppers go: posted, and sent off the caller's path (see sneakers23.mail.Postbox)."""
 
-    def post(self, letter: Letter, on_sent: Callable[[], None] | None = None) -> bool:
-        """False: dropped (no room); `on_sent`, when given, is called once the letter is sent."""
+    def post(self, letter: Letter, on_done: Callable[[bool], None] | None = None) -> bool:
+        """False: dropped (no room); `on_done(sent)`, when given, is called once the letter is sent
+        (True) or given up on (False)."""
         ...
 
     def room(self) -> int:

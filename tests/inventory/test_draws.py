@@ -203,8 +203,7 @@ def test_a_draw_stopped_between_its_finish_and_its_letters_tells_every_entrant_a
     assert inventory.run_due_draws() == []  # (logged; tried again at the next round)
     assert inventory.draw_state(2).finished_at is not None and told() == []
     monkeypatch.undo()
-    [report] = inventory.run_due_draws()  # nothing left to give: it tells
-    assert (report.bought, report.lost) == (1, 1)
+    assert inventory.run_due_draws() == []  # nothing left to give (no report): it tells
     assert told() == ["The draw is closed", "You won the draw"]
     assert inventory.run_due_draws() == []  # told once
     inventory.run_draw(2)  # (run again by hand: nobody told twice)
@@ -239,7 +238,8 @@ def test_letters_lost_with_the_process_are_posted_again_and_a_small_postbox_take
     drawn = lambda letters: sorted(letter.to for letter in letters.posted if "draw" in letter.subject)  # noqa: E731
     [report] = inventory.run_due_draws()
     assert (report.bought, report.lost) == (1, 2) and len(drawn(lost)) == 3
-    assert inventory.run_due_draws() != [] and len(drawn(lost)) == 3  # (not told yet: not posted twice meanwhile)
+    inventory.run_due_draws()  # (a round of letters: none posted twice while in the postbox)
+    assert not inventory.draw_figures()[2]["told"] and len(drawn(lost)) == 3
     inventory.close()
 
     # The release clock starts again, with a postbox that takes one letter at a time.
@@ -247,10 +247,31 @@ def test_letters_lost_with_the_process_are_posted_again_and_a_small_postbox_take
     again = Inventory(settings.model_copy(update={"public_url": "https://shop.example"}), mail=small)
     try:
         rounds = 0
-        while again.run_due_draws():
+        while not again.draw_figures()[2]["told"]:
+            assert again.run_due_draws() == []  # (rounds of letters: nothing new to report)
             rounds += 1
             assert rounds <= 4, drawn(small)
         assert rounds == 3 and drawn(small) == drawn(lost)  # every entrant, once each
         assert again.draw_figures()[2]["stage"] == "finished"
     finally:
         again.close()
+
+
+def test_a_letter_the_postbox_gives_up_on_is_posted_again_then_given_up_and_the_draw_is_told(draw_shop):
+    inventory, _letters, (_big, small, *_others) = draw_shop
+    entrants = shoppers(inventory, 2)
+    for _id, shopper in entrants:
+        inventory.enter_draw(shopper, 2, small)
+    first_address = next(letter.to for letter in _letters.posted if "Confirm" in letter.subject)
+    refusing = Letters(refused=(first_address,))  # (a mailbox that does not exist: the first entrant's)
+    inventory.draws.mail = refusing
+    inventory.release(2)
+    rounds = 0
+    while not inventory.draw_figures()[2]["told"]:
+        inventory.run_due_draws()
+        rounds += 1
+        assert rounds <= 5
+    to_refused = [letter for letter in refusing.posted if letter.to in refusing.refused]
+    assert len(to_refused) == 3 and rounds == 3  # posted 3 times in all, then given up: the draw is told
+    assert len(refusing.posted) == 4  # (the other entrant's, once)
+    assert inventory.run_due_draws() == []

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 
 class Letters:
-    """Each letter posted is kept in `posted`. With `sends`, it is sent at once (its receipt is
-    called); without, it waits in `held`, as in a postbox whose process dies before sending it.
+    """Each letter posted is kept in `posted`. With `sends`, it is sent at once (its receipt says
+    so); without, it waits in `held`, as in a postbox whose process dies before sending it.
+    `refused`: addresses whose letters are given up on at once (a mailbox that does not exist).
     `room_for`: how many it takes at once (`room`)."""
 
-    def __init__(self, sends: bool = True, room_for: int = 10_000):
+    def __init__(self, sends: bool = True, room_for: int = 10_000, refused: tuple[str, ...] = ()):
         self.posted = []
         self.held = []
         self.sends = sends
         self.room_for = room_for
+        self.refused = refused
 
-    def post(self, letter, on_sent=None) -> bool:
+    def post(self, letter, on_done=None) -> bool:
         self.posted.append(letter)
         if not self.sends:
             self.held.append(letter)
-        elif on_sent is not None:
-            on_sent()
+        elif on_done is not None:
+            on_done(letter.to not in self.refused)
         return True
 
     def room(self) -> int:

@@ -1,6 +1,5 @@
-"""draws.told_at and draw_entries.told_at: when every entrant of a finished draw, and each entrant,
-was written to (a letter is marked once it is sent, so one lost with the process is posted again by
-a later round); draw_entries.proof: the challenge of the proof
+"""draws.told_at: when every entrant of a finished draw was written to, so that a draw whose letters
+a crash or an outage stopped is told by the next run; draw_entries.proof: the challenge of the proof
 of work an entry was made with, once (a solution reused on another account, or on another replica,
 is refused by its unique index)
 
@@ -22,20 +21,16 @@ depends_on: Union[str, Sequence[str], None] = None
 def upgrade() -> None:
     with op.batch_alter_table("draws") as table:
         table.add_column(sa.Column("told_at", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("draw_entries") as table:
-        table.add_column(sa.Column("told_at", sa.DateTime(timezone=True), nullable=True))
-        table.add_column(sa.Column("proof", sa.String(length=64), nullable=True))
-        table.create_unique_constraint("draw_entries_proof_once", ["proof"])
     # A draw finished before this revision told its entrants as it finished: not again.
     op.execute("UPDATE draws SET told_at = finished_at WHERE finished_at IS NOT NULL")
-    op.execute("UPDATE draw_entries SET told_at = (SELECT finished_at FROM draws WHERE draws.product_id = "
-               "draw_entries.product_id) WHERE product_id IN (SELECT product_id FROM draws WHERE finished_at IS NOT NULL)")
+    with op.batch_alter_table("draw_entries") as table:
+        table.add_column(sa.Column("proof", sa.String(length=64), nullable=True))
+        table.create_unique_constraint("draw_entries_proof_once", ["proof"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("draw_entries") as table:
         table.drop_constraint("draw_entries_proof_once", type_="unique")
         table.drop_column("proof")
-        table.drop_column("told_at")
     with op.batch_alter_table("draws") as table:
         table.drop_column("told_at")
