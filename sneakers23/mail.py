@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-from sneakers23.domain.accounts import Letter
+from sneakers23.domain.accounts import Delivery, Letter
 from sneakers23.retries import backoff
 
 log = logging.getLogger(__name__)
@@ -90,22 +90,22 @@ class FileCarrier:
 class Postbox:
     """Letters posted here are sent by a thread of the postbox's own, in order, each tried again
     with backoff when the carrier fails for a while. A caller that must know whether a letter left
-    (a draw's, posted again when it did not) gives it a receipt: called with True once it is sent,
-    with False once the postbox gives up on it."""
+    (a draw's, posted again when it did not) gives it a receipt, called once with its Delivery:
+    sent, refused for good, or unreached (the server away past the tries)."""
 
     def __init__(self, carrier: Carrier, attempts: int = SEND_ATTEMPTS, first_delay_s: float = 1.0,
                  on_sent: Callable[[Letter], None] = lambda _letter: None):
         self.carrier = carrier
         self._on_sent = on_sent
-        self._letters: queue.Queue[tuple[Letter, Callable[[bool], None] | None] | None] = queue.Queue(QUEUED_LETTERS)
+        self._letters: queue.Queue[tuple[Letter, Callable[[Delivery], None] | None] | None] = queue.Queue(QUEUED_LETTERS)
         self._retrying = Retrying(retry=retry_if_exception(_for_a_while),
                                   stop=stop_after_attempt(attempts), wait=backoff(first_delay_s, 60.0), reraise=True)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def post(self, letter: Letter, on_done: Callable[[bool], None] | None = None) -> bool:
-        """Queues the letter (False: dropped, the queue is full); `on_done(sent)` is called once it is
-        sent (True) or given up on (False)."""
+    def post(self, letter: Letter, on_done: Callable[[Delivery], None] | None = None) -> bool:
+        """Queues the letter (False: dropped, the queue is full); `on_done(delivery)` is called once
+        it is sent or given up on."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._send_all, name="sneakers23-postbox", daemon=True)
@@ -135,17 +135,18 @@ class Postbox:
             letter, receipt = posted
             try:
                 self._retrying(self.carrier.send, letter)
-                sent = True
-                self._on_sent(letter)
+                delivery = Delivery.SENT
             except Exception as error:  # (the thread goes on with the next letter)
-                sent = False
+                delivery = Delivery.UNREACHED if _for_a_while(error) else Delivery.REFUSED
                 log.error("a letter to a shopper could not be sent (%s: %s); they can ask for another link",
                           type(error).__name__, error)
-            if receipt is not None:
-                try:
-                    receipt(sent)
-                except Exception:  # (a receipt's own failure is its caller's: logged, the thread goes on)
-                    log.exception("a letter's receipt failed")
+            try:
+                if delivery is Delivery.SENT:
+                    self._on_sent(letter)
+                if receipt is not None:
+                    receipt(delivery)
+            except Exception:  # (a receipt's own failure is its caller's: logged, the thread goes on)
+                log.exception("a letter's receipt failed")
 
 
 def _for_a_while(error: BaseException) -> bool:

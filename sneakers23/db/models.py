@@ -220,6 +220,6 @@ class DrawEntryRow(SQLModel, table=True):
     outcome: str = Field(default="entered", max_length=16)
     note: str = Field(default="", max_length=255)  # why it failed, or was removed
     proof: str | None = Field(default=None, max_length=64)  # its proof of work's challenge: each is taken once
-    told_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # its letter sent
+    told_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # its letter sent (or given up on, or no account)
     entered_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()

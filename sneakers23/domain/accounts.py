@@ -110,6 +110,14 @@ class Letter:
     text: str
 
 
+class Delivery(StrEnum):
+    """What became of a posted letter (the postbox's receipt says)."""
+
+    SENT = "sent"
+    REFUSED = "refused"  # for good: the server said no (no such mailbox), and would again
+    UNREACHED = "unreached"  # the mail server away or busy past the postbox's tries: worth posting again later
+
+
 def verify_letter(address: str, link: str) -> Letter:
     return Letter(address, "Confirm your email address for Sneakers23", (
         "Welcome to Sneakers23.\n\n"

@@ -23,7 +23,7 @@ from sneakers23.db import queries
 from sneakers23.db.accounts import accounts as account_rows
 from sneakers23.db.sales import sell_claims
 from sneakers23.db.unit_of_work import Database
-from sneakers23.domain.accounts import Letter, account_of_shopper
+from sneakers23.domain.accounts import Delivery, Letter, account_of_shopper
 from sneakers23.domain.admin import ActionKind
 from sneakers23.domain.draws import (DrawState, Entry, EntryRefusal, Outcome, draw_key, draw_view, drawn_by_size,
                                      entry_refusal_message, entry_refused, next_winners, result_letter,
@@ -281,10 +281,11 @@ class Draws:
     def _tell(self, product_id: int) -> None:
         """Letters to the finished draw's entrants, as many as the postbox has room for this round
         (the next rounds write to the rest). An entry is marked told once the postbox says its
-        letter was sent, or gave up on it LETTER_POSTINGS times (logged); a letter lost with the
-        process, posted but not sent, is posted again by a later round. So every entrant's letter
-        is tried, and one sent, at least once; a crash or the database away at a receipt may write
-        to some twice. (One release clock tells: a second process telling at once could too.)"""
+        letter was sent, or refused for good LETTER_POSTINGS times (logged), or when its account is
+        gone; a letter lost with the process (posted, not sent), or whose server was away, is
+        posted again by a later round. So every letter that can be sent is sent, at least once; a
+        crash, or the database away at a receipt, may write to some twice. (One release clock
+        tells: a second process telling at once could too.)"""
         if self._write_receipts(product_id):
             return
         if self.mail is None:  # (no postbox: nobody to write to; told now)
@@ -295,11 +296,14 @@ class Draws:
         with self._receipts_lock:
             posted = set(self._posted)
         with self.database.reading() as connection:
-            untold = [entry for entry in rows.untold(connection, product_id, room + len(posted))
-                      if entry.entry_id not in posted][:room]
+            waiting = rows.untold(connection, product_id, room + len(posted))
+            untold = [entry for entry in waiting if entry.entry_id not in posted][:room]
             letters = self._letters(connection, product_id, untold) if untold else {}
         gone = [entry.entry_id for entry in untold if entry.entry_id not in letters]  # (an account gone: no letter)
-        if gone:
+        if gone or not waiting:  # (or nobody left to tell, nobody entered: the draw told)
+            with self._receipts_lock:
+                for entry_id in gone:
+                    self._failures.pop(entry_id, None)
             with self.database.transaction() as unit:
                 rows.mark_told(unit.connection, product_id, gone)
         for entry_id, letter in letters.items():
@@ -311,20 +315,23 @@ class Draws:
         if letters:
             self._write_receipts(product_id)  # (a postbox that sent some at once)
 
-    def _letter_done(self, product_id: int, entry_id: str, sent: bool) -> None:
-        """The postbox's receipt (on its thread): a letter sent, or given up on. Noted, and written
-        by the next round; a letter given up on is posted again, LETTER_POSTINGS times in all."""
+    def _letter_done(self, product_id: int, entry_id: str, delivery: Delivery) -> None:
+        """The postbox's receipt (on its thread), noted and written by the next round: a letter sent
+        is told; one refused for good is posted again, LETTER_POSTINGS times in all (by this
+        process), then given up (logged) and told; one whose server was away is posted again by a
+        later round, for as long as it takes (the draw stays untold meanwhile: the dashboard says
+        how many)."""
         with self._receipts_lock:
-            failures = 0 if sent else self._failures.get(entry_id, 0) + 1
-            if sent or failures >= LETTER_POSTINGS:
+            refusals = self._failures.get(entry_id, 0) + (delivery is Delivery.REFUSED)
+            if delivery is Delivery.SENT or refusals >= LETTER_POSTINGS:
                 self._failures.pop(entry_id, None)
                 self._sent.setdefault(product_id, []).append(entry_id)
             else:
-                self._failures[entry_id] = failures
+                self._failures[entry_id] = refusals
                 self._posted.discard(entry_id)  # (posted again by a later round)
-        if not sent and failures >= LETTER_POSTINGS:
-            log.warning("the letter to entry %s of the draw for product %s could not be sent, %d times: given up",
-                        entry_id, product_id, failures)
+        if delivery is Delivery.REFUSED and refusals >= LETTER_POSTINGS:
+            log.warning("the letter to entry %s of the draw for product %s was refused %d times: given up",
+                        entry_id, product_id, refusals)
 
     def _write_receipts(self, product_id: int) -> bool:
         """The letters of the draw done since the last time, marked told; True once every entrant

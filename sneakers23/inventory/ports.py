@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Protocol
 
-from sneakers23.domain.accounts import Letter
+from sneakers23.domain.accounts import Delivery, Letter
 from sneakers23.domain.changes import Change
 from sneakers23.domain.purchases import PurchaseResult
 
@@ -39,9 +39,9 @@ class Activity(Protocol):
 class Mail(Protocol):
     """Where letters to shoppers go: posted, and sent off the caller's path (see sneakers23.mail.Postbox)."""
 
-    def post(self, letter: Letter, on_done: Callable[[bool], None] | None = None) -> bool:
-        """False: dropped (no room); `on_done(sent)`, when given, is called once the letter is sent
-        (True) or given up on (False)."""
+    def post(self, letter: Letter, on_done: Callable[[Delivery], None] | None = None) -> bool:
+        """False: dropped (no room); `on_done(delivery)`, when given, is called once the letter is
+        sent, or given up on (refused for good, or its server unreached)."""
         ...
 
     def room(self) -> int:

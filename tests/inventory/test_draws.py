@@ -79,7 +79,8 @@ def test_a_draw_from_the_entries_to_the_winners_orders_and_the_losers_told(draw_
 
     [report] = inventory.run_due_draws()
     assert (report.entries, report.removed, report.bought, report.failed, report.lost) == (5, 1, 3, 0, 1)
-    assert inventory.run_due_draws() == []  # done once
+    posted = len(letters.posted)
+    assert inventory.run_due_draws() == [] and len(letters.posted) == posted  # given once, told once
     staff = inventory.draw_figures()[2]
     assert staff["stage"] == "finished" and staff["per_size"] == {big: 3, small: 2}
     assert staff["text"] == ("draw finished: 5 entries; 3 pairs bought for winners, 0 failed, 1 lost, 1 removed; "
@@ -204,8 +205,8 @@ def test_a_draw_stopped_between_its_finish_and_its_letters_tells_every_entrant_a
     assert inventory.draw_state(2).finished_at is not None and told() == []
     monkeypatch.undo()
     assert inventory.run_due_draws() == []  # nothing left to give (no report): it tells
-    assert told() == ["The draw is closed", "You won the draw"]
-    assert inventory.run_due_draws() == []  # told once
+    assert told() == ["The draw is closed", "You won the draw"] and inventory.draw_figures()[2]["told"]
+    inventory.run_due_draws()
     inventory.run_draw(2)  # (run again by hand: nobody told twice)
     assert len(told()) == 2
 
@@ -273,5 +274,31 @@ def test_a_letter_the_postbox_gives_up_on_is_posted_again_then_given_up_and_the_
         assert rounds <= 5
     to_refused = [letter for letter in refusing.posted if letter.to in refusing.refused]
     assert len(to_refused) == 3 and rounds == 3  # posted 3 times in all, then given up: the draw is told
-    assert len(refusing.posted) == 4  # (the other entrant's, once)
+    inventory.run_due_draws()
+    assert len(refusing.posted) == 4  # (the other entrant's, once; nothing more after)
+
+
+def test_while_the_mail_server_is_away_letters_are_posted_again_until_it_is_back(draw_shop):
+    inventory, _letters, (_big, small, *_others) = draw_shop
+    for _id, shopper in shoppers(inventory, 2):
+        inventory.enter_draw(shopper, 2, small)
+    away = Letters(unreached=True)
+    inventory.draws.mail = away
+    inventory.release(2)
+    for _round in range(5):
+        inventory.run_due_draws()
+    assert len(away.posted) == 10 and not inventory.draw_figures()[2]["told"]  # each round, both again
+    assert inventory.draw_figures()[2]["text"].endswith("2 entrants still to be told")
+    back = Letters()
+    inventory.draws.mail = back
+    inventory.run_due_draws()
+    assert len(back.posted) == 2 and inventory.draw_figures()[2]["told"]
+
+
+def test_a_draw_nobody_entered_finishes_and_is_told_at_once(draw_shop):
+    inventory, letters, _sizes = draw_shop
+    inventory.release(2)
+    [report] = inventory.run_due_draws()
+    assert report.entries == 0 and inventory.draw_figures()[2]["told"]
+    assert [letter for letter in letters.posted if "draw" in letter.subject] == []
     assert inventory.run_due_draws() == []

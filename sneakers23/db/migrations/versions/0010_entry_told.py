@@ -1,5 +1,6 @@
-"""draw_entries.told_at: when each entrant's letter was sent (marked on the postbox's receipt), so a
-letter lost with the process, or refused for a while, is posted again by a later round
+"""draw_entries.told_at: when each entrant's letter was sent (marked on the postbox's receipt), or
+given up on, or found to have no account; a letter lost with the process, or whose mail server was
+away, is posted again by a later round
 
 Revision ID: 0010
 Revises: 0009
