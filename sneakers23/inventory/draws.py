@@ -64,12 +64,13 @@ class Draws:
         self.settings = settings
         self.mail = mail
         self.public_url = (public_url or "").rstrip("/")
-        # Letters posted and not known sent (not posted again meanwhile), and those the postbox
-        # says were sent, by draw, still to be marked told (the postbox's thread adds to it).
+        # Letters posted and not known done (not posted again meanwhile), and those the postbox
+        # says are done (sent, or refused too often), by draw, still to be marked told (the
+        # postbox's thread adds to it).
         self._receipts_lock = threading.Lock()
         self._posted: set[str] = set()
         self._sent: dict[int, list[str]] = {}
-        self._failures: dict[str, int] = {}  # letters given up on, by entry, while they are tried again
+        self._failures: dict[str, int] = {}  # how often an entry's letter was refused for good, while it is posted again
         self._told_figures: dict[tuple[int, str], dict] = {}  # by (product, commitment): a told draw's, final
 
     # --- entries ---
