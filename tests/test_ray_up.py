@@ -68,9 +68,16 @@ def caches(hosts: Hosts, checkout: Path, ray_env: dict) -> dict[str, tuple[str, 
     return {row[1]: (row[3], row[5]) for row in rows}
 
 
-def all_caches_ready(hosts: Hosts, checkout: Path, ray_env: dict) -> bool:
+class NotYet(dict):
+    """What was seen when a condition did not hold yet: false, and shown by `wait_for` if it times out."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def all_caches_ready(hosts: Hosts, checkout: Path, ray_env: dict) -> bool | NotYet:
     seen = caches(hosts, checkout, ray_env)
-    return all(seen.get(h.address) == ("ready", "0") for h in hosts.ray_hosts())
+    return all(seen.get(h.address) == ("ready", "0") for h in hosts.ray_hosts()) or NotYet(seen)
 
 
 def node_addresses(hosts: Hosts, ray_env: dict) -> dict[str, str]:
@@ -214,8 +221,9 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
 
     # A release made on one host reaches a shopper's socket held on another: the socket comes in at
     # worker 1's address, and the release is made on a host whose replica does not hold it.
+    # (A host powered off sends no FIN: the client's heartbeat notices within two periods.)
     shopper = PhoenixClient(phoenix_js, f"ws://{worker1.address}:8000/product_socket", ["product:1"],
-                            within=hosts.enter())
+                            within=hosts.enter(), heartbeat_ms=1000)
     try:
         join = wait_for(lambda: shopper.of("join_ok", topic="product:1"), timeout=30, what="the shopper's join")
         assert not join[0]["response"]["released"]

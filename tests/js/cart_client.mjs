@@ -10,7 +10,8 @@ import readline from "node:readline";
 const [url] = process.argv.slice(2);
 const out = (record) => process.stdout.write(JSON.stringify(record) + "\n");
 
-const socket = new Socket(url, { transport: WebSocket, heartbeatIntervalMs: 300, reconnectAfterMs: () => 200 });
+// HEARTBEAT_MS: the heartbeat period (tests/support/store_fixtures.py says why 2 s).
+const socket = new Socket(url, { transport: WebSocket, heartbeatIntervalMs: Number(process.env.HEARTBEAT_MS || 2000), reconnectAfterMs: () => 200 });
 socket.onOpen(() => out({ type: "open" }));
 socket.onClose((event) => out({ type: "close", code: event.code }));
 socket.onMessage((message) => {

@@ -98,10 +98,16 @@ class PhoenixClient:
 
     SCRIPT = "phoenix_client.mjs"
 
-    def __init__(self, node: str, url: str, topics: list[str] = (), within: list[str] = ()):
-        """`within`: a command prefix that runs the client elsewhere (another host's namespaces)."""
+    def __init__(self, node: str, url: str, topics: list[str] = (), within: list[str] = (), heartbeat_ms: int = 2000):
+        """`within`: a command prefix that runs the client elsewhere (another host's namespaces).
+        `heartbeat_ms`: the client's heartbeat period; a heartbeat unanswered for one period closes
+        the socket and drops the replies still due (a push's reply then comes as `timeout`). Two
+        seconds rides out a busy machine's stalls (CI: at 300 ms, a stall of a cart replica made
+        an `add_item` time out); a test that needs a socket to a lost host noticed at once, where
+        no FIN ever comes, asks for less."""
         self.process = subprocess.Popen([*within, node, str(JS / self.SCRIPT), url, *topics], cwd=JS,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "HEARTBEAT_MS": str(heartbeat_ms)})
         self.records: list[dict] = []
         import threading
 
