@@ -151,7 +151,9 @@ def release(ctx: click.Context, product_ids: tuple[int, ...], at: datetime | Non
         elif at is not None:
             change = inventory.schedule_release(product_id, at.astimezone(timezone.utc))
             click.echo(f"product {product_id} goes on sale at {change.release_at.astimezone().isoformat(timespec='seconds')}"
-                       f" (version {change.version})")
+                       f" (version {change.version})" + (
+                           f"; sold to signed-in shoppers only (`sneakers23 sign-in {product_id} --not-required` "
+                           "sells to guests too)" if change.sign_in_required else ""))
         else:
             outcome = inventory.release(product_id)
             verb = "released" if outcome.newly_released else "already released"

@@ -163,7 +163,12 @@ def test_scheduling_a_release(tmp_path):
     url = f"sqlite:///{tmp_path / 'shop.db'}"
     run(url, "db", "upgrade")
     run(url, "db", "seed")
-    assert "goes on sale at" in run(url, "release", "2", "--in", "1h").stdout
+    said = run(url, "release", "2", "--in", "1h").stdout
+    assert "goes on sale at" in said and "sold to signed-in shoppers only" in said  # a new drop's default
+    assert "cancelled" in run(url, "release", "2", "--cancel").stdout
+    run(url, "sign-in", "2", "--not-required")  # the staff chose guests too: a schedule keeps it
+    said = run(url, "release", "2", "--in", "1h").stdout
+    assert "goes on sale at" in said and "signed-in" not in said, said
     assert "cancelled" in run(url, "release", "2", "--cancel").stdout
     assert "in the past" in fails(url, "release", "2", "--at", "2020-01-01T00:00")
     assert "is not a time" in fails(url, "release", "2", "--at", "soon", code=2)

@@ -37,6 +37,8 @@ class ProductRow(SQLModel, table=True):
     release_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # Only a signed-in shopper whose address is verified may buy it (domain/purchases.py).
     sign_in_required: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # The staff chose `sign_in_required` (either way); until then a scheduled drop turns it on.
+    sign_in_chosen: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     # How its pairs go to shoppers at the release (domain/drops.py); a queue or a draw is one place
     # per account, so it sells to signed-in shoppers only: the CHECK below is the net under that rule.
     drop_mode: str = Field(default="first-come", max_length=16, sa_column_kwargs={"server_default": "first-come"})

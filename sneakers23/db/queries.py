@@ -15,7 +15,7 @@ from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
                                        product_state)
 from sneakers23.domain.draws import entry_of_key, mode_change_refused
-from sneakers23.domain.drops import DropMode, guests_refused
+from sneakers23.domain.drops import DropMode, guests_refused, sign_in_for_a_scheduled_drop
 from sneakers23.domain.fairness import commitment
 from sneakers23.domain.purchases import (BoughtPair, PurchaseFacts, PurchaseResult, SizeOnSale, SoldUnit,
                                          answer_purchase, signed_in)
@@ -107,33 +107,40 @@ def _state_of(row) -> ProductReleased | ReleaseScheduleChanged:
 
 
 def schedule_release(connection: Connection, product_id: int, at: datetime | None) -> ReleaseScheduleChanged:
-    """Set (or, with None, cancel) the moment an unreleased product goes on sale by itself."""
-    row = connection.execute(
-        update(products_t)
-        .where(products_t.c.id == product_id, products_t.c.released.is_(False))
-        .values(release_at=at, version=products_t.c.version + 1, updated_at=_now())
-        .returning(*PRODUCT_STATE)
-    ).one_or_none()
-    if row is None:
-        _product_state(connection, product_id)  # raises NotFound for an unknown product
+    """Set (or, with None, cancel) the moment an unreleased product goes on sale by itself. A drop
+    scheduled sells to signed-in shoppers, unless the staff chose for it (domain/drops.py)."""
+    who = connection.execute(
+        select(products_t.c.released, products_t.c.sign_in_required, products_t.c.sign_in_chosen)
+        .where(products_t.c.id == product_id).with_for_update()).one_or_none()
+    if who is None:
+        raise NotFound(f"there is no product {product_id}")
+    if who.released:
         raise AlreadyReleased(f"product {product_id} is already released: there is nothing to schedule")
-    return _state_of(row)
+    required = bool(who.sign_in_required) if at is None else \
+        sign_in_for_a_scheduled_drop(bool(who.sign_in_required), bool(who.sign_in_chosen))
+    return _state_of(connection.execute(
+        update(products_t)
+        .where(products_t.c.id == product_id)
+        .values(release_at=at, sign_in_required=required, version=products_t.c.version + 1, updated_at=_now())
+        .returning(*PRODUCT_STATE)
+    ).one())
 
 
 def require_sign_in(connection: Connection, product_id: int, required: bool) -> ProductReleased | ReleaseScheduleChanged:
     """Whether only signed-in shoppers (with a verified address) may buy the product; its state after.
-    Setting what is set already changes nothing (the version stays). A queue or a draw stays for
-    signed-in shoppers (domain/drops.py says why; the table's CHECK is the net)."""
+    The staff's choice is noted, so a drop scheduled later keeps it. Setting what is set already
+    changes nothing else (the version stays). A queue or a draw stays for signed-in shoppers
+    (domain/drops.py says why; the table's CHECK is the net)."""
     state = _product_state(connection, product_id, lock=True)  # (NotFound for an unknown product)
-    if state.sign_in_required == required:
-        return state
     refused = None if required else guests_refused(product_id, state.drop_mode)
     if refused is not None:
         raise DropModeRefused(refused)
+    chosen = update(products_t).where(products_t.c.id == product_id).values(sign_in_chosen=True)
+    if state.sign_in_required == required:  # (chosen all the same: a scheduled drop keeps it)
+        connection.execute(chosen)
+        return state
     return _state_of(connection.execute(
-        update(products_t)
-        .where(products_t.c.id == product_id)
-        .values(sign_in_required=required, version=products_t.c.version + 1, updated_at=_now())
+        chosen.values(sign_in_required=required, version=products_t.c.version + 1, updated_at=_now())
         .returning(*PRODUCT_STATE)
     ).one())
 

@@ -38,3 +38,11 @@ def guests_refused(product_id: int, mode: DropMode) -> str | None:
     if mode.needs_sign_in:
         return f"product {product_id} is a {mode} drop: only signed-in shoppers may take part in it"
     return None
+
+
+def sign_in_for_a_scheduled_drop(required: bool, chosen: bool) -> bool:
+    """Whether a product whose release is being scheduled sells to signed-in shoppers only: a new
+    drop does by default, for its pair limit to count per person (a cookie is free to mint), unless
+    the staff chose either way for it. (A release made at once keeps what is set: the store a new
+    user starts sells its first product to anyone.)"""
+    return required or not chosen

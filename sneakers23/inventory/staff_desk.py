@@ -14,6 +14,7 @@ from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound
 from sneakers23.inventory.accounts import AccountRefused, Accounts
 from sneakers23.inventory.shop import Shop
 
+ONLY_SIGNED_IN = "; sold to signed-in shoppers only"
 ACCOUNT_ACTIONS = (ActionKind.LOOK_UP_ACCOUNT, ActionKind.LOCK_ACCOUNT, ActionKind.UNLOCK_ACCOUNT)
 
 
@@ -40,14 +41,14 @@ class StaffDesk:
             outcome = self.shop.release(action.product_id)
             return "released" if outcome.newly_released else "it was already released"
         if action.kind is ActionKind.SCHEDULE:
-            self.shop.schedule_release(action.product_id, action.at)
-            return f"goes on sale at {action.at.isoformat()}"
+            change = self.shop.schedule_release(action.product_id, action.at)
+            return f"goes on sale at {action.at.isoformat()}" + (ONLY_SIGNED_IN if change.sign_in_required else "")
         if action.kind is ActionKind.CANCEL_SCHEDULE:
             self.shop.schedule_release(action.product_id, None)
             return "no release time any more"
         if action.kind is ActionKind.SET_DROP_MODE:
             change = self.shop.set_drop_mode(action.product_id, action.mode)
-            said = change.drop_mode.describe() + ("; sold to signed-in shoppers only" if change.sign_in_required else "")
+            said = change.drop_mode.describe() + (ONLY_SIGNED_IN if change.sign_in_required else "")
             if change.drop_mode is DropMode.DRAW:  # (the commitment in the audit too, as on the product page)
                 with self.database.reading() as connection:
                     said += f"; its shuffle is committed to the seed whose SHA-256 is {draws.state(connection, action.product_id).commitment}"

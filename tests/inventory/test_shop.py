@@ -268,6 +268,35 @@ def test_a_sign_in_drop_sells_to_verified_accounts_only_and_its_setting_is_publi
         inventory.require_sign_in(99)
 
 
+def test_a_new_drop_scheduled_sells_to_signed_in_shoppers_unless_the_staff_chose_and_says_so(published_by):
+    from datetime import datetime, timedelta, timezone
+
+    inventory, published = published_by
+    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    scheduled = inventory.schedule_release(2, soon)
+    assert scheduled.sign_in_required and scheduled.release_at == soon and published[-1] == scheduled  # the default
+    assert inventory.schedule_release(2, None).sign_in_required  # a cancel keeps it
+    # The staff chose guests too: a schedule keeps their choice, and so does the next.
+    assert not inventory.require_sign_in(2, False).sign_in_required
+    assert not inventory.schedule_release(2, soon).sign_in_required
+    assert not inventory.schedule_release(2, soon + timedelta(minutes=5)).sign_in_required
+    # Chosen as it already was counts as a choice too (nothing else moves).
+    assert inventory.require_sign_in(1, False).version == next(p for p in inventory.complete_products() if p.id == 1).version
+    # A release made at once keeps what is set: the product a new store sells first takes guests.
+    released = inventory.release(1).change
+    assert released.released and not released.sign_in_required
+    assert inventory.purchase("a" * 64, [1]).ok
+    # The staff's desk says so in the audit.
+    from sneakers23.domain.admin import ActionKind, AdminAction
+
+    inventory.set_drop_mode(2, DropMode.FIRST_COME)
+    entry = inventory.act("Ada", AdminAction(ActionKind.SCHEDULE, product_id=2, at=soon), client="test")
+    assert entry.ok and entry.result.startswith("goes on sale at") and "signed-in" not in entry.result
+    inventory.require_sign_in(2)
+    entry = inventory.act("Ada", AdminAction(ActionKind.SCHEDULE, product_id=2, at=soon), client="test")
+    assert entry.result.endswith("; sold to signed-in shoppers only"), entry.result
+
+
 def test_a_drop_mode_is_set_before_the_release_takes_sign_in_with_it_and_is_published(published_by):
     inventory, published = published_by
     change = inventory.set_drop_mode(2, DropMode.QUEUE)

@@ -78,7 +78,9 @@ def test_a_scheduled_release_counts_down_and_opens_on_time(page, store_url, fres
 
     inventory = Inventory(ray_settings, replication=RayReplication())
     at = datetime.now(timezone.utc) + timedelta(seconds=6)
+    inventory.require_sign_in(2, False)  # (the staff's choice: a new drop scheduled asks for sign-in otherwise)
     scheduled = inventory.schedule_release(2, at)
+    assert not scheduled.sign_in_required
     open_store(page, store_url)
     page.wait_for_selector(".product-soon-2 .product-soon__countdown:has-text('on sale in')", timeout=10_000)
     assert inventory.purchase("early-bird", [14]).refusal is Refusal.NOT_RELEASED  # the database refuses
