@@ -156,11 +156,15 @@ class StoreProcess:
             self.said.append(self._lines.get())
         return "".join(self.said)
 
-    def wait_open(self, timeout: float = 180) -> str:
-        """Until it says it is open (or exits); returns the address it printed."""
+    def wait_open(self, timeout: float = 300) -> str:
+        """Until it says it is open (or exits); returns the address it printed. (300 s: beside the
+        `ray up` drill's three hosts, on two busy cores, CI38's second store took more than 180.)"""
         # (A store that fails to open keeps the lock until its test's clean-up has killed it.)
-        wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
-                 interval=0.2, what="the store to open")
+        try:
+            wait_for(lambda: "is open at" in self.output() or self.process.poll() is not None, timeout=timeout,
+                     interval=0.2, what="the store to open")
+        except AssertionError as late:
+            raise AssertionError(f"{late}; it said:\n{self.output()[-3000:]}") from None
         assert self.process.poll() is None, f"the store exited with {self.process.returncode}:\n{self.output()}"
         self.note_what_runs()
         self._let_the_ports_go()
