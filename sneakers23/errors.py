@@ -42,6 +42,15 @@ class DrawProofUsed(DrawRefused):
     """An entry in a draw with a proof of work that made another entry already."""
 
 
+class QueueRefused(Sneakers23Error):
+    """A place in a waiting room that may not be taken (domain/waiting_room.py): the product is not
+    sold by queue, or its release is not scheduled yet."""
+
+
+class QueueSignInRequired(QueueRefused):
+    """A place in a waiting room asked for by a shopper who is not signed in with a confirmed address."""
+
+
 class SalesBusy(Sneakers23Error):
     """Too many purchases of these sizes are waiting: try again in a moment."""
 

@@ -16,8 +16,8 @@ from typing import Awaitable, Callable
 from sneakers23.actors.node_cache import Snapshot, follow_node_cache
 from sneakers23.domain.carts import CartLine, lines_for
 from sneakers23.domain.catalog import Catalog, Item, Product
-from sneakers23.domain.changes import AvailabilityChanged, Cart, ProductChange
-from sneakers23.domain.shopper_events import (CartUpdated, ShopperEvent, cart_differences, differences, release_change,
+from sneakers23.domain.changes import AvailabilityChanged, Cart, InventoryChange, ProductChange, WaitingLine
+from sneakers23.domain.shopper_events import (CartUpdated, LineMoved, ShopperEvent, cart_differences, differences, release_change,
                                               stock_change)
 from sneakers23.tasks import keep
 
@@ -56,6 +56,10 @@ class LiveCatalog:
         held = self._catalog.cart(shopper_id) if self._catalog else None
         return held or Cart.new(shopper_id)
 
+    def line(self, product_id: int) -> WaitingLine | None:
+        """A queued drop's line, as its keeper last sent it."""
+        return self._catalog.line(product_id) if self._catalog else None
+
     def cart_lines(self, cart: Cart) -> list[CartLine]:
         return self.lines(cart.item_ids)
 
@@ -88,15 +92,17 @@ class LiveCatalog:
     def _install(self, snapshot: Snapshot) -> None:
         before = self.products()
         carts_before = self._catalog.carts() if self._catalog else []
-        self._catalog = Catalog(snapshot.products, snapshot.carts)
+        lines_before = set(self._catalog.lines()) if self._catalog else set()
+        self._catalog = Catalog(snapshot.products, snapshot.carts, snapshot.lines)
         self.generation += 1
         self._loaded.set()
         if before:
-            self._tell([*differences(before, snapshot.products), *cart_differences(carts_before, snapshot.carts)])
+            self._tell([*differences(before, snapshot.products), *cart_differences(carts_before, snapshot.carts),
+                        *(LineMoved(line) for line in snapshot.lines if line not in lines_before)])
 
     def _apply(self, changes) -> None:
         events: list[ShopperEvent] = []
-        if any(not isinstance(change, Cart) for change in changes):
+        if any(isinstance(change, InventoryChange) for change in changes):
             self.generation += 1  # (pages and join replies are rendered again; carts are not in them)
         for change in changes:
             self.changes_seen += 1
@@ -111,6 +117,9 @@ class LiveCatalog:
             elif isinstance(change, Cart):
                 if self._catalog.apply(change):
                     events.append(CartUpdated(change.shopper_id, change))
+            elif isinstance(change, WaitingLine):
+                if self._catalog.apply(change):
+                    events.append(LineMoved(change))
         self._tell(events)
 
     def _tell(self, events: list[ShopperEvent]) -> None:

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # may make so many entries an hour on each page replica.
     entry_proof_of_work_max_number: int = Field(default=200_000, ge=0, le=100_000_000)
     entries_per_address_per_hour: int = Field(default=20, ge=0)
+    # A queued drop's waiting room: the most shoppers it lets in a minute when the staff set no pace
+    # (about what one node's drop engine and pages take with room to spare), and how long a shopper
+    # let in has to buy.
+    queue_admissions_per_minute: int = Field(default=600, ge=1)
+    queue_turn_minutes: float = Field(default=5.0, gt=0, le=60)
 
     # The edge (Serve's HAProxy, rules in serve/edge.py): what one client address may hold and ask.
     # 0 turns a cap off (a benchmark that loads the store from one address).

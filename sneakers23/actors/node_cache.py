@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from sneakers23.cluster import NAMESPACE, detached
 from sneakers23.domain.catalog import Catalog, Product
-from sneakers23.domain.changes import Cart, Change
+from sneakers23.domain.changes import Cart, Change, InventoryChange, WaitingLine
 from sneakers23.domain.feed import ChangeFeed, FeedRead
 from sneakers23.following import Bell, KeptDuringLoad, follow
 from sneakers23.inventory import Inventory
@@ -48,6 +48,7 @@ class Snapshot:
     cursor: int  # follow from here to get every change after this snapshot
     products: list[Product]
     carts: list[Cart]
+    lines: tuple[WaitingLine, ...] = ()  # the queued drops' lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ class NodeCache:
 
     async def snapshot(self, carts: bool = True) -> Snapshot:
         return Snapshot(self._feed.epoch, self._feed.cursor, self._catalog.products(),
-                        self._catalog.carts() if carts else [])
+                        self._catalog.carts() if carts else [], tuple(self._catalog.lines()) if carts else ())
 
     async def follow(self, epoch: str, cursor: int, timeout_s: float = FOLLOW_TIMEOUT_S,
                      carts: bool = True) -> tuple[FeedRead, Snapshot | None]:
@@ -116,14 +117,14 @@ class NodeCache:
 
         When the follower cannot continue from its cursor (a restart, a reload, or it fell too far
         behind), it gets a snapshot to start again from. Without `carts`, carts' changes are left
-        out (a sales actor is not woken by them).
+        out, and the queues' lines (a sales actor is not woken by them).
         """
         def read() -> FeedRead:
             nonlocal epoch, cursor
             read = self._feed.read(epoch, cursor)
             if not carts and read.changes:
                 read = FeedRead(read.epoch, read.cursor,
-                                tuple(change for change in read.changes if not isinstance(change, Cart)))
+                                tuple(change for change in read.changes if isinstance(change, InventoryChange)))
             epoch, cursor = read.epoch, read.cursor  # (past the carts' changes left out, too)
             return read
 
@@ -187,6 +188,8 @@ class NodeCache:
         catalog, arrived = await self._arrived_during_load.load(lambda: asyncio.to_thread(self._load))
         for change in arrived:
             catalog.apply(change)
+        for line in self._catalog.lines():  # (no database read has them: kept until the next comes)
+            catalog.apply(line)
         self._catalog = catalog
         self._feed.new_epoch()
         self._wake_followers()

@@ -1,6 +1,6 @@
 """The release clock: one small actor per cluster that releases products when their scheduled time
-comes, closes the draws of those sold by draw (their release is the close), and lets idle carts
-expire. The database holds the times, so a restarted clock just goes
+comes, closes the draws of those sold by draw (their release is the close), keeps the waiting rooms
+of those sold by queue (inventory/waiting_rooms.py: the one keeper), and lets idle carts expire. The database holds the times, so a restarted clock just goes
 on; a release or an expiry goes through the inventory API, which commits it, then publishes it to
 every node's cache."""
 
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.25
 DRAWS_EVERY_S = 2.0
+QUEUES_EVERY_S = 0.5  # (a pace of 600 a minute lets in 5 a tick)
 EXPIRE_CARTS_EVERY_S = 10.0
 
 
@@ -38,6 +39,7 @@ class ReleaseClock:
         keep(self._tasks, asyncio.get_event_loop().create_task(self._release_forever()))
         keep(self._tasks, asyncio.get_event_loop().create_task(self._draw_forever()))
         keep(self._tasks, asyncio.get_event_loop().create_task(self._expire_carts_forever()))
+        keep(self._tasks, asyncio.get_event_loop().create_task(self._keep_queues_forever()))
 
     async def _release_forever(self) -> None:
         while True:
@@ -65,6 +67,16 @@ class ReleaseClock:
                     log.info("drew: %s", report)
             except Exception as error:  # the database may be away: the next round tries again
                 log.warning("looking for draws to close failed this time: %s", error)
+
+    async def _keep_queues_forever(self) -> None:
+        """The waiting rooms' ticks: a task of its own, so that a big draw's close never holds the
+        queues up (nor they it)."""
+        while True:
+            try:
+                await asyncio.to_thread(self._inventory.keep_waiting_rooms)
+            except Exception as error:  # the database may be away: the next tick reads the rooms again
+                log.warning("keeping the waiting rooms failed this time: %s", error)
+            await asyncio.sleep(QUEUES_EVERY_S)
 
     async def _expire_carts_forever(self) -> None:
         while True:

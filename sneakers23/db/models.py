@@ -2,11 +2,12 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import CheckConstraint, DateTime, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from sneakers23.domain.draws import OUTCOMES
 from sneakers23.domain.drops import MODES
+from sneakers23.domain.waiting_room import STAGES
 
 
 def _now() -> datetime:
@@ -224,4 +225,46 @@ class DrawEntryRow(SQLModel, table=True):
     proof: str | None = Field(default=None, max_length=64)  # its proof of work's challenge: each is taken once
     told_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # its letter sent (or given up on, or no account)
     entered_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class WaitingRoomRow(SQLModel, table=True):
+    """A queued drop's waiting room (drop mode `queue`): made when the staff choose the mode, with
+    the commitment to the secret seed its pre-queue is shuffled with at the release (the product
+    page shows it); the shuffle's record from then on. Its keeper (inventory/waiting_rooms.py)
+    moves `version` whenever the line moves."""
+
+    __tablename__ = "waiting_rooms"
+
+    product_id: int = Field(foreign_key="products.id", primary_key=True)
+    seed: str = Field(max_length=128)  # hex; secret until the record publishes it
+    commitment: str = Field(max_length=64)  # SHA-256 of the seed, hex: published from the start
+    record: str | None = Field(default=None, sa_type=Text)
+    opened_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # the release: shuffled
+    pace_per_minute: float | None = Field(default=None)  # set by the staff; None: the default pace
+    version: int = Field(default=1, sa_type=BigInteger)  # (milliseconds of the clock, at least: db/waiting_rooms.moved)
+    inserted_at: datetime = _timestamp()
+
+
+class WaitingPlaceRow(SQLModel, table=True):
+    """One account's place in a waiting room: one per account (the unique index), numbered in line
+    at the release (or on arrival after it), let in for a window, then bought or expired. A
+    purchase of a queued drop marks its admission bought in the sale's transaction."""
+
+    __tablename__ = "waiting_places"
+    __table_args__ = (
+        UniqueConstraint("product_id", "shopper_id", name="waiting_places_one_per_account"),
+        UniqueConstraint("product_id", "entry_id", name="waiting_places_entry_id_unique"),
+        UniqueConstraint("product_id", "number", name="waiting_places_number_unique"),
+        CheckConstraint(f"stage IN ({', '.join(repr(str(s)) for s in STAGES)})", name="waiting_stage_known"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)  # (its order: the arrival order)
+    product_id: int = Field(foreign_key="waiting_rooms.product_id", index=True)
+    shopper_id: str = Field(max_length=64)  # the account's shopper id (domain/accounts.py)
+    entry_id: str = Field(max_length=32)  # opaque: what the published record names it by
+    stage: str = Field(max_length=16)
+    number: int | None = Field(default=None)
+    until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # an admission's end
+    joined_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()

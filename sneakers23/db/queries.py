@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, select, text, upd
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
-from sneakers23.db import carts, draws
+from sneakers23.db import carts, draws, waiting_rooms
 from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, ShopperProductPairsRow
 from sneakers23.domain.catalog import Item, Product, complete_products
 from sneakers23.domain.changes import (AvailabilityChanged, Change, ProductReleased, ReleaseScheduleChanged,
@@ -87,6 +87,11 @@ def release(connection: Connection, product_id: int) -> tuple[ProductReleased, b
     return _product_state(connection, product_id), False
 
 
+def product_row_state(connection: Connection, product_id: int) -> ProductReleased | ReleaseScheduleChanged:
+    """The product's row as a change (NotFound for an unknown product)."""
+    return _product_state(connection, product_id)
+
+
 def _product_state(connection: Connection, product_id: int, lock: bool = False) -> ProductReleased | ReleaseScheduleChanged:
     """The product's state; with `lock`, its row is held until the commit (PostgreSQL's FOR UPDATE:
     a concurrent change of the product waits; SQLite's writers take turns anyway)."""
@@ -149,21 +154,27 @@ def set_drop_mode(connection: Connection, product_id: int, mode: DropMode,
                   seed: bytes | None = None) -> ProductReleased | ReleaseScheduleChanged:
     """How the product's pairs go to shoppers at its release; its state after. Only before the
     release; a queue or a draw sells to signed-in shoppers only, so it sets that too (going back to
-    first come leaves it as it is). A draw gets its row, committed to `seed` (kept when it has one);
-    a draw that shoppers entered stays one. Setting what is set already changes nothing."""
+    first come leaves it as it is). A draw or a queue gets its row, committed to `seed` (kept when it
+    has one); a draw that shoppers entered, or a queue where they took places, stays one. Setting
+    what is set already changes nothing."""
     state = _product_state(connection, product_id, lock=True)  # (NotFound for an unknown product)
     if state.released:
         raise AlreadyReleased(f"product {product_id} is already released: its drop mode stays {state.drop_mode}")
-    entered = draws.entries_count(connection, product_id) if state.drop_mode is DropMode.DRAW else 0
+    entered = draws.entries_count(connection, product_id) if state.drop_mode is DropMode.DRAW else \
+        waiting_rooms.places_count(connection, product_id) if state.drop_mode is DropMode.QUEUE else 0
     refused = mode_change_refused(product_id, state.drop_mode, mode, entered)
     if refused is not None:
         raise DropModeRefused(refused)
+    if mode in (DropMode.DRAW, DropMode.QUEUE) and seed is None:
+        raise ValueError(f"a {mode} needs a seed")
     if mode is DropMode.DRAW:
-        if seed is None:
-            raise ValueError("a draw needs a seed")
         draws.prepare(connection, product_id, seed, commitment(seed))
     elif state.drop_mode is DropMode.DRAW:
         draws.forget(connection, product_id)
+    if mode is DropMode.QUEUE:
+        waiting_rooms.prepare(connection, product_id, seed, commitment(seed))
+    elif state.drop_mode is DropMode.QUEUE:
+        waiting_rooms.forget(connection, product_id)
     if state.drop_mode is mode:
         return state
     return _state_of(connection.execute(
@@ -265,7 +276,7 @@ def purchase_facts(connection: Connection, shopper_id: str, item_ids: list[int],
     replayed (else its size and pairs would refuse the purchase that made them)."""
     sizes = {
         row.id: SizeOnSale(row.product_id, bool(row.released), row.available_count, bool(row.sign_in_required),
-                           row.drop_mode == DropMode.DRAW)
+                           row.drop_mode == DropMode.DRAW, row.drop_mode == DropMode.QUEUE)
         for row in connection.execute(
             select(items_t.c.id, items_t.c.product_id, products_t.c.released, availability_t.c.available_count,
                    products_t.c.sign_in_required, products_t.c.drop_mode)
@@ -279,8 +290,10 @@ def purchase_facts(connection: Connection, shopper_id: str, item_ids: list[int],
         .where(pairs_t.c.shopper_id == shopper_id, pairs_t.c.product_id.in_(products))).all()) if products else {}
     sizes_held = set(_sizes_owned(connection, shopper_id, list(sizes)))
     won = draws.won_sizes(connection, shopper_id, {size.product_id for size in sizes.values() if size.drawn}, key)
+    admitted = waiting_rooms.live_admissions(connection, shopper_id,
+                                             {size.product_id for size in sizes.values() if size.queued})
     earlier = _earlier(connection, shopper_id, key) if key is not None else None
-    return PurchaseFacts(sizes, pairs_held, sizes_held, earlier, signed_in(shopper_id), won)
+    return PurchaseFacts(sizes, pairs_held, sizes_held, earlier, signed_in(shopper_id), won, admitted)
 
 
 def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str, facts: PurchaseFacts,
@@ -300,10 +313,14 @@ def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str,
         wins = [(entry_of_key(key), shopper_id, item_id) for item_id in won if facts.sizes[item_id].product_id == product_id]
         if draws.mark_bought(connection, product_id, wins) < len(wins):
             return None  # (the winner's pair was bought meanwhile: read again, and replay it)
+    for product_id in sorted({facts.sizes[item_id].product_id for item_id in item_ids if facts.sizes[item_id].queued}):
+        if waiting_rooms.use_admissions(connection, product_id, {shopper_id}) < 1:
+            return None  # (its window ended, or another purchase used it, meanwhile: read again)
     after: dict[int, tuple[int, int]] = {}
     for item_id in sorted(item_ids):
         size = facts.sizes[item_id]
-        sold = decrement(connection, item_id, size.product_id, 1, guests=not facts.signed_in, by_draw=size.drawn)
+        sold = decrement(connection, item_id, size.product_id, 1, guests=not facts.signed_in, by_draw=size.drawn,
+                         admitted=size.queued)
         if sold is None:
             return None
         after[item_id] = (sold.available_count, sold.version)
@@ -356,14 +373,16 @@ def add_pairs_of_many(connection: Connection, product_id: int, pairs: dict[str, 
 
 
 def decrement(connection: Connection, item_id: int, product_id: int, count: int, guests: bool = True,
-              by_draw: bool = False):
+              by_draw: bool = False, admitted: bool = False):
     """Take `count` pairs of a size, if it has them and its product is released (and, when a buyer
-    is a guest, sold to guests; unless the sale is a draw's, its product not sold by draw): the
-    conditional decrement that decides every sale. Returns the row's count and version after, or
-    None. (A draw's sale is guarded by its winners' entries, marked bought in its transaction.)"""
+    is a guest, sold to guests; unless the sale is a draw's, its product not sold by draw; unless
+    its buyers were let in, its product not sold by queue): the conditional decrement that decides
+    every sale. Returns the row's count and version after, or None. (A draw's sale is guarded by
+    its winners' entries, a queue's by its buyers' admissions, marked bought in its transaction.)"""
     on_sale = and_(products_t.c.id == product_id, products_t.c.released.is_(True),
                    *([products_t.c.sign_in_required.is_(False)] if guests else []),
-                   *([] if by_draw else [products_t.c.drop_mode != str(DropMode.DRAW)]))
+                   *([] if by_draw else [products_t.c.drop_mode != str(DropMode.DRAW)]),
+                   *([] if admitted else [products_t.c.drop_mode != str(DropMode.QUEUE)]))
     return connection.execute(
         update(availability_t)
         .where(availability_t.c.item_id == item_id, availability_t.c.available_count >= count, exists().where(on_sale))

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError
 
 from sneakers23.db.engine import translated_errors
-from sneakers23.db import draws, queries
+from sneakers23.db import draws, queries, waiting_rooms
 from sneakers23.db.queries import add_pairs_of_many, decrement, load_products, orders_t
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged
@@ -127,11 +127,16 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
     if by_draw and not _winners_marked(connection, product_id, claims):
         return _refused(product_id, len(claims), "a purchase of a draw's pair that no winner's entry holds")
 
+    # A queue's buyers were let in: their admissions, used here, are the guard (any other batch's
+    # decrement refuses a queue's sizes). Fewer than the batch's buyers: not all were let in.
+    buyers = {claim.shopper_id for claim in claims}
+    admitted = waiting_rooms.use_admissions(connection, product_id, buyers) == len(buyers)
+
     wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
     after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
     guests = not all(signed_in(claim.shopper_id) for claim in claims)
     for item_id in sorted(wanted):  # a fixed lock order
-        row = decrement(connection, item_id, product_id, wanted[item_id], guests, by_draw)
+        row = decrement(connection, item_id, product_id, wanted[item_id], guests, by_draw, admitted)
         if row is None:
             return _refused(product_id, len(claims), f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
         after[item_id] = (row.available_count, row.version)

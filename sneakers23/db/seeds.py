@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Connection, delete, func, select, text, update
 
 from sneakers23.db.models import (CartItemRow, CartRow, DrawEntryRow, DrawRow, ItemAvailabilityRow, ItemRow, OrderRow,
-                                  ProductRow, ShopperProductPairsRow)
+                                  ProductRow, ShopperProductPairsRow, WaitingPlaceRow, WaitingRoomRow)
 from sneakers23.db.queries import count_products
 from sneakers23.errors import AlreadySeeded
 
@@ -22,8 +22,8 @@ OUT_OF_STOCK_PROBABILITY = 0.1
 STOCK_RANGE = (201, 1200)
 
 # Children first, so that deleting never breaks a foreign key. The carts stay (emptied, below).
-_TABLES = (CartItemRow, OrderRow, ShopperProductPairsRow, DrawEntryRow, DrawRow, ItemAvailabilityRow, ItemRow,
-           ProductRow)
+_TABLES = (CartItemRow, OrderRow, ShopperProductPairsRow, DrawEntryRow, DrawRow, WaitingPlaceRow, WaitingRoomRow,
+           ItemAvailabilityRow, ItemRow, ProductRow)
 
 
 def seed(connection: Connection, random_seed: int | None = None, reset: bool = False) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable
 
-from sneakers23.domain.changes import AvailabilityChanged, Cart, Change, ProductChange
+from sneakers23.domain.changes import AvailabilityChanged, Cart, Change, ProductChange, WaitingLine
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.levels import Level, level_for
 
@@ -69,10 +69,13 @@ class Catalog:
     anti-entropy (the database's total counts only the carts that hold something, as this does).
     """
 
-    def __init__(self, products: Iterable[Product], carts: Iterable[Cart] = ()):
+    def __init__(self, products: Iterable[Product], carts: Iterable[Cart] = (), lines: Iterable[WaitingLine] = ()):
         self._products: dict[int, Product] = {}
         self._items: dict[int, Item] = {}
         self._carts: dict[str, Cart] = {cart.shopper_id: cart for cart in carts if not cart.is_empty}
+        # The queued drops' lines, as last heard (their keeper sends them again every few seconds:
+        # no anti-entropy reads them).
+        self._lines: dict[int, WaitingLine] = {line.product_id: line for line in lines}
         for product in products:
             self._products[product.id] = replace(product, items=())
             for item in product.items:
@@ -106,6 +109,17 @@ class Catalog:
         product = self._products.get(product_id)
         return product is not None and product.sign_in_required
 
+    def line(self, product_id: int) -> WaitingLine | None:
+        return self._lines.get(product_id)
+
+    def lines(self) -> list[WaitingLine]:
+        return list(self._lines.values())
+
+    def queued(self, product_id: int) -> bool:
+        """Its pairs are sold to the shoppers its waiting room lets in (domain/waiting_room.py)."""
+        product = self._products.get(product_id)
+        return product is not None and product.drop_mode is DropMode.QUEUE
+
     def drawn(self, product_id: int) -> bool:
         """Its pairs go to the winners of its draw (domain/draws.py)."""
         product = self._products.get(product_id)
@@ -136,6 +150,12 @@ class Catalog:
                 self._carts[change.shopper_id] = change
             else:  # (news even when it was not held: a tab may show what this memory missed)
                 self._carts.pop(change.shopper_id, None)
+            return True
+        if isinstance(change, WaitingLine):
+            line = self._lines.get(change.product_id)
+            if line is not None and change.version <= line.version:
+                return False
+            self._lines[change.product_id] = change
             return True
         raise TypeError(f"not a change: {change!r}")
 

@@ -110,6 +110,29 @@ class Cart:
         return Cart(self.shopper_id, self.version + 1, ())
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingLine:
+    """A queued drop's line as its keeper last left it (domain/waiting_room.py): all that a tab
+    needs, with its own number in line, to show its place. It goes to every node by state, as a
+    cart does; the keeper sends it again every few seconds, so a node that missed one catches up
+    (it is what shoppers see: a purchase is decided by the database's admissions, never by this)."""
+
+    product_id: int
+    version: int  # grows with every move of the line (the waiting room's row)
+    opened: bool  # the release came: the pre-queue was shuffled into the line
+    head: int  # the number of the next to be let in: everyone numbered below it was let in, or left
+    left: tuple[int, ...] = ()  # numbers at or past the head of those taken out of the line
+    pace_per_minute: float = 0.0
+    sold_out: bool = False  # the pairs left are all held or sold: nobody is let in for now
+    waiting: int = 0  # in the pre-queue and the line
+
+    kind = "waiting_line"
+
+    def __reduce__(self):
+        return WaitingLine, (self.product_id, self.version, self.opened, self.head, self.left, self.pace_per_minute,
+                             self.sold_out, self.waiting)
+
+
 InventoryChange = (ProductReleased, ReleaseScheduleChanged, AvailabilityChanged)  # (for isinstance)
 
-Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, Cart]
+Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, Cart, WaitingLine]

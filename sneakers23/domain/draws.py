@@ -179,10 +179,13 @@ def next_winners(by_size: Mapping[int, Sequence[str]], pairs: Mapping[int, int],
 
 
 def mode_change_refused(product_id: int, mode: DropMode, new_mode: DropMode, entries: int) -> str | None:
-    """Why a draw may not become another mode, if it may not: shoppers entered it."""
+    """Why a draw or a queue may not become another mode, if it may not: shoppers entered it, or
+    took places in it (`entries`)."""
     if mode is DropMode.DRAW and new_mode is not DropMode.DRAW and entries:
         return (f"product {product_id}'s draw has {entries} entr{'y' if entries == 1 else 'ies'}: "
                 "it stays a draw")
+    if mode is DropMode.QUEUE and new_mode is not DropMode.QUEUE and entries:
+        return f"product {product_id}'s queue has {entries} shopper{'' if entries == 1 else 's'} in it: it stays a queue"
     return None
 
 

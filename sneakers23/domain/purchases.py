@@ -31,6 +31,7 @@ class Refusal(StrEnum):
     KEY_REUSED = "idempotency_key_reused"  # the key of an earlier purchase, sent with other items
     SIGN_IN_REQUIRED = "sign_in_required"  # a drop for signed-in shoppers with a verified address
     SOLD_BY_DRAW = "sold_by_draw"  # a draw's pairs go to its winners (domain/draws.py), bought for them
+    NOT_ADMITTED = "not_admitted"  # a queue's pairs go to those its waiting room let in (domain/waiting_room.py)
 
 
 _MESSAGES = {
@@ -43,6 +44,8 @@ _MESSAGES = {
                               "sign in (or confirm your address) to buy it",
     Refusal.SOLD_BY_DRAW: "item {item_id} is sold by draw: enter the draw on its page before the close, and "
                           "the winners' pairs are bought for them",
+    Refusal.NOT_ADMITTED: "item {item_id} is sold through a queue: wait on its page for your turn, then buy it "
+                          "within the minutes your turn gives you",
 }
 
 
@@ -127,6 +130,7 @@ class SizeOnSale:
     available: int  # pairs that may still be sold
     sign_in_required: bool = False  # its product sells only to shoppers under a verified account
     drawn: bool = False  # its product's pairs go to the winners of its draw
+    queued: bool = False  # its product's pairs go to those its waiting room lets in
 
 
 @dataclass(slots=True)
@@ -141,13 +145,17 @@ class PurchaseFacts:
     # The sizes the shopper won in a draw and has not bought yet: the database knows; memory does
     # not (None), and so refuses every purchase of a draw's pairs (a stale refusal is safe).
     won: Container[int] | None = None
+    # The queued products the shopper was let in for and may buy now: the database knows; memory
+    # does not (None) and lets the database decide (its admissions are the guard).
+    admitted: Container[int] | None = None
 
 
 def answer_purchase(item_ids: list[int], facts: PurchaseFacts, max_pairs_per_product: int) -> PurchaseResult | None:
     """The answer to a purchase, or None when it may be sold: the replay of the purchase made before
     with its key, else the first refusal in this order: an unknown size, a product not released, a
     product for signed-in shoppers and one who is not, a draw's size for anyone but its winner, a
-    size asked for twice, a size sold out, a product's limit passed, a size the shopper holds."""
+    queue's size for anyone it has not let in, a size asked for twice, a size sold out, a product's
+    limit passed, a size the shopper holds."""
     if facts.earlier is not None:
         return replay(facts.earlier, item_ids)
     seen: set[int] = set()
@@ -162,6 +170,8 @@ def answer_purchase(item_ids: list[int], facts: PurchaseFacts, max_pairs_per_pro
             return PurchaseResult.refused(Refusal.SIGN_IN_REQUIRED, item_id)
         if size.drawn and (facts.won is None or item_id not in facts.won):
             return PurchaseResult.refused(Refusal.SOLD_BY_DRAW, item_id)
+        if size.queued and facts.admitted is not None and size.product_id not in facts.admitted:
+            return PurchaseResult.refused(Refusal.NOT_ADMITTED, item_id)
         if item_id in seen:
             return PurchaseResult.refused(Refusal.LIMIT_REACHED, item_id)  # one pair per size
         seen.add(item_id)

@@ -165,13 +165,14 @@ class SalesLedger:
         released = self._catalog.released(self.product_id)
         sign_in_required = self._catalog.sign_in_required(self.product_id)
         drawn = self._catalog.drawn(self.product_id)  # (memory knows no winner: it refuses them all)
+        queued = self._catalog.queued(self.product_id)  # (nor who was let in: the database decides)
         sizes = {}
         for item_id in item_ids:
             item = self._catalog.item(item_id)
             if item is not None:
                 sizes[item_id] = SizeOnSale(self.product_id, released,
                                             item.available_count - self._claimed_units[item_id], sign_in_required,
-                                            drawn)
+                                            drawn, queued)
         sale = self._sales.get(purchase_key) if purchase_key is not None else None
         earlier = None if sale is None else sale.units
         holding = self._holdings.get(shopper_id)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Union
 
 from sneakers23.domain.catalog import Item, Product
-from sneakers23.domain.changes import Cart
+from sneakers23.domain.changes import Cart, WaitingLine
 from sneakers23.domain.levels import Level
 
 
@@ -42,7 +42,15 @@ class CartUpdated:
     cart: Cart
 
 
-ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated]
+@dataclass(frozen=True, slots=True)
+class LineMoved:
+    """A queued drop's line moved (someone let in, a sell-out, the pace): every tab waiting in it
+    shows its place again."""
+
+    line: WaitingLine
+
+
+ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated, LineMoved]
 
 
 def stock_change(before: Item | None, after: Item) -> StockChanged | None:

@@ -21,18 +21,43 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
+from sneakers23.domain.changes import WaitingLine
+from sneakers23.domain.drops import DropMode
 from sneakers23.domain.fairness import Removed, ShuffleRecord, draw
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     PRE_QUEUE = "pre_queue"  # before the release: every place is as good as another
     QUEUE = "queue"  # after it: in line
     ADMITTED = "admitted"  # may buy, until its window ends
     BOUGHT = "bought"
     EXPIRED = "expired"  # its window passed unused
     REMOVED = "removed"  # taken out by the staff (a locked account)
+
+
+STAGES = tuple(Stage)
+
+
+class JoinRefusal(StrEnum):
+    NOT_A_QUEUE = "not_a_queue"
+    NOT_SCHEDULED = "not_scheduled"
+    SIGN_IN_REQUIRED = "sign_in_required"
+
+
+def join_refused(product_id: int, mode: DropMode, scheduled: bool, released: bool,
+                 signed_in: bool) -> tuple[JoinRefusal, str] | None:
+    """Why a shopper may not take a place in the product's waiting room, if they may not: it must
+    be sold by queue, its release scheduled (or made), and the shopper one account, signed in."""
+    if mode is not DropMode.QUEUE:
+        return JoinRefusal.NOT_A_QUEUE, f"product {product_id} is not sold through a queue"
+    if not (scheduled or released):
+        return JoinRefusal.NOT_SCHEDULED, f"product {product_id}'s queue opens once its release time is set"
+    if not signed_in:
+        return (JoinRefusal.SIGN_IN_REQUIRED,
+                "a place in the queue is one per person: sign in with a confirmed email address to take yours")
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,35 @@ class Place:
     wait_s: float | None = None  # at the present pace; None when nobody is let in now
     until: float | None = None  # when an admission ends
     sold_out: bool = False  # nothing left for anyone waiting (for now)
+
+
+@dataclass(frozen=True)
+class LinePlace:
+    """One account's place as the database keeps it (db/waiting_rooms.py): the keeper's room is
+    rebuilt from these after a restart, so nobody loses a place and nobody is let in twice."""
+
+    account: str
+    entry: str
+    stage: Stage
+    number: int | None = None  # in line (None: before the release, or not numbered yet)
+    until: float | None = None  # an admission's end (seconds since the epoch)
+
+
+def place_in_line(entry: str, number: int, line: WaitingLine) -> Place | None:
+    """A place in line as the line's summary shows it to its tab; None once the line's head passed
+    it (it was let in, or taken out: the database says which, and until when)."""
+    gone_before = bisect.bisect_left(line.left, number)
+    if number < line.head or line.left[gone_before:gone_before + 1] == (number,):
+        return None
+    ahead = number - line.head - gone_before
+    wait = None if line.sold_out or line.pace_per_minute == 0 else (ahead + 1) * 60.0 / line.pace_per_minute
+    return Place(entry, Stage.QUEUE, position=ahead + 1, ahead=ahead, wait_s=wait, sold_out=line.sold_out)
+
+
+def default_pace(pairs_left: int, engine_per_minute: float) -> float:
+    """The pace when the staff set none: every pair left offered within a minute, never faster than
+    the drop engine sells (a shopper let in while the pairs are all held waits for nothing)."""
+    return float(min(engine_per_minute, max(1, pairs_left)))
 
 
 class WaitingRoom:
@@ -71,6 +125,52 @@ class WaitingRoom:
         self._tokens = 0.0
         self._paced_at = 0.0
         self.sold_out = False
+
+    @classmethod
+    def restore(cls, seed: bytes, pace_per_minute: float, window_s: float, pairs_each: int,
+                places: list[LinePlace], record: ShuffleRecord | None, opened_at: float | None) -> "WaitingRoom":
+        """The room as the database kept it, `places` in arrival order. A place let into the line
+        after the release but not numbered yet is left out: the caller joins it again, as new."""
+        room = cls(seed, pace_per_minute, window_s, pairs_each)
+        room.record, room.opened_at = record, opened_at
+        room._paced_at = opened_at or 0.0
+        numbered = []
+        for place in places:
+            if place.stage is Stage.QUEUE and place.number is None:
+                continue
+            room._entries[place.account] = place.entry
+            room._taken.add(place.entry)
+            room._stage[place.account] = place.stage
+            if place.number is not None:
+                room._number[place.account] = place.number
+                numbered.append(place)
+            if place.stage is Stage.PRE_QUEUE:
+                room._pre_queue.append(place.account)
+            elif place.stage is Stage.ADMITTED:
+                room._until[place.account] = place.until
+            elif place.stage is Stage.REMOVED and place.number is None:
+                room._removed_before.append(Removed(place.entry, "account locked"))
+        numbered.sort(key=lambda place: place.number)
+        # (those taken out of the line stay in it, skipped when they come to its head, as in a room
+        # that never stopped)
+        room._line = deque(place.account for place in numbered if place.stage in (Stage.QUEUE, Stage.REMOVED))
+        room._left = [place.number for place in numbered if place.stage is Stage.REMOVED]
+        room._next_number = numbered[-1].number + 1 if numbered else 0
+        return room
+
+    def number(self, account: str) -> int | None:
+        return self._number.get(account)
+
+    def until(self, account: str) -> float | None:
+        return self._until.get(account)
+
+    def line(self, product_id: int = 0, version: int = 0) -> WaitingLine:
+        """The line's summary that every tab shows its place from (`place_in_line`)."""
+        head_account = self._next_in_line()
+        head = self._number[head_account] if head_account is not None else self._next_number
+        left = tuple(number for number in self._left if number >= head)
+        return WaitingLine(product_id, version, self.opened_at is not None, head, left, self.pace_per_minute,
+                           self.sold_out, len(self._pre_queue) + len(self._line) - len(left))
 
     # --- joining and leaving ---
 
@@ -160,9 +260,14 @@ class WaitingRoom:
         return self._line[0] if self._line else None
 
     def bought(self, account: str) -> None:
-        """The admitted shopper bought: its hold ends (its pairs are sold: the stock says so now)."""
-        if self._until.pop(account, None) is not None:
+        """The admitted shopper bought: its hold ends (its pairs are sold: the stock says so now).
+        (Also one that `tick` found expired, whose purchase came just before its window's end.)"""
+        if self._until.pop(account, None) is not None or self._stage.get(account) is Stage.EXPIRED:
             self._stage[account] = Stage.BOUGHT
+
+    def admitted(self) -> list[str]:
+        """The accounts with a live admission."""
+        return list(self._until)
 
     def may_buy(self, account: str, now: float) -> bool:
         """A live admission: the only way to buy a queued drop."""
@@ -177,12 +282,7 @@ class WaitingRoom:
             return None
         entry = self._entries[account]
         if stage is Stage.QUEUE:
-            head = self._line[0] if self._next_in_line() else account
-            first = self._number[head]
-            number = self._number[account]
-            ahead = number - first - (bisect.bisect_left(self._left, number) - bisect.bisect_left(self._left, first))
-            wait = None if self.sold_out or self.pace_per_minute == 0 else (ahead + 1) * 60.0 / self.pace_per_minute
-            return Place(entry, stage, position=ahead + 1, ahead=ahead, wait_s=wait, sold_out=self.sold_out)
+            return place_in_line(entry, self._number[account], self.line())
         if stage is Stage.ADMITTED:
             return Place(entry, stage, until=self._until[account])
         return Place(entry, stage, sold_out=self.sold_out and stage is Stage.PRE_QUEUE)
@@ -198,3 +298,25 @@ class WaitingRoom:
         for stage in self._stage.values():
             counted[stage.value] += 1
         return {**counted, "held": self.held()}
+
+
+def place_view(place: LinePlace | None, line: WaitingLine | None, now: float | None = None) -> dict | None:
+    """A shopper's place as the page shows it (JSON): where it stands, from the line's summary
+    (`moving` when the line's head passed it: the database has its news), or its turn and when
+    it ends."""
+    if place is None:
+        return None
+    view: dict = {"entry": place.entry, "stage": str(place.stage)}
+    if place.stage is Stage.PRE_QUEUE:
+        view.update(waiting=None if line is None else line.waiting, sold_out=bool(line and line.sold_out))
+    elif place.stage is Stage.QUEUE:
+        shown = None if line is None or place.number is None else place_in_line(place.entry, place.number, line)
+        if shown is None:
+            view["moving"] = True
+        else:
+            view.update(position=shown.position, ahead=shown.ahead, wait_s=shown.wait_s, sold_out=shown.sold_out)
+    elif place.stage is Stage.ADMITTED:
+        view["until"] = place.until
+        if now is not None and place.until is not None:
+            view["left_s"] = max(0.0, place.until - now)
+    return view

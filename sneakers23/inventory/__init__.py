@@ -8,7 +8,8 @@ on one database (db/unit_of_work.py: every write commits, then publishes its cha
 - the staff desk (staff_desk.py): the staff's actions through the shop, the audit, the admin's door;
 - maintenance (maintenance.py): schema, seed, stock audit, the reads that caches heal from;
 - the accounts (accounts.py): shoppers' sign-up, sign-in, sessions, emailed links, locks;
-- the draws (draws.py): a draw's entries, and its close (the shuffle, the winners' purchases).
+- the draws (draws.py): a draw's entries, and its close (the shuffle, the winners' purchases);
+- the waiting rooms (waiting_rooms.py): a queued drop's places, and its keeper's admissions.
 `Inventory` puts them together and offers each service's operations under its own name
 (`inventory.release(…)` is `inventory.shop.release(…)`). Writes go to the database, which
 decides; nothing here decides from memory.
@@ -38,12 +39,13 @@ from sneakers23.inventory.maintenance import Maintenance, StockAudit
 from sneakers23.inventory.ports import Activity, Mail, Replication, Sales
 from sneakers23.inventory.shop import ReleaseOutcome, SellReport, Shop
 from sneakers23.inventory.staff_desk import StaffDesk
+from sneakers23.inventory.waiting_rooms import WaitingRooms
 from sneakers23.settings import Settings, get_settings
 
 __all__ = ["Activity", "DrawReport", "Inventory", "Mail", "ReleaseOutcome", "Replication", "Sales", "SellReport", "StockAudit"]
 
 SERVICES = {"shop": Shop, "carts": Carts, "desk": StaffDesk, "maintenance": Maintenance, "accounts": Accounts,
-            "draws": Draws}
+            "draws": Draws, "waiting_rooms": WaitingRooms}
 
 
 class Inventory:
@@ -66,6 +68,7 @@ class Inventory:
         self.accounts = Accounts(self.database, mail, self.settings.public_url)
         self.desk = StaffDesk(self.database, self.shop, self.accounts)
         self.draws = Draws(self.database, self.settings, mail, self.settings.public_url)
+        self.waiting_rooms = WaitingRooms(self.database, self.settings)
 
     def close(self) -> None:
         self.database.close()

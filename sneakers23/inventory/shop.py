@@ -123,7 +123,7 @@ class Shop:
     def set_drop_mode(self, product_id: int, mode: DropMode) -> ProductReleased | ReleaseScheduleChanged:
         """How the product's pairs go to shoppers at its release (domain/drops.py), set before it.
         A queue or a draw sells to signed-in shoppers only, and says so to every cache."""
-        seed = secrets.token_bytes(SEED_BYTES)  # (a draw's: its commitment is published from now on)
+        seed = secrets.token_bytes(SEED_BYTES)  # (a draw's or a queue's: its commitment is published from now on)
         with self.database.transaction() as unit:
             change = queries.set_drop_mode(unit.connection, product_id, mode, seed)
             unit.publish([change])

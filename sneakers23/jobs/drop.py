@@ -80,8 +80,8 @@ def report_options(command):
               help="The commitment you noted before the shuffle (its SHA-256 of the seed), to check it too.")
 def verify(product_id: int | None, record_file: Path | None, commitment: str | None) -> None:
     """Recompute a drop's shuffle from what was published, and say whether it matches: the record
-    of PRODUCT's closed draw (with the commitment its page showed from the start), or a record
-    saved to a file (--record)."""
+    of PRODUCT's closed draw or shuffled queue (with the commitment its page showed from the
+    start), or a record saved to a file (--record)."""
     from sneakers23.domain.fairness import ShuffleRecord, verify as problems_in
 
     if (product_id is None) == (record_file is None):
@@ -96,12 +96,18 @@ def verify(product_id: int | None, record_file: Path | None, commitment: str | N
         inventory = assembly.database_inventory(get_settings())
         try:
             state = inventory.draw_state(product_id)
+            queue = inventory.queue_record(product_id) if state is None else None
         finally:
             inventory.close()
-        if state is None or state.record is None:
-            raise Sneakers23Error(f"product {product_id} has no closed draw to check"
+        if queue is not None:  # (a queue's pre-queue, shuffled at the release)
+            if queue[1] is None:
+                raise Sneakers23Error(f"product {product_id}'s queue is not shuffled yet: its pre-queue is at its release")
+            shown, record = queue
+        elif state is None or state.record is None:
+            raise Sneakers23Error(f"product {product_id} has no closed draw or shuffled queue to check"
                                   + ("" if state is None else ": its draw closes at its release"))
-        record, shown = state.record, state.commitment
+        else:
+            record, shown = state.record, state.commitment
     noted = commitment.strip().lower() if commitment else None
     problems = problems_in(record, published_commitment=noted)
     if shown is not None and shown != record.commitment:
@@ -110,6 +116,29 @@ def verify(product_id: int | None, record_file: Path | None, commitment: str | N
         raise Sneakers23Error(f"the record does not check out: {'; '.join(problems)}")
     click.echo(f"the record checks out: {len(record.order)} entries in the published order, "
                f"{len(record.removed)} removed (listed with why), seed matching commitment {record.commitment[:16]}…")
+
+
+@drop.command()
+@click.argument("product_id", type=int)
+@click.argument("per_minute", metavar="PER_MINUTE|default")
+def pace(product_id: int, per_minute: str) -> None:
+    """How many shoppers a minute PRODUCT's queue lets in (0 pauses it; `default`: as many as there
+    are pairs left, at most SNEAKERS23_QUEUE_ADMISSIONS_PER_MINUTE)."""
+    if per_minute.strip().lower() == "default":
+        chosen = None
+    else:
+        try:
+            chosen = float(per_minute)
+        except ValueError:
+            raise click.BadParameter(f"{per_minute!r} is not a number of shoppers a minute, nor `default`",
+                                     param_hint="PER_MINUTE") from None
+    inventory = assembly.database_inventory(get_settings())
+    try:
+        inventory.set_queue_pace(product_id, chosen)
+    finally:
+        inventory.close()
+    click.echo(f"product {product_id}'s queue lets in " +
+               ("as many a minute as there are pairs left (the default)" if chosen is None else f"{chosen:g} a minute"))
 
 
 @drop.command("sell-until-gone")

@@ -10,7 +10,8 @@ from html import escape
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from sneakers23.domain.purchases import Refusal
-from sneakers23.errors import (DatabaseUnavailable, DrawProofUsed, DrawRefused, DrawSignInRequired, NotFound, SalesBusy, SalesUnavailable, SchemaMissing,
+from sneakers23.errors import (DatabaseUnavailable, DrawProofUsed, DrawRefused, DrawSignInRequired, NotFound,
+                               QueueRefused, QueueSignInRequired, SalesBusy, SalesUnavailable, SchemaMissing,
                                Sneakers23Error)
 from sneakers23.serve.guards import NO_STORE, RETRY_AFTER_S, json_error
 
@@ -24,6 +25,7 @@ REFUSAL_STATUS = {
     Refusal.KEY_REUSED: 422,
     Refusal.SIGN_IN_REQUIRED: 403,
     Refusal.SOLD_BY_DRAW: 403,
+    Refusal.NOT_ADMITTED: 403,
 }
 
 
@@ -46,6 +48,8 @@ ERROR_ANSWERS: list[tuple[type[Exception] | tuple[type[Exception], ...], ErrorAn
     (DrawSignInRequired, ErrorAnswer(403, "sign_in_required", None)),
     (DrawProofUsed, ErrorAnswer(422, "proof_of_work", None)),
     (DrawRefused, ErrorAnswer(409, "draw_refused", None)),
+    (QueueSignInRequired, ErrorAnswer(403, "sign_in_required", None)),
+    (QueueRefused, ErrorAnswer(409, "queue_refused", None)),
     (ValueError, ErrorAnswer(400, "bad_request", None)),  # (a malformed idempotency key, say)
     (Sneakers23Error, ErrorAnswer(500, "error", "Your purchase could not be completed", logging.ERROR)),
 ]

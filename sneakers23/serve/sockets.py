@@ -17,6 +17,7 @@ from ray import serve
 
 from sneakers23 import assembly
 from sneakers23.serve.carts import CartChannels
+from sneakers23.serve.queue import QueueChannels
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.guards import install_door, tune_replica_server
 from sneakers23.serve.placement import on_every_node
@@ -44,11 +45,14 @@ class ShopperSockets:
         # with tracking off, the reports (a heartbeat a second) still carry the socket count.
         self.tabs = TabTracker(self.node_id, assembly.presence_reports().send, lambda: self.hub.sockets)
         # Cart changes are written through the inventory (then published); no purchases here.
-        carts = CartChannels(self.live, assembly.cluster_inventory(settings, through_sales=False),
+        carts_inventory = assembly.cluster_inventory(settings, through_sales=False)
+        carts = CartChannels(self.live, carts_inventory,
                              CartTokens(settings.secret_key), settings.max_pairs_per_product,
                              self.tabs if settings.track_presence else None, ShopperCookies(settings.secret_key),
                              SessionCookies(settings.secret_key))
-        self.hub = ChannelHub(self.live, [carts])
+        # A queued drop's tabs: their places in its waiting room (taken at the join), told as the line moves.
+        queues = QueueChannels(self.live, carts_inventory, SessionCookies(settings.secret_key))
+        self.hub = ChannelHub(self.live, [carts, queues])
         self.live.subscribe(self.hub.publish)
         self.live.start()
         self._tasks: set[asyncio.Task] = set()

@@ -315,6 +315,23 @@ class Storefront(AccountPages):
         return JSONResponse({**view, "work_challenge": json.loads(self.entry_work.challenge()) if open_to_enter else None},
                             headers=NO_STORE)
 
+    # --- queues (a product sold through a waiting room: domain/waiting_room.py) ---
+
+    @store_api.get("/api/products/{product_id}/queue")
+    async def queue(self, product_id: str, request: Request):
+        """The product's queue: the commitment shown from the start, the record of the pre-queue's
+        shuffle after the release (what `sneakers23 drop verify` checks), and the visitor's place,
+        if any (a place is taken on the product's page, over its socket)."""
+        parsed = parse_id(product_id)
+        if parsed is None:
+            return json_error(400, "bad_request", "a product id is 1 to 9 digits (0-9)")
+        visitor = await self._visitor(request)
+        try:
+            view = await self.inventory.queue_for_shopper_async(parsed, visitor.shopper_id, self.live.line(parsed))
+        except Exception as error:
+            return error_json(error)
+        return JSONResponse(view, headers=NO_STORE)
+
     @store_api.post("/api/products/{product_id}/draw/{item_id}")
     async def enter_draw(self, product_id: str, item_id: str, request: Request):
         """An entry in the product's draw with one size: one per account (a second answers with

@@ -4,6 +4,7 @@
 // carries the product's current state, so a page that was disconnected re-syncs without a reload.
 import { Socket } from "/static/vendor/phoenix/phoenix.mjs";
 import { readDraw } from "/static/js/draws.js";
+import { followQueue } from "/static/js/queue.js";
 
 const RECONNECT_MS = [100, 250, 500, 1000, 2000, 5000];
 
@@ -99,6 +100,7 @@ function applyState(productId, state) {
   sizes.innerHTML = state.size_html;
   markInCart(sizes);
   sizes.querySelectorAll("[data-draw-for]").forEach(readDraw); // (a draw: the shopper's entry, read again)
+  sizes.querySelectorAll("[data-queue-for]").forEach((block) => followQueue(socket, block)); // (a queue: its place)
   if (focused !== null) {
     const again = sizes.querySelector(`.size-container__entry[value="${focused}"]:not([disabled])`)
       || sizes.querySelector(".size-container__entry:not([disabled])");

@@ -49,11 +49,14 @@ def test_each_sizes_pairs_go_in_the_drawn_order_and_a_failed_winner_passes_the_p
     assert next_winners({}, {10: 5}, {}) == []
 
 
-def test_a_draw_that_shoppers_entered_stays_a_draw():
+def test_a_draw_that_shoppers_entered_stays_a_draw_and_a_queue_they_are_in_a_queue():
     assert mode_change_refused(2, DropMode.DRAW, DropMode.QUEUE, 0) is None
     assert "1 entry" in mode_change_refused(2, DropMode.DRAW, DropMode.FIRST_COME, 1)
     assert "3 entries" in mode_change_refused(2, DropMode.DRAW, DropMode.QUEUE, 3)
-    assert mode_change_refused(2, DropMode.QUEUE, DropMode.FIRST_COME, 3) is None
+    assert mode_change_refused(2, DropMode.QUEUE, DropMode.FIRST_COME, 0) is None
+    assert mode_change_refused(2, DropMode.QUEUE, DropMode.FIRST_COME, 3) == \
+        "product 2's queue has 3 shoppers in it: it stays a queue"
+    assert mode_change_refused(2, DropMode.QUEUE, DropMode.QUEUE, 3) is None
 
 
 def test_memory_refuses_every_purchase_of_a_draws_pairs_and_the_database_sells_the_winners_size_alone():

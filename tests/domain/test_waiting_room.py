@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from sneakers23.domain.fairness import verify
-from sneakers23.domain.waiting_room import Stage, WaitingRoom
+from sneakers23.domain.waiting_room import LinePlace, Stage, WaitingRoom, default_pace, place_in_line
 
 SEED = bytes(range(32))
 
@@ -153,3 +153,65 @@ def test_arriving_early_in_the_pre_queue_gains_nothing_5000_early_5000_late_over
         p_values.append(stats.ks_2samp([waiting.place(a).position for a in early],
                                        [waiting.place(a).position for a in late]).pvalue)
     assert min(p_values) > 0.01, p_values
+
+
+def kept(waiting: WaitingRoom, arrival: list[str]) -> list[LinePlace]:
+    """What the database keeps of each place (db/waiting_rooms.py), in arrival order."""
+    places = []
+    for account in arrival:
+        place = waiting.place(account)
+        places.append(LinePlace(account, place.entry, place.stage, waiting.number(account), waiting.until(account)))
+    return places
+
+
+def test_a_room_restored_from_what_the_database_keeps_goes_on_as_if_it_never_stopped():
+    waiting = room(pace=600.0, window_s=60.0)
+    arrival = filled(waiting, 30)
+    record = waiting.open(now=0.0)
+    arrival += filled(waiting, 5, "late")
+    waiting.tick(now=1.0, pairs_left=20)  # ten let in
+    let_in = [a for a in arrival if waiting.place(a).stage is Stage.ADMITTED]
+    waiting.bought(let_in[0])
+    taken_out = waiting.waiting()[3]
+    waiting.remove(taken_out)
+    again = WaitingRoom.restore(SEED, 600.0, 60.0, 1, kept(waiting, arrival), record, opened_at=0.0)
+    assert [again.place(a) for a in arrival] == [waiting.place(a) for a in arrival]
+    assert again.line() == waiting.line() and again.held() == waiting.held() == 9
+    assert again.waiting() == waiting.waiting()
+    # Both let the same next shoppers in, and nobody twice.
+    assert again.tick(now=2.0, pairs_left=19) == waiting.tick(now=2.0, pairs_left=19)
+    assert set(again.tick(now=2.0, pairs_left=19)[0]).isdisjoint(let_in)
+
+
+def test_a_room_restored_before_its_release_keeps_its_pre_queue_and_shuffles_it_the_same():
+    waiting = room()
+    arrival = filled(waiting, 20)
+    again = WaitingRoom.restore(SEED, 60.0, 300.0, 1, kept(waiting, arrival), None, opened_at=None)
+    assert again.open(now=5.0) == waiting.open(now=5.0)  # the same seed, the same entries: the same order
+    assert again.waiting() == waiting.waiting()
+
+
+def test_a_place_let_into_the_line_but_not_numbered_yet_is_joined_again_as_new():
+    waiting = room()
+    waiting.open(now=0.0)
+    places = [LinePlace("ada", "e-ada", Stage.QUEUE, 0), LinePlace("bob", "e-bob", Stage.QUEUE, None)]
+    again = WaitingRoom.restore(SEED, 60.0, 300.0, 1, places, waiting.record, opened_at=0.0)
+    assert again.place("bob") is None and again.join("bob", "e-bob") == "e-bob"
+    assert again.number("bob") == 1 and again.place("bob").position == 2
+
+
+def test_a_tab_shows_its_place_from_the_lines_summary_as_the_room_does():
+    waiting = room(pace=120.0)
+    arrival = filled(waiting, 12)
+    waiting.open(now=0.0)
+    waiting.tick(now=1.0, pairs_left=50)
+    waiting.remove(waiting.waiting()[2])
+    line = waiting.line(product_id=7, version=3)
+    assert (line.product_id, line.version, line.opened, line.waiting) == (7, 3, True, 12 - 2 - 1)
+    for account in arrival:
+        number, place = waiting.number(account), waiting.place(account)
+        shown = place_in_line(place.entry, number, line)
+        assert shown == (place if place.stage is Stage.QUEUE else None)
+    assert default_pace(pairs_left=30, engine_per_minute=600) == 30.0  # every pair offered within a minute
+    assert default_pace(pairs_left=5000, engine_per_minute=600) == 600.0  # no faster than the engine sells
+    assert default_pace(pairs_left=0, engine_per_minute=600) == 1.0

@@ -5,6 +5,7 @@ list of orders, the limits per person, sign-out everywhere, resets, and every re
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import itertools
 import json
@@ -530,3 +531,94 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
     assert httpx.get(f"{store_url}/api/products/x/draw").status_code == 400
     for page in (*pages.values(), guest, staff):
         page.context.close()
+
+
+class QueueTab:
+    """A tab's socket on a queued drop: joins `queue:PRODUCT` with its cookies, and keeps every frame."""
+
+    def __init__(self, store_url: str, cookies: str, product_id: int):
+        import websockets.sync.client
+
+        self.topic = f"queue:{product_id}"
+        self._open = contextlib.ExitStack()
+        self.socket = self._open.enter_context(websockets.sync.client.connect(
+            f"ws{store_url[4:]}/product_socket/websocket?vsn=2.0.0", additional_headers={"Cookie": cookies}))
+        self.frames: list[list] = []
+        self.socket.send(json.dumps(["1", "1", self.topic, "phx_join", {}]))
+        self.joined = self.next(lambda f: f[1] == "1")[4]
+
+    def next(self, wanted, timeout: float = 30) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            for frame in self.frames:
+                if wanted(frame):
+                    return frame
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no such frame within {timeout}s: {self.frames[-5:]}")
+            try:
+                self.frames.append(json.loads(self.socket.recv(timeout=min(left, 10))))
+            except TimeoutError:  # (a heartbeat, as the page's client sends: an idle socket is let go)
+                self.socket.send(json.dumps([None, "hb", "phoenix", "heartbeat", {}]))
+
+    def place(self, stage: str, timeout: float = 30) -> dict:
+        """The newest `place` push of this stage (waited for)."""
+        return self.next(lambda f: f[3] == "place" and f[4]["stage"] == stage, timeout)[4]
+
+    def close(self):
+        self._open.close()
+
+
+def test_a_queued_drop_takes_places_over_the_socket_lets_one_in_at_a_time_and_sells_only_to_a_turn(
+        store_url, mailbox, fresh_shop, publishing):
+    from datetime import datetime, timedelta, timezone
+
+    from sneakers23.domain.drops import DropMode
+
+    publishing.set_drop_mode(2, DropMode.QUEUE)
+    publishing.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    publishing.set_queue_pace(2, 0)  # (paused: nobody is let in before both are in line)
+    ada, _ = signed_up(store_url, mailbox)
+    bob, _ = signed_up(store_url, mailbox)
+    wait_for(lambda: 'data-queue-for="2"' in ada.get("/").text, timeout=15, what="the queue's block on the page")
+    guest = QueueTab(store_url, cookies_of(shopper(store_url)), 2)
+    assert guest.joined["status"] == "error" and guest.joined["response"]["reason"] == "sign_in_required"
+    guest.close()
+    tabs = {name: QueueTab(store_url, cookies_of(client), 2) for name, client in (("ada", ada), ("bob", bob))}
+    try:
+        for tab in tabs.values():
+            assert tab.joined["status"] == "ok" and tab.joined["response"]["stage"] == "pre_queue", tab.joined
+        again = QueueTab(store_url, cookies_of(ada), 2)  # a second tab: the same place
+        assert again.joined["response"]["entry"] == tabs["ada"].joined["response"]["entry"]
+        again.close()
+
+        # The release shuffles them: each tab is told its place in line.
+        publishing.release(2)
+        shown = {name: tab.place("queue") for name, tab in tabs.items()}
+        assert sorted(place["position"] for place in shown.values()) == [1, 2], shown
+        first = min(shown, key=lambda name: shown[name]["position"])
+        second = "bob" if first == "ada" else "ada"
+        record = ada.get("/api/products/2/queue").json()["record"]
+        assert record["order"] == [shown[first]["entry"], shown[second]["entry"]]
+
+        # Three a minute: the first is let in (within 20 s), and told how long the turn lasts; the
+        # second, 20 s later.
+        publishing.set_queue_pace(2, 3)
+        turn = tabs[first].place("admitted", timeout=60)
+        assert 0 < turn["left_s"] <= publishing.settings.queue_turn_minutes * 60
+        clients = {"ada": ada, "bob": bob}
+        item = next(i for i in fresh_shop.complete_products()[1].items if i.available_count > 0)
+        for client in clients.values():
+            open_shop(client)
+        refused = clients[second].post(f"/api/items/{item.id}/purchase")
+        assert refused.status_code == 403 and refused.json()["error"] == "not_admitted", refused.text
+        assert "queue" in refused.json()["message"]
+        assert clients[first].post(f"/api/items/{item.id}/purchase").status_code == 200
+        # The turn is used: a second purchase needs another.
+        other = next(i for i in fresh_shop.complete_products()[1].items if i.available_count > 0 and i.id != item.id)
+        assert clients[first].post(f"/api/items/{other.id}/purchase").json()["error"] == "not_admitted"
+        # The first's turn was used: the line moves on, and the second is told it is next.
+        tabs[second].next(lambda f: f[3] == "place" and f[4].get("position") == 1 or f[4].get("stage") == "admitted")
+    finally:
+        for tab in tabs.values():
+            tab.close()

@@ -1,0 +1,257 @@
+"""A queued drop's rows: its waiting room (commitment, record, pace, the line's version) and each
+account's place (domain/waiting_room.py has the rules; inventory/waiting_rooms.py keeps the room).
+
+The keeper is the only writer of numbers, admissions and expiries; a shopper's join inserts its
+place, and a purchase marks its admission bought, in the sale's transaction (`use_admissions`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from sneakers23.db.engine import in_batches
+from sneakers23.db.models import ItemAvailabilityRow, ItemRow, ProductRow, WaitingPlaceRow, WaitingRoomRow
+from sneakers23.domain.drops import DropMode
+from sneakers23.domain.fairness import ShuffleRecord
+from sneakers23.domain.waiting_room import LinePlace, Stage
+
+rooms_t = WaitingRoomRow.__table__
+places_t = WaitingPlaceRow.__table__
+products_t = ProductRow.__table__
+items_t = ItemRow.__table__
+availability_t = ItemAvailabilityRow.__table__
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _moment(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _seconds(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+# --- the room ---------------------------------------------------------------------------------
+
+def prepare(connection: Connection, product_id: int, seed: bytes, commitment: str) -> str:
+    """The product's waiting room, made if it has none; its commitment."""
+    held = connection.execute(select(rooms_t.c.commitment).where(rooms_t.c.product_id == product_id)).scalar()
+    if held is not None:
+        return held
+    connection.execute(insert(rooms_t).values(product_id=product_id, seed=seed.hex(), commitment=commitment,
+                                              version=1, inserted_at=_now()))
+    return commitment
+
+
+def places_count(connection: Connection, product_id: int) -> int:
+    return connection.execute(select(func.count()).select_from(places_t)
+                              .where(places_t.c.product_id == product_id)).scalar_one()
+
+
+def forget(connection: Connection, product_id: int) -> None:
+    """The product's waiting room, gone (nobody holds a place: the caller checked, under the
+    product's lock)."""
+    connection.execute(delete(rooms_t).where(rooms_t.c.product_id == product_id))
+
+
+class Room:
+    """A waiting room's row, as its keeper and the product page read it."""
+
+    def __init__(self, row):
+        self.product_id: int = row.product_id
+        self.seed = bytes.fromhex(row.seed)
+        self.commitment: str = row.commitment
+        self.record = None if row.record is None else ShuffleRecord.from_dict(json.loads(row.record))
+        self.opened_at = _seconds(row.opened_at)
+        self.pace_per_minute: float | None = row.pace_per_minute
+        self.version: int = row.version
+        self.released = bool(row.released)
+        self.scheduled = row.release_at is not None
+
+
+_ROOM = (rooms_t.c.product_id, rooms_t.c.seed, rooms_t.c.commitment, rooms_t.c.record, rooms_t.c.opened_at,
+         rooms_t.c.pace_per_minute, rooms_t.c.version, products_t.c.released, products_t.c.release_at)
+
+
+def room(connection: Connection, product_id: int) -> Room | None:
+    """The waiting room of a product still sold by queue (None: no such room)."""
+    row = connection.execute(select(*_ROOM).join(products_t, products_t.c.id == rooms_t.c.product_id)
+                             .where(rooms_t.c.product_id == product_id,
+                                    products_t.c.drop_mode == str(DropMode.QUEUE))).one_or_none()
+    return None if row is None else Room(row)
+
+
+def rooms_to_keep(connection: Connection) -> list[Room]:
+    """The rooms of the products sold by queue whose release is scheduled or made."""
+    return [Room(row) for row in connection.execute(
+        select(*_ROOM).join(products_t, products_t.c.id == rooms_t.c.product_id)
+        .where(products_t.c.drop_mode == str(DropMode.QUEUE),
+               products_t.c.released.is_(True) | products_t.c.release_at.is_not(None))
+        .order_by(rooms_t.c.product_id))]
+
+
+def set_pace(connection: Connection, product_id: int, pace_per_minute: float | None) -> bool:
+    """The staff's pace (None: the default); False for a product with no waiting room."""
+    return connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id)
+                              .values(pace_per_minute=pace_per_minute)).rowcount == 1
+
+
+def moved(connection: Connection, product_id: int) -> int:
+    """The line moved: its new version, past the one before and past the clock's milliseconds (so a
+    room made again, after a reseed, never falls behind what the caches hold of the one before)."""
+    held = connection.execute(select(rooms_t.c.version).where(rooms_t.c.product_id == product_id)).scalar_one()
+    version = max(held + 1, int(time.time() * 1000))
+    connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id).values(version=version))
+    return version
+
+
+def opened(connection: Connection, product_id: int, record: ShuffleRecord, at: float, numbers: dict[str, int]) -> None:
+    """The release came: the pre-queue shuffled into the line (each account's number) and the
+    record, which publishes the seed."""
+    connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id)
+                       .values(record=json.dumps(record.as_dict()), opened_at=_moment(at)))
+    numbered(connection, product_id, numbers)
+
+
+def numbered(connection: Connection, product_id: int, numbers: dict[str, int]) -> None:
+    """Accounts let into the line, with their numbers."""
+    if not numbers:
+        return
+    now = _now()
+    connection.execute(  # (one statement, many rows: psycopg sends them in a pipeline)
+        update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id == bindparam("account"))
+        .values(stage=str(Stage.QUEUE), number=bindparam("in_line"), updated_at=now),
+        [{"account": shopper_id, "in_line": number} for shopper_id, number in numbers.items()])
+
+
+# --- places -----------------------------------------------------------------------------------
+
+def join(connection: Connection, product_id: int, shopper_id: str, entry_id: str) -> bool:
+    """The account's place in the product's waiting room (in the pre-queue before the release, in
+    line after it); False when it had one already (the caller reads it) or the product is not a
+    queue whose release is scheduled or made (the guard under the caller's rule: on PostgreSQL
+    the product's row is shared-locked, so a release waits for the join's commit, and no place
+    joins the pre-queue after the shuffle)."""
+    sold_by_queue = select(products_t.c.released).where(
+        products_t.c.id == product_id, products_t.c.drop_mode == str(DropMode.QUEUE),
+        products_t.c.released.is_(True) | products_t.c.release_at.is_not(None))
+    if connection.dialect.name == "postgresql":
+        sold_by_queue = sold_by_queue.with_for_update(read=True)
+    released = connection.execute(sold_by_queue).scalar()
+    if released is None:
+        return False
+    made = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(places_t).values(
+        product_id=product_id, shopper_id=shopper_id, entry_id=entry_id,
+        stage=str(Stage.QUEUE if released else Stage.PRE_QUEUE), joined_at=_now(), updated_at=_now())
+    return connection.execute(made.on_conflict_do_nothing()).rowcount == 1  # (one per account)
+
+
+_PLACE = (places_t.c.id, places_t.c.shopper_id, places_t.c.entry_id, places_t.c.stage, places_t.c.number,
+          places_t.c.until)
+
+
+def _place(row) -> LinePlace:
+    return LinePlace(row.shopper_id, row.entry_id, Stage(row.stage), row.number, _seconds(row.until))
+
+
+def place_of(connection: Connection, product_id: int, shopper_id: str) -> LinePlace | None:
+    row = connection.execute(select(*_PLACE).where(places_t.c.product_id == product_id,
+                                                   places_t.c.shopper_id == shopper_id)).one_or_none()
+    return None if row is None else _place(row)
+
+
+def places_of(connection: Connection, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]:
+    found: dict[str, LinePlace] = {}
+    for batch in in_batches(shopper_ids):
+        for row in connection.execute(select(*_PLACE).where(places_t.c.product_id == product_id,
+                                                            places_t.c.shopper_id.in_(batch))):
+            found[row.shopper_id] = _place(row)
+    return found
+
+
+def places_after(connection: Connection, product_id: int, after_id: int) -> tuple[list[LinePlace], int]:
+    """The places that joined after `after_id`, in arrival order, and the last one's id."""
+    rows = connection.execute(select(*_PLACE).where(places_t.c.product_id == product_id, places_t.c.id > after_id)
+                              .order_by(places_t.c.id)).all()
+    return [_place(row) for row in rows], (rows[-1].id if rows else after_id)
+
+
+def admitted(connection: Connection, product_id: int, until: dict[str, float]) -> None:
+    """Accounts let in, each until its window's end."""
+    if not until:
+        return
+    now = _now()
+    connection.execute(
+        update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id == bindparam("account"),
+                               places_t.c.stage == str(Stage.QUEUE))
+        .values(stage=str(Stage.ADMITTED), until=bindparam("end"), updated_at=now),
+        [{"account": shopper_id, "end": _moment(end)} for shopper_id, end in until.items()])
+
+
+def expired(connection: Connection, product_id: int, accounts: list[str]) -> set[str]:
+    """Admissions whose window passed unused; returns those that were still unused (one used
+    meanwhile was bought: it stays so)."""
+    if not accounts:
+        return set()
+    return set(connection.execute(
+        update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id.in_(accounts),
+                               places_t.c.stage == str(Stage.ADMITTED))
+        .values(stage=str(Stage.EXPIRED), updated_at=_now()).returning(places_t.c.shopper_id)).scalars())
+
+
+def bought_among(connection: Connection, product_id: int, accounts: list[str]) -> set[str]:
+    """Which of these admissions were used by a purchase."""
+    if not accounts:
+        return set()
+    return set(connection.execute(select(places_t.c.shopper_id).where(
+        places_t.c.product_id == product_id, places_t.c.shopper_id.in_(accounts),
+        places_t.c.stage == str(Stage.BOUGHT))).scalars())
+
+
+def pairs_left(connection: Connection, product_id: int) -> int:
+    return connection.execute(
+        select(func.coalesce(func.sum(availability_t.c.available_count), 0))
+        .join(items_t, items_t.c.id == availability_t.c.item_id)
+        .where(items_t.c.product_id == product_id)).scalar_one()
+
+
+def stage_counts(connection: Connection) -> dict[int, dict[str, int]]:
+    """Every waiting room's places counted by stage (the staff's dashboard)."""
+    counted: dict[int, dict[str, int]] = {}
+    for product_id, stage, count in connection.execute(
+            select(places_t.c.product_id, places_t.c.stage, func.count())
+            .group_by(places_t.c.product_id, places_t.c.stage)).all():
+        counted.setdefault(product_id, {})[stage] = count
+    return counted
+
+
+# --- the purchase's guard ---------------------------------------------------------------------
+
+def live_admissions(connection: Connection, shopper_id: str, product_ids: set[int]) -> set[int]:
+    """Of these products, those the shopper may buy now: a live admission (the purchase's fact)."""
+    if not product_ids:
+        return set()
+    return set(connection.execute(select(places_t.c.product_id).where(
+        places_t.c.shopper_id == shopper_id, places_t.c.product_id.in_(product_ids),
+        places_t.c.stage == str(Stage.ADMITTED), places_t.c.until > _now())).scalars())
+
+
+def use_admissions(connection: Connection, product_id: int, shopper_ids: set[str]) -> int:
+    """Mark the shoppers' live admissions bought, in the sale's transaction; returns how many were
+    (fewer than asked: a sale without one must not stand)."""
+    if not shopper_ids:
+        return 0
+    return connection.execute(update(places_t).where(
+        places_t.c.product_id == product_id, places_t.c.shopper_id.in_(shopper_ids),
+        places_t.c.stage == str(Stage.ADMITTED), places_t.c.until > _now())
+        .values(stage=str(Stage.BOUGHT), updated_at=_now())).rowcount

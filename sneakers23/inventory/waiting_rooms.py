@@ -1,0 +1,224 @@
+"""The waiting rooms of queued drops: shoppers take their places (one per account), and a keeper lets
+them in at a pace the stock allows (domain/waiting_room.py has the rules).
+
+Where the state lives, and why: in the database (db/waiting_rooms.py). Every place, number,
+admission and expiry is a row, written before anyone is told; a purchase of a queued drop uses its
+buyer's admission in the sale's transaction. So a node lost, or the keeper's actor restarted,
+loses nothing: the next keeper rebuilds its room from the rows (`WaitingRoom.restore`), nobody
+loses a place, and an admission marked once is never made again. The keeper is one actor per
+cluster (the release clock calls `keep_waiting_rooms` every tick); what it keeps in memory is only
+what it read, and the pace's few tokens. What shoppers see moves as the line's summary
+(`WaitingLine`), a change published to every node's cache like any other, from which each socket
+shows its own place.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from sneakers23.db import queries
+from sneakers23.db import waiting_rooms as rows
+from sneakers23.db.unit_of_work import Database
+from sneakers23.domain.changes import WaitingLine
+from sneakers23.domain.fairness import ShuffleRecord, verify
+from sneakers23.domain.purchases import signed_in
+from sneakers23.domain.waiting_room import (JoinRefusal, LinePlace, Stage, WaitingRoom, default_pace, join_refused,
+                                            place_view)
+from sneakers23.errors import NotFound, QueueRefused, QueueSignInRequired
+from sneakers23.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENTRY_ID_BYTES = 8  # 16 hex digits: opaque, and too many to guess another's
+SEND_AGAIN_S = 3.0  # a line that did not move is sent again this often: a node that missed it catches up
+PAIRS_EACH = 1  # pairs an admission holds
+
+
+@dataclass
+class _Kept:
+    """A room as its keeper holds it."""
+
+    room: WaitingRoom
+    commitment: str
+    last_place: int  # the id of the last place read
+    pending: list[LinePlace] = field(default_factory=list)  # read at a restore, to be taken as new
+    sent: WaitingLine | None = None
+    sent_at: float = 0.0
+
+
+class WaitingRooms:
+    def __init__(self, database: Database, settings: Settings):
+        self.database = database
+        self.settings = settings
+        self._kept: dict[int, _Kept] = {}  # (only the keeper's inventory keeps any)
+
+    # --- shoppers ---
+
+    def join_queue(self, shopper_id: str, product_id: int) -> LinePlace:
+        """The shopper's place in the product's waiting room: taken now, or the one it holds (one
+        per account: a second tab or device finds the same). Raises QueueRefused with why."""
+        for _attempt in range(3):  # (an entry id taken already: another is drawn)
+            with self.database.transaction() as unit:
+                state = queries.product_row_state(unit.connection, product_id)  # (NotFound for no such product)
+                held = rows.place_of(unit.connection, product_id, shopper_id)
+                if held is not None:
+                    return held
+                refused = join_refused(product_id, state.drop_mode, state.release_at is not None, state.released,
+                                       signed_in(shopper_id))
+                if refused is not None:
+                    reason, message = refused
+                    raise (QueueSignInRequired if reason is JoinRefusal.SIGN_IN_REQUIRED else QueueRefused)(message)
+                if rows.join(unit.connection, product_id, shopper_id, secrets.token_hex(ENTRY_ID_BYTES)):
+                    return rows.place_of(unit.connection, product_id, shopper_id)
+        raise QueueRefused("the place could not be taken: try again")
+
+    async def join_queue_async(self, shopper_id: str, product_id: int) -> LinePlace:
+        return await self.database.in_thread(self.join_queue, shopper_id, product_id)
+
+    def queue_place(self, shopper_id: str, product_id: int) -> LinePlace | None:
+        with self.database.reading() as connection:
+            return rows.place_of(connection, product_id, shopper_id)
+
+    async def queue_place_async(self, shopper_id: str, product_id: int) -> LinePlace | None:
+        return await self.database.in_thread(self.queue_place, shopper_id, product_id)
+
+    def queue_places(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]:
+        """The places of these accounts (the tabs of a replica whose line moved past them)."""
+        with self.database.reading() as connection:
+            return rows.places_of(connection, product_id, shopper_ids)
+
+    async def queue_places_async(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]:
+        return await self.database.in_thread(self.queue_places, product_id, shopper_ids)
+
+    def queue_for_shopper(self, product_id: int, shopper_id: str | None, line: WaitingLine | None = None) -> dict:
+        """The queue's JSON view: its commitment, its record once shuffled, and the shopper's place
+        (shown from `line`, the page's memory of the line). Raises NotFound for no queue."""
+        with self.database.reading() as connection:
+            room = rows.room(connection, product_id)
+            if room is None:
+                raise NotFound(f"product {product_id} is not sold through a queue")
+            place = None if shopper_id is None else rows.place_of(connection, product_id, shopper_id)
+        return {"product_id": product_id, "commitment": room.commitment,
+                "record": None if room.record is None else room.record.as_dict(),
+                "place": place_view(place, line)}
+
+    async def queue_for_shopper_async(self, product_id: int, shopper_id: str | None,
+                                      line: WaitingLine | None = None) -> dict:
+        return await self.database.in_thread(self.queue_for_shopper, product_id, shopper_id, line)
+
+    def queue_record(self, product_id: int) -> tuple[str, ShuffleRecord | None] | None:
+        """The queue's commitment, and its shuffle's record once the release came (None: no queue)."""
+        with self.database.reading() as connection:
+            room = rows.room(connection, product_id)
+        return None if room is None else (room.commitment, room.record)
+
+    def verify_queue(self, product_id: int) -> list[str]:
+        """What is wrong with the published shuffle of the product's pre-queue (nothing: [])."""
+        with self.database.reading() as connection:
+            room = rows.room(connection, product_id)
+        if room is None:
+            raise NotFound(f"product {product_id} is not sold through a queue")
+        if room.record is None:
+            raise QueueRefused(f"product {product_id}'s queue is not shuffled yet: its release has not come")
+        return verify(room.record)
+
+    # --- the staff ---
+
+    def set_queue_pace(self, product_id: int, per_minute: float | None) -> None:
+        """Shoppers let in a minute (None: the default pace, domain/waiting_room.default_pace)."""
+        if per_minute is not None and not 0 <= per_minute <= 1_000_000:
+            raise ValueError("a queue's pace is 0 to 1,000,000 shoppers a minute")
+        with self.database.transaction() as unit:
+            if not rows.set_pace(unit.connection, product_id, per_minute):
+                raise NotFound(f"product {product_id} is not sold through a queue")
+
+    def queue_figures(self) -> dict[int, dict[str, int]]:
+        """Every waiting room's places by stage (the dashboard's)."""
+        with self.database.reading() as connection:
+            return rows.stage_counts(connection)
+
+    # --- the keeper ---
+
+    def keep_waiting_rooms(self, now: float | None = None) -> list[WaitingLine]:
+        """One tick of every queued drop's room whose release is scheduled or made: the new places
+        read, the pre-queue shuffled at the release, admissions and expiries at the pace and the
+        stock, all written, then the line published when it moved (or again, now and then).
+        Returns the lines published."""
+        now = time.time() if now is None else now
+        with self.database.reading() as connection:
+            rooms = rows.rooms_to_keep(connection)
+        for gone in set(self._kept) - {room.product_id for room in rooms}:
+            del self._kept[gone]  # (its mode changed, or the shop was seeded again)
+        published = []
+        for room in rooms:
+            try:
+                line = self._keep(room, now)
+            except Exception:
+                self._kept.pop(room.product_id, None)  # (read again from the rows at the next tick)
+                raise
+            if line is not None:
+                published.append(line)
+        return published
+
+    def _keep(self, room: rows.Room, now: float) -> WaitingLine | None:
+        kept = self._kept.get(room.product_id)
+        if kept is None or kept.commitment != room.commitment:
+            kept = self._kept[room.product_id] = self._restore(room)
+        waiting = kept.room
+        with self.database.transaction() as unit:
+            connection = unit.connection
+            new, kept.last_place = rows.places_after(connection, room.product_id, kept.last_place)
+            new, kept.pending = kept.pending + new, []
+            # Those of the pre-queue before the shuffle, and those who came after it behind them.
+            for place in new:
+                if place.stage is Stage.PRE_QUEUE:
+                    waiting.join(place.account, place.entry)
+            numbers: dict[str, int] = {}
+            if room.released and waiting.opened_at is None:
+                record = waiting.open(now)
+                rows.opened(connection, room.product_id, record, now,
+                            {account: waiting.number(account) for account in waiting.waiting()})
+            for place in new:
+                if place.stage is not Stage.PRE_QUEUE:
+                    waiting.join(place.account, place.entry)
+                    numbers[place.account] = waiting.number(place.account)
+            rows.numbered(connection, room.product_id, numbers)
+            for account in rows.bought_among(connection, room.product_id, waiting.admitted()):
+                waiting.bought(account)
+            pairs_left = rows.pairs_left(connection, room.product_id)
+            waiting.pace_per_minute = (room.pace_per_minute if room.pace_per_minute is not None
+                                       else default_pace(pairs_left, self.settings.queue_admissions_per_minute))
+            let_in, ended = waiting.tick(now, pairs_left)
+            rows.admitted(connection, room.product_id, {account: waiting.until(account) for account in let_in})
+            for account in set(ended) - rows.expired(connection, room.product_id, ended):
+                waiting.bought(account)  # (its purchase came just before its window's end)
+            line = waiting.line(room.product_id, kept.sent.version if kept.sent else room.version)
+            if kept.sent is None or _moved(kept.sent, line):
+                line = waiting.line(room.product_id, rows.moved(connection, room.product_id))
+            elif now - kept.sent_at < SEND_AGAIN_S:
+                return None
+            kept.sent, kept.sent_at = line, now
+            unit.publish([line])
+        if let_in:
+            log.info("product %s: let in %d (%d waiting, %d pairs left)", room.product_id, len(let_in), line.waiting,
+                     pairs_left)
+        return line
+
+    def _restore(self, room: rows.Room) -> _Kept:
+        """The room as its rows keep it; the places let into the line after the release and not
+        numbered yet are taken as new at the next tick."""
+        with self.database.reading() as connection:
+            places, last = rows.places_after(connection, room.product_id, 0)
+        waiting = WaitingRoom.restore(room.seed, room.pace_per_minute or 0.0, self.settings.queue_turn_minutes * 60.0,
+                                      PAIRS_EACH, places, room.record, room.opened_at)
+        unnumbered = [place for place in places if place.stage is Stage.QUEUE and place.number is None]
+        return _Kept(waiting, room.commitment, last, pending=unnumbered)
+
+
+def _moved(before: WaitingLine, after: WaitingLine) -> bool:
+    """Whether a tab would show something else (the version aside)."""
+    return (before.opened, before.head, before.left, before.pace_per_minute, before.sold_out, before.waiting) != \
+        (after.opened, after.head, after.left, after.pace_per_minute, after.sold_out, after.waiting)

@@ -1,0 +1,209 @@
+"""Queue channels: topic `queue:{product_id}`, joined by a signed-in shopper's tab on a queued drop's
+page. The join takes the account's place in the waiting room (one per account: every tab and
+device finds the same, inventory/waiting_rooms.py), and the tab is told its place at once and
+again whenever the line moves: its position, the people ahead, the wait at the present pace, a
+sell-out; then its turn, with the time left, and how it ended.
+
+Each socket's place is computed here, from the line's summary this replica's live catalog holds
+(`WaitingLine`, published by the keeper to every node) and the place's number: one summary per
+move, however many wait. A place the line's head has passed (let in, or taken out), and every
+pre-queue place at the shuffle, is read again from the database, in one query for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_account
+from sneakers23.domain.changes import WaitingLine
+from sneakers23.domain.ids import parse_id
+from sneakers23.domain.shopper_events import LineMoved, ShopperEvent
+from sneakers23.domain.waiting_room import LinePlace, Stage, place_in_line, place_view
+from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueRefused, QueueSignInRequired, SchemaMissing)
+from sneakers23.serve import phoenix
+from sneakers23.serve.shoppers import SESSION_COOKIE, SessionCookies
+from sneakers23.tasks import keep
+
+log = logging.getLogger(__name__)
+
+QUEUE_PREFIX = "queue:"
+MAX_QUEUES_PER_SOCKET = 4
+SIGN_IN = "A place in the queue is one per person: sign in with a confirmed email address to take yours"
+
+
+class QueueReads(Protocol):
+    def line(self, product_id: int) -> WaitingLine | None: ...
+
+
+class QueueWrites(Protocol):
+    async def session_account_async(self, session_token: str) -> Account | None: ...
+
+    async def join_queue_async(self, shopper_id: str, product_id: int) -> LinePlace: ...
+
+    async def queue_places_async(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]: ...
+
+
+def _error(reason: str, message: str) -> dict:
+    return {"reason": reason, "message": message}
+
+
+class QueueChannels:
+    def __init__(self, live: QueueReads, inventory: QueueWrites, sessions: SessionCookies):
+        self._live = live
+        self._inventory = inventory
+        self._sessions = sessions
+        self._places: dict[int, dict[object, LinePlace]] = {}  # product -> each joined socket's place
+        self._shown: dict[tuple[object, int], dict] = {}  # what each socket was last told
+        self._topics: dict[object, set[int]] = {}  # a socket's queues (joined, or joining)
+        self._reading: set[int] = set()  # products whose places are being read again
+        self._tasks: set[asyncio.Task] = set()
+
+    @staticmethod
+    def owns(topic: str) -> bool:
+        return topic.startswith(QUEUE_PREFIX)
+
+    # --- joining and leaving ---
+
+    def join(self, connection, message: phoenix.Message) -> bool:
+        product_id = parse_id(message.topic[len(QUEUE_PREFIX):])
+        if product_id is None or product_id == 0:
+            connection.send(phoenix.reply(message, "error", _error("bad_request", "a queue's topic is queue:PRODUCT_ID")))
+            return False
+        if len(self._topics.get(connection, ())) >= MAX_QUEUES_PER_SOCKET:
+            connection.send(phoenix.reply(message, "error", _error("too_many", "a socket follows a few queues at most")))
+            return False
+        token = self._sessions.token(getattr(connection.websocket, "cookies", {}).get(SESSION_COOKIE))
+        if token is None:
+            connection.send(phoenix.reply(message, "error", _error("sign_in_required", SIGN_IN)))
+            return False
+        self._topics.setdefault(connection, set()).add(product_id)
+        keep(self._tasks, asyncio.get_running_loop().create_task(self._take_place(connection, message, product_id, token)))
+        return True
+
+    async def _take_place(self, connection, message: phoenix.Message, product_id: int, token: str) -> None:
+        try:
+            account = await self._inventory.session_account_async(token)
+            if not shops_as_account(account):
+                raise QueueSignInRequired(SIGN_IN)
+            place = await self._inventory.join_queue_async(account_shopper_id(account.id), product_id)
+        except QueueSignInRequired as refused:
+            self._refused(connection, message, product_id, "sign_in_required", str(refused))
+            return
+        except (QueueRefused, NotFound) as refused:
+            self._refused(connection, message, product_id, "queue_refused", str(refused))
+            return
+        except (DatabaseUnavailable, SchemaMissing) as error:
+            log.warning("a queue's join failed: %s", error)
+            self._refused(connection, message, product_id, "unavailable", "The queue cannot be joined right now: try again")
+            return
+        if product_id not in self._topics.get(connection, ()):
+            return  # (it left meanwhile)
+        self._places.setdefault(product_id, {})[connection] = place
+        view = self._view(place, product_id)
+        self._shown[(connection, product_id)] = view
+        connection.send(phoenix.reply(message, "ok", view))
+
+    def _refused(self, connection, message: phoenix.Message, product_id: int, reason: str, said: str) -> None:
+        self._forget(connection, product_id)
+        connection.joined.discard(message.topic)  # (not joined: a join again is asked anew)
+        connection.send(phoenix.reply(message, "error", _error(reason, said)))
+
+    def rejoin(self, connection, message: phoenix.Message) -> None:
+        product_id = parse_id(message.topic[len(QUEUE_PREFIX):])
+        place = self._places.get(product_id, {}).get(connection)
+        if place is None:  # (its first join's answer is on its way)
+            connection.send(phoenix.reply(message, "error", _error("joining", "The queue is still joining: try again")))
+            return
+        connection.send(phoenix.reply(message, "ok", self._view(place, product_id)))
+
+    def handle(self, connection, message: phoenix.Message) -> None:
+        connection.send(phoenix.reply(message, "error", _error("unknown_event", f"unknown event {message.event[:64]!r}")))
+
+    def leave(self, connection, topic: str) -> None:
+        product_id = parse_id(topic[len(QUEUE_PREFIX):])
+        if product_id is not None:
+            self._forget(connection, product_id)
+
+    def _forget(self, connection, product_id: int) -> None:
+        places = self._places.get(product_id)
+        if places is not None:
+            places.pop(connection, None)
+            if not places:
+                del self._places[product_id]
+        self._shown.pop((connection, product_id), None)
+        topics = self._topics.get(connection)
+        if topics is not None:
+            topics.discard(product_id)
+            if not topics:
+                del self._topics[connection]
+
+    # --- pushes ---
+
+    def _view(self, place: LinePlace, product_id: int) -> dict:
+        return place_view(place, self._live.line(product_id), time.time())
+
+    def publish(self, events: list[ShopperEvent]) -> None:
+        for event in events:
+            if isinstance(event, LineMoved) and event.line.product_id in self._places:
+                self._moved(event.line)
+
+    def _moved(self, line: WaitingLine) -> None:
+        product_id = line.product_id
+        stale = []
+        for connection, place in list(self._places[product_id].items()):
+            if _news_in_the_database(place, line):
+                stale.append(connection)
+            else:
+                self._tell(connection, product_id, place)
+        if stale and product_id not in self._reading:
+            self._reading.add(product_id)
+            keep(self._tasks, asyncio.get_running_loop().create_task(self._read_again(product_id)))
+
+    async def _read_again(self, product_id: int) -> None:
+        """The places whose news the line cannot show, read again (all in one query), and told.
+        One the database has no news of yet is asked for again at the line's next move (the
+        keeper sends the line every few seconds)."""
+        try:
+            line = self._live.line(product_id)
+            stale = sorted({place.account for place in self._places.get(product_id, {}).values()
+                            if line is not None and _news_in_the_database(place, line)})
+            if not stale:
+                return
+            try:
+                fresh = await self._inventory.queue_places_async(product_id, stale)
+            except (DatabaseUnavailable, SchemaMissing) as error:
+                log.warning("reading a queue's places again failed: %s", error)
+                return
+            places = self._places.get(product_id, {})
+            for connection, place in list(places.items()):
+                now = fresh.get(place.account)
+                if now is not None and now != place:
+                    places[connection] = now
+                    self._tell(connection, product_id, now)
+        finally:
+            self._reading.discard(product_id)
+
+    def _tell(self, connection, product_id: int, place: LinePlace) -> None:
+        view = self._view(place, product_id)
+        key = (connection, product_id)
+        shown = self._shown.get(key)
+        if shown is not None and {k: v for k, v in shown.items() if k != "left_s"} == \
+                {k: v for k, v in view.items() if k != "left_s"}:
+            return
+        self._shown[key] = view
+        connection.send(phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view))
+
+
+def _news_in_the_database(place: LinePlace, line: WaitingLine) -> bool:
+    """Whether the line says this place changed in a way only the database can tell: shuffled into
+    the line (its number), let in (until when), or its turn past its end."""
+    if place.stage is Stage.PRE_QUEUE:
+        return line.opened
+    if place.stage is Stage.QUEUE:
+        return place.number is None or place_in_line(place.entry, place.number, line) is None
+    if place.stage is Stage.ADMITTED:
+        return place.until is not None and place.until <= time.time()
+    return False

@@ -1,0 +1,176 @@
+"""A queued drop's waiting room through the inventory, on SQLite and PostgreSQL: places taken (one per
+account) once the release is scheduled, the pre-queue shuffled checkably at the release, shoppers
+let in at a pace the stock allows, purchases only with a live admission (the database's guard),
+turns that end unused giving their pairs back, and a keeper restarted from the rows that lets
+nobody in twice."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from sneakers23.db.sales import sell_claims
+from sneakers23.domain.changes import WaitingLine
+from sneakers23.domain.drops import DropMode
+from sneakers23.domain.purchases import PurchaseResult, Refusal
+from sneakers23.domain.sales import Claim
+from sneakers23.domain.waiting_room import Stage
+from sneakers23.errors import DropModeRefused, NotFound, QueueRefused, QueueSignInRequired
+from sneakers23.inventory import Inventory
+from tests.conftest import SEED
+
+
+class Recorded:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, changes):
+        self.published.extend(changes)
+
+
+@pytest.fixture
+def queued(settings):
+    """A seeded shop whose product 2 is a queue, scheduled an hour from now; the lines it publishes."""
+    replication = Recorded()
+    inventory = Inventory(settings, replication=replication)
+    inventory.seed(random_seed=SEED)
+    with inventory.engine.begin() as connection:  # (two pairs a size: a crowd a few more than the pairs is small)
+        connection.execute(text("UPDATE item_availabilities SET available_count = 2, version = version + 1 "
+                                "WHERE item_id IN (SELECT id FROM items WHERE product_id = 2)"))
+    inventory.set_drop_mode(2, DropMode.QUEUE)
+    yield inventory, replication.published
+    inventory.close()
+
+
+def lines(published) -> list[WaitingLine]:
+    return [change for change in published if isinstance(change, WaitingLine)]
+
+
+def account(n: int) -> str:
+    return f"account-{n}"
+
+
+def pairs_of(inventory, product_id: int) -> list[int]:
+    """Each pair of the product, as its size's id (a size with 3 pairs: 3 times)."""
+    product = next(p for p in inventory.complete_products() if p.id == product_id)
+    return [item.id for item in product.items for _ in range(item.available_count)]
+
+
+def test_a_place_is_one_per_account_once_the_release_is_scheduled_and_only_for_accounts(queued):
+    inventory, published = queued
+    with pytest.raises(QueueRefused, match="opens once its release time is set"):
+        inventory.join_queue(account(1), 2)
+    inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    with pytest.raises(QueueSignInRequired, match="one per person"):
+        inventory.join_queue("a" * 64, 2)  # a guest's cookie
+    with pytest.raises(QueueRefused, match="not sold through a queue"):
+        inventory.join_queue(account(1), 1)
+    with pytest.raises(NotFound):
+        inventory.join_queue(account(1), 99)
+    place = inventory.join_queue(account(1), 2)
+    assert place.stage is Stage.PRE_QUEUE and len(place.entry) == 16
+    assert inventory.join_queue(account(1), 2) == place  # a second tab, another device: the same place
+    # A queue that shoppers are in stays a queue.
+    with pytest.raises(DropModeRefused, match="queue has 1 shopper in it"):
+        inventory.set_drop_mode(2, DropMode.FIRST_COME)
+    # The keeper publishes the line: one waiting, not opened.
+    [line] = inventory.keep_waiting_rooms()
+    assert (line.product_id, line.opened, line.waiting, line.sold_out) == (2, False, 1, False)
+    assert lines(published)[-1] == line
+    view = inventory.queue_for_shopper(2, account(1), line)
+    assert view["place"] == {"entry": place.entry, "stage": "pre_queue", "waiting": 1, "sold_out": False}
+    assert view["record"] is None and len(view["commitment"]) == 64
+
+
+def test_the_release_shuffles_the_pre_queue_checkably_and_lets_shoppers_in_at_the_pace_and_stock(queued, settings):
+    inventory, published = queued
+    T = time.time()  # (the keeper's clock: the database's guard reads the real time)
+    inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    pairs = pairs_of(inventory, 2)
+    crowd = [account(n) for n in range(len(pairs) + 3)]  # three more than the pairs
+    for shopper in crowd:
+        inventory.join_queue(shopper, 2)
+    inventory.keep_waiting_rooms(now=T)
+    # Before the release: nobody buys, let in or not.
+    assert inventory.purchase(crowd[0], [pairs[0]]).refusal is Refusal.NOT_RELEASED
+    inventory.release(2)
+    with pytest.raises(QueueRefused, match="not shuffled yet"):
+        inventory.verify_queue(2)
+    [opened] = inventory.keep_waiting_rooms(now=T)
+    assert opened.opened and opened.head == 0 and opened.waiting == len(crowd)
+    assert inventory.verify_queue(2) == []
+    record = inventory.queue_for_shopper(2, None)["record"]
+    assert len(record["order"]) == len(crowd) and record["seed"]
+    places = {shopper: inventory.queue_place(shopper, 2) for shopper in crowd}
+    by_number = sorted(crowd, key=lambda shopper: places[shopper].number)
+    assert [places[s].entry for s in by_number] == record["order"]  # the line is the published order
+    assert by_number != crowd  # (arrival gained nothing)
+
+    # Ten a second; a second later, ten are let in, the first ten of the line.
+    inventory.set_queue_pace(2, 600)
+    [moved] = inventory.keep_waiting_rooms(now=T + 1)
+    let_in = by_number[:10]
+    assert [inventory.queue_place(s, 2).stage for s in by_number[:11]] == [Stage.ADMITTED] * 10 + [Stage.QUEUE]
+    assert moved.head == places[by_number[10]].number and moved.waiting == len(crowd) - 10
+    view = inventory.queue_for_shopper(2, by_number[12], moved)["place"]
+    assert (view["position"], view["ahead"], view["wait_s"]) == (3, 2, pytest.approx(0.3))
+
+    # Only a shopper let in buys, once: the database's guard, on both of its paths.
+    outsider = by_number[-1]
+    assert inventory.purchase(outsider, [pairs[0]]).refusal is Refusal.NOT_ADMITTED
+    assert "queue" in inventory.purchase(outsider, [pairs[0]]).message
+    assert inventory.purchase(let_in[0], [pairs[0]]).ok
+    assert inventory.purchase(let_in[0], [pairs[-1]]).refusal is Refusal.NOT_ADMITTED  # its turn is used
+    assert inventory.queue_place(let_in[0], 2).stage is Stage.BOUGHT
+    pair = next(i for i in pairs_of(inventory, 2))
+    committed = sell_claims(inventory.engine, settings.database_url, 2,
+                            [Claim(let_in[1], (pair,), f"key-{let_in[1]}", True), Claim(outsider, (pair,), f"key-{outsider}", True)],
+                            settings.max_pairs_per_product)
+    first, second = committed.outcomes
+    assert committed.redone and isinstance(first, PurchaseResult) and first.ok
+    assert second.refusal is Refusal.NOT_ADMITTED
+
+    # Every pair left held by a live turn: sold out, nobody else let in, everyone waiting told.
+    inventory.set_queue_pace(2, 100_000)
+    [full] = inventory.keep_waiting_rooms(now=T + 2)
+    left = len(pairs_of(inventory, 2))
+    admitted = [s for s in crowd if inventory.queue_place(s, 2).stage is Stage.ADMITTED]
+    assert len(admitted) == left and full.sold_out and full.waiting == 3
+    assert inventory.queue_for_shopper(2, outsider, full)["place"]["sold_out"]
+    assert inventory.keep_waiting_rooms(now=T + 2.5) == []  # (nothing moved: nothing sent)
+
+    # A keeper started again (another process) reads the rows: nobody is let in twice, or loses a place.
+    again = Inventory(settings, replication=Recorded())
+    try:
+        [first] = again.keep_waiting_rooms(now=T + 3)  # (a new keeper sends its line at once, newer)
+        assert replace(first, version=full.version) == full and first.version > full.version
+        assert [again.queue_place(s, 2) for s in crowd] == [inventory.queue_place(s, 2) for s in crowd]
+        # The turns end unused: their pairs come back, and the three still waiting are let in.
+        turn_s = settings.queue_turn_minutes * 60
+        [back] = again.keep_waiting_rooms(now=T + 2 + turn_s + 1)
+        assert not back.sold_out and back.waiting == 0
+        assert {again.queue_place(s, 2).stage for s in admitted} == {Stage.EXPIRED}
+        assert [again.queue_place(s, 2).stage for s in by_number[-3:]] == [Stage.ADMITTED] * 3
+    finally:
+        again.close()
+
+
+def test_one_who_comes_after_the_release_queues_behind_in_arrival_order(queued):
+    inventory, _published = queued
+    inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    early = [account(n) for n in range(5)]
+    for shopper in early:
+        inventory.join_queue(shopper, 2)
+    inventory.release(2)
+    late = [account(n) for n in range(5, 8)]
+    for shopper in late:
+        assert inventory.join_queue(shopper, 2).stage is Stage.QUEUE
+    inventory.set_queue_pace(2, 0)  # (paused: nobody let in)
+    [line] = inventory.keep_waiting_rooms(now=time.time())
+    assert [inventory.queue_place(s, 2).number for s in late] == [5, 6, 7]
+    assert inventory.queue_for_shopper(2, late[-1], line)["place"]["position"] == 8
+    assert inventory.queue_for_shopper(2, late[-1], line)["place"]["wait_s"] is None  # (paused)
