@@ -51,6 +51,10 @@ class QueueSignInRequired(QueueRefused):
     """A place in a waiting room asked for by a shopper who is not signed in with a confirmed address."""
 
 
+class QueueProofUsed(QueueRefused):
+    """A place in a waiting room asked for with a proof of work that took another place already."""
+
+
 class SalesBusy(Sneakers23Error):
     """Too many purchases of these sizes are waiting: try again in a moment."""
 

@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     # attempts one client address may make a minute, on each page replica (0: no limit).
     proof_of_work_max_number: int = Field(default=200_000, ge=0, le=100_000_000)
     account_attempts_per_minute: int = Field(default=10, ge=0)
-    # A draw's entry costs a proof of work of its own (a bot pays per entry), and one client address
-    # may make so many entries an hour on each page replica.
+    # A draw's entry, or a new place in a queue, costs a proof of work of its own (a bot pays per
+    # entry), and one client address may make so many of each an hour on each replica.
     entry_proof_of_work_max_number: int = Field(default=200_000, ge=0, le=100_000_000)
     entries_per_address_per_hour: int = Field(default=20, ge=0)
     # A queued drop's waiting room: the most shoppers it lets in a minute when the staff set no pace

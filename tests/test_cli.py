@@ -250,7 +250,7 @@ def test_drop_verify_checks_a_products_closed_draw_against_the_commitment_it_sho
     shown = re.search(r"committed to the seed whose SHA-256 is ([0-9a-f]{64})\n$", said).group(1)
     assert shown in run(url, "admin", "audit").stdout.splitlines()[0]  # (in the audit, as on the page)
     assert fails(url, "drop", "verify", "2") == \
-        "sneakers23: product 2 has no closed draw to check: its draw closes at its release"
+        "sneakers23: product 2 has no closed draw or shuffled queue to check: its draw closes at its release"
     inventory = Inventory(Settings(database_url=url, cluster="none"))
     try:
         item = next(p for p in inventory.complete_products() if p.id == 2).items[0].id

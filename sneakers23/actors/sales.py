@@ -187,7 +187,7 @@ class ProductSales:
     def _commit(self, batch: list[Claim]) -> tuple[list[PurchaseResult | Exception], list[Change]]:
         """In a thread: the batch through the database's one way to sell claims (db/sales.py)."""
         committed = sell_claims(self.engine, self._settings.database_url, self.product_id, batch,
-                                self._settings.max_pairs_per_product)
+                                self._settings.max_pairs_per_product, self._ledger.queued)
         self.stats.transactions += committed.transactions
         self.stats.pairs_sold += sum(len(outcome.units) for outcome in committed.outcomes
                                      if isinstance(outcome, PurchaseResult) and outcome.ok and not outcome.replayed)

@@ -256,6 +256,7 @@ class WaitingPlaceRow(SQLModel, table=True):
         UniqueConstraint("product_id", "shopper_id", name="waiting_places_one_per_account"),
         UniqueConstraint("product_id", "entry_id", name="waiting_places_entry_id_unique"),
         UniqueConstraint("product_id", "number", name="waiting_places_number_unique"),
+        UniqueConstraint("proof", name="waiting_places_proof_once"),
         CheckConstraint(f"stage IN ({', '.join(repr(str(s)) for s in STAGES)})", name="waiting_stage_known"),
     )
 
@@ -266,5 +267,6 @@ class WaitingPlaceRow(SQLModel, table=True):
     stage: str = Field(max_length=16)
     number: int | None = Field(default=None)
     until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # an admission's end
+    proof: str | None = Field(default=None, max_length=64)  # its proof of work's challenge: each is taken once
     joined_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()

@@ -305,6 +305,9 @@ def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str,
     for item_id in item_ids:
         product_id = facts.sizes[item_id].product_id
         wanted[product_id] = wanted.get(product_id, 0) + 1
+    for product_id in sorted({facts.sizes[item_id].product_id for item_id in item_ids if facts.sizes[item_id].queued}):
+        if not waiting_rooms.use_admissions(connection, product_id, {shopper_id}):
+            return None  # (its turn ended, or another purchase used it, meanwhile: read again)
     for product_id in sorted(wanted):
         if not add_pairs(connection, shopper_id, product_id, wanted[product_id], max_pairs):
             return None
@@ -313,9 +316,6 @@ def sell(connection: Connection, shopper_id: str, item_ids: list[int], key: str,
         wins = [(entry_of_key(key), shopper_id, item_id) for item_id in won if facts.sizes[item_id].product_id == product_id]
         if draws.mark_bought(connection, product_id, wins) < len(wins):
             return None  # (the winner's pair was bought meanwhile: read again, and replay it)
-    for product_id in sorted({facts.sizes[item_id].product_id for item_id in item_ids if facts.sizes[item_id].queued}):
-        if waiting_rooms.use_admissions(connection, product_id, {shopper_id}) < 1:
-            return None  # (its window ended, or another purchase used it, meanwhile: read again)
     after: dict[int, tuple[int, int]] = {}
     for item_id in sorted(item_ids):
         size = facts.sizes[item_id]

@@ -25,7 +25,7 @@ from sneakers23.db.queries import add_pairs_of_many, decrement, load_products, o
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.changes import AvailabilityChanged
 from sneakers23.domain.draws import entry_of_key
-from sneakers23.domain.purchases import PurchaseResult, SoldUnit, signed_in
+from sneakers23.domain.purchases import PurchaseResult, Refusal, SoldUnit, signed_in
 from sneakers23.domain.sales import Claim, SaleRecord
 from sneakers23.errors import DatabaseUnavailable, NotFound
 from sneakers23.group_commit import one_by_one
@@ -44,13 +44,13 @@ class Committed:
 
 
 def sell_claims(engine: Engine, database_url: str, product_id: int, claims: list[Claim],
-                max_pairs_per_product: int) -> Committed:
+                max_pairs_per_product: int, queued: bool = False) -> Committed:
     """Sell the claims in one transaction, or, when a guard refuses the batch, one transaction per
     purchase: each purchase's outcome its own, so one that fails fails alone. Once the database is
     away, the rest are not tried (each try could wait out a timeout) and are told to try again.
     Raises the database's error when the batch's own transaction met it (nothing sold)."""
     with translated_errors(database_url), engine.connect() as connection, connection.begin() as transaction:
-        sold = commit_batch(connection, product_id, claims, max_pairs_per_product)
+        sold = commit_batch(connection, product_id, claims, max_pairs_per_product, queued)
         if sold is not None:
             return Committed(*sold, transactions=1, redone=False)
         transaction.rollback()
@@ -112,10 +112,31 @@ def insert_orders(connection: Connection, product_id: int, rows: list[dict]) -> 
     return [ids[(row["shopper_id"], row["idempotency_key"], row["line"])] for row in rows]
 
 
-def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
-                 max_pairs_per_product: int) -> tuple[list[PurchaseResult], list[AvailabilityChanged]] | None:
+def commit_batch(connection: Connection, product_id: int, claims: list[Claim], max_pairs_per_product: int,
+                 queued: bool = False) -> tuple[list[PurchaseResult], list[AvailabilityChanged]] | None:
     """Sell every claim, in the caller's transaction: the claims' results, in order, and each
-    size's state after them; None when a guard trips (the caller rolls back)."""
+    size's state after them; None when a guard trips (the caller rolls back). A queued product's
+    claims (`queued`) sell only with their buyers' live turns, used here; a claim without one (or a
+    second of the same buyer: a turn buys once) is refused on its own, and the others go on."""
+    refused: dict[int, PurchaseResult] = {}
+    if queued:  # (first, as in a purchase on its own: the turns, then the counters, then the sizes)
+        with_turn = waiting_rooms.use_admissions(connection, product_id, {claim.shopper_id for claim in claims})
+        for at, claim in enumerate(claims):
+            if claim.shopper_id not in with_turn:
+                refused[at] = PurchaseResult.refused(Refusal.NOT_ADMITTED, claim.item_ids[0])
+            with_turn.discard(claim.shopper_id)
+        if refused:
+            selling = [claim for at, claim in enumerate(claims) if at not in refused]
+            sold = _sell(connection, product_id, selling, max_pairs_per_product, True) if selling else ([], [])
+            if sold is None:
+                return None
+            results = iter(sold[0])
+            return [refused[at] if at in refused else next(results) for at in range(len(claims))], sold[1]
+    return _sell(connection, product_id, claims, max_pairs_per_product, queued)
+
+
+def _sell(connection: Connection, product_id: int, claims: list[Claim], max_pairs_per_product: int,
+          turns_used: bool) -> tuple[list[PurchaseResult], list[AvailabilityChanged]] | None:
     # The shoppers' counters first, then the sizes: the lock order of a purchase on its own.
     pairs = Counter()
     for claim in claims:
@@ -127,16 +148,11 @@ def commit_batch(connection: Connection, product_id: int, claims: list[Claim],
     if by_draw and not _winners_marked(connection, product_id, claims):
         return _refused(product_id, len(claims), "a purchase of a draw's pair that no winner's entry holds")
 
-    # A queue's buyers were let in: their admissions, used here, are the guard (any other batch's
-    # decrement refuses a queue's sizes). Fewer than the batch's buyers: not all were let in.
-    buyers = {claim.shopper_id for claim in claims}
-    admitted = waiting_rooms.use_admissions(connection, product_id, buyers) == len(buyers)
-
     wanted = Counter(item_id for claim in claims for item_id in claim.item_ids)
     after: dict[int, tuple[int, int]] = {}  # item -> (count after the batch, version)
     guests = not all(signed_in(claim.shopper_id) for claim in claims)
     for item_id in sorted(wanted):  # a fixed lock order
-        row = decrement(connection, item_id, product_id, wanted[item_id], guests, by_draw, admitted)
+        row = decrement(connection, item_id, product_id, wanted[item_id], guests, by_draw, admitted=turns_used)
         if row is None:
             return _refused(product_id, len(claims), f"item {item_id} has fewer than {wanted[item_id]} pairs, or is not on sale")
         after[item_id] = (row.available_count, row.version)

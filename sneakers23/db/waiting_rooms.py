@@ -65,13 +65,14 @@ def forget(connection: Connection, product_id: int) -> None:
 
 
 class Room:
-    """A waiting room's row, as its keeper and the product page read it."""
+    """A waiting room's row, as its keeper and the product page read it (the record, which may be
+    long, only where it is asked for)."""
 
-    def __init__(self, row):
+    def __init__(self, row, record: str | None = None):
         self.product_id: int = row.product_id
         self.seed = bytes.fromhex(row.seed)
         self.commitment: str = row.commitment
-        self.record = None if row.record is None else ShuffleRecord.from_dict(json.loads(row.record))
+        self.record = None if record is None else ShuffleRecord.from_dict(json.loads(record))
         self.opened_at = _seconds(row.opened_at)
         self.pace_per_minute: float | None = row.pace_per_minute
         self.version: int = row.version
@@ -79,25 +80,32 @@ class Room:
         self.scheduled = row.release_at is not None
 
 
-_ROOM = (rooms_t.c.product_id, rooms_t.c.seed, rooms_t.c.commitment, rooms_t.c.record, rooms_t.c.opened_at,
+_ROOM = (rooms_t.c.product_id, rooms_t.c.seed, rooms_t.c.commitment, rooms_t.c.opened_at,
          rooms_t.c.pace_per_minute, rooms_t.c.version, products_t.c.released, products_t.c.release_at)
 
 
-def room(connection: Connection, product_id: int) -> Room | None:
-    """The waiting room of a product still sold by queue (None: no such room)."""
-    row = connection.execute(select(*_ROOM).join(products_t, products_t.c.id == rooms_t.c.product_id)
-                             .where(rooms_t.c.product_id == product_id,
-                                    products_t.c.drop_mode == str(DropMode.QUEUE))).one_or_none()
-    return None if row is None else Room(row)
+def room(connection: Connection, product_id: int, lock: bool = False, with_record: bool = True) -> Room | None:
+    """The waiting room of a product still sold by queue, with its record unless left out (None:
+    no such room). With `lock`, its row is held until the commit (PostgreSQL: a second keeper, left
+    over from a lost node, waits, then finds the room moved on)."""
+    columns = (*_ROOM, rooms_t.c.record) if with_record else _ROOM
+    query = (select(*columns).join(products_t, products_t.c.id == rooms_t.c.product_id)
+             .where(rooms_t.c.product_id == product_id, products_t.c.drop_mode == str(DropMode.QUEUE)))
+    row = connection.execute(query.with_for_update(of=rooms_t) if lock else query).one_or_none()
+    return None if row is None else Room(row, row.record if with_record else None)
 
 
 def rooms_to_keep(connection: Connection) -> list[Room]:
-    """The rooms of the products sold by queue whose release is scheduled or made."""
+    """The rooms of the products sold by queue whose release is scheduled or made (no records)."""
     return [Room(row) for row in connection.execute(
         select(*_ROOM).join(products_t, products_t.c.id == rooms_t.c.product_id)
         .where(products_t.c.drop_mode == str(DropMode.QUEUE),
                products_t.c.released.is_(True) | products_t.c.release_at.is_not(None))
         .order_by(rooms_t.c.product_id))]
+
+
+class KeeperBehind(Exception):
+    """The room's rows moved on under this keeper (another wrote them): it reads them again."""
 
 
 def set_pace(connection: Connection, product_id: int, pace_per_minute: float | None) -> bool:
@@ -118,30 +126,40 @@ def moved(connection: Connection, product_id: int) -> int:
 def opened(connection: Connection, product_id: int, record: ShuffleRecord, at: float, numbers: dict[str, int]) -> None:
     """The release came: the pre-queue shuffled into the line (each account's number) and the
     record, which publishes the seed."""
-    connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id)
-                       .values(record=json.dumps(record.as_dict()), opened_at=_moment(at)))
+    done = connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id, rooms_t.c.opened_at.is_(None))
+                              .values(record=json.dumps(record.as_dict()), opened_at=_moment(at))).rowcount
+    if done != 1:
+        raise KeeperBehind(f"product {product_id}'s waiting room was opened already")
     numbered(connection, product_id, numbers)
 
 
 def numbered(connection: Connection, product_id: int, numbers: dict[str, int]) -> None:
-    """Accounts let into the line, with their numbers."""
+    """Accounts let into the line, with their numbers (a place numbered already keeps its number and
+    its stage: a number is given once)."""
     if not numbers:
         return
     now = _now()
     connection.execute(  # (one statement, many rows: psycopg sends them in a pipeline)
-        update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id == bindparam("account"))
+        update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id == bindparam("account"),
+                               places_t.c.number.is_(None))
         .values(stage=str(Stage.QUEUE), number=bindparam("in_line"), updated_at=now),
         [{"account": shopper_id, "in_line": number} for shopper_id, number in numbers.items()])
 
 
 # --- places -----------------------------------------------------------------------------------
 
-def join(connection: Connection, product_id: int, shopper_id: str, entry_id: str) -> bool:
+def proof_used(connection: Connection, proof: str | None) -> bool:
+    return proof is not None and connection.execute(
+        select(places_t.c.id).where(places_t.c.proof == proof)).first() is not None
+
+
+def join(connection: Connection, product_id: int, shopper_id: str, entry_id: str, proof: str | None = None) -> bool:
     """The account's place in the product's waiting room (in the pre-queue before the release, in
     line after it); False when it had one already (the caller reads it) or the product is not a
     queue whose release is scheduled or made (the guard under the caller's rule: on PostgreSQL
     the product's row is shared-locked, so a release waits for the join's commit, and no place
-    joins the pre-queue after the shuffle)."""
+    joins the pre-queue after the shuffle), or its proof of work took another place meanwhile (the
+    unique index)."""
     sold_by_queue = select(products_t.c.released).where(
         products_t.c.id == product_id, products_t.c.drop_mode == str(DropMode.QUEUE),
         products_t.c.released.is_(True) | products_t.c.release_at.is_not(None))
@@ -151,7 +169,7 @@ def join(connection: Connection, product_id: int, shopper_id: str, entry_id: str
     if released is None:
         return False
     made = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(places_t).values(
-        product_id=product_id, shopper_id=shopper_id, entry_id=entry_id,
+        product_id=product_id, shopper_id=shopper_id, entry_id=entry_id, proof=proof,
         stage=str(Stage.QUEUE if released else Stage.PRE_QUEUE), joined_at=_now(), updated_at=_now())
     return connection.execute(made.on_conflict_do_nothing()).rowcount == 1  # (one per account)
 
@@ -179,11 +197,22 @@ def places_of(connection: Connection, product_id: int, shopper_ids: list[str]) -
     return found
 
 
-def places_after(connection: Connection, product_id: int, after_id: int) -> tuple[list[LinePlace], int]:
-    """The places that joined after `after_id`, in arrival order, and the last one's id."""
-    rows = connection.execute(select(*_PLACE).where(places_t.c.product_id == product_id, places_t.c.id > after_id)
-                              .order_by(places_t.c.id)).all()
-    return [_place(row) for row in rows], (rows[-1].id if rows else after_id)
+def places_to_take(connection: Connection, product_id: int, since: datetime | None) -> list[LinePlace]:
+    """The places the keeper has yet to take in: in the pre-queue, or in line with no number yet,
+    joined since `since` (None: whenever), in arrival order. (A window of time, not the last id
+    read: PostgreSQL hands ids out at the insert, and a join may commit after a later one.)"""
+    query = select(*_PLACE).where(places_t.c.product_id == product_id,
+                                  (places_t.c.stage == str(Stage.PRE_QUEUE))
+                                  | ((places_t.c.stage == str(Stage.QUEUE)) & places_t.c.number.is_(None)))
+    if since is not None:
+        query = query.where(places_t.c.joined_at >= since)
+    return [_place(row) for row in connection.execute(query.order_by(places_t.c.id))]
+
+
+def places(connection: Connection, product_id: int) -> list[LinePlace]:
+    """Every place of the room, in arrival order (what a keeper restores its room from)."""
+    return [_place(row) for row in connection.execute(
+        select(*_PLACE).where(places_t.c.product_id == product_id).order_by(places_t.c.id))]
 
 
 def admitted(connection: Connection, product_id: int, until: dict[str, float]) -> None:
@@ -201,21 +230,23 @@ def admitted(connection: Connection, product_id: int, until: dict[str, float]) -
 def expired(connection: Connection, product_id: int, accounts: list[str]) -> set[str]:
     """Admissions whose window passed unused; returns those that were still unused (one used
     meanwhile was bought: it stays so)."""
-    if not accounts:
-        return set()
-    return set(connection.execute(
-        update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id.in_(accounts),
-                               places_t.c.stage == str(Stage.ADMITTED))
-        .values(stage=str(Stage.EXPIRED), updated_at=_now()).returning(places_t.c.shopper_id)).scalars())
+    ended: set[str] = set()
+    for batch in in_batches(accounts):
+        ended.update(connection.execute(
+            update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id.in_(batch),
+                                   places_t.c.stage == str(Stage.ADMITTED))
+            .values(stage=str(Stage.EXPIRED), updated_at=_now()).returning(places_t.c.shopper_id)).scalars())
+    return ended
 
 
 def bought_among(connection: Connection, product_id: int, accounts: list[str]) -> set[str]:
     """Which of these admissions were used by a purchase."""
-    if not accounts:
-        return set()
-    return set(connection.execute(select(places_t.c.shopper_id).where(
-        places_t.c.product_id == product_id, places_t.c.shopper_id.in_(accounts),
-        places_t.c.stage == str(Stage.BOUGHT))).scalars())
+    used: set[str] = set()
+    for batch in in_batches(accounts):
+        used.update(connection.execute(select(places_t.c.shopper_id).where(
+            places_t.c.product_id == product_id, places_t.c.shopper_id.in_(batch),
+            places_t.c.stage == str(Stage.BOUGHT))).scalars())
+    return used
 
 
 def pairs_left(connection: Connection, product_id: int) -> int:
@@ -246,12 +277,13 @@ def live_admissions(connection: Connection, shopper_id: str, product_ids: set[in
         places_t.c.stage == str(Stage.ADMITTED), places_t.c.until > _now())).scalars())
 
 
-def use_admissions(connection: Connection, product_id: int, shopper_ids: set[str]) -> int:
-    """Mark the shoppers' live admissions bought, in the sale's transaction; returns how many were
-    (fewer than asked: a sale without one must not stand)."""
-    if not shopper_ids:
-        return 0
-    return connection.execute(update(places_t).where(
-        places_t.c.product_id == product_id, places_t.c.shopper_id.in_(shopper_ids),
-        places_t.c.stage == str(Stage.ADMITTED), places_t.c.until > _now())
-        .values(stage=str(Stage.BOUGHT), updated_at=_now())).rowcount
+def use_admissions(connection: Connection, product_id: int, shopper_ids: set[str]) -> set[str]:
+    """Mark the shoppers' live turns bought, in the sale's transaction; returns the shoppers whose
+    turn it was (a sale of anyone else must not stand)."""
+    used: set[str] = set()
+    for batch in in_batches(shopper_ids):
+        used.update(connection.execute(update(places_t).where(
+            places_t.c.product_id == product_id, places_t.c.shopper_id.in_(batch),
+            places_t.c.stage == str(Stage.ADMITTED), places_t.c.until > _now())
+            .values(stage=str(Stage.BOUGHT), updated_at=_now()).returning(places_t.c.shopper_id)).scalars())
+    return used

@@ -23,6 +23,7 @@ class ActionKind(StrEnum):
     REQUIRE_SIGN_IN = "require_sign_in"  # the product sells only to signed-in shoppers (verified accounts)
     ALLOW_GUESTS = "allow_guests"  # the product sells to anyone again
     SET_DROP_MODE = "set_drop_mode"  # first come, a queue or a draw (domain/drops.py), before the release
+    SET_QUEUE_PACE = "set_queue_pace"  # shoppers a queue lets in a minute (None: its default), any time
     LOGIN = "login"  # not asked for: written by the login itself (a failed one counts to its throttle)
     UNLOCK_LOGINS = "unlock_logins"  # an operator's `sneakers23 admin unlock`: the throttle starts again
     LOGOUT = "logout"  # its target names the session, which stays revoked until it would have expired
@@ -35,7 +36,8 @@ class ActionKind(StrEnum):
 
 
 ACTIONS = (ActionKind.RELEASE, ActionKind.SCHEDULE, ActionKind.CANCEL_SCHEDULE, ActionKind.RESTOCK,
-           ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS, ActionKind.SET_DROP_MODE)
+           ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS, ActionKind.SET_DROP_MODE, ActionKind.SET_QUEUE_PACE)
+MAX_PACE_PER_MINUTE = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class AdminAction:
     at: datetime | None = None  # a schedule's release time (UTC-aware)
     count: int | None = None  # a restock's pairs
     mode: DropMode | None = None  # a drop mode to set
+    pace: float | None = None  # a queue's shoppers let in a minute (None: its default pace)
 
     @property
     def target(self) -> str:
@@ -64,6 +67,9 @@ class AdminAction:
             return f"sell product {self.product_id} to guests too"
         if self.kind is ActionKind.SET_DROP_MODE:
             return f"make product {self.product_id} a {self.mode} drop"
+        if self.kind is ActionKind.SET_QUEUE_PACE:
+            return (f"let product {self.product_id}'s queue in at "
+                    + ("its default pace" if self.pace is None else f"{self.pace:g} shoppers a minute"))
         return f"release product {self.product_id} now"
 
 
@@ -105,6 +111,8 @@ def parse_action(body: object, now: datetime | None = None) -> AdminAction:
     product_id = _whole(body.get("product_id"), "product_id", 1, 2**31 - 1)
     if kind is ActionKind.SET_DROP_MODE:
         return AdminAction(kind, product_id=product_id, mode=parse_drop_mode(body.get("mode")))
+    if kind is ActionKind.SET_QUEUE_PACE:
+        return AdminAction(kind, product_id=product_id, pace=parse_pace(body.get("per_minute")))
     if kind is not ActionKind.SCHEDULE:
         return AdminAction(kind, product_id=product_id)
     at = body.get("at")
@@ -118,6 +126,19 @@ def parse_action(body: object, now: datetime | None = None) -> AdminAction:
     if when <= (now or datetime.now(timezone.utc)):
         raise ValueError(f"the release time {when.isoformat()} is in the past")
     return AdminAction(kind, product_id=product_id, at=when)
+
+
+def parse_pace(value: object) -> float | None:
+    """A queue's pace from the staff's words: shoppers a minute (0 pauses it), or `default` (None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "default"):
+        return None
+    try:
+        pace = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+    except ValueError:
+        pace = math.nan
+    if not 0 <= pace <= MAX_PACE_PER_MINUTE:  # (NaN too)
+        raise ValueError(f"a queue's pace is 0 to {MAX_PACE_PER_MINUTE:,} shoppers a minute, or default")
+    return pace
 
 
 def admin_name(name: object) -> str:

@@ -125,12 +125,13 @@ class WaitingLine:
     pace_per_minute: float = 0.0
     sold_out: bool = False  # the pairs left are all held or sold: nobody is let in for now
     waiting: int = 0  # in the pre-queue and the line
+    turns: tuple[int, int, int] = (0, 0, 0)  # turns live, used (bought) and ended unused: the staff's figures
 
     kind = "waiting_line"
 
     def __reduce__(self):
         return WaitingLine, (self.product_id, self.version, self.opened, self.head, self.left, self.pace_per_minute,
-                             self.sold_out, self.waiting)
+                             self.sold_out, self.waiting, self.turns)
 
 
 InventoryChange = (ProductReleased, ReleaseScheduleChanged, AvailabilityChanged)  # (for isinstance)

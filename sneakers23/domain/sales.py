@@ -154,6 +154,11 @@ class SalesLedger:
         return len(self._claims)
 
     @property
+    def queued(self) -> bool:
+        """Its product is sold through a queue: each claim needs its buyer's turn (the database's)."""
+        return self._catalog.queued(self.product_id)
+
+    @property
     def shoppers(self) -> int:
         """Shoppers it holds something of: it grows with the buyers, never with refusals."""
         return len(self._holdings)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sneakers23.domain.changes import WaitingLine
@@ -55,9 +55,11 @@ def join_refused(product_id: int, mode: DropMode, scheduled: bool, released: boo
     if not (scheduled or released):
         return JoinRefusal.NOT_SCHEDULED, f"product {product_id}'s queue opens once its release time is set"
     if not signed_in:
-        return (JoinRefusal.SIGN_IN_REQUIRED,
-                "a place in the queue is one per person: sign in with a confirmed email address to take yours")
+        return JoinRefusal.SIGN_IN_REQUIRED, SIGN_IN_TO_QUEUE
     return None
+
+
+SIGN_IN_TO_QUEUE = "a place in the queue is one per person: sign in with a confirmed email address to take yours"
 
 
 @dataclass(frozen=True)
@@ -165,12 +167,21 @@ class WaitingRoom:
         return self._until.get(account)
 
     def line(self, product_id: int = 0, version: int = 0) -> WaitingLine:
-        """The line's summary that every tab shows its place from (`place_in_line`)."""
+        """The line's summary that every tab shows its place from (`place_in_line`), with the
+        figures the staff see."""
+        where = self._where()
+        stages = self.counts()
+        return replace(where, product_id=product_id, version=version,
+                       waiting=len(self._pre_queue) + len(self._line) - len(where.left),
+                       turns=(stages[Stage.ADMITTED], stages[Stage.BOUGHT], stages[Stage.EXPIRED]))
+
+    def _where(self) -> WaitingLine:
+        """Where the line stands (its head, those taken out past it), without the figures: a
+        place is told from it in a few steps, however long the line."""
         head_account = self._next_in_line()
         head = self._number[head_account] if head_account is not None else self._next_number
-        left = tuple(number for number in self._left if number >= head)
-        return WaitingLine(product_id, version, self.opened_at is not None, head, left, self.pace_per_minute,
-                           self.sold_out, len(self._pre_queue) + len(self._line) - len(left))
+        left = tuple(self._left[bisect.bisect_left(self._left, head):])
+        return WaitingLine(0, 0, self.opened_at is not None, head, left, self.pace_per_minute, self.sold_out)
 
     # --- joining and leaving ---
 
@@ -282,7 +293,7 @@ class WaitingRoom:
             return None
         entry = self._entries[account]
         if stage is Stage.QUEUE:
-            return place_in_line(entry, self._number[account], self.line())
+            return place_in_line(entry, self._number[account], self._where())
         if stage is Stage.ADMITTED:
             return Place(entry, stage, until=self._until[account])
         return Place(entry, stage, sold_out=self.sold_out and stage is Stage.PRE_QUEUE)

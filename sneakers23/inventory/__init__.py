@@ -66,9 +66,9 @@ class Inventory:
         self.carts = Carts(self.database, self.settings, activity)
         self.maintenance = Maintenance(self.database)
         self.accounts = Accounts(self.database, mail, self.settings.public_url)
-        self.desk = StaffDesk(self.database, self.shop, self.accounts)
         self.draws = Draws(self.database, self.settings, mail, self.settings.public_url)
         self.waiting_rooms = WaitingRooms(self.database, self.settings)
+        self.desk = StaffDesk(self.database, self.shop, self.accounts, self.waiting_rooms)
 
     def close(self) -> None:
         self.database.close()

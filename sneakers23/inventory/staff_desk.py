@@ -13,16 +13,18 @@ from sneakers23.domain.words import counted
 from sneakers23.errors import AlreadyReleased, DropModeRefused, NotFound
 from sneakers23.inventory.accounts import AccountRefused, Accounts
 from sneakers23.inventory.shop import Shop
+from sneakers23.inventory.waiting_rooms import WaitingRooms
 
 ONLY_SIGNED_IN = "; sold to signed-in shoppers only"
 ACCOUNT_ACTIONS = (ActionKind.LOOK_UP_ACCOUNT, ActionKind.LOCK_ACCOUNT, ActionKind.UNLOCK_ACCOUNT)
 
 
 class StaffDesk:
-    def __init__(self, database: Database, shop: Shop, accounts: Accounts):
+    def __init__(self, database: Database, shop: Shop, accounts: Accounts, waiting_rooms: WaitingRooms):
         self.database = database
         self.shop = shop
         self.accounts = accounts
+        self.waiting_rooms = waiting_rooms
 
     def act(self, who: str, action: AdminAction, client: str = "") -> AuditEntry:
         """Carry out a staff action through the shop (release now, schedule or cancel a release,
@@ -53,6 +55,10 @@ class StaffDesk:
                 with self.database.reading() as connection:
                     said += f"; its shuffle is committed to the seed whose SHA-256 is {draws.state(connection, action.product_id).commitment}"
             return said
+        if action.kind is ActionKind.SET_QUEUE_PACE:
+            self.waiting_rooms.set_queue_pace(action.product_id, action.pace)
+            return ("lets in as many a minute as there are pairs left (the default)" if action.pace is None
+                    else f"lets in {action.pace:g} a minute")
         if action.kind in (ActionKind.REQUIRE_SIGN_IN, ActionKind.ALLOW_GUESTS):
             required = action.kind is ActionKind.REQUIRE_SIGN_IN
             self.shop.require_sign_in(action.product_id, required)

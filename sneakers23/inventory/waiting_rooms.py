@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 
 from sneakers23.db import queries
 from sneakers23.db import waiting_rooms as rows
@@ -27,14 +28,15 @@ from sneakers23.domain.fairness import ShuffleRecord, verify
 from sneakers23.domain.purchases import signed_in
 from sneakers23.domain.waiting_room import (JoinRefusal, LinePlace, Stage, WaitingRoom, default_pace, join_refused,
                                             place_view)
-from sneakers23.errors import NotFound, QueueRefused, QueueSignInRequired
+from sneakers23.errors import NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired
 from sneakers23.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ENTRY_ID_BYTES = 8  # 16 hex digits: opaque, and too many to guess another's
 SEND_AGAIN_S = 3.0  # a line that did not move is sent again this often: a node that missed it catches up
-PAIRS_EACH = 1  # pairs an admission holds
+JOINS_SETTLE_S = 10.0  # a place joined is looked for this long (its join may commit after later ones)...
+FULL_READ_EVERY_S = 30.0  # ...and every place still to take in, this often (one whose join took longer)
 
 
 @dataclass
@@ -43,8 +45,7 @@ class _Kept:
 
     room: WaitingRoom
     commitment: str
-    last_place: int  # the id of the last place read
-    pending: list[LinePlace] = field(default_factory=list)  # read at a restore, to be taken as new
+    read_at: float = float("-inf")  # when every place still to take in was last read
     sent: WaitingLine | None = None
     sent_at: float = 0.0
 
@@ -57,9 +58,11 @@ class WaitingRooms:
 
     # --- shoppers ---
 
-    def join_queue(self, shopper_id: str, product_id: int) -> LinePlace:
+    def join_queue(self, shopper_id: str, product_id: int, proof: str | None = None) -> LinePlace:
         """The shopper's place in the product's waiting room: taken now, or the one it holds (one
-        per account: a second tab or device finds the same). Raises QueueRefused with why."""
+        per account: a second tab or device finds the same). `proof`: the challenge of the proof of
+        work it came with (serve/proof_of_work.py), taken once across the store. Raises
+        QueueRefused with why."""
         for _attempt in range(3):  # (an entry id taken already: another is drawn)
             with self.database.transaction() as unit:
                 state = queries.product_row_state(unit.connection, product_id)  # (NotFound for no such product)
@@ -71,12 +74,14 @@ class WaitingRooms:
                 if refused is not None:
                     reason, message = refused
                     raise (QueueSignInRequired if reason is JoinRefusal.SIGN_IN_REQUIRED else QueueRefused)(message)
-                if rows.join(unit.connection, product_id, shopper_id, secrets.token_hex(ENTRY_ID_BYTES)):
+                if rows.proof_used(unit.connection, proof):
+                    raise QueueProofUsed("this check that you are a person took a place already: reload the page")
+                if rows.join(unit.connection, product_id, shopper_id, secrets.token_hex(ENTRY_ID_BYTES), proof):
                     return rows.place_of(unit.connection, product_id, shopper_id)
         raise QueueRefused("the place could not be taken: try again")
 
-    async def join_queue_async(self, shopper_id: str, product_id: int) -> LinePlace:
-        return await self.database.in_thread(self.join_queue, shopper_id, product_id)
+    async def join_queue_async(self, shopper_id: str, product_id: int, proof: str | None = None) -> LinePlace:
+        return await self.database.in_thread(self.join_queue, shopper_id, product_id, proof)
 
     def queue_place(self, shopper_id: str, product_id: int) -> LinePlace | None:
         with self.database.reading() as connection:
@@ -93,11 +98,13 @@ class WaitingRooms:
     async def queue_places_async(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]:
         return await self.database.in_thread(self.queue_places, product_id, shopper_ids)
 
-    def queue_for_shopper(self, product_id: int, shopper_id: str | None, line: WaitingLine | None = None) -> dict:
-        """The queue's JSON view: its commitment, its record once shuffled, and the shopper's place
-        (shown from `line`, the page's memory of the line). Raises NotFound for no queue."""
+    def queue_for_shopper(self, product_id: int, shopper_id: str | None, line: WaitingLine | None = None,
+                          with_record: bool = True) -> dict:
+        """The queue's JSON view: its commitment, its record once shuffled (unless left out: the
+        page asks for its shopper's place alone), and the shopper's place (shown from `line`, the
+        page's memory of the line). Raises NotFound for no queue."""
         with self.database.reading() as connection:
-            room = rows.room(connection, product_id)
+            room = rows.room(connection, product_id, with_record=with_record)
             if room is None:
                 raise NotFound(f"product {product_id} is not sold through a queue")
             place = None if shopper_id is None else rows.place_of(connection, product_id, shopper_id)
@@ -106,8 +113,8 @@ class WaitingRooms:
                 "place": place_view(place, line)}
 
     async def queue_for_shopper_async(self, product_id: int, shopper_id: str | None,
-                                      line: WaitingLine | None = None) -> dict:
-        return await self.database.in_thread(self.queue_for_shopper, product_id, shopper_id, line)
+                                      line: WaitingLine | None = None, with_record: bool = True) -> dict:
+        return await self.database.in_thread(self.queue_for_shopper, product_id, shopper_id, line, with_record)
 
     def queue_record(self, product_id: int) -> tuple[str, ShuffleRecord | None] | None:
         """The queue's commitment, and its shuffle's record once the release came (None: no queue)."""
@@ -146,79 +153,94 @@ class WaitingRooms:
         """One tick of every queued drop's room whose release is scheduled or made: the new places
         read, the pre-queue shuffled at the release, admissions and expiries at the pace and the
         stock, all written, then the line published when it moved (or again, now and then).
-        Returns the lines published."""
+        Returns the lines published. A room that fails is read again from its rows at the next
+        tick, and the others go on (the first failure is raised at the end, for the log)."""
         now = time.time() if now is None else now
         with self.database.reading() as connection:
-            rooms = rows.rooms_to_keep(connection)
-        for gone in set(self._kept) - {room.product_id for room in rooms}:
+            product_ids = [room.product_id for room in rows.rooms_to_keep(connection)]
+        for gone in set(self._kept) - set(product_ids):
             del self._kept[gone]  # (its mode changed, or the shop was seeded again)
-        published = []
-        for room in rooms:
+        published, failed = [], []
+        for product_id in product_ids:
             try:
-                line = self._keep(room, now)
-            except Exception:
-                self._kept.pop(room.product_id, None)  # (read again from the rows at the next tick)
-                raise
+                line = self._keep(product_id, now)
+            except Exception as error:
+                self._kept.pop(product_id, None)
+                failed.append(error)
+                continue
             if line is not None:
                 published.append(line)
+        if failed:
+            raise failed[0]
         return published
 
-    def _keep(self, room: rows.Room, now: float) -> WaitingLine | None:
-        kept = self._kept.get(room.product_id)
-        if kept is None or kept.commitment != room.commitment:
-            kept = self._kept[room.product_id] = self._restore(room)
-        waiting = kept.room
+    def _keep(self, product_id: int, now: float) -> WaitingLine | None:
         with self.database.transaction() as unit:
             connection = unit.connection
-            new, kept.last_place = rows.places_after(connection, room.product_id, kept.last_place)
-            new, kept.pending = kept.pending + new, []
-            # Those of the pre-queue before the shuffle, and those who came after it behind them.
-            for place in new:
-                if place.stage is Stage.PRE_QUEUE:
-                    waiting.join(place.account, place.entry)
-            numbers: dict[str, int] = {}
-            if room.released and waiting.opened_at is None:
-                record = waiting.open(now)
-                rows.opened(connection, room.product_id, record, now,
-                            {account: waiting.number(account) for account in waiting.waiting()})
-            for place in new:
-                if place.stage is not Stage.PRE_QUEUE:
-                    waiting.join(place.account, place.entry)
-                    numbers[place.account] = waiting.number(place.account)
-            rows.numbered(connection, room.product_id, numbers)
-            for account in rows.bought_among(connection, room.product_id, waiting.admitted()):
+            room = rows.room(connection, product_id, lock=True, with_record=False)
+            if room is None:
+                return None  # (no longer a queue)
+            kept = self._kept.get(product_id)
+            if kept is None or kept.commitment != room.commitment or \
+                    (kept.room.opened_at is None) != (room.opened_at is None):  # (a room reseeded, or moved on elsewhere)
+                kept = self._kept[product_id] = self._restore(connection, product_id)
+            waiting = kept.room
+            # The places to take in: those joined lately (a window, for a join that commits late), and
+            # every one still to take in, now and then.
+            full = now - kept.read_at >= FULL_READ_EVERY_S
+            if full:
+                kept.read_at = now
+            since = None if full else datetime.now(timezone.utc) - timedelta(seconds=JOINS_SETTLE_S)
+            to_take = rows.places_to_take(connection, product_id, since)
+            if waiting.opened_at is None:
+                for place in to_take:
+                    if place.stage is Stage.PRE_QUEUE:
+                        waiting.join(place.account, place.entry)
+                if room.released:  # the release: the pre-queue shuffled into the line
+                    record = waiting.open(now)
+                    rows.opened(connection, product_id, record, now,
+                                {account: waiting.number(account) for account in waiting.waiting()})
+            if waiting.opened_at is not None:  # those who came after, behind, in the order they came
+                numbers: dict[str, int] = {}
+                for place in to_take:
+                    if place.number is None and (place.stage is Stage.QUEUE or waiting.number(place.account) is None):
+                        waiting.join(place.account, place.entry)
+                        numbers[place.account] = waiting.number(place.account)
+                rows.numbered(connection, product_id, numbers)
+            for account in rows.bought_among(connection, product_id, waiting.admitted()):
                 waiting.bought(account)
-            pairs_left = rows.pairs_left(connection, room.product_id)
+            pairs_left = rows.pairs_left(connection, product_id)
             waiting.pace_per_minute = (room.pace_per_minute if room.pace_per_minute is not None
                                        else default_pace(pairs_left, self.settings.queue_admissions_per_minute))
             let_in, ended = waiting.tick(now, pairs_left)
-            rows.admitted(connection, room.product_id, {account: waiting.until(account) for account in let_in})
-            for account in set(ended) - rows.expired(connection, room.product_id, ended):
+            rows.admitted(connection, product_id, {account: waiting.until(account) for account in let_in})
+            for account in set(ended) - rows.expired(connection, product_id, ended):
                 waiting.bought(account)  # (its purchase came just before its window's end)
-            line = waiting.line(room.product_id, kept.sent.version if kept.sent else room.version)
+            line = waiting.line(product_id, room.version)
             if kept.sent is None or _moved(kept.sent, line):
-                line = waiting.line(room.product_id, rows.moved(connection, room.product_id))
+                line = waiting.line(product_id, rows.moved(connection, product_id))
             elif now - kept.sent_at < SEND_AGAIN_S:
                 return None
             kept.sent, kept.sent_at = line, now
             unit.publish([line])
         if let_in:
-            log.info("product %s: let in %d (%d waiting, %d pairs left)", room.product_id, len(let_in), line.waiting,
+            log.info("product %s: let in %d (%d waiting, %d pairs left)", product_id, len(let_in), line.waiting,
                      pairs_left)
         return line
 
-    def _restore(self, room: rows.Room) -> _Kept:
-        """The room as its rows keep it; the places let into the line after the release and not
-        numbered yet are taken as new at the next tick."""
-        with self.database.reading() as connection:
-            places, last = rows.places_after(connection, room.product_id, 0)
+    def _restore(self, connection, product_id: int) -> _Kept:
+        """The room as its rows keep it. The places not taken in yet (in line with no number, or in
+        the pre-queue of a room already shuffled) are taken in at the next tick, which reads every
+        place still to take in."""
+        room = rows.room(connection, product_id)
+        places = [place for place in rows.places(connection, product_id)
+                  if not (room.opened_at is not None and place.number is None
+                          and place.stage in (Stage.PRE_QUEUE, Stage.QUEUE))]
         waiting = WaitingRoom.restore(room.seed, room.pace_per_minute or 0.0, self.settings.queue_turn_minutes * 60.0,
-                                      PAIRS_EACH, places, room.record, room.opened_at)
-        unnumbered = [place for place in places if place.stage is Stage.QUEUE and place.number is None]
-        return _Kept(waiting, room.commitment, last, pending=unnumbered)
+                                      self.settings.max_pairs_per_product, places, room.record, room.opened_at)
+        return _Kept(waiting, room.commitment)
 
 
 def _moved(before: WaitingLine, after: WaitingLine) -> bool:
-    """Whether a tab would show something else (the version aside)."""
-    return (before.opened, before.head, before.left, before.pace_per_minute, before.sold_out, before.waiting) != \
-        (after.opened, after.head, after.left, after.pace_per_minute, after.sold_out, after.waiting)
+    """Whether a tab, or the staff's dashboard, would show something else (the version aside)."""
+    return replace(before, version=after.version) != after

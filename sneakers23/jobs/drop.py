@@ -123,22 +123,25 @@ def verify(product_id: int | None, record_file: Path | None, commitment: str | N
 @click.argument("per_minute", metavar="PER_MINUTE|default")
 def pace(product_id: int, per_minute: str) -> None:
     """How many shoppers a minute PRODUCT's queue lets in (0 pauses it; `default`: as many as there
-    are pairs left, at most SNEAKERS23_QUEUE_ADMISSIONS_PER_MINUTE)."""
-    if per_minute.strip().lower() == "default":
-        chosen = None
-    else:
-        try:
-            chosen = float(per_minute)
-        except ValueError:
-            raise click.BadParameter(f"{per_minute!r} is not a number of shoppers a minute, nor `default`",
-                                     param_hint="PER_MINUTE") from None
+    are pairs left, at most SNEAKERS23_QUEUE_ADMISSIONS_PER_MINUTE). Written to the admin audit, as
+    the dashboard's button is."""
+    import getpass
+
+    from sneakers23.domain.admin import ActionKind, AdminAction, parse_pace
+
+    try:
+        chosen = parse_pace(per_minute)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="PER_MINUTE") from None
     inventory = assembly.database_inventory(get_settings())
     try:
-        inventory.set_queue_pace(product_id, chosen)
+        entry = inventory.act(f"{getpass.getuser()}@cli", AdminAction(ActionKind.SET_QUEUE_PACE, product_id=product_id,
+                                                                      pace=chosen), client="cli")
     finally:
         inventory.close()
-    click.echo(f"product {product_id}'s queue lets in " +
-               ("as many a minute as there are pairs left (the default)" if chosen is None else f"{chosen:g} a minute"))
+    if not entry.ok:
+        raise Sneakers23Error(f"product {product_id}'s queue is unchanged ({entry.result})")
+    click.echo(f"product {product_id}'s queue {entry.result}")
 
 
 @drop.command("sell-until-gone")

@@ -17,6 +17,9 @@ import time
 from typing import Awaitable, Callable, Protocol
 
 from sneakers23.domain.catalog import Product
+from sneakers23.domain.changes import WaitingLine
+from sneakers23.domain.drops import DropMode
+from sneakers23.domain.words import counted
 from sneakers23.domain.presence import BoardRead, Diff
 from sneakers23.domain.shopper_events import ShopperEvent
 from sneakers23.serve import phoenix
@@ -45,11 +48,31 @@ class Feeds(Protocol):
 class ProductsInMemory(Protocol):
     def products(self) -> list[Product]: ...
 
+    def line(self, product_id: int) -> WaitingLine | None: ...
+
+
+def queue_text(line: WaitingLine | None) -> str:
+    """A queue's state on the dashboard, from the line's summary this replica holds."""
+    if line is None:
+        return "queue: nobody has taken a place yet (places open once the release is scheduled)"
+    if not line.opened:
+        return f"queue: {counted(line.waiting, 'shopper')} in the pre-queue, shuffled at the release"
+    live, used, ended = line.turns
+    said = (f"queue: {counted(line.waiting, 'shopper')} waiting, {counted(live, 'turn')} live (a pair held each), "
+            f"{used} bought, {ended} ended unused; ")
+    if line.sold_out:
+        return said + "sold out for now (every pair left is bought or held by a turn)"
+    if line.pace_per_minute == 0:
+        return said + "paused"
+    return said + f"letting in {line.pace_per_minute:g} a minute"
+
 
 def drop_view(products: list[Product], figures: dict, accounts: dict | None = None,
-              draws: dict[int, dict] | None = None) -> dict:
+              draws: dict[int, dict] | None = None,
+              lines: Callable[[int], WaitingLine | None] = lambda _product_id: None) -> dict:
     """The `drop` push: what the dashboard shows besides presence (`draws`: each draw's figures, by
-    product; a product in draw mode without them shows its draw as not counted yet)."""
+    product; a product in draw mode without them shows its draw as not counted yet; `lines`: each
+    queue's line, as memory holds it)."""
     nodes = figures.get("nodes") or {}
     lags = figures.get("lags") or {}
     activity = figures.get("activity") or {"sold_per_second": [], "sold": 0, "refusals": {}, "window_s": 60}
@@ -60,6 +83,7 @@ def drop_view(products: list[Product], figures: dict, accounts: dict | None = No
                       "sign_in_required": p.sign_in_required, "drop_mode": str(p.drop_mode),
                       "drop_mode_text": p.drop_mode.describe(),
                       "draw": (draws or {}).get(p.id),
+                      "queue": queue_text(lines(p.id)) if p.drop_mode is DropMode.QUEUE else None,
                       "items": [{"id": item.id, "available": item.available_count} for item in p.items]}
                      for p in products],
         "activity": activity,
@@ -203,5 +227,5 @@ class DashboardChannels:
             log.info("the dashboard's figures are late: %s", error)
             figures = {}
         accounts, draws = await asyncio.gather(self._accounts.get(), self._draws.get())  # (at once: each may wait 2 s)
-        self._last_drop = drop_view(self._live.products(), figures, accounts, draws)
+        self._last_drop = drop_view(self._live.products(), figures, accounts, draws, self._live.line)
         self._send(phoenix.push(TOPIC, "drop", self._last_drop))

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import (DatabaseUnavailable, DrawProofUsed, DrawRefused, DrawSignInRequired, NotFound,
-                               QueueRefused, QueueSignInRequired, SalesBusy, SalesUnavailable, SchemaMissing,
+                               QueueProofUsed, QueueRefused, QueueSignInRequired, SalesBusy, SalesUnavailable, SchemaMissing,
                                Sneakers23Error)
 from sneakers23.serve.guards import NO_STORE, RETRY_AFTER_S, json_error
 
@@ -49,6 +49,7 @@ ERROR_ANSWERS: list[tuple[type[Exception] | tuple[type[Exception], ...], ErrorAn
     (DrawProofUsed, ErrorAnswer(422, "proof_of_work", None)),
     (DrawRefused, ErrorAnswer(409, "draw_refused", None)),
     (QueueSignInRequired, ErrorAnswer(403, "sign_in_required", None)),
+    (QueueProofUsed, ErrorAnswer(422, "proof_of_work", None)),
     (QueueRefused, ErrorAnswer(409, "queue_refused", None)),
     (ValueError, ErrorAnswer(400, "bad_request", None)),  # (a malformed idempotency key, say)
     (Sneakers23Error, ErrorAnswer(500, "error", "Your purchase could not be completed", logging.ERROR)),

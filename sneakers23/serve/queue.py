@@ -1,6 +1,7 @@
 """Queue channels: topic `queue:{product_id}`, joined by a signed-in shopper's tab on a queued drop's
 page. The join takes the account's place in the waiting room (one per account: every tab and
-device finds the same, inventory/waiting_rooms.py), and the tab is told its place at once and
+device finds the same, inventory/waiting_rooms.py; a new place costs a fresh proof of work, sent
+as the join's `altcha` parameter), and the tab is told its place at once and
 again whenever the line moves: its position, the people ahead, the wait at the present pace, a
 sell-out; then its turn, with the time left, and how it ended.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Protocol
 
@@ -21,9 +23,12 @@ from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_acc
 from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import LineMoved, ShopperEvent
-from sneakers23.domain.waiting_room import LinePlace, Stage, place_in_line, place_view
-from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueRefused, QueueSignInRequired, SchemaMissing)
+from sneakers23.domain.waiting_room import SIGN_IN_TO_QUEUE, LinePlace, Stage, place_in_line, place_view
+from sneakers23.domain.throttle import Throttle
+from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired,
+                               SchemaMissing)
 from sneakers23.serve import phoenix
+from sneakers23.serve.proof_of_work import FIELD, ProofsOfWork
 from sneakers23.serve.shoppers import SESSION_COOKIE, SessionCookies
 from sneakers23.tasks import keep
 
@@ -31,7 +36,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "queue:"
 MAX_QUEUES_PER_SOCKET = 4
-SIGN_IN = "A place in the queue is one per person: sign in with a confirmed email address to take yours"
+SIGN_IN = SIGN_IN_TO_QUEUE[0].upper() + SIGN_IN_TO_QUEUE[1:]
 
 
 class QueueReads(Protocol):
@@ -41,7 +46,9 @@ class QueueReads(Protocol):
 class QueueWrites(Protocol):
     async def session_account_async(self, session_token: str) -> Account | None: ...
 
-    async def join_queue_async(self, shopper_id: str, product_id: int) -> LinePlace: ...
+    async def queue_place_async(self, shopper_id: str, product_id: int) -> LinePlace | None: ...
+
+    async def join_queue_async(self, shopper_id: str, product_id: int, proof: str | None = None) -> LinePlace: ...
 
     async def queue_places_async(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]: ...
 
@@ -51,14 +58,20 @@ def _error(reason: str, message: str) -> dict:
 
 
 class QueueChannels:
-    def __init__(self, live: QueueReads, inventory: QueueWrites, sessions: SessionCookies):
+    def __init__(self, live: QueueReads, inventory: QueueWrites, sessions: SessionCookies,
+                 work: ProofsOfWork | None = None, attempts: Throttle | None = None):
         self._live = live
         self._inventory = inventory
         self._sessions = sessions
+        # A place costs a fresh proof of work (a bot pays per place, as per draw entry), and one
+        # client address may try to take so many an hour on this replica.
+        self._work = work
+        self._attempts = attempts
         self._places: dict[int, dict[object, LinePlace]] = {}  # product -> each joined socket's place
         self._shown: dict[tuple[object, int], dict] = {}  # what each socket was last told
         self._topics: dict[object, set[int]] = {}  # a socket's queues (joined, or joining)
         self._reading: set[int] = set()  # products whose places are being read again
+        self._lines: dict[int, WaitingLine] = {}  # the last line of each product told here
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -88,9 +101,19 @@ class QueueChannels:
             account = await self._inventory.session_account_async(token)
             if not shops_as_account(account):
                 raise QueueSignInRequired(SIGN_IN)
-            place = await self._inventory.join_queue_async(account_shopper_id(account.id), product_id)
+            shopper_id = account_shopper_id(account.id)
+            place = await self._inventory.queue_place_async(shopper_id, product_id)  # (a second tab's: no work)
+            if place is None:
+                unproven, proof = self._proof(connection, message)
+                if unproven is not None:
+                    self._refused(connection, message, product_id, *unproven)
+                    return
+                place = await self._inventory.join_queue_async(shopper_id, product_id, proof)
         except QueueSignInRequired as refused:
             self._refused(connection, message, product_id, "sign_in_required", str(refused))
+            return
+        except QueueProofUsed as refused:
+            self._refused(connection, message, product_id, "proof_of_work", str(refused))
             return
         except (QueueRefused, NotFound) as refused:
             self._refused(connection, message, product_id, "queue_refused", str(refused))
@@ -99,12 +122,34 @@ class QueueChannels:
             log.warning("a queue's join failed: %s", error)
             self._refused(connection, message, product_id, "unavailable", "The queue cannot be joined right now: try again")
             return
+        except Exception:  # (never a join left unanswered, counted as joining)
+            log.exception("a queue's join failed")
+            self._refused(connection, message, product_id, "error", "The queue could not be joined: try again")
+            return
         if product_id not in self._topics.get(connection, ()):
             return  # (it left meanwhile)
         self._places.setdefault(product_id, {})[connection] = place
         view = self._view(place, product_id)
         self._shown[(connection, product_id)] = view
         connection.send(phoenix.reply(message, "ok", view))
+        line = self._live.line(product_id)
+        if line is not None and _news_in_the_database(place, line):  # (the line moved while it joined)
+            self._read_soon(product_id)
+
+    def _proof(self, connection, message: phoenix.Message) -> tuple[tuple[str, str] | None, str | None]:
+        """(why a new place is not taken: its reason and words, None), or (None, its proof's
+        challenge): the address within its hour's places, and a fresh proof of work in the join's
+        `altcha` parameter."""
+        client = getattr(connection.websocket, "client", None)
+        if self._attempts is not None:
+            wait_s = self._attempts.wait_s(client.host if client else "", time.monotonic())
+            if wait_s > 0:
+                return ("too_many", f"too many places asked for from your address: try again in {math.ceil(wait_s)} s"), None
+        if self._work is None:
+            return None, None
+        params = message.payload if isinstance(message.payload, dict) else {}
+        unproven, proof = self._work.taken(params.get(FIELD))
+        return (None, proof) if unproven is None else (("proof_of_work", unproven), None)
 
     def _refused(self, connection, message: phoenix.Message, product_id: int, reason: str, said: str) -> None:
         self._forget(connection, product_id)
@@ -152,24 +197,33 @@ class QueueChannels:
 
     def _moved(self, line: WaitingLine) -> None:
         product_id = line.product_id
-        stale = []
+        before = self._lines.get(product_id)
+        self._lines[product_id] = line
+        # A turn used or ended shows in the line's counts only: the live turns here are read again.
+        turns_moved = before is not None and before.turns[1:] != line.turns[1:]
+        stale = False
         for connection, place in list(self._places[product_id].items()):
-            if _news_in_the_database(place, line):
-                stale.append(connection)
+            if _news_in_the_database(place, line) or (turns_moved and place.stage is Stage.ADMITTED):
+                stale = True
             else:
                 self._tell(connection, product_id, place)
-        if stale and product_id not in self._reading:
-            self._reading.add(product_id)
-            keep(self._tasks, asyncio.get_running_loop().create_task(self._read_again(product_id)))
+        if stale:
+            self._read_soon(product_id, turns_moved)
 
-    async def _read_again(self, product_id: int) -> None:
+    def _read_soon(self, product_id: int, turns: bool = False) -> None:
+        if product_id not in self._reading:
+            self._reading.add(product_id)
+            keep(self._tasks, asyncio.get_running_loop().create_task(self._read_again(product_id, turns)))
+
+    async def _read_again(self, product_id: int, turns: bool = False) -> None:
         """The places whose news the line cannot show, read again (all in one query), and told.
         One the database has no news of yet is asked for again at the line's next move (the
         keeper sends the line every few seconds)."""
         try:
             line = self._live.line(product_id)
             stale = sorted({place.account for place in self._places.get(product_id, {}).values()
-                            if line is not None and _news_in_the_database(place, line)})
+                            if line is not None and (_news_in_the_database(place, line)
+                                                     or (turns and place.stage is Stage.ADMITTED))})
             if not stale:
                 return
             try:

@@ -17,6 +17,8 @@ from ray import serve
 
 from sneakers23 import assembly
 from sneakers23.serve.carts import CartChannels
+from sneakers23.domain.throttle import Throttle
+from sneakers23.serve.proof_of_work import ProofsOfWork
 from sneakers23.serve.queue import QueueChannels
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.guards import install_door, tune_replica_server
@@ -51,7 +53,9 @@ class ShopperSockets:
                              self.tabs if settings.track_presence else None, ShopperCookies(settings.secret_key),
                              SessionCookies(settings.secret_key))
         # A queued drop's tabs: their places in its waiting room (taken at the join), told as the line moves.
-        queues = QueueChannels(self.live, carts_inventory, SessionCookies(settings.secret_key))
+        queues = QueueChannels(self.live, carts_inventory, SessionCookies(settings.secret_key),
+                               ProofsOfWork(settings.secret_key, settings.entry_proof_of_work_max_number, purpose="queue"),
+                               Throttle(settings.entries_per_address_per_hour, window_s=3600))
         self.hub = ChannelHub(self.live, [carts, queues])
         self.live.subscribe(self.hub.publish)
         self.live.start()

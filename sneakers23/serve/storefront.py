@@ -107,6 +107,7 @@ class Storefront(AccountPages):
         self.account_attempts = Throttle(settings.account_attempts_per_minute)
         self.entry_work = ProofsOfWork(settings.secret_key, settings.entry_proof_of_work_max_number, purpose="entry")
         self.entry_attempts = Throttle(settings.entries_per_address_per_hour, window_s=3600)
+        self.queue_work = ProofsOfWork(settings.secret_key, settings.entry_proof_of_work_max_number, purpose="queue")
         self.checkout = Checkout(self.live, self.inventory)
         self.node_id = ray.get_runtime_context().get_node_id()
         # Rendered once per catalog generation, around the place of the shopper's own cart token.
@@ -327,10 +328,18 @@ class Storefront(AccountPages):
             return json_error(400, "bad_request", "a product id is 1 to 9 digits (0-9)")
         visitor = await self._visitor(request)
         try:
-            view = await self.inventory.queue_for_shopper_async(parsed, visitor.shopper_id, self.live.line(parsed))
+            view = await self.inventory.queue_for_shopper_async(parsed, visitor.shopper_id, self.live.line(parsed),
+                                                                request.query_params.get("record") != "0")
         except Exception as error:
             return error_json(error)
-        return JSONResponse(view, headers=NO_STORE)
+        # (A new place's proof of work, for a signed-in visitor with none yet: the page solves it,
+        # then joins the queue's channel with it.)
+        product = self.live.product(parsed)
+        taking_places = product is not None and (product.released or product.release_at is not None)
+        needs_work = (taking_places and view["place"] is None and self.queue_work.on
+                      and visitor.shopper_id is not None and signed_in(visitor.shopper_id))
+        return JSONResponse({**view, "work_challenge": json.loads(self.queue_work.challenge()) if needs_work else None},
+                            headers=NO_STORE)
 
     @store_api.post("/api/products/{product_id}/draw/{item_id}")
     async def enter_draw(self, product_id: str, item_id: str, request: Request):

@@ -126,6 +126,11 @@ function showDrop(drop) {
     root.querySelectorAll(`[data-product-id="${product.id}"]`).forEach((button) => { button.disabled = product.released; });
     for (const item of product.items) setText(`[data-available="${item.id}"]`, item.available);
     showDraw(product);
+    const queue = root.querySelector(`[data-queue-of="${product.id}"]`);
+    if (queue) {
+      queue.hidden = product.drop_mode !== "queue";
+      if (product.queue) setText(`[data-queue-status="${product.id}"]`, product.queue);
+    }
     setText(`[data-glance-available="${product.id}"]`, product.items.reduce((sum, item) => sum + item.available, 0).toLocaleString());
     setText(`[data-glance-out="${product.id}"]`, `${product.items.filter((item) => item.available <= 0).length} of ${product.items.length}`);
   }
@@ -245,6 +250,9 @@ root.addEventListener("click", (event) => {
   } else if (action === "set_drop_mode") {
     const mode = root.querySelector(`[data-drop-mode-of="${button.dataset.productId}"]`).value;
     act({ action, product_id: Number(button.dataset.productId), mode });
+  } else if (action === "set_queue_pace") {
+    const pace = root.querySelector(`[data-queue-pace="${button.dataset.settingOf}"]`).value.trim();
+    act({ action, product_id: Number(button.dataset.settingOf), per_minute: pace === "" ? "default" : pace });
   } else if (action === "schedule") {
     const local = root.querySelector(`[data-schedule-at="${button.dataset.productId}"]`).value;
     if (!local) { say("Pick a release time first", false); return; }

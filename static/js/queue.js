@@ -1,10 +1,13 @@
-// A product sold through a queue: the shopper's place in its waiting room, taken by joining the
-// topic `queue:{product}` on the page's socket (serve/queue.py), and told in words as the line
-// moves. The size selector (with this block in it) is rendered again by every join reply and
-// release push (store.js), so the last place told is kept here and shown again each time.
-const held = new Map(); // product -> { view, at, said }
+// A product sold through a queue: the shopper's place in its waiting room, taken with the TAKE MY
+// PLACE button (the queue's topic `queue:{product}` joined on the page's socket, serve/queue.py,
+// with a fresh proof of work), then followed on every visit, and told in words as the line moves.
+// The size selector (with this block in it) is rendered again by every join reply and release push
+// (store.js), so what was last told is kept here and shown again each time.
+import { payload, solve } from "/static/js/work.js";
 
+const held = new Map(); // product -> { view, at, said, offer }
 const SIGN_IN = "Sign in with a confirmed email address to take your place in the queue.";
+const TRY_AGAIN_MS = 3000;
 
 function clock(seconds) {
   const s = Math.max(0, Math.round(seconds));
@@ -25,7 +28,7 @@ function words(place, at) {
     case "queue":
       if (place.moving) return "The line is moving…";
       if (place.sold_out) {
-        return `Sold out for now: every pair left is bought or held by shoppers whose turn it is. You keep your place `
+        return "Sold out for now: every pair left is bought or held by shoppers whose turn it is. You keep your place "
           + `(number ${place.position}): a pair given back moves the line again.`;
       }
       return `You are number ${place.position} in line: ${place.ahead} ahead of you`
@@ -46,35 +49,94 @@ function words(place, at) {
 }
 
 function show(product) {
-  const status = document.querySelector(`[data-queue-for="${product}"] [data-queue-status]`);
+  const block = document.querySelector(`[data-queue-for="${product}"]`);
   const kept = held.get(product);
-  if (!status || !kept) return;
+  if (!block || !kept) return;
+  const status = block.querySelector("[data-queue-status]");
   const text = kept.said || words(kept.view, kept.at);
-  if (status.textContent !== text) status.textContent = text;
+  if (status && status.textContent !== text) status.textContent = text;
+  const button = block.querySelector("[data-queue-join]");
+  if (button) button.hidden = !kept.offer;
 }
 
-function told(product, view) {
-  held.set(product, { view, at: Date.now(), said: null });
+function keep(product, state) {
+  held.set(product, { view: {}, at: Date.now(), said: null, offer: false, ...state });
   show(product);
 }
 
-// Joins the block's queue (once a page) and shows what is known of the shopper's place.
-export function followQueue(socket, block) {
-  const product = block.dataset.queueFor;
-  if (!held.has(product)) {
-    held.set(product, { view: {}, at: Date.now(), said: "Taking your place in the queue…" });
-    const channel = socket.channel(`queue:${product}`, {});
-    channel.on("place", (view) => told(product, view));
-    channel.join()
-      .receive("ok", (view) => told(product, view))
-      .receive("error", (refused) => {
-        held.set(product, { view: {}, at: Date.now(),
-          said: refused.reason === "sign_in_required" ? SIGN_IN : `${refused.message || "The queue could not be joined"}.` });
-        show(product);
-        channel.leave(); // (no retries: a refusal stands until the page is loaded again)
-      });
+async function readQueue(product) {
+  const answer = await fetch(`/api/products/${product}/queue?record=0`, { credentials: "same-origin" });
+  return answer.ok ? answer.json() : null;
+}
+
+// Follows the shopper's place (taking it, with `work`: the queue's challenge, solved first).
+async function follow(socket, product, work, again) {
+  let altcha = null;
+  if (work) {
+    keep(product, { said: "Checking that you are a person, then taking your place in the queue…" });
+    const started = performance.now();
+    const number = await solve(work);
+    if (number !== null) altcha = payload(work, number, Math.round(performance.now() - started));
   }
-  show(product);
+  const channel = socket.channel(`queue:${product}`, altcha ? { altcha } : {});
+  channel.on("place", (view) => keep(product, { view }));
+  channel.join()
+    .receive("ok", (view) => keep(product, { view }))
+    .receive("error", async (refused) => {
+      channel.leave(); // (each try is a join of its own)
+      if (refused.reason === "sign_in_required") {
+        keep(product, { said: SIGN_IN });
+      } else if (refused.reason === "proof_of_work" && again) {
+        const queue = await readQueue(product); // (its check had expired, or was used: once more, with a new one)
+        follow(socket, product, queue && queue.work_challenge, false);
+      } else if (["joining", "unavailable", "error"].includes(refused.reason)) {
+        keep(product, { said: "The queue is busy: trying again…" });
+        setTimeout(() => follow(socket, product, null, again), TRY_AGAIN_MS);
+      } else {
+        keep(product, { said: `${refused.message || "The queue could not be joined"}.`, offer: refused.reason === "too_many" });
+      }
+    });
+}
+
+// A block of the page: the shopper's place followed if it has one, else the button offered.
+export async function followQueue(socket, block) {
+  const product = block.dataset.queueFor;
+  if (held.has(product)) {
+    show(product);
+    return;
+  }
+  keep(product, { said: "" });
+  try {
+    const queue = await readQueue(product);
+    if (queue && queue.place) {
+      follow(socket, product, null, true);
+    } else {
+      keep(product, { said: "", offer: true });
+    }
+  } catch (_offline) {
+    keep(product, { said: "", offer: true });
+  }
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-queue-join]");
+  if (!button) return;
+  const product = button.closest("[data-queue-for]").dataset.queueFor;
+  keep(product, { said: "Taking your place in the queue…" });
+  try {
+    const queue = await readQueue(product);
+    if (queue && !queue.place && !queue.work_challenge) {
+      keep(product, { said: SIGN_IN, offer: true }); // (no work is given to a guest)
+      return;
+    }
+    follow(socket(), product, queue && queue.work_challenge, true);
+  } catch (_offline) {
+    keep(product, { said: "The store did not answer: try again", offer: true });
+  }
+});
+
+function socket() {
+  return window.sneakers23.socket;
 }
 
 // A turn's time left, counted down every second.

@@ -19,7 +19,7 @@ from sneakers23.domain.drops import DropMode
 from sneakers23.domain.purchases import PurchaseResult, Refusal
 from sneakers23.domain.sales import Claim
 from sneakers23.domain.waiting_room import Stage
-from sneakers23.errors import DropModeRefused, NotFound, QueueRefused, QueueSignInRequired
+from sneakers23.errors import DropModeRefused, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired
 from sneakers23.inventory import Inventory
 from tests.conftest import SEED
 
@@ -71,8 +71,10 @@ def test_a_place_is_one_per_account_once_the_release_is_scheduled_and_only_for_a
         inventory.join_queue(account(1), 1)
     with pytest.raises(NotFound):
         inventory.join_queue(account(1), 99)
-    place = inventory.join_queue(account(1), 2)
+    place = inventory.join_queue(account(1), 2, proof="a-solved-challenge")
     assert place.stage is Stage.PRE_QUEUE and len(place.entry) == 16
+    with pytest.raises(QueueProofUsed):  # (a solution takes one place, whichever replica is asked)
+        inventory.join_queue(account(2), 2, proof="a-solved-challenge")
     assert inventory.join_queue(account(1), 2) == place  # a second tab, another device: the same place
     # A queue that shoppers are in stays a queue.
     with pytest.raises(DropModeRefused, match="queue has 1 shopper in it"):
@@ -91,7 +93,8 @@ def test_the_release_shuffles_the_pre_queue_checkably_and_lets_shoppers_in_at_th
     T = time.time()  # (the keeper's clock: the database's guard reads the real time)
     inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
     pairs = pairs_of(inventory, 2)
-    crowd = [account(n) for n in range(len(pairs) + 3)]  # three more than the pairs
+    each = settings.max_pairs_per_product  # (a turn holds as many pairs as one shopper may buy)
+    crowd = [account(n) for n in range(-(-len(pairs) // each) + 3)]  # three more than the turns the pairs allow
     for shopper in crowd:
         inventory.join_queue(shopper, 2)
     inventory.keep_waiting_rooms(now=T)
@@ -126,20 +129,25 @@ def test_the_release_shuffles_the_pre_queue_checkably_and_lets_shoppers_in_at_th
     assert inventory.purchase(let_in[0], [pairs[0]]).ok
     assert inventory.purchase(let_in[0], [pairs[-1]]).refusal is Refusal.NOT_ADMITTED  # its turn is used
     assert inventory.queue_place(let_in[0], 2).stage is Stage.BOUGHT
-    pair = next(i for i in pairs_of(inventory, 2))
-    committed = sell_claims(inventory.engine, settings.database_url, 2,
-                            [Claim(let_in[1], (pair,), f"key-{let_in[1]}", True), Claim(outsider, (pair,), f"key-{outsider}", True)],
-                            settings.max_pairs_per_product)
-    first, second = committed.outcomes
-    assert committed.redone and isinstance(first, PurchaseResult) and first.ok
-    assert second.refusal is Refusal.NOT_ADMITTED
+    pair, other = pairs_of(inventory, 2)[0], pairs_of(inventory, 2)[-1]
+    batch = [Claim(let_in[1], (pair,), f"key-{let_in[1]}", True), Claim(outsider, (pair,), f"key-{outsider}", True),
+             Claim(let_in[1], (other,), f"again-{let_in[1]}", True)]  # (a turn buys once, even in one batch)
+    committed = sell_claims(inventory.engine, settings.database_url, 2, batch, settings.max_pairs_per_product,
+                            queued=True)
+    first, second, third = committed.outcomes
+    assert not committed.redone and isinstance(first, PurchaseResult) and first.ok  # (the others refused alone)
+    assert second.refusal is third.refusal is Refusal.NOT_ADMITTED
+    # Without the turns (a batch of another product's kind), the database's decrement refuses it all.
+    refused = sell_claims(inventory.engine, settings.database_url, 2, [Claim(let_in[2], (other,), "k", True)],
+                          settings.max_pairs_per_product)
+    assert refused.redone and refused.outcomes[0].ok  # (sold alone, through its turn, by the purchase's rule)
 
     # Every pair left held by a live turn: sold out, nobody else let in, everyone waiting told.
     inventory.set_queue_pace(2, 100_000)
     [full] = inventory.keep_waiting_rooms(now=T + 2)
     left = len(pairs_of(inventory, 2))
     admitted = [s for s in crowd if inventory.queue_place(s, 2).stage is Stage.ADMITTED]
-    assert len(admitted) == left and full.sold_out and full.waiting == 3
+    assert len(admitted) == -(-left // each) and full.sold_out and full.waiting == len(crowd) - 3 - len(admitted) > 0
     assert inventory.queue_for_shopper(2, outsider, full)["place"]["sold_out"]
     assert inventory.keep_waiting_rooms(now=T + 2.5) == []  # (nothing moved: nothing sent)
 
@@ -149,12 +157,12 @@ def test_the_release_shuffles_the_pre_queue_checkably_and_lets_shoppers_in_at_th
         [first] = again.keep_waiting_rooms(now=T + 3)  # (a new keeper sends its line at once, newer)
         assert replace(first, version=full.version) == full and first.version > full.version
         assert [again.queue_place(s, 2) for s in crowd] == [inventory.queue_place(s, 2) for s in crowd]
-        # The turns end unused: their pairs come back, and the three still waiting are let in.
+        # The turns end unused: their pairs come back, and those still waiting are let in.
         turn_s = settings.queue_turn_minutes * 60
         [back] = again.keep_waiting_rooms(now=T + 2 + turn_s + 1)
         assert not back.sold_out and back.waiting == 0
         assert {again.queue_place(s, 2).stage for s in admitted} == {Stage.EXPIRED}
-        assert [again.queue_place(s, 2).stage for s in by_number[-3:]] == [Stage.ADMITTED] * 3
+        assert [again.queue_place(s, 2).stage for s in by_number[-full.waiting:]] == [Stage.ADMITTED] * full.waiting
     finally:
         again.close()
 

@@ -536,15 +536,18 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
 class QueueTab:
     """A tab's socket on a queued drop: joins `queue:PRODUCT` with its cookies, and keeps every frame."""
 
-    def __init__(self, store_url: str, cookies: str, product_id: int):
+    def __init__(self, store_url: str, cookies: str, product_id: int, client: httpx.Client | None = None):
+        """`client`: the shopper's, which asks the queue for a fresh proof of work (a new place's)."""
         import websockets.sync.client
 
         self.topic = f"queue:{product_id}"
+        challenge = client.get(f"/api/products/{product_id}/queue").json()["work_challenge"] if client else None
+        params = {"altcha": entry_proof(challenge)} if challenge else {}
         self._open = contextlib.ExitStack()
         self.socket = self._open.enter_context(websockets.sync.client.connect(
             f"ws{store_url[4:]}/product_socket/websocket?vsn=2.0.0", additional_headers={"Cookie": cookies}))
         self.frames: list[list] = []
-        self.socket.send(json.dumps(["1", "1", self.topic, "phx_join", {}]))
+        self.socket.send(json.dumps(["1", "1", self.topic, "phx_join", params]))
         self.joined = self.next(lambda f: f[1] == "1")[4]
 
     def next(self, wanted, timeout: float = 30) -> list:
@@ -584,11 +587,15 @@ def test_a_queued_drop_takes_places_over_the_socket_lets_one_in_at_a_time_and_se
     guest = QueueTab(store_url, cookies_of(shopper(store_url)), 2)
     assert guest.joined["status"] == "error" and guest.joined["response"]["reason"] == "sign_in_required"
     guest.close()
-    tabs = {name: QueueTab(store_url, cookies_of(client), 2) for name, client in (("ada", ada), ("bob", bob))}
+    unproven = QueueTab(store_url, cookies_of(ada), 2)  # (no proof of work: no place)
+    assert unproven.joined["response"]["reason"] == "proof_of_work", unproven.joined
+    unproven.close()
+    tabs = {name: QueueTab(store_url, cookies_of(client), 2, client) for name, client in (("ada", ada), ("bob", bob))}
     try:
         for tab in tabs.values():
             assert tab.joined["status"] == "ok" and tab.joined["response"]["stage"] == "pre_queue", tab.joined
-        again = QueueTab(store_url, cookies_of(ada), 2)  # a second tab: the same place
+        assert ada.get("/api/products/2/queue").json()["work_challenge"] is None  # (a place held: no work)
+        again = QueueTab(store_url, cookies_of(ada), 2)  # a second tab: the same place, no work asked
         assert again.joined["response"]["entry"] == tabs["ada"].joined["response"]["entry"]
         again.close()
 
@@ -601,24 +608,25 @@ def test_a_queued_drop_takes_places_over_the_socket_lets_one_in_at_a_time_and_se
         record = ada.get("/api/products/2/queue").json()["record"]
         assert record["order"] == [shown[first]["entry"], shown[second]["entry"]]
 
-        # Three a minute: the first is let in (within 20 s), and told how long the turn lasts; the
-        # second, 20 s later.
-        publishing.set_queue_pace(2, 3)
-        turn = tabs[first].place("admitted", timeout=60)
-        assert 0 < turn["left_s"] <= publishing.settings.queue_turn_minutes * 60
+        # Nobody is let in yet (paused): a purchase without a turn is refused.
         clients = {"ada": ada, "bob": bob}
-        item = next(i for i in fresh_shop.complete_products()[1].items if i.available_count > 0)
         for client in clients.values():
             open_shop(client)
+        item = next(i for i in fresh_shop.complete_products()[1].items if i.available_count > 0)
         refused = clients[second].post(f"/api/items/{item.id}/purchase")
         assert refused.status_code == 403 and refused.json()["error"] == "not_admitted", refused.text
         assert "queue" in refused.json()["message"]
+        # Three a minute: the first is let in (within 20 s), told how long the turn lasts, and buys;
+        # the second is told it is next.
+        publishing.set_queue_pace(2, 3)
+        turn = tabs[first].place("admitted", timeout=60)
+        assert 0 < turn["left_s"] <= publishing.settings.queue_turn_minutes * 60
+        tabs[second].next(lambda f: f[3] == "place" and f[4].get("position") == 1)
         assert clients[first].post(f"/api/items/{item.id}/purchase").status_code == 200
-        # The turn is used: a second purchase needs another.
+        # The turn is used: a second purchase needs another, and the tab says it bought.
         other = next(i for i in fresh_shop.complete_products()[1].items if i.available_count > 0 and i.id != item.id)
         assert clients[first].post(f"/api/items/{other.id}/purchase").json()["error"] == "not_admitted"
-        # The first's turn was used: the line moves on, and the second is told it is next.
-        tabs[second].next(lambda f: f[3] == "place" and f[4].get("position") == 1 or f[4].get("stage") == "admitted")
+        tabs[first].place("bought")
     finally:
         for tab in tabs.values():
             tab.close()

@@ -17,10 +17,12 @@ from sneakers23.domain.accounts import Account, account_shopper_id
 from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.shopper_events import LineMoved
 from sneakers23.domain.waiting_room import LinePlace, Stage
-from sneakers23.errors import QueueRefused
+from sneakers23.errors import QueueProofUsed, QueueRefused
 from sneakers23.serve.channels import ChannelHub
 from sneakers23.serve.queue import QueueChannels
+from sneakers23.serve.proof_of_work import ProofsOfWork
 from sneakers23.serve.shoppers import SESSION_COOKIE, SessionCookies
+from sneakers23.domain.throttle import Throttle
 from tests.serve.test_channels import make_catalog
 
 SECRET = "a-secret-key-for-the-queue-channel-tests-only"
@@ -40,14 +42,21 @@ class Rooms:
 
     def __init__(self):
         self.places: dict[str, LinePlace] = {}
+        self.proofs: set = set()
         self.reads = 0
 
     async def session_account_async(self, token):
         return ADA if token == "ada-session" else None
 
-    async def join_queue_async(self, shopper_id, product_id):
+    async def queue_place_async(self, shopper_id, product_id):
+        return self.places.get(shopper_id) if product_id == 2 else None
+
+    async def join_queue_async(self, shopper_id, product_id, proof=None):
         if product_id != 2:
             raise QueueRefused(f"product {product_id} is not sold through a queue")
+        if proof is not None and proof in self.proofs:
+            raise QueueProofUsed("this check that you are a person took a place already: reload the page")
+        self.proofs.add(proof)
         return self.places.setdefault(shopper_id, LinePlace(shopper_id, "e-ada", Stage.PRE_QUEUE))
 
     async def queue_places_async(self, product_id, shopper_ids):
@@ -56,9 +65,10 @@ class Rooms:
 
 
 @pytest.fixture
-def parts():
+def parts(request):
     live, rooms = Live(), Rooms()
-    hub = ChannelHub(make_catalog(), [QueueChannels(live, rooms, SessionCookies(SECRET))])
+    work, attempts = getattr(request, "param", (None, None))
+    hub = ChannelHub(make_catalog(), [QueueChannels(live, rooms, SessionCookies(SECRET), work, attempts)])
     app = Starlette(routes=[WebSocketRoute("/product_socket/websocket", hub.serve)])
     with TestClient(app) as client:
         yield client, hub, live, rooms
@@ -128,3 +138,55 @@ def test_a_tab_is_told_its_place_as_the_line_moves_and_its_turn_from_the_waiting
         # A second tab finds the same place.
         with connect(client, "ada-session") as other:
             assert send(other, "1", "queue:2", "phx_join")[4]["response"]["stage"] == "admitted"
+
+
+def test_the_dashboard_says_where_a_queue_stands_from_its_line():
+    from sneakers23.serve.dashboard import queue_text
+
+    assert "nobody has taken a place yet" in queue_text(None)
+    assert queue_text(WaitingLine(2, 1, opened=False, head=0, waiting=1)) == \
+        "queue: 1 shopper in the pre-queue, shuffled at the release"
+    opened = WaitingLine(2, 2, opened=True, head=3, pace_per_minute=120.0, waiting=40, turns=(1, 2, 0))
+    assert queue_text(opened) == \
+        "queue: 40 shoppers waiting, 1 turn live (a pair held each), 2 bought, 0 ended unused; letting in 120 a minute"
+    assert queue_text(replace(opened, pace_per_minute=0.0)).endswith("paused")
+    assert "sold out for now" in queue_text(replace(opened, sold_out=True))
+
+
+def solved(work) -> str:
+    """A fresh proof of work, solved as work.js solves it."""
+    import base64
+
+    import altcha
+
+    challenge = json.loads(work.challenge())
+    found = altcha.solve_challenge_v1(challenge["challenge"], challenge["salt"], challenge["algorithm"],
+                                      challenge["maxnumber"])
+    fields = {key: challenge[key] for key in ("algorithm", "challenge", "salt", "signature")}
+    return base64.b64encode(json.dumps({**fields, "number": found.number}).encode()).decode()
+
+
+WORK = ProofsOfWork(SECRET, 2_000, purpose="queue")
+
+
+@pytest.mark.parametrize("parts", [(WORK, Throttle(4, window_s=3600))], indirect=True)
+def test_a_new_place_costs_a_fresh_proof_of_work_once_and_an_address_is_held_past_its_places(parts):
+    client, _hub, _live, rooms = parts
+    with connect(client, "ada-session") as ws:
+        missing = send(ws, "1", "queue:2", "phx_join")[4]["response"]
+        assert missing["reason"] == "proof_of_work" and "did not run" in missing["message"]
+        wrong = send(ws, "2", "queue:2", "phx_join", {"altcha": solved(ProofsOfWork("another key", 2_000, "queue"))})
+        assert wrong[4]["response"]["reason"] == "proof_of_work"
+        proof = solved(WORK)
+        assert send(ws, "3", "queue:2", "phx_join", {"altcha": proof})[4]["status"] == "ok"
+    # A second tab of the account holds the place already: no work, and no attempt counted.
+    with connect(client, "ada-session") as ws:
+        assert send(ws, "1", "queue:2", "phx_join")[4]["status"] == "ok"
+    # A solution takes one place: sent again (for another account's place, say), it is refused.
+    rooms.places.clear()
+    with connect(client, "ada-session") as ws:
+        reused = send(ws, "1", "queue:2", "phx_join", {"altcha": proof})[4]["response"]
+        assert reused["reason"] == "proof_of_work" and "used already" in reused["message"]
+        # The address has tried four places this hour: the fifth waits, told for how long.
+        held = send(ws, "2", "queue:2", "phx_join", {"altcha": solved(WORK)})[4]["response"]
+        assert held["reason"] == "too_many" and "try again in" in held["message"]

@@ -40,11 +40,13 @@ def upgrade() -> None:
         sa.Column("stage", sa.String(length=16), nullable=False),
         sa.Column("number", sa.Integer(), nullable=True),
         sa.Column("until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("proof", sa.String(length=64), nullable=True),
         sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("product_id", "shopper_id", name="waiting_places_one_per_account"),
         sa.UniqueConstraint("product_id", "entry_id", name="waiting_places_entry_id_unique"),
         sa.UniqueConstraint("product_id", "number", name="waiting_places_number_unique"),
+        sa.UniqueConstraint("proof", name="waiting_places_proof_once"),
         sa.CheckConstraint("stage IN ('pre_queue', 'queue', 'admitted', 'bought', 'expired', 'removed')",
                            name="waiting_stage_known"),
     )
