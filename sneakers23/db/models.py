@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from sneakers23.domain.draws import OUTCOMES
@@ -258,6 +258,7 @@ class WaitingPlaceRow(SQLModel, table=True):
         UniqueConstraint("product_id", "number", name="waiting_places_number_unique"),
         UniqueConstraint("proof", name="waiting_places_proof_once"),
         CheckConstraint(f"stage IN ({', '.join(repr(str(s)) for s in STAGES)})", name="waiting_stage_known"),
+        Index("ix_waiting_places_joined", "product_id", "joined_at"),  # (the keeper's window of joins)
     )
 
     id: int | None = Field(default=None, primary_key=True)  # (its order: the arrival order)

@@ -91,7 +91,8 @@ def room(connection: Connection, product_id: int, lock: bool = False, with_recor
     columns = (*_ROOM, rooms_t.c.record) if with_record else _ROOM
     query = (select(*columns).join(products_t, products_t.c.id == rooms_t.c.product_id)
              .where(rooms_t.c.product_id == product_id, products_t.c.drop_mode == str(DropMode.QUEUE)))
-    row = connection.execute(query.with_for_update(of=rooms_t) if lock else query).one_or_none()
+    # (FOR NO KEY UPDATE: a join's foreign key check, FOR KEY SHARE, does not wait for the keeper)
+    row = connection.execute(query.with_for_update(of=rooms_t, key_share=True) if lock else query).one_or_none()
     return None if row is None else Room(row, row.record if with_record else None)
 
 

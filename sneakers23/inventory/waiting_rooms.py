@@ -182,12 +182,15 @@ class WaitingRooms:
                 return None  # (no longer a queue)
             kept = self._kept.get(product_id)
             if kept is None or kept.commitment != room.commitment or \
-                    (kept.room.opened_at is None) != (room.opened_at is None):  # (a room reseeded, or moved on elsewhere)
+                    (kept.room.opened_at is None) != (room.opened_at is None) or \
+                    (kept.sent is not None and kept.sent.version != room.version):
+                # (a room reseeded, or moved on by another keeper, one left over from a lost node)
                 kept = self._kept[product_id] = self._restore(connection, product_id)
             waiting = kept.room
             # The places to take in: those joined lately (a window, for a join that commits late), and
-            # every one still to take in, now and then.
-            full = now - kept.read_at >= FULL_READ_EVERY_S
+            # every one still to take in, now and then, and at the release (nobody of the pre-queue
+            # left out of its shuffle).
+            full = now - kept.read_at >= FULL_READ_EVERY_S or (room.released and waiting.opened_at is None)
             if full:
                 kept.read_at = now
             since = None if full else datetime.now(timezone.utc) - timedelta(seconds=JOINS_SETTLE_S)

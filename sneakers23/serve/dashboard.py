@@ -58,7 +58,7 @@ def queue_text(line: WaitingLine | None) -> str:
     if not line.opened:
         return f"queue: {counted(line.waiting, 'shopper')} in the pre-queue, shuffled at the release"
     live, used, ended = line.turns
-    said = (f"queue: {counted(line.waiting, 'shopper')} waiting, {counted(live, 'turn')} live (a pair held each), "
+    said = (f"queue: {counted(line.waiting, 'shopper')} waiting, {counted(live, 'turn')} live (each holds a shopper's pairs), "
             f"{used} bought, {ended} ended unused; ")
     if line.sold_out:
         return said + "sold out for now (every pair left is bought or held by a turn)"

@@ -72,6 +72,7 @@ class QueueChannels:
         self._topics: dict[object, set[int]] = {}  # a socket's queues (joined, or joining)
         self._reading: set[int] = set()  # products whose places are being read again
         self._lines: dict[int, WaitingLine] = {}  # the last line of each product told here
+        self._turns_due: set[int] = set()  # products whose live turns are to be read again next
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -211,9 +212,12 @@ class QueueChannels:
             self._read_soon(product_id, turns_moved)
 
     def _read_soon(self, product_id: int, turns: bool = False) -> None:
-        if product_id not in self._reading:
-            self._reading.add(product_id)
-            keep(self._tasks, asyncio.get_running_loop().create_task(self._read_again(product_id, turns)))
+        if product_id in self._reading:
+            if turns:
+                self._turns_due.add(product_id)  # (read once the read under way is done)
+            return
+        self._reading.add(product_id)
+        keep(self._tasks, asyncio.get_running_loop().create_task(self._read_again(product_id, turns)))
 
     async def _read_again(self, product_id: int, turns: bool = False) -> None:
         """The places whose news the line cannot show, read again (all in one query), and told.
@@ -239,6 +243,9 @@ class QueueChannels:
                     self._tell(connection, product_id, now)
         finally:
             self._reading.discard(product_id)
+            if product_id in self._turns_due and product_id in self._places:
+                self._turns_due.discard(product_id)
+                self._read_soon(product_id, turns=True)
 
     def _tell(self, connection, product_id: int, place: LinePlace) -> None:
         view = self._view(place, product_id)

@@ -336,10 +336,11 @@ class Storefront(AccountPages):
         # then joins the queue's channel with it.)
         product = self.live.product(parsed)
         taking_places = product is not None and (product.released or product.release_at is not None)
-        needs_work = (taking_places and view["place"] is None and self.queue_work.on
-                      and visitor.shopper_id is not None and signed_in(visitor.shopper_id))
-        return JSONResponse({**view, "work_challenge": json.loads(self.queue_work.challenge()) if needs_work else None},
-                            headers=NO_STORE)
+        may_join = taking_places and view["place"] is None and visitor.shopper_id is not None \
+            and signed_in(visitor.shopper_id)
+        return JSONResponse({**view, "may_join": may_join,
+                             "work_challenge": json.loads(self.queue_work.challenge())
+                             if may_join and self.queue_work.on else None}, headers=NO_STORE)
 
     @store_api.post("/api/products/{product_id}/draw/{item_id}")
     async def enter_draw(self, product_id: str, item_id: str, request: Request):

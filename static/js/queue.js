@@ -56,11 +56,18 @@ function show(product) {
   const text = kept.said || words(kept.view, kept.at);
   if (status && status.textContent !== text) status.textContent = text;
   const button = block.querySelector("[data-queue-join]");
-  if (button) button.hidden = !kept.offer;
+  if (button) {
+    const busy = Boolean(kept.busy);
+    if (button.hidden !== !kept.offer) {
+      if (!kept.offer && document.activeElement === button && status) status.focus(); // (the focus stays on the block)
+      button.hidden = !kept.offer;
+    }
+    button.setAttribute("aria-disabled", String(busy));
+  }
 }
 
 function keep(product, state) {
-  held.set(product, { view: {}, at: Date.now(), said: null, offer: false, ...state });
+  held.set(product, { view: {}, at: Date.now(), said: null, offer: false, busy: false, ...state });
   show(product);
 }
 
@@ -69,31 +76,39 @@ async function readQueue(product) {
   return answer.ok ? answer.json() : null;
 }
 
-// Follows the shopper's place (taking it, with `work`: the queue's challenge, solved first).
-async function follow(socket, product, work, again) {
+// Follows the shopper's place; `taking`: it has none yet, so the join takes it, with a fresh proof
+// of work when the store asks for one (each try a new one: a solution takes one place, once).
+async function follow(socket, product, taking, tries = 3) {
   let altcha = null;
-  if (work) {
-    keep(product, { said: "Checking that you are a person, then taking your place in the queue…" });
-    const started = performance.now();
-    const number = await solve(work);
-    if (number !== null) altcha = payload(work, number, Math.round(performance.now() - started));
+  if (taking) {
+    const queue = await readQueue(product).catch(() => null);
+    if (!queue || (!queue.place && !queue.may_join)) {
+      keep(product, queue ? { said: SIGN_IN, offer: true } : { said: "The store did not answer: try again.", offer: true });
+      return;
+    }
+    if (queue.place) taking = false; // (taken meanwhile, from another tab)
+    else if (queue.work_challenge) {
+      keep(product, { said: "Checking that you are a person, then taking your place in the queue…" });
+      const work = queue.work_challenge;
+      const started = performance.now();
+      const number = await solve(work);
+      if (number !== null) altcha = payload(work, number, Math.round(performance.now() - started));
+    }
   }
   const channel = socket.channel(`queue:${product}`, altcha ? { altcha } : {});
   channel.on("place", (view) => keep(product, { view }));
   channel.join()
     .receive("ok", (view) => keep(product, { view }))
-    .receive("error", async (refused) => {
+    .receive("error", (refused) => {
       channel.leave(); // (each try is a join of its own)
+      const passing = ["joining", "unavailable", "error", "proof_of_work"].includes(refused.reason);
       if (refused.reason === "sign_in_required") {
-        keep(product, { said: SIGN_IN });
-      } else if (refused.reason === "proof_of_work" && again) {
-        const queue = await readQueue(product); // (its check had expired, or was used: once more, with a new one)
-        follow(socket, product, queue && queue.work_challenge, false);
-      } else if (["joining", "unavailable", "error"].includes(refused.reason)) {
-        keep(product, { said: "The queue is busy: trying again…" });
-        setTimeout(() => follow(socket, product, null, again), TRY_AGAIN_MS);
+        keep(product, { said: SIGN_IN, offer: true });
+      } else if (passing && tries > 1) {
+        keep(product, { said: "Taking your place in the queue: trying again…" });
+        setTimeout(() => follow(socket, product, taking, tries - 1), refused.reason === "proof_of_work" ? 0 : TRY_AGAIN_MS);
       } else {
-        keep(product, { said: `${refused.message || "The queue could not be joined"}.`, offer: refused.reason === "too_many" });
+        keep(product, { said: `${refused.message || "The queue could not be joined"}.`, offer: taking });
       }
     });
 }
@@ -106,38 +121,20 @@ export async function followQueue(socket, block) {
     return;
   }
   keep(product, { said: "" });
-  try {
-    const queue = await readQueue(product);
-    if (queue && queue.place) {
-      follow(socket, product, null, true);
-    } else {
-      keep(product, { said: "", offer: true });
-    }
-  } catch (_offline) {
-    keep(product, { said: "", offer: true });
-  }
+  const queue = await readQueue(product).catch(() => null);
+  if (queue && queue.place) follow(socket, product, false);
+  else keep(product, { said: "", offer: true });
 }
 
-document.addEventListener("click", async (event) => {
+document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-queue-join]");
-  if (!button) return;
-  const product = button.closest("[data-queue-for]").dataset.queueFor;
-  keep(product, { said: "Taking your place in the queue…" });
-  try {
-    const queue = await readQueue(product);
-    if (queue && !queue.place && !queue.work_challenge) {
-      keep(product, { said: SIGN_IN, offer: true }); // (no work is given to a guest)
-      return;
-    }
-    follow(socket(), product, queue && queue.work_challenge, true);
-  } catch (_offline) {
-    keep(product, { said: "The store did not answer: try again", offer: true });
-  }
+  if (!button || button.getAttribute("aria-disabled") === "true") return;
+  const block = button.closest("[data-queue-for]");
+  const product = block.dataset.queueFor;
+  // (the button stays where the focus is, marked busy, until the place is taken or refused)
+  keep(product, { said: "Taking your place in the queue…", offer: true, busy: true });
+  follow(window.sneakers23.socket, product, true);
 });
-
-function socket() {
-  return window.sneakers23.socket;
-}
 
 // A turn's time left, counted down every second.
 setInterval(() => {

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import altcha
 import httpx
 import pytest
+import ray
 
-from sneakers23.cluster import RayReplication
+from sneakers23.cluster import NAMESPACE, RELEASE_CLOCK_NAME, RayReplication
 from sneakers23.domain.accounts import account_shopper_id
 from sneakers23.inventory import Inventory
 from sneakers23.serve import phoenix
@@ -622,6 +623,14 @@ def test_a_queued_drop_takes_places_over_the_socket_lets_one_in_at_a_time_and_se
         turn = tabs[first].place("admitted", timeout=60)
         assert 0 < turn["left_s"] <= publishing.settings.queue_turn_minutes * 60
         tabs[second].next(lambda f: f[3] == "place" and f[4].get("position") == 1)
+        # The keeper's actor (the release clock) killed in the middle: started again, it reads its room
+        # from the rows: nobody loses a place, and nobody is let in twice.
+        publishing.set_queue_pace(2, 0)  # (paused: a pace's second's worth is not let in on the restart)
+        places_now = lambda: _queue_places(publishing, 2)  # noqa: E731
+        before, version = places_now(), _line_version(publishing, 2)
+        ray.kill(ray.get_actor(RELEASE_CLOCK_NAME, namespace=NAMESPACE), no_restart=False)
+        wait_for(lambda: _line_version(publishing, 2) > version, timeout=60, what="the restarted keeper's line")
+        assert places_now() == before, (before, places_now())
         assert clients[first].post(f"/api/items/{item.id}/purchase").status_code == 200
         # The turn is used: a second purchase needs another, and the tab says it bought.
         other = next(i for i in fresh_shop.complete_products()[1].items if i.available_count > 0 and i.id != item.id)
@@ -630,3 +639,72 @@ def test_a_queued_drop_takes_places_over_the_socket_lets_one_in_at_a_time_and_se
     finally:
         for tab in tabs.values():
             tab.close()
+
+
+def test_in_chromium_two_accounts_queue_see_their_places_one_buys_and_the_other_is_told_it_is_sold_out(
+        browser, store_url, mailbox, fresh_shop, publishing):
+    """A queued drop with one pair left: two accounts take their places before the release (the
+    countdown runs), see their positions after it, the first is let in and buys through the cart,
+    and the second is told it is sold out the moment the last pair is held by the first's turn."""
+    from datetime import datetime, timedelta, timezone
+
+    from playwright.sync_api import expect
+
+    from harness import shop
+    from sneakers23.domain.drops import DropMode
+    from tests.serve.test_browser import open_shop as open_shop_page
+
+    publishing.set_drop_mode(2, DropMode.QUEUE)
+    items = next(p for p in fresh_shop.complete_products() if p.id == 2).items
+    for other in items[1:]:
+        shop.set_available(fresh_shop, other.id, 0)
+    shop.set_available(fresh_shop, items[0].id, 1)  # (one pair left in all)
+    publishing.set_queue_pace(2, 0)  # (nobody let in before both are in line)
+    publishing.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    pages = []
+    for _n in range(2):
+        client, _address = signed_up(store_url, mailbox)
+        context = browser.new_context()
+        context.add_cookies([{"name": cookie.name, "value": cookie.value, "url": store_url} for cookie in client.cookies.jar])
+        page = context.new_page()
+        open_shop_page(page, store_url)
+        pages.append(page)
+    statuses = [page.locator('[data-queue-for="2"] [data-queue-status]') for page in pages]
+    for page, status in zip(pages, statuses):
+        expect(page.locator(".product-soon-2 .product-soon__countdown")).to_contain_text("on sale in")
+        page.locator('[data-queue-for="2"]').get_by_role("button", name="TAKE MY PLACE IN THE QUEUE").click()
+        expect(status).to_contain_text("You are in the queue.", timeout=20_000)
+        expect(page.get_by_role("button", name="TAKE MY PLACE IN THE QUEUE")).to_be_hidden()
+
+    publishing.release(2)  # the keeper shuffles the pre-queue: each page shows its number in line
+    wait_for(lambda: sorted(s.text_content() or "" for s in statuses) == [
+        "You are number 1 in line: 0 ahead of you; the line is paused for now.",
+        "You are number 2 in line: 1 ahead of you; the line is paused for now."],
+        timeout=30, interval=0.25, what="both pages showing their places")
+    first = next(n for n, s in enumerate(statuses) if "number 1" in s.text_content())
+    second = 1 - first
+    publishing.set_queue_pace(2, 6)  # (one let in within 10 s)
+    expect(statuses[first]).to_contain_text("It is your turn: buy your pair within", timeout=30_000)
+    # Its turn holds the last pair: the other page says so at once, keeping its place.
+    expect(statuses[second]).to_contain_text("Sold out for now", timeout=10_000)
+    page = pages[first]
+    page.locator(f'[data-sizes-for="2"] .size-container__entry[value="{items[0].id}"]').click()
+    page.wait_for_selector(".cart__title:has-text('Cart 1')")
+    page.click(".cart__checkout")
+    page.click("[data-purchase]")
+    page.wait_for_selector("h2:has-text('Order Complete!')")
+    assert shop.available(fresh_shop, items[0].id) == 0
+
+
+def _queue_places(inventory, product_id: int) -> list:
+    from sneakers23.db import waiting_rooms
+
+    with inventory.database.reading() as connection:
+        return waiting_rooms.places(connection, product_id)
+
+
+def _line_version(inventory, product_id: int) -> int:
+    from sneakers23.db import waiting_rooms
+
+    with inventory.database.reading() as connection:
+        return waiting_rooms.room(connection, product_id, with_record=False).version

@@ -147,8 +147,8 @@ def test_the_dashboard_says_where_a_queue_stands_from_its_line():
     assert queue_text(WaitingLine(2, 1, opened=False, head=0, waiting=1)) == \
         "queue: 1 shopper in the pre-queue, shuffled at the release"
     opened = WaitingLine(2, 2, opened=True, head=3, pace_per_minute=120.0, waiting=40, turns=(1, 2, 0))
-    assert queue_text(opened) == \
-        "queue: 40 shoppers waiting, 1 turn live (a pair held each), 2 bought, 0 ended unused; letting in 120 a minute"
+    assert queue_text(opened) == ("queue: 40 shoppers waiting, 1 turn live (each holds a shopper's pairs), 2 bought, "
+                                  "0 ended unused; letting in 120 a minute")
     assert queue_text(replace(opened, pace_per_minute=0.0)).endswith("paused")
     assert "sold out for now" in queue_text(replace(opened, sold_out=True))
 

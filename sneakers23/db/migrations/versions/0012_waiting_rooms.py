@@ -51,6 +51,7 @@ def upgrade() -> None:
                            name="waiting_stage_known"),
     )
     op.create_index("ix_waiting_places_product_id", "waiting_places", ["product_id"])
+    op.create_index("ix_waiting_places_joined", "waiting_places", ["product_id", "joined_at"])  # (the keeper's window)
     # A product made a queue before this revision gets its waiting room now: its seed, and the
     # commitment its page shows from here on (nobody could join before).
     connection = op.get_bind()
@@ -64,6 +65,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_waiting_places_joined", table_name="waiting_places")
     op.drop_index("ix_waiting_places_product_id", table_name="waiting_places")
     op.drop_table("waiting_places")
     op.drop_table("waiting_rooms")
