@@ -22,14 +22,7 @@ from sneakers23.domain.waiting_room import Stage
 from sneakers23.errors import DropModeRefused, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired
 from sneakers23.inventory import Inventory
 from tests.conftest import SEED
-
-
-class Recorded:
-    def __init__(self):
-        self.published = []
-
-    def publish(self, changes):
-        self.published.extend(changes)
+from tests.inventory.test_shop import Recorded
 
 
 @pytest.fixture
