@@ -252,7 +252,8 @@ def account_show(ctx: click.Context, who: str) -> None:
 @click.argument("who", metavar="ID_OR_EMAIL")
 @click.pass_context
 def account_lock(ctx: click.Context, who: str) -> None:
-    """Lock an account: every session of it ends, its cart is emptied, and it cannot sign in."""
+    """Lock an account: every session of it ends, its cart is emptied, its places in queues and
+    its draw entries are taken out, and it cannot sign in."""
     _act_on_account(ctx, "lock_account", who)
 
 

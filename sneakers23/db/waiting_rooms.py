@@ -267,6 +267,23 @@ def stage_counts(connection: Connection) -> dict[int, dict[str, int]]:
     return counted
 
 
+def take_out(connection: Connection, shopper_id: str) -> set[int]:
+    """A locked account's places taken out of every waiting room (before the shuffle: listed among
+    its removed; after: out of the line, or out of its turn); returns the rooms it left. Each room's
+    version moves first (its row locked before its places, as the keeper locks them), so that its
+    keeper, finding a version it did not write, reads the room again from its rows."""
+    live = (str(Stage.PRE_QUEUE), str(Stage.QUEUE), str(Stage.ADMITTED))
+    product_ids = sorted(set(connection.execute(select(places_t.c.product_id).where(
+        places_t.c.shopper_id == shopper_id, places_t.c.stage.in_(live))).scalars()))
+    for product_id in product_ids:
+        connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id)
+                           .values(version=rooms_t.c.version + 1))
+    if product_ids:
+        connection.execute(update(places_t).where(places_t.c.shopper_id == shopper_id, places_t.c.stage.in_(live))
+                           .values(stage=str(Stage.REMOVED), until=None, updated_at=_now()))
+    return set(product_ids)
+
+
 # --- the purchase's guard ---------------------------------------------------------------------
 
 def live_admissions(connection: Connection, shopper_id: str, product_ids: set[int]) -> set[int]:

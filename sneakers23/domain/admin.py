@@ -29,7 +29,7 @@ class ActionKind(StrEnum):
     LOGOUT = "logout"  # its target names the session, which stays revoked until it would have expired
     LOCK_LOGINS = "lock_logins"  # the throttle's last resort began: failures from everywhere hold every login
     LOOK_UP_ACCOUNT = "look_up_account"  # a shopper's account (`sneakers23 account show`)
-    LOCK_ACCOUNT = "lock_account"  # its sessions end, its cart is emptied; it cannot sign in
+    LOCK_ACCOUNT = "lock_account"  # its sessions end, its cart is emptied, its queue places go; it cannot sign in
     UNLOCK_ACCOUNT = "unlock_account"
     DRAW_CLOSED = "draw_closed"  # not asked for: the release clock's close of a draw (its shuffle's record)
     DRAW_FINISHED = "draw_finished"  # not asked for: every pair of a draw given, every entrant told

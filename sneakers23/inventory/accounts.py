@@ -25,7 +25,7 @@ import email_validator
 from argon2 import PasswordHasher, exceptions
 
 from sneakers23.db import accounts as rows
-from sneakers23.db import carts
+from sneakers23.db import carts, waiting_rooms
 from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.accounts import (MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, Account, LinkPurpose,
                                         account_shopper_id, email_key, link_usable, password_refusal, reset_letter, session_alive, verify_letter)
@@ -298,13 +298,16 @@ class Accounts:
             return rows.account(unit.connection, account_id)
 
     def lock_account(self, account_id: int, locked: bool = True) -> Account:
-        """Lock an account (every session ends, and its cart is emptied, on every node) or unlock it."""
+        """Lock an account (every session ends, its cart is emptied on every node, and its places in
+        waiting rooms are taken out: the keeper tells the line) or unlock it (what went stays gone).
+        Its draw entries are taken out at the draw's close (inventory/draws.py)."""
         with self.database.transaction() as unit:
             if not rows.set_locked(unit.connection, account_id, locked):
                 raise AccountRefused(f"there is no account {account_id}")
             if locked:
                 rows.end_sessions(unit.connection, account_id)
                 unit.publish(carts.empty(unit.connection, account_shopper_id(account_id)))
+                waiting_rooms.take_out(unit.connection, account_shopper_id(account_id))
             return rows.account(unit.connection, account_id)
 
     def find_account(self, who: str) -> Account:

@@ -22,6 +22,7 @@ from sneakers23.domain.waiting_room import Stage
 from sneakers23.errors import DropModeRefused, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired
 from sneakers23.inventory import Inventory
 from tests.conftest import SEED
+from tests.inventory.test_draws import shoppers
 from tests.inventory.test_shop import Recorded
 
 
@@ -175,3 +176,49 @@ def test_one_who_comes_after_the_release_queues_behind_in_arrival_order(queued):
     assert [inventory.queue_place(s, 2).number for s in late] == [5, 6, 7]
     assert inventory.queue_for_shopper(2, late[-1], line)["place"]["position"] == 8
     assert inventory.queue_for_shopper(2, late[-1], line)["place"]["wait_s"] is None  # (paused)
+
+
+def test_a_locked_account_loses_its_place_before_the_shuffle_in_line_and_in_its_turn(queued):
+    inventory, _published = queued
+    T = time.time()
+    inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    made = shoppers(inventory, 5)
+    for _account_id, shopper in made:
+        inventory.join_queue(shopper, 2)
+    inventory.keep_waiting_rooms(now=T)
+    (early_id, early), *others = made
+    entry = inventory.queue_place(early, 2).entry
+
+    # Locked before the release: out of the pre-queue, and named among the shuffle's removed.
+    inventory.lock_account(early_id)
+    assert inventory.queue_place(early, 2).stage is Stage.REMOVED
+    [line] = inventory.keep_waiting_rooms(now=T)  # (the lock moved the room: its keeper reads it again)
+    assert line.waiting == 4
+    inventory.release(2)
+    inventory.set_queue_pace(2, 60)  # one a second
+    [opened] = inventory.keep_waiting_rooms(now=T)
+    record = inventory.queue_for_shopper(2, None)["record"]
+    assert entry not in record["order"] and len(record["order"]) == 4
+    assert [(r["entry"], r["reason"]) for r in record["removed"]] == [(entry, "account locked")]
+    assert inventory.verify_queue(2) == []
+    by_number = sorted((s for s in others), key=lambda s: inventory.queue_place(s[1], 2).number)
+
+    # After it: one in their turn and one in line are locked; the turn's pairs go back, and the
+    # line moves past both.
+    [_one_in] = inventory.keep_waiting_rooms(now=T + 1)
+    (turn_id, in_turn), (line_id, in_line), *rest = by_number
+    assert inventory.queue_place(in_turn, 2).stage is Stage.ADMITTED
+    pair = pairs_of(inventory, 2)[0]
+    inventory.lock_account(turn_id)
+    inventory.lock_account(line_id)
+    assert inventory.purchase(in_turn, [pair]).refusal is Refusal.NOT_ADMITTED
+    [moved] = inventory.keep_waiting_rooms(now=T + 1)
+    assert moved.waiting == 2 and moved.turns[0] == 0
+    assert {inventory.queue_place(s, 2).stage for s in (in_turn, in_line)} == {Stage.REMOVED}
+    assert inventory.queue_for_shopper(2, rest[0][1], moved)["place"]["position"] == 1
+    [_next_in] = inventory.keep_waiting_rooms(now=T + 2)
+    assert inventory.queue_place(rest[0][1], 2).stage is Stage.ADMITTED
+    assert inventory.purchase(rest[0][1], [pair]).ok
+    # Unlocked, it finds its place gone: it does not come back.
+    inventory.lock_account(line_id, locked=False)
+    assert inventory.join_queue(in_line, 2).stage is Stage.REMOVED
