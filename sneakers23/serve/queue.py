@@ -2,8 +2,9 @@
 page. The join takes the account's place in the waiting room (one per account: every tab and
 device finds the same, inventory/waiting_rooms.py; a new place costs a fresh proof of work, sent
 as the join's `altcha` parameter), and the tab is told its place at once and
-again whenever the line moves: its position, the people ahead, the wait at the present pace, a
-sell-out; then its turn, with the time left, and how it ended.
+again as the line moves: its position, the people ahead, the wait at the present pace (these at
+most every POSITIONS_EVERY_S), a sell-out (at once); then its turn, with the time left, and how it
+ended.
 
 Each socket's place is computed here, from the line's summary this replica's live catalog holds
 (`WaitingLine`, published by the keeper to every node) and the place's number: one summary per
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "queue:"
 MAX_QUEUES_PER_SOCKET = 4
+POSITIONS_EVERY_S = 2.0  # a waiting tab's new position, at most this often (the target: every 5 s)
 SIGN_IN = SIGN_IN_TO_QUEUE[0].upper() + SIGN_IN_TO_QUEUE[1:]
 
 
@@ -73,6 +75,8 @@ class QueueChannels:
         self._reading: set[int] = set()  # products whose places are being read again
         self._lines: dict[int, WaitingLine] = {}  # the last line of each product told here
         self._turns_due: set[int] = set()  # products whose live turns are to be read again next
+        self._positions_due: set[int] = set()  # products whose tabs are to be told their positions soon
+        self._told_at: dict[int, float] = {}  # when each product's tabs were last told (monotonic)
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -202,14 +206,27 @@ class QueueChannels:
         self._lines[product_id] = line
         # A turn used or ended shows in the line's counts only: the live turns here are read again.
         turns_moved = before is not None and before.turns[1:] != line.turns[1:]
-        stale = False
-        for connection, place in list(self._places[product_id].items()):
-            if _news_in_the_database(place, line) or (turns_moved and place.stage is Stage.ADMITTED):
-                stale = True
-            else:
+        if any(_news_in_the_database(place, line) or (turns_moved and place.stage is Stage.ADMITTED)
+               for place in self._places[product_id].values()):
+            self._read_soon(product_id, turns_moved)  # (a turn, a number: told as soon as read)
+        if before is None or (before.opened, before.sold_out) != (line.opened, line.sold_out):
+            self._tell_all(product_id)  # the release, a sell-out or its end: every tab at once
+        elif product_id not in self._positions_due:
+            # Only positions and waits moved: told at most every POSITIONS_EVERY_S, from the line
+            # as it is then (the line moves at every tick while letting in: a push per tab each time
+            # would cost a core at 10,000 tabs, docs/performance.md).
+            wait_s = max(0.0, self._told_at.get(product_id, float("-inf")) + POSITIONS_EVERY_S - time.monotonic())
+            self._positions_due.add(product_id)
+            asyncio.get_running_loop().call_later(wait_s, self._tell_all, product_id)
+
+    def _tell_all(self, product_id: int) -> None:
+        """Every tab of the product whose place the line shows (the others are read again)."""
+        self._positions_due.discard(product_id)
+        self._told_at[product_id] = time.monotonic()
+        line = self._lines.get(product_id)
+        for connection, place in list(self._places.get(product_id, {}).items()):
+            if line is None or not _news_in_the_database(place, line):
                 self._tell(connection, product_id, place)
-        if stale:
-            self._read_soon(product_id, turns_moved)
 
     def _read_soon(self, product_id: int, turns: bool = False) -> None:
         if product_id in self._reading:

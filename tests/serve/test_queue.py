@@ -118,21 +118,23 @@ def test_a_tab_is_told_its_place_as_the_line_moves_and_its_turn_from_the_waiting
         assert told[2:4] == ["queue:2", "place"] and rooms.reads == 1
         assert told[4] == {"entry": "e-ada", "stage": "queue", "position": 4, "ahead": 3, "wait_s": 4.0,
                            "sold_out": False}
-        # Two let in, one of those ahead taken out: from the summary alone.
-        moved(client, hub, live, WaitingLine(2, 3, opened=True, head=2, left=(2,), pace_per_minute=60.0, waiting=2))
+        # Two let in, one a tick, then one of those ahead taken out: from the summary alone, and
+        # told once, from the latest line (positions are told at most every POSITIONS_EVERY_S).
+        moved(client, hub, live, WaitingLine(2, 3, opened=True, head=1, pace_per_minute=60.0, waiting=4))
+        moved(client, hub, live, WaitingLine(2, 4, opened=True, head=2, left=(2,), pace_per_minute=60.0, waiting=2))
         assert json.loads(ws.receive_text())[4]["position"] == 1 and rooms.reads == 1
         # Sold out for now: she is told at once.
-        moved(client, hub, live, WaitingLine(2, 4, opened=True, head=2, left=(2,), pace_per_minute=60.0, sold_out=True,
+        moved(client, hub, live, WaitingLine(2, 5, opened=True, head=2, left=(2,), pace_per_minute=60.0, sold_out=True,
                                              waiting=2))
         assert json.loads(ws.receive_text())[4]["sold_out"] is True
         # Her turn: the head passed her; the waiting room says until when.
         until = datetime.now(timezone.utc).timestamp() + 300
         rooms.places[ada] = replace(rooms.places[ada], stage=Stage.ADMITTED, until=until)
-        moved(client, hub, live, WaitingLine(2, 5, opened=True, head=4, pace_per_minute=60.0, waiting=1))
+        moved(client, hub, live, WaitingLine(2, 6, opened=True, head=4, pace_per_minute=60.0, waiting=1))
         turn = json.loads(ws.receive_text())[4]
         assert turn["stage"] == "admitted" and turn["until"] == until and 295 < turn["left_s"] <= 300
         # A move that changes nothing she sees tells her nothing (a heartbeat answers next, not a push).
-        moved(client, hub, live, WaitingLine(2, 6, opened=True, head=5, pace_per_minute=60.0, waiting=0))
+        moved(client, hub, live, WaitingLine(2, 7, opened=True, head=5, pace_per_minute=60.0, waiting=0))
         heartbeat = send(ws, "9", "phoenix", "heartbeat")
         assert heartbeat[2] == "phoenix" and heartbeat[4]["status"] == "ok"
         # A second tab finds the same place.

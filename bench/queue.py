@@ -1,0 +1,247 @@
+"""A queued drop at scale (issue 25's figures), on one node: SHOPPERS signed-in accounts in product
+2's pre-queue, each tab's socket joined to `queue:2` (direct mode: the channel replica's own port,
+as for bench/channel_fanout.py's 10,000 sockets), then, in one run:
+
+1. the release, scheduled a few seconds ahead (the release clock releases it, its keeper shuffles
+   the pre-queue): from the release time to each tab's first push of its position in line;
+   target p99 <= 1 s;
+2. the line paused for WINDOW s, then admitting at the staff's pace for WINDOW s: the longest time
+   a waiting tab goes without a push of its new position (target <= 5 s), and the channel
+   replica's CPU (its process's, read from /proc) over each window: admitting less paused is what
+   the position updates cost (target <= 10% of a core);
+3. the sell-out: the pace raised so that live turns hold every pair left; from the pace's change
+   to each waiting tab's sold-out push (the keeper's next tick, up to 0.5 s, included); target
+   p99 <= 1 s.
+
+Baseline, in the same run: a bare `websockets` broadcast of one frame to as many sockets
+(bench/bare_broadcast.py), what no store can beat. The load generators (bench/fanout_clients.py,
+two processes) report how busy they were.
+
+    .venv/bin/python -m bench.queue [--shoppers 10000] [--window 20] [--pairs 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from bench.channel_fanout import CLIENT_PROCESSES, LoadGenerator, baseline_rounds
+from bench.draws import PRODUCT, accounts, stock
+from bench.servers import socket_url, start_store
+from harness.ports import free_port
+from sneakers23.db import waiting_rooms as rooms
+from sneakers23.db.models import AccountSessionRow
+from sneakers23.domain.accounts import account_of_shopper
+from sneakers23.domain.drops import DropMode
+from sneakers23.inventory import Inventory
+from sneakers23.inventory.accounts import _hash_of
+from sneakers23.jobs.report import percentile
+from sneakers23.serve.shoppers import SESSION_COOKIE, SessionCookies
+from sneakers23.settings import Settings
+
+SECRET_KEY = secrets.token_hex(32)  # (the store's and the cookies': one run's)
+ADMIT_PER_MINUTE = 120  # the staff's pace while admitting: two a second, one a keeper's tick
+REPLICA_TITLE = b"ShopperSockets"  # (Ray names the channel replica's process after its class)
+
+
+def prepare(database_url: str, shoppers: int, pairs: int) -> list[str]:
+    """The shop: product 2 a queue, its release a day off, `pairs` pairs; `shoppers` verified
+    accounts, each signed in (a session) and holding a place in its pre-queue. Their cookies."""
+    inventory = Inventory(Settings(database_url=database_url, secret_key=SECRET_KEY))
+    try:
+        inventory.upgrade_schema()
+        inventory.seed(random_seed=23)
+        inventory.set_drop_mode(PRODUCT, DropMode.QUEUE)
+        stock(inventory, pairs)
+        inventory.schedule_release(PRODUCT, datetime.now(timezone.utc) + timedelta(days=1))
+        inventory.set_queue_pace(PRODUCT, ADMIT_PER_MINUTE)
+        shopper_ids = accounts(inventory, shoppers, "queued")
+        tokens = [secrets.token_urlsafe(32) for _ in shopper_ids]
+        now = datetime.now(timezone.utc)
+        with inventory.engine.begin() as connection:
+            connection.execute(insert(AccountSessionRow.__table__), [
+                {"token_hash": _hash_of(token), "account_id": account_of_shopper(shopper), "created_at": now,
+                 "client": "127.0.0.1", "user_agent": "bench"} for shopper, token in zip(shopper_ids, tokens)])
+            for shopper in shopper_ids:  # (the join's own statement, as a tab's join makes it)
+                assert rooms.join(connection, PRODUCT, shopper, secrets.token_hex(8))
+    finally:
+        inventory.close()
+    cookies = SessionCookies(SECRET_KEY)
+    return [f"{SESSION_COOKIE}={cookies.cookie(token)}" for token in tokens]
+
+
+def replica_cpu_s() -> float:
+    """CPU seconds spent so far by the channel replica's process (user and system)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if REPLICA_TITLE in (entry / "cmdline").read_bytes():
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    raise RuntimeError("no channel replica process found")
+
+
+def pushes(generators: list[LoadGenerator]) -> tuple[list[list], float]:
+    """Every socket's pushes since the last call, and the busiest generator's CPU seconds."""
+    for generator in generators:
+        generator.send({"pushes": True})
+    answers = [generator.answer() for generator in generators]
+    return [log for answer in answers for log in answer["pushes"]], max(a["cpu_s"] for a in answers)
+
+
+def wait_until(generators, done, timeout: float) -> list[list]:
+    """The pushes, gathered until `done(pushes)` or the timeout (what came by then)."""
+    gathered: list[list] | None = None
+    deadline = time.monotonic() + timeout
+    while True:
+        got, _cpu = pushes(generators)
+        gathered = got if gathered is None else [a + b for a, b in zip(gathered, got)]
+        if done(gathered) or time.monotonic() > deadline:
+            return gathered
+        time.sleep(0.5)
+
+
+def places(log: list) -> list[tuple[float, dict]]:
+    return [(t, payload) for t, event, payload in log if event == "place"]
+
+
+def positioned(log: list) -> float | None:
+    """When the tab was first told its position in line (or its turn)."""
+    return next((t for t, view in places(log) if "position" in view or view["stage"] == "admitted"), None)
+
+
+def sold_out_at(log: list) -> float | None:
+    return next((t for t, view in places(log) if view.get("sold_out")), None)
+
+
+def summary(latencies_ms: list[float]) -> dict:
+    if not latencies_ms:
+        return {"n": 0}
+    return {"n": len(latencies_ms), "p50_ms": round(statistics.median(latencies_ms), 1),
+            "p99_ms": round(percentile(latencies_ms, 99), 1), "max_ms": round(max(latencies_ms), 1)}
+
+
+def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> dict:
+    cookies = prepare(database_url, shoppers, pairs)
+    port = free_port()
+    store = start_store("direct", database_url, port, {"SNEAKERS23_SECRET_KEY": SECRET_KEY})
+    generators: list[LoadGenerator] = []
+    try:
+        url = socket_url("direct", port)
+        each = shoppers // CLIENT_PROCESSES
+        opened_at = time.perf_counter()
+        for n in range(CLIENT_PROCESSES):
+            generator = LoadGenerator()
+            generators.append(generator)
+            generator.send({"open": url, "count": each, "join": f"queue:{PRODUCT}",
+                            "cookies": cookies[n * each:(n + 1) * each], "log": True})
+        opened = [generator.answer() for generator in generators]
+        joined = sum(answer["joined"] for answer in opened)
+        figures: dict = {"sockets": sum(a["opened"] for a in opened), "joined": joined,
+                         "joins_s": round(time.perf_counter() - opened_at, 1)}
+        if joined < CLIENT_PROCESSES * each:
+            raise RuntimeError(f"only {joined} of {CLIENT_PROCESSES * each} tabs joined the queue")
+        pushes(generators)  # (what came before the release: nothing is measured from it)
+
+        # 1. The release.
+        inventory = Inventory(Settings(database_url=database_url, secret_key=SECRET_KEY))
+        try:
+            release_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=5)
+            inventory.schedule_release(PRODUCT, release_at)
+            logs = wait_until(generators, lambda got: all(positioned(log) for log in got), 30 + release_at.timestamp()
+                              - time.time())
+            told = [positioned(log) for log in logs]
+            figures["release"] = {**summary([(t - release_at.timestamp()) * 1000 for t in told if t]),
+                                  "never_told": sum(t is None for t in told)}
+
+            # 2. Paused, then admitting: the gaps between each waiting tab's position pushes, and the
+            # replica's CPU in each window.
+            inventory.set_queue_pace(PRODUCT, 0)
+            time.sleep(2)  # (the keeper's tick, and the tabs told the pause)
+            pushes(generators)
+            cpu, started = replica_cpu_s(), time.monotonic()
+            time.sleep(window_s)  # (a window of measure, not a wait for a condition)
+            paused_cpu = (replica_cpu_s() - cpu) / (time.monotonic() - started)
+            pushes(generators)
+            inventory.set_queue_pace(PRODUCT, ADMIT_PER_MINUTE)
+            cpu, started, begun = replica_cpu_s(), time.monotonic(), time.time()
+            time.sleep(window_s)
+            admitting_cpu = (replica_cpu_s() - cpu) / (time.monotonic() - started)
+            ended = time.time()
+            logs, client_cpu = pushes(generators)
+            gaps = []
+            for log in logs:
+                times = [t for t, view in places(log) if "position" in view]
+                if places(log) and places(log)[-1][1]["stage"] != "queue":
+                    continue  # (let in meanwhile: no longer waiting)
+                edges = [begun, *times, ended]
+                gaps.append(max(b - a for a, b in zip(edges, edges[1:])))
+            figures["admitting"] = {
+                "pace_per_minute": ADMIT_PER_MINUTE, "window_s": window_s, "waiting_tabs": len(gaps),
+                "longest_gap_p99_s": round(percentile(gaps, 99), 2), "longest_gap_max_s": round(max(gaps), 2),
+                "tabs_over_5_s": sum(g > 5 for g in gaps),
+                "position_pushes_per_s": round(sum(len(places(log)) for log in logs) / (ended - begun)),
+                "replica_cpu_admitting": round(admitting_cpu, 3), "replica_cpu_paused": round(paused_cpu, 3),
+                "replica_cpu_for_positions": round(admitting_cpu - paused_cpu, 3),
+                "client_cpu_busiest": round(client_cpu / (ended - begun), 3)}
+
+            # 3. The sell-out: every pair left held by a live turn.
+            waiting = {n for n, log in enumerate(logs) if not places(log) or places(log)[-1][1]["stage"] == "queue"}
+            changed_at = time.time()
+            inventory.set_queue_pace(PRODUCT, 1_000_000)
+            logs = wait_until(generators, lambda got: all(sold_out_at(got[n]) or _let_in(got[n]) for n in waiting), 30)
+            still = [n for n in waiting if not _let_in(logs[n])]
+            told = [sold_out_at(logs[n]) for n in still]
+            figures["sell_out"] = {**summary([(t - changed_at) * 1000 for t in told if t]),
+                                   "never_told": sum(t is None for t in told)}
+        finally:
+            inventory.close()
+        return figures
+    finally:
+        for generator in generators:
+            generator.stop()
+        store.stop()
+
+
+def _let_in(log: list) -> bool:
+    return any(view["stage"] == "admitted" for _t, view in places(log))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shoppers", type=int, default=10_000)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--pairs", type=int, default=400)
+    args = parser.parse_args()
+    if args.shoppers < CLIENT_PROCESSES or args.window <= 0 or args.pairs < 1:
+        raise SystemExit(f"--shoppers is at least {CLIENT_PROCESSES}, --window more than 0, --pairs at least 1")
+    baseline = baseline_rounds([args.shoppers], 3)[args.shoppers]
+    workdir = Path(tempfile.mkdtemp(prefix="s23queue-"))
+    queue = the_queue(f"sqlite:///{workdir / 'shop.db'}", args.shoppers, args.window, args.pairs)
+    base = summary(baseline[0])
+    figures = {"shoppers": args.shoppers, "bare_broadcast": {**base, "client_busy": round(baseline[1], 3)}, **queue}
+    for step in ("release", "sell_out"):
+        if queue[step].get("n"):
+            figures[step]["p99_over_bare"] = round(queue[step]["p99_ms"] / base["p99_ms"], 2)
+    figures["met"] = {
+        "release_p99_le_1s": queue["release"].get("p99_ms", 1e9) <= 1000 and not queue["release"]["never_told"],
+        "positions_every_5s": queue["admitting"]["tabs_over_5_s"] == 0,
+        "positions_cpu_le_10pct": queue["admitting"]["replica_cpu_for_positions"] <= 0.10,
+        "sell_out_p99_le_1s": queue["sell_out"].get("p99_ms", 1e9) <= 1000 and not queue["sell_out"]["never_told"]}
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
