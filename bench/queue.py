@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -79,6 +80,10 @@ def prepare(database_url: str, shoppers: int, pairs: int) -> list[str]:
     return [f"{SESSION_COOKIE}={cookies.cookie(token)}" for token in tokens]
 
 
+def say(what: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} queue: {what}", file=sys.stderr, flush=True)
+
+
 def replica_cpu_s() -> float:
     """CPU seconds spent so far by the channel replica's process (user and system)."""
     for entry in Path("/proc").iterdir():
@@ -93,12 +98,24 @@ def replica_cpu_s() -> float:
     raise RuntimeError("no channel replica process found")
 
 
+STAGES: dict[int, str] = {}  # each tab's stage, as its pushes said, over the whole run
+
+
 def pushes(generators: list[LoadGenerator]) -> tuple[list[list], float]:
     """Every socket's pushes since the last call, and the busiest generator's CPU seconds."""
     for generator in generators:
         generator.send({"pushes": True})
     answers = [generator.answer() for generator in generators]
-    return [log for answer in answers for log in answer["pushes"]], max(a["cpu_s"] for a in answers)
+    logs = [log for answer in answers for log in answer["pushes"]]
+    for n, log in enumerate(logs):
+        for _t, view in places(log):
+            STAGES[n] = view["stage"]
+    return logs, max(a["cpu_s"] for a in answers)
+
+
+def waiting_tabs() -> set[int]:
+    """The tabs still in line (told their number, not let in)."""
+    return {n for n, stage in STAGES.items() if stage == "queue"}
 
 
 def wait_until(generators, done, timeout: float) -> list[list]:
@@ -151,6 +168,7 @@ def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> 
         joined = sum(answer["joined"] for answer in opened)
         figures: dict = {"sockets": sum(a["opened"] for a in opened), "joined": joined,
                          "joins_s": round(time.perf_counter() - opened_at, 1)}
+        say(f"{joined} tabs joined the queue in {figures['joins_s']} s")
         if joined < CLIENT_PROCESSES * each:
             raise RuntimeError(f"only {joined} of {CLIENT_PROCESSES * each} tabs joined the queue")
         pushes(generators)  # (what came before the release: nothing is measured from it)
@@ -160,6 +178,7 @@ def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> 
         try:
             release_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=5)
             inventory.schedule_release(PRODUCT, release_at)
+            say(f"the release at {release_at:%H:%M:%S}")
             logs = wait_until(generators, lambda got: all(positioned(log) for log in got), 30 + release_at.timestamp()
                               - time.time())
             told = [positioned(log) for log in logs]
@@ -171,21 +190,22 @@ def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> 
             inventory.set_queue_pace(PRODUCT, 0)
             time.sleep(2)  # (the keeper's tick, and the tabs told the pause)
             pushes(generators)
+            say(f"the line paused for {window_s:g} s")
             cpu, started = replica_cpu_s(), time.monotonic()
             time.sleep(window_s)  # (a window of measure, not a wait for a condition)
             paused_cpu = (replica_cpu_s() - cpu) / (time.monotonic() - started)
             pushes(generators)
             inventory.set_queue_pace(PRODUCT, ADMIT_PER_MINUTE)
+            in_line = waiting_tabs()
+            say(f"admitting {ADMIT_PER_MINUTE} a minute for {window_s:g} s")
             cpu, started, begun = replica_cpu_s(), time.monotonic(), time.time()
             time.sleep(window_s)
             admitting_cpu = (replica_cpu_s() - cpu) / (time.monotonic() - started)
             ended = time.time()
             logs, client_cpu = pushes(generators)
             gaps = []
-            for log in logs:
-                times = [t for t, view in places(log) if "position" in view]
-                if places(log) and places(log)[-1][1]["stage"] != "queue":
-                    continue  # (let in meanwhile: no longer waiting)
+            for n in in_line & waiting_tabs():  # (those let in meanwhile wait no longer)
+                times = [t for t, view in places(logs[n]) if "position" in view]
                 edges = [begun, *times, ended]
                 gaps.append(max(b - a for a, b in zip(edges, edges[1:])))
             figures["admitting"] = {
@@ -198,7 +218,8 @@ def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> 
                 "client_cpu_busiest": round(client_cpu / (ended - begun), 3)}
 
             # 3. The sell-out: every pair left held by a live turn.
-            waiting = {n for n, log in enumerate(logs) if not places(log) or places(log)[-1][1]["stage"] == "queue"}
+            waiting = waiting_tabs()
+            say("the sell-out")
             changed_at = time.time()
             inventory.set_queue_pace(PRODUCT, 1_000_000)
             logs = wait_until(generators, lambda got: all(sold_out_at(got[n]) or _let_in(got[n]) for n in waiting), 30)
@@ -227,6 +248,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.shoppers < CLIENT_PROCESSES or args.window <= 0 or args.pairs < 1:
         raise SystemExit(f"--shoppers is at least {CLIENT_PROCESSES}, --window more than 0, --pairs at least 1")
+    say(f"the baseline: a bare broadcast to {args.shoppers} sockets")
     baseline = baseline_rounds([args.shoppers], 3)[args.shoppers]
     workdir = Path(tempfile.mkdtemp(prefix="s23queue-"))
     queue = the_queue(f"sqlite:///{workdir / 'shop.db'}", args.shoppers, args.window, args.pairs)

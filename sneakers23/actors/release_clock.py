@@ -36,6 +36,7 @@ class ReleaseClock:
         # At once, and again after every restart (async actors run __init__ before their event
         # loop; a task created here starts with it).
         self._draw_now = asyncio.Event()
+        self._queues_now = asyncio.Event()
         keep(self._tasks, asyncio.get_event_loop().create_task(self._release_forever()))
         keep(self._tasks, asyncio.get_event_loop().create_task(self._draw_forever()))
         keep(self._tasks, asyncio.get_event_loop().create_task(self._expire_carts_forever()))
@@ -48,6 +49,7 @@ class ReleaseClock:
                 if released:
                     log.info("released on schedule: %s", [change.product_id for change in released])
                     self._draw_now.set()  # (one of them may be a draw: its release is its close)
+                    self._queues_now.set()  # (or a queue: its pre-queue is shuffled at once)
             except Exception as error:  # the database may be away: the next tick tries again
                 log.warning("scheduled releases failed this time: %s", error)
             await asyncio.sleep(self._tick_s)
@@ -72,11 +74,15 @@ class ReleaseClock:
         """The waiting rooms' ticks: a task of its own, so that a big draw's close never holds the
         queues up (nor they it)."""
         while True:
+            self._queues_now.clear()
             try:
                 await asyncio.to_thread(self._inventory.keep_waiting_rooms)
             except Exception as error:  # the database may be away: the next tick reads the rooms again
                 log.warning("keeping the waiting rooms failed this time: %s", error)
-            await asyncio.sleep(QUEUES_EVERY_S)
+            try:  # the next tick, or at once after a release made here
+                await asyncio.wait_for(self._queues_now.wait(), QUEUES_EVERY_S)
+            except asyncio.TimeoutError:
+                pass
 
     async def _expire_carts_forever(self) -> None:
         while True:

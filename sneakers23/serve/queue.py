@@ -24,7 +24,7 @@ from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_acc
 from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import LineMoved, ShopperEvent
-from sneakers23.domain.waiting_room import SIGN_IN_TO_QUEUE, LinePlace, Stage, place_in_line, place_view
+from sneakers23.domain.waiting_room import SIGN_IN_TO_QUEUE, LinePlace, Stage, place_view
 from sneakers23.domain.throttle import Throttle
 from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired,
                                SchemaMissing)
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "queue:"
 MAX_QUEUES_PER_SOCKET = 4
-POSITIONS_EVERY_S = 2.0  # a waiting tab's new position, at most this often (the target: every 5 s)
+POSITIONS_EVERY_S = 3.5  # a waiting tab's new position, at most this often (the target: every 5 s)
 SIGN_IN = SIGN_IN_TO_QUEUE[0].upper() + SIGN_IN_TO_QUEUE[1:]
 
 
@@ -268,8 +268,9 @@ class QueueChannels:
         view = self._view(place, product_id)
         key = (connection, product_id)
         shown = self._shown.get(key)
-        if shown is not None and {k: v for k, v in shown.items() if k != "left_s"} == \
-                {k: v for k, v in view.items() if k != "left_s"}:
+        if shown is not None and (shown == view if "left_s" not in view else  # (the time left ticks by itself)
+                                  {k: v for k, v in shown.items() if k != "left_s"} ==
+                                  {k: v for k, v in view.items() if k != "left_s"}):
             return
         self._shown[key] = view
         connection.send(phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view))
@@ -278,10 +279,11 @@ class QueueChannels:
 def _news_in_the_database(place: LinePlace, line: WaitingLine) -> bool:
     """Whether the line says this place changed in a way only the database can tell: shuffled into
     the line (its number), let in (until when), or its turn past its end."""
+    if place.stage is Stage.QUEUE:  # (the most of them: a few steps, asked of every tab at every move)
+        number = place.number
+        return number is None or number < line.head or (bool(line.left) and number in line.left)
     if place.stage is Stage.PRE_QUEUE:
         return line.opened
-    if place.stage is Stage.QUEUE:
-        return place.number is None or place_in_line(place.entry, place.number, line) is None
     if place.stage is Stage.ADMITTED:
         return place.until is not None and place.until <= time.time()
     return False
