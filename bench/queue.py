@@ -205,14 +205,15 @@ def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> 
             logs, client_cpu = pushes(generators)
             gaps = []
             for n in in_line & waiting_tabs():  # (those let in meanwhile wait no longer)
-                times = [t for t, view in places(logs[n]) if "position" in view]
+                times = [t for t, view in places(logs[n]) if "position" in view and t <= ended]
                 edges = [begun, *times, ended]
                 gaps.append(max(b - a for a, b in zip(edges, edges[1:])))
             figures["admitting"] = {
                 "pace_per_minute": ADMIT_PER_MINUTE, "window_s": window_s, "waiting_tabs": len(gaps),
                 "longest_gap_p99_s": round(percentile(gaps, 99), 2), "longest_gap_max_s": round(max(gaps), 2),
                 "tabs_over_5_s": sum(g > 5 for g in gaps),
-                "position_pushes_per_s": round(sum(len(places(log)) for log in logs) / (ended - begun)),
+                "position_pushes_per_s": round(sum(1 for log in logs for _t, view in places(log) if "position" in view)
+                                               / (ended - begun)),
                 "replica_cpu_admitting": round(admitting_cpu, 3), "replica_cpu_paused": round(paused_cpu, 3),
                 "replica_cpu_for_positions": round(admitting_cpu - paused_cpu, 3),
                 "client_cpu_busiest": round(client_cpu / (ended - begun), 3)}

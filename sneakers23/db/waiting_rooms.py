@@ -279,7 +279,8 @@ def take_out(connection: Connection, shopper_id: str) -> set[int]:
         connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id)
                            .values(version=rooms_t.c.version + 1))
     if product_ids:
-        connection.execute(update(places_t).where(places_t.c.shopper_id == shopper_id, places_t.c.stage.in_(live))
+        connection.execute(update(places_t).where(places_t.c.shopper_id == shopper_id, places_t.c.stage.in_(live),
+                                                  places_t.c.product_id.in_(product_ids))  # (the rooms moved)
                            .values(stage=str(Stage.REMOVED), until=None, updated_at=_now()))
     return set(product_ids)
 

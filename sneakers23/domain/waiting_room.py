@@ -160,6 +160,11 @@ class WaitingRoom:
         room._next_number = numbered[-1].number + 1 if numbered else 0
         return room
 
+    def go_on_pacing_from(self, before: "WaitingRoom") -> None:
+        """Take over the pace's allowance of the room this one was read again for (a lock moved
+        it), so that a reading lets nobody in ahead of the pace."""
+        self._tokens, self._paced_at = before._tokens, before._paced_at
+
     def number(self, account: str) -> int | None:
         return self._number.get(account)
 

@@ -184,8 +184,13 @@ class WaitingRooms:
             if kept is None or kept.commitment != room.commitment or \
                     (kept.room.opened_at is None) != (room.opened_at is None) or \
                     (kept.sent is not None and kept.sent.version != room.version):
-                # (a room reseeded, or moved on by another keeper, one left over from a lost node)
+                # (a room reseeded, or moved on by another keeper, one left over from a lost node,
+                # or by a lock that took a place out)
+                before = kept
                 kept = self._kept[product_id] = self._restore(connection, product_id)
+                if before is not None and before.commitment == room.commitment and \
+                        (before.room.opened_at is None) == (room.opened_at is None):
+                    kept.room.go_on_pacing_from(before.room)
             waiting = kept.room
             # The places to take in: those joined lately (a window, for a join that commits late), and
             # every one still to take in, now and then, and at the release (nobody of the pre-queue

@@ -205,7 +205,7 @@ class QueueChannels:
         before = self._lines.get(product_id)
         self._lines[product_id] = line
         # A turn used or ended shows in the line's counts only: the live turns here are read again.
-        turns_moved = before is not None and before.turns[1:] != line.turns[1:]
+        turns_moved = before is not None and before.turns != line.turns  # (a lock ends a live one too)
         if any(_news_in_the_database(place, line) or (turns_moved and place.stage is Stage.ADMITTED)
                for place in self._places[product_id].values()):
             self._read_soon(product_id, turns_moved)  # (a turn, a number: told as soon as read)
@@ -223,7 +223,7 @@ class QueueChannels:
         """Every tab of the product whose place the line shows (the others are read again)."""
         self._positions_due.discard(product_id)
         self._told_at[product_id] = time.monotonic()
-        line = self._lines.get(product_id)
+        line = self._live.line(product_id)  # (the line each view is made from)
         for connection, place in list(self._places.get(product_id, {}).items()):
             if line is None or not _news_in_the_database(place, line):
                 self._tell(connection, product_id, place)

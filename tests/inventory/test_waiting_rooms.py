@@ -209,9 +209,6 @@ def test_a_locked_account_loses_its_place_before_the_shuffle_in_line_and_in_its_
     (turn_id, in_turn), (line_id, in_line), *rest = by_number
     assert inventory.queue_place(in_turn, 2).stage is Stage.ADMITTED
     pair = pairs_of(inventory, 2)[0]
-    # (paused meanwhile: a room read again from its rows may let in a second's worth of its pace
-    # at once, as after a keeper's restart; CI45 on PostgreSQL)
-    inventory.set_queue_pace(2, 0)
     inventory.lock_account(turn_id)
     inventory.lock_account(line_id)
     assert inventory.purchase(in_turn, [pair]).refusal is Refusal.NOT_ADMITTED
@@ -219,7 +216,8 @@ def test_a_locked_account_loses_its_place_before_the_shuffle_in_line_and_in_its_
     assert moved.waiting == 2 and moved.turns[0] == 0
     assert {inventory.queue_place(s, 2).stage for s in (in_turn, in_line)} == {Stage.REMOVED}
     assert inventory.queue_for_shopper(2, rest[0][1], moved)["place"]["position"] == 1
-    inventory.set_queue_pace(2, 60)
+    # (the room read again lets nobody in ahead of its pace: CI45 on PostgreSQL saw one more let in
+    # at once, with the pace's allowance counted anew from the release)
     [_next_in] = inventory.keep_waiting_rooms(now=T + 2)
     assert inventory.queue_place(rest[0][1], 2).stage is Stage.ADMITTED
     assert inventory.purchase(rest[0][1], [pair]).ok
