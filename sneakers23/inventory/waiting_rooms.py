@@ -180,17 +180,7 @@ class WaitingRooms:
             room = rows.room(connection, product_id, lock=True, with_record=False)
             if room is None:
                 return None  # (no longer a queue)
-            kept = self._kept.get(product_id)
-            if kept is None or kept.commitment != room.commitment or \
-                    (kept.room.opened_at is None) != (room.opened_at is None) or \
-                    (kept.sent is not None and kept.sent.version != room.version):
-                # (a room reseeded, or moved on by another keeper, one left over from a lost node,
-                # or by a lock that took a place out)
-                before = kept
-                kept = self._kept[product_id] = self._restore(connection, product_id)
-                if before is not None and before.commitment == room.commitment and \
-                        (before.room.opened_at is None) == (room.opened_at is None):
-                    kept.room.go_on_pacing_from(before.room)
+            kept = self._kept_room(connection, product_id, room)
             waiting = kept.room
             # The places to take in: those joined lately (a window, for a join that commits late), and
             # every one still to take in, now and then, and at the release (nobody of the pre-queue
@@ -235,6 +225,19 @@ class WaitingRooms:
             log.info("product %s: let in %d (%d waiting, %d pairs left)", product_id, len(let_in), line.waiting,
                      pairs_left)
         return line
+
+    def _kept_room(self, connection, product_id: int, room) -> _Kept:
+        """The room as this keeper holds it, read again from its rows when it was reseeded, or moved
+        on by another keeper (one left over from a lost node) or by a lock that took a place out."""
+        kept = self._kept.get(product_id)
+        same_room = kept is not None and kept.commitment == room.commitment and \
+            (kept.room.opened_at is None) == (room.opened_at is None)
+        if same_room and (kept.sent is None or kept.sent.version == room.version):
+            return kept
+        fresh = self._kept[product_id] = self._restore(connection, product_id)
+        if same_room:
+            fresh.room.go_on_pacing_from(kept.room)
+        return fresh
 
     def _restore(self, connection, product_id: int) -> _Kept:
         """The room as its rows keep it. The places not taken in yet (in line with no number, or in
