@@ -74,6 +74,16 @@ def mark_verified(connection: Connection, account_id: int) -> None:
                        .values(verified_at=datetime.now(timezone.utc)))
 
 
+def locked_held(connection: Connection, account_id: int) -> bool:
+    """Whether the account is locked, read for a place about to be taken in its name: on PostgreSQL
+    its row is share-locked until the commit, so a lock made meanwhile waits for the place (and
+    takes it out), or the place waits for the lock (and sees it). No such account: not locked."""
+    query = select(accounts_t.c.locked_at).where(accounts_t.c.id == account_id)
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    return connection.execute(query).scalar() is not None
+
+
 def set_locked(connection: Connection, account_id: int, locked: bool) -> bool:
     """True when the account exists."""
     return connection.execute(update(accounts_t).where(accounts_t.c.id == account_id).values(

@@ -44,18 +44,22 @@ class JoinRefusal(StrEnum):
     NOT_A_QUEUE = "not_a_queue"
     NOT_SCHEDULED = "not_scheduled"
     SIGN_IN_REQUIRED = "sign_in_required"
+    ACCOUNT_LOCKED = "account_locked"
 
 
 def join_refused(product_id: int, mode: DropMode, scheduled: bool, released: bool,
-                 signed_in: bool) -> tuple[JoinRefusal, str] | None:
+                 signed_in: bool, locked: bool = False) -> tuple[JoinRefusal, str] | None:
     """Why a shopper may not take a place in the product's waiting room, if they may not: it must
-    be sold by queue, its release scheduled (or made), and the shopper one account, signed in."""
+    be sold by queue, its release scheduled (or made), and the shopper one account, signed in, and
+    not locked by the staff."""
     if mode is not DropMode.QUEUE:
         return JoinRefusal.NOT_A_QUEUE, f"product {product_id} is not sold through a queue"
     if not (scheduled or released):
         return JoinRefusal.NOT_SCHEDULED, f"product {product_id}'s queue opens once its release time is set"
     if not signed_in:
         return JoinRefusal.SIGN_IN_REQUIRED, SIGN_IN_TO_QUEUE
+    if locked:
+        return JoinRefusal.ACCOUNT_LOCKED, "this account is locked: it cannot take a place in a queue"
     return None
 
 

@@ -20,9 +20,11 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
+from sneakers23.db import accounts as account_rows
 from sneakers23.db import queries
 from sneakers23.db import waiting_rooms as rows
 from sneakers23.db.unit_of_work import Database
+from sneakers23.domain.accounts import account_of_shopper
 from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.fairness import ShuffleRecord, verify
 from sneakers23.domain.purchases import signed_in
@@ -69,8 +71,10 @@ class WaitingRooms:
                 held = rows.place_of(unit.connection, product_id, shopper_id)
                 if held is not None:
                     return held
+                account_id = account_of_shopper(shopper_id)
+                locked = account_id is not None and account_rows.locked_held(unit.connection, account_id)
                 refused = join_refused(product_id, state.drop_mode, state.release_at is not None, state.released,
-                                       signed_in(shopper_id))
+                                       signed_in(shopper_id), locked)
                 if refused is not None:
                     reason, message = refused
                     raise (QueueSignInRequired if reason is JoinRefusal.SIGN_IN_REQUIRED else QueueRefused)(message)

@@ -10,7 +10,9 @@ import pytest
 from scipy import stats
 
 from sneakers23.domain.fairness import verify
-from sneakers23.domain.waiting_room import LinePlace, Stage, WaitingRoom, default_pace, place_in_line
+from sneakers23.domain.drops import DropMode
+from sneakers23.domain.waiting_room import (JoinRefusal, LinePlace, Stage, WaitingRoom, default_pace, join_refused,
+                                            place_in_line)
 
 SEED = bytes(range(32))
 
@@ -24,6 +26,20 @@ def filled(waiting: WaitingRoom, count: int, prefix: str = "acct") -> list[str]:
     for account in accounts:
         waiting.join(account, f"entry-of-{account}")
     return accounts
+
+
+def test_a_place_is_for_a_signed_in_unlocked_account_in_a_queue_whose_release_is_set():
+    def why(mode=DropMode.QUEUE, scheduled=True, released=False, signed_in=True, locked=False):
+        refused = join_refused(2, mode, scheduled, released, signed_in, locked)
+        return None if refused is None else refused[0]
+
+    assert why() is None and why(scheduled=False, released=True) is None
+    assert why(mode=DropMode.FIRST_COME) is JoinRefusal.NOT_A_QUEUE
+    assert why(mode=DropMode.DRAW) is JoinRefusal.NOT_A_QUEUE
+    assert why(scheduled=False) is JoinRefusal.NOT_SCHEDULED
+    assert why(signed_in=False) is JoinRefusal.SIGN_IN_REQUIRED
+    assert why(locked=True) is JoinRefusal.ACCOUNT_LOCKED
+    assert "locked" in join_refused(2, DropMode.QUEUE, True, False, True, True)[1]
 
 
 def test_one_place_per_account_whatever_tab_or_device_asks():

@@ -6,6 +6,7 @@ nobody in twice."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -13,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
+from sneakers23.db import accounts as account_rows
+from sneakers23.db import waiting_rooms as place_rows
 from sneakers23.db.sales import sell_claims
 from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.drops import DropMode
@@ -24,6 +27,7 @@ from sneakers23.inventory import Inventory
 from tests.conftest import SEED
 from tests.inventory.test_draws import shoppers
 from tests.inventory.test_shop import Recorded
+from harness.waiting import wait_for
 
 
 @pytest.fixture
@@ -224,3 +228,37 @@ def test_a_locked_account_loses_its_place_before_the_shuffle_in_line_and_in_its_
     # Unlocked, it finds its place gone: it does not come back.
     inventory.lock_account(line_id, locked=False)
     assert inventory.join_queue(in_line, 2).stage is Stage.REMOVED
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_place_taken_while_its_account_is_being_locked_waits_for_the_lock_and_is_refused(queued):
+    """PostgreSQL lets two transactions run at once: a lock that took the account's places out (it
+    had none yet) and is still to commit, and a join of that account. The join waits for the lock's
+    commit, and is refused: no locked account keeps a place that its lock never saw."""
+    inventory, _published = queued
+    inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    [(account_id, shopper)] = shoppers(inventory, 1)
+    outcome: list = []
+
+    def join() -> None:
+        try:
+            outcome.append(inventory.join_queue(shopper, 2))
+        except QueueRefused as refused:
+            outcome.append(refused)
+
+    def waits_for_a_lock() -> bool:
+        with inventory.engine.connect() as looking:
+            return looking.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar() > 0
+
+    with inventory.engine.connect() as locking:
+        with locking.begin():  # (lock_account's steps, its commit held back)
+            account_rows.set_locked(locking, account_id, True)
+            assert place_rows.take_out(locking, shopper) == set()
+            joining = threading.Thread(target=join)
+            joining.start()
+            wait_for(lambda: outcome or waits_for_a_lock(), timeout=10, what="the join to end or wait")
+        joining.join(10)
+    [refused] = outcome
+    assert isinstance(refused, QueueRefused) and "locked" in str(refused), refused
+    assert inventory.queue_place(shopper, 2) is None
+    assert inventory.queue_places(2, [shopper]) == {}
