@@ -77,7 +77,9 @@ def mark_verified(connection: Connection, account_id: int) -> None:
 def locked_held(connection: Connection, account_id: int) -> bool:
     """Whether the account is locked, read for a place about to be taken in its name: on PostgreSQL
     its row is share-locked until the commit, so a lock made meanwhile waits for the place (and
-    takes it out), or the place waits for the lock (and sees it). No such account: not locked."""
+    takes it out), or the place waits for the lock (and sees it). (It marks the row: one more write
+    per join. SQLite's writer holds the whole database: no row lock is needed there.) No such
+    account: not locked."""
     query = select(accounts_t.c.locked_at).where(accounts_t.c.id == account_id)
     if connection.dialect.name == "postgresql":
         query = query.with_for_update(read=True)

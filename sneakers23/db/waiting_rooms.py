@@ -136,15 +136,13 @@ def opened(connection: Connection, product_id: int, record: ShuffleRecord, at: f
 
 def numbered(connection: Connection, product_id: int, numbers: dict[str, int]) -> None:
     """Accounts let into the line, with their numbers (a place numbered already keeps its number and
-    its stage: a number is given once; a place taken out meanwhile stays out)."""
+    its stage: a number is given once)."""
     if not numbers:
         return
     now = _now()
     connection.execute(  # (one statement, many rows: psycopg sends them in a pipeline)
         update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id == bindparam("account"),
-                               places_t.c.number.is_(None),
-                               # (literal stages: an executemany takes no expanding IN)
-                               (places_t.c.stage == str(Stage.PRE_QUEUE)) | (places_t.c.stage == str(Stage.QUEUE)))
+                               places_t.c.number.is_(None))
         .values(stage=str(Stage.QUEUE), number=bindparam("in_line"), updated_at=now),
         [{"account": shopper_id, "in_line": number} for shopper_id, number in numbers.items()])
 

@@ -48,7 +48,7 @@ class JoinRefusal(StrEnum):
 
 
 def join_refused(product_id: int, mode: DropMode, scheduled: bool, released: bool,
-                 signed_in: bool, locked: bool = False) -> tuple[JoinRefusal, str] | None:
+                 signed_in: bool, locked: bool) -> tuple[JoinRefusal, str] | None:
     """Why a shopper may not take a place in the product's waiting room, if they may not: it must
     be sold by queue, its release scheduled (or made), and the shopper one account, signed in, and
     not locked by the staff."""
@@ -59,7 +59,7 @@ def join_refused(product_id: int, mode: DropMode, scheduled: bool, released: boo
     if not signed_in:
         return JoinRefusal.SIGN_IN_REQUIRED, SIGN_IN_TO_QUEUE
     if locked:
-        return JoinRefusal.ACCOUNT_LOCKED, "this account is locked: it cannot take a place in a queue"
+        return JoinRefusal.ACCOUNT_LOCKED, "this account is locked: write to the shop's staff"
     return None
 
 

@@ -302,6 +302,8 @@ class Accounts:
         waiting rooms are taken out: the keeper tells the line) or unlock it (what went stays gone).
         Its draw entries are taken out at the draw's close (inventory/draws.py)."""
         with self.database.transaction() as unit:
+            # The account's row first: a join in flight holds it shared (db/accounts.locked_held),
+            # so the places are read below only after its place is in, and taken out with the rest.
             if not rows.set_locked(unit.connection, account_id, locked):
                 raise AccountRefused(f"there is no account {account_id}")
             if locked:

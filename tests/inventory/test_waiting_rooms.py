@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from sneakers23.db import accounts as account_rows
+from harness.waiting import wait_for
 from sneakers23.db import waiting_rooms as place_rows
 from sneakers23.db.sales import sell_claims
 from sneakers23.domain.changes import WaitingLine
@@ -27,7 +27,6 @@ from sneakers23.inventory import Inventory
 from tests.conftest import SEED
 from tests.inventory.test_draws import shoppers
 from tests.inventory.test_shop import Recorded
-from harness.waiting import wait_for
 
 
 @pytest.fixture
@@ -225,40 +224,64 @@ def test_a_locked_account_loses_its_place_before_the_shuffle_in_line_and_in_its_
     [_next_in] = inventory.keep_waiting_rooms(now=T + 2)
     assert inventory.queue_place(rest[0][1], 2).stage is Stage.ADMITTED
     assert inventory.purchase(rest[0][1], [pair]).ok
+    # A locked account takes no new place.
+    [(newcomer_id, newcomer)] = shoppers(inventory, 1)
+    inventory.lock_account(newcomer_id)
+    with pytest.raises(QueueRefused, match="this account is locked"):
+        inventory.join_queue(newcomer, 2)
+    assert inventory.queue_place(newcomer, 2) is None
     # Unlocked, it finds its place gone: it does not come back.
     inventory.lock_account(line_id, locked=False)
     assert inventory.join_queue(in_line, 2).stage is Stage.REMOVED
 
 
+
 @pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
-def test_a_place_taken_while_its_account_is_being_locked_waits_for_the_lock_and_is_refused(queued):
-    """PostgreSQL lets two transactions run at once: a lock that took the account's places out (it
-    had none yet) and is still to commit, and a join of that account. The join waits for the lock's
-    commit, and is refused: no locked account keeps a place that its lock never saw."""
+def test_a_place_taken_while_its_account_is_being_locked_waits_for_the_lock_and_is_refused(queued, monkeypatch):
+    """PostgreSQL lets two transactions run at once: the staff's lock of an account, which took its
+    places out (it had none yet) and is still to commit, and a join of that account. The join waits
+    for the lock's commit, then is refused: no locked account keeps a place its lock never saw."""
     inventory, _published = queued
     inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
     [(account_id, shopper)] = shoppers(inventory, 1)
-    outcome: list = []
+    taken_out, commit = threading.Event(), threading.Event()
+    locking_pid: list[int] = []
+    take_out = place_rows.take_out
 
-    def join() -> None:
+    def take_out_then_hold(connection, shopper_id):  # (the lock's own steps, its commit held back)
+        taken = take_out(connection, shopper_id)
+        locking_pid.append(connection.execute(text("SELECT pg_backend_pid()")).scalar())
+        taken_out.set()
+        assert commit.wait(30)
+        return taken
+
+    monkeypatch.setattr("sneakers23.inventory.accounts.waiting_rooms.take_out", take_out_then_hold)
+    outcome: dict[str, object] = {}
+
+    def run(name, action):
         try:
-            outcome.append(inventory.join_queue(shopper, 2))
-        except QueueRefused as refused:
-            outcome.append(refused)
+            outcome[name] = action()
+        except Exception as error:  # (what the test looks at)
+            outcome[name] = error
 
-    def waits_for_a_lock() -> bool:
+    def join_waits_for_the_lock() -> bool:
         with inventory.engine.connect() as looking:
-            return looking.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar() > 0
+            return looking.execute(text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+                                   {"pid": locking_pid[0]}).scalar() > 0
 
-    with inventory.engine.connect() as locking:
-        with locking.begin():  # (lock_account's steps, its commit held back)
-            account_rows.set_locked(locking, account_id, True)
-            assert place_rows.take_out(locking, shopper) == set()
-            joining = threading.Thread(target=join)
-            joining.start()
-            wait_for(lambda: outcome or waits_for_a_lock(), timeout=10, what="the join to end or wait")
-        joining.join(10)
-    [refused] = outcome
-    assert isinstance(refused, QueueRefused) and "locked" in str(refused), refused
+    threads = [threading.Thread(target=run, args=("lock", lambda: inventory.lock_account(account_id)))]
+    try:
+        threads[0].start()
+        assert taken_out.wait(30), "the lock took the places out"
+        threads.append(threading.Thread(target=run, args=("join", lambda: inventory.join_queue(shopper, 2))))
+        threads[1].start()
+        wait_for(lambda: "join" in outcome or join_waits_for_the_lock(), timeout=10, what="the join to end or wait")
+        assert "join" not in outcome, "the join waits for the lock's commit"
+    finally:
+        commit.set()
+        for thread in threads:
+            thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert outcome["lock"].locked, outcome
+    assert isinstance(outcome["join"], QueueRefused) and "locked" in str(outcome["join"]), outcome
     assert inventory.queue_place(shopper, 2) is None
-    assert inventory.queue_places(2, [shopper]) == {}
