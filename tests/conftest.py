@@ -37,13 +37,16 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
 
 
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one
-# worker, in the order below. The session's Ray cluster, and every test on it (the stores of
-# test_run.py too), on one worker; on the other, what needs no such cluster and mostly waits: the
-# `ray up` drill's hosts, cluster.yaml's head, the CLI's commands, a wheel's install. (Three workers
-# were tried: the suite keeps both cores about 80% busy, so a third only made the drills time out.)
-# On the session cluster's worker, test_run.py's stores (each a Ray cluster of its own) come after
-# the tests on the session's cluster, so that they meet the drill's hosts late, when their installs
-# are done: CI23's two-stores test took 461 s beside those installs, 98 s in CI22 without. The
+# worker, in the order below. The session's Ray cluster, and every test on it, on one worker, then
+# the stores of test_run.py and the hostile-client tests (each a Ray cluster of its own); on the
+# other, what needs no such cluster and mostly waits: the `ray up` drill's hosts, cluster.yaml's
+# head, the CLI's commands, a wheel's install. (Three workers were tried: the suite keeps both
+# cores about 80% busy, so a third only made the drills time out.)
+# The session's cluster is taken down as soon as its worker's last test on it is done
+# (`pytest_runtest_teardown` below): idle, its three nodes and store cost 45% of a core, which the
+# stores of their own after it were paying (CI49: the two-stores test took 272 s beside it, 120 s
+# alone). Those stores come after it, so that they meet the drill's hosts late, when their installs
+# are done (CI23's two-stores test took 461 s beside those installs, 98 s in CI22 without). The
 # hostile-client tests measure that nobody starves, so they come last on their worker, which is
 # usually after the drill, the CPU's other big user (an order, not a wait). Their store stays on the
 # session cluster's worker with test_run.py's: CI19 ran it on the other, beside test_run.py's stores,
@@ -81,13 +84,36 @@ def pytest_collection_modifyitems(items):
     """The cheap tests first, and the drill right after them; tests that take nodes away and bring
     new ones last, so no other test meets a cluster that one of them left in the middle of a
     change."""
-    def cost(item) -> tuple[bool, bool, bool, bool, int]:
+    def cost(item) -> tuple[int, bool, bool, bool, bool]:
         late = 2 if item.nodeid.startswith(AFTER_THE_DRILL) else 1 if item.nodeid.startswith(STORES_OF_THEIR_OWN) else 0
-        return (item.get_closest_marker("reshapes_cluster") is not None,
+        return (late, item.get_closest_marker("reshapes_cluster") is not None,
                 item.nodeid.startswith(LEAVES_A_NODE_OUT), not item.nodeid.startswith(CHEAP),
-                item.get_closest_marker("hosts") is None, late)
+                item.get_closest_marker("hosts") is None)
 
     items.sort(key=cost)
+
+
+SESSION_CLUSTER = "ray_cluster"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test on this worker that uses the session's Ray cluster: the cluster taken
+    down now (the store on it first, as at the session's end), not after the tests that follow."""
+    result = yield
+    if nextitem is not None and SESSION_CLUSTER in item.fixturenames and not _needed_later(item):
+        for fixturedef in item.session._fixturemanager.getfixturedefs(SESSION_CLUSTER, item) or ():
+            fixturedef.finish(item._request)  # (its dependents' teardowns run first; at the end, nothing)
+    return result
+
+
+def _needed_later(item) -> bool:
+    """Whether a test after this one, among those its worker runs (its group), uses the cluster."""
+    items = item.session.items
+    later = items[items.index(item) + 1:]
+    distributed = hasattr(item.config, "workerinput")  # (a pytest-xdist worker)
+    return any(SESSION_CLUSTER in other.fixturenames for other in later
+               if not distributed or worker_group(other.nodeid) == worker_group(item.nodeid))
 
 
 FIGURES: list[str] = []

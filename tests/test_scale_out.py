@@ -3,9 +3,10 @@ a web replica and a cache on every node, and a load balancer in front of the nod
 
 A shopper on node B sees a release made on node A, live and on reload; when node B is lost the
 shopper's page reconnects through the balancer to node A and re-syncs what it missed, and finds its
-cart there, and the lost node's tabs leave the dashboard. Runs last: it removes node B for good. (A
-node that joins gets a full cache in tests/actors/test_replication.py, and serves the catalog
-as it is now in the `ray up` drill, tests/test_ray_up.py.)
+cart there, and the lost node's tabs leave the dashboard. An account waiting in a queued drop's
+pre-queue on node B finds its place on node A, and is let in once. Runs last: it removes node B for
+good. (A node that joins gets a full cache in tests/actors/test_replication.py, and serves the
+catalog as it is now in the `ray up` drill, tests/test_ray_up.py.)
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ from __future__ import annotations
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 from ray import serve
 
 from sneakers23.cluster import RayReplication
+from sneakers23.db import waiting_rooms
+from sneakers23.domain.drops import DropMode
+from sneakers23.domain.waiting_room import Stage
 from sneakers23.inventory import Inventory
 from sneakers23.serve.channels import IDLE_TIMEOUT_S
 from tests.conftest import _must_run_everything
 from tests.support import cluster
 from tests.support.balancer import Balancer
+from tests.serve.test_account_pages import QueueTab, cookies_of, signed_up
 from tests.serve.test_carts import new_shopper
 from tests.support.store_fixtures import CartClient, PhoenixClient, admin_login, dashboard_tokens
 from harness.waiting import wait_for
@@ -67,7 +73,7 @@ def joins(shopper: PhoenixClient) -> list[dict]:
 
 
 def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
-    on_postgres, ray_cluster, ray_settings, store_url, fresh_shop, phoenix_js, admin_client, figures
+    on_postgres, ray_cluster, ray_settings, store_url, fresh_shop, phoenix_js, admin_client, mailbox, figures
 ):
     ports = ray_cluster.proxy_ports
     node_a, node_b = cluster.node_id("node_a"), cluster.node_id("node_b")
@@ -76,7 +82,8 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
     balancer = Balancer([ports["node_b"], ports["node_a"]])
     # (A lost node's sockets: the clients notice within two heartbeats, as before CI41 at 300 ms.)
     shopper = PhoenixClient(phoenix_js, f"ws://127.0.0.1:{balancer.port}/product_socket", ["product:2"], heartbeat_ms=300)
-    cart_tab = other_tab = None
+    cart_tab = other_tab = queue_tab = None
+    inventory = Inventory(ray_settings, replication=RayReplication())  # (the staff's, as the CLI's)
     try:
         # A shopper on node B: the balancer sent the socket to B's proxy, which keeps it on B's replica.
         wait_for(lambda: joins(shopper), what="the shopper's join")
@@ -117,6 +124,18 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
                  and [t["shopper"] for t in tabs_on(node_a)] == [other_id], what="shoppers of nodes A and B on the dashboard")
         assert tabs_on(node_b)[0]["items"] == [kept.id]
 
+        # Product 1 is sold by queue, its release an hour away: an account takes its place in the
+        # pre-queue from a tab on node B (through the balancer).
+        inventory.set_drop_mode(1, DropMode.QUEUE)
+        inventory.schedule_release(1, datetime.now(timezone.utc) + timedelta(hours=1))
+        inventory.set_queue_pace(1, 0)  # (paused until the release below)
+        account, _address = signed_up(store_url, mailbox)
+        wait_for(lambda: account.get("/api/products/1/queue").status_code == 200, what="product 1's queue on the pages")
+        queue_tab = QueueTab(f"http://127.0.0.1:{balancer.port}", cookies_of(account), 1, account)
+        assert queue_tab.joined["status"] == "ok" and queue_tab.joined["response"]["stage"] == "pre_queue", queue_tab.joined
+        assert set(balancer.chosen) == {ports["node_b"]}, balancer.chosen
+        entry = queue_tab.joined["response"]["entry"]
+
         # Node B is lost. While the balancer fails over, a size sells out: the shopper must see it.
         balancer.accepting.clear()
         others = {node: _stats(node) for node in ("head", "node_a")}
@@ -134,11 +153,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         balancer.backends.remove(b_port)
         failover_from = len(balancer.chosen)
         item = min((i for i in items if i.available_count > 0), key=lambda i: i.available_count)
-        inventory = Inventory(ray_settings, replication=RayReplication())
-        try:
-            sold = inventory.sell(item.id, item.available_count)
-        finally:
-            inventory.close()
+        sold = inventory.sell(item.id, item.available_count)
         assert sold.sold == item.available_count and sold.available_count == 0
         balancer.accepting.set()
 
@@ -159,6 +174,21 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         cart_again = wait_for(lambda: cart_tab.of("join_ok", topic=cart_topic)[1:], timeout=30,
                               what="the cart to rejoin on node A")[0]
         assert [line["item_id"] for line in cart_again["response"]["items"]] == [kept.id]
+        # The account's queue tab, opened again, finds its place on node A; at the release it is in
+        # line, and let in once.
+        queue_tab.close()
+        queue_tab = QueueTab(f"http://127.0.0.1:{balancer.port}", cookies_of(account), 1)
+        assert queue_tab.joined["status"] == "ok", queue_tab.joined
+        assert (queue_tab.joined["response"]["entry"], queue_tab.joined["response"]["stage"]) == (entry, "pre_queue")
+        assert set(balancer.chosen[failover_from:]) == {ports["node_a"]}, balancer.chosen
+        inventory.release(1)
+        assert queue_tab.place("queue")["position"] == 1
+        inventory.set_queue_pace(1, 60)
+        queue_tab.place("admitted")
+        queue_tab.close()
+        with inventory.database.reading() as connection:
+            places = waiting_rooms.places(connection, 1)
+        assert [(place.entry, place.stage) for place in places] == [(entry, Stage.ADMITTED)], places
         # The shopper's two sockets are held by node A's replica now, and node B's by nobody. (Only
         # the change is counted: the head's replica also holds sockets of the session's earlier
         # tests, which came through the store's URL: CI44 saw two there, 90 s on.) A socket whose
@@ -175,10 +205,11 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
 
     finally:
         shopper.close()
-        for tab in (cart_tab, other_tab):
+        for tab in (cart_tab, other_tab, queue_tab):
             if tab is not None:
                 tab.close()
         balancer.close()
+        inventory.close()
 
 
 def _stats(node: str):

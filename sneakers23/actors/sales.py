@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -91,6 +92,10 @@ class ProductSales:
         self.engine = make_engine(settings.database_url)
         self._queries = QueryCounter(self.engine)
         self.stats = SalesStats(product_id)
+        # A reload runs in a thread: the stats count its statements with it once it is done, so that
+        # a reading shows whole reloads (the queries of each, and their count, together).
+        self._stats_lock = threading.Lock()
+        self._load_began_at: int | None = None  # the statement count when the reload under way began
         self._ledger = patiently(self._load, f"sales of product {product_id}")
         # Claims not yet answered, by purchase key (a key sent again while its claim commits waits
         # for the same answer); they commit in groups: while one batch commits, the next gathers.
@@ -206,9 +211,17 @@ class ProductSales:
     # --- the ledger and the database ---
 
     def _load(self) -> SalesLedger:
-        with translated_errors(self._settings.database_url), reading(self.engine) as connection:
-            product, sales = load_sales(connection, self.product_id)
-        self.stats.reloads += 1
+        with self._stats_lock:
+            self._load_began_at = self._queries.count
+        loaded = False
+        try:
+            with translated_errors(self._settings.database_url), reading(self.engine) as connection:
+                product, sales = load_sales(connection, self.product_id)
+            loaded = True
+        finally:
+            with self._stats_lock:
+                self._load_began_at = None
+                self.stats.reloads += loaded
         return SalesLedger(product, sales, self._settings.max_pairs_per_product)
 
     async def _reload_if_stale(self) -> None:
@@ -277,7 +290,8 @@ class ProductSales:
         await self._claims.idle()
 
     def read_stats(self) -> SalesStats:
-        self.stats.queries = self._queries.count
+        with self._stats_lock:
+            self.stats.queries = self._queries.count if self._load_began_at is None else self._load_began_at
         return self.stats
 
     def available(self, item_id: int) -> int:

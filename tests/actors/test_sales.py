@@ -289,3 +289,34 @@ def test_a_web_replicas_purchases_go_to_the_actor_in_few_calls_and_every_one_is_
     assert held_back == 40, "the two turns held back went together"
     assert len(answers) == 20 * (CALLS_UNDER_WAY + 2) and all(a.refusal is Refusal.SOLD_OUT for a in answers)
     assert not calling and not broken_calling, "no call is left under way"
+
+
+def test_stats_read_during_a_reload_show_whole_reloads(drop, monkeypatch):
+    """A reload runs in a thread while the stats may be read: they count its statements with it once
+    it is done (CI49 read two of a reload's three, and the reload not yet)."""
+    from sneakers23.actors import sales as sales_module
+
+    sales = ProductSales(drop.settings, 1, follow_changes=False)
+    before = sales.read_stats()
+    queries, reloads = before.queries, before.reloads
+    halfway, go_on = threading.Event(), threading.Event()
+    load_sales = sales_module.load_sales
+
+    def a_slow_load(connection, product_id):
+        connection.exec_driver_sql("SELECT 1")  # (one statement of the reload's, then a pause)
+        halfway.set()
+        assert go_on.wait(10)
+        return load_sales(connection, product_id)
+
+    monkeypatch.setattr(sales_module, "load_sales", a_slow_load)
+    loading = threading.Thread(target=sales._load)
+    loading.start()
+    try:
+        assert halfway.wait(10)
+        during = sales.read_stats()
+        assert (during.queries, during.reloads) == (queries, reloads)
+    finally:
+        go_on.set()
+        loading.join(10)
+    after = sales.read_stats()
+    assert after.reloads == reloads + 1 and after.queries > queries + 1
