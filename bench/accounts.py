@@ -11,8 +11,10 @@
    cookie) and once signed in (a shopper cookie and a session cookie each, a verified account
    each), alternately (each first in turn), ROUNDS times: signed-in attempts/s ÷ guests' (target
    ≥ 0.9). wrk's two threads take every other shopper, so a shopper comes back after SHOPPERS
-   requests: 5,000 at ~700 a second is ~7 s, past the page replica's 5 s recheck of a session, so
-   every signed-in request asks the database about its session (the cold case, a drop's crowd).
+   requests: 5,000 at ~700 a second is ~7 s. A page replica asks the database about a session at
+   most once per 30 s (serve/shoppers.py SESSION_RECHECK_S; an ended session is told to every
+   replica at once), so the first round asks about every session, and each one again every 30 s
+   (a drop's crowd, each shopper trying again every few seconds).
 
     .venv/bin/python -m bench.accounts [--phases hash,loop,stampede] [--seconds 10] [--shoppers 5000]
 """

@@ -66,6 +66,8 @@ def single_row_ceiling(url: str, connections: int, seconds: float) -> float:
 
 
 def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> dict:
+    if shutil.which("wrk") is None:  # (the HTTP load generator every benchmark here is checked against)
+        raise SystemExit("bench: wrk is not installed (Debian: apt-get install wrk)")
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         if script:

@@ -16,9 +16,9 @@ from typing import Awaitable, Callable
 from sneakers23.actors.node_cache import Snapshot, follow_node_cache
 from sneakers23.domain.carts import CartLine, lines_for
 from sneakers23.domain.catalog import Catalog, Item, Product
-from sneakers23.domain.changes import AvailabilityChanged, Cart, InventoryChange, ProductChange, WaitingLine
-from sneakers23.domain.shopper_events import (CartUpdated, LineMoved, ShopperEvent, cart_differences, differences, release_change,
-                                              stock_change)
+from sneakers23.domain.changes import AccountChanged, AvailabilityChanged, Cart, InventoryChange, ProductChange, WaitingLine
+from sneakers23.domain.shopper_events import (CartUpdated, LineMoved, SessionsToCheck, ShopperEvent, cart_differences,
+                                              differences, release_change, stock_change)
 from sneakers23.tasks import keep
 
 log = logging.getLogger(__name__)
@@ -90,15 +90,17 @@ class LiveCatalog:
         await follow_node_cache(self._install, self._apply, prepare=self._prepare)
 
     def _install(self, snapshot: Snapshot) -> None:
+        again = self._catalog is not None  # (a restart of the node's cache, or a follower left behind)
         before = self.products()
         carts_before = self._catalog.carts() if self._catalog else []
         lines_before = set(self._catalog.lines()) if self._catalog else set()
         self._catalog = Catalog(snapshot.products, snapshot.carts, snapshot.lines)
         self.generation += 1
         self._loaded.set()
-        if before:
+        if again:
             self._tell([*differences(before, snapshot.products), *cart_differences(carts_before, snapshot.carts),
-                        *(LineMoved(line) for line in snapshot.lines if line not in lines_before)])
+                        *(LineMoved(line) for line in snapshot.lines if line not in lines_before),
+                        SessionsToCheck(None)])  # (an account's change may be among what it missed)
 
     def _apply(self, changes) -> None:
         events: list[ShopperEvent] = []
@@ -120,6 +122,8 @@ class LiveCatalog:
             elif isinstance(change, WaitingLine):
                 if self._catalog.apply(change):
                     events.append(LineMoved(change))
+            elif isinstance(change, AccountChanged):
+                events.append(SessionsToCheck(change.account_id))
         self._tell(events)
 
     def _tell(self, events: list[ShopperEvent]) -> None:

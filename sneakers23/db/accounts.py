@@ -137,8 +137,10 @@ def sessions_of(connection: Connection, account_id: int) -> list[AccountSessionR
                               client=row.client, user_agent=row.user_agent) for row in rows]
 
 
-def end_session(connection: Connection, token_hash: str) -> None:
-    connection.execute(delete(sessions_t).where(sessions_t.c.token_hash == token_hash))
+def end_session(connection: Connection, token_hash: str) -> int | None:
+    """The account whose session it was (None: no such session)."""
+    return connection.execute(delete(sessions_t).where(sessions_t.c.token_hash == token_hash)
+                              .returning(sessions_t.c.account_id)).scalar()
 
 
 def end_sessions(connection: Connection, account_id: int) -> int:

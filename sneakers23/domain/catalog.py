@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable
 
-from sneakers23.domain.changes import AvailabilityChanged, Cart, Change, ProductChange, WaitingLine
+from sneakers23.domain.changes import AccountChanged, AvailabilityChanged, Cart, Change, ProductChange, WaitingLine
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.levels import Level, level_for
 
@@ -156,6 +156,8 @@ class Catalog:
             if line is not None and change.version <= line.version:
                 return False
             self._lines[change.product_id] = change
+            return True
+        if isinstance(change, AccountChanged):  # (no state here: passed on to the followers)
             return True
         raise TypeError(f"not a change: {change!r}")
 

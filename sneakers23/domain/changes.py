@@ -134,6 +134,22 @@ class WaitingLine:
                              self.sold_out, self.waiting, self.turns)
 
 
+@dataclass(frozen=True, slots=True)
+class AccountChanged:
+    """An account's sessions or standing changed: a session ended (a sign-out, everywhere, a new
+    password), or it was locked, unlocked or its address verified. Each web replica forgets what it
+    remembered of the account's sessions and asks the database again at its next request. An
+    event, not a state: no version, applied whenever it comes (a replica that starts again from a
+    snapshot forgets every session it remembered)."""
+
+    account_id: int
+
+    kind = "account_changed"
+
+    def __reduce__(self):
+        return AccountChanged, (self.account_id,)
+
+
 InventoryChange = (ProductReleased, ReleaseScheduleChanged, AvailabilityChanged)  # (for isinstance)
 
-Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, Cart, WaitingLine]
+Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, Cart, WaitingLine, AccountChanged]

@@ -50,7 +50,16 @@ class LineMoved:
     line: WaitingLine
 
 
-ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated, LineMoved]
+@dataclass(frozen=True, slots=True)
+class SessionsToCheck:
+    """What a replica remembers of an account's sessions may be stale (an AccountChanged): it asks
+    the database again. `None`: every account's (its copy of the node started again from a
+    snapshot, and may have missed one)."""
+
+    account_id: int | None
+
+
+ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated, LineMoved, SessionsToCheck]
 
 
 def stock_change(before: Item | None, after: Item) -> StockChanged | None:

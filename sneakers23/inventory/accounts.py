@@ -27,6 +27,7 @@ from argon2 import PasswordHasher, exceptions
 from sneakers23.db import accounts as rows
 from sneakers23.db import carts, waiting_rooms
 from sneakers23.db.unit_of_work import Database
+from sneakers23.domain.changes import AccountChanged
 from sneakers23.domain.accounts import (MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, Account, LinkPurpose,
                                         account_shopper_id, email_key, link_usable, password_refusal, reset_letter, session_alive, verify_letter)
 from sneakers23.errors import DatabaseUnavailable, Sneakers23Error
@@ -72,6 +73,13 @@ class SignedUp:
 class SignedIn:
     account: Account
     session_token: str = field(repr=False)  # for the session cookie
+
+
+def _ended(unit, account_id: int | None) -> None:
+    """A session ended in this unit of work: every replica forgets what it remembered of its
+    account's sessions once it commits (none: there was no such session)."""
+    if account_id is not None:
+        unit.publish([AccountChanged(account_id)])
 
 
 def _hash_of(token: str) -> str:
@@ -131,7 +139,7 @@ class Accounts:
             rows.add_link(unit.connection, token_hash, account.id, LinkPurpose.VERIFY)
             rows.add_session(unit.connection, session_hash, account.id, client, user_agent)
             if instead_of:
-                rows.end_session(unit.connection, _hash_of(instead_of))
+                _ended(unit, rows.end_session(unit.connection, _hash_of(instead_of)))
         self._post(verify_letter(account.email, self._link(VERIFY_PATH, token)))
         return SignedUp(account, token, session_token)
 
@@ -152,6 +160,7 @@ class Accounts:
         with self.database.transaction() as unit:
             account_id = _use_link(unit.connection, token, LinkPurpose.VERIFY)
             rows.mark_verified(unit.connection, account_id)
+            unit.publish([AccountChanged(account_id)])  # (a replica's memory of its sessions: unverified)
             return rows.account(unit.connection, account_id)
 
     def sign_in(self, email: str, password: str, client: str = "", user_agent: str = "",
@@ -181,7 +190,7 @@ class Accounts:
                 rows.set_password_hash(unit.connection, found.account.id, rehashed)
             rows.add_session(unit.connection, token_hash, found.account.id, client, user_agent)
             if instead_of:
-                rows.end_session(unit.connection, _hash_of(instead_of))
+                _ended(unit, rows.end_session(unit.connection, _hash_of(instead_of)))
         return SignedIn(now.account, token)
 
     def session_account(self, session_token: str) -> Account | None:
@@ -253,11 +262,12 @@ class Accounts:
 
     def sign_out(self, session_token: str) -> None:
         with self.database.transaction() as unit:
-            rows.end_session(unit.connection, _hash_of(session_token))
+            _ended(unit, rows.end_session(unit.connection, _hash_of(session_token)))
 
     def sign_out_everywhere(self, account_id: int) -> int:
         """Ends every session of the account; how many there were."""
         with self.database.transaction() as unit:
+            unit.publish([AccountChanged(account_id)])
             return rows.end_sessions(unit.connection, account_id)
 
     def ask_password_reset(self, email: str) -> tuple[Account, str] | None:
@@ -295,6 +305,7 @@ class Accounts:
             rows.end_sessions(unit.connection, account_id)
             rows.use_links_of(unit.connection, account_id)
             rows.mark_verified(unit.connection, account_id)
+            unit.publish([AccountChanged(account_id)])
             return rows.account(unit.connection, account_id)
 
     def lock_account(self, account_id: int, locked: bool = True) -> Account:
@@ -306,6 +317,7 @@ class Accounts:
             # so the places are read below only after its place is in, and taken out with the rest.
             if not rows.set_locked(unit.connection, account_id, locked):
                 raise AccountRefused(f"there is no account {account_id}")
+            unit.publish([AccountChanged(account_id)])
             if locked:
                 rows.end_sessions(unit.connection, account_id)
                 unit.publish(carts.empty(unit.connection, account_shopper_id(account_id)))

@@ -137,10 +137,12 @@ def form_token_in(page: str) -> str | None:
 # --- signed-in shoppers ---
 
 SESSION_COOKIE = "sneakers23_session"
-# A session ended elsewhere (sign out everywhere, a reset, a lock) is seen by every replica within
-# this; meanwhile a replica asks the database about a session at most once per period, so a drop's
-# signed-in crowd costs the database a read per shopper every few seconds, not one per request.
-SESSION_RECHECK_S = 5.0
+# A replica asks the database about a session at most once per period, so that a drop's signed-in
+# crowd costs the database a read per shopper, not one per request. A session ended elsewhere (a
+# sign-out, everywhere, a reset, a lock) or an address verified reaches every replica at once, as
+# an AccountChanged (serve/storefront.py): the period is the bound when that message is lost.
+SESSION_RECHECK_S = 30.0
+OUTAGE_RECHECK_S = 5.0  # what was answered while the database was away is asked again sooner
 SESSIONS_KEPT = 20_000  # per replica; the oldest checked are forgotten first (and read again)
 
 
@@ -188,14 +190,16 @@ class SessionCookies:
 
 class SignedInShoppers(SessionCookies):
     """The account a session cookie is signed in to: a good cookie's session is looked up in the
-    database (`lookup`) at most once per SESSION_RECHECK_S on this replica."""
+    database (`lookup`) at most once per SESSION_RECHECK_S on this replica, and again at once when
+    its account changed (`forget_account`)."""
 
     def __init__(self, secret_key: str, lookup: Callable[[str], Awaitable[Account | None]],
                  recheck_s: float = SESSION_RECHECK_S):
         super().__init__(secret_key)
         self._lookup = lookup
         self._recheck_s = recheck_s
-        self._seen: OrderedDict[str, tuple[Account | None, float]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[Account | None, float]] = OrderedDict()  # token: (account, asked again at)
+        self._of_account: dict[int, set[str]] = {}  # the tokens remembered for each account
 
     async def account(self, session_token: str | None) -> Account | None:
         """The session's account; None for no session, or one that ended. While the database is
@@ -205,20 +209,44 @@ class SignedInShoppers(SessionCookies):
             return None
         now = time.monotonic()
         seen = self._seen.get(session_token)
-        if seen is not None and now - seen[1] < self._recheck_s:
+        if seen is not None and now < seen[1]:
             return seen[0]
+        recheck_s = self._recheck_s
         try:
             account = await self._lookup(session_token)
         except (DatabaseUnavailable, SchemaMissing):
-            # Asked again only after another period: an outage must not cost every request a wait.
-            account = None if seen is None else seen[0]
-        self._seen[session_token] = (account, time.monotonic())
-        self._seen.move_to_end(session_token)
-        while len(self._seen) > SESSIONS_KEPT:
-            self._seen.popitem(last=False)
+            # Asked again only after a while: an outage must not cost every request a wait.
+            account, recheck_s = (None if seen is None else seen[0]), min(recheck_s, OUTAGE_RECHECK_S)
+        self._remember(session_token, account, time.monotonic() + recheck_s)
         return account
 
     def forget(self, session_token: str | None) -> None:
         """A session this replica ended: it is over here at once."""
         if session_token is not None:
-            self._seen.pop(session_token, None)
+            self._drop(session_token)
+
+    def forget_account(self, account_id: int | None) -> None:
+        """Every session of the account is asked about again (None: of every account)."""
+        if account_id is None:
+            self._seen.clear()
+            self._of_account.clear()
+            return
+        for token in self._of_account.pop(account_id, set()):
+            self._seen.pop(token, None)
+
+    def _remember(self, token: str, account: Account | None, until: float) -> None:
+        self._drop(token)
+        self._seen[token] = (account, until)
+        if account is not None:
+            self._of_account.setdefault(account.id, set()).add(token)
+        while len(self._seen) > SESSIONS_KEPT:
+            self._drop(next(iter(self._seen)))  # (the oldest asked)
+
+    def _drop(self, token: str) -> None:
+        account = self._seen.pop(token, (None, 0.0))[0]
+        if account is not None:
+            tokens = self._of_account.get(account.id)
+            if tokens is not None:
+                tokens.discard(token)
+                if not tokens:
+                    del self._of_account[account.id]

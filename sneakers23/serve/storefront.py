@@ -30,6 +30,7 @@ from sneakers23.domain.ids import parse_id
 from sneakers23.domain.throttle import Throttle
 from sneakers23.domain.levels import Level
 from sneakers23.domain.purchases import MAX_UNITS_PER_PURCHASE, PurchaseResult, Refusal, orders_of, signed_in
+from sneakers23.domain.shopper_events import SessionsToCheck
 from sneakers23.domain.views import product_view
 from sneakers23.errors import DatabaseUnavailable, SchemaMissing
 from sneakers23.serve.account_pages import AccountPages, account_routes
@@ -103,6 +104,7 @@ class Storefront(AccountPages):
         self.cart_tokens = CartTokens(settings.secret_key)
         self.form_tokens = FormTokens(settings.secret_key)
         self.sessions = SignedInShoppers(settings.secret_key, self.inventory.session_account_async)
+        self.live.subscribe(self._sessions_to_check)  # (an account changed, on any node)
         self.work = ProofsOfWork(settings.secret_key, settings.proof_of_work_max_number)
         self.account_attempts = Throttle(settings.account_attempts_per_minute)
         self.entry_work = ProofsOfWork(settings.secret_key, settings.entry_proof_of_work_max_number, purpose="entry")
@@ -113,6 +115,11 @@ class Storefront(AccountPages):
         # Rendered once per catalog generation, around the place of the shopper's own cart token.
         self._page: tuple[int, bytes, bytes] = (-1, b"", b"")
         await self.live.wait_ready(READY_WAIT_S)
+
+    def _sessions_to_check(self, events) -> None:
+        for event in events:
+            if isinstance(event, SessionsToCheck):
+                self.sessions.forget_account(event.account_id)
 
     def _catalog_html(self, visitor: Visitor) -> bytes:
         generation = self.live.generation
