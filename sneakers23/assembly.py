@@ -125,7 +125,7 @@ def start_store_actors(settings: Settings, watch_seconds: float | None = None,
 
     replicator = start_replication(settings, _node_inventory(settings), watch_seconds or WATCH_SECONDS,
                                    while_waiting=while_waiting)
-    release_clock(_release_clock_inventory(settings))
+    release_clock(_release_clock_inventory(settings), _sales_starter(settings))
     _start_dashboard_actors()
     return replicator
 
@@ -146,13 +146,24 @@ async def _start_store_actors_async(settings: Settings) -> None:
 
     replicator = await asyncio.to_thread(replication_actor, settings, _node_inventory(settings))
     replicator.ready.remote()
-    await asyncio.to_thread(release_clock, _release_clock_inventory(settings))
+    await asyncio.to_thread(release_clock, _release_clock_inventory(settings), _sales_starter(settings))
     await asyncio.to_thread(_start_dashboard_actors)
 
 
 def _node_inventory(settings: Settings) -> Callable[[], Inventory]:
     # Made in each node cache's own process: its reads of the database (it writes nothing).
     return functools.partial(database_inventory, settings)
+
+
+def _sales_starter(settings: Settings) -> Callable[[int], bool]:
+    # Called in the clock's own process: a product's sales actor, started ahead of its purchases.
+    return functools.partial(_start_sales_actor, settings)
+
+
+def _start_sales_actor(settings: Settings, product_id: int) -> bool:
+    from sneakers23.actors import sales
+
+    return sales.started_sales_actor(settings, product_id, _publishing())
 
 
 def _release_clock_inventory(settings: Settings) -> Callable[[], Inventory]:

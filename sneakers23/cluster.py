@@ -178,8 +178,10 @@ class RayReplication:
     """Publishes committed changes to every node's cache through the replication actor.
 
     A publish that fails is logged, never raised: the sale or release is already committed, and the
-    caches' anti-entropy picks it up within the resync period. Changes go only to a store that sells
-    from the same database: with two stores on one machine, the cluster joined may be the other's.
+    caches' anti-entropy picks it up within the resync period (an AccountChanged, which has no row
+    to compare, the replicas' recheck of a session: serve/shoppers.py). Changes go only to a store
+    that sells from the same database: with two stores on one machine, the cluster joined may be the
+    other's.
     """
 
     def __init__(self, wait: bool = True, database_url: str | None = None):

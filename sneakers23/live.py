@@ -97,10 +97,11 @@ class LiveCatalog:
         self._catalog = Catalog(snapshot.products, snapshot.carts, snapshot.lines)
         self.generation += 1
         self._loaded.set()
+        events: list[ShopperEvent] = [SessionsToCheck(None)]  # (an account's change may be among what it missed)
         if again:
-            self._tell([*differences(before, snapshot.products), *cart_differences(carts_before, snapshot.carts),
-                        *(LineMoved(line) for line in snapshot.lines if line not in lines_before),
-                        SessionsToCheck(None)])  # (an account's change may be among what it missed)
+            events += [*differences(before, snapshot.products), *cart_differences(carts_before, snapshot.carts),
+                       *(LineMoved(line) for line in snapshot.lines if line not in lines_before)]
+        self._tell(events)
 
     def _apply(self, changes) -> None:
         events: list[ShopperEvent] = []

@@ -4,7 +4,8 @@ It also keeps the set of caches equal to the set of live nodes (and nothing else
 releases are the release clock's, actors/release_clock.py): a node that joins gets a cache
 within `watch_seconds` without anyone acting, and the cache of a node that died is let go. A change
 goes to each cache once per publish; caches apply only newer versions, so nothing loops or applies
-twice, and a delivery that is lost anyway is healed by the caches' anti-entropy.
+twice, and a delivery that is lost anyway is healed by the caches' anti-entropy (an AccountChanged,
+by the replicas' recheck of a session).
 """
 
 from __future__ import annotations

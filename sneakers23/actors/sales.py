@@ -318,6 +318,18 @@ def sales_actor(settings: Settings, product_id: int, replication):
         settings, product_id, replication)
 
 
+def started_sales_actor(settings: Settings, product_id: int, replication, timeout_s: float = 120.0) -> bool:
+    """The product's sales actor started if it is not running, and its ledger loaded (waited for);
+    True when it was started here. (The release clock starts them ahead of a drop's first purchase.)"""
+    try:
+        ray.get_actor(sales_name(product_id), namespace=NAMESPACE)
+        return False
+    except ValueError:
+        pass
+    ray.get(sales_actor(settings, product_id, replication).idle.remote(), timeout=timeout_s)
+    return True
+
+
 class RaySales:
     """The inventory's way to the sales actors: a purchase of one product's sizes goes to that
     product's actor (which commits and publishes it); its failures become one-line errors that say

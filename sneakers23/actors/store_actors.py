@@ -17,18 +17,25 @@ def stop_store_actors(timeout_s: float = 10.0) -> None:
     """Stop the replication actor, the release clock, the presence and activity actors, every node's cache and
     every product's sales actor. Returns once
     their names are free, so that a store started next makes new ones, with its own settings."""
-    names = {cache_name(node["NodeID"]) for node in ray.nodes()} | set(sales_actor_names())
+    caches = {cache_name(node["NodeID"]) for node in ray.nodes()}
     try:
         replicator = ray.get_actor(REPLICATOR_NAME, namespace=NAMESPACE)
     except ValueError:
         replicator = None
     if replicator is not None:
         try:
-            names |= {cache_name(node_id) for node_id in ray.get(replicator.caches.remote(), timeout=timeout_s)}
+            caches |= {cache_name(node_id) for node_id in ray.get(replicator.caches.remote(), timeout=timeout_s)}
         except Exception:
             pass
     deadline = time.monotonic() + timeout_s
-    taken = [REPLICATOR_NAME, RELEASE_CLOCK_NAME, PRESENCE_NAME, ACTIVITY_NAME, *sorted(names)]  # the replicator first: it would make caches again
+    # First those that start others: the replicator makes caches, the release clock sales actors
+    # (and neither is made again once the replicator is gone); then what they made, listed now.
+    _stop([REPLICATOR_NAME, RELEASE_CLOCK_NAME], deadline, timeout_s)
+    _stop([PRESENCE_NAME, ACTIVITY_NAME, *sorted(caches | set(sales_actor_names()))], deadline, timeout_s)
+
+
+def _stop(taken: list[str], deadline: float, timeout_s: float) -> None:
+    """Kills the named actors, and returns once their names are free."""
     killed: set[str] = set()
     while taken:
         for name in list(taken):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, Engine, and_, exists, func, select, text, update
 from sqlalchemy.dialects import sqlite
@@ -194,6 +194,15 @@ def release_is_due(connection: Connection, now: datetime | None = None) -> bool:
                products_t.c.release_at <= (now or _now()))
         .limit(1)
     ).first() is not None
+
+
+def on_sale_soon(connection: Connection, within: timedelta, now: datetime | None = None) -> list[int]:
+    """The products on sale, and those whose release comes within `within`."""
+    until = (now or _now()) + within
+    return list(connection.execute(
+        select(products_t.c.id)
+        .where(products_t.c.released.is_(True) | (products_t.c.release_at.is_not(None) & (products_t.c.release_at <= until)))
+        .order_by(products_t.c.id)).scalars())
 
 
 def release_due(connection: Connection, now: datetime | None = None) -> list[ProductReleased]:

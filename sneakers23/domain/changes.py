@@ -1,4 +1,5 @@
-"""Change events: what happened to one database row, stamped with the row's new version."""
+"""Change events: what happened to one database row, stamped with the row's new version; and one
+event with no row of its own, an account's change (`AccountChanged`)."""
 
 from __future__ import annotations
 

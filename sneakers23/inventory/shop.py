@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sneakers23.db import queries
@@ -128,6 +128,12 @@ class Shop:
             change = queries.set_drop_mode(unit.connection, product_id, mode, seed)
             unit.publish([change])
         return change
+
+    def on_sale_soon(self, within_s: float) -> list[int]:
+        """The products on sale, and those released within `within_s` seconds (the release clock
+        starts their sales actors ahead of their first purchase)."""
+        with self.database.reading() as connection:
+            return queries.on_sale_soon(connection, timedelta(seconds=within_s))
 
     def release_due(self) -> list[ProductReleased]:
         """Release the products whose time has come (the release clock calls this)."""

@@ -200,6 +200,7 @@ class SignedInShoppers(SessionCookies):
         self._recheck_s = recheck_s
         self._seen: OrderedDict[str, tuple[Account | None, float]] = OrderedDict()  # token: (account, asked again at)
         self._of_account: dict[int, set[str]] = {}  # the tokens remembered for each account
+        self._forgettings = 0  # grows at every forget: a lookup that a forget overtook is not kept
 
     async def account(self, session_token: str | None) -> Account | None:
         """The session's account; None for no session, or one that ended. While the database is
@@ -211,22 +212,25 @@ class SignedInShoppers(SessionCookies):
         seen = self._seen.get(session_token)
         if seen is not None and now < seen[1]:
             return seen[0]
-        recheck_s = self._recheck_s
+        recheck_s, forgettings = self._recheck_s, self._forgettings
         try:
             account = await self._lookup(session_token)
         except (DatabaseUnavailable, SchemaMissing):
             # Asked again only after a while: an outage must not cost every request a wait.
             account, recheck_s = (None if seen is None else seen[0]), min(recheck_s, OUTAGE_RECHECK_S)
-        self._remember(session_token, account, time.monotonic() + recheck_s)
+        if forgettings == self._forgettings:  # (else its answer may be from before a sign-out: asked again next time)
+            self._remember(session_token, account, time.monotonic() + recheck_s)
         return account
 
     def forget(self, session_token: str | None) -> None:
         """A session this replica ended: it is over here at once."""
         if session_token is not None:
+            self._forgettings += 1
             self._drop(session_token)
 
     def forget_account(self, account_id: int | None) -> None:
         """Every session of the account is asked about again (None: of every account)."""
+        self._forgettings += 1
         if account_id is None:
             self._seen.clear()
             self._of_account.clear()

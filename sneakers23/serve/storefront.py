@@ -99,12 +99,12 @@ class Storefront(AccountPages):
         self._queries = QueryCounter(self.inventory.engine)
         self.refused_at_edge = 0
         self.live = assembly.live_catalog(settings)  # this node's catalog, in memory
+        self.sessions = SignedInShoppers(settings.secret_key, self.inventory.session_account_async)
+        self.live.subscribe(self._sessions_to_check)  # (an account changed, on any node)
         self.live.start()
         self.cookies = ShopperCookies(settings.secret_key)
         self.cart_tokens = CartTokens(settings.secret_key)
         self.form_tokens = FormTokens(settings.secret_key)
-        self.sessions = SignedInShoppers(settings.secret_key, self.inventory.session_account_async)
-        self.live.subscribe(self._sessions_to_check)  # (an account changed, on any node)
         self.work = ProofsOfWork(settings.secret_key, settings.proof_of_work_max_number)
         self.account_attempts = Throttle(settings.account_attempts_per_minute)
         self.entry_work = ProofsOfWork(settings.secret_key, settings.entry_proof_of_work_max_number, purpose="entry")

@@ -1,5 +1,5 @@
 """The release clock on the session's Ray cluster: idle carts expire, in the database and in every
-node's memory."""
+node's memory; a scheduled product's sales actor is started before its release."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 import ray
 from sqlalchemy import text
 
-from sneakers23.actors.release_clock import EXPIRE_CARTS_EVERY_S
+from sneakers23.actors.release_clock import EXPIRE_CARTS_EVERY_S, SALES_AHEAD_S, SALES_EVERY_S
 from sneakers23.domain.changes import Cart
 from sneakers23.inventory import Inventory
 from tests.actors.test_replication import in_stock_item
+from tests.conftest import SEED
 from tests.support import cluster
 from tests.support.cluster import ensure_released
 from harness.waiting import wait_for
@@ -41,3 +42,28 @@ def test_a_cart_left_idle_past_its_days_is_emptied_everywhere(ray_settings):
                      what=f"{node}'s cache to forget the emptied cart")
     finally:
         inventory.close()
+
+
+def test_a_products_sales_actor_is_started_and_loaded_before_its_release(ray_settings):
+    """Scheduled, a product's sales actor is started ahead (within SALES_AHEAD_S of the release), so
+    that no purchase of the drop's first second waits for it to start and load its ledger."""
+    from sneakers23.actors.sales import sales_actor_names, sales_name
+    from sneakers23.cluster import NAMESPACE, RayReplication
+
+    inventory = cluster.reseed(ray_settings, SEED)  # (nothing on sale, nothing scheduled)
+    inventory.close()
+    try:  # (started by an earlier test: gone for good, so that the clock has to start it)
+        ray.kill(ray.get_actor(sales_name(2), namespace=NAMESPACE), no_restart=True)
+    except ValueError:
+        pass
+    wait_for(lambda: sales_name(2) not in sales_actor_names(), what="product 2's sales actor gone")
+    publishing = Inventory(ray_settings, replication=RayReplication())
+    try:
+        publishing.schedule_release(2, datetime.now(timezone.utc) + timedelta(seconds=SALES_AHEAD_S / 2))
+        wait_for(lambda: sales_name(2) in sales_actor_names(), timeout=SALES_EVERY_S * 10 + 20,
+                 what="the release clock to start product 2's sales actor")
+        stats = ray.get(ray.get_actor(sales_name(2), namespace=NAMESPACE).read_stats.remote(), timeout=60)
+        assert stats.reloads >= 1 and stats.admitted == 0, stats  # (its ledger loaded, before any purchase)
+    finally:
+        publishing.schedule_release(2, None)
+        publishing.close()

@@ -98,7 +98,34 @@ def test_the_live_copy_passes_on_an_accounts_change_and_after_a_new_snapshot_eve
     live.subscribe(told.extend)
     live._install(Snapshot("epoch-1", 0, [], []))
     live._apply([AccountChanged(7)])
-    assert told == [SessionsToCheck(7)]
+    assert told == [SessionsToCheck(None), SessionsToCheck(7)]
     assert Catalog([], []).apply(AccountChanged(7)), "a node's cache passes it on to its followers"
     live._install(Snapshot("epoch-2", 0, [], []))  # (the node's cache restarted)
     assert told[-1] == SessionsToCheck(None)
+
+
+def test_a_lookup_overtaken_by_a_sign_out_is_not_kept():
+    """A lookup under way when the account's sessions were forgotten may carry the answer from
+    before the sign-out: it is answered, not kept (the next request asks again)."""
+    database = Database()
+    database.sessions = {"ada": account(1)}
+    remembered = SignedInShoppers(KEY, database.lookup)
+    answered = asyncio.Event()
+
+    async def slow_lookup(token):
+        found = await database.lookup(token)  # (read before the sign-out commits...)
+        await answered.wait()
+        return found
+
+    remembered._lookup = slow_lookup
+
+    async def visits():
+        asking = asyncio.ensure_future(remembered.account("ada"))
+        await asyncio.sleep(0)
+        database.sessions["ada"] = None  # ...which commits, and reaches this replica, meanwhile
+        remembered.forget_account(1)
+        answered.set()
+        assert (await asking).id == 1
+        assert await remembered.account("ada") is None, "asked again, not the answer from before"
+
+    asyncio.run(visits())
