@@ -186,29 +186,7 @@ class WaitingRooms:
                 return None  # (no longer a queue)
             kept = self._kept_room(connection, product_id, room)
             waiting = kept.room
-            # The places to take in: those joined lately (a window, for a join that commits late), and
-            # every one still to take in, now and then, and at the release (nobody of the pre-queue
-            # left out of its shuffle).
-            full = now - kept.read_at >= FULL_READ_EVERY_S or (room.released and waiting.opened_at is None)
-            if full:
-                kept.read_at = now
-            since = None if full else datetime.now(timezone.utc) - timedelta(seconds=JOINS_SETTLE_S)
-            to_take = rows.places_to_take(connection, product_id, since)
-            if waiting.opened_at is None:
-                for place in to_take:
-                    if place.stage is Stage.PRE_QUEUE:
-                        waiting.join(place.account, place.entry)
-                if room.released:  # the release: the pre-queue shuffled into the line
-                    record = waiting.open(now)
-                    rows.opened(connection, product_id, record, now,
-                                {account: waiting.number(account) for account in waiting.waiting()})
-            if waiting.opened_at is not None:  # those who came after, behind, in the order they came
-                numbers: dict[str, int] = {}
-                for place in to_take:
-                    if place.number is None and (place.stage is Stage.QUEUE or waiting.number(place.account) is None):
-                        waiting.join(place.account, place.entry)
-                        numbers[place.account] = waiting.number(place.account)
-                rows.numbered(connection, product_id, numbers)
+            self._take_in(connection, product_id, kept, room.released, now)
             for account in rows.bought_among(connection, product_id, waiting.admitted()):
                 waiting.bought(account)
             pairs_left = rows.pairs_left(connection, product_id)
@@ -229,6 +207,32 @@ class WaitingRooms:
             log.info("product %s: let in %d (%d waiting, %d pairs left)", product_id, len(let_in), line.waiting,
                      pairs_left)
         return line
+
+    def _take_in(self, connection, product_id: int, kept: _Kept, released: bool, now: float) -> None:
+        """The places to take in, written with their numbers: those joined lately (a window, for a
+        join that commits late), and every one still to take in, now and then, and at the release
+        (nobody of the pre-queue left out of its shuffle)."""
+        waiting = kept.room
+        full = now - kept.read_at >= FULL_READ_EVERY_S or (released and waiting.opened_at is None)
+        if full:
+            kept.read_at = now
+        since = None if full else datetime.now(timezone.utc) - timedelta(seconds=JOINS_SETTLE_S)
+        to_take = rows.places_to_take(connection, product_id, since)
+        if waiting.opened_at is None:
+            for place in to_take:
+                if place.stage is Stage.PRE_QUEUE:
+                    waiting.join(place.account, place.entry)
+            if released:  # the release: the pre-queue shuffled into the line
+                record = waiting.open(now)
+                rows.opened(connection, product_id, record, now,
+                            {account: waiting.number(account) for account in waiting.waiting()})
+        if waiting.opened_at is not None:  # those who came after, behind, in the order they came
+            numbers: dict[str, int] = {}
+            for place in to_take:
+                if place.number is None and (place.stage is Stage.QUEUE or waiting.number(place.account) is None):
+                    waiting.join(place.account, place.entry)
+                    numbers[place.account] = waiting.number(place.account)
+            rows.numbered(connection, product_id, numbers)
 
     def _kept_room(self, connection, product_id: int, room) -> _Kept:
         """The room as this keeper holds it, read again from its rows when it was reseeded, or moved
