@@ -48,21 +48,27 @@ class Progress:
         self.total, self.done, self.label = total, 0, label
         self._bar = click.progressbar(length=total, label=label, file=sys.stderr) if sys.stderr.isatty() else None
         self._lines = lines
-        self._printed = 0.0
+        self._printed, self._printed_done, self._note = 0.0, None, ""
         if self._bar:
             self._bar.__enter__()
 
     def advance(self, count: int = 1, note: str = "") -> None:
         self.done += count
+        self._note = note
         if self._bar:
             self._bar.update(count)
         elif self._lines and time.monotonic() - self._printed >= 1.0:
-            self._printed = time.monotonic()
-            click.echo(f"{self.label}: {self.done}/{self.total} {note}".rstrip(), err=True)
+            self._line()
+
+    def _line(self) -> None:
+        self._printed, self._printed_done = time.monotonic(), self.done
+        click.echo(f"{self.label}: {self.done}/{self.total} {self._note}".rstrip(), err=True)
 
     def close(self) -> None:
         if self._bar:
             self._bar.__exit__(None, None, None)
+        elif self._lines and self._printed_done != self.done:  # (the last count, whenever it came)
+            self._line()
 
     def __enter__(self) -> "Progress":
         return self

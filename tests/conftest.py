@@ -33,7 +33,8 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
          "tests/test_checkout.py", "tests/test_group_commit.py", "tests/test_following.py", "tests/test_bench.py",
          "tests/test_mail.py", "tests/serve/test_proof_of_work.py", "tests/serve/test_render.py",
          "tests/serve/test_edge.py", "tests/serve/test_channels.py", "tests/serve/test_fuzz.py",
-         "tests/serve/test_queue.py", "tests/serve/test_shoppers.py")  # (in process)
+         "tests/serve/test_queue.py", "tests/serve/test_shoppers.py", "tests/jobs/test_scenario.py",
+         "tests/jobs/test_drop_charts.py")  # (in process)
 
 
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one

@@ -103,25 +103,10 @@ class Buyers:
         return ("sold" if result.ok else str(result.refusal)), 0.0
 
     async def _buy_through_http(self, number: int, item_id: int, key: str) -> tuple[str, float]:
-        import aiohttp
-
         if number not in self._cookies:  # the page did not open before the drop: the buyer cannot buy
             return "error", 0.0
         cookie, token = self._cookies[number]
-        headers = {"Cookie": f"{COOKIE}={cookie}", FORM_TOKEN_HEADER: token, "Idempotency-Key": key}
-        try:
-            async with self._http().post(f"{self._url(number)}/api/items/{item_id}/purchase",
-                                         headers=headers) as response:
-                body = await response.json(content_type=None)
-                if response.status == 200:
-                    return "sold", 0.0
-                if response.status in (429, 503):  # too many from this address, or the store is busy
-                    return UNAVAILABLE, _retry_after(response.headers.get("Retry-After"))
-                if response.status in (403, 404, 409, 422):
-                    return body["error"], 0.0
-                return "error", 0.0
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):  # the answer may be lost after a sale
-            return UNAVAILABLE, RETRY_AFTER_S
+        return await purchase_over_http(self._http(), self._url(number), cookie, token, item_id, key)
 
     def _under_way(self) -> asyncio.Semaphore:
         if self._limit is None:  # (made on the actor's event loop)
@@ -148,7 +133,29 @@ class Buyers:
         return self._inventory
 
 
-def _retry_after(value: str | None) -> float:
+async def purchase_over_http(session, url: str, cookie: str, form_token: str, item_id: int,
+                             key: str) -> tuple[str, float]:
+    """One try of a purchase through the store's endpoint, as a page's buy button makes it: ("sold"
+    or the refusal's reason, 0), or (UNAVAILABLE, the pause to make before trying again with the
+    same key)."""
+    import aiohttp
+
+    headers = {"Cookie": f"{COOKIE}={cookie}", FORM_TOKEN_HEADER: form_token, "Idempotency-Key": key}
+    try:
+        async with session.post(f"{url}/api/items/{item_id}/purchase", headers=headers) as response:
+            body = await response.json(content_type=None)
+            if response.status == 200:
+                return "sold", 0.0
+            if response.status in (429, 503):  # too many from this address, or the store is busy
+                return UNAVAILABLE, retry_after(response.headers.get("Retry-After"))
+            if response.status in (403, 404, 409, 422):
+                return body["error"], 0.0
+            return "error", 0.0
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):  # the answer may be lost after a sale
+        return UNAVAILABLE, RETRY_AFTER_S
+
+
+def retry_after(value: str | None) -> float:
     try:
         return min(float(value if value is not None else RETRY_AFTER_S), RETRY_FOR_S)
     except ValueError:

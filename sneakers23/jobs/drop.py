@@ -42,7 +42,8 @@ def _publishing_inventory() -> Inventory:
 @click.group(cls=Commands)
 def drop() -> None:
     """Drops: a product's drop mode; mock drops (sell-offs and buyer stampedes, with a report that
-    proves nothing was oversold); the check of a fair drop's shuffle."""
+    proves nothing was oversold); rehearsals of a whole drop, with their reports; the check of a
+    fair drop's shuffle."""
 
 
 _REPORT_TO = "sneakers23.drop.report_to"
@@ -232,6 +233,60 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
     if transactions_before is not None:
         report.transactions = _sales_transactions(inventory, selling) - transactions_before
     _finish(report, as_json, report_file)
+
+
+@drop.command()
+@click.argument("scenario_file", metavar="SCENARIO", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The store the shoppers visit.")
+@click.option("--shoppers", type=click.IntRange(min=1), default=None, help="Instead of the scenario's number.")
+@click.option("--out", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("rehearsal"),
+              show_default=True, help="Where the report (JSON, HTML) and the event log (Parquet) are written.")
+@click.option("--source", "sources", multiple=True,
+              help="A local address the shoppers send from, in turn (give several: on one machine, 127.0.0.2, "
+                   "127.0.0.3, … stay under the edge's caps per address).")
+@click.option("--json", "as_json", is_flag=True, callback=_stdout_for_the_report_alone,
+              help="Print the report as JSON (stdout carries it alone).")
+def rehearse(scenario_file: Path, url: str, shoppers: int | None, directory: Path, sources: tuple[str, ...],
+             as_json: bool) -> None:
+    """Rehearse a whole drop from a SCENARIO file (YAML: docs/rehearsals.md; examples in scenarios/):
+    its shoppers, spread as Ray actors over the cluster's nodes, open the page, join the channels,
+    wait for the release the rehearsal schedules, and buy through the store's doors. Writes the
+    JSON report (invariants checked against the database), the event log (Parquet) and an HTML
+    report with charts."""
+    import ray
+
+    from sneakers23.jobs import scenario as scenarios
+    from sneakers23.jobs.rehearsal import files_in, product_to_drop, rehearse as run
+
+    scenario = scenarios.load(scenario_file, shoppers)
+    inventory = _publishing_inventory()
+    product_to_drop(inventory, scenario)  # (a scenario the shop cannot drop is refused before anything starts)
+    if not ray.is_initialized():
+        raise Sneakers23Error("a rehearsal runs on the Ray cluster of a store on this database: start the store "
+                              "(or set RAY_ADDRESS)")
+    progress = Progress(scenario.shoppers, "shoppers done")
+
+    def shown(arrived: int, done: int) -> None:
+        progress.advance(done - progress.done, note=f"({arrived} arrived)")
+
+    report = run(inventory, scenario, url.rstrip("/"), directory, list(sources) or None, shown)
+    progress.close()
+    paths = files_in(directory)
+    click.echo(f"wrote {paths.json}, {paths.log} and {paths.html}", err=True)
+    _finish(report, as_json, None)
+
+
+@drop.command()
+@click.argument("log_file", metavar="FILE.parquet", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write it (default: beside the log, with .html).")
+def report(log_file: Path, html_file: Path | None) -> None:
+    """Draw a rehearsal's HTML report again from its event log."""
+    from sneakers23.jobs import drop_charts, event_log
+
+    html_file = html_file or log_file.with_suffix(".html")
+    html_file.write_text(drop_charts.render(event_log.read(log_file)))
+    click.echo(f"wrote {html_file}")
 
 
 def _items_to_race_for(products, item_list: str | None) -> list[int]:

@@ -197,6 +197,9 @@ def phoenix_client(phoenix_js, store_url):
         client.close()
 
 
+EXPECTED_WITHIN_MS = 15_000
+
+
 @pytest.fixture(scope="session")
 def browser():
     """Headless Chromium from the machine (Debian's package), driven by Playwright."""
@@ -204,8 +207,13 @@ def browser():
         if _must_run_everything():
             pytest.fail(f"no Chromium at {CHROMIUM}: the browser tests must run in CI")
         pytest.skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # What a page is expected to show, it may take this long to show: a condition waited for, so a
+    # passing test takes no longer. Playwright's 5 s was too short on CI's machine while the `ray up`
+    # drill's hosts install and start beside it (a guest's "sign in to enter the draw", two HTTP
+    # requests, was still pending after 5 s there once).
+    expect.set_options(timeout=EXPECTED_WITHIN_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,

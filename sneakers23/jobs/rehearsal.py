@@ -1,0 +1,266 @@
+"""A whole drop, rehearsed (`sneakers23 drop rehearse SCENARIO`): the scenario's shoppers arrive
+around a release the rehearsal schedules, through the store's own doors (jobs/shoppers.py), and the
+rehearsal ends with three files that agree: the JSON report, its invariants checked against the
+database; the event log (Parquet); and the HTML report drawn from that log (jobs/drop_charts.py).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sneakers23.domain.admin import ActionKind, AdminAction
+from sneakers23.domain.drops import DropMode
+from sneakers23.errors import Sneakers23Error
+from sneakers23.inventory import Inventory
+from sneakers23.jobs import drop_charts, event_log
+from sneakers23.jobs.report import Attempt, DropReport, Invariant, build_report, percentile
+from sneakers23.jobs.scenario import Scenario
+from sneakers23.jobs.shoppers import Plan, choose_sizes
+
+STAFF = "rehearsal@cli"
+SET_UP_S = 3.0  # from the shoppers' actors being up to the first arrival
+SHOPPERS_PER_ACTOR = 1_000  # past this many a node, a second actor (a second core's share of the work)
+
+
+@dataclass
+class Files:
+    json: Path
+    log: Path
+    html: Path
+
+
+@dataclass
+class RehearsalReport(DropReport):
+    steps: dict = field(default_factory=dict)  # by step: count, p50 and p99 (ms)
+    release_push: dict = field(default_factory=dict)  # the sockets told, and how long after the release time
+    sold_out_pushes: dict = field(default_factory=dict)
+    log_counts: dict = field(default_factory=dict)  # what the event log holds (the HTML report is drawn from it)
+    shoppers_cpu_s: float = 0.0  # the CPU the shoppers' actors spent (the load generator's own cost)
+
+    def table(self) -> str:
+        def ms(value):
+            return "-" if value is None else f"{value:.0f}"
+
+        return "\n".join([
+            super().table(),
+            "steps (p50 / p99 ms):",
+            *(f"  {step:<10}{figures['count']:>7}  {ms(figures['p50_ms'])} / {ms(figures['p99_ms'])}"
+              for step, figures in self.steps.items()),
+            f"release push: {self.release_push['sockets']} sockets ({self.release_push['missed']} missed), p50 / p99 {ms(self.release_push['p50_ms'])} / "
+            f"{ms(self.release_push['p99_ms'])} ms from the release time",
+            f"sold-out pushes: {self.sold_out_pushes['pushes']} for {self.sold_out_pushes['sizes_sold_out']} sizes, "
+            f"{self.sold_out_pushes['missed']} missed",
+            f"the shoppers' actors spent {self.shoppers_cpu_s:.1f} CPU-s",
+        ])
+
+
+def loopback_sources(url: str) -> list[str] | None:
+    """For a store on this machine: its shoppers send from 127.0.0.2 … 127.0.0.254, in turn, as
+    many people would from their own addresses (the edge caps what one address may open and ask)."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return [f"127.0.0.{n}" for n in range(2, 255)] if host.startswith("127.") or host == "localhost" else None
+
+
+def files_in(directory: Path) -> Files:
+    return Files(directory / "rehearsal.json", directory / "rehearsal.parquet", directory / "rehearsal.html")
+
+
+def plans(scenario: Scenario, weights: dict[int, float], release_at: float, rng: random.Random) -> list[Plan]:
+    """Each shopper's part: when it arrives (evenly over the windows before and after the release),
+    which sizes it wants, and what it does on the way."""
+    arrivals, behaviour = scenario.arrivals, scenario.behaviour
+    early = round(scenario.shoppers * arrivals.share_before)
+    made = []
+    for number in range(scenario.shoppers):
+        if number < early:
+            arrive_at = release_at - arrivals.before_release_s * (1 - (number + 0.5) / early)
+        else:
+            late = scenario.shoppers - early
+            arrive_at = release_at + arrivals.after_release_s * (number - early + 0.5) / late
+        before_release = arrive_at < release_at
+        leaves = before_release and rng.random() < behaviour.leave
+        reloads = before_release and not leaves and rng.random() < behaviour.reload
+        made.append(Plan(
+            number=number, arrive_at=arrive_at, buy_now=rng.random() < behaviour.buy_now,
+            sizes=choose_sizes(rng, weights), another_size=rng.random() < behaviour.when_sold_out.another_size,
+            most_sizes=behaviour.when_sold_out.most_sizes,
+            reload_at=rng.uniform(arrive_at, release_at) if reloads else None,
+            leave_at=rng.uniform(arrive_at, release_at) if leaves else None))
+    rng.shuffle(made)  # (the early and the late spread over every actor)
+    return made
+
+
+def size_weights(scenario: Scenario, product) -> dict[int, float]:
+    by_size = {item.size: item.id for item in product.items}
+    if scenario.behaviour.sizes is None:
+        return {item.id: 1.0 for item in product.items}
+    if unknown := [size for size in scenario.behaviour.sizes if size not in by_size]:
+        raise Sneakers23Error(f"field behaviour.sizes: product {product.id} has no size {', '.join(unknown)} "
+                              f"(its sizes: {', '.join(by_size)})")
+    return {item_id: scenario.behaviour.sizes.get(size, 0.0) for size, item_id in by_size.items()}
+
+
+def product_to_drop(inventory: Inventory, scenario: Scenario):
+    """The scenario's product, as the database has it: one not on sale yet (the rehearsal releases
+    it). Raises Sneakers23Error naming the field, before any shopper starts."""
+    product = next((p for p in inventory.complete_products() if p.id == scenario.product), None)
+    if product is None:
+        raise Sneakers23Error(f"field product: there is no product {scenario.product}")
+    if product.released:
+        raise Sneakers23Error(f"field product: product {product.id} is on sale already (a rehearsal releases its "
+                              "product: seed the shop again, or name another)")
+    size_weights(scenario, product)
+    return product
+
+
+def _set_up(inventory: Inventory, scenario: Scenario, release_at: float) -> None:
+    """The staff's actions a drop needs, audited as theirs are: first come, guests welcome, and the
+    release scheduled."""
+    actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=scenario.product, mode=DropMode.FIRST_COME),
+               AdminAction(ActionKind.ALLOW_GUESTS, product_id=scenario.product),
+               AdminAction(ActionKind.SCHEDULE, product_id=scenario.product,
+                           at=datetime.fromtimestamp(release_at, timezone.utc))]
+    for action in actions:
+        entry = inventory.act(STAFF, action, client="cli")
+        if not entry.ok:
+            raise Sneakers23Error(f"product {scenario.product}: {entry.result}")
+
+
+def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path,
+             sources: list[str] | None = None, progress=None) -> RehearsalReport:
+    """Run the scenario against the store at `url` (on the cluster this process has joined), and
+    write its three files into `directory`. Returns the report."""
+    import ray
+
+    from sneakers23.jobs.shoppers import Shoppers
+
+    product = product_to_drop(inventory, scenario)
+    weights = size_weights(scenario, product)
+    sources = sources or loopback_sources(url)
+    rng = random.Random(scenario.seed)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+    per_node = 2 if scenario.shoppers > len(nodes) * SHOPPERS_PER_ACTOR else 1
+    actors = [Shoppers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+              .remote(url, scenario.product, scenario.linger_s, sources)
+              for node in nodes for _ in range(per_node)]  # (every node's share of the crowd)
+    try:
+        ray.get([actor.node_id.remote() for actor in actors], timeout=120)
+        release_at = time.time() + SET_UP_S + scenario.arrivals.before_release_s
+        made = plans(scenario, weights, release_at, rng)
+        before = inventory.audit()
+        _set_up(inventory, scenario, release_at)
+        calls = [actor.run.remote(made[k::len(actors)], release_at) for k, actor in enumerate(actors)]
+        results = _wait(actors, calls, scenario.shoppers, progress)
+        ended_at = time.time()
+        after = inventory.audit()
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    rows = [row for result in results for row in result["rows"]]
+    nodes = [result["node"] for result in results for _row in result["rows"]]
+    report: RehearsalReport = _report(rows, release_at, ended_at, before, after, inventory.settings.max_pairs_per_product)
+    report.shoppers_cpu_s = sum(result["cpu_s"] for result in results)
+    facts = {"product": product.id, "scenario": scenario.model_dump(), "release_at": release_at,
+             "release_time": datetime.fromtimestamp(release_at, timezone.utc).isoformat(timespec="milliseconds"),
+             "ended_at": ended_at, "report": report.to_dict(),
+             "sizes": {str(item.id): {"size": item.size, "before": before.counts[item.id]} for item in product.items}}
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = files_in(directory)
+    paths.json.write_text(json.dumps(report.to_dict(), indent=2))
+    event_log.write(paths.log, rows, nodes, facts)
+    paths.html.write_text(drop_charts.render(event_log.read(paths.log)))
+    return report
+
+
+def _wait(actors, calls, total: int, progress) -> list[dict]:
+    import ray
+
+    pending, results = list(calls), []
+    while pending:
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        results += ray.get(done)
+        if progress is not None:
+            counts = ray.get([actor.progress.remote() for actor in actors]) if pending else [(total, total)]
+            progress(sum(arrived for arrived, _ in counts), sum(finished for _, finished in counts))
+    return results
+
+
+def _report(rows: list, release_at: float, ended_at: float, before, after, max_pairs: int) -> RehearsalReport:
+    rows = [event_log.Row(*row) for row in rows]
+    attempts = [Attempt(row.item_id, row.outcome if row.outcome == "sold" or not row.outcome.startswith("http")
+                        else "error", row.latency_ms, row.at)
+                for row in rows if row.kind == "request" and row.step in ("purchase", "checkout")]
+    report = RehearsalReport(**vars(build_report("rehearsal", attempts, release_at, ended_at - release_at, before,
+                                                 after, max_pairs)))
+    report.steps = {step: {"count": len(values), "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)}
+                    for step in drop_charts.STEPS
+                    for values in [[row.latency_ms for row in rows if row.kind == "request" and row.step == step]]}
+    report.release_push = release_push(rows, release_at)
+    report.sold_out_pushes = sold_out_pushes(rows)
+    report.log_counts = drop_charts.counts(rows)
+    for name, figures in (("every socket joined to the product at the release had its push", report.release_push),
+                          ("every socket joined to the product when a size sold out had its push",
+                           report.sold_out_pushes)):
+        report.invariants.append(Invariant(name, figures["missed"] == 0,
+                                           f"{figures['missed']} missed" if figures["missed"] else ""))
+    return report
+
+
+def _sockets(rows: list) -> tuple[dict, dict]:
+    """Each shopper's product joins and socket closes (times)."""
+    opened, closed = defaultdict(list), defaultdict(list)
+    for row in rows:
+        if row.kind == "request" and row.step == "join" and row.outcome == "ok":
+            opened[row.shopper].append(row.at)
+        elif row.kind == "visit" and row.step == "socket_closed":
+            closed[row.shopper].append(row.at)
+    return opened, closed
+
+
+def _open_through(opened: dict, closed: dict, start: float, end: float) -> set[int]:
+    """The shoppers whose socket had joined the product before `start` and was still open at `end`:
+    those a push that reached sockets from `start` to `end` must have reached too (a socket that
+    closed meanwhile may have closed before its node's copy of the change came)."""
+    return {shopper for shopper, joins in opened.items()
+            if any(join < start and not any(join < close <= end for close in closed[shopper]) for join in joins)}
+
+
+def release_push(rows: list, release_at: float) -> dict:
+    """The release push: how long after the release time each socket had it, and the sockets open
+    all along that never did."""
+    told = {row.shopper: (row.at - release_at) * 1000 for row in rows if row.kind == "push" and row.step == "released"}
+    opened, closed = _sockets(rows)
+    last = release_at + max(told.values(), default=0.0) / 1000
+    missed = len(_open_through(opened, closed, release_at, last) - set(told))
+    return {"sockets": len(told), "p50_ms": percentile(list(told.values()), 50),
+            "p99_ms": percentile(list(told.values()), 99), "missed": missed}
+
+
+def sold_out_pushes(rows: list) -> dict:
+    """Each size that sold out, and the sockets that should have been told: joined to the product
+    before its push first reached a socket, and open until the last one had it. Those not told
+    are missed."""
+    opened, closed = _sockets(rows)
+    told: dict[int, set[int]] = defaultdict(set)
+    arrivals: dict[int, list[float]] = defaultdict(list)
+    for row in rows:
+        if row.kind == "push" and row.step == "stock_change" and row.level == "out":
+            told[row.item_id].add(row.shopper)
+            arrivals[row.item_id].append(row.at)
+        elif row.kind == "state" and row.level == "out":  # (its join's answer said so already)
+            told[row.item_id].add(row.shopper)
+    missed = {item_id: len(_open_through(opened, closed, min(times), max(times)) - told[item_id])
+              for item_id, times in arrivals.items()}
+    pushes = sum(row.kind == "push" and row.step == "stock_change" and row.level == "out" for row in rows)
+    return {"sizes_sold_out": len(arrivals), "pushes": pushes,
+            "missed": sum(missed.values()), "missed_per_item": {str(k): v for k, v in missed.items() if v}}

@@ -1,0 +1,111 @@
+"""A small drop rehearsed on the session's cluster, through the store's own doors: `sneakers23 drop
+rehearse` ends with a JSON report whose invariants hold against the database, an event log that
+holds every pair sold, and an HTML report that agrees with both and renders in Chromium."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from harness import shop
+from harness.waiting import wait_for
+from sneakers23.jobs import drop_charts, event_log
+from tests.conftest import SEED
+from tests.jobs.test_drop import drop
+from tests.support.cluster import matches_database, reseed
+
+PAIRS_PER_SIZE = 3
+SCENARIO = """
+product: 2
+shoppers: 300
+arrivals: {before_release_s: 5, share_before: 0.8, after_release_s: 2}
+behaviour:
+  buy_now: 0.5
+  when_sold_out: {another_size: 0.8, most_sizes: 3}
+  reload: 0.1
+  leave: 0.05
+linger_s: 1
+seed: 23
+"""
+
+
+@pytest.fixture
+def unreleased_drop(store_url, ray_settings):
+    """Product 2 not on sale, three pairs a size, every cache caught up; the shop seeded again
+    after (the rehearsal releases product 2 to guests)."""
+    inventory = reseed(ray_settings, SEED)
+    items = [item.id for item in next(p for p in inventory.complete_products() if p.id == 2).items]
+    for item_id in items:
+        shop.set_available(inventory, item_id, PAIRS_PER_SIZE)
+    for node in ("head", "node_a", "node_b"):
+        wait_for(lambda node=node: matches_database(node, ray_settings), timeout=30, what=f"{node}'s cache")
+    yield inventory, items
+    inventory.close()
+    reseed(ray_settings, SEED).close()
+
+
+def test_a_small_first_come_drop_is_rehearsed_and_its_three_reports_agree(
+        ray_cluster, ray_settings, store_url, unreleased_drop, tmp_path, browser, phoenix_js):
+    inventory, items = unreleased_drop
+    scenario = tmp_path / "drop.yaml"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "out"
+    result = drop(ray_cluster, ray_settings, "rehearse", str(scenario), "--url", store_url, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
+    assert "shoppers done: 300/300" in result.stderr  # (its progress, a line a second off a terminal)
+
+    # The database: what the report says was sold, and no more than there was.
+    orders = {item_id: shop.order_count(inventory, item_id=item_id) for item_id in items}
+    assert report["sold"] == sum(orders.values()) > 0
+    assert all(count <= PAIRS_PER_SIZE for count in orders.values())
+    # The event log holds every pair sold, and the JSON's counts are the log's.
+    log = event_log.read(out / "rehearsal.parquet")
+    counts = drop_charts.counts(log.rows)
+    assert counts["sold_per_item"] == {item_id: n for item_id, n in orders.items() if n}
+    assert report["log_counts"] == json.loads(json.dumps(counts))
+    assert counts["purchases"] + counts["checkouts"] == report["attempts"]
+    assert log.facts["report"] == report and log.facts["product"] == 2
+    assert {row.shopper for row in log.rows} == set(range(300))
+    assert len(set(log.nodes)) == 3  # the shoppers' actors spread over the cluster's nodes
+    # Both ways of buying were taken, and the pushes reached every socket that was open for them.
+    assert report["steps"]["purchase"]["count"] > 0 and report["steps"]["checkout"]["count"] > 0
+    assert report["release_push"]["sockets"] > 0 and report["release_push"]["missed"] == 0
+    assert report["sold_out_pushes"]["missed"] == 0
+    sold_out = {item_id for item_id, n in orders.items() if n == PAIRS_PER_SIZE}
+    assert report["sold_out_pushes"]["sizes_sold_out"] == len(sold_out)
+    assert Counter(row.kind for row in log.rows)["push"] == counts["pushes"] > 0
+
+    # The HTML report says the same, draws its charts from the log alone, and renders.
+    page_html = (out / "rehearsal.html").read_text()
+    assert f"<tr><th scope='row'>pairs sold</th><td>{report['sold']}</td></tr>" in page_html
+    assert page_html.count("<li><strong>holds</strong>") == len(report["invariants"])
+    from click.testing import CliRunner
+
+    from sneakers23.cli import cli
+
+    again = CliRunner().invoke(cli, ["drop", "report", str(out / "rehearsal.parquet"), "--html",
+                                     str(tmp_path / "again.html")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again.html").read_text() == page_html
+
+    from tests.serve.test_accessibility import axe_violations
+
+    context = browser.new_context()
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto((out / "rehearsal.html").as_uri())
+    charts = page.locator('svg[role="img"]')
+    assert charts.count() == 4
+    for n in range(4):
+        box = charts.nth(n).bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 150
+    assert errors == []
+    assert axe_violations(page) == []
+    context.close()
+
