@@ -34,7 +34,8 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
          "tests/test_mail.py", "tests/serve/test_proof_of_work.py", "tests/serve/test_render.py",
          "tests/serve/test_edge.py", "tests/serve/test_channels.py", "tests/serve/test_fuzz.py",
          "tests/serve/test_queue.py", "tests/serve/test_shoppers.py", "tests/jobs/test_scenario.py",
-         "tests/jobs/test_drop_charts.py")  # (in process)
+         "tests/jobs/test_drop_charts.py", "tests/jobs/test_rehearsal_report.py",
+         "tests/jobs/test_shoppers.py", "tests/test_loop_stalls.py")  # (in process)
 
 
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sneakers23"
 LAYERS = [  # lowest first; a module may import from its own layer and the ones below
     ("domain", ["sneakers23.domain", "sneakers23.domain.*"]),
     ("foundations", ["sneakers23", "sneakers23.errors", "sneakers23.settings", "sneakers23.tasks",
-                     "sneakers23.retries", "sneakers23.group_commit", "sneakers23.following", "sneakers23.mail"]),
+                     "sneakers23.retries", "sneakers23.group_commit", "sneakers23.following", "sneakers23.mail",
+                     "sneakers23.loop_stalls"]),
     ("database", ["sneakers23.db", "sneakers23.db.*"]),
     ("inventory", ["sneakers23.inventory", "sneakers23.inventory.*"]),
     ("cluster", ["sneakers23.cluster", "sneakers23.actors"]),

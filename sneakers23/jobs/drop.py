@@ -238,6 +238,9 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
 @drop.command()
 @click.argument("scenario_file", metavar="SCENARIO", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The store the shoppers visit.")
+@click.option("--socket-url", default=None,
+              help="Where the shoppers' sockets connect, when not the store's URL (a channel replica's own port, "
+                   "with Serve's direct ingress).")
 @click.option("--shoppers", type=click.IntRange(min=1), default=None, help="Instead of the scenario's number.")
 @click.option("--out", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("rehearsal"),
               show_default=True, help="Where the report (JSON, HTML) and the event log (Parquet) are written.")
@@ -246,8 +249,8 @@ def stampede(buyers: int, concurrency: int, item_list: str | None, via: str, url
                    "127.0.0.3, … stay under the edge's caps per address).")
 @click.option("--json", "as_json", is_flag=True, callback=_stdout_for_the_report_alone,
               help="Print the report as JSON (stdout carries it alone).")
-def rehearse(scenario_file: Path, url: str, shoppers: int | None, directory: Path, sources: tuple[str, ...],
-             as_json: bool) -> None:
+def rehearse(scenario_file: Path, url: str, socket_url: str | None, shoppers: int | None, directory: Path,
+             sources: tuple[str, ...], as_json: bool) -> None:
     """Rehearse a whole drop from a SCENARIO file (YAML: docs/rehearsals.md; examples in scenarios/):
     its shoppers, spread as Ray actors over the cluster's nodes, open the page, join the channels,
     wait for the release the rehearsal schedules, and buy through the store's doors. Writes the
@@ -255,6 +258,7 @@ def rehearse(scenario_file: Path, url: str, shoppers: int | None, directory: Pat
     report with charts."""
     import ray
 
+    _have_the_rehearsal_extra()
     from sneakers23.jobs import scenario as scenarios
     from sneakers23.jobs.rehearsal import files_in, product_to_drop, rehearse as run
 
@@ -269,7 +273,8 @@ def rehearse(scenario_file: Path, url: str, shoppers: int | None, directory: Pat
     def shown(arrived: int, done: int) -> None:
         progress.advance(done - progress.done, note=f"({arrived} arrived)")
 
-    report = run(inventory, scenario, url.rstrip("/"), directory, list(sources) or None, shown)
+    report = run(inventory, scenario, url.rstrip("/"), directory, list(sources) or None, shown,
+                 (socket_url or url).rstrip("/"))
     progress.close()
     paths = files_in(directory)
     click.echo(f"wrote {paths.json}, {paths.log} and {paths.html}", err=True)
@@ -282,11 +287,21 @@ def rehearse(scenario_file: Path, url: str, shoppers: int | None, directory: Pat
               help="Where to write it (default: beside the log, with .html).")
 def report(log_file: Path, html_file: Path | None) -> None:
     """Draw a rehearsal's HTML report again from its event log."""
+    _have_the_rehearsal_extra()
     from sneakers23.jobs import drop_charts, event_log
 
     html_file = html_file or log_file.with_suffix(".html")
     html_file.write_text(drop_charts.render(event_log.read(log_file)))
     click.echo(f"wrote {html_file}")
+
+
+def _have_the_rehearsal_extra() -> None:
+    """Rehearsals need what a store's nodes do not (pyproject.toml's `rehearsal` extra)."""
+    import importlib.util
+
+    if missing := [name for name in ("yaml", "pyarrow", "matplotlib") if importlib.util.find_spec(name) is None]:
+        raise Sneakers23Error(f"drop rehearsals need {', '.join(missing)}: pip install -e '.[rehearsal]' where the "
+                              "rehearsal runs (./dev installs it)")
 
 
 def _items_to_race_for(products, item_list: str | None) -> list[int]:

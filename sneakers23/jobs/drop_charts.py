@@ -162,10 +162,14 @@ def _number(value) -> str:
     return html.escape(f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
 
 
+def _counts(counts: dict) -> str:
+    """Counts by reason, as escaped text ("none" for none): the reasons are the store's words."""
+    return html.escape(", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in sorted(counts.items())) or "none")
+
+
 def _figures_table(report: dict) -> str:
     shown = [("shoppers' purchases and checkouts", report.get("attempts")), ("pairs sold", report.get("sold")),
-             ("refused, by reason", ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in
-                                               sorted(report.get("refusals", {}).items())) or "none"),
+             ("refused, by reason", _counts(report.get("refusals", {}))),
              ("errors", report.get("errors")), ("asked again after a 503 or 429", report.get("retries")),
              ("selling time (s)", report.get("selling_seconds")), ("pairs a second", report.get("pairs_per_second"))]
     push = report.get("release_push", {})
@@ -175,7 +179,15 @@ def _figures_table(report: dict) -> str:
     out = report.get("sold_out_pushes", {})
     shown.append(("sold-out pushes: sizes, pushes, missed",
                   f"{_number(out.get('sizes_sold_out'))}, {_number(out.get('pushes'))}, {_number(out.get('missed'))}"))
+    visits = report.get("visits", {})
+    shown += [("pages, sockets and joins refused", _counts(visits.get("refused", {}))),
+              ("visits that ended without buying (left, gave up, an error)", _counts(visits.get("ended", {}))),
+              ("sockets the store closed", visits.get("sockets_closed_by_the_store"))]
     shown.append(("CPU-s the shoppers' actors spent", report.get("shoppers_cpu_s")))
+    for node, figures in sorted(report.get("channel_replicas", {}).items()):
+        shown.append((f"channel replica on node {node[:12]}: most sockets, longest loop stall and full collection (ms)",
+                      f"{_number(figures['sockets_most'])}, {_number(figures['loop_stall_ms'])}, "
+                      f"{_number(figures['full_collection_ms'])}"))
     rows = "".join(f"<tr><th scope='row'>{html.escape(name)}</th><td>{value if isinstance(value, str) else _number(value)}"
                    f"</td></tr>" for name, value in shown)
     steps = "".join(f"<tr><th scope='row'>{html.escape(step)}</th><td>{_number(f['count'])}</td>"

@@ -24,6 +24,7 @@ class Row(NamedTuple):
     outcome: str  # "ok", "sold", a refusal's reason, "received", …
     item_id: int | None
     level: str | None  # a stock change's
+    retries: int = 0  # a request's: asked again after a 429 or a 503 (or a lost answer), with the same key
 
 
 def _schema():
@@ -33,7 +34,8 @@ def _schema():
         ("shopper", pa.int32()), ("kind", pa.dictionary(pa.int8(), pa.string())),
         ("step", pa.dictionary(pa.int8(), pa.string())), ("at", pa.timestamp("us", tz="UTC")),
         ("latency_ms", pa.float64()), ("outcome", pa.dictionary(pa.int16(), pa.string())),
-        ("item_id", pa.int64()), ("level", pa.dictionary(pa.int8(), pa.string())), ("node", pa.string()),
+        ("item_id", pa.int64()), ("level", pa.dictionary(pa.int8(), pa.string())), ("retries", pa.int16()),
+        ("node", pa.string()),
     ])
 
 
@@ -42,9 +44,10 @@ def write(path: Path, rows: list[tuple], nodes: list[str], facts: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    rows = [Row(*row) for row in rows]
     columns = list(zip(*rows)) if rows else [[] for _ in Row._fields]
     data = {name: list(values) for name, values in zip(Row._fields, columns)}
-    data["at"] = [int(at * 1_000_000) for at in data["at"]]
+    data["at"] = [round(at * 1_000_000) for at in data["at"]]
     data["node"] = nodes
     table = pa.table(data, schema=_schema().with_metadata({META_KEY: json.dumps(facts).encode()}))
     pq.write_table(table, path, compression="zstd")
@@ -65,7 +68,7 @@ def read(path: Path) -> Log:
     except (OSError, ValueError):
         raise Sneakers23Error(f"{path}: not a Parquet file (a rehearsal's event log is one)") from None
     metadata = table.schema.metadata or {}
-    if META_KEY not in metadata or set(Row._fields) - set(table.column_names):
+    if META_KEY not in metadata or {*Row._fields, "node"} - set(table.column_names):
         raise Sneakers23Error(f"{path}: not a rehearsal's event log (written by `sneakers23 drop rehearse`)")
     columns = {name: table.column(name).to_pylist() for name in Row._fields}
     columns["at"] = [at.timestamp() for at in columns["at"]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,10 +21,13 @@ from sneakers23.inventory import Inventory
 from sneakers23.jobs import drop_charts, event_log
 from sneakers23.jobs.report import Attempt, DropReport, Invariant, build_report, percentile
 from sneakers23.jobs.scenario import Scenario
-from sneakers23.jobs.shoppers import Plan, choose_sizes
+from sneakers23.jobs.buyers import RETRY_FOR_S
+from sneakers23.jobs.shoppers import RELEASE_LATE_S, Plan, choose_sizes
 
 STAFF = "rehearsal@cli"
 SET_UP_S = 3.0  # from the shoppers' actors being up to the first arrival
+STALLS_EVERY_S = 5.0
+UNTOLD_AFTER_S = 1.0  # a size sold out whose push reached no socket: those open this long after its last sale missed it
 SHOPPERS_PER_ACTOR = 1_000  # past this many a node, a second actor (a second core's share of the work)
 
 
@@ -41,7 +44,11 @@ class RehearsalReport(DropReport):
     release_push: dict = field(default_factory=dict)  # the sockets told, and how long after the release time
     sold_out_pushes: dict = field(default_factory=dict)
     log_counts: dict = field(default_factory=dict)  # what the event log holds (the HTML report is drawn from it)
+    visits: dict = field(default_factory=dict)  # how the shoppers' visits went, besides buying: who never got in, left, gave up
     shoppers_cpu_s: float = 0.0  # the CPU the shoppers' actors spent (the load generator's own cost)
+    # By node: its channel replica's longest loop stall and full collection during the run, and the
+    # most sockets it held (as the replica said, every few seconds)
+    channel_replicas: dict = field(default_factory=dict)
 
     def table(self) -> str:
         def ms(value):
@@ -56,7 +63,12 @@ class RehearsalReport(DropReport):
             f"{ms(self.release_push['p99_ms'])} ms from the release time",
             f"sold-out pushes: {self.sold_out_pushes['pushes']} for {self.sold_out_pushes['sizes_sold_out']} sizes, "
             f"{self.sold_out_pushes['missed']} missed",
+            f"visits: {self.visits['refused'] or 'none refused'}; {self.visits['ended'] or 'none left early'}; "
+            f"{self.visits['sockets_closed_by_the_store']} sockets closed by the store",
             f"the shoppers' actors spent {self.shoppers_cpu_s:.1f} CPU-s",
+            *(f"channel replica on {node[:12]}: at most {figures['sockets_most']} sockets; its loop's longest stall "
+              f"{figures['loop_stall_ms']:.0f} ms, its longest full collection {figures['full_collection_ms']:.0f} ms"
+              for node, figures in sorted(self.channel_replicas.items())),
         ])
 
 
@@ -135,7 +147,7 @@ def _set_up(inventory: Inventory, scenario: Scenario, release_at: float) -> None
 
 
 def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path,
-             sources: list[str] | None = None, progress=None) -> RehearsalReport:
+             sources: list[str] | None = None, progress=None, socket_url: str | None = None) -> RehearsalReport:
     """Run the scenario against the store at `url` (on the cluster this process has joined), and
     write its three files into `directory`. Returns the report."""
     import ray
@@ -145,13 +157,16 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     product = product_to_drop(inventory, scenario)
     weights = size_weights(scenario, product)
     sources = sources or loopback_sources(url)
+    if scenario.seed is None:  # (drawn, and kept in the report: the same crowd can be drawn again)
+        scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2 ** 32)})
     rng = random.Random(scenario.seed)
+    from ray.exceptions import RayError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     per_node = 2 if scenario.shoppers > len(nodes) * SHOPPERS_PER_ACTOR else 1
     actors = [Shoppers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-              .remote(url, scenario.product, scenario.linger_s, sources)
+              .remote(url, scenario.product, scenario.linger_s, sources, socket_url or url)
               for node in nodes for _ in range(per_node)]  # (every node's share of the crowd)
     try:
         ray.get([actor.node_id.remote() for actor in actors], timeout=120)
@@ -160,9 +175,15 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
         before = inventory.audit()
         _set_up(inventory, scenario, release_at)
         calls = [actor.run.remote(made[k::len(actors)], release_at) for k, actor in enumerate(actors)]
-        results = _wait(actors, calls, scenario.shoppers, progress)
+        stalls: dict[str, dict] = {}
+        deadline = time.monotonic() + (max(plan.arrive_at for plan in made) - time.time()) + RELEASE_LATE_S + \
+            scenario.behaviour.when_sold_out.most_sizes * 2 * RETRY_FOR_S + scenario.linger_s + 60
+        results = _wait(actors, calls, scenario.shoppers, progress, stalls, deadline)
         ended_at = time.time()
         after = inventory.audit()
+    except RayError as error:
+        raise Sneakers23Error(f"the rehearsal's shoppers failed: {type(error).__name__} (on a node that went "
+                              "away, or out of memory): nothing was written") from None
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -170,6 +191,7 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     nodes = [result["node"] for result in results for _row in result["rows"]]
     report: RehearsalReport = _report(rows, release_at, ended_at, before, after, inventory.settings.max_pairs_per_product)
     report.shoppers_cpu_s = sum(result["cpu_s"] for result in results)
+    report.channel_replicas = stalls
     facts = {"product": product.id, "scenario": scenario.model_dump(), "release_at": release_at,
              "release_time": datetime.fromtimestamp(release_at, timezone.utc).isoformat(timespec="milliseconds"),
              "ended_at": ended_at, "report": report.to_dict(),
@@ -182,23 +204,39 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     return report
 
 
-def _wait(actors, calls, total: int, progress) -> list[dict]:
+def _wait(actors, calls, total: int, progress, stalls: dict, deadline: float) -> list[dict]:
+    """The actors' results, once all are in; meanwhile the progress, and each channel replica's
+    longest loop stall and full collection (`stalls`, by node: they say their last minute's, asked
+    every few seconds)."""
     import ray
 
-    pending, results = list(calls), []
+    from sneakers23.serve.deploy import channel_replicas
+
+    pending, results, asked = list(calls), [], 0.0
     while pending:
+        if time.monotonic() > deadline:
+            raise Sneakers23Error(f"{len(pending)} of the shoppers' actors had not finished by the rehearsal's "
+                                  "deadline (every shopper's longest visit): nothing was written")
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
         results += ray.get(done)
         if progress is not None:
             counts = ray.get([actor.progress.remote() for actor in actors]) if pending else [(total, total)]
             progress(sum(arrived for arrived, _ in counts), sum(finished for _, finished in counts))
+        if time.monotonic() - asked > STALLS_EVERY_S or not pending:
+            asked = time.monotonic()
+            for replica in channel_replicas(timeout_s=5):
+                seen = stalls.setdefault(replica["node_id"], {"loop_stall_ms": 0.0, "full_collection_ms": 0.0,
+                                                              "sockets_most": 0})
+                seen["loop_stall_ms"] = max(seen["loop_stall_ms"], replica["loop_stall_ms"])
+                seen["full_collection_ms"] = max(seen["full_collection_ms"], replica["full_collection_ms"])
+                seen["sockets_most"] = max(seen["sockets_most"], replica["sockets"])
     return results
 
 
 def _report(rows: list, release_at: float, ended_at: float, before, after, max_pairs: int) -> RehearsalReport:
     rows = [event_log.Row(*row) for row in rows]
     attempts = [Attempt(row.item_id, row.outcome if row.outcome == "sold" or not row.outcome.startswith("http")
-                        else "error", row.latency_ms, row.at)
+                        else "error", row.latency_ms, row.at, row.retries)
                 for row in rows if row.kind == "request" and row.step in ("purchase", "checkout")]
     report = RehearsalReport(**vars(build_report("rehearsal", attempts, release_at, ended_at - release_at, before,
                                                  after, max_pairs)))
@@ -206,7 +244,9 @@ def _report(rows: list, release_at: float, ended_at: float, before, after, max_p
                     for step in drop_charts.STEPS
                     for values in [[row.latency_ms for row in rows if row.kind == "request" and row.step == step]]}
     report.release_push = release_push(rows, release_at)
-    report.sold_out_pushes = sold_out_pushes(rows)
+    sold_out = [item_id for item_id, count in after.counts.items() if count == 0 and before.counts.get(item_id, 0) > 0]
+    report.sold_out_pushes = sold_out_pushes(rows, sold_out)
+    report.visits = visits(rows)
     report.log_counts = drop_charts.counts(rows)
     for name, figures in (("every socket joined to the product at the release had its push", report.release_push),
                           ("every socket joined to the product when a size sold out had its push",
@@ -237,30 +277,50 @@ def _open_through(opened: dict, closed: dict, start: float, end: float) -> set[i
 
 def release_push(rows: list, release_at: float) -> dict:
     """The release push: how long after the release time each socket had it, and the sockets open
-    all along that never did."""
+    all along that never had it (nor a join that said it was made)."""
     told = {row.shopper: (row.at - release_at) * 1000 for row in rows if row.kind == "push" and row.step == "released"}
+    said_at_join = {row.shopper for row in rows if row.kind == "state" and row.outcome == "released"}
     opened, closed = _sockets(rows)
     last = release_at + max(told.values(), default=0.0) / 1000
-    missed = len(_open_through(opened, closed, release_at, last) - set(told))
+    missed = len(_open_through(opened, closed, release_at, last) - set(told) - said_at_join)
     return {"sockets": len(told), "p50_ms": percentile(list(told.values()), 50),
             "p99_ms": percentile(list(told.values()), 99), "missed": missed}
 
 
-def sold_out_pushes(rows: list) -> dict:
-    """Each size that sold out, and the sockets that should have been told: joined to the product
-    before its push first reached a socket, and open until the last one had it. Those not told
-    are missed."""
+def sold_out_pushes(rows: list, sold_out: list[int]) -> dict:
+    """Each size that sold out (`sold_out`, as the database says), and the sockets that should have
+    been told: joined to the product before its push first reached a socket, and open until the
+    last one had it (or, for a size whose push reached no socket at all, open for a second after its
+    last sale). Those not told, by a push or at their join, are missed."""
     opened, closed = _sockets(rows)
     told: dict[int, set[int]] = defaultdict(set)
     arrivals: dict[int, list[float]] = defaultdict(list)
+    last_sale: dict[int, float] = {}
     for row in rows:
         if row.kind == "push" and row.step == "stock_change" and row.level == "out":
             told[row.item_id].add(row.shopper)
             arrivals[row.item_id].append(row.at)
         elif row.kind == "state" and row.level == "out":  # (its join's answer said so already)
             told[row.item_id].add(row.shopper)
-    missed = {item_id: len(_open_through(opened, closed, min(times), max(times)) - told[item_id])
-              for item_id, times in arrivals.items()}
+        elif row.kind == "request" and row.outcome == "sold":
+            last_sale[row.item_id] = max(last_sale.get(row.item_id, row.at), row.at)
+    missed = {}
+    for item_id in set(sold_out) | set(arrivals):
+        times = arrivals.get(item_id)
+        start, end = (min(times), max(times)) if times else (last_sale.get(item_id, 0.0),
+                                                             last_sale.get(item_id, 0.0) + UNTOLD_AFTER_S)
+        missed[item_id] = len(_open_through(opened, closed, start, end) - told[item_id])
     pushes = sum(row.kind == "push" and row.step == "stock_change" and row.level == "out" for row in rows)
-    return {"sizes_sold_out": len(arrivals), "pushes": pushes,
+    return {"sizes_sold_out": len(set(sold_out) | set(arrivals)), "pushes": pushes,
             "missed": sum(missed.values()), "missed_per_item": {str(k): v for k, v in missed.items() if v}}
+
+
+def visits(rows: list) -> dict:
+    """How the visits went besides buying: pages, sockets and joins refused, shoppers who left (by
+    choice, or on a sold-out size), gave up waiting, or met an error; sockets the store closed."""
+    refused = Counter(f"{row.step} {row.outcome}" for row in rows
+                      if row.kind == "request" and row.step in ("page", "socket", "join", "join_cart") and row.outcome != "ok")
+    ended = Counter(f"{row.step}: {row.outcome}" for row in rows if row.kind == "visit" and row.step != "socket_closed")
+    closed_by_store = sum(row.kind == "visit" and row.step == "socket_closed" and row.outcome == "by the store"
+                          for row in rows)
+    return {"refused": dict(refused), "ended": dict(ended), "sockets_closed_by_the_store": closed_by_store}

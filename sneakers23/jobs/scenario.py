@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sneakers23.errors import Sneakers23Error
 
@@ -46,6 +46,15 @@ class Behaviour(_Strict):
     when_sold_out: WhenSoldOut = WhenSoldOut()
     reload: float = Field(default=0.05, ge=0, le=1, description="the share that reload the page once while waiting")
     leave: float = Field(default=0.05, ge=0, le=1, description="the share that leave before the release")
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _sizes_as_written(cls, sizes):
+        """`9: 3` and `10.5: 2` (YAML's numbers) name the sizes "9" and "10.5", as quoted ones do."""
+        if isinstance(sizes, dict):
+            return {(f"{size:g}" if isinstance(size, (int, float)) and not isinstance(size, bool) else size): weight
+                    for size, weight in sizes.items()}
+        return sizes
 
     @model_validator(mode="after")
     def _weights(self) -> "Behaviour":

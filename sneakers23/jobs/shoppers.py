@@ -19,19 +19,20 @@ import time
 import uuid
 from dataclasses import dataclass
 from html import unescape
+from typing import Callable
 
 import ray
 
 from sneakers23.domain.checkout import CHECKOUT_MESSAGES, CheckoutRefusal
-from sneakers23.jobs.buyers import RETRY_FOR_S, UNAVAILABLE, purchase_over_http, retry_after
+from sneakers23.domain.purchases import Refusal
+from sneakers23.jobs.buyers import RETRY_AFTER_S, RETRY_FOR_S, UNAVAILABLE, purchase_over_http, retry_after
 from sneakers23.jobs.event_log import Row
 from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, form_token_in
 
 HEARTBEAT_S = 25.0  # as the Phoenix client: the store closes a socket silent for 60 s
 REPLY_WITHIN_S = 30.0
 RELEASE_LATE_S = 120.0  # a shopper who has not seen the release this long after its time gives up
-SOLD_OUT = ("sold_out", "out_of_stock")  # a purchase's refusal, a checkout's
-CONNECTIONS_PER_ADDRESS = 1_000
+SOLD_OUT = (str(Refusal.SOLD_OUT), str(CheckoutRefusal.OUT_OF_STOCK))  # a purchase's refusal, a checkout's
 RECONNECT_AFTER_MS = (10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000, 5000, 5000)  # phoenix.js's, then 5 s
 
 
@@ -55,68 +56,107 @@ class Refused(Exception):
 
 class Socket:
     """One tab's socket: the product's and the cart's channels, replies matched to their requests,
-    every push noted."""
+    every push noted. Like phoenix.js, it connects again (with its back-off) when the store closes
+    it or turns it away, and joins its channels again; the joins' answers bring the state back."""
 
-    def __init__(self, shopper: "Shopper"):
-        self.shopper = shopper
+    def __init__(self, shopper: "Shopper", session, url: str, cookie: str):
+        self.shopper, self.session, self.cookie = shopper, session, cookie
+        self.url = url.replace("http", "ws", 1) + "/product_socket/websocket?vsn=2.0.0"
         self.ws = None
         self.refs = itertools.count(1)
         self.waiting: dict[str, asyncio.Future] = {}
         self.join_refs: dict[str, str] = {}  # by topic: a channel's messages carry its join's ref
-        self.tasks: list[asyncio.Task] = []
+        self.channels: dict[str, tuple[dict, str, Callable[[dict], None]]] = {}  # topic -> (payload, step, on joined)
+        self.task: asyncio.Task | None = None
         self.closing = False
+        self.lost = asyncio.Event()  # set when it could not connect again: the shopper gives up
 
-    async def open(self, session, url: str, cookie: str) -> None:
-        """Connected, trying again as the Phoenix client does when the store turns it away (429, 503)."""
+    async def open(self) -> None:
+        await self._connect()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _connect(self) -> None:
+        """Connected, trying again as the Phoenix client does while the store turns it away or is
+        out of reach (the last failure is raised)."""
         import aiohttp
 
-        socket_url = url.replace("http", "ws", 1) + "/product_socket/websocket?vsn=2.0.0"
         for pause_ms in (*RECONNECT_AFTER_MS, None):
             try:
-                self.ws = await session.ws_connect(socket_url, headers={"Cookie": f"{COOKIE}={cookie}"},
-                                                   autoping=True, max_msg_size=1 << 20)
-                break
-            except aiohttp.WSServerHandshakeError as refused:
-                self.shopper.note("request", "socket", None, f"http {refused.status}")
-                if refused.status not in (429, 503) or pause_ms is None:
+                self.ws = await self.session.ws_connect(self.url, headers={"Cookie": f"{COOKIE}={self.cookie}"},
+                                                        autoping=True, max_msg_size=1 << 20)
+                return
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as refused:
+                status = getattr(refused, "status", None)
+                self.shopper.note("request", "socket", None, f"http {status}" if status else type(refused).__name__)
+                if pause_ms is None or (status is not None and status not in (429, 503)):
                     raise
                 await asyncio.sleep(pause_ms / 1000)
-        loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._read()), loop.create_task(self._beat())]
 
-    async def request(self, topic: str, event: str, payload: dict) -> dict:
-        ref, join_ref = str(next(self.refs)), self.join_refs.get(topic)
+    async def request(self, topic: str, event: str, payload: dict, ref: str | None = None) -> dict:
+        ref = ref or str(next(self.refs))
         reply = asyncio.get_running_loop().create_future()
         self.waiting[ref] = reply
-        await self.ws.send_str(json.dumps([join_ref, ref, topic, event, payload]))
         try:
+            await self.ws.send_str(json.dumps([self.join_refs.get(topic), ref, topic, event, payload]))
             return await asyncio.wait_for(reply, REPLY_WITHIN_S)
         finally:
             self.waiting.pop(ref, None)
 
-    async def join(self, topic: str, payload: dict, step: str = "join") -> dict:
+    async def join(self, topic: str, payload: dict, step: str, on_joined: Callable[[dict], None]) -> None:
+        """Join the channel (again after every reconnect), `on_joined` given each join's answer."""
+        self.channels[topic] = (payload, step, on_joined)
+        on_joined(await self._join(topic, payload, step))
+
+    async def _join(self, topic: str, payload: dict, step: str) -> dict:
         started = time.perf_counter()
-        self.join_refs[topic] = str(next(self.refs))
-        reply = await self.request(topic, "phx_join", payload)
+        ref = self.join_refs[topic] = str(next(self.refs))  # (a join's ref is its join ref, as phoenix.js sends it)
+        reply = await self.request(topic, "phx_join", payload, ref)
+        response = reply.get("response") if isinstance(reply.get("response"), dict) else {}
         ok = reply.get("status") == "ok"
-        self.shopper.note("request", step, started, "ok" if ok else str(reply.get("response", {}).get("reason")))
+        self.shopper.note("request", step, started, "ok" if ok else str(response.get("reason")))
         if not ok:
-            raise Refused(reply.get("response", {}).get("reason"))
-        return reply["response"]
+            raise Refused(response.get("reason"))
+        return response
 
     async def close(self) -> None:
         if not self.closing:
             self.closing = True
             self.shopper.note("visit", "socket_closed", None, "closed")
-        for task in self.tasks:
-            task.cancel()
+        if self.task is not None:
+            self.task.cancel()
         if self.ws is not None:
             await self.ws.close()
+
+    async def _run(self) -> None:
+        while True:
+            beat = asyncio.get_running_loop().create_task(self._beat())
+            try:
+                await self._read()
+            finally:
+                beat.cancel()
+            if self.closing:
+                return
+            self.shopper.note("visit", "socket_closed", None, "by the store")
+            for reply in self.waiting.values():  # (nothing more will answer them)
+                if not reply.done():
+                    reply.set_exception(ConnectionError("the socket closed"))
+            try:
+                await self._connect()
+                for topic, (payload, step, on_joined) in list(self.channels.items()):
+                    on_joined(await self._join(topic, payload, step))
+            except Exception as error:  # (noted: the shopper gives up)
+                self.shopper.note("visit", "error", None, f"reconnect: {type(error).__name__}")
+                self.closing = True
+                self.lost.set()
+                return
 
     async def _beat(self) -> None:
         for ref in itertools.count(1):
             await asyncio.sleep(HEARTBEAT_S)
-            await self.ws.send_str(json.dumps([None, f"h{ref}", "phoenix", "heartbeat", {}]))
+            try:
+                await self.ws.send_str(json.dumps([None, f"h{ref}", "phoenix", "heartbeat", {}]))
+            except (ConnectionError, RuntimeError):  # (closing: the reader sees it)
+                return
 
     async def _read(self) -> None:
         import aiohttp
@@ -124,18 +164,16 @@ class Socket:
         async for message in self.ws:
             if message.type != aiohttp.WSMsgType.TEXT:
                 continue
-            _join_ref, ref, topic, event, payload = json.loads(message.data)
+            try:
+                _join_ref, ref, topic, event, payload = json.loads(message.data)
+            except (ValueError, TypeError):
+                self.shopper.note("visit", "bad_frame", None, message.data[:64])
+                continue
             if event == "phx_reply":
-                if (reply := self.waiting.get(ref)) is not None and not reply.done():
+                if (reply := self.waiting.get(ref)) is not None and not reply.done() and isinstance(payload, dict):
                     reply.set_result(payload)
                 continue
             self.shopper.pushed(topic, event, payload)
-        if not self.closing:
-            self.closing = True
-            self.shopper.note("visit", "socket_closed", None, "by the store")
-        for reply in self.waiting.values():  # (closed by the store: nothing more will answer)
-            if not reply.done():
-                reply.set_exception(ConnectionError("the socket closed"))
 
 
 class Shopper:
@@ -145,16 +183,15 @@ class Shopper:
         self.form_token = self.cart_topic = self.cart_token = None
         self.released = asyncio.Event()
         self.out: set[int] = set()
-        self.cart_version = 0
         self.socket: Socket | None = None
 
     # --- what it notes ---
 
     def note(self, kind: str, step: str, started: float | None, outcome: str, item_id: int | None = None,
-             level: str | None = None) -> None:
+             level: str | None = None, retries: int = 0) -> None:
         now = time.time()
         latency = None if started is None else (time.perf_counter() - started) * 1000
-        self.crowd.rows.append(Row(self.plan.number, kind, step, now, latency, outcome, item_id, level))
+        self.crowd.rows.append(Row(self.plan.number, kind, step, now, latency, outcome, item_id, level, retries))
 
     def pushed(self, topic: str, event: str, payload: dict) -> None:
         item_id = payload.get("item_id") if isinstance(payload, dict) else None
@@ -167,11 +204,21 @@ class Shopper:
         elif event == "stock_change":
             self.out.discard(item_id)
 
+    def _product_joined(self, state: dict) -> None:
+        """A product join's answer: a size already out, or the release already made, needs no push."""
+        for item in state.get("items", []):
+            if item.get("level") == "out":
+                self.out.add(item["id"])
+                self.note("state", "join", None, "out", item["id"], "out")
+            else:
+                self.out.discard(item.get("id"))
+        if state.get("released"):
+            self.note("state", "join", None, "released")
+            self.released.set()
+
     # --- the visit ---
 
     async def visit(self) -> None:
-        import aiohttp
-
         plan = self.plan
         await asyncio.sleep(max(0.0, plan.arrive_at - time.time()))
         self.crowd.arrived += 1
@@ -185,113 +232,139 @@ class Shopper:
                 await asyncio.sleep(max(0.0, plan.leave_at - time.time()))
                 self.note("visit", "leave", None, "left")
                 return
-            try:
-                await asyncio.wait_for(self.released.wait(), self.crowd.release_at + RELEASE_LATE_S - time.time())
-            except asyncio.TimeoutError:
-                self.note("visit", "release", None, "never seen")
+            if not await self._released():
                 return
             await self._shop()
             await asyncio.sleep(self.crowd.linger_s)
         except Refused:
             pass  # (noted with its reason)
-        except (OSError, asyncio.TimeoutError, ConnectionError, aiohttp.ClientError) as error:
-            self.note("visit", "error", None, error.__class__.__name__)
+        except Exception as error:  # (noted; never the end of the other shoppers on this loop)
+            self.note("visit", "error", None, type(error).__name__)
         finally:
             if self.socket is not None:
                 await self.socket.close()
             self.crowd.done += 1
 
+    async def _released(self) -> bool:
+        """Whether the release came (a push, or a join that said so), waiting for it: not when its
+        socket is lost for good, nor long after the release time."""
+        if self.released.is_set():
+            return True
+        waits = [asyncio.ensure_future(self.released.wait()), asyncio.ensure_future(self.socket.lost.wait())]
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, self.crowd.release_at + RELEASE_LATE_S - time.time()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if not self.released.is_set():
+            self.note("visit", "release", None, "never seen" if not self.socket.lost.is_set() else "socket lost")
+        return self.released.is_set()
+
     async def _open(self) -> None:
         """The page, then its socket with both channels joined (as store.js does)."""
         started = time.perf_counter()
         deadline = time.monotonic() + RETRY_FOR_S
+        retries = 0
         while True:
             headers = {"Cookie": f"{COOKIE}={self.cookie}"} if self.cookie else {}
             async with self.session.get(self.url + "/", headers=headers) as page:
-                text = await page.text()
+                text = await page.text(errors="replace")
                 if COOKIE in page.cookies:
                     self.cookie = page.cookies[COOKIE].value
                 status, wait_s = page.status, retry_after(page.headers.get("Retry-After"))
             if status not in (429, 503) or time.monotonic() + wait_s > deadline:
                 break
+            retries += 1
             await asyncio.sleep(wait_s)  # (as a person would press reload: a page that says when)
         cart = re.search(r'data-cart-id="([^"]+)" data-cart-token="([^"]+)"', text)
         self.form_token = form_token_in(text)
         if status != 200 or cart is None or self.form_token is None or self.cookie is None:
-            self.note("request", "page", started, f"http {status}")
+            self.note("request", "page", started, f"http {status}", retries=retries)
             raise Refused("page")
-        self.note("request", "page", started, "ok")
+        self.note("request", "page", started, "ok", retries=retries)
         self.cart_topic, self.cart_token = f"cart:{unescape(cart[1])}", unescape(cart[2])
-        self.socket = Socket(self)
-        await self.socket.open(self.session, self.url, self.cookie)
-        product = await self.socket.join(f"product:{self.crowd.product_id}", {})
-        for item in product.get("items", []):  # (the join's state: a size already out needs no push)
-            if item["level"] == "out":
-                self.out.add(item["id"])
-                self.note("state", "join", None, "out", item["id"], "out")
-        if product.get("released"):
-            self.released.set()
-        cart = await self.socket.join(self.cart_topic, {"token": self.cart_token, "page": "/"}, "join_cart")
-        self.cart_version = cart.get("version", 0)
+        self.socket = Socket(self, self.session, self.crowd.socket_url, self.cookie)
+        await self.socket.open()
+        await self.socket.join(f"product:{self.crowd.product_id}", {}, "join", self._product_joined)
+        await self.socket.join(self.cart_topic, {"token": self.cart_token, "page": "/"}, "join_cart", lambda _cart: None)
 
     async def _shop(self) -> None:
+        """Its sizes in turn: one it sees sold out, or is refused as sold out, sends it to the next
+        (if it tries another size at all: else it leaves), at most `most_sizes` pressed."""
         tried = 0
         for item_id in self.plan.sizes:
-            if item_id in self.out:
-                continue  # (the page shows it sold out: not pressed)
             if tried == self.plan.most_sizes:
                 return
-            tried += 1
-            outcome = await (self._buy(item_id) if self.plan.buy_now else self._add_and_check_out(item_id))
-            if outcome not in SOLD_OUT or not self.plan.another_size:
+            if item_id not in self.out:  # (a size the page shows sold out is not pressed)
+                tried += 1
+                outcome = await (self._buy(item_id) if self.plan.buy_now else self._add_and_check_out(item_id))
+                if outcome not in SOLD_OUT:
+                    return
+                self.out.add(item_id)
+            if not self.plan.another_size:
+                self.note("visit", "leave", None, "sold out")
                 return
-            self.out.add(item_id)
 
     async def _buy(self, item_id: int) -> str:
         key, deadline = uuid.uuid4().hex, time.monotonic() + RETRY_FOR_S
         started = time.perf_counter()
+        retries = 0
         while True:
             outcome, wait_s = await purchase_over_http(self.session, self.url, self.cookie, self.form_token, item_id, key)
             if outcome != UNAVAILABLE or time.monotonic() + wait_s > deadline:
                 break
+            retries += 1  # (with the same key: a second try never buys a second pair)
             await asyncio.sleep(wait_s)
         outcome = "error" if outcome == UNAVAILABLE else outcome
-        self.note("request", "purchase", started, outcome, item_id)
+        self.note("request", "purchase", started, outcome, item_id, retries=retries)
         return outcome
 
     async def _add_and_check_out(self, item_id: int) -> str:
         started = time.perf_counter()
         reply = await self.socket.request(self.cart_topic, "add_item", {"item_id": item_id})
         added = reply.get("status") == "ok"
-        outcome = "ok" if added else str(reply.get("response", {}).get("reason"))
+        outcome = "ok" if added else str((reply.get("response") or {}).get("reason"))
         self.note("request", "add", started, outcome, item_id)
         if not added:
             return outcome
         cart = reply["response"]
         outcome = await self._check_out(cart["version"], [line["item_id"] for line in cart["items"]], item_id)
         if outcome in SOLD_OUT:  # (its size stays struck through in the cart: taken out before the next)
-            await self.socket.request(self.cart_topic, "remove_item", {"item_id": item_id})
+            removed = await self.socket.request(self.cart_topic, "remove_item", {"item_id": item_id})
+            if removed.get("status") != "ok":
+                self.note("visit", "leave", None, "cart not emptied")
+                return "cart not emptied"  # (the next checkout would carry the sold-out size)
         return outcome
 
     async def _check_out(self, version: int, item_ids: list[int], item_id: int) -> str:
+        """The checkout form posted, again while the store is unavailable or its answer is lost:
+        the same form is the same key (the cart's version), sold once."""
+        import aiohttp
+
         form = {"version": str(version), "item_ids": ",".join(map(str, item_ids)), FORM_TOKEN_FIELD: self.form_token}
         deadline = time.monotonic() + RETRY_FOR_S
         started = time.perf_counter()
+        retries = 0
         while True:
-            async with self.session.post(self.url + "/checkout", data=form,
-                                         headers={"Cookie": f"{COOKIE}={self.cookie}"}) as answer:
-                text = await answer.text()
-                status, wait_s = answer.status, retry_after(answer.headers.get("Retry-After"))
-            if status not in (429, 503) or time.monotonic() + wait_s > deadline:
+            try:
+                async with self.session.post(self.url + "/checkout", data=form,
+                                             headers={"Cookie": f"{COOKIE}={self.cookie}"}) as answer:
+                    text = await answer.text(errors="replace")
+                    status, wait_s = answer.status, retry_after(answer.headers.get("Retry-After"))
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                status, text, wait_s = None, "", RETRY_AFTER_S
+            if status not in (None, 429, 503) or time.monotonic() + wait_s > deadline:
                 break
+            retries += 1
             await asyncio.sleep(wait_s)
         if status == 200:
             outcome = "sold"
         elif status == 409 and (said := re.search(r"data-checkout-message>([^<]*)<", text)):
             outcome = checkout_refusal(unescape(said[1]))
         else:
-            outcome = f"http {status}"
-        self.note("request", "checkout", started, outcome, item_id)
+            outcome = "error" if status in (None, 429, 503) else f"http {status}"
+        self.note("request", "checkout", started, outcome, item_id, retries=retries)
         return outcome
 
 
@@ -300,8 +373,8 @@ def checkout_refusal(message: str) -> str:
     domain/checkout.py); a purchase that failed at the drop engine says why after it."""
     for reason, text in CHECKOUT_MESSAGES.items():
         if message == text or message.startswith(text + " ("):
-            if reason is CheckoutRefusal.FAILED and "sold out" in message:
-                return "sold_out"
+            if reason is CheckoutRefusal.FAILED and "sold out" in message:  # (the drop engine's words for it)
+                return str(Refusal.SOLD_OUT)
             return str(reason)
     return "refused"
 
@@ -310,8 +383,10 @@ def checkout_refusal(message: str) -> str:
 class Shoppers:
     """Some of a rehearsal's shoppers, on one node: `run` keeps them until each is done."""
 
-    def __init__(self, url: str, product_id: int, linger_s: float, source_addresses: list[str] | None = None):
+    def __init__(self, url: str, product_id: int, linger_s: float, source_addresses: list[str] | None = None,
+                 socket_url: str | None = None):
         self.url = url.rstrip("/")
+        self.socket_url = (socket_url or url).rstrip("/")
         self.product_id, self.linger_s = product_id, linger_s
         self.release_at = 0.0
         self.sources = source_addresses or [None]
@@ -332,7 +407,9 @@ class Shoppers:
         self.release_at = release_at
         cpu = time.process_time()
         sessions = [aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTIONS_PER_ADDRESS, local_addr=(source, 0) if source else None),
+            # (no limit: each shopper's socket holds a connection for its whole visit, and its
+            # requests must never wait behind the other shoppers' sockets)
+            connector=aiohttp.TCPConnector(limit=0, local_addr=(source, 0) if source else None),
             cookie_jar=aiohttp.DummyCookieJar(),  # (each shopper sends its own cookie)
             timeout=aiohttp.ClientTimeout(total=RETRY_FOR_S)) for source in self.sources]
         try:

@@ -160,6 +160,17 @@ def serve_http_address() -> tuple[str, int] | None:
     return client.http_config.host, client.http_config.port
 
 
+def channel_replicas(timeout_s: float = 10.0) -> list[dict]:
+    """What each channel replica of the deployed store says of itself (its sockets, its loop's
+    stalls: `ShopperSockets.sockets`); none where no store is deployed or none answers in time."""
+    try:
+        replies = serve.get_app_handle("channels").broadcast("sockets").results(timeout_s=timeout_s,
+                                                                                return_exceptions=True)
+    except Exception:  # (no Serve, no such application: nothing to show)
+        return []
+    return sorted((reply for reply in replies if isinstance(reply, dict)), key=lambda reply: reply["node_id"])
+
+
 def last_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return (lines[-1] if lines else repr(error))[:300]

@@ -16,6 +16,7 @@ import ray
 from ray import serve
 
 from sneakers23 import assembly
+from sneakers23.loop_stalls import LoopStalls
 from sneakers23.serve.carts import CartChannels
 from sneakers23.domain.throttle import Throttle
 from sneakers23.serve.proof_of_work import ProofsOfWork
@@ -30,6 +31,7 @@ from sneakers23.settings import Settings
 from sneakers23.tasks import keep
 
 SOCKETS_PER_REPLICA = 20_000
+METRICS_EVERY_S = 5.0
 
 channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=None, openapi_url=None)
 install_door(channels_api)
@@ -61,7 +63,26 @@ class ShopperSockets:
         self.live.start()
         self._tasks: set[asyncio.Task] = set()
         keep(self._tasks, asyncio.get_running_loop().create_task(self.tabs.report_forever()))
+        # Every socket of the replica waits while its loop is stopped: its longest stalls, and its
+        # full collections (the usual cause at thousands of sockets), in `sockets` and the metrics.
+        self.stalls = LoopStalls()
+        self.stalls.watch_collections()
+        keep(self._tasks, asyncio.get_running_loop().create_task(self.stalls.watch_forever()))
+        keep(self._tasks, asyncio.get_running_loop().create_task(self._metrics_forever()))
         await self.live.wait_ready(READY_WAIT_S)
+
+    async def _metrics_forever(self) -> None:
+        from ray.util import metrics
+
+        stall = metrics.Gauge("sneakers23_channel_loop_stall_ms", "The channel replica's longest event-loop stall "
+                              "within the last minute", tag_keys=("node",))
+        collection = metrics.Gauge("sneakers23_channel_full_collection_ms", "The channel replica's longest full "
+                                   "garbage collection within the last minute", tag_keys=("node",))
+        while True:
+            figures = self.stalls.figures()
+            stall.set(figures["loop_stall_ms"], tags={"node": self.node_id})
+            collection.set(figures["full_collection_ms"], tags={"node": self.node_id})
+            await asyncio.sleep(METRICS_EVERY_S)
 
     @channels_api.websocket("/websocket")
     async def socket(self, websocket: WebSocket):
@@ -72,9 +93,9 @@ class ShopperSockets:
         await self.hub.serve(websocket)
 
     async def sockets(self) -> dict:
-        """How many shoppers this replica holds, and on which node (`handle.broadcast("sockets")`
-        asks every replica)."""
-        return {"node_id": self.node_id, "sockets": self.hub.sockets, "tabs": self.tabs.tabs}
+        """How many shoppers this replica holds, on which node, and how long its loop has stopped
+        (`handle.broadcast("sockets")` asks every replica; `sneakers23 status` shows it)."""
+        return {"node_id": self.node_id, "sockets": self.hub.sockets, "tabs": self.tabs.tabs, **self.stalls.figures()}
 
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from sneakers23.errors import Sneakers23Error
 from sneakers23.jobs import drop_charts, event_log
+from sneakers23.jobs.event_log import Row
 
 RELEASE_AT = 1_800_000_000.0
 
@@ -48,7 +49,7 @@ def test_the_log_keeps_every_row_and_the_facts(tmp_path):
     path = tmp_path / "drop.parquet"
     event_log.write(path, rows, nodes, facts)
     log = event_log.read(path)
-    assert [tuple(row) for row in log.rows] == rows
+    assert log.rows == [Row(*row) for row in rows]  # (retries: 0 where a row leaves it out)
     assert log.nodes == nodes and log.facts == facts
     # An ordinary Parquet file, as pandas, Polars or DuckDB read it: times as UTC timestamps.
     table = pq.read_table(path)
@@ -69,6 +70,11 @@ def test_the_report_draws_its_charts_from_the_log_alone(tmp_path):
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")  # opens offline
     assert "Every invariant holds." in page and "sold out: 1" in page
     assert "size 6" in page  # the size's line in the first chart's legend
+    # The charts are drawn from the rows: the pushes counted in the spread's legend, the outcomes
+    # in the sales chart's.
+    assert "release push, from the release time (3)" in page
+    assert "sold-out pushes, from the first socket told (3)" in page
+    assert re.search(r">sold out<", page) and re.search(r">sold<", page)
 
 
 def test_drop_report_draws_it_again_and_refuses_what_is_not_a_log(tmp_path):
@@ -91,3 +97,19 @@ def test_drop_report_draws_it_again_and_refuses_what_is_not_a_log(tmp_path):
             " (written by `sneakers23 drop rehearse`)\n" if path == other else " (a rehearsal's event log is one)\n")
         with pytest.raises(Sneakers23Error):
             event_log.read(path)
+
+
+def test_without_the_rehearsal_extra_the_commands_say_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from sneakers23.cli import cli
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "pyarrow" else found(name, *rest))
+    log = tmp_path / "drop.parquet"
+    log.write_bytes(b"PAR1")
+    for args in (["drop", "report", str(log)], ["drop", "rehearse", str(log)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1
+        assert result.output == ("sneakers23: drop rehearsals need pyarrow: pip install -e '.[rehearsal]' where the "
+                                 "rehearsal runs (./dev installs it)\n")

@@ -5,6 +5,7 @@ holds every pair sold, and an HTML report that agrees with both and renders in C
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -14,6 +15,7 @@ from harness.waiting import wait_for
 from sneakers23.jobs import drop_charts, event_log
 from tests.conftest import SEED
 from tests.jobs.test_drop import drop
+from tests.test_cluster import run
 from tests.support.cluster import matches_database, reseed
 
 PAIRS_PER_SIZE = 3
@@ -78,6 +80,15 @@ def test_a_small_first_come_drop_is_rehearsed_and_its_three_reports_agree(
     sold_out = {item_id for item_id, n in orders.items() if n == PAIRS_PER_SIZE}
     assert report["sold_out_pushes"]["sizes_sold_out"] == len(sold_out)
     assert Counter(row.kind for row in log.rows)["push"] == counts["pushes"] > 0
+    # Each node's channel replica said how long its loop stopped while it held the crowd's sockets.
+    assert len(report["channel_replicas"]) == 3
+    assert all(figures["sockets_most"] > 0 and figures["loop_stall_ms"] >= 0 for figures in report["channel_replicas"].values())
+    # … and says so to `sneakers23 status`.
+    status = run(ray_cluster, ray_settings, "status")
+    assert status.returncode == 0, status.stderr
+    said = [line for line in status.stdout.splitlines() if line.startswith("channels ")]
+    assert len(said) == 3 and all(re.search(r"sockets?; its loop's longest stall \d+ ms in the last minute", line)
+                                  for line in said), status.stdout
 
     # The HTML report says the same, draws its charts from the log alone, and renders.
     page_html = (out / "rehearsal.html").read_text()

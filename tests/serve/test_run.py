@@ -336,7 +336,7 @@ def cache_lags(env: dict, cwd: Path) -> list[int] | None:
     status = cli("status", env=env, cwd=cwd)
     if status.returncode != 0:
         return None
-    rows = [line.split() for line in status.stdout.splitlines()[3:] if not line.startswith("sales ")]
+    rows = [line.split() for line in status.stdout.splitlines()[3:] if not line.startswith(("sales ", "channels "))]
     return [int(row[5]) for row in rows if len(row) > 5 and row[5].lstrip("-").isdigit()]
 
 

@@ -1,0 +1,64 @@
+"""A rehearsal's report from hand-made rows: a push that some open socket never had is missed (and
+a join that said it already is not), a size sold out whose push reached nobody is missed by every
+socket open then, and the visits that never got to buy are counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from sneakers23.jobs.event_log import Row
+from sneakers23.jobs.rehearsal import release_push, sold_out_pushes, visits
+
+T = 1_000.0  # the release time
+
+
+def joined(shopper: int, at: float) -> Row:
+    return Row(shopper, "request", "join", at, 2.0, "ok", None, None)
+
+
+def closed(shopper: int, at: float) -> Row:
+    return Row(shopper, "visit", "socket_closed", at, None, "closed", None, None)
+
+
+def pushed(shopper: int, at: float, event: str = "released", item_id: int | None = None) -> Row:
+    return Row(shopper, "push", event, at, None, "received", item_id, "out" if item_id else None)
+
+
+def test_a_socket_open_all_along_without_the_release_push_is_missed():
+    rows = [joined(0, T - 5), joined(1, T - 5), joined(2, T - 5), joined(3, T + 2),
+            pushed(0, T + 0.2), pushed(1, T + 0.4),
+            closed(2, T + 1.0)]  # 2: open until after the last push, never told
+    figures = release_push(rows, T)
+    assert figures["sockets"] == 2 and figures["missed"] == 1
+    assert figures["p50_ms"] == pytest.approx(300.0)
+    # A socket closed before the last push reached anyone may have closed before its node had it:
+    # not counted; a join that answered "released" told it.
+    assert release_push(rows[:-1] + [closed(2, T + 0.3)], T)["missed"] == 0
+    told_at_join = Row(2, "state", "join", T + 0.1, None, "released", None, None)
+    assert release_push(rows + [told_at_join], T)["missed"] == 0
+
+
+def test_each_size_sold_out_is_checked_even_when_its_push_reached_no_socket():
+    rows = [joined(0, T - 5), joined(1, T - 5), joined(2, T + 1.5),
+            Row(0, "request", "purchase", T + 1.0, 20.0, "sold", 14, None),
+            pushed(0, T + 1.1, "stock_change", 14), pushed(1, T + 1.2, "stock_change", 14),
+            Row(1, "request", "purchase", T + 2.0, 20.0, "sold", 15, None)]  # 15 sold out: no push at all
+    figures = sold_out_pushes(rows, sold_out=[14, 15])
+    assert figures["sizes_sold_out"] == 2 and figures["pushes"] == 2
+    # 14: told to both sockets open then; 15: nobody told, and three sockets were open after its sale.
+    assert figures["missed_per_item"] == {"15": 3} and figures["missed"] == 3
+    # A join after the sell-out that said the size was out told that socket.
+    said_out = [Row(n, "state", "join", T + 2.5, None, "out", 15, "out") for n in range(3)]
+    assert sold_out_pushes(rows + said_out, sold_out=[14, 15])["missed"] == 0
+
+
+def test_the_visits_that_never_bought_are_counted():
+    rows = [Row(0, "request", "page", T, 5.0, "http 503", None, None),
+            Row(1, "request", "socket", T, None, "http 429", None, None),
+            Row(2, "visit", "leave", T, None, "left", None, None),
+            Row(3, "visit", "release", T, None, "never seen", None, None),
+            Row(4, "visit", "socket_closed", T, None, "by the store", None, None),
+            Row(5, "visit", "socket_closed", T, None, "closed", None, None)]
+    assert visits(rows) == {"refused": {"page http 503": 1, "socket http 429": 1},
+                            "ended": {"leave: left": 1, "release: never seen": 1},
+                            "sockets_closed_by_the_store": 1}

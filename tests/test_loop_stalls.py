@@ -1,0 +1,61 @@
+"""A replica's loop stalls: a callback that holds the loop is seen, as long as it held it; a full
+collection is counted and timed; the last minute's figure forgets what is older."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from sneakers23.loop_stalls import WAKE_EVERY_S, LoopStalls
+
+
+def test_a_callback_that_holds_the_loop_is_seen_as_long_as_it_held_it():
+    stalls = LoopStalls()
+
+    async def main():
+        watching = asyncio.get_running_loop().create_task(stalls.watch_forever())
+        await asyncio.sleep(0.1)
+        quiet = stalls.figures()["loop_stall_ms"]
+        time.sleep(0.25)  # (the stall being measured: the loop can run nothing else meanwhile)
+        await asyncio.sleep(WAKE_EVERY_S * 3)  # (the watcher's next wake-up, late by the stall)
+        watching.cancel()
+        return quiet
+
+    quiet = asyncio.run(main())
+    figures = stalls.figures()
+    assert quiet < 200
+    assert 250 - WAKE_EVERY_S * 1000 <= figures["loop_stall_ms"] < 1000
+    assert figures["loop_stall_ever_ms"] == figures["loop_stall_ms"]
+
+
+def test_a_full_collection_is_counted_and_timed():
+    stalls = LoopStalls()
+    gc.disable()  # (none but ours: the allocations below would start some)
+    stalls.watch_collections()
+    try:
+        garbage = [[n] for n in range(200_000)]  # (objects the collector must visit)
+        gc.collect(1)  # (not a full one: not counted)
+        assert stalls.full_collections == 0
+        gc.collect()
+        del garbage
+    finally:
+        stalls.stop_watching_collections()
+        gc.enable()
+    figures = stalls.figures()
+    assert figures["full_collections"] == 1 and figures["full_collection_ms"] > 0
+    assert figures["full_collection_ever_ms"] == figures["full_collection_ms"]
+
+
+def test_the_last_minutes_figure_forgets_what_is_older():
+    stalls = LoopStalls(window_s=60)
+    stalls.note(300.0, now=1000.0)
+    stalls.note(40.0, now=1030.0)
+    stalls.note(10.0, now=1031.0)
+    assert stalls.figures(now=1050.0)["loop_stall_ms"] == 300.0
+    assert stalls.figures(now=1070.0)["loop_stall_ms"] == 40.0  # (300 ms was 70 s ago)
+    assert stalls.figures(now=1095.0)["loop_stall_ms"] == 0.0
+    assert stalls.figures(now=1095.0)["loop_stall_ever_ms"] == 300.0
+    for stall_ms in (10.0, 40.0, 300.0):
+        stalls.note(stall_ms, now=1100.0)
+    assert len(stalls._recent) == 1  # a longer stall drops the shorter ones before it: a short queue
