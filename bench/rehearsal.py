@@ -35,6 +35,24 @@ RELEASE_TIMES_BARE = 1.25
 STALL_MS = 50
 
 
+def quiet_after_start(store, database_url: str) -> None:
+    """Until the channel replica's loop has been quiet for its last minute: its start-up ends with
+    a full collection (Serve's freeze) of a few hundred ms, which is not the drop's."""
+    code = ("from sneakers23 import cluster; from sneakers23.settings import get_settings; "
+            "from sneakers23.serve.deploy import channel_replicas; cluster.join(get_settings()); "
+            "import json; print(json.dumps(channel_replicas()))")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={**os.environ, **store.env, "SNEAKERS23_DATABASE_URL": database_url,
+                                   "SNEAKERS23_CLUSTER": "auto"})
+        replicas = json.loads(said.stdout.strip().splitlines()[-1]) if said.returncode == 0 and said.stdout.strip() else []
+        if replicas and all(replica["loop_stall_ms"] < STALL_MS for replica in replicas):
+            return
+        time.sleep(5)
+    sys.exit("the channel replica's loop did not go quiet after its start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shoppers", type=int, default=2000)
@@ -59,6 +77,7 @@ def main() -> None:
     port = free_port()
     store = start_store(args.mode, database_url, port)
     try:
+        quiet_after_start(store, database_url)
         sockets_at = socket_url(args.mode, port).split("/product_socket")[0].replace("ws://", "http://")
         started = time.monotonic()
         rehearsal = subprocess.run(

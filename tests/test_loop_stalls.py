@@ -59,3 +59,22 @@ def test_the_last_minutes_figure_forgets_what_is_older():
     for stall_ms in (10.0, 40.0, 300.0):
         stalls.note(stall_ms, now=1100.0)
     assert len(stalls._recent) == 1  # a longer stall drops the shorter ones before it: a short queue
+
+
+def test_the_freezer_freezes_each_few_hundred_new_sockets_and_unfreezes_when_most_have_gone():
+    from sneakers23.loop_stalls import FREEZE_AFTER_NEW_SOCKETS, Freezer
+
+    freezer = Freezer()
+    try:
+        freezer.check(FREEZE_AFTER_NEW_SOCKETS - 1)
+        assert freezer.freezes == 0 and gc.get_freeze_count() == 0
+        freezer.check(FREEZE_AFTER_NEW_SOCKETS)
+        assert freezer.freezes == 1 and gc.get_freeze_count() > 0  # what exists is out of later collections
+        freezer.check(FREEZE_AFTER_NEW_SOCKETS + 50)  # (not enough new ones)
+        assert freezer.freezes == 1
+        freezer.check(FREEZE_AFTER_NEW_SOCKETS // 2 + 1)  # (half are still open)
+        assert freezer.unfreezes == 0
+        freezer.check(FREEZE_AFTER_NEW_SOCKETS // 2 - 1)
+        assert freezer.unfreezes == 1 and gc.get_freeze_count() == 0  # the next full collection sees it all
+    finally:
+        gc.unfreeze()

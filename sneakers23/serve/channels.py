@@ -36,6 +36,7 @@ OUTBOX_LIMIT = 1_000  # frames waiting for a slow socket before it is closed ...
 OUTBOX_BYTES = 1024 * 1024  # ... or bytes
 IDLE_TIMEOUT_S = 60.0  # the Phoenix client sends a heartbeat every 30 s
 CLOSE_WAIT_S = 5.0
+FANOUT_SENDS_PER_TURN = 256  # sends a push makes in one turn of the event loop (about 10-25 ms here)
 
 
 class Products(Protocol):
@@ -75,6 +76,7 @@ class Connection:
         self.backlog_chars = 0
         self.sending: asyncio.Task | None = None  # finishing that send, then the backlog
         self.joined: set[str] = set()  # topics
+        self.joined_at: dict[str, int] = {}  # by product topic: the hub's last push published at its join
         self.overflowed = False
         self.dropped = False
         self.broken = False  # a send failed: the socket is going away
@@ -160,6 +162,11 @@ class ChannelHub:
         # A join (and every rejoin after a reconnect storm) is answered from here: rendered once
         # per product and catalog generation.
         self._join_states: dict[int, tuple[int, dict]] = {}
+        # Pushes published and not yet sent to every subscriber: [number, topic, frame, the
+        # subscribers when published, how many were sent], in order.
+        self._outgoing: deque[list] = deque()
+        self._published = 0
+        self._draining: asyncio.Task | None = None
 
     @property
     def sockets(self) -> int:
@@ -205,8 +212,43 @@ class ChannelHub:
                 })
             else:
                 continue
-            for connection in subscribers:
-                connection.send(frame)
+            self._published += 1
+            self._outgoing.append([self._published, topic, frame, list(subscribers), 0])
+        self._send_outgoing()
+
+    def _send_outgoing(self) -> None:
+        """The pushes waiting, in order: as many sends as one turn of the loop may take now, the
+        rest in later turns (a push to 1,500 sockets in one callback held the loop for a second,
+        bench/rehearsal.py, and every join and reply of the replica waited behind it)."""
+        if self._draining is None and self._send_some():
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    def _send_some(self) -> bool:
+        """Up to FANOUT_SENDS_PER_TURN sends from the head of the waiting pushes; True while some
+        wait. A socket that left the topic since is skipped, and one that joined it after the push
+        was published (its join's answer was newer)."""
+        budget = FANOUT_SENDS_PER_TURN
+        while self._outgoing and budget > 0:
+            push = self._outgoing[0]
+            published, topic, frame, subscribers, done = push
+            end = min(len(subscribers), done + budget)
+            for connection in subscribers[done:end]:
+                if topic in connection.joined and connection.joined_at.get(topic, 0) < published:
+                    connection.send(frame)
+            budget -= end - done
+            push[4] = end
+            if end == len(subscribers):
+                self._outgoing.popleft()
+        return bool(self._outgoing)
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(0)  # (a turn of the loop: joins, replies and reads go meanwhile)
+                if not self._send_some():
+                    return
+        finally:
+            self._draining = None
 
     # --- one socket ---
 
@@ -290,8 +332,10 @@ class ChannelHub:
             reason = "unknown product" if message.topic.startswith(TOPIC_PREFIX) else "unmatched topic"
             connection.send(phoenix.reply(message, "error", {"reason": reason}))
             return
-        # A join (or a rejoin after a reconnect) is answered with the current state.
+        # A join (or a rejoin after a reconnect) is answered with the current state: newer than
+        # every push published so far, which it is not sent.
         connection.joined.add(message.topic)
+        connection.joined_at[message.topic] = self._published
         self._topics.setdefault(message.topic, set()).add(connection)
         connection.send(phoenix.reply(message, "ok", self._join_state(product)))
 

@@ -164,8 +164,12 @@ def channel_replicas(timeout_s: float = 10.0) -> list[dict]:
     """What each channel replica of the deployed store says of itself (its sockets, its loop's
     stalls: `ShopperSockets.sockets`); none where no store is deployed or none answers in time."""
     try:
-        replies = serve.get_app_handle("channels").broadcast("sockets").results(timeout_s=timeout_s,
-                                                                                return_exceptions=True)
+        handle = serve.get_app_handle("channels")
+        try:  # (a router of its own loop: with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in this process's
+            handle._init(_run_router_in_separate_loop=True)  # environment, a blocking call has none)
+        except RuntimeError:  # (this process's handle, made already)
+            pass
+        replies = handle.broadcast("sockets").results(timeout_s=timeout_s, return_exceptions=True)
     except Exception:  # (no Serve, no such application: nothing to show)
         return []
     return sorted((reply for reply in replies if isinstance(reply, dict)), key=lambda reply: reply["node_id"])

@@ -16,7 +16,7 @@ import ray
 from ray import serve
 
 from sneakers23 import assembly
-from sneakers23.loop_stalls import LoopStalls
+from sneakers23.loop_stalls import Freezer, LoopStalls
 from sneakers23.serve.carts import CartChannels
 from sneakers23.domain.throttle import Throttle
 from sneakers23.serve.proof_of_work import ProofsOfWork
@@ -32,6 +32,7 @@ from sneakers23.tasks import keep
 
 SOCKETS_PER_REPLICA = 20_000
 METRICS_EVERY_S = 5.0
+FREEZE_CHECK_S = 1.0
 
 channels_api = FastAPI(title="Sneakers23 channels", docs_url=None, redoc_url=None, openapi_url=None)
 install_door(channels_api)
@@ -69,6 +70,9 @@ class ShopperSockets:
         self.stalls.watch_collections()
         keep(self._tasks, asyncio.get_running_loop().create_task(self.stalls.watch_forever()))
         keep(self._tasks, asyncio.get_running_loop().create_task(self._metrics_forever()))
+        # … and keeps them short: the objects of a burst of sockets, frozen once it settles.
+        self.freezer = Freezer()
+        keep(self._tasks, asyncio.get_running_loop().create_task(self._freeze_forever()))
         await self.live.wait_ready(READY_WAIT_S)
 
     async def _metrics_forever(self) -> None:
@@ -84,6 +88,11 @@ class ShopperSockets:
             collection.set(figures["full_collection_ms"], tags={"node": self.node_id})
             await asyncio.sleep(METRICS_EVERY_S)
 
+    async def _freeze_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FREEZE_CHECK_S)
+            self.freezer.check(self.hub.sockets)
+
     @channels_api.websocket("/websocket")
     async def socket(self, websocket: WebSocket):
         if not await self.live.wait_ready():
@@ -95,7 +104,8 @@ class ShopperSockets:
     async def sockets(self) -> dict:
         """How many shoppers this replica holds, on which node, and how long its loop has stopped
         (`handle.broadcast("sockets")` asks every replica; `sneakers23 status` shows it)."""
-        return {"node_id": self.node_id, "sockets": self.hub.sockets, "tabs": self.tabs.tabs, **self.stalls.figures()}
+        return {"node_id": self.node_id, "sockets": self.hub.sockets, "tabs": self.tabs.tabs, **self.stalls.figures(),
+                "freezes": self.freezer.freezes}
 
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""

@@ -346,3 +346,43 @@ def test_a_cart_event_in_a_batch_never_stops_the_stock_pushes_after_it():
         await asyncio.wait_for(served, 2)
 
     aio.run(scenario())
+
+
+def test_a_push_to_many_sockets_gives_the_loop_back_between_parts_and_keeps_every_order():
+    """A push to more sockets than one turn of the loop may send goes out in parts, with the
+    loop's other work between them; each socket gets every push in order; a socket that left
+    meanwhile gets nothing more, and one that joined meanwhile only what came after its join."""
+    count = channels.FANOUT_SENDS_PER_TURN * 2 + 10
+
+    async def scenario():
+        hub = ChannelHub(make_catalog(released=True))
+        tabs = [FakeSocket() for _ in range(count)]
+        served = [asyncio.get_running_loop().create_task(hub.serve(tab)) for tab in tabs]
+        for tab in tabs:
+            tab.say("1", "1", "product:1", "phx_join", {})
+        await until(lambda: all(tab.sent for tab in tabs))
+        hub.publish([StockChanged(product_id=1, item_id=2, level=Level.LOW)])
+        hub.publish([StockChanged(product_id=1, item_id=2, level=Level.OUT)])
+        told = sum(len(tab.sent) > 1 for tab in tabs)
+        assert told == channels.FANOUT_SENDS_PER_TURN  # one turn's part, at once; the rest later
+        # Before the rest goes out, a tab not told yet leaves, and another leaves and joins again.
+        leaver, rejoiner = [tab for tab in tabs if len(tab.sent) == 1][:2]
+        connection_of = {connection.websocket: connection for connection in hub._connections}
+        hub._handle(connection_of[leaver], phoenix.decode(frame(None, "2", "product:1", "phx_leave", {})))
+        hub._handle(connection_of[rejoiner], phoenix.decode(frame(None, "3", "product:1", "phx_leave", {})))
+        hub._handle(connection_of[rejoiner], phoenix.decode(frame("4", "4", "product:1", "phx_join", {})))
+        await until(lambda: hub._draining is None)
+        for tab in tabs:
+            if tab not in (leaver, rejoiner):
+                assert [m[4]["level"] for m in tab.sent[1:]] == ["low", "out"]
+        assert "stock_change" not in [m[3] for m in leaver.sent]  # it left before its part went out
+        assert "stock_change" not in [m[3] for m in rejoiner.sent]  # … and this one's join said it all
+        assert rejoiner.sent[-1][4]["status"] == "ok"  # (the state as its catalog holds it then)
+        hub.publish([StockChanged(product_id=1, item_id=2, level=Level.MEDIUM)])
+        await until(lambda: hub._draining is None)
+        assert rejoiner.sent[-1][3:] == ["stock_change", {"product_id": 1, "item_id": 2, "level": "medium"}]
+        for tab in tabs:
+            tab.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(asyncio.gather(*served), 5)
+
+    aio.run(scenario())
