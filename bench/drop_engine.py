@@ -113,7 +113,7 @@ def caches_caught_up(env: dict) -> None:
     while time.monotonic() < deadline:
         status = subprocess.run([str(BIN / "sneakers23"), "status"], capture_output=True, text=True, env=env)
         lags = [line.split()[5] for line in status.stdout.splitlines()[3:]
-                if len(line.split()) > 5 and not line.startswith("sales ")]
+                if len(line.split()) > 5 and not line.startswith(("sales ", "channels "))]
         if status.returncode == 0 and lags and set(lags) == {"0"}:
             return
         time.sleep(0.2)

@@ -47,10 +47,14 @@ class LoopStalls:
             gc.callbacks.remove(self._collecting)
 
     def _collecting(self, phase: str, info: dict) -> None:
+        # (called by the collector, on whichever thread it runs: the deque is only appended to and
+        # read as a copy)
         if info.get("generation") != 2:
             return
         if phase == "start":
             self._gc_started = time.perf_counter()
+            return
+        if not self._gc_started:  # (a stop whose start came before the watching)
             return
         took_ms = (time.perf_counter() - self._gc_started) * 1000
         self.full_collections += 1
@@ -77,31 +81,42 @@ def _keep_longest(recent: deque, now: float, value: float, window_s: float) -> N
 
 
 def _longest_since(recent: deque, since: float) -> float:
-    return max((value for at, value in recent if at >= since), default=0.0)
+    return max((value for at, value in tuple(recent) if at >= since), default=0.0)
 
 
-FREEZE_AFTER_NEW_SOCKETS = 200  # a burst of joins this large (or larger) is frozen once it settles
-UNFREEZE_BELOW_SHARE = 0.5  # unfrozen when fewer than half the sockets frozen are still open
+FREEZE_AFTER_NEW_SOCKETS = 200  # sockets opened since the last freeze, before the next
+UNFREEZE_AFTER_CLOSED_SHARE = 0.5  # of the sockets open at the last freeze, closed since
 
 
 class Freezer:
     """Keeps full collections short on a replica holding thousands of sockets: a socket's objects
-    live as long as it does, yet every full collection walks them all (0.9 s at 1,600 sockets,
-    bench/rehearsal.py). Each time a few hundred new sockets have joined, a young collection, then
-    `gc.freeze()`: what exists is left out of later collections. Garbage
-    that was frozen in a cycle waits: when most frozen sockets have closed, `gc.unfreeze()` hands
-    it back to the next full collection (one long pause, at a quiet moment)."""
+    live as long as it does, yet every full collection walks them all (0.67-0.89 s at 1,500
+    sockets, bench/rehearsal.py). Each time 200 sockets have opened since the last freeze: a young
+    collection, then `gc.freeze()`, so later collections leave out what exists. Garbage frozen in
+    a cycle (a closed socket's) waits: once half the sockets open at the last freeze have closed,
+    and no push is going out, everything is unfrozen, collected once (one long pause) and frozen
+    again (Serve's own start-up freeze with it)."""
 
     def __init__(self):
-        self.frozen_at = 0  # sockets open at the last freeze
-        self.freezes = self.unfreezes = 0
+        self.open_at_freeze = 0
+        self._opened_at_freeze = self._closed_at_freeze = 0
+        self.freezes = self.refreezes = 0
 
-    def check(self, sockets: int) -> None:
-        """Called every second or so, with the sockets open now."""
-        if sockets - self.frozen_at >= FREEZE_AFTER_NEW_SOCKETS:
+    def check(self, opened: int, closed: int, busy: bool = False) -> None:
+        """Called every second or so, with the sockets opened and closed since the start; `busy`
+        while pushes are going out (no long pause then)."""
+        if opened - self._opened_at_freeze >= FREEZE_AFTER_NEW_SOCKETS:
             gc.collect(1)  # (the young garbage goes first: frozen, it would wait)
-            gc.freeze()
-            self.frozen_at, self.freezes = sockets, self.freezes + 1
-        elif self.frozen_at and sockets < self.frozen_at * UNFREEZE_BELOW_SHARE:
+            self._freeze(opened, closed)
+            self.freezes += 1
+        elif not busy and self.open_at_freeze and \
+                closed - self._closed_at_freeze >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE:
             gc.unfreeze()
-            self.frozen_at, self.unfreezes = 0, self.unfreezes + 1
+            gc.collect()
+            self._freeze(opened, closed)
+            self.refreezes += 1
+
+    def _freeze(self, opened: int, closed: int) -> None:
+        gc.freeze()
+        self._opened_at_freeze, self._closed_at_freeze = opened, closed
+        self.open_at_freeze = opened - closed

@@ -61,20 +61,30 @@ def test_the_last_minutes_figure_forgets_what_is_older():
     assert len(stalls._recent) == 1  # a longer stall drops the shorter ones before it: a short queue
 
 
-def test_the_freezer_freezes_each_few_hundred_new_sockets_and_unfreezes_when_most_have_gone():
+def test_the_freezer_freezes_each_200_new_sockets_and_collects_once_half_the_frozen_have_closed():
     from sneakers23.loop_stalls import FREEZE_AFTER_NEW_SOCKETS, Freezer
 
+    frozen_before = gc.get_freeze_count()
     freezer = Freezer()
     try:
-        freezer.check(FREEZE_AFTER_NEW_SOCKETS - 1)
-        assert freezer.freezes == 0 and gc.get_freeze_count() == 0
-        freezer.check(FREEZE_AFTER_NEW_SOCKETS)
-        assert freezer.freezes == 1 and gc.get_freeze_count() > 0  # what exists is out of later collections
-        freezer.check(FREEZE_AFTER_NEW_SOCKETS + 50)  # (not enough new ones)
-        assert freezer.freezes == 1
-        freezer.check(FREEZE_AFTER_NEW_SOCKETS // 2 + 1)  # (half are still open)
-        assert freezer.unfreezes == 0
-        freezer.check(FREEZE_AFTER_NEW_SOCKETS // 2 - 1)
-        assert freezer.unfreezes == 1 and gc.get_freeze_count() == 0  # the next full collection sees it all
+        freezer.check(opened=FREEZE_AFTER_NEW_SOCKETS - 1, closed=0)
+        assert freezer.freezes == 0 and gc.get_freeze_count() == frozen_before
+        freezer.check(opened=FREEZE_AFTER_NEW_SOCKETS, closed=0)
+        assert freezer.freezes == 1 and gc.get_freeze_count() > frozen_before  # out of later collections
+        # Churn: as many close as open, the count stays near 200, yet the frozen ones are going.
+        freezer.check(opened=FREEZE_AFTER_NEW_SOCKETS + 99, closed=99)
+        assert (freezer.freezes, freezer.refreezes) == (1, 0)
+        garbage = [[n] for n in range(1000)]
+        garbage.append(garbage)  # (a cycle, frozen below: only a collection after an unfreeze frees it)
+        gc.collect(1)
+        gc.freeze()
+        del garbage
+        freezer.check(opened=FREEZE_AFTER_NEW_SOCKETS + 100, closed=100, busy=True)  # (a push going out: later)
+        assert freezer.refreezes == 0
+        freezer.check(opened=FREEZE_AFTER_NEW_SOCKETS + 100, closed=100)
+        assert freezer.refreezes == 1 and freezer.open_at_freeze == FREEZE_AFTER_NEW_SOCKETS
+        assert gc.get_freeze_count() > 0  # (frozen again, start-up and live sockets with it)
+        freezer.check(opened=2 * FREEZE_AFTER_NEW_SOCKETS + 100, closed=100)
+        assert freezer.freezes == 2
     finally:
         gc.unfreeze()

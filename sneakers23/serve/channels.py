@@ -167,10 +167,22 @@ class ChannelHub:
         self._outgoing: deque[list] = deque()
         self._published = 0
         self._draining: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._opened = self._closed = 0  # sockets, since the start (the replica's freezer counts them)
 
     @property
     def sockets(self) -> int:
         return len(self._connections)
+
+    @property
+    def opened_and_closed(self) -> tuple[int, int]:
+        """Sockets opened and closed since the start."""
+        return self._opened, self._closed
+
+    @property
+    def pushing(self) -> bool:
+        """Whether a push is still going out, part by part."""
+        return self._draining is not None
 
     async def drop_all(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket, and refuse new ones for refuse_for_s (their clients retry)."""
@@ -221,7 +233,7 @@ class ChannelHub:
         rest in later turns (a push to 1,500 sockets in one callback held the loop for a second,
         bench/rehearsal.py, and every join and reply of the replica waited behind it)."""
         if self._draining is None and self._send_some():
-            self._draining = asyncio.get_running_loop().create_task(self._drain())
+            self._draining = keep(self._tasks, asyncio.get_running_loop().create_task(self._drain()))
 
     def _send_some(self) -> bool:
         """Up to FANOUT_SENDS_PER_TURN sends from the head of the waiting pushes; True while some
@@ -232,11 +244,12 @@ class ChannelHub:
             push = self._outgoing[0]
             published, topic, frame, subscribers, done = push
             end = min(len(subscribers), done + budget)
-            for connection in subscribers[done:end]:
+            for position in range(done, end):
+                push[4] = position + 1  # (moved on first: a send that raised is not made again)
+                connection = subscribers[position]
                 if topic in connection.joined and connection.joined_at.get(topic, 0) < published:
-                    connection.send(frame)
+                    connection.send(frame)  # (it never raises: a failed send closes its own socket)
             budget -= end - done
-            push[4] = end
             if end == len(subscribers):
                 self._outgoing.popleft()
         return bool(self._outgoing)
@@ -263,6 +276,7 @@ class ChannelHub:
             return
         connection = Connection(websocket)
         self._connections.add(connection)
+        self._opened += 1
         close = (1000, "")
         try:
             while True:
@@ -288,15 +302,23 @@ class ChannelHub:
         except (WebSocketDisconnect, asyncio.TimeoutError, RuntimeError):
             close = None  # gone, idle past the heartbeat, or closed under us (drop_all)
         finally:
-            self._connections.discard(connection)
             if connection.dropped:
                 close = None
-            for topic in connection.joined:
-                self._leave(connection, topic)
-            if connection.sending is not None:
-                connection.sending.cancel()
+            self._gone(connection)
             if close is not None:
                 await close_within(websocket, close[0], close[1])
+
+    def _gone(self, connection: Connection) -> None:
+        """A socket closes: out of every topic, and sent nothing more (a push still going out part
+        by part included)."""
+        self._connections.discard(connection)
+        for topic in connection.joined:
+            self._leave(connection, topic)
+        connection.joined.clear()
+        connection.broken = True
+        self._closed += 1
+        if connection.sending is not None:
+            connection.sending.cancel()
 
     def _handle(self, connection: Connection, message: phoenix.Message) -> None:
         if message.topic == phoenix.SOCKET_TOPIC and message.event == phoenix.HEARTBEAT:

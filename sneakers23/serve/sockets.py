@@ -10,6 +10,7 @@ through the inventory API. `build_channels` is the import path of the Serve conf
 
 
 import asyncio
+import logging
 
 from fastapi import FastAPI, WebSocket
 import ray
@@ -29,6 +30,8 @@ from sneakers23.serve.replica import BACKPRESSURE, QUIET, READY_WAIT_S, deployme
 from sneakers23.serve.shoppers import CartTokens, SessionCookies, ShopperCookies
 from sneakers23.settings import Settings
 from sneakers23.tasks import keep
+
+log = logging.getLogger(__name__)
 
 SOCKETS_PER_REPLICA = 20_000
 METRICS_EVERY_S = 5.0
@@ -83,15 +86,18 @@ class ShopperSockets:
         collection = metrics.Gauge("sneakers23_channel_full_collection_ms", "The channel replica's longest full "
                                    "garbage collection within the last minute", tag_keys=("node",))
         while True:
-            figures = self.stalls.figures()
-            stall.set(figures["loop_stall_ms"], tags={"node": self.node_id})
-            collection.set(figures["full_collection_ms"], tags={"node": self.node_id})
+            try:
+                figures = self.stalls.figures()
+                stall.set(figures["loop_stall_ms"], tags={"node": self.node_id})
+                collection.set(figures["full_collection_ms"], tags={"node": self.node_id})
+            except Exception:  # (never the end of the figures)
+                log.exception("the loop's figures could not be exported")
             await asyncio.sleep(METRICS_EVERY_S)
 
     async def _freeze_forever(self) -> None:
         while True:
             await asyncio.sleep(FREEZE_CHECK_S)
-            self.freezer.check(self.hub.sockets)
+            self.freezer.check(*self.hub.opened_and_closed, busy=self.hub.pushing)
 
     @channels_api.websocket("/websocket")
     async def socket(self, websocket: WebSocket):
@@ -105,7 +111,7 @@ class ShopperSockets:
         """How many shoppers this replica holds, on which node, and how long its loop has stopped
         (`handle.broadcast("sockets")` asks every replica; `sneakers23 status` shows it)."""
         return {"node_id": self.node_id, "sockets": self.hub.sockets, "tabs": self.tabs.tabs, **self.stalls.figures(),
-                "freezes": self.freezer.freezes}
+                "freezes": self.freezer.freezes, "refreezes": self.freezer.refreezes}
 
     async def drop_sockets(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket (and refuse new ones for a while): for drills and tests of re-sync."""

@@ -81,8 +81,9 @@ def test_a_small_first_come_drop_is_rehearsed_and_its_three_reports_agree(
     assert report["sold_out_pushes"]["sizes_sold_out"] == len(sold_out)
     assert Counter(row.kind for row in log.rows)["push"] == counts["pushes"] > 0
     # Each node's channel replica said how long its loop stopped while it held the crowd's sockets.
-    assert len(report["channel_replicas"]) == 3
-    assert all(figures["sockets_most"] > 0 and figures["loop_stall_ms"] >= 0 for figures in report["channel_replicas"].values())
+    replicas = report["channel_replicas"].values()
+    assert len(replicas) == 3 and all(figures["loop_stall_ms"] >= 0 for figures in replicas)
+    assert max(figures["sockets_most"] for figures in replicas) > 0  # (the head's balancer chose where)
     # … and says so to `sneakers23 status`.
     status = run(ray_cluster, ray_settings, "status")
     assert status.returncode == 0, status.stderr

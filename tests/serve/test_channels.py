@@ -379,7 +379,20 @@ def test_a_push_to_many_sockets_gives_the_loop_back_between_parts_and_keeps_ever
         assert "stock_change" not in [m[3] for m in rejoiner.sent]  # … and this one's join said it all
         assert rejoiner.sent[-1][4]["status"] == "ok"  # (the state as its catalog holds it then)
         hub.publish([StockChanged(product_id=1, item_id=2, level=Level.MEDIUM)])
+        assert hub._draining is not None
+        before = sum(len(tab.sent) for tab in tabs)
+        for _turn in range(10):  # turns of the loop, until the next part goes out: one part, no more
+            await asyncio.sleep(0)
+            if sum(len(tab.sent) for tab in tabs) > before:
+                break
+        assert sum(len(tab.sent) for tab in tabs) - before == channels.FANOUT_SENDS_PER_TURN
+        # A socket that closes before its part goes out gets nothing more.
+        closing = next(tab for tab in tabs if tab.sent[-1][4].get("level") != "medium" and tab not in (leaver, rejoiner))
+        hub._gone(connection_of[closing])  # (as its serve() does when it closes)
+        sent_before = len(closing.sent)
         await until(lambda: hub._draining is None)
+        assert len(closing.sent) == sent_before
+        assert sum(tab.sent[-1][4].get("level") == "medium" for tab in tabs) == count - 2  # (the leaver, the closed)
         assert rejoiner.sent[-1][3:] == ["stock_change", {"product_id": 1, "item_id": 2, "level": "medium"}]
         for tab in tabs:
             tab.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})

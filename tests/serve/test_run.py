@@ -197,7 +197,11 @@ def test_the_readmes_store_sells_in_the_browser_a_second_serve_leaves_it_alone_o
     # it reloads its routes, and CI40 looked in between, on a busy machine).
     wait_for(lambda: "haproxy" in first.names() and "haproxy" in second.names(), timeout=30,
              what="HAProxy in front of each store")
-    wait_for(lambda: first_port in first.ports, timeout=30, what="the first store's HAProxy listening on its port")
+    def first_listens() -> bool:
+        first.note_what_runs()  # (its processes' ports, looked at again: HAProxy may have been started anew)
+        return first_port in first.ports
+
+    wait_for(first_listens, timeout=30, what="the first store's HAProxy listening on its port")
     assert cli("release", "2", env=second_env, cwd=second_dir).returncode == 0
     wait_for(lambda: released(second_url) == [False, True], what="the second store to show product 2 released")
     assert released(first_url) == [True, False]
