@@ -1,0 +1,123 @@
+"""The capacity model of docs/capacity.md: how many nodes a drop of N shoppers needs, from figures
+measured on one 2-core node (each with where it was measured), and which of the cluster's single
+points caps it first. A figure not measured yet is None, and the model says so rather than guess.
+
+    .venv/bin/python -m bench.capacity [--shoppers 100000,1000000] [--pairs 10000] [--burst-s 1] [--waiting 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+# --- what one node (2 cores) does, measured (the lower figure of the runs) ---
+
+PER_NODE = {
+    # name: (a second, where it was measured)
+    "catalog pages": (2_443, "docs/performance.md, Catalog page: GET / on the chosen path, 2,443-3,385 req/s"),
+    "purchases": (1_067, "README and docs/performance.md, The drop engine: a stampede via HTTP, 1,067-1,356 attempts/s"),
+    "checkouts": (458, "docs/performance.md, Carts and checkout: POST /checkout of one pair, 458-576 req/s"),
+    "refusals": (1_832, "docs/performance.md, The drop engine: POST purchase refused sold_out at the edge, "
+                        "1,832-2,826 req/s (a checkout of a sold-out size is refused from memory too)"),
+    "cart adds": (None, "not measured alone: a rehearsal's adds wait with its purchases (bench/rehearsal.py)"),
+}
+SOCKETS_PER_NODE = {
+    "through HAProxy": (7_590, "docs/performance.md, 10,000 sockets on one node: 20,000 descriptors, 2.5 a connection"),
+    "one channel replica's cap": (20_000, "sneakers23/serve/sockets.py SOCKETS_PER_REPLICA (direct ingress held 10,000)"),
+}
+PUSH_COST_S = (80e-6, "docs/performance.md, A queue of 10,000 tabs: 3,000 position pushes a second took 0.20-0.30 "
+                      "of a core, 67-100 us each")
+HEARTBEAT_EVERY_S = 30.0  # phoenix.js's default
+
+# --- the cluster's single points: one of each, whatever the number of nodes ---
+
+SINGLE_POINTS = {
+    # name: (its ceiling, its unit, what a drop asks of it per shopper or per node, where measured)
+    "PostgreSQL, one product's sales (group commit)": (
+        7_435, "pairs a second", "the drop's pairs, once (refusals after a sell-out come from memory)",
+        "docs/performance.md, The drop engine: 7,435-8,772 pairs a second on one hot size"),
+    "the replication actor": (
+        None, "changes delivered to caches a second", "every change, to every node's cache",
+        "not measured: 111 sales a second one by one reached every cache in 19.7 ms p99 (3 nodes)"),
+    "the presence actor": (
+        None, "tab changes a second", "every tab opened or closed, from every node",
+        "not measured as a ceiling: 100 tab changes a second cost it 0.02-0.05 of a core (5,000 tabs)"),
+    "the release clock": (
+        1, "ticks a second", "one release per product, at its time", "actors/release_clock.py: once a second"),
+    "a queued drop's keeper": (
+        None, "admissions a second", "one per shopper let in", "not measured as a ceiling (bench/queue.py)"),
+}
+
+
+@dataclass
+class Need:
+    what: str
+    nodes: int | None
+    why: str
+
+
+def nodes_for(shoppers: int, waiting: float, burst_s: float, pairs: int, buy_now: float = 0.5) -> list[Need]:
+    """The nodes a first-come drop needs: `waiting` of the shoppers on the page at the release,
+    all pressing within `burst_s` (the others opening the page meanwhile); `pairs` are sold, half
+    by the buy button and half through the cart, and the rest are refused from memory. The burst's
+    requests share each node's two cores, so their node-seconds add up."""
+    pressing = shoppers * waiting
+    sold = min(pairs, pressing)
+    node_seconds = {
+        "pairs bought with the button": sold * buy_now / PER_NODE["purchases"][0],
+        "pairs bought through a checkout": sold * (1 - buy_now) / PER_NODE["checkouts"][0],
+        "presses refused from memory (sold out)": (pressing - sold) / PER_NODE["refusals"][0],
+        "pages of the late shoppers": shoppers * (1 - waiting) / PER_NODE["catalog pages"][0],
+    }
+    burst = math.ceil(sum(node_seconds.values()) / burst_s)
+    parts = ", ".join(f"{what} {seconds:,.1f}" for what, seconds in node_seconds.items())
+    return [
+        Need("sockets (through HAProxy)", math.ceil(shoppers / SOCKETS_PER_NODE["through HAProxy"][0]),
+             "one socket a shopper"),
+        Need("the release's burst", burst, f"node-seconds: {parts}; cart adds not counted (not measured alone)"),
+        Need("heartbeats", None, f"{SOCKETS_PER_NODE['through HAProxy'][0] / HEARTBEAT_EVERY_S * PUSH_COST_S[0]:.2f} "
+                                 f"of a core a node at {SOCKETS_PER_NODE['through HAProxy'][0]:,} sockets: not a limit"),
+    ]
+
+
+def report(shoppers: int, waiting: float, burst_s: float, pairs: int) -> str:
+    needs = nodes_for(shoppers, waiting, burst_s, pairs)
+    lines = [f"{shoppers:,} shoppers for {pairs:,} pairs, {waiting:.0%} waiting at the release, pressing within "
+             f"{burst_s:g} s:"]
+    for need in needs:
+        lines.append(f"  {need.what:44} {'-' if need.nodes is None else format(need.nodes, ','):>7} nodes  ({need.why})")
+    most = max(needs, key=lambda need: need.nodes or 0)
+    lines.append(f"  => {most.nodes:,} nodes, set by {most.what}")
+    nodes = most.nodes
+    lines.append("  the single points at that size:")
+    for name, (ceiling, unit, asks, source) in SINGLE_POINTS.items():
+        if name.startswith("the replication actor"):
+            asked = f"each change x {nodes:,} caches"
+        elif name.startswith("the presence actor"):
+            asked = f"{shoppers:,} tabs opening within the arrivals"
+        else:
+            asked = asks
+        said = "NOT MEASURED" if ceiling is None else f"{ceiling:,} {unit}"
+        lines.append(f"    {name:48} ceiling {said:32} asked: {asked}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shoppers", default="100000,1000000")
+    parser.add_argument("--waiting", type=float, default=0.8, help="the share on the page at the release")
+    parser.add_argument("--burst-s", type=float, default=1.0, help="how long their first press is spread over")
+    parser.add_argument("--pairs", type=int, default=10_000, help="the drop's pairs")
+    args = parser.parse_args()
+    for shoppers in (int(n) for n in args.shoppers.split(",")):
+        print(report(shoppers, args.waiting, args.burst_s, args.pairs))
+        print()
+    print("Figures per node (2 cores), and where they were measured:")
+    for name, (value, source) in {**PER_NODE, **SOCKETS_PER_NODE}.items():
+        print(f"  {name:28} {'not measured' if value is None else format(value, ',')}: {source}")
+    print(f"  {'a push or heartbeat reply':28} {PUSH_COST_S[0] * 1e6:.0f} us of CPU: {PUSH_COST_S[1]}")
+
+
+if __name__ == "__main__":
+    main()
