@@ -28,7 +28,9 @@ SOCKETS_PER_NODE = {
 }
 PUSH_COST_S = (80e-6, "docs/performance.md, A queue of 10,000 tabs: 3,000 position pushes a second took 0.20-0.30 "
                       "of a core, 67-100 us each")
-HEARTBEAT_EVERY_S = 30.0  # phoenix.js's default
+IDLE_SOCKETS_CORE = (0.079 / 5_000, "bench/socket_memory.py: 5,000 sockets sitting and sending heartbeats (every 25 s) "
+                                    "kept the channel replica 0.079 of a core busy, its own idle included")
+SOCKET_MEMORY_KIB = (55.5, "bench/socket_memory.py: the channel replica's resident memory, 204 -> 475 MiB for 5,000 sockets")
 
 # --- the cluster's single points: one of each, whatever the number of nodes ---
 
@@ -76,8 +78,10 @@ def nodes_for(shoppers: int, waiting: float, burst_s: float, pairs: int, buy_now
         Need("sockets (through HAProxy)", math.ceil(shoppers / SOCKETS_PER_NODE["through HAProxy"][0]),
              "one socket a shopper"),
         Need("the release's burst", burst, f"node-seconds: {parts}; cart adds not counted (not measured alone)"),
-        Need("heartbeats", None, f"{SOCKETS_PER_NODE['through HAProxy'][0] / HEARTBEAT_EVERY_S * PUSH_COST_S[0]:.2f} "
-                                 f"of a core a node at {SOCKETS_PER_NODE['through HAProxy'][0]:,} sockets: not a limit"),
+        Need("sockets sitting (heartbeats, memory)", None,
+             f"{SOCKETS_PER_NODE['through HAProxy'][0] * IDLE_SOCKETS_CORE[0]:.2f} of a core and "
+             f"{SOCKETS_PER_NODE['through HAProxy'][0] * SOCKET_MEMORY_KIB[0] / 1024:,.0f} MiB a node at "
+             f"{SOCKETS_PER_NODE['through HAProxy'][0]:,} sockets: not a limit"),
     ]
 
 
@@ -116,7 +120,9 @@ def main() -> None:
     print("Figures per node (2 cores), and where they were measured:")
     for name, (value, source) in {**PER_NODE, **SOCKETS_PER_NODE}.items():
         print(f"  {name:28} {'not measured' if value is None else format(value, ',')}: {source}")
-    print(f"  {'a push or heartbeat reply':28} {PUSH_COST_S[0] * 1e6:.0f} us of CPU: {PUSH_COST_S[1]}")
+    print(f"  {'a push':28} {PUSH_COST_S[0] * 1e6:.0f} us of CPU: {PUSH_COST_S[1]}")
+    print(f"  {'a socket sitting':28} {IDLE_SOCKETS_CORE[0] * 1e6:.0f} us of CPU a second: {IDLE_SOCKETS_CORE[1]}")
+    print(f"  {'a socket in memory':28} {SOCKET_MEMORY_KIB[0]} KiB: {SOCKET_MEMORY_KIB[1]}")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def _longest_since(recent: deque, since: float) -> float:
 
 
 FREEZE_AFTER_NEW_SOCKETS = 200  # sockets opened since the last freeze, before the next
-UNFREEZE_AFTER_CLOSED_SHARE = 0.5  # of the sockets open at the last freeze, closed since
+UNFREEZE_AFTER_CLOSED_SHARE = 0.5  # of the sockets open at the last freeze, closed since (and open now)
+COLLECT_ANYWAY_AFTER_TURNOVERS = 4  # closed since the last freeze, in sockets open then
 
 
 class Freezer:
@@ -93,9 +94,10 @@ class Freezer:
     live as long as it does, yet every full collection walks them all (0.67-0.89 s at 1,500
     sockets, bench/rehearsal.py). Each time 200 sockets have opened since the last freeze: a young
     collection, then `gc.freeze()`, so later collections leave out what exists. Garbage frozen in
-    a cycle (a closed socket's) waits: once half the sockets open at the last freeze have closed,
-    and no push is going out, everything is unfrozen, collected once (one long pause) and frozen
-    again (Serve's own start-up freeze with it)."""
+    a cycle (a closed socket's) waits until the drop is over: once half the sockets open at the
+    last freeze have closed and fewer than half as many are open, and no push is going out (or,
+    in a long busy hour, once four times as many have closed), everything is unfrozen, collected
+    once (one long pause) and frozen again (Serve's own start-up freeze with it)."""
 
     def __init__(self):
         self.open_at_freeze = 0
@@ -109,12 +111,20 @@ class Freezer:
             gc.collect(1)  # (the young garbage goes first: frozen, it would wait)
             self._freeze(opened, closed)
             self.freezes += 1
-        elif not busy and self.open_at_freeze and \
-                closed - self._closed_at_freeze >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE:
+        elif not busy and self.open_at_freeze and self._time_to_collect(opened, closed):
             gc.unfreeze()
             gc.collect()
             self._freeze(opened, closed)
             self.refreezes += 1
+
+    def _time_to_collect(self, opened: int, closed: int) -> bool:
+        """Half the frozen sockets have closed and the replica holds fewer than half as many as
+        then (a drop is over: the long pause hurts no one), or so many have closed since that the
+        frozen garbage must go even in a busy hour."""
+        gone = closed - self._closed_at_freeze
+        return (gone >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE
+                and opened - closed < self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE) \
+            or gone >= self.open_at_freeze * COLLECT_ANYWAY_AFTER_TURNOVERS
 
     def _freeze(self, opened: int, closed: int) -> None:
         gc.freeze()

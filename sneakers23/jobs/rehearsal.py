@@ -230,7 +230,8 @@ def _wait(actors, calls, total: int, progress, stalls: dict, deadline: float) ->
                 seen["loop_stall_ms"] = max(seen["loop_stall_ms"], replica["loop_stall_ms"])
                 seen["full_collection_ms"] = max(seen["full_collection_ms"], replica["full_collection_ms"])
                 seen["sockets_most"] = max(seen["sockets_most"], replica["sockets"])
-                seen["freezes"] = replica.get("freezes", 0)
+                seen["freezes"] = replica.get("freezes", 0)  # (since the replica's start)
+                seen["refreezes"] = replica.get("refreezes", 0)
     return results
 
 
