@@ -81,7 +81,15 @@ def _keep_longest(recent: deque, now: float, value: float, window_s: float) -> N
 
 
 def _longest_since(recent: deque, since: float) -> float:
-    return max((value for at, value in tuple(recent) if at >= since), default=0.0)
+    for _attempt in range(5):  # (the collector's callback may append while it is copied, on any thread)
+        try:
+            held = tuple(recent)
+            break
+        except RuntimeError:
+            continue
+    else:
+        return 0.0
+    return max((value for at, value in held if at >= since), default=0.0)
 
 
 FREEZE_AFTER_NEW_SOCKETS = 200  # sockets opened since the last freeze, before the next
@@ -95,9 +103,10 @@ class Freezer:
     sockets, bench/rehearsal.py). Each time 200 sockets have opened since the last freeze: a young
     collection, then `gc.freeze()`, so later collections leave out what exists. Garbage frozen in
     a cycle (a closed socket's) waits until the drop is over: once half the sockets open at the
-    last freeze have closed and fewer than half as many are open, and no push is going out (or,
-    in a long busy hour, once four times as many have closed), everything is unfrozen, collected
-    once (one long pause) and frozen again (Serve's own start-up freeze with it)."""
+    last freeze have closed and fewer than half as many are open (or, in a long busy hour, once
+    four times as many have closed), at least 200 of them, and no push is going out: everything
+    is unfrozen, collected once (one long pause) and frozen again (Serve's own start-up freeze with
+    it)."""
 
     def __init__(self):
         self.open_at_freeze = 0
@@ -120,8 +129,10 @@ class Freezer:
     def _time_to_collect(self, opened: int, closed: int) -> bool:
         """Half the frozen sockets have closed and the replica holds fewer than half as many as
         then (a drop is over: the long pause hurts no one), or so many have closed since that the
-        frozen garbage must go even in a busy hour."""
+        frozen garbage must go even in a busy hour; and at least 200 closed since the last freeze."""
         gone = closed - self._closed_at_freeze
+        if gone < FREEZE_AFTER_NEW_SOCKETS:  # (a few tabs coming and going: never a pause for them)
+            return False
         return (gone >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE
                 and opened - closed < self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE) \
             or gone >= self.open_at_freeze * COLLECT_ANYWAY_AFTER_TURNOVERS

@@ -87,3 +87,19 @@ def test_the_freezer_freezes_each_200_new_sockets_and_collects_once_half_the_fro
         assert freezer.refreezes == 2
     finally:
         gc.unfreeze()
+
+
+def test_a_few_tabs_coming_and_going_never_cost_a_full_collection():
+    from sneakers23.loop_stalls import FREEZE_AFTER_NEW_SOCKETS, Freezer
+
+    freezer = Freezer()
+    try:
+        freezer.check(opened=FREEZE_AFTER_NEW_SOCKETS, closed=FREEZE_AFTER_NEW_SOCKETS - 2)  # (2 open)
+        assert freezer.freezes == 1 and freezer.open_at_freeze == 2
+        for closes in range(1, FREEZE_AFTER_NEW_SOCKETS):  # (page views: a tab opens and closes)
+            freezer.check(opened=FREEZE_AFTER_NEW_SOCKETS + closes, closed=FREEZE_AFTER_NEW_SOCKETS - 2 + closes)
+        assert (freezer.freezes, freezer.refreezes) == (1, 0)
+        freezer.check(opened=2 * FREEZE_AFTER_NEW_SOCKETS, closed=2 * FREEZE_AFTER_NEW_SOCKETS - 2)
+        assert freezer.freezes + freezer.refreezes == 2  # (200 more: one freeze, or one collection)
+    finally:
+        gc.unfreeze()
