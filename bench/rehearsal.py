@@ -15,19 +15,15 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import yaml
 
 from bench.channel_fanout import baseline_rounds
-from bench.servers import BIN, MODES, ROOT, socket_url, start_store
+from bench.servers import seeded_shop, BIN, MODES, ROOT, socket_url, start_store
 from harness import shop
 from harness.ports import free_port
-from sneakers23.inventory import Inventory
 from sneakers23.jobs.report import percentile
-from sneakers23.settings import Settings
 
 STEP_P99_MS = 250
 RELEASE_P99_MS = 1000
@@ -60,12 +56,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-size", type=int, default=40)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="s23rehearsal-"))
-    database_url = f"sqlite:///{workdir / 'shop.db'}"
-    inventory = Inventory(Settings(database_url=database_url))
-    inventory.upgrade_schema()
-    inventory.seed(random_seed=23)
-    inventory.release(1)
+    workdir, database_url, inventory = seeded_shop("s23rehearsal-")
     for item in next(p for p in inventory.complete_products() if p.id == 2).items:
         shop.set_available(inventory, item.id, args.pairs_per_size)
 

@@ -125,3 +125,18 @@ def start_bare_serve_page(mode: str, page_file: Path, port: int) -> Process:
                      f"bare-serve-{mode}")
     wait_http(f"http://127.0.0.1:{port}/")
     return server
+
+
+def seeded_shop(prefix: str):
+    """A fresh SQLite shop in a directory of its own: the original's seed (23), product 1 on sale.
+    Returns (its directory, its database URL, its inventory)."""
+    from sneakers23.inventory import Inventory
+    from sneakers23.settings import Settings
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    database_url = f"sqlite:///{workdir / 'shop.db'}"
+    inventory = Inventory(Settings(database_url=database_url))
+    inventory.upgrade_schema()
+    inventory.seed(random_seed=23)
+    inventory.release(1)
+    return workdir, database_url, inventory

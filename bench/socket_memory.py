@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from bench.channel_fanout import CLIENT_PROCESSES, open_sockets
-from bench.servers import MODES, socket_url, start_store
+from bench.servers import seeded_shop, MODES, socket_url, start_store
 from harness.ports import free_port
-from sneakers23.inventory import Inventory
-from sneakers23.settings import Settings
 
 SETTLE_S = 10.0  # (a polling interval: the replica's memory read again until it stops growing)
 
@@ -62,12 +59,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=5000)
     parser.add_argument("--mode", default="direct", choices=sorted(MODES))
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="s23sockets-"))
-    database_url = f"sqlite:///{workdir / 'shop.db'}"
-    inventory = Inventory(Settings(database_url=database_url))
-    inventory.upgrade_schema()
-    inventory.seed(random_seed=23)
-    inventory.release(1)
+    workdir, database_url, inventory = seeded_shop("s23sockets-")
     port = free_port()
     store = start_store(args.mode, database_url, port)
     generators = []

@@ -379,13 +379,18 @@ def status(ctx: click.Context) -> None:
         click.echo(f"sales        product {stats.product_id}: {counted(stats.pairs_sold, 'pair')} sold in "
                    f"{counted(stats.batches, 'batch')}, {counted(stats.transactions, 'transaction')}; {refused} refused and "
                    f"{stats.answered_from_memory - refused} replayed from memory; {stats.busy} turned away busy")
+    for line in _channel_lines():
+        click.echo(line)
+
+
+def _channel_lines() -> list[str]:
+    """A line for each channel replica of the deployed store: its sockets and its loop's stalls."""
     from sneakers23.serve.deploy import channel_replicas
 
-    for replica in channel_replicas():
-        click.echo(f"channels     node {replica['node_id'][:12]}: {counted(replica['sockets'], 'socket')}; its loop's "
-                   f"longest stall {replica['loop_stall_ms']:.0f} ms in the last minute ({replica['loop_stall_ever_ms']:.0f} "
-                   f"ms ever), {counted(replica['full_collections'], 'full collection')} (longest "
-                   f"{replica['full_collection_ever_ms']:.0f} ms)")
+    return [f"channels     node {replica['node_id'][:12]}: {counted(replica['sockets'], 'socket')}; its loop's "
+            f"longest stall {replica['loop_stall_ms']:.0f} ms in the last minute ({replica['loop_stall_ever_ms']:.0f} "
+            f"ms ever), {counted(replica['full_collections'], 'full collection')} (longest "
+            f"{replica['full_collection_ever_ms']:.0f} ms)" for replica in channel_replicas()]
 
 
 def _sales_stats() -> list:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Awaitable, Callable, TypeVar
 
 import ray
 
@@ -22,6 +23,8 @@ from sneakers23.settings import Settings
 UNAVAILABLE = "unavailable"
 RETRY_AFTER_S = 1.0  # when the store does not say how long to wait
 RETRY_FOR_S = 60.0  # a buyer gives up on an unavailable store after this long
+
+T = TypeVar("T")
 
 
 @ray.remote(num_cpus=0, enable_task_events=False, max_concurrency=1_000)
@@ -76,19 +79,18 @@ class Buyers:
 
     async def _one(self, number: int, item_id: int) -> Attempt:
         started = time.perf_counter()
-        deadline = time.monotonic() + RETRY_FOR_S
         key = uuid.uuid4().hex  # one purchase: the same key on every try
+
+        async def buy() -> tuple[str, float | None]:
+            if self._via == "api":
+                outcome, wait_s = await self._buy_through_api(f"stampede-{key}", item_id, key)
+            else:
+                outcome, wait_s = await self._buy_through_http(number, item_id, key)
+            return outcome, wait_s if outcome == UNAVAILABLE else None
+
         retries = 0
         try:
-            while True:
-                if self._via == "api":
-                    outcome, wait_s = await self._buy_through_api(f"stampede-{key}", item_id, key)
-                else:
-                    outcome, wait_s = await self._buy_through_http(number, item_id, key)
-                if outcome != UNAVAILABLE or time.monotonic() + wait_s > deadline:
-                    break
-                retries += 1
-                await asyncio.sleep(wait_s)
+            outcome, retries = await asked_until_answered(buy)
         except Exception:
             outcome = "error"
         if outcome == UNAVAILABLE:
@@ -131,6 +133,21 @@ class Buyers:
 
             self._inventory = assembly.cluster_inventory(self._settings, through_sales=self._through_sales)
         return self._inventory
+
+
+async def asked_until_answered(ask: Callable[[], Awaitable[tuple[T, float | None]]],
+                               within_s: float = RETRY_FOR_S) -> tuple[T, int]:
+    """Ask until the store answers: `ask` returns (what it said, the pause before asking again, or
+    None once answered). Gives up with the last thing said when the next pause would end past
+    `within_s`. Returns it with how many times it asked again."""
+    deadline = time.monotonic() + within_s
+    retries = 0
+    while True:
+        said, pause_s = await ask()
+        if pause_s is None or time.monotonic() + pause_s > deadline:
+            return said, retries
+        retries += 1
+        await asyncio.sleep(pause_s)
 
 
 async def purchase_over_http(session, url: str, cookie: str, form_token: str, item_id: int,

@@ -151,8 +151,7 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     """Run the scenario against the store at `url` (on the cluster this process has joined), and
     write its three files into `directory`. Returns the report."""
     import ray
-
-    from sneakers23.jobs.shoppers import Shoppers
+    from ray.exceptions import RayError
 
     product = product_to_drop(inventory, scenario)
     weights = size_weights(scenario, product)
@@ -160,14 +159,7 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     if scenario.seed is None:  # (drawn, and kept in the report: the same crowd can be drawn again)
         scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2 ** 32)})
     rng = random.Random(scenario.seed)
-    from ray.exceptions import RayError
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
-    per_node = 2 if scenario.shoppers > len(nodes) * SHOPPERS_PER_ACTOR else 1
-    actors = [Shoppers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-              .remote(url, scenario.product, scenario.linger_s, sources, socket_url or url)
-              for node in nodes for _ in range(per_node)]  # (every node's share of the crowd)
+    actors = _shoppers_on_every_node(scenario, url, sources, socket_url or url)
     try:
         ray.get([actor.node_id.remote() for actor in actors], timeout=120)
         release_at = time.time() + SET_UP_S + scenario.arrivals.before_release_s
@@ -196,12 +188,30 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
              "release_time": datetime.fromtimestamp(release_at, timezone.utc).isoformat(timespec="milliseconds"),
              "ended_at": ended_at, "report": report.to_dict(),
              "sizes": {str(item.id): {"size": item.size, "before": before.counts[item.id]} for item in product.items}}
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = files_in(directory)
+    _write(files_in(directory), report, rows, nodes, facts)
+    return report
+
+
+def _shoppers_on_every_node(scenario: Scenario, url: str, sources: list[str] | None, socket_url: str) -> list:
+    """The shoppers' actors, pinned to every live node: one each, two past SHOPPERS_PER_ACTOR a node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from sneakers23.jobs.shoppers import Shoppers
+
+    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+    per_node = 2 if scenario.shoppers > len(nodes) * SHOPPERS_PER_ACTOR else 1
+    return [Shoppers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+            .remote(url, scenario.product, scenario.linger_s, sources, socket_url)
+            for node in nodes for _ in range(per_node)]
+
+
+def _write(paths: Files, report: RehearsalReport, rows: list, nodes: list[str], facts: dict) -> None:
+    paths.json.parent.mkdir(parents=True, exist_ok=True)
     paths.json.write_text(json.dumps(report.to_dict(), indent=2))
     event_log.write(paths.log, rows, nodes, facts)
+    # (drawn from the file just written, as `drop report` draws it: the same log, the same page)
     paths.html.write_text(drop_charts.render(event_log.read(paths.log)))
-    return report
 
 
 def _wait(actors, calls, total: int, progress, stalls: dict, deadline: float) -> list[dict]:

@@ -25,7 +25,8 @@ import ray
 
 from sneakers23.domain.checkout import CHECKOUT_MESSAGES, CheckoutRefusal
 from sneakers23.domain.purchases import Refusal
-from sneakers23.jobs.buyers import RETRY_AFTER_S, RETRY_FOR_S, UNAVAILABLE, purchase_over_http, retry_after
+from sneakers23.jobs.buyers import (RETRY_AFTER_S, RETRY_FOR_S, UNAVAILABLE, asked_until_answered, purchase_over_http,
+                                   retry_after)
 from sneakers23.jobs.event_log import Row
 from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, form_token_in
 
@@ -264,19 +265,17 @@ class Shopper:
     async def _open(self) -> None:
         """The page, then its socket with both channels joined (as store.js does)."""
         started = time.perf_counter()
-        deadline = time.monotonic() + RETRY_FOR_S
-        retries = 0
-        while True:
+
+        async def page() -> tuple[tuple[int, str], float | None]:  # (reloaded as a person would, when it says when)
             headers = {"Cookie": f"{COOKIE}={self.cookie}"} if self.cookie else {}
-            async with self.session.get(self.url + "/", headers=headers) as page:
-                text = await page.text(errors="replace")
-                if COOKIE in page.cookies:
-                    self.cookie = page.cookies[COOKIE].value
-                status, wait_s = page.status, retry_after(page.headers.get("Retry-After"))
-            if status not in (429, 503) or time.monotonic() + wait_s > deadline:
-                break
-            retries += 1
-            await asyncio.sleep(wait_s)  # (as a person would press reload: a page that says when)
+            async with self.session.get(self.url + "/", headers=headers) as answer:
+                text = await answer.text(errors="replace")
+                if COOKIE in answer.cookies:
+                    self.cookie = answer.cookies[COOKIE].value
+                busy = answer.status in (429, 503)
+                return (answer.status, text), retry_after(answer.headers.get("Retry-After")) if busy else None
+
+        (status, text), retries = await asked_until_answered(page)
         cart = re.search(r'data-cart-id="([^"]+)" data-cart-token="([^"]+)"', text)
         self.form_token = form_token_in(text)
         if status != 200 or cart is None or self.form_token is None or self.cookie is None:
@@ -307,15 +306,14 @@ class Shopper:
                 return
 
     async def _buy(self, item_id: int) -> str:
-        key, deadline = uuid.uuid4().hex, time.monotonic() + RETRY_FOR_S
+        key = uuid.uuid4().hex  # (the same key on every try: a second try never buys a second pair)
         started = time.perf_counter()
-        retries = 0
-        while True:
+
+        async def buy() -> tuple[str, float | None]:
             outcome, wait_s = await purchase_over_http(self.session, self.url, self.cookie, self.form_token, item_id, key)
-            if outcome != UNAVAILABLE or time.monotonic() + wait_s > deadline:
-                break
-            retries += 1  # (with the same key: a second try never buys a second pair)
-            await asyncio.sleep(wait_s)
+            return outcome, wait_s if outcome == UNAVAILABLE else None
+
+        outcome, retries = await asked_until_answered(buy)
         outcome = "error" if outcome == UNAVAILABLE else outcome
         self.note("request", "purchase", started, outcome, item_id, retries=retries)
         return outcome
@@ -343,21 +341,19 @@ class Shopper:
         import aiohttp
 
         form = {"version": str(version), "item_ids": ",".join(map(str, item_ids)), FORM_TOKEN_FIELD: self.form_token}
-        deadline = time.monotonic() + RETRY_FOR_S
         started = time.perf_counter()
-        retries = 0
-        while True:
+
+        async def post() -> tuple[tuple[int | None, str], float | None]:
             try:
                 async with self.session.post(self.url + "/checkout", data=form,
                                              headers={"Cookie": f"{COOKIE}={self.cookie}"}) as answer:
                     text = await answer.text(errors="replace")
-                    status, wait_s = answer.status, retry_after(answer.headers.get("Retry-After"))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                status, text, wait_s = None, "", RETRY_AFTER_S
-            if status not in (None, 429, 503) or time.monotonic() + wait_s > deadline:
-                break
-            retries += 1
-            await asyncio.sleep(wait_s)
+                    busy = answer.status in (429, 503)
+                    return (answer.status, text), retry_after(answer.headers.get("Retry-After")) if busy else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):  # (lost: the same form again)
+                return (None, ""), RETRY_AFTER_S
+
+        (status, text), retries = await asked_until_answered(post)
         if status == 200:
             outcome = "sold"
         elif status == 409 and (said := re.search(r"data-checkout-message>([^<]*)<", text)):
