@@ -72,6 +72,25 @@ def joins(shopper: PhoenixClient) -> list[dict]:
     return [record["response"] for record in shopper.of("join_ok", topic="product:2")]
 
 
+def told_of_the_release(shopper: PhoenixClient) -> str | None:
+    """The sizes the shopper's page shows once told of the release: from the `released` push, or
+    from its rejoin's answer when the socket reconnected meanwhile (a heartbeat of 300 ms goes
+    unanswered in a stall of a busy machine; a push is not sent again to a socket that joins after
+    it, and that answer is newer). A socket that stayed open is told by the push alone."""
+    pushes = shopper.of("released", topic="product:2")
+    if pushes:
+        return pushes[0]["payload"]["size_html"]
+    return next((join["size_html"] for join in joins(shopper)[1:] if join["released"]), None)
+
+
+def answered_by(port: int, node: str) -> dict | None:
+    """The health of the node behind `port`, once that node's own replica answers: under load a
+    proxy whose local replica is slow to say how busy it is sends the request to another node's
+    (Serve's router widens its choice as it backs off: CI57)."""
+    health = healthz(port)
+    return health if health["node_id"] == node else None
+
+
 def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
     on_postgres, ray_cluster, ray_settings, store_url, fresh_shop, phoenix_js, admin_client, mailbox, figures
 ):
@@ -94,10 +113,15 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         # A release done on node A reaches the shopper on node B, and B's page on reload.
         released = cluster.on_node("node_a", ray_settings, "release", 2)
         assert released.newly_released
-        push = wait_for(lambda: shopper.of("released", topic="product:2"), what="the released push on B")
+        size_html = wait_for(lambda: told_of_the_release(shopper) or _NotYet(seen=[r["type"] for r in shopper.records]),
+                             what="the released push on B")
+        assert set(balancer.chosen) == {ports["node_b"]}, balancer.chosen  # (a reconnect too: on B)
+        if not shopper.of("released", topic="product:2"):
+            figures.append(f"the shopper on node B reconnected around the release and was told it by its rejoin "
+                           f"(saw {[r['type'] for r in shopper.records]})")
         items = fresh_shop.complete_products()[1].items
-        assert all(f'value="{item.id}"' in push[0]["payload"]["size_html"] for item in items)
-        assert healthz(ports["node_b"])["node_id"] == node_b
+        assert all(f'value="{item.id}"' in size_html for item in items)
+        wait_for(lambda: answered_by(ports["node_b"], node_b), what="node B's own replica to answer its proxy")
         page = httpx.get(f"http://127.0.0.1:{ports['node_b']}/").text
         assert "product-soon-2" not in page and "product-soon-1" in page
         assert all(f'value="{item.id}"' in page for item in items)
@@ -142,8 +166,13 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         held_before = sockets_by_node()
         removed_at_ms = time.time() * 1000
         b_port = ports["node_b"]
+        # (What the shopper's two sockets saw before: a stall of a busy machine may have made them
+        # reconnect already, to node B.)
+        closes_before = len(shopper.of("close")), len(cart_tab.of("close"))
+        joins_before = len(joins(shopper)), len(cart_tab.of("join_ok", topic=cart_topic))
         cluster.remove_node(ray_cluster, "node_b", ray_cluster.named_nodes.pop("node_b"))
-        wait_for(lambda: shopper.of("close") and cart_tab.of("close"), what="the shopper's sockets to close")
+        wait_for(lambda: len(shopper.of("close")) > closes_before[0] and len(cart_tab.of("close")) > closes_before[1],
+                 what="the shopper's sockets to close")
         # A lost machine answers nothing at once; here node B's proxy is a process of this machine,
         # which may outlive its raylet for some seconds on a busy one (CI20: the page's reconnect
         # reached it). The balancer waits for it as a health check would.
@@ -166,12 +195,12 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         figures.append(f"a lost node's shoppers left the dashboard after {(gone['at'] - removed_at_ms) / 1000:.1f} s")
         assert other_id in {t["shopper"] for t in gone["tabs"]}
 
-        rejoined = wait_for(lambda: joins(shopper)[1:], timeout=30, what="the shopper to rejoin on node A")[0]
+        rejoined = wait_for(lambda: joins(shopper)[joins_before[0]:], timeout=30, what="the shopper to rejoin on node A")[0]
         assert set(balancer.chosen[failover_from:]) == {ports["node_a"]}, balancer.chosen
         assert {i["id"]: i["level"] for i in rejoined["items"]}[item.id] == "out"  # re-synced
         assert rejoined["released"]
         # The cart was never the lost node's to lose: the rejoin on node A brings it back.
-        cart_again = wait_for(lambda: cart_tab.of("join_ok", topic=cart_topic)[1:], timeout=30,
+        cart_again = wait_for(lambda: cart_tab.of("join_ok", topic=cart_topic)[joins_before[1]:], timeout=30,
                               what="the cart to rejoin on node A")[0]
         assert [line["item_id"] for line in cart_again["response"]["items"]] == [kept.id]
         # The account's queue tab, opened again, finds its place on node A; at the release it is in

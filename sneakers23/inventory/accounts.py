@@ -260,6 +260,28 @@ class Accounts:
                 cut_short=lambda: DatabaseUnavailable("the session lookup was cut short: try again"))
         return await self._session_reads.ask(session_token)
 
+    def rehearsal_sessions(self, count: int, label: str, chunk: int = 500) -> list[str]:
+        """`count` accounts for a drop rehearsal's shoppers (jobs/rehearsal.py), left as a sign-up,
+        its verification link and a sign-in leave a person's: verified, each with a session. Their
+        session tokens, in order. Their addresses are LABEL-N@rehearsal.invalid (a domain that
+        never takes mail); their password is one nobody knows, so that none can be signed in to."""
+        if not label or len(label) > 40 or not label.replace("-", "").isalnum():
+            raise Sneakers23Error("a rehearsal's label is 1 to 40 letters, digits and dashes")
+        password_hash = _hashed(secrets.token_urlsafe(32))  # (one hash for all: no one has its password)
+        tokens: list[str] = []
+        for start in range(0, count, chunk):
+            with self.database.transaction() as unit:
+                for n in range(start, min(count, start + chunk)):
+                    address = f"{label}-{n}@rehearsal.invalid"
+                    account = rows.add_account(unit.connection, address, email_key(address), password_hash)
+                    if account is None:
+                        raise Sneakers23Error(f"the rehearsal's accounts {label}-… exist already: name another label")
+                    rows.mark_verified(unit.connection, account.id)
+                    token, token_hash = _new_token()
+                    rows.add_session(unit.connection, token_hash, account.id, "rehearsal", "sneakers23 drop rehearse")
+                    tokens.append(token)
+        return tokens
+
     def sign_out(self, session_token: str) -> None:
         with self.database.transaction() as unit:
             _ended(unit, rows.end_session(unit.connection, _hash_of(session_token)))

@@ -108,7 +108,7 @@ class Buyers:
         if number not in self._cookies:  # the page did not open before the drop: the buyer cannot buy
             return "error", 0.0
         cookie, token = self._cookies[number]
-        return await purchase_over_http(self._http(), self._url(number), cookie, token, item_id, key)
+        return await purchase_over_http(self._http(), self._url(number), f"{COOKIE}={cookie}", token, item_id, key)
 
     def _under_way(self) -> asyncio.Semaphore:
         if self._limit is None:  # (made on the actor's event loop)
@@ -150,14 +150,14 @@ async def asked_until_answered(ask: Callable[[], Awaitable[tuple[T, float | None
         await asyncio.sleep(pause_s)
 
 
-async def purchase_over_http(session, url: str, cookie: str, form_token: str, item_id: int,
+async def purchase_over_http(session, url: str, cookies: str, form_token: str, item_id: int,
                              key: str) -> tuple[str, float]:
-    """One try of a purchase through the store's endpoint, as a page's buy button makes it: ("sold"
-    or the refusal's reason, 0), or (UNAVAILABLE, the pause to make before trying again with the
-    same key)."""
+    """One try of a purchase through the store's endpoint, as a page's buy button makes it (with
+    the page's cookies, its Cookie header): ("sold" or the refusal's reason, 0), or (UNAVAILABLE,
+    the pause to make before trying again with the same key)."""
     import aiohttp
 
-    headers = {"Cookie": f"{COOKIE}={cookie}", FORM_TOKEN_HEADER: form_token, "Idempotency-Key": key}
+    headers = {"Cookie": cookies, FORM_TOKEN_HEADER: form_token, "Idempotency-Key": key}
     try:
         async with session.post(f"{url}/api/items/{item_id}/purchase", headers=headers) as response:
             body = await response.json(content_type=None)

@@ -141,6 +141,46 @@ def push_spread(log: Log, release_at: float) -> str:
     return _svg(figure, "The spread of the release push and of the sold-out pushes across sockets")
 
 
+def queue_over_time(log: Log, release_at: float) -> str:
+    """Shoppers waiting (in the pre-queue or in line, as their last word said) and shoppers let in a
+    second, over time."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots()
+    width = _bin_s(log, release_at)
+    places = sorted((row for row in log.rows if row.step == "place" and row.kind in ("push", "state")),
+                    key=lambda row: row.at)
+    waiting_now: set[int] = set()
+    let_in: set[int] = set()
+    waiting, admissions = {}, Counter()
+    for row in places:
+        b = int((row.at - release_at) // width)
+        if row.outcome in ("pre_queue", "queue") and row.level != "sold_out":
+            waiting_now.add(row.shopper)
+        else:
+            waiting_now.discard(row.shopper)
+        if row.outcome == "admitted" and row.shopper not in let_in:
+            let_in.add(row.shopper)
+            admissions[b] += 1
+        waiting[b] = len(waiting_now)
+    if waiting:
+        bins = range(min(waiting), max(waiting) + 1)
+        shown, last = [], 0
+        for b in bins:
+            last = waiting.get(b, last)
+            shown.append(last)
+        axes.step([b * width for b in bins], shown, where="post", label="waiting (pre-queue and line)", **_styled(axes, 0))
+        axes.plot([b * width for b in bins], [admissions[b] / width for b in bins], label="let in a second",
+                  **_styled(axes, 1))
+        axes.legend(fontsize=7)
+    axes.set_xlabel(f"seconds from the release (in steps of {width:g} s)")
+    axes.set_ylabel("shoppers")
+    return _svg(figure, "The queue: shoppers waiting, and shoppers let in a second")
+
+
+def has_a_queue(log: Log) -> bool:
+    return any(row.step == "place" for row in log.rows)
+
+
 CHARTS = [
     (pairs_left, "Pairs left per size", "Each size's pairs left, from the log's sales and its pairs before the drop."),
     (outcomes_per_second, "Sales and refusals per second",
@@ -151,7 +191,11 @@ CHARTS = [
     (push_spread, "How fast pushes reached every socket",
      "The share of sockets that had the release push by each moment after the release time, and the share that "
      "had each sold-out push by each moment after the first socket had it (a cumulative distribution)."),
+    (queue_over_time, "The queue's length and admissions",
+     "A queued drop's shoppers still waiting (in the pre-queue before the release, in line after it, as the last "
+     "word each had from the store said), and how many were let in each second."),
 ]
+SHOWN_WHEN = {queue_over_time: has_a_queue}  # (a chart drawn only for a drop that has what it shows)
 
 
 def _number(value) -> str:
@@ -183,6 +227,16 @@ def _figures_table(report: dict) -> str:
     shown += [("pages, sockets and joins refused", _counts(visits.get("refused", {}))),
               ("visits that ended without buying (left, gave up, an error)", _counts(visits.get("ended", {}))),
               ("sockets the store closed", visits.get("sockets_closed_by_the_store"))]
+    if (queue := report.get("queue")) is not None:
+        shown += [("queue: places, let in, told sold out in line, never told",
+                   f"{_number(queue['places'])}, {_number(queue['admitted'])}, {_number(queue['told_sold_out'])}, "
+                   f"{_number(queue['untold'])}"),
+                  ("queue: release to each pre-queued shopper's first position, p50 / p99 ms",
+                   f"{_number(queue['first_position_p50_ms'])} / {_number(queue['first_position_p99_ms'])}"),
+                  ("queue: longest wait for a new position in line, p99 / max ms",
+                   f"{_number(queue['position_gap_p99_ms'])} / {_number(queue['position_gap_max_ms'])}"),
+                  ("queue: the sold-out word's spread over the shoppers in line, p99 ms",
+                   _number(queue['sold_out_told_p99_ms']))]
     shown.append(("CPU-s the shoppers' actors spent", report.get("shoppers_cpu_s")))
     for node, figures in sorted(report.get("channel_replicas", {}).items()):
         shown.append((f"channel replica on node {node[:12]}: most sockets, longest loop stall and full collection (ms)",
@@ -213,7 +267,7 @@ def render(log: Log) -> str:
     scenario = facts.get("scenario", {})
     charts = "".join(
         f"<figure><h2>{html.escape(title)}</h2>{chart(log, release_at)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for chart, title, caption in CHARTS)
+        for chart, title, caption in CHARTS if SHOWN_WHEN.get(chart, lambda _log: True)(log))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Drop rehearsal: product {facts['product']}</title>
 <style>body{{font-family:sans-serif;max-width:72rem;margin:1rem auto;padding:0 1rem;color:#111}}

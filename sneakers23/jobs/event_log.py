@@ -12,12 +12,14 @@ from typing import NamedTuple
 from sneakers23.errors import Sneakers23Error
 
 META_KEY = b"sneakers23.rehearsal"
+LATER_COLUMNS = ("position",)  # (a log written before they were has none: read as empty)
 
 
 class Row(NamedTuple):
     shopper: int
     kind: str  # "request" (a page, a join, an add, a checkout, a purchase), "push", "state" (a size out at
-    # a join), or "visit" (a socket closed, a shopper left or gave up)
+    # a join, a queue's place in its join's answer), "work" (a proof of work solved), or "visit" (a socket
+    # closed, a shopper left or gave up)
     step: str  # the request's step, the push's event, or the visit's end
     at: float  # when it was answered, received or happened (seconds since the epoch)
     latency_ms: float | None  # a request's, from sent to answered
@@ -25,6 +27,7 @@ class Row(NamedTuple):
     item_id: int | None
     level: str | None  # a stock change's
     retries: int = 0  # a request's: asked again after a 429 or a 503 (or a lost answer), with the same key
+    position: int | None = None  # a queued drop's place (kind "push" or "state", step "place"): its position
 
 
 def _schema():
@@ -35,7 +38,7 @@ def _schema():
         ("step", pa.dictionary(pa.int8(), pa.string())), ("at", pa.timestamp("us", tz="UTC")),
         ("latency_ms", pa.float64()), ("outcome", pa.dictionary(pa.int16(), pa.string())),
         ("item_id", pa.int64()), ("level", pa.dictionary(pa.int8(), pa.string())), ("retries", pa.int16()),
-        ("node", pa.string()),
+        ("position", pa.int32()), ("node", pa.string()),
     ])
 
 
@@ -68,9 +71,10 @@ def read(path: Path) -> Log:
     except (OSError, ValueError):
         raise Sneakers23Error(f"{path}: not a Parquet file (a rehearsal's event log is one)") from None
     metadata = table.schema.metadata or {}
-    if META_KEY not in metadata or {*Row._fields, "node"} - set(table.column_names):
+    if META_KEY not in metadata or {*Row._fields, "node"} - set(table.column_names) - set(LATER_COLUMNS):
         raise Sneakers23Error(f"{path}: not a rehearsal's event log (written by `sneakers23 drop rehearse`)")
-    columns = {name: table.column(name).to_pylist() for name in Row._fields}
+    columns = {name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+               for name in Row._fields}
     columns["at"] = [at.timestamp() for at in columns["at"]]
     return Log([Row(*values) for values in zip(*(columns[name] for name in Row._fields))],
                table.column("node").to_pylist(), json.loads(metadata[META_KEY]))

@@ -6,8 +6,10 @@ database; the event log (Parquet); and the HTML report drawn from that log (jobs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import secrets
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ SET_UP_S = 3.0  # from the shoppers' actors being up to the first arrival
 STALLS_EVERY_S = 5.0
 UNTOLD_AFTER_S = 1.0  # a size sold out whose push reached no socket: those open this long after its last sale missed it
 SHOPPERS_PER_ACTOR = 1_000  # past this many a node, a second actor (a second core's share of the work)
+OWN_PACE_WAIT_S = 600.0  # a queue at the store's own pace: the longest a shopper waits in line past the release
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RehearsalReport(DropReport):
     # By node: its channel replica's longest loop stall and full collection during the run, and the
     # most sockets it held (as the replica said, every few seconds)
     channel_replicas: dict = field(default_factory=dict)
+    queue: dict | None = None  # a queued drop's line, as its shoppers were told it (queue_figures)
 
     def table(self) -> str:
         def ms(value):
@@ -65,6 +69,12 @@ class RehearsalReport(DropReport):
             f"{self.sold_out_pushes['missed']} missed",
             f"visits: {self.visits['refused'] or 'none refused'}; {self.visits['ended'] or 'none left early'}; "
             f"{self.visits['sockets_closed_by_the_store']} sockets closed by the store",
+            *([] if self.queue is None else [
+                f"queue: {self.queue['places']} places, {self.queue['admitted']} let in, {self.queue['told_sold_out']} told "
+                f"sold out in line, {self.queue['untold']} never told; release → first position p50 / p99 "
+                f"{ms(self.queue['first_position_p50_ms'])} / {ms(self.queue['first_position_p99_ms'])} ms; longest "
+                f"wait for a new position p99 / max {ms(self.queue['position_gap_p99_ms'])} / "
+                f"{ms(self.queue['position_gap_max_ms'])} ms"]),
             f"the shoppers' actors spent {self.shoppers_cpu_s:.1f} CPU-s",
             *(f"channel replica on {node[:12]}: at most {figures['sockets_most']} sockets; its loop's longest stall "
               f"{figures['loop_stall_ms']:.0f} ms, its longest full collection {figures['full_collection_ms']:.0f} ms"
@@ -134,12 +144,18 @@ def product_to_drop(inventory: Inventory, scenario: Scenario):
 
 
 def _set_up(inventory: Inventory, scenario: Scenario, release_at: float) -> None:
-    """The staff's actions a drop needs, audited as theirs are: first come, guests welcome, and the
-    release scheduled."""
-    actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=scenario.product, mode=DropMode.FIRST_COME),
-               AdminAction(ActionKind.ALLOW_GUESTS, product_id=scenario.product),
-               AdminAction(ActionKind.SCHEDULE, product_id=scenario.product,
-                           at=datetime.fromtimestamp(release_at, timezone.utc))]
+    """The staff's actions a drop needs, audited as theirs are: first come with guests welcome, or
+    a queue for signed-in shoppers at the scenario's pace; and the release scheduled."""
+    product = scenario.product
+    if scenario.mode == "queue":
+        pace = scenario.queue.admit_per_minute if scenario.queue is not None else None
+        actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=product, mode=DropMode.QUEUE),
+                   AdminAction(ActionKind.REQUIRE_SIGN_IN, product_id=product),
+                   AdminAction(ActionKind.SET_QUEUE_PACE, product_id=product, pace=pace)]
+    else:
+        actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=product, mode=DropMode.FIRST_COME),
+                   AdminAction(ActionKind.ALLOW_GUESTS, product_id=product)]
+    actions.append(AdminAction(ActionKind.SCHEDULE, product_id=product, at=datetime.fromtimestamp(release_at, timezone.utc)))
     for action in actions:
         entry = inventory.act(STAFF, action, client="cli")
         if not entry.ok:
@@ -159,16 +175,20 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     if scenario.seed is None:  # (drawn, and kept in the report: the same crowd can be drawn again)
         scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2 ** 32)})
     rng = random.Random(scenario.seed)
-    actors = _shoppers_on_every_node(scenario, url, sources, socket_url or url)
+    sessions = _signed_in(inventory, scenario) if scenario.mode == "queue" else None
+    wait_in_line_s = _wait_in_line_s(scenario)
+    actors = _shoppers_on_every_node(scenario, url, sources, socket_url or url, wait_in_line_s)
     try:
         ray.get([actor.node_id.remote() for actor in actors], timeout=120)
         release_at = time.time() + SET_UP_S + scenario.arrivals.before_release_s
         made = plans(scenario, weights, release_at, rng)
+        if sessions is not None:  # (each shopper signed in to an account of its own)
+            made = [dataclasses.replace(plan, session=sessions[plan.number]) for plan in made]
         before = inventory.audit()
         _set_up(inventory, scenario, release_at)
         calls = [actor.run.remote(made[k::len(actors)], release_at) for k, actor in enumerate(actors)]
         stalls: dict[str, dict] = {}
-        deadline = time.monotonic() + (max(plan.arrive_at for plan in made) - time.time()) + RELEASE_LATE_S + \
+        deadline = time.monotonic() + (max(plan.arrive_at for plan in made) - time.time()) + wait_in_line_s + \
             scenario.behaviour.when_sold_out.most_sizes * 2 * RETRY_FOR_S + scenario.linger_s + 60
         results = _wait(actors, calls, scenario.shoppers, progress, stalls, deadline)
         ended_at = time.time()
@@ -183,6 +203,8 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     nodes = [result["node"] for result in results for _row in result["rows"]]
     report: RehearsalReport = _report(rows, release_at, ended_at, before, after, inventory.settings.max_pairs_per_product)
     report.shoppers_cpu_s = sum(result["cpu_s"] for result in results)
+    if scenario.mode == "queue":
+        _with_the_queue(report, [event_log.Row(*row) for row in rows], release_at)
     report.channel_replicas = stalls
     facts = {"product": product.id, "scenario": scenario.model_dump(), "release_at": release_at,
              "release_time": datetime.fromtimestamp(release_at, timezone.utc).isoformat(timespec="milliseconds"),
@@ -192,7 +214,32 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     return report
 
 
-def _shoppers_on_every_node(scenario: Scenario, url: str, sources: list[str] | None, socket_url: str) -> list:
+def _signed_in(inventory: Inventory, scenario: Scenario) -> list[str]:
+    """A signed session cookie for each shopper, of an account of its own made for this rehearsal
+    (verified, signed in: the sign-up and sign-in pages are not rehearsed, bench/accounts.py
+    measures them)."""
+    from sneakers23.serve.shoppers import SessionCookies
+
+    if not inventory.settings.secret_key:
+        raise Sneakers23Error("a queued drop's shoppers are signed in with the store's secret key: set "
+                              "SNEAKERS23_SECRET_KEY (or put it in sneakers23.env) to the store's, for both")
+    tokens = inventory.rehearsal_sessions(scenario.shoppers, f"rehearsal-{secrets.token_hex(4)}")
+    cookies = SessionCookies(inventory.settings.secret_key)
+    return [cookies.cookie(token) for token in tokens]
+
+
+def _wait_in_line_s(scenario: Scenario) -> float:
+    """How long after the release a shopper waits for its turn before giving up: the whole line's
+    time at the scenario's pace; at the store's own pace (every pair left offered within a minute)
+    the pairs are gone long before."""
+    if scenario.mode != "queue":
+        return RELEASE_LATE_S
+    pace = scenario.queue.admit_per_minute if scenario.queue is not None else None
+    return RELEASE_LATE_S + (scenario.shoppers * 60 / pace if pace else OWN_PACE_WAIT_S)
+
+
+def _shoppers_on_every_node(scenario: Scenario, url: str, sources: list[str] | None, socket_url: str,
+                            wait_in_line_s: float) -> list:
     """The shoppers' actors, pinned to every live node: one each, two past SHOPPERS_PER_ACTOR a node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -202,7 +249,8 @@ def _shoppers_on_every_node(scenario: Scenario, url: str, sources: list[str] | N
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     per_node = 2 if scenario.shoppers > len(nodes) * SHOPPERS_PER_ACTOR else 1
     return [Shoppers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-            .remote(url, scenario.product, scenario.linger_s, sources, socket_url)
+            .remote(url, scenario.product, scenario.linger_s, sources, socket_url, scenario.mode == "queue",
+                    wait_in_line_s)
             for node in nodes for _ in range(per_node)]
 
 
@@ -331,8 +379,61 @@ def visits(rows: list) -> dict:
     """How the visits went besides buying: pages, sockets and joins refused, shoppers who left (by
     choice, or on a sold-out size), gave up waiting, or met an error; sockets the store closed."""
     refused = Counter(f"{row.step} {row.outcome}" for row in rows
-                      if row.kind == "request" and row.step in ("page", "socket", "join", "join_cart") and row.outcome != "ok")
+                      if row.kind == "request" and row.step in ("page", "socket", "join", "join_cart", "queue", "join_queue")
+                      and row.outcome != "ok")
     ended = Counter(f"{row.step}: {row.outcome}" for row in rows if row.kind == "visit" and row.step != "socket_closed")
     closed_by_store = sum(row.kind == "visit" and row.step == "socket_closed" and row.outcome == "by the store"
                           for row in rows)
     return {"refused": dict(refused), "ended": dict(ended), "sockets_closed_by_the_store": closed_by_store}
+
+
+def queue_figures(rows: list, release_at: float) -> dict:
+    """A queued drop's line as its shoppers were told it (their places' pushes and join answers):
+    the places taken; from the release time to each pre-queued shopper's first word of where it
+    stands (a position, or its turn); the longest each waited between two words while in line; who
+    was let in, who was told the pairs were gone, and who in line was never told either."""
+    seen: dict[int, list] = defaultdict(list)
+    for row in rows:
+        if row.step == "place" and row.kind in ("push", "state"):
+            seen[row.shopper].append(row)
+    left_early = {row.shopper for row in rows if row.kind == "visit" and row.step == "leave" and row.outcome == "left"}
+    first_told, gaps, untold = [], [], 0
+    admitted = {shopper for shopper, places in seen.items() if any(p.outcome == "admitted" for p in places)}
+    told_out = {shopper: min(p.at for p in places if p.level == "sold_out")
+                for shopper, places in seen.items() if any(p.level == "sold_out" for p in places)}
+    for shopper, places in seen.items():
+        places.sort(key=lambda p: p.at)
+        after = [p for p in places if p.at >= release_at and p.outcome in ("queue", "admitted")]
+        if any(p.outcome == "pre_queue" and p.at < release_at for p in places) and after:
+            first_told.append((after[0].at - release_at) * 1000)
+        in_line = [p.at for p in places if p.outcome == "queue"]
+        ends = [p.at for p in places if p.outcome == "admitted" or p.level == "sold_out"]
+        if in_line:
+            marks = sorted(in_line + ends[:1])
+            gaps.append(max((b - a) * 1000 for a, b in zip(marks, marks[1:])) if len(marks) > 1 else 0.0)
+        if shopper not in admitted and shopper not in told_out and shopper not in left_early \
+                and any(p.outcome in ("queue", "pre_queue") for p in places):
+            untold += 1
+    spread = [(at - min(told_out.values())) * 1000 for at in told_out.values()]
+    return {"places": len(seen), "admitted": len(admitted), "told_sold_out": len(told_out), "untold": untold,
+            "first_position_p50_ms": percentile(first_told, 50), "first_position_p99_ms": percentile(first_told, 99),
+            "position_gap_p99_ms": percentile(gaps, 99), "position_gap_max_ms": max(gaps, default=None),
+            "sold_out_told_p99_ms": percentile(spread, 99)}
+
+
+def _with_the_queue(report: RehearsalReport, rows: list, release_at: float) -> None:
+    """A queued drop's figures, and its rules as invariants: a pair sold only in its buyer's turn,
+    and every shopper in line let in or told the pairs are gone. (How often a shopper in line is
+    told its new position is a figure: a slow pace moves the line less often than that.)"""
+    report.queue = queue_figures(rows, release_at)
+    for step in ("queue", "proof", "join_queue"):  # (the queue's challenge asked, solved, and the place taken)
+        values = [row.latency_ms for row in rows if row.kind in ("request", "work") and row.step == step]
+        report.steps[step] = {"count": len(values), "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)}
+    turns = {row.shopper: row.at for row in sorted(rows, key=lambda row: row.at, reverse=True)
+             if row.step == "place" and row.outcome == "admitted"}  # (each shopper's first turn)
+    outside = sum(row.kind == "request" and row.outcome == "sold" and not (row.shopper in turns and turns[row.shopper] <= row.at)
+                  for row in rows)
+    report.invariants += [
+        Invariant("every pair sold went to a shopper in their turn", outside == 0, f"{outside} outside" if outside else ""),
+        Invariant("every shopper in line was let in or told the pairs were gone", report.queue["untold"] == 0,
+                  f"{report.queue['untold']} never told" if report.queue["untold"] else "")]

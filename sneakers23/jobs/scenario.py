@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sneakers23.domain.admin import MAX_PACE_PER_MINUTE
 from sneakers23.errors import Sneakers23Error
 
 MAX_SHOPPERS = 100_000
@@ -64,16 +65,33 @@ class Behaviour(_Strict):
         return self
 
 
+class Queue(_Strict):
+    """A queued drop's waiting room, as the staff set it."""
+
+    admit_per_minute: float | None = Field(
+        default=None, gt=0, le=MAX_PACE_PER_MINUTE,
+        description="shoppers let in a minute (left out: the store's own pace, which follows what it sells)")
+
+
 class Scenario(_Strict):
     product: int = Field(ge=1, le=999_999_999, description="the product to drop: not released yet")
-    mode: Literal["first-come"] = Field(
-        default="first-come", description="how its pairs go to shoppers (only first-come is rehearsed so far)")
+    mode: Literal["first-come", "queue"] = Field(
+        default="first-come", description="how its pairs go to shoppers: first-come, or queue (signed in, each "
+                                          "in their turn); draws are not rehearsed yet")
     shoppers: int = Field(ge=1, le=MAX_SHOPPERS)
     arrivals: Arrivals = Arrivals()
     behaviour: Behaviour = Behaviour()
+    queue: Queue | None = Field(default=None, description="the waiting room's pace (mode queue only)")
     linger_s: float = Field(default=3.0, ge=0, le=600,
                             description="how long shoppers keep their sockets after their last step")
     seed: int | None = Field(default=None, description="the random seed of the shoppers' choices (random when left out)")
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_with_its_mode(cls, queue, info):
+        if queue is not None and info.data.get("mode") != "queue":
+            raise ValueError("only a drop of mode queue has a waiting room")
+        return queue
 
 
 def _where(location: tuple) -> str:
@@ -107,5 +125,5 @@ def _message(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         return "not a field of a scenario (docs/rehearsals.md lists them)"
     if error["loc"] == ("mode",) and error["type"] == "literal_error":
-        return "only first-come drops are rehearsed so far"
-    return error["msg"]
+        return "first-come and queue drops are rehearsed so far (draws are not yet)"
+    return error["msg"].removeprefix("Value error, ")

@@ -28,7 +28,7 @@ from sneakers23.domain.purchases import Refusal
 from sneakers23.jobs.buyers import (RETRY_AFTER_S, RETRY_FOR_S, UNAVAILABLE, asked_until_answered, purchase_over_http,
                                    retry_after)
 from sneakers23.jobs.event_log import Row
-from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, form_token_in
+from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, SESSION_COOKIE, form_token_in
 
 HEARTBEAT_S = 25.0  # as the Phoenix client: the store closes a socket silent for 60 s
 REPLY_WITHIN_S = 30.0
@@ -49,6 +49,7 @@ class Plan:
     most_sizes: int
     reload_at: float | None  # it reloads the page then (before the release)
     leave_at: float | None  # it leaves then (before the release)
+    session: str | None = None  # its account's session cookie, signed in (a queued drop's shoppers)
 
 
 class Refused(Exception):
@@ -60,8 +61,8 @@ class Socket:
     every push noted. Like phoenix.js, it connects again (with its back-off) when the store closes
     it or turns it away, and joins its channels again; the joins' answers bring the state back."""
 
-    def __init__(self, shopper: "Shopper", session, url: str, cookie: str):
-        self.shopper, self.session, self.cookie = shopper, session, cookie
+    def __init__(self, shopper: "Shopper", session, url: str, cookies: str):
+        self.shopper, self.session, self.cookies = shopper, session, cookies
         self.url = url.replace("http", "ws", 1) + "/product_socket/websocket?vsn=2.0.0"
         self.ws = None
         self.refs = itertools.count(1)
@@ -83,7 +84,7 @@ class Socket:
 
         for pause_ms in (*RECONNECT_AFTER_MS, None):
             try:
-                self.ws = await self.session.ws_connect(self.url, headers={"Cookie": f"{COOKIE}={self.cookie}"},
+                self.ws = await self.session.ws_connect(self.url, headers={"Cookie": self.cookies},
                                                         autoping=True, max_msg_size=1 << 20)
                 return
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as refused:
@@ -185,16 +186,31 @@ class Shopper:
         self.released = asyncio.Event()
         self.out: set[int] = set()
         self.socket: Socket | None = None
+        # A queued drop's: its turn came, or the line told it the pairs are gone (or its place went)
+        self.turn = asyncio.Event()
+        self.turned_away: str | None = None
+        self.told_sold_out = False
+
+    def cookies(self) -> str:
+        """Its Cookie header: the shopper's cookie, and its session's when it is signed in."""
+        said = [f"{COOKIE}={self.cookie}"] if self.cookie else []
+        if self.plan.session:
+            said.append(f"{SESSION_COOKIE}={self.plan.session}")
+        return "; ".join(said)
 
     # --- what it notes ---
 
     def note(self, kind: str, step: str, started: float | None, outcome: str, item_id: int | None = None,
-             level: str | None = None, retries: int = 0) -> None:
+             level: str | None = None, retries: int = 0, position: int | None = None) -> None:
         now = time.time()
         latency = None if started is None else (time.perf_counter() - started) * 1000
-        self.crowd.rows.append(Row(self.plan.number, kind, step, now, latency, outcome, item_id, level, retries))
+        self.crowd.rows.append(Row(self.plan.number, kind, step, now, latency, outcome, item_id, level, retries,
+                                   position))
 
     def pushed(self, topic: str, event: str, payload: dict) -> None:
+        if event == "place" and isinstance(payload, dict):
+            self._placed(payload, "push")
+            return
         item_id = payload.get("item_id") if isinstance(payload, dict) else None
         level = payload.get("level") if isinstance(payload, dict) else None
         self.note("push", event, None, "received", item_id, level)
@@ -202,8 +218,35 @@ class Shopper:
             self.released.set()
         elif event == "stock_change" and level == "out":
             self.out.add(item_id)
+            self._over_yet()
         elif event == "stock_change":
             self.out.discard(item_id)
+
+    def _placed(self, view: dict, kind: str = "state") -> None:
+        """Its place in a queued drop's line, as a push or its join's answer said (noted with its
+        stage and position): its turn, or the end of its wait (sold out, or its place gone)."""
+        stage = str(view.get("stage"))
+        position = view.get("position")
+        self.note(kind, "place", None, stage, position=position if isinstance(position, int) else None,
+                  level="sold_out" if view.get("sold_out") else None)
+        if stage == "admitted":
+            self.turn.set()
+        elif stage in ("queue", "pre_queue"):
+            self.told_sold_out = bool(view.get("sold_out"))  # (a turn unused gives its pairs back: the line may move again)
+        elif stage in ("expired", "removed", "bought"):
+            self._stop_waiting(f"place {stage}")
+        self._over_yet()
+
+    def _over_yet(self) -> None:
+        """Told in line that the pairs are gone, it waits on while the page shows a size with pairs
+        left (held by turns, which may give them back), and leaves once every size shows sold out."""
+        if self.told_sold_out and self.out >= set(self.plan.sizes):
+            self._stop_waiting("sold out in line")
+
+    def _stop_waiting(self, why: str) -> None:
+        if not self.turn.is_set():
+            self.turned_away = why
+            self.turn.set()  # (it stops waiting: `turned_away` says why)
 
     def _product_joined(self, state: dict) -> None:
         """A product join's answer: a size already out, or the release already made, needs no push."""
@@ -216,6 +259,7 @@ class Shopper:
         if state.get("released"):
             self.note("state", "join", None, "released")
             self.released.set()
+        self._over_yet()
 
     # --- the visit ---
 
@@ -228,12 +272,12 @@ class Shopper:
             if plan.reload_at is not None:
                 await asyncio.sleep(max(0.0, plan.reload_at - time.time()))
                 await self.socket.close()
-                await self._open()
+                await self._open()  # (in a queue: the same place, found again without a proof)
             if plan.leave_at is not None:
                 await asyncio.sleep(max(0.0, plan.leave_at - time.time()))
                 self.note("visit", "leave", None, "left")
                 return
-            if not await self._released():
+            if not await (self._my_turn() if self.crowd.queued else self._released()):
                 return
             await self._shop()
             await asyncio.sleep(self.crowd.linger_s)
@@ -262,12 +306,51 @@ class Shopper:
             self.note("visit", "release", None, "never seen" if not self.socket.lost.is_set() else "socket lost")
         return self.released.is_set()
 
+    async def _my_turn(self) -> bool:
+        """Whether its turn in the queue came, waiting for it: not when the line says the pairs are
+        gone or its place went, when its socket is lost for good, nor past the rehearsal's wait."""
+        if not self.turn.is_set():
+            waits = [asyncio.ensure_future(self.turn.wait()), asyncio.ensure_future(self.socket.lost.wait())]
+            try:
+                await asyncio.wait(waits, timeout=max(0.0, self.crowd.release_at + self.crowd.wait_in_line_s - time.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self.turned_away is not None:
+            self.note("visit", "leave", None, self.turned_away)
+            return False
+        if not self.turn.is_set():
+            self.note("visit", "turn", None, "never came" if not self.socket.lost.is_set() else "socket lost")
+        return self.turn.is_set()
+
+    async def _take_place(self) -> None:
+        """Its place in the product's queue: a proof of work for the challenge the queue gives (a
+        browser's work), then the join of `queue:PRODUCT`, whose answer and pushes say where it stands.
+        A place it holds already (a reload) is found again, with no work."""
+        started = time.perf_counter()
+        challenge = None
+        async with self.session.get(f"{self.url}/api/products/{self.crowd.product_id}/queue",
+                                    headers={"Cookie": self.cookies()}) as answer:
+            if answer.status == 200:
+                challenge = (await answer.json(content_type=None)).get("work_challenge")
+        self.note("request", "queue", started, "ok" if answer.status == 200 else f"http {answer.status}")
+        if answer.status != 200:
+            raise Refused("queue")
+        params = {}
+        if challenge:
+            started = time.perf_counter()
+            params = {"altcha": await asyncio.to_thread(solved, challenge)}
+            self.note("work", "proof", started, "solved")
+        await self.socket.join(f"queue:{self.crowd.product_id}", params, "join_queue", self._placed)
+
     async def _open(self) -> None:
-        """The page, then its socket with both channels joined (as store.js does)."""
+        """The page, then its socket with both channels joined (as store.js does), and its place in a
+        queued drop's line (as queue.js takes it)."""
         started = time.perf_counter()
 
         async def page() -> tuple[tuple[int, str], float | None]:  # (reloaded as a person would, when it says when)
-            headers = {"Cookie": f"{COOKIE}={self.cookie}"} if self.cookie else {}
+            headers = {"Cookie": self.cookies()} if self.cookie or self.plan.session else {}
             async with self.session.get(self.url + "/", headers=headers) as answer:
                 text = await answer.text(errors="replace")
                 if COOKIE in answer.cookies:
@@ -283,10 +366,12 @@ class Shopper:
             raise Refused("page")
         self.note("request", "page", started, "ok", retries=retries)
         self.cart_topic, self.cart_token = f"cart:{unescape(cart[1])}", unescape(cart[2])
-        self.socket = Socket(self, self.session, self.crowd.socket_url, self.cookie)
+        self.socket = Socket(self, self.session, self.crowd.socket_url, self.cookies())
         await self.socket.open()
         await self.socket.join(f"product:{self.crowd.product_id}", {}, "join", self._product_joined)
         await self.socket.join(self.cart_topic, {"token": self.cart_token, "page": "/"}, "join_cart", lambda _cart: None)
+        if self.crowd.queued:
+            await self._take_place()
 
     async def _shop(self) -> None:
         """Its sizes in turn: one it sees sold out, or is refused as sold out, sends it to the next
@@ -310,7 +395,7 @@ class Shopper:
         started = time.perf_counter()
 
         async def buy() -> tuple[str, float | None]:
-            outcome, wait_s = await purchase_over_http(self.session, self.url, self.cookie, self.form_token, item_id, key)
+            outcome, wait_s = await purchase_over_http(self.session, self.url, self.cookies(), self.form_token, item_id, key)
             return outcome, wait_s if outcome == UNAVAILABLE else None
 
         outcome, retries = await asked_until_answered(buy)
@@ -345,8 +430,7 @@ class Shopper:
 
         async def post() -> tuple[tuple[int | None, str], float | None]:
             try:
-                async with self.session.post(self.url + "/checkout", data=form,
-                                             headers={"Cookie": f"{COOKIE}={self.cookie}"}) as answer:
+                async with self.session.post(self.url + "/checkout", data=form, headers={"Cookie": self.cookies()}) as answer:
                     text = await answer.text(errors="replace")
                     busy = answer.status in (429, 503)
                     return (answer.status, text), retry_after(answer.headers.get("Retry-After")) if busy else None
@@ -362,6 +446,21 @@ class Shopper:
             outcome = "error" if status in (None, 429, 503) else f"http {status}"
         self.note("request", "checkout", started, outcome, item_id, retries=retries)
         return outcome
+
+
+def solved(challenge: dict) -> str:
+    """The proof of work for a challenge, found as the page's script finds it (ALTCHA's), and
+    written as its form field carries it."""
+    import base64
+
+    import altcha
+
+    found = altcha.solve_challenge_v1(challenge["challenge"], challenge["salt"], challenge["algorithm"],
+                                      challenge["maxnumber"])
+    if found is None:
+        raise Refused("proof_of_work")
+    payload = {key: challenge[key] for key in ("algorithm", "challenge", "salt", "signature")}
+    return base64.b64encode(json.dumps({**payload, "number": found.number}).encode()).decode()
 
 
 def checkout_refusal(message: str) -> str:
@@ -380,10 +479,12 @@ class Shoppers:
     """Some of a rehearsal's shoppers, on one node: `run` keeps them until each is done."""
 
     def __init__(self, url: str, product_id: int, linger_s: float, source_addresses: list[str] | None = None,
-                 socket_url: str | None = None):
+                 socket_url: str | None = None, queued: bool = False, wait_in_line_s: float = RELEASE_LATE_S):
         self.url = url.rstrip("/")
         self.socket_url = (socket_url or url).rstrip("/")
         self.product_id, self.linger_s = product_id, linger_s
+        self.queued = queued  # a queued drop: each shopper takes a place in its line, and buys in its turn
+        self.wait_in_line_s = wait_in_line_s  # from the release time: a shopper in line gives up after
         self.release_at = 0.0
         self.sources = source_addresses or [None]
         self.rows: list[Row] = []

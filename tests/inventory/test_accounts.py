@@ -294,3 +294,19 @@ def test_the_staffs_figures_count_accounts_the_unverified_and_the_last_minutes_s
     signed_up(inventory, "grace@example.com", "a compiler for every pair")
     inventory.verify_email(made.verify_token)
     assert inventory.figures() == {"accounts": 2, "unverified": 1, "signed_up_last_minute": 2, "unverified_share": 0.5}
+
+
+def test_a_rehearsals_accounts_are_verified_and_signed_in_and_none_can_be_signed_in_to(inventory):
+    from sneakers23.errors import Sneakers23Error
+
+    tokens = inventory.rehearsal_sessions(3, "rehearsal-ab12", chunk=2)
+    accounts = [inventory.session_account(token) for token in tokens]
+    assert [account.email for account in accounts] == [f"rehearsal-ab12-{n}@rehearsal.invalid" for n in range(3)]
+    assert all(account.verified and not account.locked for account in accounts)
+    assert len({account.id for account in accounts}) == 3
+    with pytest.raises(AccountRefused):  # (no password opens one)
+        inventory.sign_in(accounts[0].email, PASSWORD)
+    with pytest.raises(Sneakers23Error, match="exist already"):
+        inventory.rehearsal_sessions(1, "rehearsal-ab12")
+    with pytest.raises(Sneakers23Error, match="letters, digits and dashes"):
+        inventory.rehearsal_sessions(1, "a b")

@@ -113,3 +113,26 @@ def test_without_the_rehearsal_extra_the_commands_say_what_to_install(tmp_path, 
         assert result.exit_code == 1
         assert result.output == ("sneakers23: drop rehearsals need pyarrow: pip install -e '.[rehearsal]' where the "
                                  "rehearsal runs (./dev installs it)\n")
+
+
+def test_a_queued_drops_report_adds_the_queues_chart_and_a_log_without_positions_still_reads(tmp_path):
+    rows, nodes, facts = small_drop()
+    places = [(0, "state", "place", RELEASE_AT - 4, None, "pre_queue", None, None, 0, None),
+              (1, "state", "place", RELEASE_AT - 3, None, "pre_queue", None, None, 0, None),
+              (0, "push", "place", RELEASE_AT + 0.1, None, "admitted", None, None, 0, None),
+              (1, "push", "place", RELEASE_AT + 0.1, None, "queue", None, None, 0, 1),
+              (1, "push", "place", RELEASE_AT + 1.1, None, "admitted", None, None, 0, None)]
+    path = tmp_path / "queue.parquet"
+    event_log.write(path, rows + places, nodes + ["node-a"] * len(places), facts)
+    log = event_log.read(path)
+    assert [row.position for row in log.rows if row.step == "place"] == [None, None, None, 1, None]
+    page = drop_charts.render(log)
+    labels = [html.unescape(label) for label in re.findall(r'<svg role="img" aria-label="([^"]+)"', page)]
+    assert labels[-1] == "The queue: shoppers waiting, and shoppers let in a second" and len(labels) == 5
+    assert "waiting (pre-queue and line)" in page and "let in a second" in page
+
+    # A log written before queues were rehearsed (no position column) reads, every position empty.
+    table = pq.read_table(tmp_path / "queue.parquet")
+    old = tmp_path / "old.parquet"
+    pq.write_table(table.drop(["position"]).replace_schema_metadata(table.schema.metadata), old)
+    assert [row.position for row in event_log.read(old).rows] == [None] * len(rows + places)

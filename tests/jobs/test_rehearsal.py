@@ -1,6 +1,7 @@
-"""A small drop rehearsed on the session's cluster, through the store's own doors: `sneakers23 drop
+"""Small drops rehearsed on the session's cluster, through the store's own doors: `sneakers23 drop
 rehearse` ends with a JSON report whose invariants hold against the database, an event log that
-holds every pair sold, and an HTML report that agrees with both and renders in Chromium."""
+holds every pair sold, and an HTML report that agrees with both and renders in Chromium; a queued
+drop's shoppers, signed in, take their places, are let in, and buy only in their turns."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from collections import Counter
 import pytest
 
 from harness import shop
+from sneakers23.db import waiting_rooms
+from sneakers23.domain.waiting_room import Stage
 from harness.waiting import wait_for
 from sneakers23.jobs import drop_charts, event_log
 from tests.conftest import SEED
 from tests.jobs.test_drop import drop
 from tests.test_cluster import run
 from tests.support.cluster import matches_database, reseed
+from tests.support.store_fixtures import STORE_SECRET
 
 PAIRS_PER_SIZE = 3
 SCENARIO = """
@@ -30,6 +34,20 @@ behaviour:
   leave: 0.05
 linger_s: 1
 seed: 23
+"""
+QUEUE_SCENARIO = """
+product: 2
+mode: queue
+shoppers: 80
+queue: {admit_per_minute: 600}
+arrivals: {before_release_s: 6, share_before: 0.8, after_release_s: 2}
+behaviour:
+  buy_now: 0.5
+  when_sold_out: {another_size: 1.0, most_sizes: 20}
+  reload: 0.1
+  leave: 0
+linger_s: 1
+seed: 25
 """
 
 
@@ -121,3 +139,43 @@ def test_a_small_first_come_drop_is_rehearsed_and_its_three_reports_agree(
     assert axe_violations(page) == []
     context.close()
 
+
+
+def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_and_the_reports_agree(
+        ray_cluster, ray_settings, store_url, unreleased_drop, tmp_path):
+    inventory, items = unreleased_drop
+    scenario = tmp_path / "queue.yaml"
+    scenario.write_text(QUEUE_SCENARIO)
+    out = tmp_path / "out"
+    # Its shoppers are signed in with the store's secret key: without it, a one-line refusal.
+    refused = drop(ray_cluster, ray_settings, "rehearse", str(scenario), "--url", store_url, "--out", str(out))
+    assert refused.returncode != 0 and "SNEAKERS23_SECRET_KEY" in refused.stderr.strip().splitlines()[-1], refused.stderr
+    assert not out.exists()
+    result = drop(ray_cluster, ray_settings.model_copy(update={"secret_key": STORE_SECRET}), "rehearse", str(scenario),
+                  "--url", store_url, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
+    names = [i["name"] for i in report["invariants"]]
+    assert "every pair sold went to a shopper in their turn" in names
+    assert "every shopper in line was let in or told the pairs were gone" in names
+
+    # Every shopper took a place (a proof of work each), and the line was told where it stood.
+    queue = report["queue"]
+    assert queue["places"] == 80 and report["steps"]["proof"]["count"] >= 80, (queue, report["steps"])
+    assert queue["first_position_p99_ms"] is not None and queue["untold"] == 0
+    # The pairs all sold, each to an account in its turn: the database's places say who bought.
+    orders = {item_id: shop.order_count(inventory, item_id=item_id) for item_id in items}
+    assert report["sold"] == sum(orders.values()) == PAIRS_PER_SIZE * len(items)
+    with inventory.database.reading() as connection:
+        places = waiting_rooms.places(connection, 2)
+    assert len(places) == 80
+    assert sum(place.stage is Stage.BOUGHT for place in places) == report["sold"]  # (one pair each)
+    assert queue["admitted"] >= report["sold"] and queue["told_sold_out"] > 0
+
+    # The log says the same, and the HTML report has the queue's chart besides the four.
+    log = event_log.read(out / "rehearsal.parquet")
+    assert drop_charts.counts(log.rows)["sold_per_item"] == {item_id: n for item_id, n in orders.items() if n}
+    assert any(row.step == "place" and row.position is not None for row in log.rows)
+    page_html = (out / "rehearsal.html").read_text()
+    assert page_html.count('<svg role="img"') == 5 and "The queue&#x27;s length and admissions" in page_html

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sneakers23.jobs.event_log import Row
-from sneakers23.jobs.rehearsal import release_push, sold_out_pushes, visits
+from sneakers23.jobs.rehearsal import queue_figures, release_push, sold_out_pushes, visits
 
 T = 1_000.0  # the release time
 
@@ -62,3 +62,23 @@ def test_the_visits_that_never_bought_are_counted():
     assert visits(rows) == {"refused": {"page http 503": 1, "socket http 429": 1},
                             "ended": {"leave: left": 1, "release: never seen": 1},
                             "sockets_closed_by_the_store": 1}
+
+
+def place(shopper: int, at: float, stage: str, position: int | None = None, sold_out: bool = False,
+          kind: str = "push") -> Row:
+    return Row(shopper, kind, "place", at, None, stage, None, "sold_out" if sold_out else None, 0, position)
+
+
+def test_a_queues_figures_come_from_what_each_shopper_in_line_was_told():
+    rows = [place(0, T - 5, "pre_queue", kind="state"), place(0, T + 0.2, "queue", 2), place(0, T + 3.2, "queue", 1),
+            place(0, T + 4.0, "admitted"),
+            place(1, T - 4, "pre_queue", kind="state"), place(1, T + 0.4, "admitted"),  # let in at the release
+            place(2, T - 3, "pre_queue", kind="state"), place(2, T + 0.3, "queue", 3), place(2, T + 5.3, "queue", 2, True),
+            place(3, T + 1, "queue", 4, kind="state"),  # came after the release, never told anything more
+            place(4, T - 2, "pre_queue", kind="state"), Row(4, "visit", "leave", T - 1, None, "left", None, None)]
+    figures = queue_figures(rows, T)
+    assert (figures["places"], figures["admitted"], figures["told_sold_out"], figures["untold"]) == (5, 2, 1, 1)
+    # From the release to the first word after it, for the three who waited in the pre-queue and stayed.
+    assert figures["first_position_p50_ms"] == pytest.approx(300.0)
+    # Shopper 2 waited 5 s between two words; shopper 0 3 s, then 0.8 s for its turn.
+    assert figures["position_gap_max_ms"] == pytest.approx(5000.0)
