@@ -82,14 +82,14 @@ def outcomes_per_second(log: Log, release_at: float) -> str:
     width = _bin_s(log, release_at)
     counts: dict[str, Counter] = defaultdict(Counter)
     for row in log.rows:
-        if row.kind == "request" and row.step in ("purchase", "checkout"):
+        if row.kind == "request" and row.step in ("purchase", "checkout", "draw"):
             counts[row.outcome][int((row.at - release_at) // width)] += 1
     for n, (outcome, per_bin) in enumerate(sorted(counts.items(), key=lambda pair: pair[0] != "sold")):
         bins = range(min(per_bin), max(per_bin) + 1)
         axes.plot([b * width for b in bins], [per_bin[b] / width for b in bins], label=outcome.replace("_", " "),
                   **_styled(axes, n))
     axes.set_xlabel(f"seconds from the release (in steps of {width:g} s)")
-    axes.set_ylabel("purchases and checkouts a second")
+    axes.set_ylabel("purchases, checkouts, draw outcomes a second")
     if counts:
         axes.legend(fontsize=7)
     return _svg(figure, "Sales and refusals per second, by reason")
@@ -237,6 +237,12 @@ def _figures_table(report: dict) -> str:
                    f"{_number(queue['position_gap_p99_ms'])} / {_number(queue['position_gap_max_ms'])}"),
                   ("queue: the sold-out word's spread over the shoppers in line, p99 ms",
                    _number(queue['sold_out_told_p99_ms']))]
+    if (draw := report.get("draw")) is not None:
+        shown += [("draw: entries, refused by reason, never told", f"{_number(draw['entries'])}, "
+                   f"{_counts(draw['refused'])}, {_number(draw['never_told'])}"),
+                  ("draw: outcomes the entrants were told (sold: a pair bought for them)", _counts(draw["outcomes"])),
+                  ("draw: release (the close) to each page showing its outcome, p50 / p99 / last ms",
+                   f"{_number(draw['told_p50_ms'])} / {_number(draw['told_p99_ms'])} / {_number(draw['told_last_ms'])}")]
     shown.append(("CPU-s the shoppers' actors spent", report.get("shoppers_cpu_s")))
     for node, figures in sorted(report.get("channel_replicas", {}).items()):
         shown.append((f"channel replica on node {node[:12]}: most sockets, longest loop stall and full collection (ms)",
@@ -291,4 +297,5 @@ def counts(rows: list[Row]) -> dict:
     return {"sold": sum(sold.values()), "sold_per_item": dict(sold),
             "purchases": sum(row.kind == "request" and row.step == "purchase" for row in rows),
             "checkouts": sum(row.kind == "request" and row.step == "checkout" for row in rows),
+            "draw_outcomes": sum(row.kind == "request" and row.step == "draw" for row in rows),
             "pushes": sum(row.kind == "push" for row in rows)}

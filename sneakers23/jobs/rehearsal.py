@@ -31,6 +31,8 @@ SET_UP_S = 3.0  # from the shoppers' actors being up to the first arrival
 STALLS_EVERY_S = 5.0
 UNTOLD_AFTER_S = 1.0  # a size sold out whose push reached no socket: those open this long after its last sale missed it
 SHOPPERS_PER_ACTOR = 1_000  # past this many a node, a second actor (a second core's share of the work)
+SIGNED_IN = ("queue", "draw")
+SALES_STEPS = ("purchase", "checkout", "draw")  # a shopper's try for a pair (a draw's: its entry's outcome)  # the modes whose shoppers must be signed in
 OWN_PACE_WAIT_S = 600.0  # a queue at the store's own pace: the longest a shopper waits in line past the release
 
 
@@ -53,6 +55,7 @@ class RehearsalReport(DropReport):
     # most sockets it held (as the replica said, every few seconds)
     channel_replicas: dict = field(default_factory=dict)
     queue: dict | None = None  # a queued drop's line, as its shoppers were told it (queue_figures)
+    draw: dict | None = None  # a draw's entries and outcomes, as its shoppers' pages learnt them (draw_figures)
 
     def table(self) -> str:
         def ms(value):
@@ -75,6 +78,10 @@ class RehearsalReport(DropReport):
                 f"{ms(self.queue['first_position_p50_ms'])} / {ms(self.queue['first_position_p99_ms'])} ms; longest "
                 f"wait for a new position p99 / max {ms(self.queue['position_gap_p99_ms'])} / "
                 f"{ms(self.queue['position_gap_max_ms'])} ms"]),
+            *([] if self.draw is None else [
+                f"draw: {self.draw['entries']} entries ({self.draw['refused'] or 'none refused'}), outcomes "
+                f"{self.draw['outcomes']}, {self.draw['never_told']} never told; release → outcome on the page p50 / "
+                f"p99 {ms(self.draw['told_p50_ms'])} / {ms(self.draw['told_p99_ms'])} ms, the last {ms(self.draw['told_last_ms'])} ms"]),
             f"the shoppers' actors spent {self.shoppers_cpu_s:.1f} CPU-s",
             *(f"channel replica on {node[:12]}: at most {figures['sockets_most']} sockets; its loop's longest stall "
               f"{figures['loop_stall_ms']:.0f} ms, its longest full collection {figures['full_collection_ms']:.0f} ms"
@@ -144,14 +151,18 @@ def product_to_drop(inventory: Inventory, scenario: Scenario):
 
 
 def _set_up(inventory: Inventory, scenario: Scenario, release_at: float) -> None:
-    """The staff's actions a drop needs, audited as theirs are: first come with guests welcome, or
-    a queue for signed-in shoppers at the scenario's pace; and the release scheduled."""
+    """The staff's actions a drop needs, audited as theirs are: first come with guests welcome, a
+    queue for signed-in shoppers at the scenario's pace, or a draw for signed-in shoppers (its
+    close: the release); and the release scheduled."""
     product = scenario.product
     if scenario.mode == "queue":
         pace = scenario.queue.admit_per_minute if scenario.queue is not None else None
         actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=product, mode=DropMode.QUEUE),
                    AdminAction(ActionKind.REQUIRE_SIGN_IN, product_id=product),
                    AdminAction(ActionKind.SET_QUEUE_PACE, product_id=product, pace=pace)]
+    elif scenario.mode == "draw":
+        actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=product, mode=DropMode.DRAW),
+                   AdminAction(ActionKind.REQUIRE_SIGN_IN, product_id=product)]
     else:
         actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=product, mode=DropMode.FIRST_COME),
                    AdminAction(ActionKind.ALLOW_GUESTS, product_id=product)]
@@ -175,7 +186,7 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     if scenario.seed is None:  # (drawn, and kept in the report: the same crowd can be drawn again)
         scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2 ** 32)})
     rng = random.Random(scenario.seed)
-    sessions = _signed_in(inventory, scenario) if scenario.mode == "queue" else None
+    sessions = _signed_in(inventory, scenario) if scenario.mode in SIGNED_IN else None
     wait_in_line_s = _wait_in_line_s(scenario)
     actors = _shoppers_on_every_node(scenario, url, sources, socket_url or url, wait_in_line_s)
     try:
@@ -205,6 +216,8 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     report.shoppers_cpu_s = sum(result["cpu_s"] for result in results)
     if scenario.mode == "queue":
         _with_the_queue(report, [event_log.Row(*row) for row in rows], release_at)
+    elif scenario.mode == "draw":
+        _with_the_draw(report, [event_log.Row(*row) for row in rows])
     report.channel_replicas = stalls
     facts = {"product": product.id, "scenario": scenario.model_dump(), "release_at": release_at,
              "release_time": datetime.fromtimestamp(release_at, timezone.utc).isoformat(timespec="milliseconds"),
@@ -221,7 +234,7 @@ def _signed_in(inventory: Inventory, scenario: Scenario) -> list[str]:
     from sneakers23.serve.shoppers import SessionCookies
 
     if not inventory.settings.secret_key:
-        raise Sneakers23Error("a queued drop's shoppers are signed in with the store's secret key: set "
+        raise Sneakers23Error(f"a {scenario.mode}'s shoppers are signed in with the store's secret key: set "
                               "SNEAKERS23_SECRET_KEY (or put it in sneakers23.env) to the store's, for both")
     tokens = inventory.rehearsal_sessions(scenario.shoppers, f"rehearsal-{secrets.token_hex(4)}")
     cookies = SessionCookies(inventory.settings.secret_key)
@@ -249,8 +262,7 @@ def _shoppers_on_every_node(scenario: Scenario, url: str, sources: list[str] | N
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     per_node = 2 if scenario.shoppers > len(nodes) * SHOPPERS_PER_ACTOR else 1
     return [Shoppers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-            .remote(url, scenario.product, scenario.linger_s, sources, socket_url, scenario.mode == "queue",
-                    wait_in_line_s)
+            .remote(url, scenario.product, scenario.linger_s, sources, socket_url, scenario.mode, wait_in_line_s)
             for node in nodes for _ in range(per_node)]
 
 
@@ -297,7 +309,7 @@ def _report(rows: list, release_at: float, ended_at: float, before, after, max_p
     rows = [event_log.Row(*row) for row in rows]
     attempts = [Attempt(row.item_id, row.outcome if row.outcome == "sold" or not row.outcome.startswith("http")
                         else "error", row.latency_ms, row.at, row.retries)
-                for row in rows if row.kind == "request" and row.step in ("purchase", "checkout")]
+                for row in rows if row.kind == "request" and row.step in SALES_STEPS]
     report = RehearsalReport(**vars(build_report("rehearsal", attempts, release_at, ended_at - release_at, before,
                                                  after, max_pairs)))
     report.steps = {step: {"count": len(values), "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)}
@@ -379,8 +391,8 @@ def visits(rows: list) -> dict:
     """How the visits went besides buying: pages, sockets and joins refused, shoppers who left (by
     choice, or on a sold-out size), gave up waiting, or met an error; sockets the store closed."""
     refused = Counter(f"{row.step} {row.outcome}" for row in rows
-                      if row.kind == "request" and row.step in ("page", "socket", "join", "join_cart", "queue", "join_queue")
-                      and row.outcome != "ok")
+                      if row.kind == "request" and row.step in ("page", "socket", "join", "join_cart", "queue", "join_queue",
+                                                                "draw_view", "enter") and row.outcome != "ok")
     ended = Counter(f"{row.step}: {row.outcome}" for row in rows if row.kind == "visit" and row.step != "socket_closed")
     closed_by_store = sum(row.kind == "visit" and row.step == "socket_closed" and row.outcome == "by the store"
                           for row in rows)
@@ -426,9 +438,7 @@ def _with_the_queue(report: RehearsalReport, rows: list, release_at: float) -> N
     and every shopper in line let in or told the pairs are gone. (How often a shopper in line is
     told its new position is a figure: a slow pace moves the line less often than that.)"""
     report.queue = queue_figures(rows, release_at)
-    for step in ("queue", "proof", "join_queue"):  # (the queue's challenge asked, solved, and the place taken)
-        values = [row.latency_ms for row in rows if row.kind in ("request", "work") and row.step == step]
-        report.steps[step] = {"count": len(values), "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)}
+    _steps(report, rows, ("queue", "proof", "join_queue"))  # (the queue's challenge asked, solved, the place taken)
     turns = {row.shopper: row.at for row in sorted(rows, key=lambda row: row.at, reverse=True)
              if row.step == "place" and row.outcome == "admitted"}  # (each shopper's first turn)
     outside = sum(row.kind == "request" and row.outcome == "sold" and not (row.shopper in turns and turns[row.shopper] <= row.at)
@@ -437,3 +447,35 @@ def _with_the_queue(report: RehearsalReport, rows: list, release_at: float) -> N
         Invariant("every pair sold went to a shopper in their turn", outside == 0, f"{outside} outside" if outside else ""),
         Invariant("every shopper in line was let in or told the pairs were gone", report.queue["untold"] == 0,
                   f"{report.queue['untold']} never told" if report.queue["untold"] else "")]
+
+
+def draw_figures(rows: list) -> dict:
+    """A draw as its shoppers' pages learnt it: the entries made and refused (by reason), each
+    entrant's outcome (`sold`: a pair bought for it), who was never told, and how long after the
+    release (the close) each page showed its outcome (asked every 2 s, as the page asks)."""
+    entered = {row.shopper for row in rows if row.kind == "request" and row.step == "enter" and row.outcome == "ok"}
+    refused = Counter(row.outcome for row in rows if row.kind == "request" and row.step == "enter" and row.outcome != "ok")
+    told = [row for row in rows if row.kind == "request" and row.step == "draw"]
+    never = sum(row.kind == "visit" and row.step == "draw" and row.outcome == "never told" for row in rows)
+    waits = [row.latency_ms for row in told]
+    return {"entries": len(entered), "refused": dict(refused), "outcomes": dict(Counter(row.outcome for row in told)),
+            "never_told": never, "told_p50_ms": percentile(waits, 50), "told_p99_ms": percentile(waits, 99),
+            "told_last_ms": max(waits, default=None)}
+
+
+def _with_the_draw(report: RehearsalReport, rows: list) -> None:
+    """A draw's figures, and its rule as an invariant: every entrant's page learnt its outcome.
+    (That every pair sold went to an entrant drawn for it is the first invariant's: the pairs
+    sold, counted from the outcomes the entrants were told, are the database's.)"""
+    report.draw = draw_figures(rows)
+    _steps(report, rows, ("draw_view", "proof", "enter", "draw"))  # (the draw read, the work, the entry, the outcome)
+    never = report.draw["never_told"]
+    report.invariants.append(Invariant("every entrant's page learnt its outcome", never == 0,
+                                       f"{never} never told" if never else ""))
+
+
+def _steps(report: RehearsalReport, rows: list, steps: tuple[str, ...]) -> None:
+    """A mode's own steps' counts and p50/p99, beside the drop's (a proof of work is `work`, not a request)."""
+    for step in steps:
+        values = [row.latency_ms for row in rows if row.kind in ("request", "work") and row.step == step]
+        report.steps[step] = {"count": len(values), "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)}

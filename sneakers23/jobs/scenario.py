@@ -75,9 +75,9 @@ class Queue(_Strict):
 
 class Scenario(_Strict):
     product: int = Field(ge=1, le=999_999_999, description="the product to drop: not released yet")
-    mode: Literal["first-come", "queue"] = Field(
-        default="first-come", description="how its pairs go to shoppers: first-come, or queue (signed in, each "
-                                          "in their turn); draws are not rehearsed yet")
+    mode: Literal["first-come", "queue", "draw"] = Field(
+        default="first-come", description="how its pairs go to shoppers: first-come; queue (signed in, each in "
+                                          "their turn); draw (signed in, one entry each, drawn at the release)")
     shoppers: int = Field(ge=1, le=MAX_SHOPPERS)
     arrivals: Arrivals = Arrivals()
     behaviour: Behaviour = Behaviour()
@@ -125,5 +125,5 @@ def _message(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         return "not a field of a scenario (docs/rehearsals.md lists them)"
     if error["loc"] == ("mode",) and error["type"] == "literal_error":
-        return "first-come and queue drops are rehearsed so far (draws are not yet)"
+        return "a drop is first-come, queue or draw"
     return error["msg"].removeprefix("Value error, ")

@@ -28,9 +28,10 @@ from sneakers23.domain.purchases import Refusal
 from sneakers23.jobs.buyers import (RETRY_AFTER_S, RETRY_FOR_S, UNAVAILABLE, asked_until_answered, purchase_over_http,
                                    retry_after)
 from sneakers23.jobs.event_log import Row
-from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, SESSION_COOKIE, form_token_in
+from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, FORM_TOKEN_HEADER, SESSION_COOKIE, form_token_in
 
 HEARTBEAT_S = 25.0  # as the Phoenix client: the store closes a socket silent for 60 s
+DRAW_ASKED_EVERY_S = 2.0  # as static/js/draws.js asks for its entry's outcome after the close
 REPLY_WITHIN_S = 30.0
 RELEASE_LATE_S = 120.0  # a shopper who has not seen the release this long after its time gives up
 SOLD_OUT = (str(Refusal.SOLD_OUT), str(CheckoutRefusal.OUT_OF_STOCK))  # a purchase's refusal, a checkout's
@@ -269,6 +270,8 @@ class Shopper:
         self.crowd.arrived += 1
         try:
             await self._open()
+            if self.crowd.mode == "draw" and not await self._enter_draw():
+                return
             if plan.reload_at is not None:
                 await asyncio.sleep(max(0.0, plan.reload_at - time.time()))
                 await self.socket.close()
@@ -276,10 +279,17 @@ class Shopper:
             if plan.leave_at is not None:
                 await asyncio.sleep(max(0.0, plan.leave_at - time.time()))
                 self.note("visit", "leave", None, "left")
+                if self.crowd.mode == "draw":  # (an entrant who left comes back with the letter: the draw is its own)
+                    await self.socket.close()
+                    await asyncio.sleep(max(0.0, self.crowd.release_at - time.time()))
+                    await self._told_of_the_draw()
                 return
-            if not await (self._my_turn() if self.crowd.queued else self._released()):
+            if not await (self._my_turn() if self.crowd.mode == "queue" else self._released()):
                 return
-            await self._shop()
+            if self.crowd.mode == "draw":
+                await self._told_of_the_draw()  # (its pair, if it won, is bought for it)
+            else:
+                await self._shop()
             await asyncio.sleep(self.crowd.linger_s)
         except Refused:
             pass  # (noted with its reason)
@@ -328,21 +338,80 @@ class Shopper:
         """Its place in the product's queue: a proof of work for the challenge the queue gives (a
         browser's work), then the join of `queue:PRODUCT`, whose answer and pushes say where it stands.
         A place it holds already (a reload) is found again, with no work."""
-        started = time.perf_counter()
-        challenge = None
-        async with self.session.get(f"{self.url}/api/products/{self.crowd.product_id}/queue",
-                                    headers={"Cookie": self.cookies()}) as answer:
-            if answer.status == 200:
-                challenge = (await answer.json(content_type=None)).get("work_challenge")
-        self.note("request", "queue", started, "ok" if answer.status == 200 else f"http {answer.status}")
-        if answer.status != 200:
-            raise Refused("queue")
-        params = {}
-        if challenge:
-            started = time.perf_counter()
-            params = {"altcha": await asyncio.to_thread(solved, challenge)}
-            self.note("work", "proof", started, "solved")
+        view = await self._view("queue")
+        params = {"altcha": await self._proof(view["work_challenge"])} if view.get("work_challenge") else {}
         await self.socket.join(f"queue:{self.crowd.product_id}", params, "join_queue", self._placed)
+
+    async def _view(self, kind: str, step: str | None = None) -> dict:
+        """The product's queue or draw as its page reads it (`GET /api/products/ID/queue` or
+        `…/draw?record=0`): with the visitor's place or entry, and a proof-of-work challenge while it
+        may take one. Asked again after a 429 or 503, as the page's script would."""
+        started = time.perf_counter()
+        path = f"{self.url}/api/products/{self.crowd.product_id}/{kind}" + ("?record=0" if kind == "draw" else "")
+
+        async def ask() -> tuple[tuple[int, dict], float | None]:
+            async with self.session.get(path, headers={"Cookie": self.cookies()}) as answer:
+                busy = answer.status in (429, 503)
+                said = await answer.json(content_type=None) if answer.status == 200 else {}
+                return (answer.status, said), retry_after(answer.headers.get("Retry-After")) if busy else None
+
+        (status, view), retries = await asked_until_answered(ask)
+        if step is not None or status != 200:
+            self.note("request", step or kind, started, "ok" if status == 200 else f"http {status}", retries=retries)
+        if status != 200:
+            raise Refused(kind)
+        return view
+
+    async def _proof(self, challenge: dict) -> str:
+        started = time.perf_counter()
+        proof = await asyncio.to_thread(solved, challenge)  # (a browser's work: off the loop the other shoppers share)
+        self.note("work", "proof", started, "solved")
+        return proof
+
+    async def _enter_draw(self) -> bool:
+        """Its entry in the product's draw with its first size: a fresh proof of work, then the
+        entry posted as the page's script posts it. False when it could not enter (noted)."""
+        view = await self._view("draw", "draw_view")
+        if view.get("entry"):
+            return True  # (a reload: entered already)
+        if view.get("closed"):
+            self.note("visit", "leave", None, "draw closed")
+            return False
+        item_id = self.plan.sizes[0]
+        proof = await self._proof(view["work_challenge"]) if view.get("work_challenge") else None
+        started = time.perf_counter()
+
+        async def enter() -> tuple[tuple[int, dict], float | None]:
+            async with self.session.post(f"{self.url}/api/products/{self.crowd.product_id}/draw/{item_id}",
+                                         json={"altcha": proof}, headers={"Cookie": self.cookies(),
+                                                                          FORM_TOKEN_HEADER: self.form_token}) as answer:
+                said = await answer.json(content_type=None)
+                busy = answer.status in (429, 503)
+                return (answer.status, said), retry_after(answer.headers.get("Retry-After")) if busy else None
+
+        (status, said), retries = await asked_until_answered(enter)
+        entered = status in (200, 201)
+        self.note("request", "enter", started, "ok" if entered else str(said.get("error", f"http {status}")), item_id,
+                  retries=retries)
+        return entered
+
+    async def _told_of_the_draw(self) -> None:
+        """After the close (the release), its entry's outcome as its page learns it: asked every
+        DRAW_ASKED_EVERY_S until the draw is finished, noted with the time from the release it saw
+        (`sold` for a pair bought for it, else the outcome: `lost`, `failed`, `removed`)."""
+        started = time.perf_counter() - max(0.0, time.time() - self.crowd.release_at)  # (timed from the release)
+        deadline = time.time() + RELEASE_LATE_S
+        while True:
+            view = await self._view("draw")
+            entry = view.get("entry") or {}
+            if view.get("finished") and entry.get("outcome") not in (None, "entered", "won"):
+                outcome = "sold" if entry["outcome"] == "bought" else str(entry["outcome"])
+                self.note("request", "draw", started, outcome, entry.get("item_id"))
+                return
+            if time.time() > deadline:
+                self.note("visit", "draw", None, "never told")
+                return
+            await asyncio.sleep(DRAW_ASKED_EVERY_S)
 
     async def _open(self) -> None:
         """The page, then its socket with both channels joined (as store.js does), and its place in a
@@ -370,7 +439,7 @@ class Shopper:
         await self.socket.open()
         await self.socket.join(f"product:{self.crowd.product_id}", {}, "join", self._product_joined)
         await self.socket.join(self.cart_topic, {"token": self.cart_token, "page": "/"}, "join_cart", lambda _cart: None)
-        if self.crowd.queued:
+        if self.crowd.mode == "queue":
             await self._take_place()
 
     async def _shop(self) -> None:
@@ -479,11 +548,13 @@ class Shoppers:
     """Some of a rehearsal's shoppers, on one node: `run` keeps them until each is done."""
 
     def __init__(self, url: str, product_id: int, linger_s: float, source_addresses: list[str] | None = None,
-                 socket_url: str | None = None, queued: bool = False, wait_in_line_s: float = RELEASE_LATE_S):
+                 socket_url: str | None = None, mode: str = "first-come", wait_in_line_s: float = RELEASE_LATE_S):
         self.url = url.rstrip("/")
         self.socket_url = (socket_url or url).rstrip("/")
         self.product_id, self.linger_s = product_id, linger_s
-        self.queued = queued  # a queued drop: each shopper takes a place in its line, and buys in its turn
+        # first-come; queue: each shopper takes a place in its line, and buys in its turn; draw: each
+        # enters with its first size, and learns after the release whether a pair was bought for it
+        self.mode = mode
         self.wait_in_line_s = wait_in_line_s  # from the release time: a shopper in line gives up after
         self.release_at = 0.0
         self.sources = source_addresses or [None]

@@ -55,7 +55,7 @@ def test_the_log_keeps_every_row_and_the_facts(tmp_path):
     table = pq.read_table(path)
     assert table.num_rows == len(rows) and table.schema.field("at").type == pa.timestamp("us", tz="UTC")
     assert drop_charts.counts(log.rows) == {"sold": 2, "sold_per_item": {14: 2}, "purchases": 2, "checkouts": 1,
-                                            "pushes": 6}
+                                            "draw_outcomes": 0, "pushes": 6}
 
 
 def test_the_report_draws_its_charts_from_the_log_alone(tmp_path):

@@ -49,6 +49,15 @@ behaviour:
 linger_s: 1
 seed: 25
 """
+DRAW_SCENARIO = """
+product: 2
+mode: draw
+shoppers: 60
+arrivals: {before_release_s: 6, share_before: 1.0}
+behaviour: {reload: 0.1, leave: 0.1}
+linger_s: 1
+seed: 27
+"""
 
 
 @pytest.fixture
@@ -179,3 +188,33 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     assert any(row.step == "place" and row.position is not None for row in log.rows)
     page_html = (out / "rehearsal.html").read_text()
     assert page_html.count('<svg role="img"') == 5 and "The queue&#x27;s length and admissions" in page_html
+
+
+def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pairs_go_to_the_drawn(
+        ray_cluster, ray_settings, store_url, unreleased_drop, tmp_path):
+    inventory, items = unreleased_drop
+    scenario = tmp_path / "draw.yaml"
+    scenario.write_text(DRAW_SCENARIO)
+    out = tmp_path / "out"
+    result = drop(ray_cluster, ray_settings.model_copy(update={"secret_key": STORE_SECRET}), "rehearse", str(scenario),
+                  "--url", store_url, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
+    assert "every entrant's page learnt its outcome" in [i["name"] for i in report["invariants"]]
+
+    # Every shopper entered once (a proof of work each), and each learnt its outcome on the page,
+    # those who left before the close too (the letter brings them back).
+    draw = report["draw"]
+    assert draw["entries"] == 60 and draw["never_told"] == 0 and draw["refused"] == {}, draw
+    assert sum(draw["outcomes"].values()) == 60 and set(draw["outcomes"]) <= {"sold", "lost"}, draw
+    # The database gave each size's pairs to that size's entrants, no more than it had: the pairs
+    # sold are the winners' outcomes.
+    orders = {item_id: shop.order_count(inventory, item_id=item_id) for item_id in items}
+    assert report["sold"] == sum(orders.values()) == draw["outcomes"]["sold"] > 0
+    assert all(count <= PAIRS_PER_SIZE for count in orders.values())
+    tally = inventory.draw_figures()[2]["outcomes"]
+    assert (tally["bought"], tally["lost"]) == (draw["outcomes"]["sold"], draw["outcomes"].get("lost", 0))
+    log = event_log.read(out / "rehearsal.parquet")
+    assert drop_charts.counts(log.rows)["draw_outcomes"] == 60
+    assert (out / "rehearsal.html").read_text().count('<svg role="img"') == 4

@@ -30,7 +30,7 @@ def test_every_example_scenario_loads():
     ("product: 2\nshoppers: 0\n", "field shoppers: Input should be greater than or equal to 1"),
     ("product: 2\nshoppers: 10\nbehaviour: {buy_now: 1.5}\n", "field behaviour.buy_now: Input should be less than"),
     ("product: 2\nshopers: 10\n", "field shopers: not a field of a scenario"),
-    ("product: 2\nshoppers: 10\nmode: draw\n", "field mode: first-come and queue drops are rehearsed so far"),
+    ("product: 2\nshoppers: 10\nmode: raffle\n", "field mode: a drop is first-come, queue or draw"),
     ("product: 2\nshoppers: 10\nqueue: {admit_per_minute: 60}\n", "field queue: only a drop of mode queue has"),
     ("product: 2\nshoppers: 10\nmode: queue\nqueue: {admit_per_minute: 0}\n",
      "field queue.admit_per_minute: Input should be greater than 0"),
