@@ -244,6 +244,11 @@ def _figures_table(report: dict) -> str:
                   ("draw: release (the close) to each page showing its outcome, p50 / p99 / last ms",
                    f"{_number(draw['told_p50_ms'])} / {_number(draw['told_p99_ms'])} / {_number(draw['told_last_ms'])}")]
     shown.append(("CPU-s the shoppers' actors spent", report.get("shoppers_cpu_s")))
+    for address, m in sorted(report.get("machines", {}).items()):
+        if m.get("busy_share") is not None:
+            shown.append((f"machine {address}: cores, seconds; busy, the shoppers' share, the store's and the rest's",
+                          f"{_number(m['cores'])}, {_number(m['seconds'])}; {m['busy_share']:.0%}, "
+                          f"{m['shoppers_share']:.0%}, {m['rest_share']:.0%}"))
     for node, figures in sorted(report.get("channel_replicas", {}).items()):
         shown.append((f"channel replica on node {node[:12]}: most sockets, longest loop stall and full collection (ms)",
                       f"{_number(figures['sockets_most'])}, {_number(figures['loop_stall_ms'])}, "

@@ -51,6 +51,9 @@ class RehearsalReport(DropReport):
     log_counts: dict = field(default_factory=dict)  # what the event log holds (the HTML report is drawn from it)
     visits: dict = field(default_factory=dict)  # how the shoppers' visits went, besides buying: who never got in, left, gave up
     shoppers_cpu_s: float = 0.0  # the CPU the shoppers' actors spent (the load generator's own cost)
+    # By machine (its address): its cores, the run's seconds, how busy its cores were, and how much
+    # of that was the shoppers' and how much the store's (with Ray's and anything else running there)
+    machines: dict = field(default_factory=dict)
     # By node: its channel replica's longest loop stall and full collection during the run, and the
     # most sockets it held (as the replica said, every few seconds)
     channel_replicas: dict = field(default_factory=dict)
@@ -83,6 +86,9 @@ class RehearsalReport(DropReport):
                 f"{self.draw['outcomes']}, {self.draw['never_told']} never told; release → outcome on the page p50 / "
                 f"p99 {ms(self.draw['told_p50_ms'])} / {ms(self.draw['told_p99_ms'])} ms, the last {ms(self.draw['told_last_ms'])} ms"]),
             f"the shoppers' actors spent {self.shoppers_cpu_s:.1f} CPU-s",
+            *(f"machine {address}: {m['cores']} cores, {m['seconds']:.0f} s, busy {m['busy_share']:.0%} (the shoppers "
+              f"{m['shoppers_share']:.0%}, the store and the rest {m['rest_share']:.0%})"
+              for address, m in sorted(self.machines.items()) if m["busy_share"] is not None),
             *(f"channel replica on {node[:12]}: at most {figures['sockets_most']} sockets; its loop's longest stall "
               f"{figures['loop_stall_ms']:.0f} ms, its longest full collection {figures['full_collection_ms']:.0f} ms"
               for node, figures in sorted(self.channel_replicas.items())),
@@ -214,6 +220,7 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     nodes = [result["node"] for result in results for _row in result["rows"]]
     report: RehearsalReport = _report(rows, release_at, ended_at, before, after, inventory.settings.max_pairs_per_product)
     report.shoppers_cpu_s = sum(result["cpu_s"] for result in results)
+    report.machines = machines(results)
     if scenario.mode == "queue":
         _with_the_queue(report, [event_log.Row(*row) for row in rows], release_at)
     elif scenario.mode == "draw":
@@ -225,6 +232,28 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
              "sizes": {str(item.id): {"size": item.size, "before": before.counts[item.id]} for item in product.items}}
     _write(files_in(directory), report, rows, nodes, facts)
     return report
+
+
+def machines(results: list[dict]) -> dict:
+    """Each machine's CPU over the run, from its shoppers' actors (the longest window of those on
+    it: they start together and end with their last shopper), split into the shoppers' share and
+    the rest (the store's processes, Ray's, anything else there), as shares of all its cores."""
+    shown: dict[str, dict] = {}
+    for result in results:
+        machine = result.get("machine") or {}
+        address = machine.get("address", "?")
+        mine = shown.setdefault(address, {"cores": machine.get("cores") or 1, "seconds": 0.0, "busy_cpu_s": None,
+                                          "shoppers_cpu_s": 0.0})
+        mine["shoppers_cpu_s"] += result["cpu_s"]
+        if machine.get("seconds", 0.0) >= mine["seconds"]:
+            mine["seconds"], mine["busy_cpu_s"] = machine.get("seconds", 0.0), machine.get("busy_cpu_s")
+    for mine in shown.values():
+        capacity = mine["cores"] * mine["seconds"]
+        known = mine["busy_cpu_s"] is not None and capacity > 0
+        mine["busy_share"] = mine["busy_cpu_s"] / capacity if known else None
+        mine["shoppers_share"] = mine["shoppers_cpu_s"] / capacity if known else None
+        mine["rest_share"] = max(0.0, mine["busy_cpu_s"] - mine["shoppers_cpu_s"]) / capacity if known else None
+    return shown
 
 
 def _signed_in(inventory: Inventory, scenario: Scenario) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
 import re
 import time
@@ -569,11 +570,12 @@ class Shoppers:
 
     async def run(self, plans: list[Plan], release_at: float) -> dict:
         """Every shopper's visit, for a release at `release_at`; returns the log's rows, this
-        actor's node and the CPU it spent."""
+        actor's node, the CPU it spent, and its machine's: every core's busy time meanwhile (the
+        store's processes, Ray's and the shoppers' alike), to set the shoppers' share beside the rest."""
         import aiohttp
 
         self.release_at = release_at
-        cpu = time.process_time()
+        cpu, machine_busy, started = time.process_time(), machine_busy_s(), time.monotonic()
         sessions = [aiohttp.ClientSession(
             # (no limit: each shopper's socket holds a connection for its whole visit, and its
             # requests must never wait behind the other shoppers' sockets)
@@ -587,7 +589,22 @@ class Shoppers:
             for session in sessions:
                 await session.close()
         node = self.node_id()
-        return {"rows": [tuple(row) for row in self.rows], "node": node, "cpu_s": time.process_time() - cpu}
+        busy = machine_busy_s()
+        return {"rows": [tuple(row) for row in self.rows], "node": node, "cpu_s": time.process_time() - cpu,
+                "machine": {"address": ray.util.get_node_ip_address(), "cores": os.cpu_count(),
+                            "seconds": time.monotonic() - started,
+                            "busy_cpu_s": None if busy is None or machine_busy is None else busy - machine_busy}}
+
+
+def machine_busy_s() -> float | None:
+    """The CPU seconds this machine's cores have been busy since it started (Linux's /proc/stat:
+    all but idle and waiting for I/O); None where there is no such file."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:9]]  # user … steal
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def choose_sizes(rng: random.Random, weights: dict[int, float]) -> tuple[int, ...]:

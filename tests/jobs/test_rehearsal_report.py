@@ -82,3 +82,17 @@ def test_a_queues_figures_come_from_what_each_shopper_in_line_was_told():
     assert figures["first_position_p50_ms"] == pytest.approx(300.0)
     # Shopper 2 waited 5 s between two words; shopper 0 3 s, then 0.8 s for its turn.
     assert figures["position_gap_max_ms"] == pytest.approx(5000.0)
+
+
+def test_each_machines_cpu_is_split_into_the_shoppers_share_and_the_rest():
+    from sneakers23.jobs.rehearsal import machines
+    from sneakers23.jobs.shoppers import machine_busy_s
+
+    results = [{"cpu_s": 10.0, "machine": {"address": "10.0.0.1", "cores": 2, "seconds": 50.0, "busy_cpu_s": 60.0}},
+               {"cpu_s": 5.0, "machine": {"address": "10.0.0.1", "cores": 2, "seconds": 49.0, "busy_cpu_s": 58.0}},
+               {"cpu_s": 4.0, "machine": {"address": "10.0.0.2", "cores": 4, "seconds": 50.0, "busy_cpu_s": None}}]
+    shown = machines(results)
+    first = shown["10.0.0.1"]  # (the longest window of the two actors on it; both actors' CPU)
+    assert (first["busy_share"], first["shoppers_share"], first["rest_share"]) == pytest.approx((0.6, 0.15, 0.45))
+    assert shown["10.0.0.2"]["busy_share"] is None  # (no /proc/stat there)
+    assert machine_busy_s() > 0  # (this machine's, since it started)
