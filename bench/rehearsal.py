@@ -1,11 +1,18 @@
-"""A whole first-come drop on one node (`sneakers23 drop rehearse`), beside a bare `websockets`
-broadcast to as many sockets in the same run: each step's p99 against 250 ms, the release push's
-p99 against 1 s and against the bare broadcast's, the sold-out pushes missed, the orders against
-the stock, and the channel replica's longest loop stall.
+"""A whole drop on one node (`sneakers23 drop rehearse`), beside a bare `websockets` broadcast to as
+many sockets in the same run: each step's p99 against 250 ms, the release push's p99 against 1 s
+and against the bare broadcast's, the sold-out pushes missed, the orders against the stock, and the
+channel replica's longest loop stall. A queue (`--drop queue`) adds issue 25's line figures (the
+release to each shopper's first position, p99 <= 1 s; a new position at least every 5 s; the
+sell-out told to the line, p99 <= 1 s), a draw (`--drop draw`) the time until every entrant's page
+knew its outcome (issue 25: <= 30 s for 100,000 entries).
 
-    .venv/bin/python -m bench.rehearsal [--shoppers 2000] [--mode haproxy] [--pairs-per-size 40]
+    .venv/bin/python -m bench.rehearsal [--shoppers 2000] [--mode haproxy] [--pairs-per-size 40] [--drop first-come]
 
-10,000 shoppers need `--mode direct` on this machine (HAProxy holds about 7,590 sockets here).
+10,000 shoppers need `--mode direct` on this machine (HAProxy holds about 7,590 sockets here). A
+queue's or a draw's store asks a proof of work of 2,000 at most here (as the tests' store): at the
+default 200,000 each shopper's proof costs the load generator about 0.1 s of a core (10,000 of them
+would be its bottleneck; bench/accounts.py measures the proofs themselves), and an address may take
+1,000 places or entries an hour (the shoppers come from 253 loopback addresses).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -29,6 +37,8 @@ STEP_P99_MS = 250
 RELEASE_P99_MS = 1000
 RELEASE_TIMES_BARE = 1.25
 STALL_MS = 50
+POSITION_EVERY_MS = 5000
+DRAW_DONE_MS = 30_000
 
 
 def quiet_after_start(store, database_url: str) -> None:
@@ -49,11 +59,29 @@ def quiet_after_start(store, database_url: str) -> None:
     sys.exit("the channel replica's loop did not go quiet after its start")
 
 
+def line_figures(queue: dict) -> None:
+    """A queue's figures against issue 25's targets."""
+    def shown(ms):
+        return "-" if ms is None else f"{ms:.0f} ms"
+
+    first, gap, told = queue["first_position_p99_ms"], queue["position_gap_max_ms"], queue["sold_out_told_p99_ms"]
+    print(f"{'queue: places / let in / told sold out / never':44}{queue['places']:>10,} / {queue['admitted']} / "
+          f"{queue['told_sold_out']} / {queue['untold']}")
+    print(f"{'release -> first position p99':44}{shown(first):>22}{'<= 1,000 ms':>22}"
+          f"{'' if first is not None and first <= RELEASE_P99_MS else '  MISSED'}")
+    print(f"{'longest wait for a new position (p99 / max)':44}{shown(queue['position_gap_p99_ms']) + ' / ' + shown(gap):>22}"
+          f"{'<= 5,000 ms':>22}{'' if gap is not None and gap <= POSITION_EVERY_MS else '  MISSED'}")
+    print(f"{'sold out told to the line, spread p99':44}{shown(told):>22}{'<= 1,000 ms':>22}"
+          f"{'' if told is None or told <= RELEASE_P99_MS else '  MISSED'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shoppers", type=int, default=2000)
     parser.add_argument("--mode", default="haproxy", choices=sorted(MODES))
     parser.add_argument("--pairs-per-size", type=int, default=40)
+    parser.add_argument("--drop", default="first-come", choices=("first-come", "queue", "draw"),
+                        help="the drop mode rehearsed (its scenario: scenarios/DROP.yaml)")
     args = parser.parse_args()
 
     workdir, database_url, inventory = seeded_shop("s23rehearsal-")
@@ -61,12 +89,15 @@ def main() -> None:
         shop.set_available(inventory, item.id, args.pairs_per_size)
 
     bare = baseline_rounds([args.shoppers], rounds=1)[args.shoppers][0]  # (a broadcast's arrivals, ms)
-    scenario = yaml.safe_load((ROOT / "scenarios" / "first-come.yaml").read_text())
+    scenario = yaml.safe_load((ROOT / "scenarios" / f"{args.drop}.yaml").read_text())
     scenario.update(shoppers=args.shoppers, seed=23)
     (workdir / "drop.yaml").write_text(yaml.safe_dump(scenario))
 
     port = free_port()
-    store = start_store(args.mode, database_url, port)
+    signed_in = {} if args.drop == "first-come" else {
+        "SNEAKERS23_SECRET_KEY": secrets.token_urlsafe(32), "SNEAKERS23_ENTRY_PROOF_OF_WORK_MAX_NUMBER": "2000",
+        "SNEAKERS23_ENTRIES_PER_ADDRESS_PER_HOUR": "1000"}
+    store = start_store(args.mode, database_url, port, signed_in)
     try:
         quiet_after_start(store, database_url)
         sockets_at = socket_url(args.mode, port).split("/product_socket")[0].replace("ws://", "http://")
@@ -85,7 +116,7 @@ def main() -> None:
 
     bare_p99 = percentile(bare, 99)
     push = report["release_push"]
-    print(f"first-come drop of product 2, {args.shoppers:,} shoppers, {args.pairs_per_size} pairs a size, "
+    print(f"{args.drop} drop of product 2, {args.shoppers:,} shoppers, {args.pairs_per_size} pairs a size, "
           f"store in mode {args.mode}; files in {workdir / 'out'}")
     print(f"{'figure':44}{'measured':>22}{'target':>22}")
     for step, figures in report["steps"].items():
@@ -109,7 +140,18 @@ def main() -> None:
               f"{figures['loop_stall_ms']:.0f} ms{'<= 50 ms':>22}"
               f"{'' if figures['loop_stall_ms'] <= STALL_MS else '  MISSED'}  (full collection "
               f"{figures['full_collection_ms']:.0f} ms)")
+    if (queue := report.get("queue")) is not None:
+        line_figures(queue)
+    if (draw := report.get("draw")) is not None:
+        print(f"{'draw: entries / outcomes / never told':44}{draw['entries']:>10,} / {draw['outcomes']} / {draw['never_told']}")
+        last = draw["told_last_ms"]
+        print(f"{'release (close) -> every page knew, last':44}{'-' if last is None else format(last / 1000, '.1f') + ' s':>22}"
+              f"{'<= 30 s (100,000)':>22}{'' if last is not None and last <= DRAW_DONE_MS else '  MISSED'}")
     print(f"{'the shoppers actors CPU, of the run':44}{report['shoppers_cpu_s']:>16.1f} s / {wall_s:.0f} s wall")
+    for address, machine in report.get("machines", {}).items():
+        if machine["busy_share"] is not None:
+            print(f"{'machine ' + address + ': busy (shoppers / the rest)':44}{machine['busy_share']:>15.0%} "
+                  f"({machine['shoppers_share']:.0%} / {machine['rest_share']:.0%})")
     print(f"visits: {report['visits']}")
 
 

@@ -147,6 +147,14 @@ def end_sessions(connection: Connection, account_id: int) -> int:
     return connection.execute(delete(sessions_t).where(sessions_t.c.account_id == account_id)).rowcount
 
 
+def end_sessions_of_addresses(connection: Connection, key_pattern: str) -> list[int]:
+    """Every session of the accounts whose address key matches the LIKE pattern, ended; their ids."""
+    ids = list(connection.execute(select(accounts_t.c.id).where(accounts_t.c.email_key.like(key_pattern))).scalars())
+    for chunk in range(0, len(ids), 1_000):
+        connection.execute(delete(sessions_t).where(sessions_t.c.account_id.in_(ids[chunk:chunk + 1_000])))
+    return ids
+
+
 def _account(row) -> Account:
     return Account(row.id, row.email, row.verified_at is not None, row.locked_at is not None, _utc(row.created_at))
 

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sneakers23.db.engine import in_batches
-from sneakers23.db.models import ItemAvailabilityRow, ItemRow, ProductRow, WaitingPlaceRow, WaitingRoomRow
+from sneakers23.db.models import ItemAvailabilityRow, ItemRow, OrderRow, ProductRow, WaitingPlaceRow, WaitingRoomRow
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.fairness import ShuffleRecord
 from sneakers23.domain.waiting_room import LinePlace, Stage
@@ -25,6 +25,7 @@ places_t = WaitingPlaceRow.__table__
 products_t = ProductRow.__table__
 items_t = ItemRow.__table__
 availability_t = ItemAvailabilityRow.__table__
+orders_t = OrderRow.__table__
 
 
 def _now() -> datetime:
@@ -208,6 +209,16 @@ def places_to_take(connection: Connection, product_id: int, since: datetime | No
     if since is not None:
         query = query.where(places_t.c.joined_at >= since)
     return [_place(row) for row in connection.execute(query.order_by(places_t.c.id))]
+
+
+def sold_outside_turns(connection: Connection, product_id: int) -> int:
+    """Pairs of the product in the orders of accounts its waiting room never let in (no place
+    admitted, nor bought in its turn): none, where the store keeps its rule."""
+    sizes = select(items_t.c.id).where(items_t.c.product_id == product_id)
+    let_in = select(places_t.c.shopper_id).where(places_t.c.product_id == product_id,
+                                                 places_t.c.stage.in_([str(Stage.ADMITTED), str(Stage.BOUGHT)]))
+    return connection.execute(select(func.count()).select_from(orders_t).where(
+        orders_t.c.item_id.in_(sizes), orders_t.c.shopper_id.not_in(let_in))).scalar_one()
 
 
 def places(connection: Connection, product_id: int) -> list[LinePlace]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -80,6 +81,14 @@ def _ended(unit, account_id: int | None) -> None:
     account's sessions once it commits (none: there was no such session)."""
     if account_id is not None:
         unit.publish([AccountChanged(account_id)])
+
+
+REHEARSAL_DOMAIN = "rehearsal.invalid"  # a rehearsal's accounts' (a domain that never takes mail: RFC 2606)
+
+
+def _rehearsal_label(label: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,40}", label):
+        raise Sneakers23Error("a rehearsal's label is 1 to 40 letters, digits and dashes")
 
 
 def _hash_of(token: str) -> str:
@@ -265,14 +274,13 @@ class Accounts:
         its verification link and a sign-in leave a person's: verified, each with a session. Their
         session tokens, in order. Their addresses are LABEL-N@rehearsal.invalid (a domain that
         never takes mail); their password is one nobody knows, so that none can be signed in to."""
-        if not label or len(label) > 40 or not label.replace("-", "").isalnum():
-            raise Sneakers23Error("a rehearsal's label is 1 to 40 letters, digits and dashes")
+        _rehearsal_label(label)
         password_hash = _hashed(secrets.token_urlsafe(32))  # (one hash for all: no one has its password)
         tokens: list[str] = []
         for start in range(0, count, chunk):
             with self.database.transaction() as unit:
                 for n in range(start, min(count, start + chunk)):
-                    address = f"{label}-{n}@rehearsal.invalid"
+                    address = f"{label}-{n}@{REHEARSAL_DOMAIN}"
                     account = rows.add_account(unit.connection, address, email_key(address), password_hash)
                     if account is None:
                         raise Sneakers23Error(f"the rehearsal's accounts {label}-… exist already: name another label")
@@ -281,6 +289,15 @@ class Accounts:
                     rows.add_session(unit.connection, token_hash, account.id, "rehearsal", "sneakers23 drop rehearse")
                     tokens.append(token)
         return tokens
+
+    def end_rehearsal_sessions(self, label: str) -> int:
+        """Every session of a rehearsal's accounts, ended once it is over (its cookies went through
+        Ray's object store, and may be on a disk: they must open nothing after). How many accounts."""
+        _rehearsal_label(label)
+        with self.database.transaction() as unit:
+            ids = rows.end_sessions_of_addresses(unit.connection, f"{label}-%@{REHEARSAL_DOMAIN}")
+            unit.publish([AccountChanged(account_id) for account_id in ids])  # (every replica forgets them at once)
+        return len(ids)
 
     def sign_out(self, session_token: str) -> None:
         with self.database.transaction() as unit:

@@ -94,6 +94,11 @@ class WaitingRooms:
     async def queue_place_async(self, shopper_id: str, product_id: int) -> LinePlace | None:
         return await self.database.in_thread(self.queue_place, shopper_id, product_id)
 
+    def sold_outside_turns(self, product_id: int) -> int:
+        """Pairs of a queued product sold to accounts never let in (a rehearsal's check: none)."""
+        with self.database.reading() as connection:
+            return rows.sold_outside_turns(connection, product_id)
+
     def queue_places(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]:
         """The places of these accounts (the tabs of a replica whose line moved past them)."""
         with self.database.reading() as connection:

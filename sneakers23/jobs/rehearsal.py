@@ -22,7 +22,7 @@ from sneakers23.errors import Sneakers23Error
 from sneakers23.inventory import Inventory
 from sneakers23.jobs import drop_charts, event_log
 from sneakers23.jobs.report import Attempt, DropReport, Invariant, build_report, percentile
-from sneakers23.jobs.scenario import Scenario
+from sneakers23.jobs.scenario import Queue, Scenario
 from sneakers23.jobs.buyers import RETRY_FOR_S
 from sneakers23.jobs.shoppers import RELEASE_LATE_S, Plan, choose_sizes
 
@@ -31,8 +31,8 @@ SET_UP_S = 3.0  # from the shoppers' actors being up to the first arrival
 STALLS_EVERY_S = 5.0
 UNTOLD_AFTER_S = 1.0  # a size sold out whose push reached no socket: those open this long after its last sale missed it
 SHOPPERS_PER_ACTOR = 1_000  # past this many a node, a second actor (a second core's share of the work)
-SIGNED_IN = ("queue", "draw")
-SALES_STEPS = ("purchase", "checkout", "draw")  # a shopper's try for a pair (a draw's: its entry's outcome)  # the modes whose shoppers must be signed in
+SIGNED_IN = ("queue", "draw")  # the modes whose shoppers must be signed in
+SALES_STEPS = ("purchase", "checkout", "draw")  # a shopper's try for a pair (a draw's: its entry's outcome)
 OWN_PACE_WAIT_S = 600.0  # a queue at the store's own pace: the longest a shopper waits in line past the release
 
 
@@ -123,8 +123,9 @@ def plans(scenario: Scenario, weights: dict[int, float], release_at: float, rng:
         before_release = arrive_at < release_at
         leaves = before_release and rng.random() < behaviour.leave
         reloads = before_release and not leaves and rng.random() < behaviour.reload
+        presses_early = scenario.mode == "queue" and rng.random() < (scenario.queue or Queue()).press_before_turn
         made.append(Plan(
-            number=number, arrive_at=arrive_at, buy_now=rng.random() < behaviour.buy_now,
+            number=number, arrive_at=arrive_at, buy_now=rng.random() < behaviour.buy_now, presses_early=presses_early,
             sizes=choose_sizes(rng, weights), another_size=rng.random() < behaviour.when_sold_out.another_size,
             most_sizes=behaviour.when_sold_out.most_sizes,
             reload_at=rng.uniform(arrive_at, release_at) if reloads else None,
@@ -192,7 +193,8 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     if scenario.seed is None:  # (drawn, and kept in the report: the same crowd can be drawn again)
         scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2 ** 32)})
     rng = random.Random(scenario.seed)
-    sessions = _signed_in(inventory, scenario) if scenario.mode in SIGNED_IN else None
+    label = f"rehearsal-{secrets.token_hex(4)}" if scenario.mode in SIGNED_IN else None
+    sessions = _signed_in(inventory, scenario, label, url) if label is not None else None
     wait_in_line_s = _wait_in_line_s(scenario)
     actors = _shoppers_on_every_node(scenario, url, sources, socket_url or url, wait_in_line_s)
     try:
@@ -216,13 +218,15 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
     finally:
         for actor in actors:
             ray.kill(actor)
+        if label is not None:
+            inventory.end_rehearsal_sessions(label)
     rows = [row for result in results for row in result["rows"]]
     nodes = [result["node"] for result in results for _row in result["rows"]]
     report: RehearsalReport = _report(rows, release_at, ended_at, before, after, inventory.settings.max_pairs_per_product)
     report.shoppers_cpu_s = sum(result["cpu_s"] for result in results)
     report.machines = machines(results)
     if scenario.mode == "queue":
-        _with_the_queue(report, [event_log.Row(*row) for row in rows], release_at)
+        _with_the_queue(report, [event_log.Row(*row) for row in rows], release_at, inventory.sold_outside_turns(product.id))
     elif scenario.mode == "draw":
         _with_the_draw(report, [event_log.Row(*row) for row in rows])
     report.channel_replicas = stalls
@@ -256,18 +260,49 @@ def machines(results: list[dict]) -> dict:
     return shown
 
 
-def _signed_in(inventory: Inventory, scenario: Scenario) -> list[str]:
+def _signed_in(inventory: Inventory, scenario: Scenario, label: str, url: str) -> list[str]:
     """A signed session cookie for each shopper, of an account of its own made for this rehearsal
     (verified, signed in: the sign-up and sign-in pages are not rehearsed, bench/accounts.py
-    measures them)."""
+    measures them); the store asked first whether it takes them (it does with the same key). Their
+    sessions end with the rehearsal (`end_rehearsal_sessions`)."""
     from sneakers23.serve.shoppers import SessionCookies
 
-    if not inventory.settings.secret_key:
+    key = inventory.settings.secret_key
+    if not key:
         raise Sneakers23Error(f"a {scenario.mode}'s shoppers are signed in with the store's secret key: set "
                               "SNEAKERS23_SECRET_KEY (or put it in sneakers23.env) to the store's, for both")
-    tokens = inventory.rehearsal_sessions(scenario.shoppers, f"rehearsal-{secrets.token_hex(4)}")
-    cookies = SessionCookies(inventory.settings.secret_key)
-    return [cookies.cookie(token) for token in tokens]
+    cookies = [SessionCookies(key).cookie(token) for token in inventory.rehearsal_sessions(scenario.shoppers, label)]
+    try:
+        taken = _signed_in_at(url, cookies[0])
+    except Sneakers23Error:
+        inventory.end_rehearsal_sessions(label)
+        raise
+    if not taken:
+        inventory.end_rehearsal_sessions(label)
+        raise Sneakers23Error(f"the store at {url} did not take the rehearsal's sign-in: its secret key is not this "
+                              "SNEAKERS23_SECRET_KEY (give the store and the rehearsal the same)")
+    return cookies
+
+
+def _signed_in_at(url: str, cookie: str) -> bool:
+    """Whether the store's account page opens with this session cookie (else it sends to sign-in)."""
+    import urllib.error
+    import urllib.request
+
+    from sneakers23.serve.shoppers import SESSION_COOKIE
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_args, **_kwargs):
+            return None  # (a redirect is the answer: to the sign-in page)
+
+    request = urllib.request.Request(f"{url}/account", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    try:
+        with urllib.request.build_opener(Stay).open(request, timeout=30) as answer:
+            return answer.status == 200
+    except urllib.error.HTTPError:
+        return False
+    except OSError as error:
+        raise Sneakers23Error(f"the store at {url} does not answer ({type(error).__name__})") from None
 
 
 def _wait_in_line_s(scenario: Scenario) -> float:
@@ -431,12 +466,16 @@ def visits(rows: list) -> dict:
 def queue_figures(rows: list, release_at: float) -> dict:
     """A queued drop's line as its shoppers were told it (their places' pushes and join answers):
     the places taken; from the release time to each pre-queued shopper's first word of where it
-    stands (a position, or its turn); the longest each waited between two words while in line; who
-    was let in, who was told the pairs were gone, and who in line was never told either."""
+    stands (a position, or its turn); the longest each waited between two words while in line,
+    up to its turn, the word that the pairs were gone, or the end of its visit; who was let in,
+    who was told the pairs were gone (and how that word spread over those in line then), and who
+    in line was never told either."""
     seen: dict[int, list] = defaultdict(list)
+    last_seen: dict[int, float] = {}
     for row in rows:
         if row.step == "place" and row.kind in ("push", "state"):
             seen[row.shopper].append(row)
+        last_seen[row.shopper] = max(last_seen.get(row.shopper, row.at), row.at)
     left_early = {row.shopper for row in rows if row.kind == "visit" and row.step == "leave" and row.outcome == "left"}
     first_told, gaps, untold = [], [], 0
     admitted = {shopper for shopper, places in seen.items() if any(p.outcome == "admitted" for p in places)}
@@ -444,38 +483,55 @@ def queue_figures(rows: list, release_at: float) -> dict:
                 for shopper, places in seen.items() if any(p.level == "sold_out" for p in places)}
     for shopper, places in seen.items():
         places.sort(key=lambda p: p.at)
-        after = [p for p in places if p.at >= release_at and p.outcome in ("queue", "admitted")]
+        after = [p for p in places if p.at >= release_at and (p.outcome == "admitted" or p.position is not None)]
         if any(p.outcome == "pre_queue" and p.at < release_at for p in places) and after:
             first_told.append((after[0].at - release_at) * 1000)
-        in_line = [p.at for p in places if p.outcome == "queue"]
         ends = [p.at for p in places if p.outcome == "admitted" or p.level == "sold_out"]
+        end = ends[0] if ends else last_seen[shopper]  # (its turn, the pairs gone, or the end of its visit)
+        in_line = [p.at for p in places if p.outcome == "queue" and p.at < end]
         if in_line:
-            marks = sorted(in_line + ends[:1])
-            gaps.append(max((b - a) * 1000 for a, b in zip(marks, marks[1:])) if len(marks) > 1 else 0.0)
+            marks = [*in_line, end]
+            gaps.append(max((b - a) * 1000 for a, b in zip(marks, marks[1:])))
         if shopper not in admitted and shopper not in told_out and shopper not in left_early \
                 and any(p.outcome in ("queue", "pre_queue") for p in places):
             untold += 1
-    spread = [(at - min(told_out.values())) * 1000 for at in told_out.values()]
+    # (the sold-out word's spread, over those already in line when it first went out: a later
+    # arrival's join said it at once)
+    first_out = min(told_out.values(), default=0.0)
+    in_line_then = {shopper for shopper, places in seen.items() if any(p.at < first_out for p in places)}
+    spread = [(at - first_out) * 1000 for shopper, at in told_out.items() if shopper in in_line_then or at == first_out]
     return {"places": len(seen), "admitted": len(admitted), "told_sold_out": len(told_out), "untold": untold,
             "first_position_p50_ms": percentile(first_told, 50), "first_position_p99_ms": percentile(first_told, 99),
             "position_gap_p99_ms": percentile(gaps, 99), "position_gap_max_ms": max(gaps, default=None),
             "sold_out_told_p99_ms": percentile(spread, 99)}
 
 
-def _with_the_queue(report: RehearsalReport, rows: list, release_at: float) -> None:
-    """A queued drop's figures, and its rules as invariants: a pair sold only in its buyer's turn,
-    and every shopper in line let in or told the pairs are gone. (How often a shopper in line is
-    told its new position is a figure: a slow pace moves the line less often than that.)"""
+def _with_the_queue(report: RehearsalReport, rows: list, release_at: float, sold_outside_turns: int) -> None:
+    """A queued drop's figures, and its rules as invariants: no pair sold to an account the line
+    never let in (the database's orders against its places: the shoppers who press buy before
+    their turn must have been refused), and every shopper in line let in or told the pairs are
+    gone. (How often a shopper in line is told its new position is a figure: a slow pace moves the
+    line less often than that.)"""
     report.queue = queue_figures(rows, release_at)
-    _steps(report, rows, ("queue", "proof", "join_queue"))  # (the queue's challenge asked, solved, the place taken)
-    turns = {row.shopper: row.at for row in sorted(rows, key=lambda row: row.at, reverse=True)
-             if row.step == "place" and row.outcome == "admitted"}  # (each shopper's first turn)
-    outside = sum(row.kind == "request" and row.outcome == "sold" and not (row.shopper in turns and turns[row.shopper] <= row.at)
-                  for row in rows)
+    _steps(report, rows, ("queue", "proof", "join_queue"))  # (the queue read, its proof of work, the place taken)
+    early = _pressed_in_line(rows)
+    report.queue["pressed_before_turn"] = dict(Counter(
+        row.outcome for row in rows if row.kind == "request" and row.step == "purchase" and (row.shopper, row.at) in early))
     report.invariants += [
-        Invariant("every pair sold went to a shopper in their turn", outside == 0, f"{outside} outside" if outside else ""),
+        Invariant("no pair sold to an account the line never let in (the database's orders and places)",
+                  sold_outside_turns == 0, f"{sold_outside_turns} sold outside the turns" if sold_outside_turns else ""),
         Invariant("every shopper in line was let in or told the pairs were gone", report.queue["untold"] == 0,
                   f"{report.queue['untold']} never told" if report.queue["untold"] else "")]
+
+
+def _pressed_in_line(rows: list) -> set[tuple[int, float]]:
+    """The purchases pressed before their shopper's turn (its first admitted word): (shopper, when)."""
+    turns: dict[int, float] = {}
+    for row in rows:
+        if row.step == "place" and row.outcome == "admitted":
+            turns[row.shopper] = min(turns.get(row.shopper, row.at), row.at)
+    return {(row.shopper, row.at) for row in rows if row.kind == "request" and row.step == "purchase"
+            and row.at < turns.get(row.shopper, float("inf"))}
 
 
 def draw_figures(rows: list) -> dict:
@@ -485,7 +541,7 @@ def draw_figures(rows: list) -> dict:
     entered = {row.shopper for row in rows if row.kind == "request" and row.step == "enter" and row.outcome == "ok"}
     refused = Counter(row.outcome for row in rows if row.kind == "request" and row.step == "enter" and row.outcome != "ok")
     told = [row for row in rows if row.kind == "request" and row.step == "draw"]
-    never = sum(row.kind == "visit" and row.step == "draw" and row.outcome == "never told" for row in rows)
+    never = len(entered - {row.shopper for row in told})  # (gave up asking, or stopped before it could)
     waits = [row.latency_ms for row in told]
     return {"entries": len(entered), "refused": dict(refused), "outcomes": dict(Counter(row.outcome for row in told)),
             "never_told": never, "told_p50_ms": percentile(waits, 50), "told_p99_ms": percentile(waits, 99),

@@ -71,6 +71,9 @@ class Queue(_Strict):
     admit_per_minute: float | None = Field(
         default=None, gt=0, le=MAX_PACE_PER_MINUTE,
         description="shoppers let in a minute (left out: the store's own pace, which follows what it sells)")
+    press_before_turn: float = Field(
+        default=0.05, ge=0, le=1,
+        description="the share that press buy once while still in line, as a script would (the store must refuse them)")
 
 
 class Scenario(_Strict):

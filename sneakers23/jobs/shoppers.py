@@ -33,6 +33,9 @@ from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, FORM_TOKEN_HEADE
 
 HEARTBEAT_S = 25.0  # as the Phoenix client: the store closes a socket silent for 60 s
 DRAW_ASKED_EVERY_S = 2.0  # as static/js/draws.js asks for its entry's outcome after the close
+QUEUE_TRY_AGAIN_S = 3.0  # as static/js/queue.js tries a refused join again (TRY_AGAIN_MS)
+JOIN_TRIES = 3  # … at most this many times, for these reasons:
+PASSING_REFUSALS = ("joining", "unavailable", "error", "proof_of_work")
 REPLY_WITHIN_S = 30.0
 RELEASE_LATE_S = 120.0  # a shopper who has not seen the release this long after its time gives up
 SOLD_OUT = (str(Refusal.SOLD_OUT), str(CheckoutRefusal.OUT_OF_STOCK))  # a purchase's refusal, a checkout's
@@ -52,6 +55,7 @@ class Plan:
     reload_at: float | None  # it reloads the page then (before the release)
     leave_at: float | None  # it leaves then (before the release)
     session: str | None = None  # its account's session cookie, signed in (a queued drop's shoppers)
+    presses_early: bool = False  # in a queue: presses buy once while still in line (to be refused)
 
 
 class Refused(Exception):
@@ -109,7 +113,12 @@ class Socket:
     async def join(self, topic: str, payload: dict, step: str, on_joined: Callable[[dict], None]) -> None:
         """Join the channel (again after every reconnect), `on_joined` given each join's answer."""
         self.channels[topic] = (payload, step, on_joined)
-        on_joined(await self._join(topic, payload, step))
+        try:
+            answer = await self._join(topic, payload, step)
+        except Refused:
+            self.channels.pop(topic, None)  # (not joined: nothing to join again after a reconnect)
+            raise
+        on_joined(answer)
 
     async def _join(self, topic: str, payload: dict, step: str) -> dict:
         started = time.perf_counter()
@@ -190,6 +199,7 @@ class Shopper:
         self.socket: Socket | None = None
         # A queued drop's: its turn came, or the line told it the pairs are gone (or its place went)
         self.turn = asyncio.Event()
+        self.in_line = asyncio.Event()  # (its place said it is in line, after the release)
         self.turned_away: str | None = None
         self.told_sold_out = False
 
@@ -234,6 +244,8 @@ class Shopper:
         if stage == "admitted":
             self.turn.set()
         elif stage in ("queue", "pre_queue"):
+            if stage == "queue":
+                self.in_line.set()
             self.told_sold_out = bool(view.get("sold_out"))  # (a turn unused gives its pairs back: the line may move again)
         elif stage in ("expired", "removed", "bought"):
             self._stop_waiting(f"place {stage}")
@@ -282,13 +294,13 @@ class Shopper:
                 self.note("visit", "leave", None, "left")
                 if self.crowd.mode == "draw":  # (an entrant who left comes back with the letter: the draw is its own)
                     await self.socket.close()
-                    await asyncio.sleep(max(0.0, self.crowd.release_at - time.time()))
                     await self._told_of_the_draw()
                 return
-            if not await (self._my_turn() if self.crowd.mode == "queue" else self._released()):
-                return
-            if self.crowd.mode == "draw":
+            if self.crowd.mode == "draw":  # (its page asks from the close on: a push missed, it asks all the same)
+                await self._released()
                 await self._told_of_the_draw()  # (its pair, if it won, is bought for it)
+            elif not await (self._my_turn() if self.crowd.mode == "queue" else self._released()):
+                return
             else:
                 await self._shop()
             await asyncio.sleep(self.crowd.linger_s)
@@ -319,15 +331,14 @@ class Shopper:
 
     async def _my_turn(self) -> bool:
         """Whether its turn in the queue came, waiting for it: not when the line says the pairs are
-        gone or its place went, when its socket is lost for good, nor past the rehearsal's wait."""
-        if not self.turn.is_set():
-            waits = [asyncio.ensure_future(self.turn.wait()), asyncio.ensure_future(self.socket.lost.wait())]
-            try:
-                await asyncio.wait(waits, timeout=max(0.0, self.crowd.release_at + self.crowd.wait_in_line_s - time.time()),
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+        gone or its place went, when its socket is lost for good, nor past the rehearsal's wait. One
+        that presses early presses buy once while in line, first (the store must refuse it: not its
+        turn)."""
+        if self.plan.presses_early:
+            await self._until(self.in_line, self.turn)
+            if self.in_line.is_set() and not self.turn.is_set():
+                await self._buy(next((item for item in self.plan.sizes if item not in self.out), self.plan.sizes[0]))
+        await self._until(self.turn)
         if self.turned_away is not None:
             self.note("visit", "leave", None, self.turned_away)
             return False
@@ -335,31 +346,67 @@ class Shopper:
             self.note("visit", "turn", None, "never came" if not self.socket.lost.is_set() else "socket lost")
         return self.turn.is_set()
 
+    async def _until(self, *events: asyncio.Event) -> None:
+        """Until one of the events is set, the socket is lost for good, or the rehearsal's wait in
+        line is over."""
+        if any(event.is_set() for event in events):
+            return
+        waits = [asyncio.ensure_future(event.wait()) for event in (*events, self.socket.lost)]
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, self.crowd.release_at + self.crowd.wait_in_line_s - time.time()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     async def _take_place(self) -> None:
-        """Its place in the product's queue: a proof of work for the challenge the queue gives (a
-        browser's work), then the join of `queue:PRODUCT`, whose answer and pushes say where it stands.
-        A place it holds already (a reload) is found again, with no work."""
-        view = await self._view("queue")
-        params = {"altcha": await self._proof(view["work_challenge"])} if view.get("work_challenge") else {}
-        await self.socket.join(f"queue:{self.crowd.product_id}", params, "join_queue", self._placed)
+        """Its place in the product's queue, as queue.js takes it: the queue read, a proof of work
+        for its challenge (a browser's work), then the join of `queue:PRODUCT`, whose answer and
+        pushes say where it stands. A place it holds already (a reload) is found again, with no work.
+        While the queue takes no place yet, it asks again a moment later (a person presses the
+        button again); a join refused for a passing reason is tried again, at most JOIN_TRIES times."""
+        topic = f"queue:{self.crowd.product_id}"
+        for attempt in range(1, JOIN_TRIES + 1):
+            view = await self._view("queue", "queue")
+            while not view.get("place") and not view.get("may_join"):
+                if time.time() > self.crowd.release_at + RELEASE_LATE_S:
+                    self.note("visit", "leave", None, "queue never open")
+                    raise Refused("queue never open")
+                await asyncio.sleep(QUEUE_TRY_AGAIN_S)
+                view = await self._view("queue", "queue")
+            work = view.get("work_challenge") if not view.get("place") else None
+            params = {"altcha": await self._proof(work)} if work else {}
+            try:
+                await self.socket.join(topic, params, "join_queue", self._placed)
+                return
+            except Refused as refused:
+                if str(refused) not in PASSING_REFUSALS or attempt == JOIN_TRIES:
+                    raise
+                await asyncio.sleep(0 if str(refused) == "proof_of_work" else QUEUE_TRY_AGAIN_S)
 
-    async def _view(self, kind: str, step: str | None = None) -> dict:
-        """The product's queue or draw as its page reads it (`GET /api/products/ID/queue` or
-        `…/draw?record=0`): with the visitor's place or entry, and a proof-of-work challenge while it
-        may take one. Asked again after a 429 or 503, as the page's script would."""
+    async def _view(self, kind: str, step: str) -> dict:
+        """The product's queue or draw as its page reads it (`GET /api/products/ID/KIND?record=0`),
+        noted as `step`: with the visitor's place or entry, and a proof-of-work challenge while it
+        may take one. Asked again after a 429 or 503, or a lost answer, as a page would; Refused
+        for any other answer than 200."""
+        import aiohttp
+
         started = time.perf_counter()
-        path = f"{self.url}/api/products/{self.crowd.product_id}/{kind}" + ("?record=0" if kind == "draw" else "")
+        path = f"{self.url}/api/products/{self.crowd.product_id}/{kind}?record=0"
 
-        async def ask() -> tuple[tuple[int, dict], float | None]:
-            async with self.session.get(path, headers={"Cookie": self.cookies()}) as answer:
-                busy = answer.status in (429, 503)
-                said = await answer.json(content_type=None) if answer.status == 200 else {}
-                return (answer.status, said), retry_after(answer.headers.get("Retry-After")) if busy else None
+        async def ask() -> tuple[tuple[int | None, dict], float | None]:
+            try:
+                async with self.session.get(path, headers={"Cookie": self.cookies()}) as answer:
+                    busy = answer.status in (429, 503)
+                    said = await answer.json(content_type=None) if answer.status == 200 else {}
+                    return (answer.status, said), retry_after(answer.headers.get("Retry-After")) if busy else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                return (None, {}), RETRY_AFTER_S
 
         (status, view), retries = await asked_until_answered(ask)
-        if step is not None or status != 200:
-            self.note("request", step or kind, started, "ok" if status == 200 else f"http {status}", retries=retries)
-        if status != 200:
+        ok = status == 200 and isinstance(view, dict)
+        self.note("request", step, started, "ok" if ok else f"http {status}", retries=retries)
+        if not ok:
             raise Refused(kind)
         return view
 
@@ -370,40 +417,66 @@ class Shopper:
         return proof
 
     async def _enter_draw(self) -> bool:
-        """Its entry in the product's draw with its first size: a fresh proof of work, then the
-        entry posted as the page's script posts it. False when it could not enter (noted)."""
-        view = await self._view("draw", "draw_view")
-        if view.get("entry"):
-            return True  # (a reload: entered already)
-        if view.get("closed"):
-            self.note("visit", "leave", None, "draw closed")
-            return False
+        """Its entry in the product's draw with its first size, as draws.js makes it: the draw read,
+        a fresh proof of work, the entry posted. After a 429 or 503 it waits as told; after a lost
+        answer, or a proof refused, it reads the draw again (the entry may have been made) and
+        tries with a fresh proof. False when it could not enter (noted)."""
         item_id = self.plan.sizes[0]
-        proof = await self._proof(view["work_challenge"]) if view.get("work_challenge") else None
-        started = time.perf_counter()
+        started, retries = time.perf_counter(), 0
+        while True:
+            view = await self._view("draw", "draw_view")
+            if view.get("entry"):
+                if retries == 0:
+                    return True  # (a reload: entered already)
+                self.note("request", "enter", started, "ok", item_id, retries=retries)
+                return True
+            if view.get("closed"):
+                self.note("visit", "leave", None, "draw closed")
+                return False
+            proof = await self._proof(view["work_challenge"]) if view.get("work_challenge") else None
+            status, said, wait_s = await self._post_entry(item_id, proof)
+            if status in (200, 201):
+                self.note("request", "enter", started, "ok", item_id, retries=retries)
+                return True
+            retried = status is None or status in (429, 503) or said.get("error") == "proof_of_work"
+            if not retried or time.perf_counter() - started > RETRY_FOR_S:
+                self.note("request", "enter", started, str(said.get("error") or f"http {status}"), item_id,
+                          retries=retries)
+                return False
+            retries += 1
+            await asyncio.sleep(wait_s)
 
-        async def enter() -> tuple[tuple[int, dict], float | None]:
+    async def _post_entry(self, item_id: int, proof: str | None) -> tuple[int | None, dict, float]:
+        """One try of a draw entry: (its status, None for a lost answer; its JSON; the pause before
+        another try)."""
+        import aiohttp
+
+        try:
             async with self.session.post(f"{self.url}/api/products/{self.crowd.product_id}/draw/{item_id}",
-                                         json={"altcha": proof}, headers={"Cookie": self.cookies(),
-                                                                          FORM_TOKEN_HEADER: self.form_token}) as answer:
-                said = await answer.json(content_type=None)
-                busy = answer.status in (429, 503)
-                return (answer.status, said), retry_after(answer.headers.get("Retry-After")) if busy else None
-
-        (status, said), retries = await asked_until_answered(enter)
-        entered = status in (200, 201)
-        self.note("request", "enter", started, "ok" if entered else str(said.get("error", f"http {status}")), item_id,
-                  retries=retries)
-        return entered
+                                         json={"altcha": proof},
+                                         headers={"Cookie": self.cookies(), FORM_TOKEN_HEADER: self.form_token}) as answer:
+                try:
+                    said = await answer.json(content_type=None)
+                except ValueError:  # (a busy proxy's text)
+                    said = None
+                wait_s = retry_after(answer.headers.get("Retry-After")) if answer.status in (429, 503) else 0.0
+                return answer.status, said if isinstance(said, dict) else {}, wait_s
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return None, {}, RETRY_AFTER_S
 
     async def _told_of_the_draw(self) -> None:
-        """After the close (the release), its entry's outcome as its page learns it: asked every
-        DRAW_ASKED_EVERY_S until the draw is finished, noted with the time from the release it saw
-        (`sold` for a pair bought for it, else the outcome: `lost`, `failed`, `removed`)."""
+        """From the close (the release) on, its entry's outcome as its page learns it: asked every
+        DRAW_ASKED_EVERY_S (a read that fails is asked again) until the draw is finished, noted with
+        the time from the release (`sold` for a pair bought for it, else the outcome: `lost`,
+        `failed`, `removed`); or "never told", past RELEASE_LATE_S."""
+        await asyncio.sleep(max(0.0, self.crowd.release_at - time.time()))
         started = time.perf_counter() - max(0.0, time.time() - self.crowd.release_at)  # (timed from the release)
-        deadline = time.time() + RELEASE_LATE_S
+        deadline = self.crowd.release_at + RELEASE_LATE_S
         while True:
-            view = await self._view("draw")
+            try:
+                view = await self._view("draw", "draw_check")
+            except Refused:
+                view = {}
             entry = view.get("entry") or {}
             if view.get("finished") and entry.get("outcome") not in (None, "entered", "won"):
                 outcome = "sold" if entry["outcome"] == "bought" else str(entry["outcome"])

@@ -310,3 +310,8 @@ def test_a_rehearsals_accounts_are_verified_and_signed_in_and_none_can_be_signed
         inventory.rehearsal_sessions(1, "rehearsal-ab12")
     with pytest.raises(Sneakers23Error, match="letters, digits and dashes"):
         inventory.rehearsal_sessions(1, "a b")
+    # Once the rehearsal is over, none of its sessions opens anything (another's stays).
+    others = inventory.rehearsal_sessions(1, "rehearsal-cd34")
+    assert inventory.end_rehearsal_sessions("rehearsal-ab12") == 3
+    assert [inventory.session_account(token) for token in tokens] == [None] * 3
+    assert inventory.session_account(others[0]) is not None

@@ -22,6 +22,7 @@ SNEAKERS23 = Path(sys.executable).with_name("sneakers23")
 def drop(ray_cluster, settings, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "SNEAKERS23_DATABASE_URL": settings.database_url, "SNEAKERS23_CLUSTER": "auto",
            "RAY_ADDRESS": ray_cluster.address}
+    env.pop("SNEAKERS23_SECRET_KEY", None)  # (the settings' alone, not a developer's shell's)
     if settings.secret_key:
         env["SNEAKERS23_SECRET_KEY"] = settings.secret_key
     return subprocess.run([str(SNEAKERS23), "drop", *args], capture_output=True, text=True, env=env, timeout=600)

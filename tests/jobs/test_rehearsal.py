@@ -39,7 +39,7 @@ QUEUE_SCENARIO = """
 product: 2
 mode: queue
 shoppers: 80
-queue: {admit_per_minute: 600}
+queue: {admit_per_minute: 600, press_before_turn: 0.25}
 arrivals: {before_release_s: 6, share_before: 0.8, after_release_s: 2}
 behaviour:
   buy_now: 0.5
@@ -166,8 +166,12 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     report = json.loads(result.stdout)
     assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
     names = [i["name"] for i in report["invariants"]]
-    assert "every pair sold went to a shopper in their turn" in names
+    assert "no pair sold to an account the line never let in (the database's orders and places)" in names
     assert "every shopper in line was let in or told the pairs were gone" in names
+    # A quarter pressed buy while still in line, as a script would: the store refused each (no
+    # pair sold to an account it never let in, says the database).
+    pressed = report["queue"]["pressed_before_turn"]
+    assert set(pressed) == {"not_admitted"} and pressed["not_admitted"] > 0, pressed
 
     # Every shopper took a place (a proof of work each), and the line was told where it stood.
     queue = report["queue"]
@@ -188,6 +192,8 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     assert any(row.step == "place" and row.position is not None for row in log.rows)
     page_html = (out / "rehearsal.html").read_text()
     assert page_html.count('<svg role="img"') == 5 and "The queue&#x27;s length and admissions" in page_html
+    # The rehearsal's accounts open nothing once it is over: their sessions ended.
+    assert rehearsal_sessions_left(inventory) == 0
 
 
 def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pairs_go_to_the_drawn(
@@ -203,11 +209,13 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
     assert "every entrant's page learnt its outcome" in [i["name"] for i in report["invariants"]]
 
-    # Every shopper entered once (a proof of work each), and each learnt its outcome on the page,
-    # those who left before the close too (the letter brings them back).
+    # Every shopper entered once (a proof of work each; the last to arrive, within a moment of the
+    # close, may find it closed: CI61), and each entrant learnt its outcome on the page, those who
+    # left before the close too (the letter brings them back).
     draw = report["draw"]
-    assert draw["entries"] == 60 and draw["never_told"] == 0 and draw["refused"] == {}, draw
-    assert sum(draw["outcomes"].values()) == 60 and set(draw["outcomes"]) <= {"sold", "lost"}, draw
+    assert draw["entries"] + sum(draw["refused"].values()) == 60 and set(draw["refused"]) <= {"draw_refused"}, draw
+    assert draw["entries"] >= 45 and draw["never_told"] == 0, draw
+    assert sum(draw["outcomes"].values()) == draw["entries"] and set(draw["outcomes"]) <= {"sold", "lost"}, draw
     # The database gave each size's pairs to that size's entrants, no more than it had: the pairs
     # sold are the winners' outcomes.
     orders = {item_id: shop.order_count(inventory, item_id=item_id) for item_id in items}
@@ -216,5 +224,16 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     tally = inventory.draw_figures()[2]["outcomes"]
     assert (tally["bought"], tally["lost"]) == (draw["outcomes"]["sold"], draw["outcomes"].get("lost", 0))
     log = event_log.read(out / "rehearsal.parquet")
-    assert drop_charts.counts(log.rows)["draw_outcomes"] == 60
+    assert drop_charts.counts(log.rows)["draw_outcomes"] == draw["entries"]
     assert (out / "rehearsal.html").read_text().count('<svg role="img"') == 4
+    assert rehearsal_sessions_left(inventory) == 0
+
+
+def rehearsal_sessions_left(inventory) -> int:
+    from sqlalchemy import func, select
+
+    from sneakers23.db.accounts import accounts_t, sessions_t
+
+    with inventory.engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(sessions_t.join(accounts_t)).where(
+            accounts_t.c.email_key.like("%@rehearsal.invalid"))).scalar_one()

@@ -80,8 +80,12 @@ def test_a_queues_figures_come_from_what_each_shopper_in_line_was_told():
     assert (figures["places"], figures["admitted"], figures["told_sold_out"], figures["untold"]) == (5, 2, 1, 1)
     # From the release to the first word after it, for the three who waited in the pre-queue and stayed.
     assert figures["first_position_p50_ms"] == pytest.approx(300.0)
-    # Shopper 2 waited 5 s between two words; shopper 0 3 s, then 0.8 s for its turn.
+    # Shopper 2 waited 5 s between two words (until the one that said the pairs were gone); shopper
+    # 0 3 s, then 0.8 s for its turn.
     assert figures["position_gap_max_ms"] == pytest.approx(5000.0)
+    # One that heard nothing more until it gave up waited all that while.
+    gave_up = Row(3, "visit", "turn", T + 20, None, "never came", None, None)
+    assert queue_figures(rows + [gave_up], T)["position_gap_max_ms"] == pytest.approx(19_000.0)
 
 
 def test_each_machines_cpu_is_split_into_the_shoppers_share_and_the_rest():
