@@ -66,7 +66,7 @@ def line_figures(queue: dict) -> None:
 
     first, gap, told = queue["first_position_p99_ms"], queue["position_gap_max_ms"], queue["sold_out_told_p99_ms"]
     print(f"{'queue: places / let in / told sold out / never':44}{queue['places']:>10,} / {queue['admitted']} / "
-          f"{queue['told_sold_out']} / {queue['untold']}")
+          f"{queue['told_sold_out']} / {queue['untold']}  (ended on an error: {queue['ended_on_an_error']})")
     print(f"{'release -> first position p99':44}{shown(first):>22}{'<= 1,000 ms':>22}"
           f"{'' if first is not None and first <= RELEASE_P99_MS else '  MISSED'}")
     print(f"{'longest wait for a new position (p99 / max)':44}{shown(queue['position_gap_p99_ms']) + ' / ' + shown(gap):>22}"

@@ -477,8 +477,13 @@ def queue_figures(rows: list, release_at: float) -> dict:
             seen[row.shopper].append(row)
         last_seen[row.shopper] = max(last_seen.get(row.shopper, row.at), row.at)
     left_early = {row.shopper for row in rows if row.kind == "visit" and row.step == "leave" and row.outcome == "left"}
+    # (a visit that ended on an error, a request unanswered, was not the line's to tell: counted apart)
+    failed = {row.shopper for row in rows if row.kind == "visit" and row.step == "error"}
     first_told, gaps, untold = [], [], 0
     admitted = {shopper for shopper, places in seen.items() if any(p.outcome == "admitted" for p in places)}
+    # (a place bought, ended or taken out says its wait is over too: one let in and bought at once
+    # may never see its admitted word)
+    over = {shopper for shopper, places in seen.items() if any(p.outcome in ("bought", "expired", "removed") for p in places)}
     told_out = {shopper: min(p.at for p in places if p.level == "sold_out")
                 for shopper, places in seen.items() if any(p.level == "sold_out" for p in places)}
     for shopper, places in seen.items():
@@ -492,7 +497,7 @@ def queue_figures(rows: list, release_at: float) -> dict:
         if in_line:
             marks = [*in_line, end]
             gaps.append(max((b - a) * 1000 for a, b in zip(marks, marks[1:])))
-        if shopper not in admitted and shopper not in told_out and shopper not in left_early \
+        if shopper not in admitted | over and shopper not in told_out and shopper not in left_early | failed \
                 and any(p.outcome in ("queue", "pre_queue") for p in places):
             untold += 1
     # (the sold-out word's spread, over those already in line when it first went out: a later
@@ -501,6 +506,7 @@ def queue_figures(rows: list, release_at: float) -> dict:
     in_line_then = {shopper for shopper, places in seen.items() if any(p.at < first_out for p in places)}
     spread = [(at - first_out) * 1000 for shopper, at in told_out.items() if shopper in in_line_then or at == first_out]
     return {"places": len(seen), "admitted": len(admitted), "told_sold_out": len(told_out), "untold": untold,
+            "ended_on_an_error": len(failed & set(seen) - admitted - set(told_out)),
             "first_position_p50_ms": percentile(first_told, 50), "first_position_p99_ms": percentile(first_told, 99),
             "position_gap_p99_ms": percentile(gaps, 99), "position_gap_max_ms": max(gaps, default=None),
             "sold_out_told_p99_ms": percentile(spread, 99)}

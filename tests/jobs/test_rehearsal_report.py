@@ -86,6 +86,9 @@ def test_a_queues_figures_come_from_what_each_shopper_in_line_was_told():
     # One that heard nothing more until it gave up waited all that while.
     gave_up = Row(3, "visit", "turn", T + 20, None, "never came", None, None)
     assert queue_figures(rows + [gave_up], T)["position_gap_max_ms"] == pytest.approx(19_000.0)
+    # One whose visit ended on an error (a request unanswered) is counted apart, not as untold.
+    failed = queue_figures(rows + [Row(3, "visit", "error", T + 2, None, "TimeoutError", None, None)], T)
+    assert (failed["untold"], failed["ended_on_an_error"]) == (0, 1)
 
 
 def test_each_machines_cpu_is_split_into_the_shoppers_share_and_the_rest():
