@@ -3,6 +3,7 @@ SHA-256 (`token_hash`): whoever reads the tables cannot sign in or use a link wi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -147,9 +148,12 @@ def end_sessions(connection: Connection, account_id: int) -> int:
     return connection.execute(delete(sessions_t).where(sessions_t.c.account_id == account_id)).rowcount
 
 
-def end_sessions_of_addresses(connection: Connection, key_pattern: str) -> list[int]:
-    """Every session of the accounts whose address key matches the LIKE pattern, ended; their ids."""
-    ids = list(connection.execute(select(accounts_t.c.id).where(accounts_t.c.email_key.like(key_pattern))).scalars())
+def end_sessions_of_addresses(connection: Connection, key_like: str, key_pattern: "re.Pattern") -> list[int]:
+    """Every session of the accounts whose address key matches the regular expression (those the
+    LIKE pattern finds, then checked), ended; their ids."""
+    ids = [account_id for account_id, key in connection.execute(
+        select(accounts_t.c.id, accounts_t.c.email_key).where(accounts_t.c.email_key.like(key_like)))
+        if key_pattern.fullmatch(key)]
     for chunk in range(0, len(ids), 1_000):
         connection.execute(delete(sessions_t).where(sessions_t.c.account_id.in_(ids[chunk:chunk + 1_000])))
     return ids

@@ -87,8 +87,8 @@ REHEARSAL_DOMAIN = "rehearsal.invalid"  # a rehearsal's accounts' (a domain that
 
 
 def _rehearsal_label(label: str) -> None:
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,40}", label):
-        raise Sneakers23Error("a rehearsal's label is 1 to 40 letters, digits and dashes")
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", label):  # (an address key is case-folded: a label is too)
+        raise Sneakers23Error("a rehearsal's label is 1 to 40 small letters, digits and dashes")
 
 
 def _hash_of(token: str) -> str:
@@ -295,7 +295,8 @@ class Accounts:
         Ray's object store, and may be on a disk: they must open nothing after). How many accounts."""
         _rehearsal_label(label)
         with self.database.transaction() as unit:
-            ids = rows.end_sessions_of_addresses(unit.connection, f"{label}-%@{REHEARSAL_DOMAIN}")
+            ids = rows.end_sessions_of_addresses(unit.connection, f"{label}-%@{REHEARSAL_DOMAIN}",
+                                                 re.compile(rf"{re.escape(label)}-\d+@{re.escape(REHEARSAL_DOMAIN)}"))
             unit.publish([AccountChanged(account_id) for account_id in ids])  # (every replica forgets them at once)
         return len(ids)
 

@@ -10,8 +10,10 @@ import dataclasses
 import json
 import random
 import secrets
+import sys
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,42 +186,14 @@ def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path
              sources: list[str] | None = None, progress=None, socket_url: str | None = None) -> RehearsalReport:
     """Run the scenario against the store at `url` (on the cluster this process has joined), and
     write its three files into `directory`. Returns the report."""
-    import ray
-    from ray.exceptions import RayError
-
     product = product_to_drop(inventory, scenario)
     weights = size_weights(scenario, product)
-    sources = sources or loopback_sources(url)
     if scenario.seed is None:  # (drawn, and kept in the report: the same crowd can be drawn again)
         scenario = scenario.model_copy(update={"seed": random.SystemRandom().randrange(2 ** 32)})
-    rng = random.Random(scenario.seed)
-    label = f"rehearsal-{secrets.token_hex(4)}" if scenario.mode in SIGNED_IN else None
-    sessions = _signed_in(inventory, scenario, label, url) if label is not None else None
-    wait_in_line_s = _wait_in_line_s(scenario)
-    actors = _shoppers_on_every_node(scenario, url, sources, socket_url or url, wait_in_line_s)
-    try:
-        ray.get([actor.node_id.remote() for actor in actors], timeout=120)
-        release_at = time.time() + SET_UP_S + scenario.arrivals.before_release_s
-        made = plans(scenario, weights, release_at, rng)
-        if sessions is not None:  # (each shopper signed in to an account of its own)
-            made = [dataclasses.replace(plan, session=sessions[plan.number]) for plan in made]
-        before = inventory.audit()
-        _set_up(inventory, scenario, release_at)
-        calls = [actor.run.remote(made[k::len(actors)], release_at) for k, actor in enumerate(actors)]
-        stalls: dict[str, dict] = {}
-        deadline = time.monotonic() + (max(plan.arrive_at for plan in made) - time.time()) + wait_in_line_s + \
-            scenario.behaviour.when_sold_out.most_sizes * 2 * RETRY_FOR_S + scenario.linger_s + 60
-        results = _wait(actors, calls, scenario.shoppers, progress, stalls, deadline)
-        ended_at = time.time()
-        after = inventory.audit()
-    except RayError as error:
-        raise Sneakers23Error(f"the rehearsal's shoppers failed: {type(error).__name__} (on a node that went "
-                              "away, or out of memory): nothing was written") from None
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-        if label is not None:
-            inventory.end_rehearsal_sessions(label)
+    with _accounts(inventory, scenario, url) as sessions:
+        run = _run(inventory, scenario, weights, url, sources or loopback_sources(url), socket_url or url, sessions,
+                   progress)
+    results, release_at, ended_at, before, after, stalls = run
     rows = [row for result in results for row in result["rows"]]
     nodes = [result["node"] for result in results for _row in result["rows"]]
     report: RehearsalReport = _report(rows, release_at, ended_at, before, after, inventory.settings.max_pairs_per_product)
@@ -260,11 +234,67 @@ def machines(results: list[dict]) -> dict:
     return shown
 
 
+def _run(inventory: Inventory, scenario: Scenario, weights: dict[int, float], url: str, sources: list[str] | None,
+         socket_url: str, sessions: list[str] | None, progress) -> tuple:
+    """The shoppers' actors on every node, the staff's set-up and the scheduled release, then every
+    shopper's visit: (the actors' results, the release time, the end, the stock before and after,
+    the channel replicas' stalls). The actors are killed however it ends."""
+    import ray
+    from ray.exceptions import RayError
+
+    rng = random.Random(scenario.seed)
+    wait_in_line_s = _wait_in_line_s(scenario)
+    actors = []
+    try:
+        actors = _shoppers_on_every_node(scenario, url, sources, socket_url, wait_in_line_s)
+        ray.get([actor.node_id.remote() for actor in actors], timeout=120)
+        release_at = time.time() + SET_UP_S + scenario.arrivals.before_release_s
+        made = plans(scenario, weights, release_at, rng)
+        if sessions is not None:  # (each shopper signed in to an account of its own)
+            made = [dataclasses.replace(plan, session=sessions[plan.number]) for plan in made]
+        before = inventory.audit()
+        _set_up(inventory, scenario, release_at)
+        calls = [actor.run.remote(made[k::len(actors)], release_at) for k, actor in enumerate(actors)]
+        stalls: dict[str, dict] = {}
+        deadline = time.monotonic() + (max(plan.arrive_at for plan in made) - time.time()) + wait_in_line_s + \
+            scenario.behaviour.when_sold_out.most_sizes * 2 * RETRY_FOR_S + scenario.linger_s + 60
+        results = _wait(actors, calls, scenario.shoppers, progress, stalls, deadline)
+        return results, release_at, time.time(), before, inventory.audit(), stalls
+    except RayError as error:
+        raise Sneakers23Error(f"the rehearsal's shoppers failed: {type(error).__name__} (on a node that went "
+                              "away, or out of memory): nothing was written") from None
+    finally:
+        for actor in actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # (gone with its node already)
+                pass
+
+
+@contextmanager
+def _accounts(inventory: Inventory, scenario: Scenario, url: str):
+    """The shoppers' signed session cookies, for the modes that need them (None for first come); every
+    session of the rehearsal's accounts ends when it does, however it ends (their cookies went
+    through Ray's object store, and may be on a disk)."""
+    if scenario.mode not in SIGNED_IN:
+        yield None
+        return
+    label = f"rehearsal-{secrets.token_hex(4)}"
+    try:
+        yield _signed_in(inventory, scenario, label, url)
+    finally:
+        try:
+            inventory.end_rehearsal_sessions(label)
+        except Exception as error:  # (never hides what ended the rehearsal: said, with what to do)
+            print(f"sneakers23: the sessions of the rehearsal's accounts ({label}-N@rehearsal.invalid) could not "
+                  f"be ended: {error}; end their sessions by hand (the account_sessions of those accounts)",
+                  file=sys.stderr)
+
+
 def _signed_in(inventory: Inventory, scenario: Scenario, label: str, url: str) -> list[str]:
     """A signed session cookie for each shopper, of an account of its own made for this rehearsal
     (verified, signed in: the sign-up and sign-in pages are not rehearsed, bench/accounts.py
-    measures them); the store asked first whether it takes them (it does with the same key). Their
-    sessions end with the rehearsal (`end_rehearsal_sessions`)."""
+    measures them); the store asked first whether it takes them (it does with the same key)."""
     from sneakers23.serve.shoppers import SessionCookies
 
     key = inventory.settings.secret_key
@@ -272,20 +302,17 @@ def _signed_in(inventory: Inventory, scenario: Scenario, label: str, url: str) -
         raise Sneakers23Error(f"a {scenario.mode}'s shoppers are signed in with the store's secret key: set "
                               "SNEAKERS23_SECRET_KEY (or put it in sneakers23.env) to the store's, for both")
     cookies = [SessionCookies(key).cookie(token) for token in inventory.rehearsal_sessions(scenario.shoppers, label)]
-    try:
-        taken = _signed_in_at(url, cookies[0])
-    except Sneakers23Error:
-        inventory.end_rehearsal_sessions(label)
-        raise
-    if not taken:
-        inventory.end_rehearsal_sessions(label)
+    if not _signed_in_at(url, cookies[0]):
         raise Sneakers23Error(f"the store at {url} did not take the rehearsal's sign-in: its secret key is not this "
                               "SNEAKERS23_SECRET_KEY (give the store and the rehearsal the same)")
     return cookies
 
 
-def _signed_in_at(url: str, cookie: str) -> bool:
-    """Whether the store's account page opens with this session cookie (else it sends to sign-in)."""
+def _signed_in_at(url: str, cookie: str, tries: int = 5) -> bool:
+    """Whether the store's account page opens with this session cookie: True, or False when it sends
+    to the sign-in page. Asked again after a 429 or 503 (as told, within reason); any other answer,
+    or none, stops the rehearsal in one line."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -293,16 +320,22 @@ def _signed_in_at(url: str, cookie: str) -> bool:
 
     class Stay(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *_args, **_kwargs):
-            return None  # (a redirect is the answer: to the sign-in page)
+            return None  # (a redirect is the answer)
 
     request = urllib.request.Request(f"{url}/account", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
-    try:
-        with urllib.request.build_opener(Stay).open(request, timeout=30) as answer:
-            return answer.status == 200
-    except urllib.error.HTTPError:
-        return False
-    except OSError as error:
-        raise Sneakers23Error(f"the store at {url} does not answer ({type(error).__name__})") from None
+    for _try in range(tries):
+        try:
+            with urllib.request.build_opener(Stay).open(request, timeout=30) as answer:
+                return answer.status == 200
+        except urllib.error.HTTPError as error:
+            if 300 <= error.code < 400 and (error.headers.get("Location") or "").endswith("/account/login"):
+                return False
+            if error.code not in (429, 503):
+                raise Sneakers23Error(f"the store at {url} answered {error.code} to its account page") from None
+            time.sleep(min(float(error.headers.get("Retry-After") or 1), 10.0))
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            raise Sneakers23Error(f"the store at {url} does not answer ({type(error).__name__})") from None
+    raise Sneakers23Error(f"the store at {url} is too busy to answer its account page: try again")
 
 
 def _wait_in_line_s(scenario: Scenario) -> float:
@@ -478,7 +511,8 @@ def queue_figures(rows: list, release_at: float) -> dict:
         last_seen[row.shopper] = max(last_seen.get(row.shopper, row.at), row.at)
     left_early = {row.shopper for row in rows if row.kind == "visit" and row.step == "leave" and row.outcome == "left"}
     # (a visit that ended on an error, a request unanswered, was not the line's to tell: counted apart)
-    failed = {row.shopper for row in rows if row.kind == "visit" and row.step == "error"}
+    failed = {row.shopper for row in rows if row.kind == "visit" and row.step == "error"
+              and not row.outcome.startswith("reconnect")}  # (the store closing a socket for good is the line's)
     first_told, gaps, untold = [], [], 0
     admitted = {shopper for shopper, places in seen.items() if any(p.outcome == "admitted" for p in places)}
     # (a place bought, ended or taken out says its wait is over too: one let in and bought at once
@@ -506,7 +540,9 @@ def queue_figures(rows: list, release_at: float) -> dict:
     in_line_then = {shopper for shopper, places in seen.items() if any(p.at < first_out for p in places)}
     spread = [(at - first_out) * 1000 for shopper, at in told_out.items() if shopper in in_line_then or at == first_out]
     return {"places": len(seen), "admitted": len(admitted), "told_sold_out": len(told_out), "untold": untold,
-            "ended_on_an_error": len(failed & set(seen) - admitted - set(told_out)),
+            "ended_on_an_error": sum(1 for shopper, places in seen.items() if shopper in failed
+                                     and shopper not in admitted | over | set(told_out) | left_early
+                                     and any(p.outcome in ("queue", "pre_queue") for p in places)),
             "first_position_p50_ms": percentile(first_told, 50), "first_position_p99_ms": percentile(first_told, 99),
             "position_gap_p99_ms": percentile(gaps, 99), "position_gap_max_ms": max(gaps, default=None),
             "sold_out_told_p99_ms": percentile(spread, 99)}
@@ -531,13 +567,14 @@ def _with_the_queue(report: RehearsalReport, rows: list, release_at: float, sold
 
 
 def _pressed_in_line(rows: list) -> set[tuple[int, float]]:
-    """The purchases pressed before their shopper's turn (its first admitted word): (shopper, when)."""
+    """The purchases pressed before their shopper's turn (its first admitted word): (shopper, when
+    answered); a press is timed from when it was sent (its answer may come after the turn)."""
     turns: dict[int, float] = {}
     for row in rows:
         if row.step == "place" and row.outcome == "admitted":
             turns[row.shopper] = min(turns.get(row.shopper, row.at), row.at)
     return {(row.shopper, row.at) for row in rows if row.kind == "request" and row.step == "purchase"
-            and row.at < turns.get(row.shopper, float("inf"))}
+            and row.at - (row.latency_ms or 0.0) / 1000 < turns.get(row.shopper, float("inf"))}
 
 
 def draw_figures(rows: list) -> dict:
@@ -559,7 +596,7 @@ def _with_the_draw(report: RehearsalReport, rows: list) -> None:
     (That every pair sold went to an entrant drawn for it is the first invariant's: the pairs
     sold, counted from the outcomes the entrants were told, are the database's.)"""
     report.draw = draw_figures(rows)
-    _steps(report, rows, ("draw_view", "proof", "enter", "draw"))  # (the draw read, the work, the entry, the outcome)
+    _steps(report, rows, ("draw_view", "proof", "enter", "draw_check", "draw"))  # (the draw read, the work, the entry, the outcome)
     never = report.draw["never_told"]
     report.invariants.append(Invariant("every entrant's page learnt its outcome", never == 0,
                                        f"{never} never told" if never else ""))

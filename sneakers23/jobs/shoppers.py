@@ -297,7 +297,6 @@ class Shopper:
                     await self._told_of_the_draw()
                 return
             if self.crowd.mode == "draw":  # (its page asks from the close on: a push missed, it asks all the same)
-                await self._released()
                 await self._told_of_the_draw()  # (its pair, if it won, is bought for it)
             elif not await (self._my_turn() if self.crowd.mode == "queue" else self._released()):
                 return

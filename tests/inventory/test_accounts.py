@@ -310,8 +310,9 @@ def test_a_rehearsals_accounts_are_verified_and_signed_in_and_none_can_be_signed
         inventory.rehearsal_sessions(1, "rehearsal-ab12")
     with pytest.raises(Sneakers23Error, match="letters, digits and dashes"):
         inventory.rehearsal_sessions(1, "a b")
-    # Once the rehearsal is over, none of its sessions opens anything (another's stays).
-    others = inventory.rehearsal_sessions(1, "rehearsal-cd34")
+    # Once the rehearsal is over, none of its sessions opens anything (another's stays, a longer
+    # label's too).
+    others = inventory.rehearsal_sessions(1, "rehearsal-cd34") + inventory.rehearsal_sessions(1, "rehearsal-ab12-x")
     assert inventory.end_rehearsal_sessions("rehearsal-ab12") == 3
     assert [inventory.session_account(token) for token in tokens] == [None] * 3
-    assert inventory.session_account(others[0]) is not None
+    assert all(inventory.session_account(token) is not None for token in others)

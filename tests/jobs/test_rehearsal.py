@@ -168,10 +168,11 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     names = [i["name"] for i in report["invariants"]]
     assert "no pair sold to an account the line never let in (the database's orders and places)" in names
     assert "every shopper in line was let in or told the pairs were gone" in names
-    # A quarter pressed buy while still in line, as a script would: the store refused each (no
-    # pair sold to an account it never let in, says the database).
+    # A quarter pressed buy while still in line, as a script would: the store refused each it had
+    # not let in (no pair sold to an account it never let in, says the database).
     pressed = report["queue"]["pressed_before_turn"]
-    assert set(pressed) == {"not_admitted"} and pressed["not_admitted"] > 0, pressed
+    assert pressed.get("not_admitted", 0) > 0 and set(pressed) <= {"not_admitted", "sold"}, pressed
+    # (one let in between its "in line" word and its press buys in its turn: the database says so)
 
     # Every shopper took a place (a proof of work each), and the line was told where it stood.
     queue = report["queue"]
@@ -184,7 +185,7 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
         places = waiting_rooms.places(connection, 2)
     assert len(places) == 80
     assert sum(place.stage is Stage.BOUGHT for place in places) == report["sold"]  # (one pair each)
-    assert queue["admitted"] >= report["sold"] and queue["told_sold_out"] > 0
+    assert queue["admitted"] + pressed.get("sold", 0) >= report["sold"] and queue["told_sold_out"] > 0
 
     # The log says the same, and the HTML report has the queue's chart besides the four.
     log = event_log.read(out / "rehearsal.parquet")
@@ -213,7 +214,9 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     # close, may find it closed: CI61), and each entrant learnt its outcome on the page, those who
     # left before the close too (the letter brings them back).
     draw = report["draw"]
-    assert draw["entries"] + sum(draw["refused"].values()) == 60 and set(draw["refused"]) <= {"draw_refused"}, draw
+    closed = report["visits"]["ended"].get("leave: draw closed", 0)
+    assert draw["entries"] + sum(draw["refused"].values()) + closed == 60, (draw, report["visits"])
+    assert set(draw["refused"]) <= {"draw_refused"}, draw
     assert draw["entries"] >= 45 and draw["never_told"] == 0, draw
     assert sum(draw["outcomes"].values()) == draw["entries"] and set(draw["outcomes"]) <= {"sold", "lost"}, draw
     # The database gave each size's pairs to that size's entrants, no more than it had: the pairs
