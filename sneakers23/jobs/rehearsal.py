@@ -25,7 +25,7 @@ from sneakers23.inventory import Inventory
 from sneakers23.jobs import drop_charts, event_log
 from sneakers23.jobs.report import Attempt, DropReport, Invariant, build_report, percentile
 from sneakers23.jobs.scenario import Queue, Scenario
-from sneakers23.jobs.buyers import RETRY_FOR_S
+from sneakers23.jobs.buyers import RETRY_FOR_S, retry_after
 from sneakers23.jobs.shoppers import RELEASE_LATE_S, Plan, choose_sizes
 
 STAFF = "rehearsal@cli"
@@ -332,7 +332,7 @@ def _signed_in_at(url: str, cookie: str, tries: int = 5) -> bool:
                 return False
             if error.code not in (429, 503):
                 raise Sneakers23Error(f"the store at {url} answered {error.code} to its account page") from None
-            time.sleep(min(float(error.headers.get("Retry-After") or 1), 10.0))
+            time.sleep(max(0.0, min(retry_after(error.headers.get("Retry-After")), 10.0)))  # (a date or nonsense: its default)
         except (OSError, ValueError, http.client.HTTPException) as error:
             raise Sneakers23Error(f"the store at {url} does not answer ({type(error).__name__})") from None
     raise Sneakers23Error(f"the store at {url} is too busy to answer its account page: try again")
