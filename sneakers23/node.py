@@ -64,7 +64,7 @@ def harden_config(args: list[str]) -> None:
     from pydantic import ValidationError
 
     from sneakers23.command_line import one_line
-    from sneakers23.serve.edge import EdgeLimits, harden
+    from sneakers23.serve.edge import BUSY_RESPONSE, EdgeLimits, busy_files, harden
     from sneakers23.settings import Settings
 
     try:
@@ -74,6 +74,8 @@ def harden_config(args: list[str]) -> None:
     path = Path(args[args.index("-f") + 1])
     config = path.read_text()
     hardened = harden(config, EdgeLimits(settings.connections_per_address, settings.requests_per_address_per_second))
+    for busy in busy_files(hardened):  # (HAProxy reads them with the configuration: written first)
+        Path(busy).write_bytes(BUSY_RESPONSE.encode())
     if hardened != config:
         fresh = path.with_name(f".{path.name}.sneakers23")
         fresh.write_text(hardened)

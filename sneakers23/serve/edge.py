@@ -17,7 +17,12 @@ What `harden` adds, as nginx and HAProxy do for a public-facing service:
 - X-Forwarded-For is set to the client's address (never the client's own header), for the store's
   own per-address rules (the staff login throttle) and its audit;
 - the stats page binds to the store's own address (loopback on a cluster), the metrics page too
-  (every interface on a cluster, for Prometheus: keep the port inside the cluster's network).
+  (every interface on a cluster, for Prometheus: keep the port inside the cluster's network);
+- HAProxy's own overload answers (502: a replica reset the connection; 503: no replica free, or
+  the queue's wait over; 504: a replica's answer too slow) are a 503 in JSON with Retry-After.
+  Ray's template turns all three into one plain-text "500 Internal Server Error" file, and a
+  shopper's page or script must be told to try again, not that the store broke (BUSY_FILE, which
+  `sneakers23-haproxy` writes beside Ray's: `errorfile` is the only way to change the status).
 
 Pure text in, text out: no Ray, no HAProxy here (tests/serve/test_edge.py).
 """
@@ -37,6 +42,12 @@ MAX_BODY_BYTES = 64 * 1024
 RATE_WINDOW_S = 10
 FLOOD_FACTOR = 2  # past twice a cap, a client's connections are closed unanswered
 RETRY_AFTER_S = 5
+BUSY_FILE = "sneakers23-busy.http"  # HAProxy's own 502/503/504, answered as this file says
+_BUSY_BODY = ('{"error":"unavailable","message":"So many shoppers are here right now: try again in a moment"}')
+BUSY_RESPONSE = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+                 f"Retry-After: {RETRY_AFTER_S}\r\nContent-Length: {len(_BUSY_BODY)}\r\nConnection: close\r\n\r\n"
+                 f"{_BUSY_BODY}")
+_ERRORFILE = re.compile(r"^(\s*errorfile\s+50[234]\s+)(\S+)\s*$")
 
 _REPLACED_TIMEOUTS = re.compile(r"^\s*timeout\s+(client|server|http-request|http-keep-alive|tunnel)\b")
 _SECTION = re.compile(r"^(global|defaults|frontend|backend|listen|peers|resolvers|userlist|program)\b")
@@ -107,6 +118,9 @@ def harden(config: str, limits: EdgeLimits) -> str:
             continue
         if section == "defaults" and _REPLACED_TIMEOUTS.match(line):
             continue
+        if (errorfile := _ERRORFILE.match(line)) is not None:
+            out.append(f"{errorfile[1]}{busy_file_for(errorfile[2])}")
+            continue
         if section == "frontend prometheus" and line.strip().startswith("bind "):
             out.append(f"    bind {metrics_host}:{line.strip().rsplit(':', 1)[1]}")
             continue
@@ -119,6 +133,18 @@ def harden(config: str, limits: EdgeLimits) -> str:
     if section == "defaults":
         out += _defaults_timeouts()
     return "\n".join(out) + "\n"
+
+
+def busy_file_for(ray_error_file: str) -> str:
+    """Where the store's busy answer is, for an error file of Ray's: beside it."""
+    directory = ray_error_file.rpartition("/")[0]
+    return f"{directory}/{BUSY_FILE}" if directory else BUSY_FILE
+
+
+def busy_files(config: str) -> set[str]:
+    """The store's busy answers a hardened configuration points to (`sneakers23-haproxy` writes
+    BUSY_RESPONSE to each before HAProxy reads the file)."""
+    return {match[2] for line in config.splitlines() if (match := _ERRORFILE.match(line)) is not None}
 
 
 def _defaults_timeouts() -> list[str]:
