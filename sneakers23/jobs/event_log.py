@@ -18,8 +18,8 @@ LATER_COLUMNS = ("position",)  # (a log written before they were has none: read 
 class Row(NamedTuple):
     shopper: int
     kind: str  # "request" (a page, a join, an add, a checkout, a purchase), "push", "state" (a size out at
-    # a join, a queue's place in its join's answer), "work" (a proof of work solved), or "visit" (a socket
-    # closed, a shopper left or gave up)
+    # a join, a queue's place in its join's answer), "work" (a proof of work solved), or "visit" (a shopper
+    # arrived, its latency its lag behind its plan; a socket closed, a shopper left or gave up)
     step: str  # the request's step, the push's event, or the visit's end
     at: float  # when it was answered, received or happened (seconds since the epoch)
     latency_ms: float | None  # a request's, from sent to answered

@@ -29,7 +29,8 @@ from sneakers23.jobs.buyers import RETRY_FOR_S, retry_after
 from sneakers23.jobs.shoppers import RELEASE_LATE_S, Plan, choose_sizes
 
 STAFF = "rehearsal@cli"
-SET_UP_S = 3.0  # from the shoppers' actors being up to the first arrival
+SET_UP_S = 3.0  # from the release time fixed (the shoppers' actors up, the drop's mode set) to the first arrival
+LAGGING_MS = 1_000.0  # shoppers this far behind their plan (p99): the generator, not the store, set the pace
 STALLS_EVERY_S = 5.0
 UNTOLD_AFTER_S = 1.0  # a size sold out whose push reached no socket: those open this long after its last sale missed it
 SHOPPERS_PER_ACTOR = 1_000  # past this many a node, a second actor (a second core's share of the work)
@@ -52,6 +53,7 @@ class RehearsalReport(DropReport):
     sold_out_pushes: dict = field(default_factory=dict)
     log_counts: dict = field(default_factory=dict)  # what the event log holds (the HTML report is drawn from it)
     visits: dict = field(default_factory=dict)  # how the shoppers' visits went, besides buying: who never got in, left, gave up
+    arrivals: dict = field(default_factory=dict)  # how far behind their plan the shoppers arrived (the generator's own lag)
     shoppers_cpu_s: float = 0.0  # the CPU the shoppers' actors spent (the load generator's own cost)
     # By machine (its address): its cores, the run's seconds, how busy its cores were, and how much
     # of that was the shoppers' and how much the store's (with Ray's and anything else running there)
@@ -77,6 +79,10 @@ class RehearsalReport(DropReport):
             f"{self.sold_out_pushes['missed']} missed",
             f"visits: {self.visits['refused'] or 'none refused'}; {self.visits['ended'] or 'none left early'}; "
             f"{self.visits['sockets_closed_by_the_store']} sockets closed by the store",
+            f"arrivals: {self.arrivals['shoppers']} shoppers, behind their plan p50 / p99 / max "
+            f"{ms(self.arrivals['late_p50_ms'])} / {ms(self.arrivals['late_p99_ms'])} / {ms(self.arrivals['late_max_ms'])} ms"
+            + (" (the shoppers' actors fell behind: the generator, not the store, set the pace)"
+               if (self.arrivals['late_p99_ms'] or 0) > LAGGING_MS else ""),
             *([] if self.queue is None else [
                 f"queue: {self.queue['places']} places, {self.queue['admitted']} let in, {self.queue['told_sold_out']} told "
                 f"sold out in line, {self.queue['untold']} never told; release → first position p50 / p99 "
@@ -159,10 +165,10 @@ def product_to_drop(inventory: Inventory, scenario: Scenario):
     return product
 
 
-def _set_up(inventory: Inventory, scenario: Scenario, release_at: float) -> None:
-    """The staff's actions a drop needs, audited as theirs are: first come with guests welcome, a
-    queue for signed-in shoppers at the scenario's pace, or a draw for signed-in shoppers (its
-    close: the release); and the release scheduled."""
+def _set_up(inventory: Inventory, scenario: Scenario) -> None:
+    """The staff's actions a drop needs before its release is scheduled, audited as theirs are:
+    first come with guests welcome, a queue for signed-in shoppers at the scenario's pace, or a
+    draw for signed-in shoppers (its close: the release)."""
     product = scenario.product
     if scenario.mode == "queue":
         pace = scenario.queue.admit_per_minute if scenario.queue is not None else None
@@ -175,11 +181,19 @@ def _set_up(inventory: Inventory, scenario: Scenario, release_at: float) -> None
     else:
         actions = [AdminAction(ActionKind.SET_DROP_MODE, product_id=product, mode=DropMode.FIRST_COME),
                    AdminAction(ActionKind.ALLOW_GUESTS, product_id=product)]
-    actions.append(AdminAction(ActionKind.SCHEDULE, product_id=product, at=datetime.fromtimestamp(release_at, timezone.utc)))
     for action in actions:
-        entry = inventory.act(STAFF, action, client="cli")
-        if not entry.ok:
-            raise Sneakers23Error(f"product {scenario.product}: {entry.result}")
+        _act(inventory, scenario, action)
+
+
+def _schedule(inventory: Inventory, scenario: Scenario, release_at: float) -> None:
+    _act(inventory, scenario, AdminAction(ActionKind.SCHEDULE, product_id=scenario.product,
+                                          at=datetime.fromtimestamp(release_at, timezone.utc)))
+
+
+def _act(inventory: Inventory, scenario: Scenario, action: AdminAction) -> None:
+    entry = inventory.act(STAFF, action, client="cli")
+    if not entry.ok:
+        raise Sneakers23Error(f"product {scenario.product}: {entry.result}")
 
 
 def rehearse(inventory: Inventory, scenario: Scenario, url: str, directory: Path,
@@ -247,13 +261,15 @@ def _run(inventory: Inventory, scenario: Scenario, weights: dict[int, float], ur
     actors = []
     try:
         actors = _shoppers_on_every_node(scenario, url, sources, socket_url, wait_in_line_s)
-        ray.get([actor.node_id.remote() for actor in actors], timeout=120)
+        ray.get([actor.ready.remote() for actor in actors], timeout=120)
+        before = inventory.audit()
+        _set_up(inventory, scenario)
+        # (fixed once all else is ready: a slow start never eats into the window before the release)
         release_at = time.time() + SET_UP_S + scenario.arrivals.before_release_s
         made = plans(scenario, weights, release_at, rng)
         if sessions is not None:  # (each shopper signed in to an account of its own)
             made = [dataclasses.replace(plan, session=sessions[plan.number]) for plan in made]
-        before = inventory.audit()
-        _set_up(inventory, scenario, release_at)
+        _schedule(inventory, scenario, release_at)
         calls = [actor.run.remote(made[k::len(actors)], release_at) for k, actor in enumerate(actors)]
         stalls: dict[str, dict] = {}
         deadline = time.monotonic() + (max(plan.arrive_at for plan in made) - time.time()) + wait_in_line_s + \
@@ -416,6 +432,7 @@ def _report(rows: list, release_at: float, ended_at: float, before, after, max_p
     sold_out = [item_id for item_id, count in after.counts.items() if count == 0 and before.counts.get(item_id, 0) > 0]
     report.sold_out_pushes = sold_out_pushes(rows, sold_out)
     report.visits = visits(rows)
+    report.arrivals = arrivals(rows)
     report.log_counts = drop_charts.counts(rows)
     for name, figures in (("every socket joined to the product at the release had its push", report.release_push),
                           ("every socket joined to the product when a size sold out had its push",
@@ -490,10 +507,20 @@ def visits(rows: list) -> dict:
     refused = Counter(f"{row.step} {row.outcome}" for row in rows
                       if row.kind == "request" and row.step in ("page", "socket", "join", "join_cart", "queue", "join_queue",
                                                                 "draw_view", "enter") and row.outcome != "ok")
-    ended = Counter(f"{row.step}: {row.outcome}" for row in rows if row.kind == "visit" and row.step != "socket_closed")
+    ended = Counter(f"{row.step}: {row.outcome}" for row in rows
+                    if row.kind == "visit" and row.step not in ("socket_closed", "arrive"))
     closed_by_store = sum(row.kind == "visit" and row.step == "socket_closed" and row.outcome == "by the store"
                           for row in rows)
     return {"refused": dict(refused), "ended": dict(ended), "sockets_closed_by_the_store": closed_by_store}
+
+
+def arrivals(rows: list) -> dict:
+    """How far behind its plan each shopper arrived: its actor's loop, busy with the others or
+    starved of CPU, is late to start it. A p99 of a second or more says the figures measure the
+    load generator as much as the store."""
+    lags = [row.latency_ms for row in rows if row.kind == "visit" and row.step == "arrive"]
+    return {"shoppers": len(lags), "late_p50_ms": percentile(lags, 50), "late_p99_ms": percentile(lags, 99),
+            "late_max_ms": max(lags, default=None)}
 
 
 def queue_figures(rows: list, release_at: float) -> dict:

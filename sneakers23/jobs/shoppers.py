@@ -281,6 +281,9 @@ class Shopper:
         plan = self.plan
         await asyncio.sleep(max(0.0, plan.arrive_at - time.time()))
         self.crowd.arrived += 1
+        # (its lag behind the plan, as a latency: the shoppers' actors falling behind is the load
+        # generator's own limit, and the report says so)
+        self.note("visit", "arrive", time.perf_counter() - max(0.0, time.time() - plan.arrive_at), "ok")
         try:
             await self._open()
             if self.crowd.mode == "draw" and not await self._enter_draw():
@@ -636,6 +639,13 @@ class Shoppers:
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+    def ready(self) -> str:
+        """Its node, once what its shoppers need is loaded: the release time is fixed after this,
+        so that no shopper's arrival waits for an import."""
+        import aiohttp  # noqa: F401
+
+        return self.node_id()
 
     async def progress(self) -> tuple[int, int]:
         return self.arrived, self.done

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sneakers23.jobs.event_log import Row
-from sneakers23.jobs.rehearsal import queue_figures, release_push, sold_out_pushes, visits
+from sneakers23.jobs.rehearsal import arrivals, queue_figures, release_push, sold_out_pushes, visits
 
 T = 1_000.0  # the release time
 
@@ -58,10 +58,21 @@ def test_the_visits_that_never_bought_are_counted():
             Row(2, "visit", "leave", T, None, "left", None, None),
             Row(3, "visit", "release", T, None, "never seen", None, None),
             Row(4, "visit", "socket_closed", T, None, "by the store", None, None),
-            Row(5, "visit", "socket_closed", T, None, "closed", None, None)]
+            Row(5, "visit", "socket_closed", T, None, "closed", None, None),
+            Row(5, "visit", "arrive", T - 1, 3.0, "ok", None, None)]  # (an arrival ends nothing)
     assert visits(rows) == {"refused": {"page http 503": 1, "socket http 429": 1},
                             "ended": {"leave: left": 1, "release: never seen": 1},
                             "sockets_closed_by_the_store": 1}
+
+
+def test_how_far_behind_their_plan_the_shoppers_arrived_is_the_generators_own_lag():
+    rows = [Row(n, "visit", "arrive", T - 1, float(lag), "ok", None, None) for n, lag in enumerate(range(0, 1_000, 10))]
+    rows.append(Row(100, "visit", "arrive", T, 4_000.0, "ok", None, None))
+    rows.append(Row(0, "request", "page", T, 900.0, "ok", None, None))  # (a request's latency is no lag)
+    figures = arrivals(rows)
+    assert figures["shoppers"] == 101 and figures["late_max_ms"] == 4_000.0
+    assert (figures["late_p50_ms"], figures["late_p99_ms"]) == (pytest.approx(500.0), pytest.approx(990.0))
+    assert arrivals([]) == {"shoppers": 0, "late_p50_ms": None, "late_p99_ms": None, "late_max_ms": None}
 
 
 def place(shopper: int, at: float, stage: str, position: int | None = None, sold_out: bool = False,
