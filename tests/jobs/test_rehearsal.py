@@ -100,8 +100,12 @@ def test_a_small_first_come_drop_is_rehearsed_and_its_three_reports_agree(
     assert log.facts["report"] == report and log.facts["product"] == 2
     assert {row.shopper for row in log.rows} == set(range(300))
     assert len(set(log.nodes)) == 3  # the shoppers' actors spread over the cluster's nodes
-    # Both ways of buying were taken, and the pushes reached every socket that was open for them.
-    assert report["steps"]["purchase"]["count"] > 0 and report["steps"]["checkout"]["count"] > 0
+    # Both ways of buying were taken, every cart a shopper filled was checked out, and the pushes
+    # reached every socket that was open for them. (A crowd's adds may all come after the buy
+    # button's presses sold the last pair, and be refused: CI66 had no checkout at all.)
+    adds = Counter(row.outcome for row in log.rows if row.kind == "request" and row.step == "add")
+    assert report["steps"]["purchase"]["count"] > 0 and sum(adds.values()) > 0
+    assert report["steps"]["checkout"]["count"] == adds["ok"], (adds, report["steps"])
     assert report["release_push"]["sockets"] > 0 and report["release_push"]["missed"] == 0
     assert report["sold_out_pushes"]["missed"] == 0
     sold_out = {item_id for item_id, n in orders.items() if n == PAIRS_PER_SIZE}

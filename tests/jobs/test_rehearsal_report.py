@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sneakers23.jobs.event_log import Row
-from sneakers23.jobs.rehearsal import arrivals, queue_figures, release_push, sold_out_pushes, visits
+from sneakers23.jobs.rehearsal_report import arrivals, queue_figures, release_push, sold_out_pushes, visits
 
 T = 1_000.0  # the release time
 
@@ -103,7 +103,7 @@ def test_a_queues_figures_come_from_what_each_shopper_in_line_was_told():
 
 
 def test_each_machines_cpu_is_split_into_the_shoppers_share_and_the_rest():
-    from sneakers23.jobs.rehearsal import machines
+    from sneakers23.jobs.rehearsal_report import machines
     from sneakers23.jobs.shoppers import machine_busy_s
 
     results = [{"cpu_s": 10.0, "machine": {"address": "10.0.0.1", "cores": 2, "seconds": 50.0, "busy_cpu_s": 60.0}},

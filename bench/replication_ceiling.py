@@ -1,0 +1,231 @@
+"""The replication actor's ceiling: how many changes, each delivered to how many node caches, its one
+process carries in a second before the caches fall behind (docs/capacity.md's first single point).
+
+The store's own `Replicator` runs, its code unchanged, with one difference: its caches are sinks
+given to it, not the caches of live Ray nodes (a cluster of 64 nodes does not fit on 2 cores). Each
+"node" is a handle; handles share a few sink processes (the replicator makes one call per node
+either way, which is its cost; a sink only notes when the last of its nodes had each change). A
+publisher actor publishes one change per call at a steady rate, as the store's writers do, and each
+change is timed from its publish to the moment every node had it.
+
+The baseline, in the same run and on the same sinks: a bare fan-out actor that sends each change to
+every node at once (one Ray call per node per change, no batching, nothing kept). The publisher's
+own ceiling is checked against a target that does nothing (no caches): its achieved rate there is
+the most any figure here can show.
+
+    .venv/bin/python -m bench.replication_ceiling [--nodes 8,32,128] [--rates 100,300,1000,3000] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections import Counter
+
+import ray
+
+from sneakers23.actors.replicator import Replicator
+from sneakers23.domain.changes import AvailabilityChanged
+from sneakers23.jobs.report import percentile
+from sneakers23.settings import Settings
+
+SINK_PROCESSES = 4
+BEHIND_S = 1.0  # a step whose p99 lag passes this: the caches are falling behind
+SETTLE_S = 30.0  # after the last publish, how long the nodes are given to catch up
+BARE_MOST = 4_000  # deliveries a second past which the baseline is not run (its backlog would outlast the step)
+
+
+@ray.remote(num_cpus=0, enable_task_events=False)
+class Sink:
+    """Some nodes' caches, as the replicator sees them: `apply` notes each change's arrival, and the
+    time the last of this sink's nodes had it."""
+
+    def __init__(self):
+        self.nodes, self.counts, self.done_at = 0, Counter(), {}
+
+    async def reset(self, nodes: int) -> None:
+        self.nodes, self.counts, self.done_at = nodes, Counter(), {}
+
+    async def apply(self, changes: list) -> int:
+        now = time.time()
+        for change in changes:
+            self.counts[change.version] += 1
+            if self.counts[change.version] == self.nodes:
+                self.done_at[change.version] = now
+        return len(changes)
+
+    async def arrivals(self) -> dict[int, float]:
+        return self.done_at
+
+    async def received(self) -> int:
+        return sum(self.counts.values())
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0, max_restarts=0, enable_task_events=False)
+class SinkReplicator(Replicator.__ray_actor_class__):
+    """The store's replication actor, with sinks for the caches of its nodes (no watch of Ray's)."""
+
+    async def _sync_nodes(self) -> None:
+        return None
+
+    async def use(self, caches: dict) -> None:
+        self._caches, self._outboxes = dict(caches), {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0, enable_task_events=False)
+class BareFanOut:
+    """The baseline: each change sent to every node at once, one call each, nothing kept."""
+
+    def __init__(self):
+        self._caches: dict = {}
+
+    async def use(self, caches: dict) -> None:
+        self._caches = dict(caches)
+
+    async def publish(self, changes: list) -> int:
+        for cache in self._caches.values():
+            cache.apply.remote(changes)
+        return len(self._caches)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0, enable_task_events=False)
+class Publisher:
+    """Publishes one change a call at a steady rate: when each was published (by version)."""
+
+    async def run(self, target, rate: float, seconds: float, first_version: int) -> dict[int, float]:
+        published: dict[int, float] = {}
+        calls = []
+        start = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            for _ in range(int(elapsed * rate) + 1 - sent):
+                version = first_version + sent
+                published[version] = time.time()
+                calls.append(target.publish.remote([AvailabilityChanged(1, 1, 5, version)]))
+                sent += 1
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*calls)
+        return published
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU seconds so far (user and system), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def step(target, target_pid: int, publisher, publisher_pid: int, sinks: list, nodes: int, rate: float,
+         seconds: float, first_version: int) -> dict:
+    """One rate against one target with `nodes` caches: the publishes achieved, each change's lag to
+    its last node (p50/p99/max, and how many never arrived within SETTLE_S), the target's and the
+    publisher's CPU."""
+    handles = {f"node-{n}": sinks[n % len(sinks)] for n in range(nodes)}
+    ray.get([sink.reset.remote(sum(1 for n in range(nodes) if n % len(sinks) == k)) for k, sink in enumerate(sinks)])
+    ray.get(target.use.remote(handles if nodes else {}))
+    target_before, publisher_before, started = cpu_s(target_pid), cpu_s(publisher_pid), time.monotonic()
+    published = ray.get(publisher.run.remote(target, rate, seconds, first_version))
+    wall = time.monotonic() - started
+    target_cpu, publisher_cpu = cpu_s(target_pid) - target_before, cpu_s(publisher_pid) - publisher_before
+    arrived: dict[int, float] = {}
+    deadline = time.monotonic() + SETTLE_S
+    while nodes:
+        arrived = {}
+        for done in ray.get([sink.arrivals.remote() for sink in sinks]):
+            for version, at in done.items():
+                arrived[version] = max(arrived.get(version, 0.0), at)
+        complete = {v: at for v, at in arrived.items() if v in published}
+        if len(complete) == len(published) or time.monotonic() > deadline:
+            arrived = complete
+            break
+        time.sleep(0.1)
+    settled_cpu = cpu_s(target_pid) - target_before
+    quiet(sinks)
+    lags = [(arrived[v] - at) * 1000 for v, at in published.items() if v in arrived]
+    return {"nodes": nodes, "rate": rate, "seconds": seconds, "achieved": len(published) / seconds,
+            "changes": len(published),
+            "deliveries": len(published) * nodes, "lost": len(published) - len(lags) if nodes else 0,
+            "lag_p50_ms": percentile(lags, 50), "lag_p99_ms": percentile(lags, 99), "lag_max_ms": max(lags, default=None),
+            "target_core": target_cpu / wall, "target_cpu_s": settled_cpu, "publisher_core": publisher_cpu / wall,
+            "us_per_delivery": settled_cpu / (len(published) * nodes) * 1e6 if nodes and published else None}
+
+
+def quiet(sinks: list, most_s: float = 120.0) -> None:
+    """Until no sink has received anything for half a second: a step that fell behind leaves no
+    backlog to the next."""
+    deadline, last = time.monotonic() + most_s, None
+    while time.monotonic() < deadline:
+        now = sum(ray.get([sink.received.remote() for sink in sinks]))
+        if now == last:
+            return
+        last = now
+        time.sleep(0.5)
+
+
+def line(name: str, figures: dict) -> str:
+    def ms(value):
+        return "-" if value is None else f"{value:,.0f}"
+
+    per = figures["us_per_delivery"]
+    return (f"{name:11} {figures['nodes']:>5} {figures['rate']:>7,.0f} {figures['achieved']:>8,.0f} "
+            f"{figures['deliveries'] / figures['seconds']:>10,.0f} "
+            f"{ms(figures['lag_p50_ms']):>7} {ms(figures['lag_p99_ms']):>7} {ms(figures['lag_max_ms']):>7} "
+            f"{figures['lost']:>6,} {figures['target_core']:>6.2f} {figures['publisher_core']:>6.2f} "
+            f"{'-' if per is None else format(per, '.1f'):>8}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", default="8,32,128", help="the caches each change goes to, one list per step")
+    parser.add_argument("--rates", default="100,300,1000,3000", help="changes published a second")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each step's publishing time")
+    args = parser.parse_args()
+    node_counts = [int(n) for n in args.nodes.split(",")]
+    rates = [float(r) for r in args.rates.split(",")]
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sinks = [Sink.remote() for _ in range(SINK_PROCESSES)]
+        replicator = SinkReplicator.remote(Settings(database_url="sqlite://", cluster="none"), lambda: None, 3600.0)
+        bare, publisher = BareFanOut.remote(), Publisher.remote()
+        pids = {name: ray.get(actor.pid.remote()) for name, actor in
+                (("replicator", replicator), ("bare", bare), ("publisher", publisher))}
+        ray.get([sink.pid.remote() for sink in sinks])
+        version = 1
+        print(f"{'target':11} {'nodes':>5} {'offered':>7} {'achieved':>8} {'deliv./s':>10} {'p50 ms':>7} "
+              f"{'p99 ms':>7} {'max ms':>7} {'lost':>6} {'core':>6} {'pub.':>6} {'us/deliv':>8}")
+        # The publisher's ceiling: a target that delivers nothing.
+        for rate in rates:
+            figures = step(bare, pids["bare"], publisher, pids["publisher"], sinks, 0, rate, args.seconds, version)
+            version += figures["changes"]
+            print(line("no caches", figures), flush=True)
+        for nodes in node_counts:
+            for rate in rates:
+                for name, target in (("bare", bare), ("replicator", replicator)):
+                    if name == "bare" and nodes * rate > BARE_MOST:
+                        print(f"{name:11} {nodes:>5} {rate:>7,.0f}  (not run: past {BARE_MOST:,} calls a second)")
+                        continue
+                    figures = step(target, pids[name], publisher, pids["publisher"], sinks, nodes, rate, args.seconds,
+                                   version)
+                    version += figures["changes"]
+                    print(line(name, figures), flush=True)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""A rehearsal shopper's socket (jobs/shoppers.py), as a tab's phoenix.js holds it: the Phoenix
+wire protocol's frames, replies matched to their requests, heartbeats, and connecting and joining
+again with the client's back-off when the store closes it. Every push goes to its shopper."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from sneakers23.jobs.shoppers import Shopper
+
+HEARTBEAT_S = 25.0  # as the Phoenix client: the store closes a socket silent for 60 s
+REPLY_WITHIN_S = 30.0
+RECONNECT_AFTER_MS = (10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000, 5000, 5000)  # phoenix.js's, then 5 s
+
+
+class Refused(Exception):
+    """A join the store refused (its reply's reason)."""
+
+
+class Socket:
+    """One tab's socket: the product's and the cart's channels, replies matched to their requests,
+    every push noted. Like phoenix.js, it connects again (with its back-off) when the store closes
+    it or turns it away, and joins its channels again; the joins' answers bring the state back."""
+
+    def __init__(self, shopper: "Shopper", session, url: str, cookies: str):
+        self.shopper, self.session, self.cookies = shopper, session, cookies
+        self.url = url.replace("http", "ws", 1) + "/product_socket/websocket?vsn=2.0.0"
+        self.ws = None
+        self.refs = itertools.count(1)
+        self.waiting: dict[str, asyncio.Future] = {}
+        self.join_refs: dict[str, str] = {}  # by topic: a channel's messages carry its join's ref
+        self.channels: dict[str, tuple[dict, str, Callable[[dict], None]]] = {}  # topic -> (payload, step, on joined)
+        self.task: asyncio.Task | None = None
+        self.closing = False
+        self.lost = asyncio.Event()  # set when it could not connect again: the shopper gives up
+
+    async def open(self) -> None:
+        await self._connect()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _connect(self) -> None:
+        """Connected, trying again as the Phoenix client does while the store turns it away or is
+        out of reach (the last failure is raised)."""
+        import aiohttp
+
+        for pause_ms in (*RECONNECT_AFTER_MS, None):
+            try:
+                self.ws = await self.session.ws_connect(self.url, headers={"Cookie": self.cookies},
+                                                        autoping=True, max_msg_size=1 << 20)
+                return
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as refused:
+                status = getattr(refused, "status", None)
+                self.shopper.note("request", "socket", None, f"http {status}" if status else type(refused).__name__)
+                if pause_ms is None or (status is not None and status not in (429, 503)):
+                    raise
+                await asyncio.sleep(pause_ms / 1000)
+
+    async def request(self, topic: str, event: str, payload: dict, ref: str | None = None) -> dict:
+        ref = ref or str(next(self.refs))
+        reply = asyncio.get_running_loop().create_future()
+        self.waiting[ref] = reply
+        try:
+            await self.ws.send_str(json.dumps([self.join_refs.get(topic), ref, topic, event, payload]))
+            return await asyncio.wait_for(reply, REPLY_WITHIN_S)
+        finally:
+            self.waiting.pop(ref, None)
+
+    async def join(self, topic: str, payload: dict, step: str, on_joined: Callable[[dict], None]) -> None:
+        """Join the channel (again after every reconnect), `on_joined` given each join's answer."""
+        self.channels[topic] = (payload, step, on_joined)
+        try:
+            answer = await self._join(topic, payload, step)
+        except Refused:
+            self.channels.pop(topic, None)  # (not joined: nothing to join again after a reconnect)
+            raise
+        on_joined(answer)
+
+    async def _join(self, topic: str, payload: dict, step: str) -> dict:
+        started = time.perf_counter()
+        ref = self.join_refs[topic] = str(next(self.refs))  # (a join's ref is its join ref, as phoenix.js sends it)
+        reply = await self.request(topic, "phx_join", payload, ref)
+        response = reply.get("response") if isinstance(reply.get("response"), dict) else {}
+        ok = reply.get("status") == "ok"
+        self.shopper.note("request", step, started, "ok" if ok else str(response.get("reason")))
+        if not ok:
+            raise Refused(response.get("reason"))
+        return response
+
+    async def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.shopper.note("visit", "socket_closed", None, "closed")
+        if self.task is not None:
+            self.task.cancel()
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def _run(self) -> None:
+        while True:
+            beat = asyncio.get_running_loop().create_task(self._beat())
+            try:
+                await self._read()
+            finally:
+                beat.cancel()
+            if self.closing:
+                return
+            self.shopper.note("visit", "socket_closed", None, "by the store")
+            for reply in self.waiting.values():  # (nothing more will answer them)
+                if not reply.done():
+                    reply.set_exception(ConnectionError("the socket closed"))
+            try:
+                await self._connect()
+                for topic, (payload, step, on_joined) in list(self.channels.items()):
+                    on_joined(await self._join(topic, payload, step))
+            except Exception as error:  # (noted: the shopper gives up)
+                self.shopper.note("visit", "error", None, f"reconnect: {type(error).__name__}")
+                self.closing = True
+                self.lost.set()
+                return
+
+    async def _beat(self) -> None:
+        for ref in itertools.count(1):
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.ws.send_str(json.dumps([None, f"h{ref}", "phoenix", "heartbeat", {}]))
+            except (ConnectionError, RuntimeError):  # (closing: the reader sees it)
+                return
+
+    async def _read(self) -> None:
+        import aiohttp
+
+        async for message in self.ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                _join_ref, ref, topic, event, payload = json.loads(message.data)
+            except (ValueError, TypeError):
+                self.shopper.note("visit", "bad_frame", None, message.data[:64])
+                continue
+            if event == "phx_reply":
+                if (reply := self.waiting.get(ref)) is not None and not reply.done() and isinstance(payload, dict):
+                    reply.set_result(payload)
+                continue
+            self.shopper.pushed(topic, event, payload)
