@@ -8,10 +8,15 @@ import asyncio
 import itertools
 import json
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
-if TYPE_CHECKING:
-    from sneakers23.jobs.shoppers import Shopper
+
+class Shopper(Protocol):
+    """What a socket tells its shopper (jobs/shoppers.py): each request and visit row, each push."""
+
+    def note(self, kind: str, step: str, started: float | None, outcome: str) -> None: ...
+
+    def pushed(self, topic: str, event: str, payload: dict) -> None: ...
 
 HEARTBEAT_S = 25.0  # as the Phoenix client: the store closes a socket silent for 60 s
 REPLY_WITHIN_S = 30.0
@@ -27,7 +32,7 @@ class Socket:
     every push noted. Like phoenix.js, it connects again (with its back-off) when the store closes
     it or turns it away, and joins its channels again; the joins' answers bring the state back."""
 
-    def __init__(self, shopper: "Shopper", session, url: str, cookies: str):
+    def __init__(self, shopper: Shopper, session, url: str, cookies: str):
         self.shopper, self.session, self.cookies = shopper, session, cookies
         self.url = url.replace("http", "ws", 1) + "/product_socket/websocket?vsn=2.0.0"
         self.ws = None
