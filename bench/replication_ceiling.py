@@ -76,6 +76,11 @@ class SinkReplicator(Replicator.__ray_actor_class__):
     async def use(self, caches: dict) -> None:
         self._caches, self._outboxes = dict(caches), {}
 
+    async def idle(self) -> None:
+        """Returns once every node's outbox is empty and no call to its cache is under way."""
+        for outbox in list(self._outboxes.values()):
+            await outbox.idle()
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -95,28 +100,34 @@ class BareFanOut:
             cache.apply.remote(changes)
         return len(self._caches)
 
+    async def idle(self) -> None:
+        return None  # (nothing kept: what it sent is the sinks' to receive)
+
     def pid(self) -> int:
         return os.getpid()
 
 
 @ray.remote(num_cpus=0, enable_task_events=False)
 class Publisher:
-    """Publishes one change a call at a steady rate: when each was published (by version)."""
+    """Publishes one change a call at a steady rate, none after `seconds`: when each was
+    published (by version), and the seconds its publishing took (past `seconds` when it fell
+    behind: the rate it achieved is what it sent over those)."""
 
-    async def run(self, target, rate: float, seconds: float, first_version: int) -> dict[int, float]:
+    async def run(self, target, rate: float, seconds: float, first_version: int) -> tuple[dict[int, float], float]:
         published: dict[int, float] = {}
         calls = []
         start = time.monotonic()
         sent = 0
         while (elapsed := time.monotonic() - start) < seconds:
-            for _ in range(int(elapsed * rate) + 1 - sent):
+            for _ in range(min(int(elapsed * rate) + 1, int(seconds * rate)) - sent):
                 version = first_version + sent
                 published[version] = time.time()
                 calls.append(target.publish.remote([AvailabilityChanged(1, 1, 5, version)]))
                 sent += 1
             await asyncio.sleep(0.002)
+        took = time.monotonic() - start
         await asyncio.gather(*calls)
-        return published
+        return published, max(took, seconds)
 
     def pid(self) -> int:
         return os.getpid()
@@ -132,48 +143,52 @@ def cpu_s(pid: int) -> float:
 def step(target, target_pid: int, publisher, publisher_pid: int, sinks: list, nodes: int, rate: float,
          seconds: float, first_version: int) -> dict:
     """One rate against one target with `nodes` caches: the publishes achieved, each change's lag to
-    its last node (p50/p99/max, and how many never arrived within SETTLE_S), the target's and the
-    publisher's CPU."""
+    its last node (p50/p99/max, and how many had not reached every node within SETTLE_S), the
+    target's and the publisher's CPU (the target's per delivery made: counted once all is quiet)."""
     handles = {f"node-{n}": sinks[n % len(sinks)] for n in range(nodes)}
     ray.get([sink.reset.remote(sum(1 for n in range(nodes) if n % len(sinks) == k)) for k, sink in enumerate(sinks)])
-    ray.get(target.use.remote(handles if nodes else {}))
+    ray.get(target.use.remote(handles))
     target_before, publisher_before, started = cpu_s(target_pid), cpu_s(publisher_pid), time.monotonic()
-    published = ray.get(publisher.run.remote(target, rate, seconds, first_version))
+    published, took = ray.get(publisher.run.remote(target, rate, seconds, first_version))
     wall = time.monotonic() - started
     target_cpu, publisher_cpu = cpu_s(target_pid) - target_before, cpu_s(publisher_pid) - publisher_before
     arrived: dict[int, float] = {}
+    with_nodes = min(nodes, len(sinks))  # (the sinks that have nodes: a change is everywhere once each has it)
     deadline = time.monotonic() + SETTLE_S
     while nodes:
-        arrived = {}
+        last: dict[int, float] = {}
+        told: Counter = Counter()
         for done in ray.get([sink.arrivals.remote() for sink in sinks]):
             for version, at in done.items():
-                arrived[version] = max(arrived.get(version, 0.0), at)
-        complete = {v: at for v, at in arrived.items() if v in published}
-        if len(complete) == len(published) or time.monotonic() > deadline:
-            arrived = complete
+                last[version] = max(last.get(version, 0.0), at)
+                told[version] += 1
+        arrived = {v: at for v, at in last.items() if v in published and told[v] == with_nodes}
+        if len(arrived) == len(published) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    quiet(target, sinks)
+    received = sum(ray.get([sink.received.remote() for sink in sinks]))
     settled_cpu = cpu_s(target_pid) - target_before
-    quiet(sinks)
     lags = [(arrived[v] - at) * 1000 for v, at in published.items() if v in arrived]
-    return {"nodes": nodes, "rate": rate, "seconds": seconds, "achieved": len(published) / seconds,
-            "changes": len(published),
-            "deliveries": len(published) * nodes, "lost": len(published) - len(lags) if nodes else 0,
+    return {"nodes": nodes, "rate": rate, "seconds": took, "achieved": len(published) / took,
+            "changes": len(published), "deliveries": received, "late": len(published) - len(lags) if nodes else 0,
             "lag_p50_ms": percentile(lags, 50), "lag_p99_ms": percentile(lags, 99), "lag_max_ms": max(lags, default=None),
             "target_core": target_cpu / wall, "target_cpu_s": settled_cpu, "publisher_core": publisher_cpu / wall,
-            "us_per_delivery": settled_cpu / (len(published) * nodes) * 1e6 if nodes and published else None}
+            "us_per_delivery": settled_cpu / received * 1e6 if received else None}
 
 
-def quiet(sinks: list, most_s: float = 120.0) -> None:
-    """Until no sink has received anything for half a second: a step that fell behind leaves no
-    backlog to the next."""
+def quiet(target, sinks: list, most_s: float = 300.0) -> None:
+    """Until the target has nothing left to send and no sink has received anything for half a
+    second: a step that fell behind leaves no backlog to the next."""
     deadline, last = time.monotonic() + most_s, None
+    ray.get(target.idle.remote(), timeout=most_s)
     while time.monotonic() < deadline:
         now = sum(ray.get([sink.received.remote() for sink in sinks]))
         if now == last:
             return
         last = now
         time.sleep(0.5)
+    raise RuntimeError(f"the caches were still receiving {most_s:.0f} s after the step: the next step would measure its backlog")
 
 
 def line(name: str, figures: dict) -> str:
@@ -184,7 +199,7 @@ def line(name: str, figures: dict) -> str:
     return (f"{name:11} {figures['nodes']:>5} {figures['rate']:>7,.0f} {figures['achieved']:>8,.0f} "
             f"{figures['deliveries'] / figures['seconds']:>10,.0f} "
             f"{ms(figures['lag_p50_ms']):>7} {ms(figures['lag_p99_ms']):>7} {ms(figures['lag_max_ms']):>7} "
-            f"{figures['lost']:>6,} {figures['target_core']:>6.2f} {figures['publisher_core']:>6.2f} "
+            f"{figures['late']:>6,} {figures['target_core']:>6.2f} {figures['publisher_core']:>6.2f} "
             f"{'-' if per is None else format(per, '.1f'):>8}")
 
 
@@ -207,7 +222,7 @@ def main() -> None:
         ray.get([sink.pid.remote() for sink in sinks])
         version = 1
         print(f"{'target':11} {'nodes':>5} {'offered':>7} {'achieved':>8} {'deliv./s':>10} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'max ms':>7} {'lost':>6} {'core':>6} {'pub.':>6} {'us/deliv':>8}")
+              f"{'p99 ms':>7} {'max ms':>7} {'late':>6} {'core':>6} {'pub.':>6} {'us/deliv':>8}")
         # The publisher's ceiling: a target that delivers nothing.
         for rate in rates:
             figures = step(bare, pids["bare"], publisher, pids["publisher"], sinks, 0, rate, args.seconds, version)

@@ -227,6 +227,10 @@ def _figures_table(report: dict) -> str:
     shown += [("pages, sockets and joins refused", _counts(visits.get("refused", {}))),
               ("visits that ended without buying (left, gave up, an error)", _counts(visits.get("ended", {}))),
               ("sockets the store closed", visits.get("sockets_closed_by_the_store"))]
+    if arrivals := report.get("arrivals"):  # (a log written before arrivals were noted has none)
+        shown.append(("shoppers behind their plan on arrival, p50 / p99 / max ms (the load generator's own lag)",
+                      f"{_number(arrivals.get('late_p50_ms'))} / {_number(arrivals.get('late_p99_ms'))} / "
+                      f"{_number(arrivals.get('late_max_ms'))}"))
     if (queue := report.get("queue")) is not None:
         shown += [("queue: places, let in, told sold out in line, never told",
                    f"{_number(queue['places'])}, {_number(queue['admitted'])}, {_number(queue['told_sold_out'])}, "

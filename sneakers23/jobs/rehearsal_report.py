@@ -198,7 +198,7 @@ def visits(rows: list) -> dict:
 
 def arrivals(rows: list) -> dict:
     """How far behind its plan each shopper arrived: its actor's loop, busy with the others or
-    starved of CPU, is late to start it. A p99 of a second or more says the figures measure the
+    starved of CPU, is late to start it. A p99 past a second says the figures measure the
     load generator as much as the store."""
     lags = [row.latency_ms for row in rows if row.kind == "visit" and row.step == "arrive"]
     return {"shoppers": len(lags), "late_p50_ms": percentile(lags, 50), "late_p99_ms": percentile(lags, 99),
