@@ -32,6 +32,12 @@ IDLE_SOCKETS_CORE = (0.079 / 5_000, "bench/socket_memory.py: 5,000 sockets sitti
                                     "kept the channel replica 0.079 of a core busy, its own idle included")
 SOCKET_MEMORY_KIB = (55.5, "bench/socket_memory.py: the channel replica's resident memory, 204 -> 475 MiB for 5,000 sockets")
 
+# What a first-come drop asks of the replication actor: each change it makes goes to every node.
+CART_CHANGES_PER_PAIR = (2.3, "docs/performance.md, A whole drop, rehearsed: 600-1,400 checkouts for 520 pairs at "
+                              "2,000 shoppers, half pressing buy and half adding to the cart; each cart changed twice "
+                              "(the add, then emptied or the size taken out): 2.3-5.4 cart changes a pair sold")
+LEVEL_CHANGES_PER_PAIR = (1.0, "at most one availability change a pair sold (a group commit of several pairs makes one)")
+
 # --- the cluster's single points: one of each, whatever the number of nodes ---
 
 SINGLE_POINTS = {
@@ -40,8 +46,10 @@ SINGLE_POINTS = {
         7_435, "pairs a second", "the drop's pairs, once (refusals after a sell-out come from memory)",
         "docs/performance.md, The drop engine: 7,435-8,772 pairs a second on one hot size"),
     "the replication actor": (
-        None, "changes delivered to caches a second", "every change, to every node's cache",
-        "not measured: 111 sales a second one by one reached every cache in 19.7 ms p99 (3 nodes)"),
+        3_200, "changes carried to caches a second (each change x each node), lag p99 <= 1 s",
+        "every change, to every node's cache",
+        "bench/replication_ceiling.py, docs/performance.md: 32 nodes x 100 changes a second held within 1 s in both "
+        "runs (p99 111-116 ms); 32 x 300 in one run of two (p99 643 ms against 1.9 s); past that the lag grows"),
     "the presence actor": (
         None, "tab changes a second", "every tab opened or closed, from every node",
         "not measured as a ceiling: 100 tab changes a second cost it 0.02-0.05 of a core (5,000 tabs)"),
@@ -85,6 +93,12 @@ def nodes_for(shoppers: int, waiting: float, burst_s: float, pairs: int, buy_now
     ]
 
 
+def replicated_changes(pairs: int) -> int:
+    """The changes a first-come drop of `pairs` makes for every node's cache (half its shoppers
+    through the cart, as measured): the carts' and the sizes' levels."""
+    return round(pairs * (CART_CHANGES_PER_PAIR[0] + LEVEL_CHANGES_PER_PAIR[0]))
+
+
 def report(shoppers: int, waiting: float, burst_s: float, pairs: int) -> str:
     needs = nodes_for(shoppers, waiting, burst_s, pairs)
     lines = [f"{shoppers:,} shoppers for {pairs:,} pairs, {waiting:.0%} waiting at the release, pressing within "
@@ -97,7 +111,10 @@ def report(shoppers: int, waiting: float, burst_s: float, pairs: int) -> str:
     lines.append("  the single points at that size:")
     for name, (ceiling, unit, asks, source) in SINGLE_POINTS.items():
         if name.startswith("the replication actor"):
-            asked = f"each change x {nodes:,} caches"
+            changes = replicated_changes(pairs)
+            carried_s = changes * nodes / ceiling
+            asked = (f"{changes:,} changes x {nodes:,} caches = {changes * nodes:,} deliveries: {carried_s:,.0f} s to "
+                     f"carry ({carried_s / burst_s:,.0f}x the burst){'  <= CAPS FIRST' if carried_s > burst_s else ''}")
         elif name.startswith("the presence actor"):
             asked = f"{shoppers:,} tabs opening within the arrivals"
         else:
@@ -123,6 +140,11 @@ def main() -> None:
     print(f"  {'a push':28} {PUSH_COST_S[0] * 1e6:.0f} us of CPU: {PUSH_COST_S[1]}")
     print(f"  {'a socket sitting':28} {IDLE_SOCKETS_CORE[0] * 1e6:.0f} us of CPU a second: {IDLE_SOCKETS_CORE[1]}")
     print(f"  {'a socket in memory':28} {SOCKET_MEMORY_KIB[0]} KiB: {SOCKET_MEMORY_KIB[1]}")
+    print(f"  {'cart changes a pair sold':28} {CART_CHANGES_PER_PAIR[0]}: {CART_CHANGES_PER_PAIR[1]}")
+    print(f"  {'level changes a pair sold':28} {LEVEL_CHANGES_PER_PAIR[0]}: {LEVEL_CHANGES_PER_PAIR[1]}")
+    print("The single points' ceilings, and where they were measured:")
+    for name, (ceiling, unit, _asks, source) in SINGLE_POINTS.items():
+        print(f"  {name:28} {'not measured' if ceiling is None else format(ceiling, ',')} {unit}: {source}")
 
 
 if __name__ == "__main__":
