@@ -54,7 +54,8 @@ SINGLE_POINTS = {
         None, "tab changes a second", "every tab opened or closed, from every node",
         "not measured as a ceiling: 100 tab changes a second cost it 0.02-0.05 of a core (5,000 tabs)"),
     "the release clock": (
-        1, "ticks a second", "one release per product, at its time", "actors/release_clock.py: once a second"),
+        4, "reads of the next release time a second", "one release per product, at its time",
+        "actors/release_clock.py: every 0.25 s, and woken at each release's time"),
     "a queued drop's keeper": (
         None, "admissions a second", "one per shopper let in", "not measured as a ceiling (bench/queue.py)"),
 }

@@ -20,6 +20,7 @@ from sneakers23.tasks import keep
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
+SOONEST_S = 0.002  # its shortest sleep: a release due now is read again, never in a busy loop
 DRAWS_EVERY_S = 2.0
 QUEUES_EVERY_S = 0.5  # (a pace of 600 a minute lets in 5 a tick)
 EXPIRE_CARTS_EVERY_S = 10.0
@@ -54,15 +55,20 @@ class ReleaseClock:
 
     async def _release_forever(self) -> None:
         while True:
+            pause = self._tick_s
             try:
-                released = await asyncio.to_thread(self._inventory.release_due)
-                if released:
-                    log.info("released on schedule: %s", [change.product_id for change in released])
-                    self._draw_now.set()  # (one of them may be a draw: its release is its close)
-                    self._queues_now.set()  # (or a queue: its pre-queue is shuffled at once)
+                due_in = await asyncio.to_thread(self._inventory.next_release_in_s)
+                if due_in is not None and due_in <= 0:
+                    released = await asyncio.to_thread(self._inventory.release_due)
+                    if released:
+                        log.info("released on schedule: %s", [change.product_id for change in released])
+                        self._draw_now.set()  # (one of them may be a draw: its release is its close)
+                        self._queues_now.set()  # (or a queue: its pre-queue is shuffled at once)
+                    due_in = await asyncio.to_thread(self._inventory.next_release_in_s)
+                pause = pause_before_next(self._tick_s, due_in)
             except Exception as error:  # the database may be away: the next tick tries again
                 log.warning("scheduled releases failed this time: %s", error)
-            await asyncio.sleep(self._tick_s)
+            await asyncio.sleep(pause)
 
     async def _draw_forever(self) -> None:
         """Draws close at their release, whoever released them (the staff too): looked for after
@@ -116,6 +122,15 @@ class ReleaseClock:
 
     async def ready(self) -> bool:
         return True
+
+
+def pause_before_next(tick_s: float, due_in_s: float | None) -> float:
+    """The clock's next sleep: a tick, or less when a release is due sooner, so that it is made at
+    its time, not up to a tick after (a drop's first push and its queue's first positions wait for
+    it). A tick still comes while nothing is due: a release scheduled meanwhile is seen then."""
+    if due_in_s is None:
+        return tick_s
+    return min(tick_s, max(SOONEST_S, due_in_s))
 
 
 def release_clock(make_inventory: Callable[[], Inventory], start_sales: Callable[[int], bool] | None = None):

@@ -186,14 +186,13 @@ def set_drop_mode(connection: Connection, product_id: int, mode: DropMode,
     ).one())
 
 
-def release_is_due(connection: Connection, now: datetime | None = None) -> bool:
-    """A cheap read, so that the writer lock is taken only when there is something to release."""
-    return connection.execute(
-        select(products_t.c.id)
-        .where(products_t.c.released.is_(False), products_t.c.release_at.is_not(None),
-               products_t.c.release_at <= (now or _now()))
-        .limit(1)
-    ).first() is not None
+def next_release_at(connection: Connection) -> datetime | None:
+    """The earliest release time of the products not on sale yet (None: nothing is scheduled). A
+    cheap read: the writer lock is taken only once it has come, and the release clock sleeps until it."""
+    return _utc(connection.execute(
+        select(func.min(products_t.c.release_at))
+        .where(products_t.c.released.is_(False), products_t.c.release_at.is_not(None))
+    ).scalar())
 
 
 def on_sale_soon(connection: Connection, within: timedelta, now: datetime | None = None) -> list[int]:

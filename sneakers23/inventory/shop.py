@@ -137,13 +137,20 @@ class Shop:
 
     def release_due(self) -> list[ProductReleased]:
         """Release the products whose time has come (the release clock calls this)."""
-        with self.database.reading() as connection:
-            if not queries.release_is_due(connection):
-                return []
+        due = self.next_release_in_s()
+        if due is None or due > 0:
+            return []
         with self.database.transaction() as unit:
             changes = queries.release_due(unit.connection)
             unit.publish(changes)
         return changes
+
+    def next_release_in_s(self) -> float | None:
+        """Seconds until the next scheduled release (0 or less: it is due); None when none is
+        scheduled."""
+        with self.database.reading() as connection:
+            at = queries.next_release_at(connection)
+        return None if at is None else (at - datetime.now(timezone.utc)).total_seconds()
 
     # --- purchases ---
 

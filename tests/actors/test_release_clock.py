@@ -69,3 +69,12 @@ def test_a_products_sales_actor_is_started_and_loaded_before_its_release(ray_set
         # (the schedule turned product 2's sign-in on, as for any drop: the seed's shop again, for
         # the tests after, which buy it as guests: CI52)
         cluster.reseed(ray_settings, SEED).close()
+
+
+def test_the_clock_wakes_at_a_releases_time_not_up_to_a_tick_after():
+    from sneakers23.actors.release_clock import SOONEST_S, TICK_S, pause_before_next
+
+    assert pause_before_next(TICK_S, None) == TICK_S  # (nothing scheduled: a tick, to see a new schedule)
+    assert pause_before_next(TICK_S, 3_600.0) == TICK_S
+    assert pause_before_next(TICK_S, 0.07) == pytest.approx(0.07)  # (woken at the release's time)
+    assert pause_before_next(TICK_S, 0.0) == pause_before_next(TICK_S, -2.0) == SOONEST_S  # (due: read again soon, never a busy loop)

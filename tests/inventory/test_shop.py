@@ -332,3 +332,24 @@ def test_the_database_keeps_a_queue_or_a_draw_for_signed_in_shoppers_and_knows_o
         with pytest.raises(IntegrityError):
             with inventory.engine.begin() as connection:
                 connection.execute(text(statement))
+
+
+def test_the_next_release_time_is_known_and_a_release_is_made_once_it_has_come(inventory):
+    """The release clock sleeps until the next release (actors/release_clock.py): the shop says how
+    long that is, the earliest of those scheduled, and releases nothing before it."""
+    from datetime import datetime, timedelta, timezone
+
+    from harness.waiting import wait_for
+
+    assert inventory.next_release_in_s() is None  # (nothing scheduled)
+    now = datetime.now(timezone.utc)
+    inventory.schedule_release(2, now + timedelta(hours=1))
+    inventory.schedule_release(1, now + timedelta(seconds=30))
+    assert 25 < inventory.next_release_in_s() <= 30  # the earliest
+    assert inventory.release_due() == []
+    inventory.schedule_release(1, datetime.now(timezone.utc) + timedelta(seconds=0.3))
+    assert 0 < inventory.next_release_in_s() <= 0.3
+    wait_for(lambda: inventory.next_release_in_s() <= 0, timeout=5, what="product 1's release time")
+    assert [change.product_id for change in inventory.release_due()] == [1]
+    assert 3_500 < inventory.next_release_in_s() <= 3_600  # (product 2's, now the next)
+    assert inventory.release_due() == []
