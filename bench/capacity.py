@@ -36,6 +36,8 @@ SOCKET_MEMORY_KIB = (55.5, "bench/socket_memory.py: the channel replica's reside
 CART_CHANGES_PER_PAIR = (2.3, "docs/performance.md, A whole drop, rehearsed: 600-1,400 checkouts for 520 pairs at "
                               "2,000 shoppers, half pressing buy and half adding to the cart; each cart changed twice "
                               "(the add, then emptied or the size taken out): 2.3-5.4 cart changes a pair sold")
+REPORTS_PER_NODE_S = (20.0, "serve/presence.py: a node's tab tracker sends what changed in each 50 ms (GATHER_S) "
+                            "as one report, whatever its number of tabs, while tabs keep opening and closing")
 LEVEL_CHANGES_PER_PAIR = (1.0, "at most one availability change a pair sold (a group commit of several pairs makes one)")
 
 # --- the cluster's single points: one of each, whatever the number of nodes ---
@@ -51,10 +53,13 @@ SINGLE_POINTS = {
         "bench/replication_ceiling.py, docs/performance.md: 32 nodes x 100 changes a second held within 1 s in both "
         "runs (p99 111-116 ms); 32 x 300 in one run of two (p99 643 ms against 1.9 s); past that the lag grows"),
     "the presence actor": (
-        None, "tab changes a second", "every tab opened or closed, from every node",
-        "not measured as a ceiling: 100 tab changes a second cost it 0.02-0.05 of a core (5,000 tabs)"),
+        1_289, "reports a second (each node's tab changes of 50 ms in one; lag p99 246 ms), at least",
+        "every tab opened or closed, from every node",
+        "bench/presence_ceiling.py, docs/performance.md: 128 nodes, 1,118-1,289 reports a second taken at 0.73-0.75 "
+        "of a core, lag p99 246-374 ms; the reporters' own ceiling here (1,382-1,439 against a do-nothing target) "
+        "came first, so the actor's is at least this"),
     "the release clock": (
-        4, "reads of the next release time a second", "one release per product, at its time",
+        4, "reads of the next release time a second (its pace, not a ceiling)", "one release per product, at its time",
         "actors/release_clock.py: every 0.25 s, and woken at each release's time"),
     "a queued drop's keeper": (
         None, "admissions a second", "one per shopper let in", "not measured as a ceiling (bench/queue.py)"),
@@ -117,7 +122,10 @@ def report(shoppers: int, waiting: float, burst_s: float, pairs: int) -> str:
             asked = (f"{changes:,} changes x {nodes:,} caches = {changes * nodes:,} deliveries: {carried_s:,.0f} s to "
                      f"carry ({carried_s / burst_s:,.0f}x the burst){'  <= CAPS FIRST' if carried_s > burst_s else ''}")
         elif name.startswith("the presence actor"):
-            asked = f"{shoppers:,} tabs opening within the arrivals"
+            reports = nodes * REPORTS_PER_NODE_S[0]
+            asked = (f"{shoppers:,} tabs opening: {nodes:,} nodes x {REPORTS_PER_NODE_S[0]:g} reports a second = "
+                     f"{reports:,.0f}, {reports / ceiling:,.1f}x its ceiling"
+                     f"{'  <= CAPS' if reports > ceiling else ''}")
         else:
             asked = asks
         said = "NOT MEASURED" if ceiling is None else f"{ceiling:,} {unit}"

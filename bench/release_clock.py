@@ -1,13 +1,14 @@
-"""A scheduled release's lateness: from its release time to the database having it released (its
-product row's `updated_at`, written in the release's transaction). The release clock runs as the
-store runs it (`start_store_actors`: a Ray actor, one node), on SQLite; each round schedules product
-2 a second or two ahead, at a random phase of the clock's tick, and waits for it.
+"""A scheduled release's lateness: from its release time to a reader of the database first seeing it
+released (read every millisecond). The release clock runs as the store runs it
+(`start_store_actors`: a Ray actor, one node), on SQLite; each round schedules product 2 1.0-1.5 s
+ahead, at a random phase of the clock's tick, and waits for it.
 
 The baseline, in the same run and on the same database: this process sleeping until a release time
-itself, then releasing product 1 at once through the same inventory API (a timer's floor: the wake
-and the write, with no actor, no thread and no tick between).
+itself, then releasing product 1 at once through the same inventory API, timed to its commit
+returning (a timer's floor: the wake, the write and the commit, with no actor, no thread and no
+tick between; the clock's arm adds the reader's poll, at most a millisecond and a read).
 
-    .venv/bin/python -m bench.release_clock [--rounds 20]
+    .venv/bin/python -m bench.release_clock [--rounds 30]
 """
 
 from __future__ import annotations
@@ -33,22 +34,22 @@ products_t = ProductRow.__table__
 
 
 def released_late_ms(inventory: Inventory, product_id: int, at: datetime, most_s: float = 10.0) -> float:
-    """How long after `at` the database had the product released (waits for it)."""
+    """How long after `at` a reader of the database first saw the product released (read every
+    millisecond from just before `at`: the release's write and commit are in it, both arms alike)."""
     deadline = time.monotonic() + most_s
-    while time.monotonic() < deadline:
-        with inventory.engine.connect() as connection:
-            row = connection.execute(select(products_t.c.released, products_t.c.updated_at)
-                                     .where(products_t.c.id == product_id)).one()
-        if row.released:
-            updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=timezone.utc)
-            return (updated - at).total_seconds() * 1000
-        time.sleep(0.01)
+    time.sleep(max(0.0, (at - datetime.now(timezone.utc)).total_seconds() - 0.05))
+    with inventory.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            if connection.execute(select(products_t.c.released).where(products_t.c.id == product_id)).scalar():
+                return (datetime.now(timezone.utc) - at).total_seconds() * 1000
+            connection.rollback()  # (a fresh snapshot each read)
+            time.sleep(0.001)
     raise SystemExit(f"bench: product {product_id} was not released within {most_s:.0f} s of its time")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="s23bench-"))
     settings = Settings(database_url=f"sqlite:///{workdir / 'shop.db'}", cluster="none")
@@ -68,13 +69,13 @@ def main() -> None:
             at = datetime.now(timezone.utc) + timedelta(seconds=0.5 + rng.uniform(0, 0.5))
             time.sleep(max(0.0, (at - datetime.now(timezone.utc)).total_seconds()))
             inventory.release(1)
-            timer.append(released_late_ms(inventory, 1, at))
+            timer.append((datetime.now(timezone.utc) - at).total_seconds() * 1000)  # (its commit returned: seen)
     finally:
         inventory.close()
         ray.shutdown()
 
     def shown(values: list[float]) -> str:
-        return (f"p50 {percentile(values, 50):6.1f} ms, p99 {percentile(values, 99):6.1f} ms, "
+        return (f"p50 {percentile(values, 50):6.1f} ms, p90 {percentile(values, 90):6.1f} ms, "
                 f"max {max(values):6.1f} ms")
 
     print(f"{args.rounds} rounds, SQLite, one node")

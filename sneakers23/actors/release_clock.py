@@ -64,7 +64,9 @@ class ReleaseClock:
                         log.info("released on schedule: %s", [change.product_id for change in released])
                         self._draw_now.set()  # (one of them may be a draw: its release is its close)
                         self._queues_now.set()  # (or a queue: its pre-queue is shuffled at once)
-                    due_in = await asyncio.to_thread(self._inventory.next_release_in_s)
+                        due_in = await asyncio.to_thread(self._inventory.next_release_in_s)
+                    else:  # (due as read, released by none: another clock was first, or a time the
+                        due_in = None  # database compares otherwise; a tick, never a loop of reads)
                 pause = pause_before_next(self._tick_s, due_in)
             except Exception as error:  # the database may be away: the next tick tries again
                 log.warning("scheduled releases failed this time: %s", error)

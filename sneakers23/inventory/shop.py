@@ -106,6 +106,7 @@ class Shop:
                 raise ValueError("a release time needs a time zone")
             if at <= datetime.now(timezone.utc):
                 raise ValueError(f"the release time {at.isoformat()} is in the past")
+            at = at.astimezone(timezone.utc)  # (SQLite keeps the wall time: every time here is UTC)
         with self.database.transaction() as unit:
             change = queries.schedule_release(unit.connection, product_id, at)
             unit.publish([change])

@@ -343,13 +343,14 @@ def test_the_next_release_time_is_known_and_a_release_is_made_once_it_has_come(i
 
     assert inventory.next_release_in_s() is None  # (nothing scheduled)
     now = datetime.now(timezone.utc)
-    inventory.schedule_release(2, now + timedelta(hours=1))
+    # (a time in another zone is the same moment: kept as UTC, on SQLite too)
+    inventory.schedule_release(2, (now + timedelta(hours=1)).astimezone(timezone(timedelta(hours=2))))
     inventory.schedule_release(1, now + timedelta(seconds=30))
     assert 25 < inventory.next_release_in_s() <= 30  # the earliest
     assert inventory.release_due() == []
-    inventory.schedule_release(1, datetime.now(timezone.utc) + timedelta(seconds=0.3))
-    assert 0 < inventory.next_release_in_s() <= 0.3
-    wait_for(lambda: inventory.next_release_in_s() <= 0, timeout=5, what="product 1's release time")
+    inventory.schedule_release(1, datetime.now(timezone.utc) + timedelta(seconds=2))
+    assert 0 < inventory.next_release_in_s() <= 2
+    wait_for(lambda: inventory.next_release_in_s() <= 0, timeout=10, what="product 1's release time")
     assert [change.product_id for change in inventory.release_due()] == [1]
     assert 3_500 < inventory.next_release_in_s() <= 3_600  # (product 2's, now the next)
     assert inventory.release_due() == []
