@@ -2,11 +2,13 @@
 process takes before the admin dashboards fall behind (docs/capacity.md's second single point).
 
 The store's own `Presence` actor runs, unchanged. Each "node" is a reporting loop, as a channel
-replica's tab tracker is: a numbered report every 50 ms (its gathering window, `GATHER_S`) with
-that window's changes (a tab opens, another closes), one report in flight at a time, its whole
-state again when the board asks. Nodes share a few reporter processes. A follower, as the admin
-desk is, follows the board from a cursor; each change is timed from its report being sent to the
-follower reading the diff that names it.
+replica's tab tracker is while its tabs keep changing: it sleeps 50 ms (its gathering window,
+`GATHER_S`), sends a numbered report of what changed meanwhile (a tab opens, the oldest closes, at
+a steady rate), waits for the reply, and again; its whole state again when the board asks. Nodes
+start out of step and share a few reporter processes. A follower, as the admin desk is, follows the
+board from a cursor; each change is timed from when it happened (within its window) to the
+follower reading the diff that names it, and changes it never saw are counted ("untimed"). The
+presence actor's CPU includes the follower's reads (the baseline has none).
 
 The baseline, in the same run: the same reporters against a target that takes each report and
 does nothing (the reporters' own ceiling, and what a Ray call costs the receiving side).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import time
 
 import ray
@@ -37,36 +40,44 @@ TABS_PER_NODE = 200  # each node's open tabs, kept steady: every change opens on
 class Reporters:
     """Some nodes' tab trackers: each reports its changes every GATHER_S, one report at a time."""
 
-    async def run(self, target, nodes: list[str], changes_per_report: int, seconds: float) -> dict:
+    async def run(self, target, nodes: list[str], rate: float, seconds: float) -> dict:
         started = time.monotonic()
-        counts = await asyncio.gather(*(self._node(target, node, changes_per_report, started + seconds)
-                                        for node in nodes))
+        counts = await asyncio.gather(*(self._node(target, node, rate, started + seconds) for node in nodes))
         return {"reports": sum(c[0] for c in counts), "changes": sum(c[1] for c in counts),
                 "took_s": time.monotonic() - started}
 
-    async def _node(self, target, node: str, changes_per_report: int, until: float) -> tuple[int, int]:
+    async def _node(self, target, node: str, rate: float, until: float) -> tuple[int, int]:
+        """One node's tracker, as serve/presence.py's runs while its tabs keep changing: its whole
+        state first; then it sleeps GATHER_S, sends what changed meanwhile (`rate` changes a
+        second: a tab opens, the oldest closes), waits for the reply, and again. So a slow board
+        slows its reports, and each carries more. Each change is stamped with when it happened."""
         source = f"{node}-{os.getpid()}-{time.monotonic_ns()}"  # (a new life of the source each step)
         tabs = [f"{source}-t{n}" for n in range(TABS_PER_NODE)]
         opened = TABS_PER_NODE
-        full, seq, reports, changes = True, 0, 0, 0
+        await asyncio.sleep(random.uniform(0, GATHER_S))  # (nodes' windows are not in step)
+        seq, reports, changes, owed = 1, 1, 0, 0.0
+        full = not await target.report.remote(Report(source, node, seq, tuple(
+            TabJoined(tab, tab, {"full": True}) for tab in tabs), True, len(tabs)))
+        last = time.time()
         while time.monotonic() < until:
-            due = time.monotonic() + GATHER_S
-            seq += 1
+            await asyncio.sleep(GATHER_S)
             now = time.time()
-            if full:  # (its whole state: not a change, and not timed)
-                deltas = tuple(TabJoined(tab, tab, {"full": now}) for tab in tabs)
-            else:
-                deltas = []
-                for _ in range(changes_per_report):
-                    gone = tabs.pop(0)
-                    tab = f"{source}-t{opened}"
-                    opened += 1
-                    tabs.append(tab)
-                    deltas += [TabLeft(gone), TabJoined(tab, tab, {"sent": now})]
-                changes += changes_per_report
+            owed += (now - last) * rate
+            count, owed = int(owed), owed - int(owed)
+            deltas: list = []
+            for n in range(count):
+                gone = tabs.pop(0)
+                tab = f"{source}-t{opened}"
+                opened += 1
+                tabs.append(tab)
+                deltas += [TabLeft(gone), TabJoined(tab, tab, {"sent": last + (n + 1) * (now - last) / count})]
+            changes += count
+            if full:  # (the board asked for its whole state: every tab, none timed)
+                deltas = [TabJoined(tab, tab, {"full": True}) for tab in tabs]
+            last = now
+            seq += 1
             full = not await target.report.remote(Report(source, node, seq, tuple(deltas), full, len(tabs)))
             reports += 1
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
         return reports, changes
 
     def pid(self) -> int:
@@ -80,12 +91,18 @@ class Follower:
 
     def __init__(self, board):
         self.board, self.lags, self.running = board, [], False
+        self.first_read = asyncio.Event()
+
+    async def started(self) -> None:
+        """Returns once it has the board's state (changes after that are all timed)."""
+        await self.first_read.wait()
 
     async def follow(self) -> None:
         self.running = True
         epoch, cursor = "", 0
         while self.running:
             read = await self.board.follow.remote(epoch, cursor, 1.0)
+            self.first_read.set()
             now = time.time()
             if read.state is None:
                 for diff in read.diffs:
@@ -116,12 +133,12 @@ class TakesReports:
 
 
 def step(target, target_pid: int, reporters: list, reporter_pids: list[int], follower, nodes: int,
-         changes_per_report: int, seconds: float) -> dict:
+         rate: float, seconds: float) -> dict:
     names = [f"node-{n}" for n in range(nodes)]
     target_before = cpu_s(target_pid)
     reporters_before = sum(cpu_s(pid) for pid in reporter_pids)
     started = time.monotonic()
-    runs = ray.get([reporter.run.remote(target, names[k::len(reporters)], changes_per_report, seconds)
+    runs = ray.get([reporter.run.remote(target, names[k::len(reporters)], rate, seconds)
                     for k, reporter in enumerate(reporters)])
     wall = time.monotonic() - started
     target_cpu = cpu_s(target_pid) - target_before
@@ -129,8 +146,8 @@ def step(target, target_pid: int, reporters: list, reporter_pids: list[int], fol
     lags = settled(follower) if follower is not None else []
     reports = sum(run["reports"] for run in runs)
     changes = sum(run["changes"] for run in runs)
-    return {"nodes": nodes, "per_report": changes_per_report, "reports_per_s": reports / wall,
-            "changes_per_s": changes / wall, "offered_per_s": nodes * changes_per_report / GATHER_S,
+    return {"nodes": nodes, "rate": rate, "reports_per_s": reports / wall, "untimed": changes - len(lags) if follower else 0,
+            "changes_per_s": changes / wall, "offered_per_s": nodes * rate,
             "lag_p50_ms": percentile(lags, 50), "lag_p99_ms": percentile(lags, 99),
             "lag_max_ms": max(lags, default=None), "target_core": target_cpu / wall,
             "reporters_core": reporters_cpu / wall,
@@ -156,14 +173,14 @@ def line(name: str, figures: dict) -> str:
 
     return (f"{name:10} {figures['nodes']:>5} {figures['offered_per_s']:>9,.0f} {figures['changes_per_s']:>9,.0f} "
             f"{figures['reports_per_s']:>9,.0f} {ms(figures['lag_p50_ms']):>7} {ms(figures['lag_p99_ms']):>7} "
-            f"{ms(figures['lag_max_ms']):>7} {figures['target_core']:>6.2f} {figures['reporters_core']:>6.2f} "
-            f"{figures['us_per_report'] or 0:>8,.0f}")
+            f"{ms(figures['lag_max_ms']):>7} {figures['untimed']:>7,} {figures['target_core']:>6.2f} "
+            f"{figures['reporters_core']:>6.2f} {figures['us_per_report'] or 0:>8,.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="8,32,128")
-    parser.add_argument("--changes", default="1,5", help="tab changes in each node's report (20 reports a second)")
+    parser.add_argument("--rates", default="20,100", help="tab changes a second on each node")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -171,11 +188,11 @@ def main() -> None:
         reporters = [Reporters.remote() for _ in range(REPORTER_PROCESSES)]
         reporter_pids = ray.get([reporter.pid.remote() for reporter in reporters])
         print(f"{'target':10} {'nodes':>5} {'offered/s':>9} {'changes/s':>9} {'reports/s':>9} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'max ms':>7} {'core':>6} {'rep.':>6} {'us/rep.':>8}")
+              f"{'p99 ms':>7} {'max ms':>7} {'untimed':>7} {'core':>6} {'rep.':>6} {'us/rep.':>8}")
         for nodes in (int(n) for n in args.nodes.split(",")):
-            for per_report in (int(k) for k in args.changes.split(",")):
+            for rate in (float(r) for r in args.rates.split(",")):
                 bare = TakesReports.remote()
-                figures = step(bare, ray.get(bare.pid.remote()), reporters, reporter_pids, None, nodes, per_report,
+                figures = step(bare, ray.get(bare.pid.remote()), reporters, reporter_pids, None, nodes, rate,
                                args.seconds)
                 print(line("baseline", figures), flush=True)
                 ray.kill(bare)
@@ -183,8 +200,8 @@ def main() -> None:
                 presence_pid = ray.get(presence.__ray_call__.remote(lambda self: os.getpid()))
                 follower = Follower.remote(presence)
                 follower.follow.remote()
-                figures = step(presence, presence_pid, reporters, reporter_pids, follower, nodes, per_report,
-                               args.seconds)
+                ray.get(follower.started.remote())
+                figures = step(presence, presence_pid, reporters, reporter_pids, follower, nodes, rate, args.seconds)
                 print(line("presence", figures), flush=True)
                 ray.get(follower.stop.remote())
                 ray.kill(follower)

@@ -14,6 +14,10 @@ own ceiling is checked against a target that does nothing (no caches): its achie
 the most any figure here can show.
 
     .venv/bin/python -m bench.replication_ceiling [--nodes 8,32,128] [--rates 100,300,1000,3000] [--seconds 5]
+    .venv/bin/python -m bench.replication_ceiling --nodes 8,32,128 --burst 33000 --per-publish 10
+
+With --burst, a drop's burst instead: that many changes published at once, a few in each publish (a
+group commit's batch), timed until every node has every one.
 """
 
 from __future__ import annotations
@@ -129,6 +133,21 @@ class Publisher:
         await asyncio.gather(*calls)
         return published, max(took, seconds)
 
+    async def burst(self, target, changes: int, per_publish: int, first_version: int) -> dict[int, float]:
+        """A drop's burst: `changes` published at once, `per_publish` in each call (a group
+        commit's batch), as fast as calls go; when each was published."""
+        published: dict[int, float] = {}
+        calls = []
+        for start in range(0, changes, per_publish):
+            versions = range(first_version + start, first_version + min(changes, start + per_publish))
+            now = time.time()
+            published.update((version, now) for version in versions)
+            calls.append(target.publish.remote([AvailabilityChanged(1, 1, 5, version) for version in versions]))
+            if len(calls) % 100 == 0:
+                await asyncio.sleep(0)  # (its calls go out as they are made)
+        await asyncio.gather(*calls)
+        return published
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -179,7 +198,33 @@ def step(target, target_pid: int, publisher, publisher_pid: int, sinks: list, no
             "us_per_delivery": settled_cpu / received * 1e6 if received else None}
 
 
-def quiet(target, sinks: list, most_s: float = 300.0) -> None:
+def burst_step(target, target_pid: int, publisher, sinks: list, nodes: int, changes: int, per_publish: int,
+               first_version: int) -> dict:
+    """A drop's burst of `changes` to `nodes` caches: how long until every node had every change,
+    and the target's CPU for it (per change delivered to a node)."""
+    handles = {f"node-{n}": sinks[n % len(sinks)] for n in range(nodes)}
+    ray.get([sink.reset.remote(sum(1 for n in range(nodes) if n % len(sinks) == k)) for k, sink in enumerate(sinks)])
+    ray.get(target.use.remote(handles))
+    before, started = cpu_s(target_pid), time.time()
+    published = ray.get(publisher.burst.remote(target, changes, per_publish, first_version))
+    quiet(target, sinks)
+    with_nodes = min(nodes, len(sinks))
+    last: dict[int, float] = {}
+    told: Counter = Counter()
+    for done in ray.get([sink.arrivals.remote() for sink in sinks]):
+        for version, at in done.items():
+            last[version] = max(last.get(version, 0.0), at)
+            told[version] += 1
+    arrived = [at for version, at in last.items() if version in published and told[version] == with_nodes]
+    spent = cpu_s(target_pid) - before
+    received = sum(ray.get([sink.received.remote() for sink in sinks]))
+    took = max(arrived) - started if len(arrived) == len(published) else None
+    return {"nodes": nodes, "changes": changes, "per_publish": per_publish, "everywhere_s": took,
+            "carried": received / took if took else None, "cpu_s": spent,
+            "us_per_delivery": spent / received * 1e6 if received else None}
+
+
+def quiet(target, sinks: list, most_s: float = 600.0) -> None:
     """Until the target has nothing left to send and no sink has received anything for half a
     second: a step that fell behind leaves no backlog to the next."""
     deadline, last = time.monotonic() + most_s, None
@@ -210,6 +255,9 @@ def main() -> None:
     parser.add_argument("--nodes", default="8,32,128", help="the caches each change goes to, one list per step")
     parser.add_argument("--rates", default="100,300,1000,3000", help="changes published a second")
     parser.add_argument("--seconds", type=float, default=5.0, help="each step's publishing time")
+    parser.add_argument("--burst", type=int, default=0,
+                        help="instead of steady rates: this many changes published at once (a drop's burst)")
+    parser.add_argument("--per-publish", type=int, default=10, help="with --burst: changes in each publish")
     args = parser.parse_args()
     node_counts = [int(n) for n in args.nodes.split(",")]
     rates = [float(r) for r in args.rates.split(",")]
@@ -223,6 +271,18 @@ def main() -> None:
                 (("replicator", replicator), ("bare", bare), ("publisher", publisher))}
         ray.get([sink.pid.remote() for sink in sinks])
         version = 1
+        if args.burst:
+            print(f"{'nodes':>5} {'changes':>8} {'a publish':>9} {'everywhere':>10} {'carried/s':>10} {'CPU s':>6} "
+                  f"{'us/deliv':>8}")
+            for nodes in node_counts:
+                figures = burst_step(replicator, pids["replicator"], publisher, sinks, nodes, args.burst,
+                                     args.per_publish, version)
+                version += args.burst
+                took = figures["everywhere_s"]
+                print(f"{nodes:>5} {args.burst:>8,} {args.per_publish:>9} "
+                      f"{'-' if took is None else format(took, '.2f') + ' s':>10} {figures['carried'] or 0:>10,.0f} "
+                      f"{figures['cpu_s']:>6.1f} {figures['us_per_delivery'] or 0:>8.1f}", flush=True)
+            return
         print(f"{'target':11} {'nodes':>5} {'offered':>7} {'achieved':>8} {'carried/s':>10} {'p50 ms':>7} "
               f"{'p99 ms':>7} {'max ms':>7} {'late':>6} {'core':>6} {'pub.':>6} {'us/deliv':>8}")
         # The publisher's ceiling: a target that delivers nothing.
