@@ -26,7 +26,7 @@ import time
 
 import ray
 
-from bench.replication_ceiling import cpu_s
+from bench.replication_ceiling import cpu_s, until_still
 from sneakers23.actors.presence import Presence
 from sneakers23.domain.presence import Report, TabJoined, TabLeft
 from sneakers23.jobs.report import percentile
@@ -157,14 +157,8 @@ def step(target, target_pid: int, reporters: list, reporter_pids: list[int], fol
 def settled(follower, most_s: float = 120.0) -> list[float]:
     """The follower's lags, once it has read nothing new for a second and a half (its follow waits
     up to a second for news): a board that fell behind is read to its end."""
-    deadline, last = time.monotonic() + most_s, None
-    while time.monotonic() < deadline:
-        now = ray.get(follower.count.remote())
-        if now == last:
-            return ray.get(follower.take.remote())
-        last = now
-        time.sleep(1.5)
-    raise RuntimeError(f"the follower was still reading {most_s:.0f} s after the step")
+    until_still(lambda: ray.get(follower.count.remote()), 1.5, most_s, "the follower was still reading")
+    return ray.get(follower.take.remote())
 
 
 def line(name: str, figures: dict) -> str:

@@ -159,29 +159,51 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def given_nodes(target, sinks: list, nodes: int) -> None:
+    """The target's caches: `nodes` handles over the sinks in turn, each sink told how many are its."""
+    ray.get([sink.reset.remote(len(range(k, nodes, len(sinks)))) for k, sink in enumerate(sinks)])
+    ray.get(target.use.remote({f"node-{n}": sinks[n % len(sinks)] for n in range(nodes)}))
+
+
+def everywhere(sinks: list, nodes: int, published: dict[int, float]) -> dict[int, float]:
+    """The published changes every node has had so far, each with when the last one had it (a
+    change is everywhere once each sink that has nodes has it)."""
+    with_nodes = min(nodes, len(sinks))
+    last: dict[int, float] = {}
+    told: Counter = Counter()
+    for done in ray.get([sink.arrivals.remote() for sink in sinks]):
+        for version, at in done.items():
+            last[version] = max(last.get(version, 0.0), at)
+            told[version] += 1
+    return {v: at for v, at in last.items() if v in published and told[v] == with_nodes}
+
+
+def until_still(read, pause_s: float, most_s: float, what: str) -> None:
+    """Until `read()` gives the same twice, `pause_s` apart; RuntimeError past `most_s`."""
+    deadline, last = time.monotonic() + most_s, None
+    while time.monotonic() < deadline:
+        now = read()
+        if now == last:
+            return
+        last = now
+        time.sleep(pause_s)
+    raise RuntimeError(f"{what} {most_s:.0f} s after the step")
+
+
 def step(target, target_pid: int, publisher, publisher_pid: int, sinks: list, nodes: int, rate: float,
          seconds: float, first_version: int) -> dict:
     """One rate against one target with `nodes` caches: the publishes achieved, each change's lag to
     its last node (p50/p99/max, and how many had not reached every node within SETTLE_S), the
     target's and the publisher's CPU (the target's per delivery made: counted once all is quiet)."""
-    handles = {f"node-{n}": sinks[n % len(sinks)] for n in range(nodes)}
-    ray.get([sink.reset.remote(sum(1 for n in range(nodes) if n % len(sinks) == k)) for k, sink in enumerate(sinks)])
-    ray.get(target.use.remote(handles))
+    given_nodes(target, sinks, nodes)
     target_before, publisher_before, started = cpu_s(target_pid), cpu_s(publisher_pid), time.monotonic()
     published, took = ray.get(publisher.run.remote(target, rate, seconds, first_version))
     wall = time.monotonic() - started
     target_cpu, publisher_cpu = cpu_s(target_pid) - target_before, cpu_s(publisher_pid) - publisher_before
     arrived: dict[int, float] = {}
-    with_nodes = min(nodes, len(sinks))  # (the sinks that have nodes: a change is everywhere once each has it)
     deadline = time.monotonic() + SETTLE_S
     while nodes:
-        last: dict[int, float] = {}
-        told: Counter = Counter()
-        for done in ray.get([sink.arrivals.remote() for sink in sinks]):
-            for version, at in done.items():
-                last[version] = max(last.get(version, 0.0), at)
-                told[version] += 1
-        arrived = {v: at for v, at in last.items() if v in published and told[v] == with_nodes}
+        arrived = everywhere(sinks, nodes, published)
         if len(arrived) == len(published) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -192,7 +214,8 @@ def step(target, target_pid: int, publisher, publisher_pid: int, sinks: list, no
     # (carried a second: the deliveries over the time from the first publish to the last arrival)
     span = max(arrived.values(), default=0.0) - min(published.values(), default=0.0)
     return {"nodes": nodes, "rate": rate, "seconds": took, "achieved": len(published) / took,
-            "changes": len(published), "deliveries": received, "carried": received / span if span > 0 else 0.0, "late": len(published) - len(lags) if nodes else 0,
+            "changes": len(published), "deliveries": received, "carried": received / span if span > 0 else 0.0,
+            "late": len(published) - len(lags) if nodes else 0,
             "lag_p50_ms": percentile(lags, 50), "lag_p99_ms": percentile(lags, 99), "lag_max_ms": max(lags, default=None),
             "target_core": target_cpu / wall, "target_cpu_s": settled_cpu, "publisher_core": publisher_cpu / wall,
             "us_per_delivery": settled_cpu / received * 1e6 if received else None}
@@ -202,20 +225,11 @@ def burst_step(target, target_pid: int, publisher, sinks: list, nodes: int, chan
                first_version: int) -> dict:
     """A drop's burst of `changes` to `nodes` caches: how long until every node had every change,
     and the target's CPU for it (per change delivered to a node)."""
-    handles = {f"node-{n}": sinks[n % len(sinks)] for n in range(nodes)}
-    ray.get([sink.reset.remote(sum(1 for n in range(nodes) if n % len(sinks) == k)) for k, sink in enumerate(sinks)])
-    ray.get(target.use.remote(handles))
+    given_nodes(target, sinks, nodes)
     before, started = cpu_s(target_pid), time.time()
     published = ray.get(publisher.burst.remote(target, changes, per_publish, first_version))
     quiet(target, sinks)
-    with_nodes = min(nodes, len(sinks))
-    last: dict[int, float] = {}
-    told: Counter = Counter()
-    for done in ray.get([sink.arrivals.remote() for sink in sinks]):
-        for version, at in done.items():
-            last[version] = max(last.get(version, 0.0), at)
-            told[version] += 1
-    arrived = [at for version, at in last.items() if version in published and told[version] == with_nodes]
+    arrived = list(everywhere(sinks, nodes, published).values())
     spent = cpu_s(target_pid) - before
     received = sum(ray.get([sink.received.remote() for sink in sinks]))
     took = max(arrived) - started if len(arrived) == len(published) else None
@@ -227,15 +241,9 @@ def burst_step(target, target_pid: int, publisher, sinks: list, nodes: int, chan
 def quiet(target, sinks: list, most_s: float = 600.0) -> None:
     """Until the target has nothing left to send and no sink has received anything for half a
     second: a step that fell behind leaves no backlog to the next."""
-    deadline, last = time.monotonic() + most_s, None
     ray.get(target.idle.remote(), timeout=most_s)
-    while time.monotonic() < deadline:
-        now = sum(ray.get([sink.received.remote() for sink in sinks]))
-        if now == last:
-            return
-        last = now
-        time.sleep(0.5)
-    raise RuntimeError(f"the caches were still receiving {most_s:.0f} s after the step: the next step would measure its backlog")
+    until_still(lambda: sum(ray.get([sink.received.remote() for sink in sinks])), 0.5, most_s,
+                "the caches were still receiving (the next step would measure its backlog)")
 
 
 def line(name: str, figures: dict) -> str:

@@ -211,6 +211,19 @@ def _counts(counts: dict) -> str:
     return html.escape(", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in sorted(counts.items())) or "none")
 
 
+def _visit_rows(report: dict) -> list[tuple[str, object]]:
+    """How the visits went besides buying, and how late the shoppers came."""
+    visits = report.get("visits", {})
+    rows = [("pages, sockets and joins refused", _counts(visits.get("refused", {}))),
+            ("visits that ended without buying (left, gave up, an error)", _counts(visits.get("ended", {}))),
+            ("sockets the store closed", visits.get("sockets_closed_by_the_store"))]
+    if arrivals := report.get("arrivals"):  # (a log written before arrivals were noted has none)
+        rows.append(("shoppers behind their plan on arrival, p50 / p99 / max ms (the load generator's own lag)",
+                     f"{_number(arrivals.get('late_p50_ms'))} / {_number(arrivals.get('late_p99_ms'))} / "
+                     f"{_number(arrivals.get('late_max_ms'))}"))
+    return rows
+
+
 def _figures_table(report: dict) -> str:
     shown = [("shoppers' purchases and checkouts", report.get("attempts")), ("pairs sold", report.get("sold")),
              ("refused, by reason", _counts(report.get("refusals", {}))),
@@ -223,14 +236,7 @@ def _figures_table(report: dict) -> str:
     out = report.get("sold_out_pushes", {})
     shown.append(("sold-out pushes: sizes, pushes, missed",
                   f"{_number(out.get('sizes_sold_out'))}, {_number(out.get('pushes'))}, {_number(out.get('missed'))}"))
-    visits = report.get("visits", {})
-    shown += [("pages, sockets and joins refused", _counts(visits.get("refused", {}))),
-              ("visits that ended without buying (left, gave up, an error)", _counts(visits.get("ended", {}))),
-              ("sockets the store closed", visits.get("sockets_closed_by_the_store"))]
-    if arrivals := report.get("arrivals"):  # (a log written before arrivals were noted has none)
-        shown.append(("shoppers behind their plan on arrival, p50 / p99 / max ms (the load generator's own lag)",
-                      f"{_number(arrivals.get('late_p50_ms'))} / {_number(arrivals.get('late_p99_ms'))} / "
-                      f"{_number(arrivals.get('late_max_ms'))}"))
+    shown += _visit_rows(report)
     if (queue := report.get("queue")) is not None:
         shown += [("queue: places, let in, told sold out in line, never told",
                    f"{_number(queue['places'])}, {_number(queue['admitted'])}, {_number(queue['told_sold_out'])}, "
