@@ -64,8 +64,11 @@ def decode(text: str) -> Message:
     return Message(join_ref, ref, topic, event, payload)
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # (made once: json.dumps with separators makes one a call)
+
+
 def encode(join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> str:
-    return json.dumps([join_ref, ref, topic, event, payload], separators=(",", ":"))
+    return _ENCODE([join_ref, ref, topic, event, payload])
 
 
 def reply(message: Message, status: str, response: dict | None = None) -> str:

@@ -70,7 +70,10 @@ class QueueChannels:
         self._work = work
         self._attempts = attempts
         self._places: dict[int, dict[object, LinePlace]] = {}  # product -> each joined socket's place
-        self._shown: dict[tuple[object, int], dict] = {}  # what each socket was last told
+        self._tabs: dict[int, dict[str, set]] = {}  # product -> account -> its joined sockets (places read again)
+        # What each socket was last told: the frame (a string, which the garbage collector never
+        # scans; 10,000 views kept as dicts made it scan them at every push, docs/performance.md).
+        self._shown: dict[tuple[object, int], str] = {}
         self._topics: dict[object, set[int]] = {}  # a socket's queues (joined, or joining)
         self._reading: set[int] = set()  # products whose places are being read again
         self._lines: dict[int, WaitingLine] = {}  # the last line of each product told here
@@ -134,8 +137,9 @@ class QueueChannels:
         if product_id not in self._topics.get(connection, ()):
             return  # (it left meanwhile)
         self._places.setdefault(product_id, {})[connection] = place
+        self._tabs.setdefault(product_id, {}).setdefault(place.account, set()).add(connection)
         view = self._view(place, product_id)
-        self._shown[(connection, product_id)] = view
+        self._shown[(connection, product_id)] = _said(product_id, view)
         connection.send(phoenix.reply(message, "ok", view))
         line = self._live.line(product_id)
         if line is not None and _news_in_the_database(place, line):  # (the line moved while it joined)
@@ -180,9 +184,16 @@ class QueueChannels:
     def _forget(self, connection, product_id: int) -> None:
         places = self._places.get(product_id)
         if places is not None:
-            places.pop(connection, None)
+            place = places.pop(connection, None)
             if not places:
                 del self._places[product_id]
+            tabs = self._tabs.get(product_id, {})
+            if place is not None and place.account in tabs:
+                tabs[place.account].discard(connection)
+                if not tabs[place.account]:
+                    del tabs[place.account]
+                if not tabs:
+                    del self._tabs[product_id]
         self._shown.pop((connection, product_id), None)
         topics = self._topics.get(connection)
         if topics is not None:
@@ -224,8 +235,10 @@ class QueueChannels:
         self._positions_due.discard(product_id)
         self._told_at[product_id] = time.monotonic()
         line = self._live.line(product_id)  # (the line each view is made from)
-        for connection, place in list(self._places.get(product_id, {}).items()):
-            if line is None or not _news_in_the_database(place, line):
+        places = self._places.get(product_id, {})
+        for connection in list(places):  # (the sockets alone: no pair made for each, for the collector)
+            place = places.get(connection)
+            if place is not None and (line is None or not _news_in_the_database(place, line)):
                 self._tell(connection, product_id, place)
 
     def _read_soon(self, product_id: int, turns: bool = False) -> None:
@@ -252,12 +265,12 @@ class QueueChannels:
             except (DatabaseUnavailable, SchemaMissing) as error:
                 log.warning("reading a queue's places again failed: %s", error)
                 return
-            places = self._places.get(product_id, {})
-            for connection, place in list(places.items()):
-                now = fresh.get(place.account)
-                if now is not None and now != place:
-                    places[connection] = now
-                    self._tell(connection, product_id, now)
+            places, tabs = self._places.get(product_id, {}), self._tabs.get(product_id, {})
+            for account, now in fresh.items():  # (the places read, not every tab: a few, at each move)
+                for connection in list(tabs.get(account, ())):
+                    if places.get(connection, now) != now:  # (one that left meanwhile is gone from both)
+                        places[connection] = now
+                        self._tell(connection, product_id, now)
         finally:
             self._reading.discard(product_id)
             if product_id in self._turns_due and product_id in self._places:
@@ -267,13 +280,18 @@ class QueueChannels:
     def _tell(self, connection, product_id: int, place: LinePlace) -> None:
         view = self._view(place, product_id)
         key = (connection, product_id)
-        shown = self._shown.get(key)
-        if shown is not None and (shown == view if "left_s" not in view else  # (the time left ticks by itself)
-                                  {k: v for k, v in shown.items() if k != "left_s"} ==
-                                  {k: v for k, v in view.items() if k != "left_s"}):
+        said = _said(product_id, view)
+        if self._shown.get(key) == said:
             return
-        self._shown[key] = view
-        connection.send(phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view))
+        self._shown[key] = said
+        connection.send(said if "left_s" not in view else phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view))
+
+
+def _said(product_id: int, view: dict) -> str:
+    """A place's push, less the time left of a turn (which ticks by itself: not news)."""
+    if "left_s" in view:
+        view = {k: v for k, v in view.items() if k != "left_s"}
+    return phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view)
 
 
 def _news_in_the_database(place: LinePlace, line: WaitingLine) -> bool:
