@@ -16,8 +16,9 @@ from typing import Awaitable, Callable
 from sneakers23.actors.node_cache import Snapshot, follow_node_cache
 from sneakers23.domain.carts import CartLine, lines_for
 from sneakers23.domain.catalog import Catalog, Item, Product
-from sneakers23.domain.changes import AccountChanged, AvailabilityChanged, Cart, InventoryChange, ProductChange, WaitingLine
-from sneakers23.domain.shopper_events import (CartUpdated, LineMoved, SessionsToCheck, ShopperEvent, cart_differences,
+from sneakers23.domain.changes import (AccountChanged, AvailabilityChanged, Cart, DrawFinished, InventoryChange,
+                                       ProductChange, WaitingLine)
+from sneakers23.domain.shopper_events import (CartUpdated, DrawOver, LineMoved, SessionsToCheck, ShopperEvent, cart_differences,
                                               differences, release_change, stock_change)
 from sneakers23.tasks import keep
 
@@ -125,6 +126,8 @@ class LiveCatalog:
                     events.append(LineMoved(change))
             elif isinstance(change, AccountChanged):
                 events.append(SessionsToCheck(change.account_id))
+            elif isinstance(change, DrawFinished):
+                events.append(DrawOver(change.product_id, change.entries))
         self._tell(events)
 
     def _tell(self, events: list[ShopperEvent]) -> None:

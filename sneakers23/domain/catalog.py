@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable
 
-from sneakers23.domain.changes import AccountChanged, AvailabilityChanged, Cart, Change, ProductChange, WaitingLine
+from sneakers23.domain.changes import (AccountChanged, AvailabilityChanged, Cart, Change, DrawFinished, ProductChange,
+                                       WaitingLine)
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.levels import Level, level_for
 
@@ -157,7 +158,7 @@ class Catalog:
                 return False
             self._lines[change.product_id] = change
             return True
-        if isinstance(change, AccountChanged):  # (no state here: passed on to the followers)
+        if isinstance(change, (AccountChanged, DrawFinished)):  # (no state here: passed on to the followers)
             return True
         raise TypeError(f"not a change: {change!r}")
 

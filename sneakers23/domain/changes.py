@@ -151,6 +151,22 @@ class AccountChanged:
         return AccountChanged, (self.account_id,)
 
 
+@dataclass(frozen=True, slots=True)
+class DrawFinished:
+    """A product's draw gave every pair it could: each entrant's outcome is written. An event, as
+    an AccountChanged is (no row, no version): every page of the product reads its entrant's
+    outcome once, and a page that missed it asks again on its next join or its slow recheck."""
+
+    product_id: int
+    entries: int  # (how many pages may read at once: they spread their reads by it)
+
+    kind = "draw_finished"
+
+    def __reduce__(self):
+        return DrawFinished, (self.product_id, self.entries)
+
+
 InventoryChange = (ProductReleased, ReleaseScheduleChanged, AvailabilityChanged)  # (for isinstance)
 
-Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, Cart, WaitingLine, AccountChanged]
+Change = Union[ProductReleased, ReleaseScheduleChanged, AvailabilityChanged, Cart, WaitingLine, AccountChanged,
+               DrawFinished]

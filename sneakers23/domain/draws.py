@@ -138,6 +138,17 @@ def entry_refusal_message(refusal: EntryRefusal, product_id: int) -> str:
     }[refusal]
 
 
+# When a draw ends, each entrant's page reads its outcome once, at a random moment within a spread
+# that keeps the reads near OUTCOME_READS_PER_S (100,000 entrants: over 10 s), and never longer
+# than MAX_READS_SPREAD_S (a shopper waits for news at most that long past the end).
+OUTCOME_READS_PER_S = 10_000
+MAX_READS_SPREAD_S = 10.0
+
+
+def outcome_reads_spread_s(entries: int) -> float:
+    return min(MAX_READS_SPREAD_S, max(0, entries) / OUTCOME_READS_PER_S)
+
+
 # A winner's pair is bought with a purchase key of its entry's: only that purchase may buy it (a
 # winner buying under another key is refused), and a draw that starts again never buys it twice.
 DRAW_KEY_PREFIX = "draw-"

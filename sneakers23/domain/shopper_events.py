@@ -51,6 +51,14 @@ class LineMoved:
 
 
 @dataclass(frozen=True, slots=True)
+class DrawOver:
+    """A product's draw ended: its pages read their entrants' outcomes (spread over its entries)."""
+
+    product_id: int
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionsToCheck:
     """What a replica remembers of an account's sessions may be stale (an AccountChanged): it asks
     the database again. `None`: every account's (its copy of the node started again from a
@@ -59,7 +67,8 @@ class SessionsToCheck:
     account_id: int | None
 
 
-ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated, LineMoved, SessionsToCheck]
+ShopperEvent = Union[ProductWentOnSale, ReleaseScheduled, StockChanged, CartUpdated, LineMoved, SessionsToCheck,
+                     DrawOver]
 
 
 def stock_change(before: Item | None, after: Item) -> StockChanged | None:

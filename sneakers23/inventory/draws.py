@@ -25,6 +25,7 @@ from sneakers23.db.sales import sell_claims
 from sneakers23.db.unit_of_work import Database
 from sneakers23.domain.accounts import Delivery, Letter, account_of_shopper
 from sneakers23.domain.admin import ActionKind
+from sneakers23.domain.changes import DrawFinished
 from sneakers23.domain.draws import (DrawState, Entry, EntryRefusal, Outcome, draw_key, draw_view, drawn_by_size,
                                      entry_refusal_message, entry_refused, next_winners, result_letter,
                                      staff_figures)
@@ -224,6 +225,7 @@ class Draws:
                 if not pending:  # every pair given: finished here, under the lock (nobody is buying)
                     if rows.finish(unit.connection, product_id):
                         tally = rows.outcome_counts(unit.connection, product_id)
+                        unit.publish([DrawFinished(product_id, sum(tally.values()))])  # (its pages read, once)
                         admin.record(unit.connection, DRAWN_BY, ActionKind.DRAW_FINISHED, f"product {product_id}",
                                      True, f"{counted(tally[Outcome.BOUGHT], 'pair')} bought for winners; "
                                            f"{tally[Outcome.FAILED]} failed, {tally[Outcome.LOST]} lost", "")

@@ -30,7 +30,9 @@ from sneakers23.jobs.event_log import Row
 from sneakers23.jobs.shopper_socket import Refused, Socket
 from sneakers23.serve.shoppers import COOKIE, FORM_TOKEN_FIELD, FORM_TOKEN_HEADER, SESSION_COOKIE, form_token_in
 
-DRAW_ASKED_EVERY_S = 2.0  # as static/js/draws.js asks for its entry's outcome after the close
+# As static/js/draws.js: its entry's outcome read when the draw's end is pushed (within the spread
+# the push says), and asked again this often after the close in case that push was missed.
+DRAW_ASKED_AGAIN_S = 15.0
 QUEUE_TRY_AGAIN_S = 3.0  # as static/js/queue.js tries a refused join again (TRY_AGAIN_MS)
 JOIN_TRIES = 3  # … at most this many times, for these reasons:
 PASSING_REFUSALS = ("joining", "unavailable", "error", "proof_of_work")
@@ -67,6 +69,8 @@ class Shopper:
         self.in_line = asyncio.Event()  # (its place said it is in line, after the release)
         self.turned_away: str | None = None
         self.told_sold_out = False
+        self.draw_over = asyncio.Event()  # (a draw's: its end pushed, with its pages' spread)
+        self.draw_spread_s = 0.0
 
     def cookies(self) -> str:
         """Its Cookie header: the shopper's cookie, and its session's when it is signed in."""
@@ -93,6 +97,10 @@ class Shopper:
         self.note("push", event, None, "received", item_id, level)
         if event == "released":
             self.released.set()
+        elif event == "draw_finished":
+            spread = payload.get("spread_s") if isinstance(payload, dict) else None
+            self.draw_spread_s = float(spread) if isinstance(spread, (int, float)) else 0.0
+            self.draw_over.set()
         elif event == "stock_change" and level == "out":
             self.out.add(item_id)
             self._over_yet()
@@ -325,14 +333,19 @@ class Shopper:
             return None, {}, RETRY_AFTER_S
 
     async def _told_of_the_draw(self) -> None:
-        """From the close (the release) on, its entry's outcome as its page learns it: asked every
-        DRAW_ASKED_EVERY_S (a read that fails is asked again) until the draw is finished, noted with
-        the time from the release (`sold` for a pair bought for it, else the outcome: `lost`,
-        `failed`, `removed`); or "never told", past RELEASE_LATE_S."""
+        """From the close (the release) on, its entry's outcome as its page learns it: read at the
+        close, then when the draw's end is pushed (after a random part of the spread it says), or
+        every DRAW_ASKED_AGAIN_S when none comes (a shopper who left, a push missed), until the draw
+        is finished; noted with the time from the release (`sold` for a pair bought for it, else
+        the outcome: `lost`, `failed`, `removed`), or "never told", past RELEASE_LATE_S."""
         await asyncio.sleep(max(0.0, self.crowd.release_at - time.time()))
         started = time.perf_counter() - max(0.0, time.time() - self.crowd.release_at)  # (timed from the release)
         deadline = self.crowd.release_at + RELEASE_LATE_S
+        asked = 0
         while True:
+            if asked:
+                await self._until_the_draws_end()
+            asked += 1
             try:
                 view = await self._view("draw", "draw_check")
             except Refused:
@@ -345,7 +358,17 @@ class Shopper:
             if time.time() > deadline:
                 self.note("visit", "draw", None, "never told")
                 return
-            await asyncio.sleep(DRAW_ASKED_EVERY_S)
+
+    async def _until_the_draws_end(self) -> None:
+        """The draw's end pushed (then a random part of its spread, as every page waits), or
+        DRAW_ASKED_AGAIN_S without it."""
+        if not self.draw_over.is_set():
+            try:
+                await asyncio.wait_for(self.draw_over.wait(), DRAW_ASKED_AGAIN_S)
+            except asyncio.TimeoutError:
+                return
+        await asyncio.sleep(random.uniform(0.0, self.draw_spread_s))
+        self.draw_over.clear()  # (read once for it: a read that finds the draw unfinished waits again)
 
     async def _open(self) -> None:
         """The page, then its socket with both channels joined (as store.js does), and its place in a

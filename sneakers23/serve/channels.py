@@ -20,7 +20,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sneakers23.domain.catalog import Product
 from sneakers23.domain.ids import parse_id
-from sneakers23.domain.shopper_events import ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
+from sneakers23.domain.draws import outcome_reads_spread_s
+from sneakers23.domain.shopper_events import DrawOver, ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
 from sneakers23.domain.views import item_level
 from sneakers23.serve import eager, phoenix
 from sneakers23.serve.render import size_html
@@ -202,7 +203,7 @@ class ChannelHub:
         for kind in self._kinds:
             kind.publish(events)
         for event in events:
-            if not isinstance(event, (ProductWentOnSale, ReleaseScheduled, StockChanged)):
+            if not isinstance(event, (ProductWentOnSale, ReleaseScheduled, StockChanged, DrawOver)):
                 continue  # (a cart's event: the cart channels' own)
             topic = f"{TOPIC_PREFIX}{event.product_id}"
             subscribers = self._topics.get(topic)
@@ -222,6 +223,8 @@ class ChannelHub:
                 frame = phoenix.push(topic, "stock_change", {
                     "product_id": event.product_id, "item_id": event.item_id, "level": str(event.level),
                 })
+            elif isinstance(event, DrawOver):  # (each page reads its entrant's outcome, once, within the spread)
+                frame = phoenix.push(topic, "draw_finished", {"spread_s": outcome_reads_spread_s(event.entries)})
             else:
                 continue
             self._published += 1

@@ -7,7 +7,10 @@ const panel = document.querySelector("[data-form-token]");
 // Each block's proof of work for its entry (a bot pays per entry): solved in the background from
 // the challenge the draw's JSON carries, while the shopper chooses a size.
 const proofs = new Map();
-const ASK_AGAIN_MS = 2000;
+// After the close, the page reads its entry's outcome when the draw's end is pushed (store.js); it
+// asks again this often only in case that push was missed.
+const ASK_AGAIN_MS = 15000;
+const rechecks = new Map(); // product -> its slow recheck's timer
 
 function say(block, text) {
   const status = block.querySelector("[data-draw-status]");
@@ -56,17 +59,32 @@ function show(block, draw) {
   } else if (draw.closed) {
     say(block, "The draw has closed.");
   }
-  // Released (the close), and its pairs still being given: asked again until it is done (a few
-  // seconds after the release; the release push comes before the close).
-  if (entry && !draw.finished && (draw.closed || block.hasAttribute("data-draw-closed")) && !block.dataset.asking) {
-    block.dataset.asking = "1";
-    setTimeout(() => { delete block.dataset.asking; readDraw(block); }, ASK_AGAIN_MS);
+  // Released (the close), and its pairs still being given: the end's push brings the outcome; a
+  // slow recheck in case it was missed, dropped once the outcome is in.
+  const product = block.dataset.drawFor;
+  if (draw.finished) {
+    clearTimeout(rechecks.get(product));
+    rechecks.delete(product);
+  } else if (entry && (draw.closed || block.hasAttribute("data-draw-closed")) && !rechecks.has(product)) {
+    rechecks.set(product, setTimeout(() => {
+      rechecks.delete(product);
+      document.querySelectorAll(`[data-draw-for="${product}"]`).forEach(readDraw);
+    }, ASK_AGAIN_MS));
   }
   const about = block.querySelector(".draw__commitment");
   if (about && !about.dataset.shown) {
     about.dataset.shown = "1";
     about.append(` Commitment (SHA-256 of the seed): ${draw.commitment}.`);
   }
+}
+
+// The draw's end, pushed on the product's channel: each page reads its outcome once, at a random
+// moment within the spread the store says (a big draw's pages do not all ask at once).
+export function drawFinished(productId, spreadS) {
+  const wait = Math.random() * Math.max(0, Number(spreadS) || 0) * 1000;
+  document.querySelectorAll(`[data-draw-for="${productId}"]`).forEach((block) => {
+    setTimeout(() => readDraw(block), wait);
+  });
 }
 
 export async function readDraw(block) {

@@ -3,7 +3,7 @@
 // The official Phoenix client reconnects with backoff and rejoins every channel; each join reply
 // carries the product's current state, so a page that was disconnected re-syncs without a reload.
 import { Socket } from "/static/vendor/phoenix/phoenix.mjs";
-import { readDraw } from "/static/js/draws.js";
+import { drawFinished, readDraw } from "/static/js/draws.js";
 import { followQueue } from "/static/js/queue.js";
 
 const RECONNECT_MS = [100, 250, 500, 1000, 2000, 5000];
@@ -133,6 +133,7 @@ document.querySelectorAll(".product-listing[data-product-id]").forEach((listing)
   });
   channel.on("stock_change", ({ item_id, level }) => setLevel(productId, item_id, level));
   channel.on("release_scheduled", (state) => { applyState(productId, state); tickCountdowns(); });
+  channel.on("draw_finished", ({ spread_s }) => drawFinished(productId, spread_s));
   // The join push is sent again on every rejoin, so this runs after each reconnect too.
   channel.join().receive("ok", (state) => { applyState(productId, state); tickCountdowns(); });
   channels[productId] = channel;

@@ -114,3 +114,11 @@ def test_the_staff_see_each_draws_entries_per_size_and_where_its_close_is():
                           "text": "draw open: 0 entries so far (it closes at the release)", "told": False}
     told = staff_figures({3: (True, True, True, True)}, counts, {})[3]
     assert told["text"].endswith("1 removed; every entrant told") and told["told"]
+
+
+def test_the_pages_of_a_big_draw_spread_their_reads_of_its_outcome_and_wait_no_more_than_a_cap():
+    from sneakers23.domain.draws import MAX_READS_SPREAD_S, OUTCOME_READS_PER_S, outcome_reads_spread_s
+
+    assert outcome_reads_spread_s(0) == 0.0
+    assert outcome_reads_spread_s(OUTCOME_READS_PER_S) == 1.0  # (as many reads a second as the database is asked)
+    assert outcome_reads_spread_s(100 * OUTCOME_READS_PER_S) == MAX_READS_SPREAD_S

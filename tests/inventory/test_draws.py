@@ -10,12 +10,14 @@ import pytest
 
 from harness import shop
 from sneakers23.domain.accounts import account_shopper_id
+from sneakers23.domain.changes import DrawFinished
 from sneakers23.domain.draws import Outcome
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.fairness import commitment
 from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import DrawProofUsed, DrawRefused, DropModeRefused, NotFound
 from sneakers23.inventory import Inventory
+from tests.inventory.test_shop import Recorded
 from tests.support.letters import Letters
 
 PASSWORD = "analytical engine of 1843"
@@ -27,7 +29,8 @@ def draw_shop(settings):
     """A seeded inventory that writes letters to a list, product 2 a draw, and two of its sizes
     (2 pairs and 1 pair; the others none)."""
     letters = Letters()
-    inventory = Inventory(settings.model_copy(update={"public_url": "https://shop.example"}), mail=letters)
+    inventory = Inventory(settings.model_copy(update={"public_url": "https://shop.example"}), mail=letters,
+                          replication=Recorded())
     inventory.seed(random_seed=1)
     inventory.set_drop_mode(2, DropMode.DRAW)
     product = next(p for p in inventory.complete_products() if p.id == 2)
@@ -81,6 +84,9 @@ def test_a_draw_from_the_entries_to_the_winners_orders_and_the_losers_told(draw_
     assert (report.entries, report.removed, report.bought, report.failed, report.lost) == (5, 1, 3, 0, 1)
     posted = len(letters.posted)
     assert inventory.run_due_draws() == [] and len(letters.posted) == posted  # given once, told once
+    # Its end is published once, after the outcomes are written: each entrant's page reads its own then.
+    finished = [change for change in inventory.replication.published if isinstance(change, DrawFinished)]
+    assert finished == [DrawFinished(2, 5)]
     staff = inventory.draw_figures()[2]
     assert staff["stage"] == "finished" and staff["per_size"] == {big: 3, small: 2}
     assert staff["text"] == ("draw finished: 5 entries; 3 pairs bought for winners, 0 failed, 1 lost, 1 removed; "
@@ -300,5 +306,6 @@ def test_a_draw_nobody_entered_finishes_and_is_told_at_once(draw_shop):
     inventory.release(2)
     [report] = inventory.run_due_draws()
     assert report.entries == 0 and inventory.draw_figures()[2]["told"]
+    assert DrawFinished(2, 0) in inventory.replication.published
     assert [letter for letter in letters.posted if "draw" in letter.subject] == []
     assert inventory.run_due_draws() == []

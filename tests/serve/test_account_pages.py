@@ -483,13 +483,14 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
     item = next(p for p in fresh_shop.complete_products() if p.id == 2).items[0]
     product_1_item = next(p for p in fresh_shop.complete_products() if p.id == 1).items[0].id
     shop.set_available(fresh_shop, item.id, 1)
-    pages = {}
+    pages, heard = {}, {}
     for _n in range(2):
         client, address = signed_up(store_url, mailbox)
         context = browser.new_context()
         context.add_cookies([{"name": cookie.name, "value": cookie.value, "url": store_url} for cookie in client.cookies.jar])
-        pages[address] = context.new_page()
-        open_shop_page(pages[address], store_url)
+        pages[address] = page = context.new_page()
+        heard[address] = listen_for_the_draws_end(page)
+        open_shop_page(page, store_url)
     for page in pages.values():
         block = page.locator('[data-draw-for="2"]')
         expect(block.get_by_role("button", name="ENTER THE DRAW")).to_be_visible()
@@ -522,6 +523,9 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
         f"You won size {item.size}: your pair is in your orders.",
         f"The draw has closed: your entry (size {item.size}) was not drawn this time."]),
         timeout=30, interval=0.25, what="both pages telling how the draw went")
+    for address, events in heard.items():  # (told by the draw's end pushed to it, not by asking every few seconds)
+        pushed = [at for what, at in events if what == "pushed"]
+        assert pushed and any(what == "read" and at >= pushed[0] for what, at in events), (address, events)
     winner = next(a for a, t in told.items() if t.text_content().startswith("You won"))
     loser = next(a for a in told if a != winner)
     assert "in your orders" in mailbox.wait_for_letter(winner, "You won the draw").get_content()
@@ -538,6 +542,20 @@ def test_in_chromium_two_accounts_enter_a_draw_and_each_is_told_on_the_page_and_
     assert httpx.get(f"{store_url}/api/products/x/draw").status_code == 400
     for page in (*pages.values(), guest, staff):
         page.context.close()
+
+
+def listen_for_the_draws_end(page) -> list[tuple[str, float]]:
+    """The `draw_finished` pushes a page's socket receives and its reads of its draw, as they come."""
+    events: list[tuple[str, float]] = []
+
+    def socket(ws):
+        ws.on("framereceived", lambda payload: events.append(("pushed", time.monotonic()))
+              if '"draw_finished"' in str(payload) else None)
+
+    page.on("websocket", socket)
+    page.on("request", lambda request: events.append(("read", time.monotonic()))
+            if "/draw?record=0" in request.url else None)
+    return events
 
 
 class QueueTab:

@@ -399,3 +399,26 @@ def test_a_push_to_many_sockets_gives_the_loop_back_between_parts_and_keeps_ever
         await asyncio.wait_for(asyncio.gather(*served), 5)
 
     aio.run(scenario())
+
+
+def test_a_draws_end_reaches_every_page_of_the_product_with_how_long_to_spread_its_reads():
+    """A draw's end (a change with no row, like an account's) goes through the node's live copy to
+    the product's sockets, with how long their pages spread their reads of the outcome over: each
+    page reads its own once, not every few seconds until the end."""
+    from sneakers23.actors.node_cache import Snapshot
+    from sneakers23.domain.changes import DrawFinished
+    from sneakers23.domain.draws import outcome_reads_spread_s
+    from sneakers23.live import LiveCatalog
+
+    live = LiveCatalog()
+    live._install(Snapshot("epoch-1", 0, make_catalog(released=True).products(), []))
+    hub = ChannelHub(live)
+    live.subscribe(hub.publish)
+    app = Starlette(routes=[WebSocketRoute("/product_socket/websocket", hub.serve)])
+    with TestClient(app) as client, socket(client) as page, socket(client) as elsewhere:  # (elsewhere: no product)
+        join(page)
+        client.portal.call(live._apply, [DrawFinished(1, 25_000)])
+        assert json.loads(page.receive_text()) == [None, None, "product:1", "draw_finished",
+                                                    {"spread_s": outcome_reads_spread_s(25_000)}]
+        elsewhere.send_text(frame(None, "9", "phoenix", "heartbeat", {}))
+        assert json.loads(elsewhere.receive_text())[1] == "9"  # (its next frame is its reply: nothing pushed)
