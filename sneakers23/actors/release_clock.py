@@ -54,23 +54,12 @@ class ReleaseClock:
             keep(self._tasks, asyncio.get_event_loop().create_task(self._start_sales_forever()))
 
     async def _release_forever(self) -> None:
-        while True:
-            pause = self._tick_s
-            try:
-                due_in = await asyncio.to_thread(self._inventory.next_release_in_s)
-                if due_in is not None and due_in <= 0:
-                    released = await asyncio.to_thread(self._inventory.release_due)
-                    if released:
-                        log.info("released on schedule: %s", [change.product_id for change in released])
-                        self._draw_now.set()  # (one of them may be a draw: its release is its close)
-                        self._queues_now.set()  # (or a queue: its pre-queue is shuffled at once)
-                        due_in = await asyncio.to_thread(self._inventory.next_release_in_s)
-                    else:  # (due as read, released by none: another clock was first, or a time the
-                        due_in = None  # database compares otherwise; a tick, never a loop of reads)
-                pause = pause_before_next(self._tick_s, due_in)
-            except Exception as error:  # the database may be away: the next tick tries again
-                log.warning("scheduled releases failed this time: %s", error)
-            await asyncio.sleep(pause)
+        await release_on_time(self._inventory, self._tick_s, self._released)
+
+    def _released(self, changes: list) -> None:
+        log.info("released on schedule: %s", [change.product_id for change in changes])
+        self._draw_now.set()  # (one of them may be a draw: its release is its close)
+        self._queues_now.set()  # (or a queue: its pre-queue is shuffled at once)
 
     async def _draw_forever(self) -> None:
         """Draws close at their release, whoever released them (the staff too): looked for after
@@ -124,6 +113,26 @@ class ReleaseClock:
 
     async def ready(self) -> bool:
         return True
+
+
+async def release_on_time(inventory, tick_s: float, released: Callable[[list], None]) -> None:
+    """For ever: each scheduled release made at its time (`released` is told of those made), the
+    next release time read every tick and slept until when it is sooner."""
+    while True:
+        pause = tick_s
+        try:
+            due_in = await asyncio.to_thread(inventory.next_release_in_s)
+            if due_in is not None and due_in <= 0:
+                made = await asyncio.to_thread(inventory.release_due)
+                if made:
+                    released(made)
+                    due_in = await asyncio.to_thread(inventory.next_release_in_s)
+                else:  # (due as read, released by none: another clock was first, or a time the
+                    due_in = None  # database compares otherwise; a tick, never a loop of reads)
+            pause = pause_before_next(tick_s, due_in)
+        except Exception as error:  # the database may be away: the next tick tries again
+            log.warning("scheduled releases failed this time: %s", error)
+        await asyncio.sleep(pause)
 
 
 def pause_before_next(tick_s: float, due_in_s: float | None) -> float:

@@ -3,6 +3,8 @@ node's memory; a scheduled product's sales actor is started before its release."
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +18,7 @@ from tests.actors.test_replication import in_stock_item
 from tests.conftest import SEED
 from tests.support import cluster
 from tests.support.cluster import ensure_released
-from harness.waiting import wait_for
+from harness.waiting import until, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_store")
 
@@ -78,3 +80,42 @@ def test_the_clock_wakes_at_a_releases_time_not_up_to_a_tick_after():
     assert pause_before_next(TICK_S, 3_600.0) == TICK_S
     assert pause_before_next(TICK_S, 0.07) == pytest.approx(0.07)  # (woken at the release's time)
     assert pause_before_next(TICK_S, 0.0) == pause_before_next(TICK_S, -2.0) == SOONEST_S  # (due: read again soon, never a busy loop)
+
+
+class Schedule:
+    """The inventory as the clock's loop reads it: one release, due a moment from now."""
+
+    def __init__(self, due_in_s: float):
+        self.due_at = time.monotonic() + due_in_s
+        self.made_at: float | None = None
+        self.reads = 0
+
+    def next_release_in_s(self) -> float | None:
+        self.reads += 1
+        return None if self.made_at is not None else self.due_at - time.monotonic()
+
+    def release_due(self) -> list:
+        if self.made_at is not None or time.monotonic() < self.due_at:
+            return []
+        self.made_at = time.monotonic()
+        return ["product 2"]
+
+
+def test_the_clocks_loop_makes_a_release_at_its_time_between_two_ticks():
+    """The loop as the actor runs it, with a tick far longer than the wait: the release is made
+    at its time, not at the next tick, once; then the clock only reads at its ticks."""
+    from sneakers23.actors.release_clock import release_on_time
+
+    async def run() -> None:
+        schedule, told = Schedule(0.3), []
+        clock = asyncio.ensure_future(release_on_time(schedule, 30.0, told.append))
+        try:
+            await until(lambda: told, timeout=10, what="the release")
+            assert told == [["product 2"]] and schedule.made_at - schedule.due_at < 1.0  # (a tick is 30 s)
+            reads = schedule.reads
+            await asyncio.sleep(0.3)  # (a window in which it must not read again: its next tick is 30 s off)
+            assert schedule.reads == reads and told == [["product 2"]]
+        finally:
+            clock.cancel()
+
+    asyncio.run(run())
