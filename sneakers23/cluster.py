@@ -179,7 +179,8 @@ class RayReplication:
 
     A publish that fails is logged, never raised: the sale or release is already committed, and the
     caches' anti-entropy picks it up within the resync period (an AccountChanged, which has no row
-    to compare, the replicas' recheck of a session: serve/shoppers.py). Changes go only to a store
+    to compare, the replicas' recheck of a session: serve/shoppers.py; a DrawFinished, the pages'
+    recheck of their outcome: static/js/draws.js). Changes go only to a store
     that sells from the same database: with two stores on one machine, the cluster joined may be the
     other's.
     """

@@ -5,7 +5,7 @@ releases are the release clock's, actors/release_clock.py): a node that joins ge
 within `watch_seconds` without anyone acting, and the cache of a node that died is let go. A change
 goes to each cache once per publish; caches apply only newer versions, so nothing loops or applies
 twice, and a delivery that is lost anyway is healed by the caches' anti-entropy (an AccountChanged,
-by the replicas' recheck of a session).
+by the replicas' recheck of a session; a DrawFinished, by the pages' recheck of their outcome).
 """
 
 from __future__ import annotations

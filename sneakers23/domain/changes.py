@@ -1,5 +1,6 @@
-"""Change events: what happened to one database row, stamped with the row's new version; and one
-event with no row of its own, an account's change (`AccountChanged`)."""
+"""Change events: what happened to one database row, stamped with the row's new version; and two
+events with no row of their own: an account's change (`AccountChanged`) and a draw's end
+(`DrawFinished`)."""
 
 from __future__ import annotations
 

@@ -289,7 +289,8 @@ def _pressed_in_line(rows: list) -> set[tuple[int, float]]:
 def draw_figures(rows: list) -> dict:
     """A draw as its shoppers' pages learnt it: the entries made and refused (by reason), each
     entrant's outcome (`sold`: a pair bought for it), who was never told, and how long after the
-    release (the close) each page showed its outcome (asked every 2 s, as the page asks)."""
+    release (the close) each page showed its outcome (read when the draw's end was pushed, as the
+    page reads it, or every 15 s without the push)."""
     entered = {row.shopper for row in rows if row.kind == "request" and row.step == "enter" and row.outcome == "ok"}
     refused = Counter(row.outcome for row in rows if row.kind == "request" and row.step == "enter" and row.outcome != "ok")
     told = [row for row in rows if row.kind == "request" and row.step == "draw"]

@@ -11,6 +11,18 @@ const proofs = new Map();
 // asks again this often only in case that push was missed.
 const ASK_AGAIN_MS = 15000;
 const rechecks = new Map(); // product -> its slow recheck's timer
+// Products whose draw this page entered and whose outcome it has not shown yet: only these read
+// when the end is pushed (every page of the product gets the push, entrant or not).
+const awaiting = new Set();
+
+function blocksOf(product) {
+  return document.querySelectorAll(`[data-draw-for="${product}"]`);
+}
+
+function readAgainLater(product) {
+  if (rechecks.has(product)) return;
+  rechecks.set(product, setTimeout(() => { rechecks.delete(product); blocksOf(product).forEach(readDraw); }, ASK_AGAIN_MS));
+}
 
 function say(block, text) {
   const status = block.querySelector("[data-draw-status]");
@@ -62,14 +74,13 @@ function show(block, draw) {
   // Released (the close), and its pairs still being given: the end's push brings the outcome; a
   // slow recheck in case it was missed, dropped once the outcome is in.
   const product = block.dataset.drawFor;
-  if (draw.finished) {
+  if (!entry || draw.finished) {
+    awaiting.delete(product);
     clearTimeout(rechecks.get(product));
     rechecks.delete(product);
-  } else if (entry && (draw.closed || block.hasAttribute("data-draw-closed")) && !rechecks.has(product)) {
-    rechecks.set(product, setTimeout(() => {
-      rechecks.delete(product);
-      document.querySelectorAll(`[data-draw-for="${product}"]`).forEach(readDraw);
-    }, ASK_AGAIN_MS));
+  } else {
+    awaiting.add(product);
+    if (draw.closed || block.hasAttribute("data-draw-closed")) readAgainLater(product);
   }
   const about = block.querySelector(".draw__commitment");
   if (about && !about.dataset.shown) {
@@ -81,19 +92,24 @@ function show(block, draw) {
 // The draw's end, pushed on the product's channel: each page reads its outcome once, at a random
 // moment within the spread the store says (a big draw's pages do not all ask at once).
 export function drawFinished(productId, spreadS) {
+  const product = String(productId);
+  if (!awaiting.has(product)) return; // (a page with no entry in it has nothing to learn)
   const wait = Math.random() * Math.max(0, Number(spreadS) || 0) * 1000;
-  document.querySelectorAll(`[data-draw-for="${productId}"]`).forEach((block) => {
-    setTimeout(() => readDraw(block), wait);
-  });
+  setTimeout(() => blocksOf(product).forEach(readDraw), wait); // (the blocks as they are then)
 }
 
 export async function readDraw(block) {
+  const product = block.dataset.drawFor;
   try {
-    const answer = await fetch(`/api/products/${block.dataset.drawFor}/draw?record=0`, { credentials: "same-origin" });
-    if (answer.ok) show(block, await answer.json());
+    const answer = await fetch(`/api/products/${product}/draw?record=0`, { credentials: "same-origin" });
+    if (answer.ok) {
+      show(block, await answer.json());
+      return;
+    }
   } catch (_offline) {
-    // (shown again at the next join reply)
+    // (as a refusal: asked again below, or at the next join reply)
   }
+  if (awaiting.has(product)) readAgainLater(product); // (a busy store at a big draw's end: asked again)
 }
 
 async function enter(block, again = true) {

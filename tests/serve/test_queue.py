@@ -133,8 +133,11 @@ def test_a_tab_is_told_its_place_as_the_line_moves_and_its_turn_from_the_waiting
         moved(client, hub, live, WaitingLine(2, 6, opened=True, head=4, pace_per_minute=60.0, waiting=1))
         turn = json.loads(ws.receive_text())[4]
         assert turn["stage"] == "admitted" and turn["until"] == until and 295 < turn["left_s"] <= 300
-        # A move that changes nothing she sees tells her nothing (a heartbeat answers next, not a push).
+        # A move that changes nothing she sees tells her nothing (a heartbeat answers next, not a push),
+        # even when every tab is told: her turn's time left ticks by itself, it is not news.
         moved(client, hub, live, WaitingLine(2, 7, opened=True, head=5, pace_per_minute=60.0, waiting=0))
+        queue = next(kind for kind in hub._kinds if isinstance(kind, QueueChannels))
+        client.portal.call(queue._tell_all, 2)
         heartbeat = send(ws, "9", "phoenix", "heartbeat")
         assert heartbeat[2] == "phoenix" and heartbeat[4]["status"] == "ok"
         # A second tab finds the same place.
