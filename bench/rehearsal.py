@@ -139,7 +139,8 @@ def main() -> None:
         print(f"{'channel replica: most sockets, longest stall':44}{figures['sockets_most']:>12,}, "
               f"{figures['loop_stall_ms']:.0f} ms{'<= 50 ms':>22}"
               f"{'' if figures['loop_stall_ms'] <= STALL_MS else '  MISSED'}  (full collection "
-              f"{figures['full_collection_ms']:.0f} ms)")
+              f"{figures['full_collection_ms']:.0f} ms; the freezer's, once the drop was over, "
+              f"{figures.get('planned_pause_ms', 0):.0f} ms)")
     if (queue := report.get("queue")) is not None:
         line_figures(queue)
     if (draw := report.get("draw")) is not None:

@@ -390,7 +390,8 @@ def _channel_lines() -> list[str]:
     return [f"channels     node {replica['node_id'][:12]}: {counted(replica['sockets'], 'socket')}; its loop's "
             f"longest stall {replica['loop_stall_ms']:.0f} ms in the last minute ({replica['loop_stall_ever_ms']:.0f} "
             f"ms ever), {counted(replica['full_collections'], 'full collection')} (longest "
-            f"{replica['full_collection_ever_ms']:.0f} ms)" for replica in channel_replicas()]
+            f"{replica['full_collection_ever_ms']:.0f} ms), the freezer's collection once a drop was over "
+            f"{replica.get('planned_pause_ms', 0):.0f} ms in the last minute" for replica in channel_replicas()]
 
 
 def _sales_stats() -> list:

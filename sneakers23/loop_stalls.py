@@ -1,7 +1,8 @@
 """How long an event loop stops: a replica holding thousands of sockets answers none of them while
 a callback runs long or the garbage collector sweeps every object it holds. Two measures, both
 cheap: how late a short sleep wakes (any stall), and how long each full collection takes (the usual
-cause at thousands of sockets)."""
+cause at thousands of sockets). A pause made on purpose (the freezer's collection once a drop is
+over) is timed apart: it is left out of both, so that they say what shoppers waited for unawares."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import gc
 import time
 from collections import deque
+from contextlib import contextmanager, nullcontext
 
 WAKE_EVERY_S = 0.02  # (50 wake-ups a second: a stall shorter than this is seen late by at most this)
 WINDOW_S = 60.0  # the "recent" figures: the longest within the last minute
@@ -23,6 +25,9 @@ class LoopStalls:
         self._recent: deque[tuple[float, float]] = deque()  # (when, stall ms), the long ones of the window
         self._recent_gc: deque[tuple[float, float]] = deque()
         self._gc_started = 0.0
+        self._recent_planned: deque[tuple[float, float]] = deque()  # (when, ms) of the pauses made on purpose
+        self._planning = False
+        self._planned_unseen_ms = 0.0  # (taken off the watcher's next late wake-up, which it is part of)
 
     # --- the loop's stalls ---
 
@@ -31,11 +36,26 @@ class LoopStalls:
         while True:
             asked = loop.time()
             await asyncio.sleep(WAKE_EVERY_S)
-            self.note((loop.time() - asked - WAKE_EVERY_S) * 1000, time.monotonic())
+            planned, self._planned_unseen_ms = self._planned_unseen_ms, 0.0
+            self.note((loop.time() - asked - WAKE_EVERY_S) * 1000 - planned, time.monotonic())
 
     def note(self, stall_ms: float, now: float) -> None:
         self.longest_ms = max(self.longest_ms, stall_ms)
         _keep_longest(self._recent, now, stall_ms, self.window_s)
+
+    @contextmanager
+    def planned(self):
+        """A pause made on purpose, on the loop (the freezer's collection once a drop is over):
+        timed as such, and left out of the stalls and the full collections."""
+        started = time.perf_counter()
+        self._planning = True
+        try:
+            yield
+        finally:
+            self._planning = False
+            took_ms = (time.perf_counter() - started) * 1000
+            self._planned_unseen_ms += took_ms
+            _keep_longest(self._recent_planned, time.monotonic(), took_ms, self.window_s)
 
     # --- full collections (gc.callbacks: called by the collector itself, on its thread) ---
 
@@ -49,7 +69,7 @@ class LoopStalls:
     def _collecting(self, phase: str, info: dict) -> None:
         # (called by the collector, on whichever thread it runs: the deque is only appended to and
         # read as a copy)
-        if info.get("generation") != 2:
+        if info.get("generation") != 2 or self._planning:
             return
         if phase == "start":
             self._gc_started = time.perf_counter()
@@ -67,7 +87,8 @@ class LoopStalls:
                 "loop_stall_ever_ms": round(self.longest_ms, 1),
                 "full_collections": self.full_collections,
                 "full_collection_ms": round(_longest_since(self._recent_gc, now - self.window_s), 1),
-                "full_collection_ever_ms": round(self.longest_full_collection_ms, 1)}
+                "full_collection_ever_ms": round(self.longest_full_collection_ms, 1),
+                "planned_pause_ms": round(_longest_since(self._recent_planned, now - self.window_s), 1)}
 
 
 def _keep_longest(recent: deque, now: float, value: float, window_s: float) -> None:
@@ -105,10 +126,11 @@ class Freezer:
     a cycle (a closed socket's) waits until the drop is over: once half the sockets open at the
     last freeze have closed and fewer than half as many are open (or, in a long busy hour, once
     four times as many have closed), at least 200 of them, and no push is going out: everything
-    is unfrozen, collected once (one long pause) and frozen again (Serve's own start-up freeze with
-    it)."""
+    is unfrozen, collected once (one long pause, timed as a pause on purpose when the loop's
+    `LoopStalls` is given) and frozen again (Serve's own start-up freeze with it)."""
 
-    def __init__(self):
+    def __init__(self, stalls: LoopStalls | None = None):
+        self._stalls = stalls  # (told of its collection once a drop is over: a pause on purpose)
         self.open_at_freeze = 0
         self._opened_at_freeze = self._closed_at_freeze = 0
         self.freezes = self.refreezes = 0
@@ -121,9 +143,10 @@ class Freezer:
             self._freeze(opened, closed)
             self.freezes += 1
         elif not busy and self.open_at_freeze and self._time_to_collect(opened, closed):
-            gc.unfreeze()
-            gc.collect()
-            self._freeze(opened, closed)
+            with self._stalls.planned() if self._stalls is not None else nullcontext():
+                gc.unfreeze()
+                gc.collect()
+                self._freeze(opened, closed)
             self.refreezes += 1
 
     def _time_to_collect(self, opened: int, closed: int) -> bool:

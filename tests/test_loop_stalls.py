@@ -7,7 +7,7 @@ import asyncio
 import gc
 import time
 
-from sneakers23.loop_stalls import WAKE_EVERY_S, LoopStalls
+from sneakers23.loop_stalls import WAKE_EVERY_S, Freezer, LoopStalls
 
 
 def test_a_callback_that_holds_the_loop_is_seen_as_long_as_it_held_it():
@@ -103,3 +103,38 @@ def test_a_few_tabs_coming_and_going_never_cost_a_full_collection():
         assert freezer.freezes + freezer.refreezes == 2  # (200 more: one freeze, or one collection)
     finally:
         gc.unfreeze()
+
+
+def test_the_freezers_collection_once_a_drop_is_over_is_timed_apart_from_the_stalls():
+    """A pause made on purpose (the freezer's unfreeze, collect and freeze again, once a drop is
+    over) is not what a shopper waits for unawares: it is timed as such, and left out of the stalls
+    and of the full collections, which keep saying what the drop itself cost."""
+    stalls = LoopStalls()
+    freezer = Freezer(stalls)
+    gc.disable()  # (no collection but the freezer's: the allocations below would start some)
+    stalls.watch_collections()
+    sockets = [[[n]] for n in range(300_000)]  # (what the collector must walk once it is unfrozen)
+
+    async def main() -> float:
+        watching = asyncio.get_running_loop().create_task(stalls.watch_forever())
+        await asyncio.sleep(0.1)
+        freezer.check(opened=400, closed=0)  # (400 open: frozen)
+        started = time.perf_counter()
+        freezer.check(opened=400, closed=300)  # (three in four closed: the drop is over)
+        took_ms = (time.perf_counter() - started) * 1000
+        await asyncio.sleep(WAKE_EVERY_S * 3)  # (the watcher's next wake-up, late by the pause)
+        watching.cancel()
+        return took_ms
+
+    try:
+        took_ms = asyncio.run(main())
+    finally:
+        stalls.stop_watching_collections()
+        gc.unfreeze()
+        gc.enable()
+    del sockets
+    figures = stalls.figures()
+    assert freezer.refreezes == 1 and took_ms > 20  # (a pause worth telling apart)
+    assert figures["planned_pause_ms"] >= took_ms * 0.9, (took_ms, figures)
+    assert figures["loop_stall_ms"] < took_ms / 2, (took_ms, figures)  # (the quiet loop's own, without it)
+    assert figures["full_collections"] == 0  # (the freezer's own collection is not the drop's)

@@ -260,9 +260,10 @@ def _figures_table(report: dict) -> str:
                           f"{_number(m['cores'])}, {_number(m['seconds'])}; {m['busy_share']:.0%}, "
                           f"{m['shoppers_share']:.0%}, {m['rest_share']:.0%}"))
     for node, figures in sorted(report.get("channel_replicas", {}).items()):
-        shown.append((f"channel replica on node {node[:12]}: most sockets, longest loop stall and full collection (ms)",
+        shown.append((f"channel replica on node {node[:12]}: most sockets, longest loop stall and full collection, "
+                       "the freezer's collection once the drop was over (ms)",
                       f"{_number(figures['sockets_most'])}, {_number(figures['loop_stall_ms'])}, "
-                      f"{_number(figures['full_collection_ms'])}"))
+                      f"{_number(figures['full_collection_ms'])}, {_number(figures.get('planned_pause_ms', 0))}"))
     rows = "".join(f"<tr><th scope='row'>{html.escape(name)}</th><td>{value if isinstance(value, str) else _number(value)}"
                    f"</td></tr>" for name, value in shown)
     steps = "".join(f"<tr><th scope='row'>{html.escape(step)}</th><td>{_number(f['count'])}</td>"

@@ -330,6 +330,7 @@ def _wait(actors, calls, total: int, progress, stalls: dict, deadline: float) ->
                                                               "sockets_most": 0})
                 seen["loop_stall_ms"] = max(seen["loop_stall_ms"], replica["loop_stall_ms"])
                 seen["full_collection_ms"] = max(seen["full_collection_ms"], replica["full_collection_ms"])
+                seen["planned_pause_ms"] = max(seen.get("planned_pause_ms", 0.0), replica.get("planned_pause_ms", 0.0))
                 seen["sockets_most"] = max(seen["sockets_most"], replica["sockets"])
                 seen["freezes"] = replica.get("freezes", 0)  # (since the replica's start)
                 seen["refreezes"] = replica.get("refreezes", 0)

@@ -69,6 +69,7 @@ class RehearsalReport(DropReport):
               for address, m in sorted(self.machines.items()) if m["busy_share"] is not None),
             *(f"channel replica on {node[:12]}: at most {figures['sockets_most']} sockets; its loop's longest stall "
               f"{figures['loop_stall_ms']:.0f} ms, its longest full collection {figures['full_collection_ms']:.0f} ms"
+              f" (and the freezer's collection once the drop was over: {figures.get('planned_pause_ms', 0):.0f} ms)"
               for node, figures in sorted(self.channel_replicas.items())),
         ])
 

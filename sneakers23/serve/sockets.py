@@ -74,7 +74,7 @@ class ShopperSockets:
         keep(self._tasks, asyncio.get_running_loop().create_task(self.stalls.watch_forever()))
         keep(self._tasks, asyncio.get_running_loop().create_task(self._metrics_forever()))
         # … and keeps them short: the objects of a burst of sockets, frozen once it settles.
-        self.freezer = Freezer()
+        self.freezer = Freezer(self.stalls)
         keep(self._tasks, asyncio.get_running_loop().create_task(self._freeze_forever()))
         await self.live.wait_ready(READY_WAIT_S)
 
