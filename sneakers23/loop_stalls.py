@@ -27,17 +27,19 @@ class LoopStalls:
         self._gc_started = 0.0
         self._recent_planned: deque[tuple[float, float]] = deque()  # (when, ms) of the pauses made on purpose
         self._planning = False
-        self._planned_unseen_ms = 0.0  # (taken off the watcher's next late wake-up, which it is part of)
+        # (start, end), monotonic, of the last pauses on purpose: the part of each that fell after
+        # the watcher should have woken is taken off that late wake-up
+        self._planned: deque[tuple[float, float]] = deque(maxlen=8)
 
     # --- the loop's stalls ---
 
     async def watch_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            asked = loop.time()
+            asked = time.monotonic()
             await asyncio.sleep(WAKE_EVERY_S)
-            planned, self._planned_unseen_ms = self._planned_unseen_ms, 0.0
-            self.note((loop.time() - asked - WAKE_EVERY_S) * 1000 - planned, time.monotonic())
+            woken, due = time.monotonic(), asked + WAKE_EVERY_S
+            planned = sum(max(0.0, min(end, woken) - max(start, due)) for start, end in self._planned)
+            self.note(max(0.0, woken - due - planned) * 1000, woken)
 
     def note(self, stall_ms: float, now: float) -> None:
         self.longest_ms = max(self.longest_ms, stall_ms)
@@ -47,15 +49,15 @@ class LoopStalls:
     def planned(self):
         """A pause made on purpose, on the loop (the freezer's collection once a drop is over):
         timed as such, and left out of the stalls and the full collections."""
-        started = time.perf_counter()
+        started = time.monotonic()
         self._planning = True
         try:
             yield
         finally:
             self._planning = False
-            took_ms = (time.perf_counter() - started) * 1000
-            self._planned_unseen_ms += took_ms
-            _keep_longest(self._recent_planned, time.monotonic(), took_ms, self.window_s)
+            ended = time.monotonic()
+            self._planned.append((started, ended))
+            _keep_longest(self._recent_planned, ended, (ended - started) * 1000, self.window_s)
 
     # --- full collections (gc.callbacks: called by the collector itself, on its thread) ---
 
@@ -69,14 +71,15 @@ class LoopStalls:
     def _collecting(self, phase: str, info: dict) -> None:
         # (called by the collector, on whichever thread it runs: the deque is only appended to and
         # read as a copy)
-        if info.get("generation") != 2 or self._planning:
+        if info.get("generation") != 2:
             return
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started = 0.0 if self._planning else time.perf_counter()
             return
-        if not self._gc_started:  # (a stop whose start came before the watching)
+        if not self._gc_started:  # (a stop whose start came before the watching, or was planned)
             return
         took_ms = (time.perf_counter() - self._gc_started) * 1000
+        self._gc_started = 0.0
         self.full_collections += 1
         self.longest_full_collection_ms = max(self.longest_full_collection_ms, took_ms)
         _keep_longest(self._recent_gc, time.monotonic(), took_ms, self.window_s)
@@ -142,23 +145,26 @@ class Freezer:
             gc.collect(1)  # (the young garbage goes first: frozen, it would wait)
             self._freeze(opened, closed)
             self.freezes += 1
-        elif not busy and self.open_at_freeze and self._time_to_collect(opened, closed):
-            with self._stalls.planned() if self._stalls is not None else nullcontext():
+        elif not busy and self.open_at_freeze and (why := self._time_to_collect(opened, closed)):
+            # (once a drop is over, a pause on purpose; in a busy hour, a stall like any other)
+            with self._stalls.planned() if self._stalls is not None and why == "over" else nullcontext():
                 gc.unfreeze()
                 gc.collect()
                 self._freeze(opened, closed)
             self.refreezes += 1
 
-    def _time_to_collect(self, opened: int, closed: int) -> bool:
-        """Half the frozen sockets have closed and the replica holds fewer than half as many as
-        then (a drop is over: the long pause hurts no one), or so many have closed since that the
-        frozen garbage must go even in a busy hour; and at least 200 closed since the last freeze."""
+    def _time_to_collect(self, opened: int, closed: int) -> str | None:
+        """"over": half the frozen sockets have closed and the replica holds fewer than half as many
+        as then (a drop is over: the long pause hurts no one); "busy": so many have closed since
+        that the frozen garbage must go even in a busy hour; None: not yet. Either takes at least
+        200 closed since the last freeze."""
         gone = closed - self._closed_at_freeze
         if gone < FREEZE_AFTER_NEW_SOCKETS:  # (a few tabs coming and going: never a pause for them)
-            return False
-        return (gone >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE
-                and opened - closed < self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE) \
-            or gone >= self.open_at_freeze * COLLECT_ANYWAY_AFTER_TURNOVERS
+            return None
+        if (gone >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE
+                and opened - closed < self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE):
+            return "over"
+        return "busy" if gone >= self.open_at_freeze * COLLECT_ANYWAY_AFTER_TURNOVERS else None
 
     def _freeze(self, opened: int, closed: int) -> None:
         gc.freeze()

@@ -134,7 +134,8 @@ def test_the_freezers_collection_once_a_drop_is_over_is_timed_apart_from_the_sta
         gc.enable()
     del sockets
     figures = stalls.figures()
-    assert freezer.refreezes == 1 and took_ms > 20  # (a pause worth telling apart)
+    assert freezer.refreezes == 1 and took_ms > 60  # (a pause worth telling apart)
     assert figures["planned_pause_ms"] >= took_ms * 0.9, (took_ms, figures)
-    assert figures["loop_stall_ms"] < took_ms / 2, (took_ms, figures)  # (the quiet loop's own, without it)
+    # (the quiet loop's own stalls, without it)
+    assert figures["loop_stall_ms"] < took_ms - 2 * WAKE_EVERY_S * 1000, (took_ms, figures)
     assert figures["full_collections"] == 0  # (the freezer's own collection is not the drop's)

@@ -37,6 +37,7 @@ CART_PREFIX = "cart:"
 # How soon an account's socket is closed once its session ended elsewhere: every account socket of a
 # replica is looked up again this often (in batched queries: 10,000 sockets are 2 queries a second).
 SOCKET_RECHECK_S = 10.0
+CART_PUSHES_PER_TURN = 64  # carts pushed in one turn of the event loop (about 5-10 ms here)
 MAX_CHANGES_WAITING = 8  # a tab's cart changes queued behind each other, before more are refused
 
 SIGNED_OUT = "This session has ended: reload the page, and sign in again"
@@ -92,6 +93,8 @@ class CartChannels:
         self._locks: dict[object, asyncio.Lock] = {}  # one tab's changes, one after another
         self._waiting: dict[object, int] = {}
         self._seen: dict[object, Cart] = {}  # the newest cart each tab was answered with
+        self._due: dict[str, Cart] = {}  # carts to push, in order, past what one turn of the loop sends
+        self._pushing: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -199,6 +202,7 @@ class CartChannels:
             tabs.discard(connection)
             if not tabs:
                 del self._topics[shopper_id]
+                self._due.pop(shopper_id, None)  # (a tab that joins later is answered with the cart as it is then)
         self._locks.pop(connection, None)
         self._waiting.pop(connection, None)
         self._seen.pop(connection, None)
@@ -291,7 +295,36 @@ class CartChannels:
                 cart = self._live.cart(shopper_id)
                 if shopper_id not in changed and sizes.intersection(cart.item_ids):
                     changed[shopper_id] = cart
-        for shopper_id, cart in changed.items():
-            frame = phoenix.push(f"{CART_PREFIX}{shopper_id}", "cart", self.view(cart))
-            for connection in self._topics[shopper_id]:
-                connection.send(frame)
+        # Pushed CART_PUSHES_PER_TURN carts a turn of the loop, the rest in later turns: a size sold
+        # out in a drop is in hundreds of carts, and their pushes in one callback held the replica's
+        # loop for 160 ms (bench/rehearsal.py, py-spy), every socket of it waiting. (A cart due again
+        # is pushed once, as it is then; a tab shows the newest version it has seen.)
+        self._due.update(changed)
+        if self._pushing is None and self._push_some():
+            self._pushing = keep(self._tasks, asyncio.get_running_loop().create_task(self._push_rest()))
+
+    @property
+    def pushing(self) -> bool:
+        """Whether carts are still being pushed, part by part."""
+        return self._pushing is not None
+
+    def _push_some(self) -> bool:
+        """Up to CART_PUSHES_PER_TURN of the carts due, oldest first; True while some wait."""
+        for _ in range(min(CART_PUSHES_PER_TURN, len(self._due))):
+            shopper_id = next(iter(self._due))
+            cart = self._due.pop(shopper_id)
+            tabs = self._topics.get(shopper_id)  # (none: its tabs left meanwhile)
+            if tabs:
+                frame = phoenix.push(f"{CART_PREFIX}{shopper_id}", "cart", self.view(cart))
+                for connection in list(tabs):
+                    connection.send(frame)
+        return bool(self._due)
+
+    async def _push_rest(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(0)  # (a turn of the loop: joins, replies and reads go meanwhile)
+                if not self._push_some():
+                    return
+        finally:
+            self._pushing = None

@@ -63,6 +63,7 @@ class ShopperSockets:
                                ProofsOfWork(settings.secret_key, settings.entry_proof_of_work_max_number, purpose="queue"),
                                Throttle(settings.entries_per_address_per_hour, window_s=3600))
         self.hub = ChannelHub(self.live, [carts, queues])
+        self.carts = carts
         self.live.subscribe(self.hub.publish)
         self.live.start()
         self._tasks: set[asyncio.Task] = set()
@@ -97,7 +98,7 @@ class ShopperSockets:
     async def _freeze_forever(self) -> None:
         while True:
             await asyncio.sleep(FREEZE_CHECK_S)
-            self.freezer.check(*self.hub.opened_and_closed, busy=self.hub.pushing)
+            self.freezer.check(*self.hub.opened_and_closed, busy=self.hub.pushing or self.carts.pushing)
 
     @channels_api.websocket("/websocket")
     async def socket(self, websocket: WebSocket):

@@ -14,6 +14,8 @@ const rechecks = new Map(); // product -> its slow recheck's timer
 // Products whose draw this page entered and whose outcome it has not shown yet: only these read
 // when the end is pushed (every page of the product gets the push, entrant or not).
 const awaiting = new Set();
+const known = new Set(); // products whose draw this page has read (whether it entered or not)
+const reads = new Map(); // product -> the number of its latest read (an older answer is not shown)
 
 function blocksOf(product) {
   return document.querySelectorAll(`[data-draw-for="${product}"]`);
@@ -93,23 +95,29 @@ function show(block, draw) {
 // moment within the spread the store says (a big draw's pages do not all ask at once).
 export function drawFinished(productId, spreadS) {
   const product = String(productId);
-  if (!awaiting.has(product)) return; // (a page with no entry in it has nothing to learn)
+  if (known.has(product) && !awaiting.has(product)) return; // (a page with no entry in it has nothing to learn)
   const wait = Math.random() * Math.max(0, Number(spreadS) || 0) * 1000;
   setTimeout(() => blocksOf(product).forEach(readDraw), wait); // (the blocks as they are then)
 }
 
 export async function readDraw(block) {
   const product = block.dataset.drawFor;
+  const number = (reads.get(product) || 0) + 1;
+  reads.set(product, number);
   try {
     const answer = await fetch(`/api/products/${product}/draw?record=0`, { credentials: "same-origin" });
     if (answer.ok) {
-      show(block, await answer.json());
+      const draw = await answer.json();
+      if (reads.get(product) !== number) return; // (a later read is under way or done: its answer is newer)
+      known.add(product);
+      show(block, draw);
       return;
     }
   } catch (_offline) {
     // (as a refusal: asked again below, or at the next join reply)
   }
-  if (awaiting.has(product)) readAgainLater(product); // (a busy store at a big draw's end: asked again)
+  // A busy store at a big draw's end: asked again, by an entrant's page or one that never read it.
+  if (reads.get(product) === number && (awaiting.has(product) || !known.has(product))) readAgainLater(product);
 }
 
 async function enter(block, again = true) {

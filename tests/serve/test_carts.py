@@ -154,3 +154,48 @@ def test_a_change_in_one_tab_is_pushed_to_the_others_and_a_sell_out_strikes_it_t
                                  f"{shop.availability_version(fresh_shop, first)}") from None
     last = tabs[0].of("cart")[-1]["payload"]
     assert cart_items(last) == sorted([first, second])  # struck through, not removed
+
+
+def test_a_sell_out_in_many_carts_is_pushed_a_part_a_turn_of_the_loop_and_every_tab_gets_it_once():
+    """A size sold out in a drop is in hundreds of carts: their pushes go CART_PUSHES_PER_TURN a
+    turn of the loop (the first part at once), so no one callback holds every socket of the
+    replica, and every tab still gets its cart, once; one whose tabs all left meanwhile gets none
+    (a tab that joins later is answered with its cart as it is then)."""
+    import asyncio
+    import json
+
+    from harness.waiting import until
+    from sneakers23.domain.changes import Cart
+    from sneakers23.domain.levels import Level
+    from sneakers23.domain.shopper_events import StockChanged
+    from sneakers23.serve.carts import CART_PUSHES_PER_TURN, CartChannels
+
+    class Memory:
+        def cart(self, shopper_id: str) -> Cart:
+            return Cart(shopper_id, 3, (7,))
+
+        def cart_lines(self, cart: Cart) -> list:
+            return []
+
+    class Tab:
+        def __init__(self):
+            self.frames: list[str] = []
+
+        def send(self, frame: str) -> None:
+            self.frames.append(frame)
+
+    async def run() -> None:
+        carts = CartChannels(Memory(), None, None, 2)
+        tabs = {f"{n:064x}": Tab() for n in range(CART_PUSHES_PER_TURN * 3 + 5)}
+        for shopper_id, tab in tabs.items():
+            carts._topics[shopper_id] = {tab}  # (joined: as a join with its cart token leaves it)
+        carts.publish([StockChanged(1, 7, Level.OUT)])
+        assert sum(len(tab.frames) for tab in tabs.values()) == CART_PUSHES_PER_TURN  # (the rest, later turns)
+        gone_id, gone = tabs.popitem()  # (the last: still to be pushed)
+        carts.leave(gone, f"cart:{gone_id}")
+        await until(lambda: all(tab.frames for tab in tabs.values()), timeout=5, what="every tab's cart")
+        assert all(len(tab.frames) == 1 and json.loads(tab.frames[0])[2:4] == [f"cart:{shopper_id}", "cart"]
+                   for shopper_id, tab in tabs.items())
+        assert gone.frames == [] and not carts.pushing
+
+    asyncio.run(run())
