@@ -118,7 +118,7 @@ def _longest_since(recent: deque, since: float) -> float:
 
 FREEZE_AFTER_NEW_SOCKETS = 200  # sockets opened since the last freeze, before the next
 UNFREEZE_AFTER_CLOSED_SHARE = 0.5  # of the sockets open at the last freeze, closed since (and open now)
-COLLECT_ANYWAY_AFTER_TURNOVERS = 4  # closed since the last freeze, in sockets open then
+COLLECT_ANYWAY_AFTER_TURNOVERS = 4  # closed since the last full collection, in sockets open at the last freeze
 
 
 class Freezer:
@@ -129,13 +129,15 @@ class Freezer:
     a cycle (a closed socket's) waits until the drop is over: once half the sockets open at the
     last freeze have closed and fewer than half as many are open (or, in a long busy hour, once
     four times as many have closed), at least 200 of them, and no push is going out: everything
-    is unfrozen, collected once (one long pause, timed as a pause on purpose when the loop's
-    `LoopStalls` is given) and frozen again (Serve's own start-up freeze with it)."""
+    is unfrozen, collected once (one long pause: once a drop is over, timed as a pause on purpose
+    when the loop's `LoopStalls` is given) and frozen again (Serve's own start-up freeze with it).
+    The turnovers are counted from the last full collection, across the freezes of new sockets."""
 
     def __init__(self, stalls: LoopStalls | None = None):
         self._stalls = stalls  # (told of its collection once a drop is over: a pause on purpose)
         self.open_at_freeze = 0
         self._opened_at_freeze = self._closed_at_freeze = 0
+        self._closed_at_collect = 0  # (sockets closed by the last full collection, or the first freeze)
         self.freezes = self.refreezes = 0
 
     def check(self, opened: int, closed: int, busy: bool = False) -> None:
@@ -143,28 +145,33 @@ class Freezer:
         while pushes are going out (no long pause then)."""
         if opened - self._opened_at_freeze >= FREEZE_AFTER_NEW_SOCKETS:
             gc.collect(1)  # (the young garbage goes first: frozen, it would wait)
+            if not self.freezes:  # (what closed before the first freeze left no frozen garbage)
+                self._closed_at_collect = closed
             self._freeze(opened, closed)
             self.freezes += 1
         elif not busy and self.open_at_freeze and (why := self._time_to_collect(opened, closed)):
-            # (once a drop is over, a pause on purpose; in a busy hour, a stall like any other)
+            # (once a drop is over, a pause on purpose; after turnovers in a busy hour, a stall like any other)
             with self._stalls.planned() if self._stalls is not None and why == "over" else nullcontext():
                 gc.unfreeze()
                 gc.collect()
                 self._freeze(opened, closed)
+            self._closed_at_collect = closed
             self.refreezes += 1
 
     def _time_to_collect(self, opened: int, closed: int) -> str | None:
-        """"over": half the frozen sockets have closed and the replica holds fewer than half as many
-        as then (a drop is over: the long pause hurts no one); "busy": so many have closed since
-        that the frozen garbage must go even in a busy hour; None: not yet. Either takes at least
-        200 closed since the last freeze."""
+        """"over": half the frozen sockets have closed since the last freeze and the replica holds
+        fewer than half as many as then (a drop is over: the long pause hurts no one); "turnover":
+        so many have closed since the last full collection (freezes in between: new sockets keep
+        coming in a busy hour) that the frozen garbage must go anyway; None: not yet. Either takes
+        at least 200 closed."""
         gone = closed - self._closed_at_freeze
-        if gone < FREEZE_AFTER_NEW_SOCKETS:  # (a few tabs coming and going: never a pause for them)
-            return None
-        if (gone >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE
+        if (gone >= FREEZE_AFTER_NEW_SOCKETS and gone >= self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE
                 and opened - closed < self.open_at_freeze * UNFREEZE_AFTER_CLOSED_SHARE):
             return "over"
-        return "busy" if gone >= self.open_at_freeze * COLLECT_ANYWAY_AFTER_TURNOVERS else None
+        churned = closed - self._closed_at_collect  # (a few tabs coming and going: never a pause for them)
+        if churned >= FREEZE_AFTER_NEW_SOCKETS and churned >= self.open_at_freeze * COLLECT_ANYWAY_AFTER_TURNOVERS:
+            return "turnover"
+        return None
 
     def _freeze(self, opened: int, closed: int) -> None:
         gc.freeze()

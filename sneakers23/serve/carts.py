@@ -37,7 +37,7 @@ CART_PREFIX = "cart:"
 # How soon an account's socket is closed once its session ended elsewhere: every account socket of a
 # replica is looked up again this often (in batched queries: 10,000 sockets are 2 queries a second).
 SOCKET_RECHECK_S = 10.0
-CART_PUSHES_PER_TURN = 64  # carts pushed in one turn of the event loop (about 5-10 ms here)
+CART_PUSHES_PER_TURN = 64  # carts pushed in one turn of the event loop
 MAX_CHANGES_WAITING = 8  # a tab's cart changes queued behind each other, before more are refused
 
 SIGNED_OUT = "This session has ended: reload the page, and sign in again"
@@ -299,7 +299,10 @@ class CartChannels:
         # out in a drop is in hundreds of carts, and their pushes in one callback held the replica's
         # loop for 160 ms (bench/rehearsal.py, py-spy), every socket of it waiting. (A cart due again
         # is pushed once, as it is then; a tab shows the newest version it has seen.)
-        self._due.update(changed)
+        for shopper_id, cart in changed.items():  # (a newer cart waiting is kept: memory may hold an older one
+            waiting = self._due.get(shopper_id)  # than an emptied cart's push, which it forgot)
+            if waiting is None or cart.version >= waiting.version:
+                self._due[shopper_id] = cart
         if self._pushing is None and self._push_some():
             self._pushing = keep(self._tasks, asyncio.get_running_loop().create_task(self._push_rest()))
 

@@ -108,7 +108,10 @@ export async function readDraw(block) {
     const answer = await fetch(`/api/products/${product}/draw?record=0`, { credentials: "same-origin" });
     if (answer.ok) {
       const draw = await answer.json();
-      if (reads.get(product) !== number) return; // (a later read is under way or done: its answer is newer)
+      if (reads.get(product) !== number) { // (a later read is under way or done: its answer is newer)
+        if (draw.work_challenge && !proofs.has(product)) prove(block, draw.work_challenge); // (its challenge is good)
+        return;
+      }
       known.add(product);
       show(block, draw);
       return;
@@ -133,6 +136,7 @@ async function enter(block, again = true) {
     });
     const said = await answer.json();
     if (answer.ok) {
+      awaiting.add(product); // (entered: its outcome is awaited, even if the read below fails)
       readDraw(block);
     } else if (said.error === "proof_of_work" && again) {
       enter(block, false); // (its check had expired, or was used: once more, with a new one)
