@@ -143,20 +143,21 @@ class Freezer:
     def check(self, opened: int, closed: int, busy: bool = False) -> None:
         """Called every second or so, with the sockets opened and closed since the start; `busy`
         while pushes are going out (no long pause then)."""
-        if opened - self._opened_at_freeze >= FREEZE_AFTER_NEW_SOCKETS:
+        # (the collection first: a churn of 200 new sockets at every check must not keep it off)
+        if not busy and self.open_at_freeze and (why := self._time_to_collect(opened, closed)):
+            # (once a drop is over, a pause on purpose; after turnovers in a busy hour, a stall like any other)
+            with self._stalls.planned() if self._stalls is not None and why == "over" else nullcontext():
+                gc.unfreeze()
+                gc.collect()
+                self._freeze(opened, closed)  # (the new sockets with it)
+            self._closed_at_collect = closed
+            self.refreezes += 1
+        elif opened - self._opened_at_freeze >= FREEZE_AFTER_NEW_SOCKETS:
             gc.collect(1)  # (the young garbage goes first: frozen, it would wait)
             if not self.freezes:  # (what closed before the first freeze left no frozen garbage)
                 self._closed_at_collect = closed
             self._freeze(opened, closed)
             self.freezes += 1
-        elif not busy and self.open_at_freeze and (why := self._time_to_collect(opened, closed)):
-            # (once a drop is over, a pause on purpose; after turnovers in a busy hour, a stall like any other)
-            with self._stalls.planned() if self._stalls is not None and why == "over" else nullcontext():
-                gc.unfreeze()
-                gc.collect()
-                self._freeze(opened, closed)
-            self._closed_at_collect = closed
-            self.refreezes += 1
 
     def _time_to_collect(self, opened: int, closed: int) -> str | None:
         """"over": half the frozen sockets have closed since the last freeze and the replica holds

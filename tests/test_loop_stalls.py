@@ -154,8 +154,8 @@ def test_in_a_busy_hour_the_garbage_of_closed_sockets_is_collected_after_four_tu
         freezer.check(opened, closed)
         assert freezer.freezes == 1
         while freezer.refreezes == 0 and closed < 10 * COLLECT_ANYWAY_AFTER_TURNOVERS * 1_000:
-            opened, closed = opened + FREEZE_AFTER_NEW_SOCKETS // 2, closed + FREEZE_AFTER_NEW_SOCKETS // 2
-            freezer.check(opened, closed)  # (1,000 open all along; a freeze every other check)
+            opened, closed = opened + FREEZE_AFTER_NEW_SOCKETS, closed + FREEZE_AFTER_NEW_SOCKETS
+            freezer.check(opened, closed)  # (1,000 open all along; 200 new at every check: a freeze each time)
         assert freezer.refreezes == 1 and freezer.freezes > 10
         assert COLLECT_ANYWAY_AFTER_TURNOVERS * 1_000 <= closed <= (COLLECT_ANYWAY_AFTER_TURNOVERS + 1) * 1_000
         assert stalls.figures()["planned_pause_ms"] == 0.0  # (shoppers are connected: not on purpose)

@@ -109,7 +109,7 @@ export async function readDraw(block) {
     if (answer.ok) {
       const draw = await answer.json();
       if (reads.get(product) !== number) { // (a later read is under way or done: its answer is newer)
-        if (draw.work_challenge && !proofs.has(product)) prove(block, draw.work_challenge); // (its challenge is good)
+        if (draw.work_challenge && !proofs.has(product) && !awaiting.has(product)) prove(block, draw.work_challenge);
         return;
       }
       known.add(product);
