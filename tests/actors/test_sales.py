@@ -19,6 +19,7 @@ from sneakers23.domain.purchases import Refusal
 from sneakers23.errors import DatabaseUnavailable
 from harness import shop
 from harness.waiting import until
+from tests.support import aio  # (asyncio.run in a thread: a Chromium test of the worker keeps a loop here)
 
 HOT = 3  # product 1's size 7
 
@@ -57,7 +58,7 @@ def test_racing_buyers_sell_exactly_the_stock_even_beside_purchases_outside_the_
         await asyncio.to_thread(seller.join)
         return inside, outside, sales.read_stats()
 
-    inside, outside, stats = asyncio.run(race())
+    inside, outside, stats = aio.run(race())
     sold = sum(r.ok for r in inside) + sum(r.ok for r in outside)
     assert sold == 50
     assert {r.refusal for r in inside + outside if not r.ok} <= {Refusal.SOLD_OUT}
@@ -74,7 +75,7 @@ def test_group_commit_is_real_1000_purchases_in_at_most_100_transactions(drop):
         results = await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT], f"key-{n}") for n in range(1000)))
         return results, commits[0], sales.read_stats()
 
-    results, commits, stats = asyncio.run(drop_of_1000())
+    results, commits, stats = aio.run(drop_of_1000())
     assert all(r.ok for r in results)
     assert 1 <= commits <= 100, commits
     assert stats.transactions == stats.batches == commits and stats.redone == 0
@@ -93,7 +94,7 @@ def test_a_batch_that_the_database_refuses_is_sold_purchase_by_purchase(drop):
         again = await sales.purchase("late", [HOT])  # the ledger, reloaded, knows it is out
         return results, again, queries, sales.read_stats()
 
-    results, again, queries_before, stats = asyncio.run(after_an_outside_change())
+    results, again, queries_before, stats = aio.run(after_an_outside_change())
     assert sum(r.ok for r in results) == 10
     assert [r.refusal for r in results if not r.ok] == [Refusal.SOLD_OUT] * 20
     assert stats.redone == 30 and stats.reloads >= 2
@@ -116,7 +117,7 @@ def test_refusals_and_replays_come_from_memory(drop):
         ]
         return first, answers, sales.read_stats().queries - queries
 
-    first, (replay, second, third, unknown, elsewhere), queries = asyncio.run(shoppers())
+    first, (replay, second, third, unknown, elsewhere), queries = aio.run(shoppers())
     assert first.ok and replay.ok and replay.replayed and replay.units == first.units
     assert (second.refusal, third.refusal, unknown.refusal) == (Refusal.LIMIT_REACHED,) * 2 + (Refusal.UNKNOWN_ITEM,)
     assert elsewhere.refusal is Refusal.UNKNOWN_ITEM
@@ -135,7 +136,7 @@ def test_past_the_queue_purchases_are_turned_away_busy(drop):
                 await sales.purchase("one-too-many", [HOT])
         return await asyncio.gather(*waiting), sales.read_stats()
 
-    results, stats = asyncio.run(stalled())
+    results, stats = aio.run(stalled())
     assert all(r.ok for r in results) and stats.busy == 1
     assert shop.order_count(drop, item_id=HOT) == 5
 
@@ -147,7 +148,7 @@ def test_a_key_sent_again_while_its_purchase_commits_waits_for_the_same_answer(d
         answers = await asyncio.gather(sales.purchase("amy", [HOT], key), sales.purchase("amy", [HOT], key))
         return answers, sales.read_stats()
 
-    (first, second), stats = asyncio.run(twice())
+    (first, second), stats = aio.run(twice())
     assert (stats.admitted, stats.answered_from_memory) == (1, 0), "the second waited for the first's answer"
     assert first.ok and second.ok and first.units == second.units
     assert shop.order_count(drop, shopper_id="amy") == 1
@@ -172,7 +173,7 @@ def redo_whose_third_purchase_fails(drop, monkeypatch, error: Exception) -> tupl
         return await asyncio.gather(*(sales.purchase(f"buyer-{n}", [HOT]) for n in range(60)),
                                     return_exceptions=True)
 
-    return asyncio.run(redo()), calls
+    return aio.run(redo()), calls
 
 
 def test_a_purchase_that_fails_in_a_redo_fails_alone(drop, monkeypatch):
@@ -213,7 +214,7 @@ def test_a_change_that_arrives_while_the_ledger_reloads_is_kept(drop):
         await sales.idle()
         return sales.available(HOT)
 
-    assert asyncio.run(restocked_during_the_load()) == 80, "the restock is not lost behind the load"
+    assert aio.run(restocked_during_the_load()) == 80, "the restock is not lost behind the load"
 
 
 def test_a_purchase_whose_commit_was_already_made_is_replayed_after_a_reload(drop):
@@ -225,7 +226,7 @@ def test_a_purchase_whose_commit_was_already_made_is_replayed_after_a_reload(dro
         again = await sales.purchase("amy", [HOT], "amy-key")
         return first, again
 
-    first, again = asyncio.run(answer_lost_then_asked_again())
+    first, again = aio.run(answer_lost_then_asked_again())
     assert first.ok and again.ok and again.replayed and again.units == first.units
     assert shop.order_count(drop, shopper_id="amy") == 1
 
@@ -284,7 +285,7 @@ def test_a_web_replicas_purchases_go_to_the_actor_in_few_calls_and_every_one_is_
             await broken.purchase_async(1, "u", [HOT], None)
         return calls_at_most, held_back, answers, sales._calls[1].busy, broken._calls[1].busy
 
-    calls_at_most, held_back, answers, calling, broken_calling = asyncio.run(many_buyers())
+    calls_at_most, held_back, answers, calling, broken_calling = aio.run(many_buyers())
     assert calls_at_most == [20] * CALLS_UNDER_WAY, "one call per loop turn, and no more than its limit at once"
     assert held_back == 40, "the two turns held back went together"
     assert len(answers) == 20 * (CALLS_UNDER_WAY + 2) and all(a.refusal is Refusal.SOLD_OUT for a in answers)

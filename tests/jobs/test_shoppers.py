@@ -3,11 +3,11 @@ is sold out sends it to the next only if it tries another size, and it presses a
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
 from sneakers23.jobs.shoppers import Plan, Shopper
+from tests.support import aio  # (asyncio.run in a thread: a Chromium test of the worker keeps a loop here)
 
 
 class Crowd:
@@ -34,7 +34,7 @@ def plan(another_size: bool, most_sizes: int = 3) -> Plan:
 
 
 def shop(shopper: Pressing) -> list[int]:
-    asyncio.run(shopper._shop())
+    aio.run(shopper._shop())
     return shopper.pressed
 
 

@@ -15,6 +15,7 @@ from sneakers23.errors import DatabaseUnavailable
 from sneakers23.actors.node_cache import Snapshot
 from sneakers23.live import LiveCatalog
 from sneakers23.serve.shoppers import SignedInShoppers
+from tests.support import aio  # (asyncio.run in a thread: a Chromium test of the worker keeps a loop here)
 
 KEY = "a-secret-key-for-these-tests-only-and-no-other"
 
@@ -64,7 +65,7 @@ def test_a_session_is_asked_about_once_a_period_and_again_once_its_account_chang
         await remembered.account("bob")
         assert database.asked[-1] == "bob"
 
-    asyncio.run(visits())
+    aio.run(visits())
 
 
 def test_what_was_answered_while_the_database_was_away_is_asked_again_sooner(monkeypatch):
@@ -89,7 +90,7 @@ def test_what_was_answered_while_the_database_was_away_is_asked_again_sooner(mon
         await remembered.account("ada")
         assert len(database.asked) == 3, "asked again soon after"
 
-    asyncio.run(visits())
+    aio.run(visits())
 
 
 def test_the_live_copy_passes_on_an_accounts_change_and_after_a_new_snapshot_every_account():
@@ -128,4 +129,4 @@ def test_a_lookup_overtaken_by_a_sign_out_is_not_kept():
         assert (await asking).id == 1
         assert await remembered.account("ada") is None, "asked again, not the answer from before"
 
-    asyncio.run(visits())
+    aio.run(visits())
