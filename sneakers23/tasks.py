@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -20,3 +21,33 @@ def keep(tasks: set, task: asyncio.Future) -> asyncio.Future:
 def _log_failure(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("a background task failed: %r", task.exception())
+
+
+class InTurns:
+    """Work done a part at a time, so that no one callback holds the event loop: `part()` does one
+    part and says whether more is waiting. `start()` does the first part at once, and the rest one
+    part a turn of the loop (everything else the loop has to do goes in between), in a task of its
+    own, one at a time."""
+
+    def __init__(self, part: Callable[[], bool]):
+        self._part = part
+        self._rest: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def running(self) -> bool:
+        """Whether parts are still waiting for their turns."""
+        return self._rest is not None
+
+    def start(self) -> None:
+        if self._rest is None and self._part():
+            self._rest = keep(self._tasks, asyncio.get_running_loop().create_task(self._parts()))
+
+    async def _parts(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(0)  # (a turn of the loop)
+                if not self._part():
+                    return
+        finally:
+            self._rest = None

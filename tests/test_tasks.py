@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 
-from sneakers23.tasks import keep
+from sneakers23.tasks import InTurns, keep
 from harness.waiting import until
 from tests.support.aio import run as run_in_thread
 
@@ -34,3 +34,18 @@ def test_a_kept_task_is_held_until_it_ends_and_its_failure_is_logged(caplog):
         held, after = run_in_thread(run())
     assert (held, after) == (1, 0), "the waiting one held while it ran; both let go once they ended"
     assert "boom" in caplog.text
+
+
+def test_work_in_turns_does_its_first_part_at_once_and_the_rest_a_part_a_turn_of_the_loop():
+    async def scenario():
+        done, between = [], []
+        parts = InTurns(lambda: done.append(len(done)) or len(done) < 3)  # (three parts)
+        parts.start()
+        assert done == [0] and parts.running
+        parts.start()  # (one at a time: nothing more now)
+        assert done == [0]
+        asyncio.get_running_loop().call_soon(lambda: between.append(list(done)))
+        await until(lambda: not parts.running)
+        assert done == [0, 1, 2] and between == [[0]]  # (the loop's other work went in between)
+
+    run_in_thread(scenario())

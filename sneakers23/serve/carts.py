@@ -29,7 +29,7 @@ from sneakers23.serve.presence import TabTracker, page_of
 from sneakers23.domain.purchases import signed_in
 from sneakers23.serve.shoppers import (COOKIE, SESSION_COOKIE, CartTokens, SessionCookies, ShopperCookies, same_secret,
                                        session_mark)
-from sneakers23.tasks import keep
+from sneakers23.tasks import InTurns, keep
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class CartChannels:
         self._waiting: dict[object, int] = {}
         self._seen: dict[object, Cart] = {}  # the newest cart each tab was answered with
         self._due: dict[str, Cart] = {}  # carts to push, in order, past what one turn of the loop sends
-        self._pushing: asyncio.Task | None = None
+        self._pushes = InTurns(self._push_some)
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -303,13 +303,12 @@ class CartChannels:
             waiting = self._due.get(shopper_id)  # than an emptied cart's push, which it forgot)
             if waiting is None or cart.version >= waiting.version:
                 self._due[shopper_id] = cart
-        if self._pushing is None and self._push_some():
-            self._pushing = keep(self._tasks, asyncio.get_running_loop().create_task(self._push_rest()))
+        self._pushes.start()
 
     @property
     def pushing(self) -> bool:
         """Whether carts are still being pushed, part by part."""
-        return self._pushing is not None
+        return self._pushes.running
 
     def _push_some(self) -> bool:
         """Up to CART_PUSHES_PER_TURN of the carts due, oldest first; True while some wait."""
@@ -323,11 +322,3 @@ class CartChannels:
                     connection.send(frame)
         return bool(self._due)
 
-    async def _push_rest(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(0)  # (a turn of the loop: joins, replies and reads go meanwhile)
-                if not self._push_some():
-                    return
-        finally:
-            self._pushing = None

@@ -25,7 +25,7 @@ from sneakers23.domain.shopper_events import DrawOver, ProductWentOnSale, Releas
 from sneakers23.domain.views import item_level
 from sneakers23.serve import eager, phoenix
 from sneakers23.serve.render import size_html
-from sneakers23.tasks import keep
+from sneakers23.tasks import InTurns, keep
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,7 @@ class ChannelHub:
         # subscribers when published, how many were sent], in order.
         self._outgoing: deque[list] = deque()
         self._published = 0
-        self._draining: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._sending = InTurns(self._send_some)
         self._opened = self._closed = 0  # sockets, since the start (the replica's freezer counts them)
 
     @property
@@ -183,7 +182,7 @@ class ChannelHub:
     @property
     def pushing(self) -> bool:
         """Whether a push is still going out, part by part."""
-        return self._draining is not None
+        return self._sending.running
 
     async def drop_all(self, refuse_for_s: float = 0.0) -> int:
         """Close every socket, and refuse new ones for refuse_for_s (their clients retry)."""
@@ -235,8 +234,7 @@ class ChannelHub:
         """The pushes waiting, in order: as many sends as one turn of the loop may take now, the
         rest in later turns (a push to 1,500 sockets in one callback held the loop for a second,
         bench/rehearsal.py, and every join and reply of the replica waited behind it)."""
-        if self._draining is None and self._send_some():
-            self._draining = keep(self._tasks, asyncio.get_running_loop().create_task(self._drain()))
+        self._sending.start()
 
     def _send_some(self) -> bool:
         """Up to FANOUT_SENDS_PER_TURN sends from the head of the waiting pushes; True while some
@@ -256,15 +254,6 @@ class ChannelHub:
             if end == len(subscribers):
                 self._outgoing.popleft()
         return bool(self._outgoing)
-
-    async def _drain(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(0)  # (a turn of the loop: joins, replies and reads go meanwhile)
-                if not self._send_some():
-                    return
-        finally:
-            self._draining = None
 
     # --- one socket ---
 

@@ -371,7 +371,7 @@ def test_a_push_to_many_sockets_gives_the_loop_back_between_parts_and_keeps_ever
         hub._handle(connection_of[leaver], phoenix.decode(frame(None, "2", "product:1", "phx_leave", {})))
         hub._handle(connection_of[rejoiner], phoenix.decode(frame(None, "3", "product:1", "phx_leave", {})))
         hub._handle(connection_of[rejoiner], phoenix.decode(frame("4", "4", "product:1", "phx_join", {})))
-        await until(lambda: hub._draining is None)
+        await until(lambda: not hub.pushing)
         for tab in tabs:
             if tab not in (leaver, rejoiner):
                 assert [m[4]["level"] for m in tab.sent[1:]] == ["low", "out"]
@@ -379,7 +379,7 @@ def test_a_push_to_many_sockets_gives_the_loop_back_between_parts_and_keeps_ever
         assert "stock_change" not in [m[3] for m in rejoiner.sent]  # … and this one's join said it all
         assert rejoiner.sent[-1][4]["status"] == "ok"  # (the state as its catalog holds it then)
         hub.publish([StockChanged(product_id=1, item_id=2, level=Level.MEDIUM)])
-        assert hub._draining is not None
+        assert hub.pushing
         before = sum(len(tab.sent) for tab in tabs)
         for _turn in range(10):  # turns of the loop, until the next part goes out: one part, no more
             await asyncio.sleep(0)
@@ -390,7 +390,7 @@ def test_a_push_to_many_sockets_gives_the_loop_back_between_parts_and_keeps_ever
         closing = next(tab for tab in tabs if tab.sent[-1][4].get("level") != "medium" and tab not in (leaver, rejoiner))
         hub._gone(connection_of[closing])  # (as its serve() does when it closes)
         sent_before = len(closing.sent)
-        await until(lambda: hub._draining is None)
+        await until(lambda: not hub.pushing)
         assert len(closing.sent) == sent_before
         assert sum(tab.sent[-1][4].get("level") == "medium" for tab in tabs) == count - 2  # (the leaver, the closed)
         assert rejoiner.sent[-1][3:] == ["stock_change", {"product_id": 1, "item_id": 2, "level": "medium"}]
