@@ -83,6 +83,9 @@ class Socket:
         except Refused:
             self.channels.pop(topic, None)  # (not joined: nothing to join again after a reconnect)
             raise
+        except ConnectionError:  # (closed under the join: connected again, it is joined again, as phoenix.js does)
+            self.shopper.note("request", step, None, "socket closed")
+            return
         on_joined(answer)
 
     async def _join(self, topic: str, payload: dict, step: str) -> dict:
@@ -106,12 +109,18 @@ class Socket:
             await self.ws.close()
 
     async def _run(self) -> None:
+        again = False
         while True:
-            beat = asyncio.get_running_loop().create_task(self._beat())
+            loop = asyncio.get_running_loop()
+            beat = loop.create_task(self._beat())
+            # (joined again while its replies are read: the reader below is what answers them)
+            joins = loop.create_task(self._join_again()) if again else None
             try:
                 await self._read()
             finally:
                 beat.cancel()
+                if joins is not None:
+                    joins.cancel()
             if self.closing:
                 return
             self.shopper.note("visit", "socket_closed", None, "by the store")
@@ -120,13 +129,25 @@ class Socket:
                     reply.set_exception(ConnectionError("the socket closed"))
             try:
                 await self._connect()
-                for topic, (payload, step, on_joined) in list(self.channels.items()):
-                    on_joined(await self._join(topic, payload, step))
             except Exception as error:  # (noted: the shopper gives up)
-                self.shopper.note("visit", "error", None, f"reconnect: {type(error).__name__}")
-                self.closing = True
-                self.lost.set()
+                self._lost(error)
                 return
+            again = True
+
+    async def _join_again(self) -> None:
+        """Every channel joined again once connected again; their answers to their shoppers."""
+        try:
+            for topic, (payload, step, on_joined) in list(self.channels.items()):
+                on_joined(await self._join(topic, payload, step))
+        except ConnectionError:
+            pass  # (closed again: the reader connects again, and this is done again)
+        except Exception as error:  # (a join refused or unanswered: the shopper gives up, and closes it)
+            self._lost(error)
+
+    def _lost(self, error: Exception) -> None:
+        self.shopper.note("visit", "error", None, f"reconnect: {type(error).__name__}")
+        self.closing = True
+        self.lost.set()
 
     async def _beat(self) -> None:
         for ref in itertools.count(1):

@@ -375,14 +375,20 @@ class Shopper:
         queued drop's line (as queue.js takes it)."""
         started = time.perf_counter()
 
-        async def page() -> tuple[tuple[int, str], float | None]:  # (reloaded as a person would, when it says when)
+        async def page() -> tuple[tuple[int | None, str], float | None]:
+            """(Loaded again as a person would: when it says when, or when its answer was lost.)"""
+            import aiohttp
+
             headers = {"Cookie": self.cookies()} if self.cookie or self.plan.session else {}
-            async with self.session.get(self.url + "/", headers=headers) as answer:
-                text = await answer.text(errors="replace")
-                if COOKIE in answer.cookies:
-                    self.cookie = answer.cookies[COOKIE].value
-                busy = answer.status in (429, 503)
-                return (answer.status, text), retry_after(answer.headers.get("Retry-After")) if busy else None
+            try:
+                async with self.session.get(self.url + "/", headers=headers) as answer:
+                    text = await answer.text(errors="replace")
+                    if COOKIE in answer.cookies:
+                        self.cookie = answer.cookies[COOKIE].value
+                    busy = answer.status in (429, 503)
+                    return (answer.status, text), retry_after(answer.headers.get("Retry-After")) if busy else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                return (None, ""), RETRY_AFTER_S
 
         (status, text), retries = await asked_until_answered(page)
         cart = re.search(r'data-cart-id="([^"]+)" data-cart-token="([^"]+)"', text)

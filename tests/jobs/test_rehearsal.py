@@ -82,7 +82,7 @@ def test_a_small_first_come_drop_is_rehearsed_and_its_three_reports_agree(
     scenario.write_text(SCENARIO)
     out = tmp_path / "out"
     result = drop(ray_cluster, ray_settings, "rehearse", str(scenario), "--url", store_url, "--out", str(out), "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, told_why(result)
     report = json.loads(result.stdout)
     assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
     assert "shoppers done: 300/300" in result.stderr  # (its progress, a line a second off a terminal)
@@ -166,7 +166,7 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     assert not out.exists()
     result = drop(ray_cluster, ray_settings.model_copy(update={"secret_key": STORE_SECRET}), "rehearse", str(scenario),
                   "--url", store_url, "--out", str(out), "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, told_why(result)
     report = json.loads(result.stdout)
     assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
     names = [i["name"] for i in report["invariants"]]
@@ -210,7 +210,7 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     out = tmp_path / "out"
     result = drop(ray_cluster, ray_settings.model_copy(update={"secret_key": STORE_SECRET}), "rehearse", str(scenario),
                   "--url", store_url, "--out", str(out), "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, told_why(result)
     report = json.loads(result.stdout)
     assert report["ok"] and all(i["holds"] for i in report["invariants"]), report["invariants"]
     assert "every entrant's page learnt its outcome" in [i["name"] for i in report["invariants"]]
@@ -238,6 +238,15 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     assert drop_charts.counts(log.rows)["draw_outcomes"] == draw["entries"]
     assert (out / "rehearsal.html").read_text().count('<svg role="img"') == 4
     assert rehearsal_sessions_left(inventory) == 0
+
+
+def told_why(result) -> str:
+    """A failed rehearsal's invariants that failed (its report is on stdout), and its last words."""
+    try:
+        failed = [i for i in json.loads(result.stdout)["invariants"] if not i["holds"]]
+    except (ValueError, KeyError, TypeError):
+        failed = result.stdout[-2000:]
+    return f"failed: {failed}\n{result.stderr[-3000:]}"
 
 
 def rehearsal_sessions_left(inventory) -> int:
