@@ -131,6 +131,9 @@ class WaitingRooms:
             room = rows.room(connection, product_id)
         return None if room is None else (room.commitment, room.record)
 
+    async def queue_record_async(self, product_id: int) -> tuple[str, ShuffleRecord | None] | None:
+        return await self.database.in_thread(self.queue_record, product_id)
+
     def verify_queue(self, product_id: int) -> list[str]:
         """What is wrong with the published shuffle of the product's pre-queue (nothing: [])."""
         with self.database.reading() as connection:

@@ -8,8 +8,9 @@ ended.
 
 Each socket's place is computed here, from the line's summary this replica's live catalog holds
 (`WaitingLine`, published by the keeper to every node) and the place's number: one summary per
-move, however many wait. A place the line's head has passed (let in, or taken out), and every
-pre-queue place at the shuffle, is read again from the database, in one query for all of them.
+move, however many wait. A place the line's head has passed (let in, or taken out) is read again
+from the database, in one query for all of them. At the release, every pre-queue place's number
+comes from the shuffle's record (one row) rather than from 10,000 places read again.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Protocol
 
 from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_account
 from sneakers23.domain.changes import WaitingLine
+from sneakers23.domain.fairness import ShuffleRecord
 from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import LineMoved, ShopperEvent
-from sneakers23.domain.waiting_room import SIGN_IN_TO_QUEUE, LinePlace, Stage, place_view
+from sneakers23.domain.waiting_room import SIGN_IN_TO_QUEUE, LinePlace, Stage, numbers_at_the_opening, place_view
 from sneakers23.domain.throttle import Throttle
 from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired,
                                SchemaMissing)
@@ -53,6 +55,8 @@ class QueueWrites(Protocol):
     async def join_queue_async(self, shopper_id: str, product_id: int, proof: str | None = None) -> LinePlace: ...
 
     async def queue_places_async(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]: ...
+
+    async def queue_record_async(self, product_id: int) -> tuple[str, ShuffleRecord | None] | None: ...
 
 
 def _error(reason: str, message: str) -> dict:
@@ -252,15 +256,20 @@ class QueueChannels:
     async def _read_again(self, product_id: int, turns: bool = False) -> None:
         """The places whose news the line cannot show, read again (all in one query), and told.
         One the database has no news of yet is asked for again at the line's next move (the
-        keeper sends the line every few seconds)."""
+        keeper sends the line every few seconds). At the release, the pre-queue's numbers come
+        from the shuffle's record first."""
         try:
             line = self._live.line(product_id)
-            stale = sorted({place.account for place in self._places.get(product_id, {}).values()
-                            if line is not None and (_news_in_the_database(place, line)
-                                                     or (turns and place.stage is Stage.ADMITTED))})
-            if not stale:
-                return
             try:
+                if line is not None and line.opened and any(
+                        place.stage is Stage.PRE_QUEUE for place in self._places.get(product_id, {}).values()):
+                    await self._tell_shuffled(product_id)
+                    line = self._live.line(product_id)
+                stale = sorted({place.account for place in self._places.get(product_id, {}).values()
+                                if line is not None and (_news_in_the_database(place, line)
+                                                         or (turns and place.stage is Stage.ADMITTED))})
+                if not stale:
+                    return
                 fresh = await self._inventory.queue_places_async(product_id, stale)
             except (DatabaseUnavailable, SchemaMissing) as error:
                 log.warning("reading a queue's places again failed: %s", error)
@@ -276,6 +285,25 @@ class QueueChannels:
             if product_id in self._turns_due and product_id in self._places:
                 self._turns_due.discard(product_id)
                 self._read_soon(product_id, turns=True)
+
+    async def _tell_shuffled(self, product_id: int) -> None:
+        """The release: each pre-queue place told its number from the shuffle's record (one row,
+        one pass over the tabs) rather than from 10,000 places read again. Those the line does not
+        show in line (let in at the release's own tick, taken out before it) are left to be read."""
+        kept = await self._inventory.queue_record_async(product_id)
+        line = self._live.line(product_id)  # (as it is now, after the read)
+        if kept is None or kept[1] is None or line is None:
+            return
+        numbers = numbers_at_the_opening(kept[1])
+        places = self._places.get(product_id, {})
+        for connection in list(places):  # (the sockets alone: a send may close one meanwhile)
+            place = places.get(connection)
+            if place is None or place.stage is not Stage.PRE_QUEUE or (number := numbers.get(place.entry)) is None:
+                continue
+            now = LinePlace(place.account, place.entry, Stage.QUEUE, number)
+            if not _news_in_the_database(now, line):
+                places[connection] = now
+                self._tell(connection, product_id, now)
 
     def _tell(self, connection, product_id: int, place: LinePlace) -> None:
         view = self._view(place, product_id)

@@ -12,7 +12,7 @@ from scipy import stats
 from sneakers23.domain.fairness import verify
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.waiting_room import (JoinRefusal, LinePlace, Stage, WaitingRoom, default_pace, join_refused,
-                                            place_in_line)
+                                            numbers_at_the_opening, place_in_line)
 
 SEED = bytes(range(32))
 
@@ -63,6 +63,12 @@ def test_the_pre_queue_is_shuffled_at_the_release_checkably_and_later_arrivals_q
     assert shuffled != early and sorted(shuffled) == sorted(early)
     late = filled(waiting, 5, "late")
     assert waiting.waiting() == shuffled + late
+    # Each number in line at the release is the entry's place in the published shuffle (what a
+    # channel replica tells its tabs from, with no read of their places); those after go behind.
+    numbers = numbers_at_the_opening(record)
+    assert {f"early-{entry.removeprefix('entry-of-early-')}": n for entry, n in numbers.items()} == \
+        {account: waiting.number(account) for account in early}
+    assert [waiting.number(account) for account in late] == list(range(50, 55))
     assert [waiting.place(a).position for a in shuffled + late] == list(range(1, 56))
     with pytest.raises(ValueError, match="open already"):
         waiting.open(now=101.0)
@@ -122,6 +128,7 @@ def test_locked_accounts_leave_listed_before_the_shuffle_and_from_the_line_after
     record = waiting.open(now=0.0)
     assert [(r.entry, r.reason) for r in record.removed] == [(f"entry-of-{accounts[3]}", "account locked")]
     assert verify(record) == [] and len(record.order) == 9
+    assert f"entry-of-{accounts[3]}" not in numbers_at_the_opening(record) and waiting.number(accounts[3]) is None
     line = waiting.waiting()
     assert waiting.remove(line[4]) and not waiting.remove(line[4])
     assert [waiting.place(a).position for a in waiting.waiting()] == list(range(1, 9))

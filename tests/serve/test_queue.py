@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from sneakers23.domain.accounts import Account, account_shopper_id
 from sneakers23.domain.changes import WaitingLine
+from sneakers23.domain.fairness import ShuffleRecord
 from sneakers23.domain.shopper_events import LineMoved
 from sneakers23.domain.waiting_room import LinePlace, Stage
 from sneakers23.errors import QueueProofUsed, QueueRefused
@@ -44,6 +45,8 @@ class Rooms:
         self.places: dict[str, LinePlace] = {}
         self.proofs: set = set()
         self.reads = 0
+        self.record: ShuffleRecord | None = None  # the pre-queue's shuffle, once the release came
+        self.record_reads = 0
 
     async def session_account_async(self, token):
         return ADA if token == "ada-session" else None
@@ -62,6 +65,14 @@ class Rooms:
     async def queue_places_async(self, product_id, shopper_ids):
         self.reads += 1
         return {s: self.places[s] for s in shopper_ids if s in self.places}
+
+    async def queue_record_async(self, product_id):
+        self.record_reads += 1
+        return ("commitment", self.record) if product_id == 2 else None
+
+
+def shuffled(*order: str) -> ShuffleRecord:
+    return ShuffleRecord("commitment", "00", "11", tuple(sorted(order)), order)
 
 
 @pytest.fixture
@@ -111,18 +122,20 @@ def test_a_tab_is_told_its_place_as_the_line_moves_and_its_turn_from_the_waiting
         joined = send(ws, "1", "queue:2", "phx_join")
         assert joined[4] == {"status": "ok", "response": {"entry": "e-ada", "stage": "pre_queue", "waiting": 5,
                                                           "sold_out": False}}
-        # The release: the shuffle put Ada fourth. The line cannot say so: her place is read again.
+        # The release: the shuffle put Ada fourth. The line cannot say so: her number is read from
+        # the shuffle's record (one row, whatever the tabs), not from her place.
         rooms.places[ada] = replace(rooms.places[ada], stage=Stage.QUEUE, number=3)
+        rooms.record = shuffled("e-b", "e-c", "e-d", "e-ada", "e-e")
         moved(client, hub, live, WaitingLine(2, 2, opened=True, head=0, pace_per_minute=60.0, waiting=5))
         told = json.loads(ws.receive_text())
-        assert told[2:4] == ["queue:2", "place"] and rooms.reads == 1
+        assert told[2:4] == ["queue:2", "place"] and (rooms.record_reads, rooms.reads) == (1, 0)
         assert told[4] == {"entry": "e-ada", "stage": "queue", "position": 4, "ahead": 3, "wait_s": 4.0,
                            "sold_out": False}
         # Two let in, one a tick, then one of those ahead taken out: from the summary alone, and
         # told once, from the latest line (positions are told at most every POSITIONS_EVERY_S).
         moved(client, hub, live, WaitingLine(2, 3, opened=True, head=1, pace_per_minute=60.0, waiting=4))
         moved(client, hub, live, WaitingLine(2, 4, opened=True, head=2, left=(2,), pace_per_minute=60.0, waiting=2))
-        assert json.loads(ws.receive_text())[4]["position"] == 1 and rooms.reads == 1
+        assert json.loads(ws.receive_text())[4]["position"] == 1 and (rooms.record_reads, rooms.reads) == (1, 0)
         # Sold out for now: she is told at once.
         moved(client, hub, live, WaitingLine(2, 5, opened=True, head=2, left=(2,), pace_per_minute=60.0, sold_out=True,
                                              waiting=2))
@@ -143,6 +156,33 @@ def test_a_tab_is_told_its_place_as_the_line_moves_and_its_turn_from_the_waiting
         # A second tab finds the same place.
         with connect(client, "ada-session") as other:
             assert send(other, "1", "queue:2", "phx_join")[4]["response"]["stage"] == "admitted"
+
+
+def test_a_tab_let_in_by_the_releases_own_tick_is_read_from_its_place_and_one_taken_out_before_too(parts):
+    client, hub, live, rooms = parts
+    ada = account_shopper_id(ADA.id)
+    live.lines[2] = WaitingLine(2, 1, opened=False, head=0, waiting=3)
+    with connect(client, "ada-session") as ws:
+        assert send(ws, "1", "queue:2", "phx_join")[4]["response"]["stage"] == "pre_queue"
+        # The release's tick let the first two in: Ada, drawn second, is past the head. The
+        # record cannot say until when: her place is read (and only hers).
+        until = datetime.now(timezone.utc).timestamp() + 300
+        rooms.places[ada] = replace(rooms.places[ada], stage=Stage.ADMITTED, number=1, until=until)
+        rooms.record = shuffled("e-b", "e-ada", "e-c")
+        moved(client, hub, live, WaitingLine(2, 2, opened=True, head=2, pace_per_minute=60.0, waiting=1))
+        told = json.loads(ws.receive_text())[4]
+        assert told["stage"] == "admitted" and told["until"] == until
+        assert (rooms.record_reads, rooms.reads) == (1, 1)
+    # Taken out before the release (a lock), she is not in the shuffle's order: read from her place.
+    rooms.places[ada] = LinePlace(ada, "e-ada", Stage.PRE_QUEUE)
+    live.lines[2] = WaitingLine(2, 3, opened=False, head=0, waiting=3)
+    with connect(client, "ada-session") as ws:
+        send(ws, "1", "queue:2", "phx_join")
+        rooms.places[ada] = replace(rooms.places[ada], stage=Stage.REMOVED)
+        rooms.record = shuffled("e-b", "e-c")
+        moved(client, hub, live, WaitingLine(2, 4, opened=True, head=0, pace_per_minute=60.0, waiting=2))
+        assert json.loads(ws.receive_text())[4]["stage"] == "removed"
+        assert (rooms.record_reads, rooms.reads) == (2, 2)
 
 
 def test_the_dashboard_says_where_a_queue_stands_from_its_line():
