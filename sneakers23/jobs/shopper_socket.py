@@ -21,6 +21,7 @@ class Shopper(Protocol):
 HEARTBEAT_S = 25.0  # as the Phoenix client: the store closes a socket silent for 60 s
 REPLY_WITHIN_S = 30.0
 RECONNECT_AFTER_MS = (10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000, 5000, 5000)  # phoenix.js's, then 5 s
+REJOIN_AFTER_S = (1, 2, 5, 10)  # a channel's join refused after a reconnect: phoenix.js's rejoinAfterMs
 
 
 class Refused(Exception):
@@ -135,13 +136,23 @@ class Socket:
             again = True
 
     async def _join_again(self) -> None:
-        """Every channel joined again once connected again; their answers to their shoppers."""
+        """Every channel joined again once connected again; their answers to their shoppers. A
+        join refused or unanswered is asked again after REJOIN_AFTER_S, as phoenix.js's
+        `rejoinAfterMs` does (a store starting again answers "unavailable" for a moment); the
+        shopper gives up after the last."""
         try:
             for topic, (payload, step, on_joined) in list(self.channels.items()):
-                on_joined(await self._join(topic, payload, step))
+                for pause_s in (*REJOIN_AFTER_S, None):
+                    try:
+                        on_joined(await self._join(topic, payload, step))
+                        break
+                    except (Refused, asyncio.TimeoutError):
+                        if pause_s is None:
+                            raise
+                        await asyncio.sleep(pause_s)
         except ConnectionError:
             pass  # (closed again: the reader connects again, and this is done again)
-        except Exception as error:  # (a join refused or unanswered: the shopper gives up, and closes it)
+        except Exception as error:  # (refused to the last: the shopper gives up, and closes it)
             self._lost(error)
 
     def _lost(self, error: Exception) -> None:

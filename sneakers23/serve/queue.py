@@ -84,6 +84,7 @@ class QueueChannels:
         self._turns_due: set[int] = set()  # products whose live turns are to be read again next
         self._positions_due: set[int] = set()  # products whose tabs are to be told their positions soon
         self._told_at: dict[int, float] = {}  # when each product's tabs were last told (monotonic)
+        self._openings: set[int] = set()  # products released, their pre-queue tabs not yet told from the record
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -191,6 +192,7 @@ class QueueChannels:
             place = places.pop(connection, None)
             if not places:
                 del self._places[product_id]
+                self._lines.pop(product_id, None)  # (its next line is news again, a release among them)
             tabs = self._tabs.get(product_id, {})
             if place is not None and place.account in tabs:
                 tabs[place.account].discard(connection)
@@ -219,6 +221,8 @@ class QueueChannels:
         product_id = line.product_id
         before = self._lines.get(product_id)
         self._lines[product_id] = line
+        if line.opened and (before is None or not before.opened):
+            self._openings.add(product_id)  # (the release: numbers from the record, once it is read)
         # A turn used or ended shows in the line's counts only: the live turns here are read again.
         turns_moved = before is not None and before.turns != line.turns  # (a lock ends a live one too)
         if any(_news_in_the_database(place, line) or (turns_moved and place.stage is Stage.ADMITTED)
@@ -261,9 +265,9 @@ class QueueChannels:
         try:
             line = self._live.line(product_id)
             try:
-                if line is not None and line.opened and any(
-                        place.stage is Stage.PRE_QUEUE for place in self._places.get(product_id, {}).values()):
+                if product_id in self._openings:
                     await self._tell_shuffled(product_id)
+                    self._openings.discard(product_id)  # (once: a tab left in the pre-queue is read below)
                     line = self._live.line(product_id)
                 stale = sorted({place.account for place in self._places.get(product_id, {}).values()
                                 if line is not None and (_news_in_the_database(place, line)
@@ -290,12 +294,14 @@ class QueueChannels:
         """The release: each pre-queue place told its number from the shuffle's record (one row,
         one pass over the tabs) rather than from 10,000 places read again. Those the line does not
         show in line (let in at the release's own tick, taken out before it) are left to be read."""
+        places = self._places.get(product_id, {})
+        if not any(place.stage is Stage.PRE_QUEUE for place in places.values()):
+            return
         kept = await self._inventory.queue_record_async(product_id)
         line = self._live.line(product_id)  # (as it is now, after the read)
         if kept is None or kept[1] is None or line is None:
             return
         numbers = numbers_at_the_opening(kept[1])
-        places = self._places.get(product_id, {})
         for connection in list(places):  # (the sockets alone: a send may close one meanwhile)
             place = places.get(connection)
             if place is None or place.stage is not Stage.PRE_QUEUE or (number := numbers.get(place.entry)) is None:

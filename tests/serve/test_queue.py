@@ -175,12 +175,13 @@ def test_a_tab_let_in_by_the_releases_own_tick_is_read_from_its_place_and_one_ta
         assert (rooms.record_reads, rooms.reads) == (1, 1)
     # Taken out before the release (a lock), she is not in the shuffle's order: read from her place.
     rooms.places[ada] = LinePlace(ada, "e-ada", Stage.PRE_QUEUE)
-    live.lines[2] = WaitingLine(2, 3, opened=False, head=0, waiting=3)
+    live.lines[2] = WaitingLine(2, 3, opened=False, head=0, waiting=3)  # (the shop seeded again)
     with connect(client, "ada-session") as ws:
         send(ws, "1", "queue:2", "phx_join")
+        moved(client, hub, live, WaitingLine(2, 4, opened=False, head=0, waiting=3))
         rooms.places[ada] = replace(rooms.places[ada], stage=Stage.REMOVED)
         rooms.record = shuffled("e-b", "e-c")
-        moved(client, hub, live, WaitingLine(2, 4, opened=True, head=0, pace_per_minute=60.0, waiting=2))
+        moved(client, hub, live, WaitingLine(2, 5, opened=True, head=0, pace_per_minute=60.0, waiting=2))
         assert json.loads(ws.receive_text())[4]["stage"] == "removed"
         assert (rooms.record_reads, rooms.reads) == (2, 2)
 
