@@ -39,6 +39,9 @@ CART_CHANGES_PER_PAIR = (2.3, "docs/performance.md, A whole drop, rehearsed: 600
 REPORT_WINDOW_S = (0.05, "serve/presence.py: a node's tab tracker gathers its changes for 50 ms (GATHER_S), sends "
                          "them as one report and waits for its reply before the next, however many tabs it holds")
 LEVEL_CHANGES_PER_PAIR = (1.0, "at most one availability change a pair sold (a group commit of several pairs makes one)")
+GROUP_SIZE = (16, "sneakers23/settings.py replication_group_size: the nodes of one relay's group")
+RELAY_CARRIES = (113_000, "bench/replication_ceiling.py --burst --group-size 16: a relay's CPU a change a cache, "
+                          "4.9-8.8 us (8.8 at 529 nodes, 34 relays sharing 2 cores): changes to caches a second")
 
 # --- the cluster's single points: one of each, whatever the number of nodes ---
 
@@ -48,11 +51,11 @@ SINGLE_POINTS = {
         7_435, "pairs a second", "the drop's pairs, once (refusals after a sell-out come from memory)",
         "docs/performance.md, The drop engine: 7,435-8,772 pairs a second on one hot size"),
     "the replication actor": (
-        83_000, "changes carried to caches a second (each change x each node) in a drop's burst",
-        "every change, to every node's cache",
-        "bench/replication_ceiling.py --burst, docs/performance.md: 10,000-33,000 changes at once, 10 a publish, to "
-        "8-128 nodes: 44,600-99,000 a second, 8-13 us of its CPU each (83,255 at 64 nodes; a steady trickle of "
-        "one change a publish carries only 3,200 within a second's lag)"),
+        58_000, "changes carried to relays a second (each change x each group of nodes) in a drop's burst",
+        "every change, to every group's relay (and each relay, to its group's caches)",
+        "bench/replication_ceiling.py --burst --group-size 16, docs/performance.md: 33,000 changes at once, 10 a "
+        "publish, to 62-529 nodes through 4-34 relays: 11-19 us of its CPU a change a relay (17 at 529 nodes); "
+        "to each cache itself, as until 2026-12-05, 14 us a change a node, 8-13 on 2026-12-04"),
     "the presence actor": (
         898, "reports a second (a node's tab changes since its last, one in flight a node)",
         "every tab opened or closed, from every node",
@@ -119,8 +122,11 @@ def report(shoppers: int, waiting: float, burst_s: float, pairs: int) -> str:
     for name, (ceiling, unit, asks, source) in SINGLE_POINTS.items():
         if name.startswith("the replication actor"):
             changes = replicated_changes(pairs)
-            carried_s = changes * nodes / ceiling
-            asked = (f"{changes:,} changes x {nodes:,} caches = {changes * nodes:,} deliveries: about {carried_s:,.0f} s "
+            groups = math.ceil(nodes / GROUP_SIZE[0])
+            by_root, by_relay = changes * groups / ceiling, changes * min(nodes, GROUP_SIZE[0]) / RELAY_CARRIES[0]
+            carried_s = max(by_root, by_relay)
+            asked = (f"{changes:,} changes x {groups:,} relays = {changes * groups:,} deliveries ({by_root:,.1f} s), "
+                     f"each relay's {min(nodes, GROUP_SIZE[0])} caches ({by_relay:,.1f} s): about {carried_s:,.0f} s "
                      f"until every node has them{'  <= CAPS FIRST' if carried_s > burst_s else ''}")
         elif name.startswith("the presence actor"):
             lag_s = REPORT_WINDOW_S[0] + nodes / ceiling
@@ -151,6 +157,7 @@ def main() -> None:
     print(f"  {'a socket in memory':28} {SOCKET_MEMORY_KIB[0]} KiB: {SOCKET_MEMORY_KIB[1]}")
     print(f"  {'cart changes a pair sold':28} {CART_CHANGES_PER_PAIR[0]}: {CART_CHANGES_PER_PAIR[1]}")
     print(f"  {'level changes a pair sold':28} {LEVEL_CHANGES_PER_PAIR[0]}: {LEVEL_CHANGES_PER_PAIR[1]}")
+    print(f"  {'a relay':28} {RELAY_CARRIES[0]:,}: {RELAY_CARRIES[1]}")
     print("The single points' ceilings, and where they were measured:")
     for name, (ceiling, unit, _asks, source) in SINGLE_POINTS.items():
         print(f"  {name:28} {'not measured' if ceiling is None else format(ceiling, ',')} {unit}: {source}")

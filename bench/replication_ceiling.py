@@ -17,7 +17,12 @@ the most any figure here can show.
     .venv/bin/python -m bench.replication_ceiling --nodes 8,32,128 --burst 33000 --per-publish 10
 
 With --burst, a drop's burst instead: that many changes published at once, a few in each publish (a
-group commit's batch), timed until every node has every one.
+group commit's batch), timed until every node has every one. Each burst goes twice: to every cache
+from the replication actor itself (the baseline), then through relays by groups of --group-size
+nodes (actors/relay.py), with the replication actor's CPU and the relays' apart: on a cluster each
+relay has a node of its own, here they share the machine's two cores with the sinks.
+
+    .venv/bin/python -m bench.replication_ceiling --nodes 128,529 --burst 10000 --per-publish 10 --group-size 16
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections import Counter
 
 import ray
 
+from sneakers23.actors.relay import Relay
 from sneakers23.actors.replicator import Replicator
 from sneakers23.domain.changes import AvailabilityChanged
 from sneakers23.jobs.report import percentile
@@ -78,13 +84,25 @@ class SinkReplicator(Replicator.__ray_actor_class__):
         return None
 
     async def use(self, caches: dict) -> None:
-        self._caches, self._outboxes = dict(caches), {}
+        self._caches = dict(caches)
+        self._regroup()
+
+    def _start_relay(self, node_id: str):
+        return SinkRelay.remote()  # (its "nodes" are sinks: no node to place it on)
 
     async def idle(self) -> None:
-        """Returns once every node's outbox is empty and no call to its cache is under way."""
-        for outbox in list(self._outboxes.values()):
-            await outbox.idle()
+        """Returns once every node's outbox is empty and no call to its cache is under way, here and
+        at every relay."""
+        await self._direct.idle()
+        await self._relayed.idle()
+        await asyncio.gather(*(relay.idle.remote() for relay in self._relays.values()))
 
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0, max_restarts=0, enable_task_events=False)
+class SinkRelay(Relay.__ray_actor_class__):
     def pid(self) -> int:
         return os.getpid()
 
@@ -224,18 +242,19 @@ def step(target, target_pid: int, publisher, publisher_pid: int, sinks: list, no
 def burst_step(target, target_pid: int, publisher, sinks: list, nodes: int, changes: int, per_publish: int,
                first_version: int) -> dict:
     """A drop's burst of `changes` to `nodes` caches: how long until every node had every change,
-    and the target's CPU for it (per change delivered to a node)."""
+    and the target's CPU for it (per change delivered to a node), and its relays' if it has any."""
     given_nodes(target, sinks, nodes)
-    before, started = cpu_s(target_pid), time.time()
+    relay_pids = ray.get([relay.pid.remote() for relay in ray.get(target.relays.remote()).values()])
+    before, relays_before, started = cpu_s(target_pid), sum(map(cpu_s, relay_pids)), time.time()
     published = ray.get(publisher.burst.remote(target, changes, per_publish, first_version))
     quiet(target, sinks)
     arrived = list(everywhere(sinks, nodes, published).values())
-    spent = cpu_s(target_pid) - before
+    spent, relays_spent = cpu_s(target_pid) - before, sum(map(cpu_s, relay_pids)) - relays_before
     received = sum(ray.get([sink.received.remote() for sink in sinks]))
     took = max(arrived) - started if len(arrived) == len(published) else None
     return {"nodes": nodes, "changes": changes, "per_publish": per_publish, "everywhere_s": took,
-            "carried": received / took if took else None, "cpu_s": spent,
-            "us_per_delivery": spent / received * 1e6 if received else None}
+            "carried": received / took if took else None, "cpu_s": spent, "relays": len(relay_pids),
+            "relays_cpu_s": relays_spent, "us_per_delivery": spent / received * 1e6 if received else None}
 
 
 def quiet(target, sinks: list, most_s: float = 600.0) -> None:
@@ -266,6 +285,10 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=0,
                         help="instead of steady rates: this many changes published at once (a drop's burst)")
     parser.add_argument("--per-publish", type=int, default=10, help="with --burst: changes in each publish")
+    parser.add_argument("--group-size", type=int, default=16,
+                        help="with --burst: the nodes of each relay's group, in the burst through relays")
+    parser.add_argument("--relays-only", action="store_true",
+                        help="with --burst: no baseline (to profile the relays' path; its figures need the baseline)")
     args = parser.parse_args()
     node_counts = [int(n) for n in args.nodes.split(",")]
     rates = [float(r) for r in args.rates.split(",")]
@@ -273,23 +296,31 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         sinks = [Sink.remote() for _ in range(SINK_PROCESSES)]
-        replicator = SinkReplicator.remote(Settings(database_url="sqlite://", cluster="none"), lambda: None, 3600.0)
+        # (the baseline: the replication actor calls every cache itself, up to 1,024 of them)
+        replicator = SinkReplicator.remote(Settings(database_url="sqlite://", cluster="none", replication_group_size=1024),
+                                           lambda: None, 3600.0)
         bare, publisher = BareFanOut.remote(), Publisher.remote()
         pids = {name: ray.get(actor.pid.remote()) for name, actor in
                 (("replicator", replicator), ("bare", bare), ("publisher", publisher))}
         ray.get([sink.pid.remote() for sink in sinks])
         version = 1
         if args.burst:
-            print(f"{'nodes':>5} {'changes':>8} {'a publish':>9} {'everywhere':>10} {'carried/s':>10} {'CPU s':>6} "
-                  f"{'us/deliv':>8}")
+            grouped = SinkReplicator.remote(Settings(database_url="sqlite://", cluster="none",
+                                                     replication_group_size=args.group_size), lambda: None, 3600.0)
+            grouped_pid = ray.get(grouped.pid.remote())
+            print(f"the replication actor through relays: pid {grouped_pid}", flush=True)
+            print(f"{'path':>13} {'nodes':>5} {'changes':>8} {'a publish':>9} {'everywhere':>10} {'carried/s':>10} "
+                  f"{'its CPU s':>9} {'us/deliv':>8} {'relays':>6} {'their CPU s':>11}")
             for nodes in node_counts:
-                figures = burst_step(replicator, pids["replicator"], publisher, sinks, nodes, args.burst,
-                                     args.per_publish, version)
-                version += args.burst
-                took = figures["everywhere_s"]
-                print(f"{nodes:>5} {args.burst:>8,} {args.per_publish:>9} "
-                      f"{'-' if took is None else format(took, '.2f') + ' s':>10} {figures['carried'] or 0:>10,.0f} "
-                      f"{figures['cpu_s']:>6.1f} {figures['us_per_delivery'] or 0:>8.1f}", flush=True)
+                paths = [("to each cache", replicator, pids["replicator"]), ("through relays", grouped, grouped_pid)]
+                for name, target, pid in paths[1:] if args.relays_only else paths:
+                    figures = burst_step(target, pid, publisher, sinks, nodes, args.burst, args.per_publish, version)
+                    version += args.burst
+                    took = figures["everywhere_s"]
+                    print(f"{name:>13} {nodes:>5} {args.burst:>8,} {args.per_publish:>9} "
+                          f"{'-' if took is None else format(took, '.2f') + ' s':>10} {figures['carried'] or 0:>10,.0f} "
+                          f"{figures['cpu_s']:>9.1f} {figures['us_per_delivery'] or 0:>8.2f} {figures['relays']:>6} "
+                          f"{figures['relays_cpu_s']:>11.1f}", flush=True)
             return
         print(f"{'target':11} {'nodes':>5} {'offered':>7} {'achieved':>8} {'carried/s':>10} {'p50 ms':>7} "
               f"{'p99 ms':>7} {'max ms':>7} {'late':>6} {'core':>6} {'pub.':>6} {'us/deliv':>8}")

@@ -360,7 +360,8 @@ def status(ctx: click.Context) -> None:
     fault_text = (f", FAULT INJECTION ON: dropping {fault['drop_probability']:.0%} of deliveries"
                   f" to {fault['node_id'] or 'every node'}") if fault["drop_probability"] else ""
     click.echo(f"replication  alive, up {now - report.started_at:.0f}s: {report.published} change(s) published, "
-               f"{report.delivered} deliveries, {report.failed} failed, {report.dropped} dropped{fault_text}")
+               f"{report.delivered} deliveries, {report.failed} failed, {report.dropped} dropped{fault_text}"
+               + (f"; through {len(report.groups)} relays, one a group of nodes" if report.groups else ""))
     rows = [("NODE", "ADDRESS", "ROLE", "CACHE", "VERSION", "LAG", "LAST RESYNC")]
     for node in report.nodes:
         role = "head" if node.is_head else "worker"

@@ -4,9 +4,9 @@ request goes at once, and a batch grows only while the one before it is under wa
 
 Written once, for every place that batches requests: the carts' transactions (inventory/carts.py), the
 sales actor's transactions (actors/sales.py), a web replica's calls to the sales actors (RaySales),
-and the replicator's calls to each node's cache. (The tab tracker's presence reports are not a
-queue: each tab's newest state replaces its last, and a lost report is replaced by the whole
-state, serve/presence.py.) The rules it keeps:
+and the calls of the replication actor and its relays to each cache or relay (actors/deliveries.py).
+(The tab tracker's presence reports are not a queue: each tab's newest state replaces its last,
+and a lost report is replaced by the whole state, serve/presence.py.) The rules it keeps:
 - each request has its own answer (a future); a caller that goes away leaves its batch alone;
 - `commit(batch)` returns each request's outcome in order; an Exception among them fails that
   request alone, and a commit that raises fails every request of its batch;

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     max_pairs_per_product: int = Field(default=2, ge=1)
     # How often each node cache checks its versions against the database, healing lost changes.
     resync_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Past this many nodes, the replication actor hands each change to one relay per group of so
+    # many nodes, which carries it to their caches (actors/relay.py; docs/capacity.md).
+    replication_group_size: int = Field(default=16, ge=1, le=1024)
     # The Ray cluster that release and sell publish to: "auto" joins one running on this machine
     # (or at RAY_ADDRESS) if there is one, "none" only writes the database, anything else is an address.
     cluster: str = "auto"

@@ -49,6 +49,7 @@ def test_status_lists_every_node_with_its_lag(ray_cluster, ray_settings):
 
     out = wait_for(all_caught_up, timeout=20, what="every cache at lag 0")
     assert out.startswith("database ") and "replication  alive" in out
+    assert "through 2 relays, one a group of nodes" in out  # (the session's cluster: groups of two)
     assert sorted(line.split()[2] for line in out.splitlines()[3:] if not line.startswith(("sales ", "channels "))) == \
         ["head", "worker", "worker"]
 

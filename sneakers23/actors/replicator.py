@@ -6,29 +6,32 @@ within `watch_seconds` without anyone acting, and the cache of a node that died 
 goes to each cache once per publish; caches apply only newer versions, so nothing loops or applies
 twice, and a delivery that is lost anyway is healed by the caches' anti-entropy (an AccountChanged,
 by the replicas' recheck of a session; a DrawFinished, by the pages' recheck of their outcome).
+
+Up to `replication_group_size` nodes it calls each cache itself. Past it, it calls one relay per
+group of nodes, which calls the group's caches (actors/relay.py): its own work is then changes x
+groups, not changes x nodes. (What waits to be sent when the cluster crosses that size, or for a
+relay let go, is dropped, and healed by the caches' anti-entropy as any lost message.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import random
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import ray
-from ray.util import metrics
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sneakers23.cluster import REPLICATOR_NAME, detached
+from sneakers23.actors.deliveries import NOBODY, Deliveries, Fault, Item
 from sneakers23.actors.node_cache import CacheStats, cache_for_node
+from sneakers23.actors.relay import Relay, apply_to_cache, regrouped
 from sneakers23.cluster import check_database_fits
 from sneakers23.db.engine import database_identity, describe_url
 from sneakers23.domain.changes import Change
 from sneakers23.errors import Sneakers23Error
-from sneakers23.group_commit import GroupCommit
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from sneakers23.tasks import keep
@@ -37,7 +40,6 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 1.0
 STATS_TIMEOUT_S = 3.0
-LAG_WINDOW_S = 10.0  # a node's cache lag shown is the worst of this long
 
 
 @dataclass
@@ -58,6 +60,7 @@ class ReplicationStatus:
     fault: dict
     started_at: float
     nodes: list[NodeStatus] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)  # relays' groups of nodes, if any
 
 
 # Task events (per-call records for the dashboard) cost CPU on every one of its many small calls.
@@ -70,20 +73,19 @@ class Replicator:
         self._watch_seconds = watch_seconds
         self._caches: dict[str, ray.actor.ActorHandle] = {}
         self._nodes: dict[str, dict] = {}
-        self._published = self._delivered = self._failed = self._dropped = 0
-        # Fault injection, for tests and drills: drop deliveries on purpose.
-        self._drop_probability = 0.0
-        self._drop_node: str | None = None
+        self._published = 0
+        # The relays' calls to their caches, added up from their answers (and the deliveries dropped
+        # on purpose by the fault while there are relays, decided here).
+        self._relays_counted = [0, 0, 0]  # delivered, failed, dropped
+        self._fault = Fault()
         self._started_at = time.time()
-        # Per node, the changes waiting for its cache: sent one call at a time, and what arrives
-        # while a call is under way goes in the next, so a busy cluster sends fewer, larger messages.
-        self._outboxes: dict[str, GroupCommit[list[Change], None]] = {}
-        # A node's cache lag: from a change reaching this actor to the node's cache having applied it.
-        self._queued_at: dict[str, float] = {}  # when the oldest change waiting for the node came
-        self._in_flight: dict[str, float] = {}  # when the oldest change of the call under way came
-        self._lags: dict[str, deque[tuple[float, float]]] = {}  # node -> (delivered at, lag), recent
-        self._lag_gauge = metrics.Gauge("sneakers23_cache_lag_seconds",
-                                        "From a change reaching the replication actor to its node cache applying it", tag_keys=("node",))
+        # To each node's cache itself, or (past the group size) to each group's relay.
+        self._direct = Deliveries(apply_to_cache, lag_gauge=True)
+        self._relayed = Deliveries(self._to_relay)
+        self._groups: dict[str, list[str]] = {}
+        self._relays: dict[str, ray.actor.ActorHandle] = {}
+        self._membership = 0  # the grouping's number: a relay handed an older one (or none) is handed its group
+        self._group_size = settings.replication_group_size
         self._tasks: set[asyncio.Task] = set()
         # At once, and again after every restart: the nodes need no caller (async actors run
         # __init__ before their event loop; a task created here starts with it).
@@ -96,76 +98,76 @@ class Replicator:
         outcomes = await asyncio.gather(*(cache.stats.remote() for _node, cache in caches), return_exceptions=True)
         for (node_id, cache), outcome in zip(caches, outcomes):
             if isinstance(outcome, ray.exceptions.ActorDiedError) and self._caches.get(node_id) is cache:
-                del self._caches[node_id]  # made again by the next sync of the nodes
+                self._forget_cache(node_id)  # made again by the next sync of the nodes
         return sorted(self._caches)
 
     async def publish(self, changes: list[Change]) -> int:
-        """Queue the changes for every node's cache; returns once queued (not applied)."""
+        """Queue the changes for every node's cache (or its group's relay); returns once queued (not
+        applied), with how many caches or relays they were queued for."""
         self._published += len(changes)
-        queued = 0
-        for node_id in list(self._caches):
-            if self._drop_probability and self._drop_node in (None, node_id) \
-                    and random.random() < self._drop_probability:
-                self._dropped += 1
-                continue
-            outbox = self._outboxes.get(node_id)
-            if outbox is None:
-                outbox = self._outboxes[node_id] = GroupCommit(
-                    functools.partial(self._deliver, node_id), cut_short=lambda: RuntimeError("stopping"))
-            if not outbox.waiting:
-                self._queued_at[node_id] = time.monotonic()
-            outbox.send([changes])
-            queued += 1
-        return queued
+        if not self._relays:
+            return self._direct.send(changes, time.monotonic())
+        skip = frozenset(node for node in self._caches if self._fault.drops(node)) \
+            if self._fault.drop_probability else NOBODY
+        self._relays_counted[2] += len(skip)
+        return self._relayed.send(changes, time.monotonic(), skip)
 
-    async def _deliver(self, node_id: str, batch: list[list[Change]]) -> None:
-        """One call to a node's cache with every change that waited for it."""
-        since = self._queued_at.pop(node_id, time.monotonic())
-        cache = self._caches.get(node_id)
-        if cache is None:  # the node left
-            return None
-        self._in_flight[node_id] = since  # (a cache that hangs shows its lag growing)
-        try:
-            await cache.apply.remote([change for changes in batch for change in changes])
-            self._delivered += 1
-            self._note_lag(node_id, time.monotonic() - since)
-        except Exception as error:  # a dying node's cache; anti-entropy heals the rest
-            self._failed += 1
-            log.info("delivery to %s failed: %s", node_id, error)
-        finally:
-            self._in_flight.pop(node_id, None)
-        return None
-
-    def _note_lag(self, node_id: str, lag: float) -> None:
+    async def _to_relay(self, group: str, relay: Any, batch: list[Item], _since: float) -> None:
         now = time.monotonic()
-        recent = self._lags.setdefault(node_id, deque())
-        recent.append((now, lag))
-        while recent and now - recent[0][0] > LAG_WINDOW_S:
-            recent.popleft()
-        self._lag_gauge.set(lag, tags={"node": node_id})
+        aged = [(changes, now - reached_at, skip) for changes, reached_at, skip in batch]  # (its clock is not ours)
+        membership = self._membership
+        for _ in range(3):
+            done = await relay.apply.remote(aged, membership)
+            if done is not None:
+                self._relays_counted = [counted + more for counted, more in zip(self._relays_counted, done)]
+                return
+            # Restarted, or the groups changed: it is handed its group as it is now, then the batch.
+            membership = self._membership
+            caches = {node_id: self._caches[node_id] for node_id in self._groups.get(group, ()) if node_id in self._caches}
+            await relay.use.remote(membership, caches)
+        raise RuntimeError(f"the relay of {group} was handed its group and refused the batch again")
+
+    async def set_group_size(self, size: int) -> None:
+        """Relays past this many nodes, from now on (for drills and tests; the store's comes from
+        its settings)."""
+        if size < 1:
+            raise ValueError("a group has at least one node")
+        self._group_size = size
+        self._regroup()
 
     async def lags(self) -> dict[str, dict]:
-        """Per node's cache: the worst lag of the last LAG_WINDOW_S seconds and the last one (ms),
-        and how long the oldest change not yet applied there (waiting, or in the call under way) has waited."""
-        now = time.monotonic()
+        """Per node's cache: the worst lag of the last ten seconds and the last one (ms), and how long
+        the oldest change not yet applied there (waiting, or in the call under way) has waited."""
+        if not self._relays:
+            return self._direct.lags()
+        hops = self._relayed.lags()
+        relays = list(self._relays.items())
+        replies = await asyncio.gather(*(asyncio.wait_for(relay.lags.remote(), STATS_TIMEOUT_S)
+                                         for _group, relay in relays), return_exceptions=True)
         lags = {}
-        for node_id in self._caches:
-            recent = [lag for at, lag in self._lags.get(node_id, ()) if now - at <= LAG_WINDOW_S]
-            oldest = self._in_flight.get(node_id, self._queued_at.get(node_id))
-            waiting = now - oldest if oldest is not None else 0.0
-            lags[node_id] = {"last_ms": round(recent[-1] * 1000, 1) if recent else None,
-                             "max_ms": round(max([*recent, waiting]) * 1000, 1),
-                             "waiting_ms": round(waiting * 1000, 1), "deliveries": len(recent)}
+        for (group, _relay), reply in zip(relays, replies):
+            hop = hops.get(group, {})
+            waiting = hop.get("waiting_ms", 0.0)  # (still with this actor: no cache of the group has it)
+            for node_id in self._groups.get(group, ()):
+                mine = reply.get(node_id) if isinstance(reply, dict) else None
+                if mine is None:  # (the relay did not answer, or has not been handed its group yet)
+                    mine = {"last_ms": None, "max_ms": hop.get("max_ms", 0.0), "waiting_ms": waiting, "deliveries": 0}
+                waiting_here = max(mine["waiting_ms"], waiting)
+                lags[node_id] = {**mine, "waiting_ms": waiting_here, "max_ms": max(mine["max_ms"], waiting_here)}
         return lags
 
     async def set_fault(self, drop_probability: float = 0.0, node_id: str | None = None) -> None:
         """Drop this share of deliveries (to one node's cache, or to all); 0 turns it off."""
         if not 0.0 <= drop_probability <= 1.0:
             raise ValueError("drop_probability is between 0 and 1")
-        self._drop_probability, self._drop_node = drop_probability, node_id
+        self._fault = self._direct.fault = Fault(drop_probability, node_id)
 
     async def caches(self) -> dict[str, ray.actor.ActorHandle]:
         return dict(self._caches)
+
+    async def relays(self) -> dict[str, ray.actor.ActorHandle]:
+        """Each group's relay (none while the nodes are no more than the group size)."""
+        return dict(self._relays)
 
     async def database(self) -> str:
         """The database this store sells from (its URL, without the password)."""
@@ -181,9 +183,13 @@ class Replicator:
             except Exception as error:
                 status.error = f"{type(error).__name__}: {error}".splitlines()[0][:200]
             nodes.append(status)
-        fault = {"drop_probability": self._drop_probability, "node_id": self._drop_node}
-        return ReplicationStatus(self._published, self._delivered, self._failed, self._dropped, fault,
-                                 self._started_at, nodes)
+        relays_delivered, relays_failed, relays_dropped = self._relays_counted
+        delivered = self._direct.delivered + relays_delivered
+        failed = self._direct.failed + self._relayed.failed + relays_failed
+        dropped = self._direct.dropped + relays_dropped
+        fault = {"drop_probability": self._fault.drop_probability, "node_id": self._fault.node_id}
+        return ReplicationStatus(self._published, delivered, failed, dropped, fault, self._started_at, nodes,
+                                 {group: list(members) for group, members in self._groups.items()})
 
     async def _watch_forever(self) -> None:
         while True:
@@ -206,18 +212,45 @@ class Replicator:
             # Registered before it finishes loading: changes published from now on queue for it,
             # and everything committed before is in what it loads.
             self._caches[node_id] = await asyncio.to_thread(cache_for_node, node_id, self._settings, self._node_inventory)
+            self._regroup()
             log.info("node %s joined: its cache is starting", node_id)
         for node_id in self._caches.keys() - alive.keys():
-            cache = self._caches.pop(node_id)
-            self._outboxes.pop(node_id, None)  # (a call under way ends by itself; nothing more is sent)
-            self._queued_at.pop(node_id, None)
-            self._lags.pop(node_id, None)
-            self._lag_gauge.set(0, tags={"node": node_id})  # (a lost node shows no lag, not its last)
+            cache = self._forget_cache(node_id)
             log.info("node %s is gone: letting its cache go", node_id)
             try:
                 ray.kill(cache, no_restart=True)  # frees its name; it cannot come back there
             except Exception:
                 pass
+
+    def _forget_cache(self, node_id: str) -> Any:
+        cache = self._caches.pop(node_id)
+        self._direct.remove(node_id)
+        self._regroup()
+        return cache
+
+    def _regroup(self) -> None:
+        """Deliver to each cache, or past the group size to each group's relay; a node stays in its
+        group while it lives."""
+        size = self._group_size
+        groups = regrouped(self._groups, self._caches, size) if len(self._caches) > size else {}
+        self._direct.use({} if groups else self._caches)
+        if groups == self._groups:
+            return
+        self._membership += 1
+        for group in self._relays.keys() - groups.keys():
+            try:
+                ray.kill(self._relays.pop(group))  # (what it carried, anti-entropy heals)
+            except Exception:
+                pass
+        for group in groups.keys() - self._relays.keys():
+            self._relays[group] = self._start_relay(groups[group][0])
+        self._groups = groups
+        self._relayed.use(self._relays)
+        log.info("replication: %s", f"{len(groups)} relays" if groups else "to each cache")
+
+    def _start_relay(self, node_id: str) -> Any:
+        """A group's relay, on one of its nodes where it can be (owned by this actor: it ends with it)."""
+        return Relay.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True)).remote()
 
 
 def _is_head(node: dict) -> bool:

@@ -76,6 +76,75 @@ def test_a_cache_killed_during_a_stream_of_sales_restarts_and_ends_equal(ray_set
     assert ray.get(cluster.cache("node_a").stats.remote()).epoch != before.epoch
 
 
+def test_changes_go_through_a_relay_per_group_and_a_relay_killed_mid_stream_is_handed_its_group_again(
+    ray_settings, ray_store
+):
+    nodes = {cluster.node_id(node): node for node in ("head", "node_a", "node_b")}
+    groups = ray.get(ray_store.status.remote()).groups
+    assert sorted(node for members in groups.values() for node in members) == sorted(nodes)
+    assert len(groups) == 2 and all(len(members) <= ray_settings.replication_group_size for members in groups.values())
+    group_of_a = next(group for group, members in groups.items() if cluster.node_id("node_a") in members)
+    relay = ray.get(ray_store.relays.remote())[group_of_a]
+
+    item = in_stock_item(ray_settings)
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    sold = threading.Event()
+    seller = threading.Thread(target=lambda: inventory.sell(item, 40, on_sold=lambda _result: sold.set()))
+    seller.start()
+    sold.wait(10)
+    ray.kill(relay, no_restart=False)  # a crash: Ray restarts it, knowing no group
+    seller.join(60)
+    inventory.close()
+    assert not seller.is_alive()
+    for node in nodes.values():
+        wait_for(lambda node=node: matches_database(node, ray_settings), timeout=15, what=f"{node} to equal the database")
+
+    # The restarted relay carries again: a sale after it reaches its group's caches, and every
+    # node's lag is told (through its group's relay).
+    count = Inventory(ray_settings, replication=RayReplication())
+    try:
+        left = count.purchase("after-the-relay-restarted", [item]).units[0].available_count
+    finally:
+        count.close()
+    for node in nodes.values():
+        wait_for(lambda node=node: cached_counts(node)[item] == left, timeout=5, what=f"{node} to see the sale")
+    wait_for(lambda: ray.get(relay.counts.remote())[0] > 0, timeout=5, what="the restarted relay to deliver")
+    lags = ray.get(ray_store.lags.remote())
+    assert set(lags) == set(nodes) and all(lag["deliveries"] > 0 for lag in lags.values()), lags
+
+
+def test_a_cluster_within_the_group_size_is_served_by_the_replication_actor_itself_and_crosses_it_both_ways(
+    ray_settings, ray_store
+):
+    item = in_stock_item(ray_settings)
+    node_b = cluster.node_id("node_b")
+    try:
+        ray.get(ray_store.set_group_size.remote(16))  # (the default: three nodes need no relay)
+        assert ray.get(ray_store.status.remote()).groups == {} and ray.get(ray_store.relays.remote()) == {}
+        dropped_before = ray.get(ray_store.status.remote()).dropped
+        ray.get(ray_store.set_fault.remote(drop_probability=1.0, node_id=node_b))
+        try:
+            inventory = Inventory(ray_settings, replication=RayReplication())
+            count = inventory.purchase("served-directly", [item]).units[0].available_count
+            inventory.close()
+        finally:
+            ray.get(ray_store.set_fault.remote(0.0))
+        assert ray.get(ray_store.status.remote()).dropped == dropped_before + 1  # (dropped by the actor itself)
+        for node in ("head", "node_a", "node_b"):  # (node B by anti-entropy)
+            wait_for(lambda node=node: cached_counts(node)[item] == count, timeout=5, what=f"{node} to see the sale")
+        lags = ray.get(ray_store.lags.remote())
+        assert set(lags) == {cluster.node_id(node) for node in ("head", "node_a", "node_b")}
+        assert lags[cluster.node_id("node_a")]["deliveries"] > 0
+    finally:
+        ray.get(ray_store.set_group_size.remote(ray_settings.replication_group_size))
+    assert len(ray.get(ray_store.status.remote()).groups) == 2
+    inventory = Inventory(ray_settings, replication=RayReplication())
+    count = inventory.purchase("through-relays-again", [item]).units[0].available_count
+    inventory.close()
+    for node in ("head", "node_a", "node_b"):
+        wait_for(lambda node=node: cached_counts(node)[item] == count, timeout=5, what=f"{node} to see the sale")
+
+
 def test_a_dropped_message_heals_within_the_resync_period(ray_settings, ray_store):
     item = in_stock_item(ray_settings)
     node_b = cluster.node_id("node_b")

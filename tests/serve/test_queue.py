@@ -236,3 +236,49 @@ def test_a_new_place_costs_a_fresh_proof_of_work_once_and_an_address_is_held_pas
         # The address has tried four places this hour: the fifth waits, told for how long.
         held = send(ws, "2", "queue:2", "phx_join", {"altcha": solved(WORK)})[4]["response"]
         assert held["reason"] == "too_many" and "try again in" in held["message"]
+
+
+class Tab:
+    """A socket as the queue channels see it: what it was sent."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+
+    def send(self, frame: str) -> None:
+        self.sent.append(frame)
+
+
+def test_every_tab_is_told_a_part_a_turn_of_the_loop_and_a_tell_meanwhile_reaches_every_tab_from_the_latest_line():
+    import asyncio
+
+    from sneakers23.serve.queue import TELLS_PER_TURN
+    from tests.support.aio import run
+
+    async def scenario():
+        live, rooms = Live(), Rooms()
+        queue = QueueChannels(live, rooms, SessionCookies(SECRET))
+        tabs = [Tab() for _ in range(TELLS_PER_TURN * 2 + 10)]
+        queue._places[2] = {tab: LinePlace(f"s{k}", f"e{k}", Stage.QUEUE, k) for k, tab in enumerate(tabs)}
+        live.lines[2] = WaitingLine(2, 2, opened=True, head=0, pace_per_minute=60.0, waiting=len(tabs))
+        queue._tell_all(2)
+        # One part in this callback, not every tab (10,000 sends held the loop for 0.37 s).
+        assert sum(len(tab.sent) for tab in tabs) == TELLS_PER_TURN
+        queue._forget(tabs[-1], 2)  # (a tab that leaves before its part is told nothing)
+        for _ in range(10):  # (turns of the loop, until the next part)
+            if sum(len(tab.sent) for tab in tabs) > TELLS_PER_TURN:
+                break
+            await asyncio.sleep(0)
+        assert sum(len(tab.sent) for tab in tabs) == 2 * TELLS_PER_TURN
+        # The line sells out meanwhile: the pass goes on from the latest line, then another tells
+        # the tabs it had passed (those told the sell-out already are sent nothing twice).
+        live.lines[2] = WaitingLine(2, 3, opened=True, head=0, pace_per_minute=60.0, sold_out=True,
+                                    waiting=len(tabs))
+        queue._tell_all(2)
+        assert sum(len(tab.sent) for tab in tabs) == 2 * TELLS_PER_TURN  # (the pass under way goes on)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert tabs[-1].sent == []
+        assert all(json.loads(tab.sent[-1])[4]["sold_out"] is True for tab in tabs[:-1])
+        assert [len(tab.sent) for tab in tabs[:-1]] == [2] * (2 * TELLS_PER_TURN) + [1] * 9  # (the last ones once)
+
+    run(scenario())
