@@ -28,8 +28,9 @@ SOCKETS_PER_NODE = {
 }
 PUSH_COST_S = (80e-6, "docs/performance.md, A queue of 10,000 tabs: 3,000 position pushes a second took 0.20-0.30 "
                       "of a core, 67-100 us each")
-IDLE_SOCKETS_CORE = (0.079 / 5_000, "bench/socket_memory.py: 5,000 sockets sitting and sending heartbeats (every 25 s) "
-                                    "kept the channel replica 0.079 of a core busy, its own idle included")
+IDLE_SOCKETS_CORE = (0.064 / 5_000, "bench/socket_memory.py: 5,000 sockets sitting and sending heartbeats (every 25 s) "
+                                    "kept the channel replica 0.064 of a core busy, its own idle included "
+                                    "(0.084 the same day with uvicorn's own pings, off since 2026-12-05)")
 SOCKET_MEMORY_KIB = (55.5, "bench/socket_memory.py: the channel replica's resident memory, 204 -> 475 MiB for 5,000 sockets")
 
 # What a first-come drop asks of the replication actor: each change it makes goes to every node.

@@ -74,7 +74,11 @@ def tune_replica_server(settings: Settings) -> None:
     - WebSocket messages capped by the protocol layer, and no permessage-deflate (a few KB of
       compressed input must not cost megabytes);
     - a message's fragments whole within WS_FRAGMENTS_DEADLINE_S (`fragments_deadline`);
-    - X-Forwarded-For believed from the store's HAProxy only (`trusted_proxies`), which sets it."""
+    - X-Forwarded-For believed from the store's HAProxy only (`trusted_proxies`), which sets it;
+    - no keepalive pings of uvicorn's: the Phoenix heartbeat already tells a dead peer (every 30 s;
+      a socket that sends nothing for IDLE_TIMEOUT_S is closed, serve/channels.py). At 10,000
+      sockets uvicorn's pings (every 20 s) were 500 sends and 500 pongs parsed a second, 6.5% of
+      the channel replica's samples at a queue's release (docs/performance.md)."""
     import uvicorn
 
     if getattr(uvicorn.Config, "sneakers23", False):
@@ -87,7 +91,7 @@ def tune_replica_server(settings: Settings) -> None:
 
         def __init__(self, *args, **kwargs):
             kwargs.update(ws_max_size=WS_MAX_MESSAGE_BYTES, ws_per_message_deflate=False, proxy_headers=True,
-                          forwarded_allow_ips=trusted, ws=protocol)
+                          forwarded_allow_ips=trusted, ws=protocol, ws_ping_interval=None)
             super().__init__(*args, **kwargs)
 
     uvicorn.Config = Config
