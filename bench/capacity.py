@@ -41,6 +41,8 @@ REPORT_WINDOW_S = (0.05, "serve/presence.py: a node's tab tracker gathers its ch
                          "them as one report and waits for its reply before the next, however many tabs it holds")
 LEVEL_CHANGES_PER_PAIR = (1.0, "at most one availability change a pair sold (a group commit of several pairs makes one)")
 GROUP_SIZE = (16, "sneakers23/settings.py replication_group_size: the nodes of one relay's group")
+DIRECT_CARRIES = (69_000, "bench/replication_ceiling.py --burst, to each cache itself (up to GROUP_SIZE nodes there "
+                          "are no relays): 14.1-15.6 us of its CPU a change a node on 2026-12-05")
 RELAY_CARRIES = (113_000, "bench/replication_ceiling.py --burst --group-size 16: a relay's CPU a change a cache, "
                           "4.9-8.8 us (8.8 at 529 nodes, 34 relays sharing 2 cores): changes to caches a second")
 
@@ -123,12 +125,17 @@ def report(shoppers: int, waiting: float, burst_s: float, pairs: int) -> str:
     for name, (ceiling, unit, asks, source) in SINGLE_POINTS.items():
         if name.startswith("the replication actor"):
             changes = replicated_changes(pairs)
-            groups = math.ceil(nodes / GROUP_SIZE[0])
-            by_root, by_relay = changes * groups / ceiling, changes * min(nodes, GROUP_SIZE[0]) / RELAY_CARRIES[0]
-            carried_s = max(by_root, by_relay)
-            asked = (f"{changes:,} changes x {groups:,} relays = {changes * groups:,} deliveries ({by_root:,.1f} s), "
-                     f"each relay's {min(nodes, GROUP_SIZE[0])} caches ({by_relay:,.1f} s): about {carried_s:,.0f} s "
-                     f"until every node has them{'  <= CAPS FIRST' if carried_s > burst_s else ''}")
+            if nodes <= GROUP_SIZE[0]:  # (no relays: it calls each cache itself)
+                carried_s = changes * nodes / DIRECT_CARRIES[0]
+                how = f"{changes:,} changes x {nodes:,} caches, no relays"
+            else:
+                groups = math.ceil(nodes / GROUP_SIZE[0])
+                by_root, by_relay = changes * groups / ceiling, changes * GROUP_SIZE[0] / RELAY_CARRIES[0]
+                carried_s = max(by_root, by_relay)
+                how = (f"{changes:,} changes x {groups:,} relays = {changes * groups:,} deliveries ({by_root:,.1f} s), "
+                       f"each relay's {GROUP_SIZE[0]} caches ({by_relay:,.1f} s)")
+            asked = (f"{how}: about {carried_s:,.0f} s until every node has them"
+                     f"{'  <= CAPS FIRST' if carried_s > burst_s else ''}")
         elif name.startswith("the presence actor"):
             lag_s = REPORT_WINDOW_S[0] + nodes / ceiling
             asked = (f"{shoppers:,} tabs opening on {nodes:,} nodes: each node's report every {lag_s:.2f} s, the "

@@ -130,7 +130,8 @@ class Deliveries:
             self.failed += 1
             log.info("delivery to %s failed: %s", receiver_id, error)
         finally:
-            self._in_flight.pop(receiver_id, None)
+            if self._outboxes.get(receiver_id) is outbox:  # (not a new call's, to one let go and back)
+                self._in_flight.pop(receiver_id, None)
         return None
 
     def _note_lag(self, receiver_id: str, lag: float) -> None:

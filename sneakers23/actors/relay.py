@@ -13,6 +13,7 @@ relay's counts do not go with it.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Iterable, Mapping
 
@@ -22,12 +23,16 @@ from sneakers23.actors.deliveries import Deliveries, Item, changes_in
 
 
 def regrouped(groups: Mapping[str, list[str]], nodes: Iterable[str], size: int) -> dict[str, list[str]]:
-    """The nodes in groups of at most `size`. A node stays in its group while it lives (its relay
-    keeps carrying to it); a new node fills the group with the most room, or starts a new group.
-    Empty groups go."""
+    """The nodes in groups of at most `size`. A node stays in its group while it lives and the
+    group is within the size (its relay keeps carrying to it); a new node fills the group with the
+    most room, or starts a new group. Empty groups go; a cluster that shrank to where twice as many
+    groups as it needs are left is grouped afresh (the replication actor's work is one call a
+    group)."""
     alive = set(nodes)
-    kept = {name: [node for node in members if node in alive] for name, members in groups.items()}
+    kept = {name: [node for node in members if node in alive][:size] for name, members in groups.items()}
     kept = {name: members for name, members in kept.items() if members}
+    if len(kept) > 2 * math.ceil(len(alive) / size):
+        kept = {}
     placed = {node for members in kept.values() for node in members}
     for node in sorted(alive - placed):
         roomiest = min(kept, key=lambda name: (len(kept[name]), _number(name)), default=None)
@@ -68,6 +73,11 @@ class Relay:
         now = time.monotonic()
         for changes, age, skip in batch:
             self._deliveries.send(changes, now - age, skip)
+        return await self.tally()
+
+    async def tally(self) -> tuple[int, int, int]:
+        """The calls to its caches delivered, failed and dropped since its last answer (to a batch
+        or to this): the replication actor adds them up."""
         counts = self._counts()
         since = (counts[0] - self._told[0], counts[1] - self._told[1], counts[2] - self._told[2])
         self._told = counts

@@ -128,8 +128,8 @@ class Replicator:
         raise RuntimeError(f"the relay of {group} was handed its group and refused the batch again")
 
     async def set_group_size(self, size: int) -> None:
-        """Relays past this many nodes, from now on (for drills and tests; the store's comes from
-        its settings)."""
+        """Relays past this many nodes, in groups of at most so many, from now on (for drills and
+        tests; the store's comes from its settings)."""
         if size < 1:
             raise ValueError("a group has at least one node")
         self._group_size = size
@@ -183,6 +183,11 @@ class Replicator:
             except Exception as error:
                 status.error = f"{type(error).__name__}: {error}".splitlines()[0][:200]
             nodes.append(status)
+        relays = list(self._relays.values())
+        for done in await asyncio.gather(*(asyncio.wait_for(relay.tally.remote(), STATS_TIMEOUT_S)
+                                           for relay in relays), return_exceptions=True):
+            if isinstance(done, tuple):  # (what each did since its last answer; one that does not answer, later)
+                self._relays_counted = [counted + more for counted, more in zip(self._relays_counted, done)]
         relays_delivered, relays_failed, relays_dropped = self._relays_counted
         delivered = self._direct.delivered + relays_delivered
         failed = self._direct.failed + self._relayed.failed + relays_failed

@@ -273,8 +273,11 @@ class QueueChannels:
     def _tell_some(self, product_id: int) -> bool:
         """The next TELLS_PER_TURN tabs of the product's pass; whether more are waiting."""
         pending = self._to_tell.get(product_id)
-        if pending is None:
-            return False
+        if pending is None:  # (its last tab left mid-pass; a tell since then is a pass of its own)
+            if product_id not in self._tell_again:
+                return False
+            self._tell_again.discard(product_id)
+            pending = self._to_tell[product_id] = self._every_tab(product_id)
         line = self._live.line(product_id)  # (the line each view is made from)
         places = self._places.get(product_id, {})
         seen = 0

@@ -24,6 +24,12 @@ def test_nodes_are_grouped_up_to_the_size_and_a_node_keeps_its_group_while_it_li
     assert regrouped(after, ["n0", "n5", "n4"], 2) == {"group-0": ["n0", "n5"], "group-2": ["n4"]}
     assert regrouped({"group-0": ["a", "b"], "group-2": ["c", "d"]}, ["a", "b", "c", "d", "e"], 2) == \
         {"group-0": ["a", "b"], "group-2": ["c", "d"], "group-1": ["e"]}
+    # A smaller size cuts a group down (the rest placed again), and a cluster that shrank to far
+    # fewer nodes than its groups were made for is grouped afresh.
+    assert regrouped({"group-0": ["a", "b", "c"]}, ["a", "b", "c"], 2) == {"group-0": ["a", "b"], "group-1": ["c"]}
+    scattered = {f"group-{k}": [f"n{k}"] for k in range(10)}
+    assert regrouped(scattered, [f"n{k}" for k in range(10)], 4) == \
+        {"group-0": ["n0", "n1", "n2", "n3"], "group-1": ["n4", "n5", "n6", "n7"], "group-2": ["n8", "n9"]}
     assert all(len(members) <= 16 for members in regrouped({}, [f"n{k:03}" for k in range(529)], 16).values())
     assert len(regrouped({}, [f"n{k:03}" for k in range(529)], 16)) == 34
 
