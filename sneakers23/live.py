@@ -37,6 +37,8 @@ class LiveCatalog:
         self.changes_seen = 0
         self.generation = 0  # grows whenever the products or their stock may have changed
         self._loaded = asyncio.Event()  # set by the first snapshot
+        # Pages waiting for a shopper's own cart change to reach this copy: shopper -> (version, future).
+        self._cart_waiters: dict[str, list[tuple[int, asyncio.Future]]] = {}
 
     # --- reads (from memory) ---
 
@@ -68,6 +70,34 @@ class LiveCatalog:
         """Sizes as a cart, a checkout or an order shows them."""
         return lines_for(item_ids, self.item, self.product)
 
+    async def cart_seen(self, shopper_id: str, version: int, timeout_s: float) -> Cart:
+        """The shopper's cart once this copy has had its `version` (or a later one), or as it is
+        after `timeout_s`. A page the shopper opens right after their own change (a size added, then
+        the checkout) shows it, whichever node serves the page: the change reaches each node's copy
+        a few milliseconds apart, and a page read before it would say the cart is empty."""
+        if self.cart(shopper_id).version >= version or self._catalog is None:
+            return self.cart(shopper_id)
+        seen = asyncio.get_running_loop().create_future()
+        waiting = self._cart_waiters.setdefault(shopper_id, [])
+        waiting.append((version, seen))
+        try:
+            await asyncio.wait_for(seen, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiting = self._cart_waiters.get(shopper_id, [])
+            if (version, seen) in waiting:
+                waiting.remove((version, seen))
+            if not waiting:
+                self._cart_waiters.pop(shopper_id, None)
+        return self.cart(shopper_id)
+
+    def _cart_arrived(self, shopper_id: str, version: int | None) -> None:
+        """Wakes the pages waiting for this shopper's cart at `version` or before (None: all)."""
+        for wanted, seen in self._cart_waiters.get(shopper_id, ()):
+            if (version is None or wanted <= version) and not seen.done():
+                seen.set_result(None)
+
     # --- following ---
 
     def subscribe(self, listener: Listener) -> None:
@@ -98,6 +128,8 @@ class LiveCatalog:
         self._catalog = Catalog(snapshot.products, snapshot.carts, snapshot.lines)
         self.generation += 1
         self._loaded.set()
+        for shopper_id in list(self._cart_waiters):  # (the node's latest: what a page waited for is in it, or never comes)
+            self._cart_arrived(shopper_id, None)
         events: list[ShopperEvent] = [SessionsToCheck(None)]  # (an account's change may be among what it missed)
         if again:
             events += [*differences(before, snapshot.products), *cart_differences(carts_before, snapshot.carts),
@@ -121,6 +153,8 @@ class LiveCatalog:
             elif isinstance(change, Cart):
                 if self._catalog.apply(change):
                     events.append(CartUpdated(change.shopper_id, change))
+                if change.shopper_id in self._cart_waiters:
+                    self._cart_arrived(change.shopper_id, change.version)
             elif isinstance(change, WaitingLine):
                 if self._catalog.apply(change):
                     events.append(LineMoved(change))

@@ -16,7 +16,7 @@ import re
 import time
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 import ray
@@ -47,6 +47,7 @@ from sneakers23.settings import Settings
 log = logging.getLogger(__name__)
 
 PAGE_REQUESTS_PER_REPLICA = 256
+CART_CATCH_UP_S = 2.0  # how long the checkout page waits for the shopper's own cart change to reach this node
 MAX_ENTRY_BYTES = 2_048  # a draw entry's body: its proof of work (at most 1,024 characters) in JSON
 
 store_api = FastAPI(title="Sneakers23", docs_url=None, redoc_url=None, openapi_url=None)
@@ -181,12 +182,17 @@ class Storefront(AccountPages):
     # --- checkout (the cart is in the database; pages read this node's copy of it) ---
 
     @store_api.get("/checkout", response_class=HTMLResponse)
-    async def checkout(self, request: Request):
+    async def checkout(self, request: Request, seen: int | None = Query(default=None, alias="cart", ge=0, le=2 ** 53)):
+        """The cart to buy. `?cart=VERSION` (the version the shopper's page showed, store.js): the page
+        waits up to CART_CATCH_UP_S for this node's copy to have it."""
         if not self.live.ready:
             return opening_page()
         visitor = await self._visitor(request)
         shopper_id = visitor.shopper_id
-        cart = self.live.cart(shopper_id) if shopper_id else None
+        if shopper_id and seen:
+            cart = await self.live.cart_seen(shopper_id, seen, CART_CATCH_UP_S)
+        else:
+            cart = self.live.cart(shopper_id) if shopper_id else None
         lines = self.live.cart_lines(cart) if cart else []
         message = CHECKOUT_MESSAGES[CheckoutRefusal.EMPTY] if not lines else None
         return HTMLResponse(checkout_page(lines, cart.version if cart else 0, message, self._tab(visitor),

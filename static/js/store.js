@@ -172,6 +172,8 @@ function renderCart(view) {
   if (!view || view.version < shown.version) return;
   const before = shown;
   shown = view;
+  // The checkout says which cart it is to show, so a node whose copy is a moment behind waits for it.
+  panel.querySelector(".cart__checkout").href = view.version > 0 ? `/checkout?cart=${view.version}` : "/checkout";
   panel.querySelector("[data-cart-count]").textContent = String(view.count);
   panel.querySelector("[data-cart-subtotal]").textContent = `$${view.subtotal_usd}`;
   const list = panel.querySelector("[data-cart-items]");

@@ -1,0 +1,56 @@
+"""The live catalog (sneakers23/live.py): a page that waits for the shopper's own cart change to reach
+this node's copy. (Its following of a node cache: tests/serve/test_channels.py and the cluster tests.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sneakers23.actors.node_cache import Snapshot
+from sneakers23.domain.changes import Cart
+from sneakers23.live import LiveCatalog
+from tests.serve.test_channels import make_catalog
+from tests.support.aio import run
+
+
+def live_catalog() -> LiveCatalog:
+    live = LiveCatalog()
+    live._install(Snapshot("epoch-1", 0, make_catalog(released=True).products(), [Cart("ada", 3, (1,))]))
+    return live
+
+
+def test_a_page_waits_for_the_cart_its_shopper_saw_and_no_longer_than_it_must():
+    async def scenario():
+        live = live_catalog()
+        # Seen already: at once.
+        assert (await asyncio.wait_for(live.cart_seen("ada", 3, 5.0), 1)).version == 3
+        # Version 4 is on its way: the page waits for it, and has it as soon as it comes.
+        waiting = asyncio.create_task(live.cart_seen("ada", 4, 5.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        live._apply([Cart("bob", 9, (2,))])  # (another shopper's: not this page's)
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        live._apply([Cart("ada", 4, (1, 2))])
+        assert (await asyncio.wait_for(waiting, 1)).item_ids == (1, 2)
+        # The cart emptied at a later version (bought in another tab) ends the wait too.
+        waiting = asyncio.create_task(live.cart_seen("ada", 5, 5.0))
+        await asyncio.sleep(0.01)
+        live._apply([Cart("ada", 6, ())])
+        assert (await asyncio.wait_for(waiting, 1)).item_ids == ()
+        # A version that never comes: the cart as it is, after the time allowed; nothing is kept.
+        assert (await live.cart_seen("ada", 99, 0.1)).version in (0, 6)
+        assert live._cart_waiters == {}
+
+    run(scenario())
+
+
+def test_a_page_waiting_when_the_copy_starts_again_from_a_snapshot_gets_what_the_snapshot_holds():
+    async def scenario():
+        live = live_catalog()
+        waiting = asyncio.create_task(live.cart_seen("ada", 7, 5.0))
+        await asyncio.sleep(0.01)
+        live._install(Snapshot("epoch-2", 0, make_catalog(released=True).products(), [Cart("ada", 7, (3,))]))
+        assert (await asyncio.wait_for(waiting, 1)).item_ids == (3,)
+        assert live._cart_waiters == {}
+
+    run(scenario())
