@@ -25,6 +25,9 @@ from sneakers23.tasks import keep
 log = logging.getLogger(__name__)
 
 Listener = Callable[[list[ShopperEvent]], None]
+# Pages waiting for a shopper's own cart change, at most (past it, or a second for one shopper, a
+# page shows the cart as this copy has it at once: no visitor holds many page slots for 2 s).
+CART_WAITERS_MAX = 32
 
 
 class LiveCatalog:
@@ -37,8 +40,9 @@ class LiveCatalog:
         self.changes_seen = 0
         self.generation = 0  # grows whenever the products or their stock may have changed
         self._loaded = asyncio.Event()  # set by the first snapshot
-        # Pages waiting for a shopper's own cart change to reach this copy: shopper -> (version, future).
+        # Pages waiting for a shopper's own cart change to reach this copy: shopper -> [(version, future)].
         self._cart_waiters: dict[str, list[tuple[int, asyncio.Future]]] = {}
+        self._cart_waiting = 0
 
     # --- reads (from memory) ---
 
@@ -75,16 +79,18 @@ class LiveCatalog:
         after `timeout_s`. A page the shopper opens right after their own change (a size added, then
         the checkout) shows it, whichever node serves the page: the change reaches each node's copy
         a few milliseconds apart, and a page read before it would say the cart is empty."""
-        if self.cart(shopper_id).version >= version or self._catalog is None:
+        if (self.cart(shopper_id).version >= version or self._catalog is None
+                or shopper_id in self._cart_waiters or self._cart_waiting >= CART_WAITERS_MAX):
             return self.cart(shopper_id)
         seen = asyncio.get_running_loop().create_future()
-        waiting = self._cart_waiters.setdefault(shopper_id, [])
-        waiting.append((version, seen))
+        self._cart_waiters[shopper_id] = [(version, seen)]
+        self._cart_waiting += 1
         try:
             await asyncio.wait_for(seen, timeout_s)
         except asyncio.TimeoutError:
             pass
         finally:
+            self._cart_waiting -= 1
             waiting = self._cart_waiters.get(shopper_id, [])
             if (version, seen) in waiting:
                 waiting.remove((version, seen))

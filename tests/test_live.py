@@ -7,7 +7,7 @@ import asyncio
 
 from sneakers23.actors.node_cache import Snapshot
 from sneakers23.domain.changes import Cart
-from sneakers23.live import LiveCatalog
+from sneakers23.live import CART_WAITERS_MAX, LiveCatalog
 from tests.serve.test_channels import make_catalog
 from tests.support.aio import run
 
@@ -38,8 +38,28 @@ def test_a_page_waits_for_the_cart_its_shopper_saw_and_no_longer_than_it_must():
         live._apply([Cart("ada", 6, ())])
         assert (await asyncio.wait_for(waiting, 1)).item_ids == ()
         # A version that never comes: the cart as it is, after the time allowed; nothing is kept.
-        assert (await live.cart_seen("ada", 99, 0.1)).version in (0, 6)
+        assert (await live.cart_seen("ada", 99, 0.1)).version == 0  # (an emptied cart is not kept)
         assert live._cart_waiters == {}
+
+    run(scenario())
+
+
+def test_a_shopper_holds_one_waiting_page_and_the_replica_a_few_the_rest_are_shown_memory_at_once():
+    async def scenario():
+        live = live_catalog()
+        first = asyncio.create_task(live.cart_seen("ada", 4, 5.0))
+        await asyncio.sleep(0.01)
+        # A second page of the same shopper, asking for a version that may never come: at once.
+        assert (await asyncio.wait_for(live.cart_seen("ada", 99, 5.0), 0.5)).version == 3
+        others = [asyncio.create_task(live.cart_seen(f"s{k}", 1, 5.0)) for k in range(CART_WAITERS_MAX - 1)]
+        await asyncio.sleep(0.01)
+        assert live._cart_waiting == CART_WAITERS_MAX
+        assert (await asyncio.wait_for(live.cart_seen("eve", 1, 5.0), 0.5)).version == 0  # (past the cap)
+        # A page that goes away (its client left) leaves nothing behind.
+        for task in [first, *others]:
+            task.cancel()
+        await asyncio.gather(first, *others, return_exceptions=True)
+        assert live._cart_waiters == {} and live._cart_waiting == 0
 
     run(scenario())
 

@@ -173,7 +173,9 @@ function renderCart(view) {
   const before = shown;
   shown = view;
   // The checkout says which cart it is to show, so a node whose copy is a moment behind waits for it.
-  panel.querySelector(".cart__checkout").href = view.version > 0 ? `/checkout?cart=${view.version}` : "/checkout";
+  // (An emptied cart is not kept in memory: its page asks for no version.)
+  panel.querySelector(".cart__checkout").href =
+    view.count > 0 && view.version > 0 ? `/checkout?cart=${view.version}` : "/checkout";
   panel.querySelector("[data-cart-count]").textContent = String(view.count);
   panel.querySelector("[data-cart-subtotal]").textContent = `$${view.subtotal_usd}`;
   const list = panel.querySelector("[data-cart-items]");
