@@ -40,9 +40,8 @@ class LiveCatalog:
         self.changes_seen = 0
         self.generation = 0  # grows whenever the products or their stock may have changed
         self._loaded = asyncio.Event()  # set by the first snapshot
-        # Pages waiting for a shopper's own cart change to reach this copy: shopper -> [(version, future)].
-        self._cart_waiters: dict[str, list[tuple[int, asyncio.Future]]] = {}
-        self._cart_waiting = 0
+        # The page waiting for a shopper's own cart change to reach this copy: shopper -> (version, future).
+        self._cart_waiters: dict[str, tuple[int, asyncio.Future]] = {}
 
     # --- reads (from memory) ---
 
@@ -80,29 +79,23 @@ class LiveCatalog:
         the checkout) shows it, whichever node serves the page: the change reaches each node's copy
         a few milliseconds apart, and a page read before it would say the cart is empty."""
         if (self.cart(shopper_id).version >= version or self._catalog is None
-                or shopper_id in self._cart_waiters or self._cart_waiting >= CART_WAITERS_MAX):
+                or shopper_id in self._cart_waiters or len(self._cart_waiters) >= CART_WAITERS_MAX):
             return self.cart(shopper_id)
         seen = asyncio.get_running_loop().create_future()
-        self._cart_waiters[shopper_id] = [(version, seen)]
-        self._cart_waiting += 1
+        self._cart_waiters[shopper_id] = (version, seen)
         try:
             await asyncio.wait_for(seen, timeout_s)
         except asyncio.TimeoutError:
             pass
         finally:
-            self._cart_waiting -= 1
-            waiting = self._cart_waiters.get(shopper_id, [])
-            if (version, seen) in waiting:
-                waiting.remove((version, seen))
-            if not waiting:
-                self._cart_waiters.pop(shopper_id, None)
+            del self._cart_waiters[shopper_id]
         return self.cart(shopper_id)
 
     def _cart_arrived(self, shopper_id: str, version: int | None) -> None:
-        """Wakes the pages waiting for this shopper's cart at `version` or before (None: all)."""
-        for wanted, seen in self._cart_waiters.get(shopper_id, ()):
-            if (version is None or wanted <= version) and not seen.done():
-                seen.set_result(None)
+        """Wakes the page waiting for this shopper's cart at `version` or before (None: at any)."""
+        wanted, seen = self._cart_waiters[shopper_id]
+        if (version is None or wanted <= version) and not seen.done():
+            seen.set_result(None)
 
     # --- following ---
 

@@ -66,9 +66,6 @@ class Deliveries:
                                     "From a change reaching the replication actor to its node cache applying it",
                                     tag_keys=("node",)) if lag_gauge else None
 
-    def add(self, receiver_id: str, handle: Any) -> None:
-        self.receivers[receiver_id] = handle
-
     def remove(self, receiver_id: str) -> None:
         """Nothing more goes to it (a call under way ends by itself; what waited is dropped, and
         healed by the caches' anti-entropy as any lost message)."""

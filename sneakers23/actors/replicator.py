@@ -229,8 +229,7 @@ class Replicator:
 
     def _forget_cache(self, node_id: str) -> Any:
         cache = self._caches.pop(node_id)
-        self._direct.remove(node_id)
-        self._regroup()
+        self._regroup()  # (which lets its outbox go)
         return cache
 
     def _regroup(self) -> None:

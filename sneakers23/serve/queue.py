@@ -274,10 +274,7 @@ class QueueChannels:
         """The next TELLS_PER_TURN tabs of the product's pass; whether more are waiting."""
         pending = self._to_tell.get(product_id)
         if pending is None:  # (its last tab left mid-pass; a tell since then is a pass of its own)
-            if product_id not in self._tell_again:
-                return False
-            self._tell_again.discard(product_id)
-            pending = self._to_tell[product_id] = self._every_tab(product_id)
+            return self._next_pass(product_id)
         line = self._live.line(product_id)  # (the line each view is made from)
         places = self._places.get(product_id, {})
         seen = 0
@@ -286,13 +283,15 @@ class QueueChannels:
             place = places.get(connection)  # (None: it left meanwhile)
             if place is not None and (line is None or not _news_in_the_database(place, line)):
                 self._tell(connection, product_id, place)
-        if seen < TELLS_PER_TURN:  # (the pass is over)
-            if product_id in self._tell_again:
-                self._tell_again.discard(product_id)
-                self._to_tell[product_id] = self._every_tab(product_id)
-                return True
-            del self._to_tell[product_id]
+        return seen == TELLS_PER_TURN or self._next_pass(product_id)
+
+    def _next_pass(self, product_id: int) -> bool:
+        """At the end of a pass: another, from the first tab, when a tell came meanwhile."""
+        if product_id not in self._tell_again:
+            self._to_tell.pop(product_id, None)
             return False
+        self._tell_again.discard(product_id)
+        self._to_tell[product_id] = self._every_tab(product_id)
         return True
 
     def _read_soon(self, product_id: int, turns: bool = False) -> None:
