@@ -9,6 +9,13 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
+class NotYet(dict):
+    """What was seen when a condition did not hold yet: false, and shown by `wait_for` if it times out."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
     deadline = time.monotonic() + timeout
     last = None

@@ -23,7 +23,7 @@ import yaml
 from tests.conftest import _must_run_everything
 from tests.support.hosts import Host, Hosts
 from tests.support.store_fixtures import ADMIN_PASSWORD, PhoenixClient
-from harness.waiting import wait_for
+from harness.waiting import NotYet, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # (Serially the drill takes about 7 minutes; beside the other test workers' clusters and stores, up to 12;
@@ -66,13 +66,6 @@ def caches(hosts: Hosts, checkout: Path, ray_env: dict) -> dict[str, tuple[str, 
                      **ray_env).stdout
     rows = [line.split() for line in said.splitlines() if re.match(r"^[0-9a-f]{12}\s", line)]
     return {row[1]: (row[3], row[5]) for row in rows}
-
-
-class NotYet(dict):
-    """What was seen when a condition did not hold yet: false, and shown by `wait_for` if it times out."""
-
-    def __bool__(self) -> bool:
-        return False
 
 
 def all_caches_ready(hosts: Hosts, checkout: Path, ray_env: dict) -> bool | NotYet:

@@ -32,7 +32,7 @@ from tests.support.balancer import Balancer
 from tests.serve.test_account_pages import QueueTab, cookies_of, signed_up
 from tests.serve.test_carts import new_shopper
 from tests.support.store_fixtures import CartClient, PhoenixClient, admin_login, dashboard_tokens
-from harness.waiting import wait_for
+from harness.waiting import NotYet, wait_for
 
 pytestmark = pytest.mark.reshapes_cluster
 
@@ -113,7 +113,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         # A release done on node A reaches the shopper on node B, and B's page on reload.
         released = cluster.on_node("node_a", ray_settings, "release", 2)
         assert released.newly_released
-        size_html = wait_for(lambda: told_of_the_release(shopper) or _NotYet(seen=[r["type"] for r in shopper.records]),
+        size_html = wait_for(lambda: told_of_the_release(shopper) or NotYet(seen=[r["type"] for r in shopper.records]),
                              what="the released push on B")
         assert set(balancer.chosen) == {ports["node_b"]}, balancer.chosen  # (a reconnect too: on B)
         if not shopper.of("released", topic="product:2"):
@@ -252,9 +252,4 @@ def _moved_to(node_a: str, node_b: str, before: dict[str, int], names: dict[str,
     before (the other shopper's), and node B's replica answers for none."""
     counts = sockets_by_node()
     moved = node_b not in counts and counts.get(node_a, 0) == before.get(node_a, 0) + 2
-    return moved or _NotYet({names.get(node, node): n for node, n in counts.items()})  # (what it saw)
-
-
-class _NotYet(dict):
-    def __bool__(self) -> bool:
-        return False
+    return moved or NotYet({names.get(node, node): n for node, n in counts.items()})  # (what it saw)

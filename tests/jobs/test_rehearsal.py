@@ -53,7 +53,7 @@ DRAW_SCENARIO = """
 product: 2
 mode: draw
 shoppers: 60
-arrivals: {before_release_s: 8, share_before: 1.0}
+arrivals: {before_release_s: 12, share_before: 1.0}
 behaviour: {reload: 0.1, leave: 0.1}
 linger_s: 1
 seed: 27
@@ -222,10 +222,15 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     closed = report["visits"]["ended"].get("leave: draw closed", 0)
     assert draw["entries"] + sum(draw["refused"].values()) + closed == 60, (draw, report["visits"])
     assert set(draw["refused"]) <= {"draw_refused"}, draw
-    # (CI65: none entered, the draw closed before any shopper read it; how late the shoppers were,
-    # and how slow each step, say whether the generator or the store was behind)
+    # They arrive evenly over the 12 s before the close: at least the first half enter, those who
+    # came 6 s or more before it. (CI65: none entered, the draw closed before any shopper read it.
+    # On record, a CI whose other worker was busy with the `ray up` drill's installs: shoppers who
+    # came 4.2 s before the close, with 8 s of arrivals, still had not entered; this is about a
+    # draw's outcomes, and bench/ measures its speed. How late the shoppers were, and how slow each
+    # step, say whether the generator or the store was behind.)
     assert report["arrivals"]["shoppers"] == 60
-    assert draw["entries"] >= 45 and draw["never_told"] == 0, (draw, report["arrivals"], report["steps"])
+    behind = json.dumps({"draw": draw, "arrivals": report["arrivals"], "steps": report["steps"]})
+    assert draw["entries"] >= 30 and draw["never_told"] == 0, behind
     assert sum(draw["outcomes"].values()) == draw["entries"] and set(draw["outcomes"]) <= {"sold", "lost"}, draw
     # The database gave each size's pairs to that size's entrants, no more than it had: the pairs
     # sold are the winners' outcomes.
