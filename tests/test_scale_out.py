@@ -97,7 +97,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
     ports = ray_cluster.proxy_ports
     node_a, node_b = cluster.node_id("node_a"), cluster.node_id("node_b")
     # One page and one channel replica on each of the 3 nodes.
-    wait_for(lambda: cluster.web_replicas_running(3), timeout=90, what="web replicas on every node")
+    wait_for(lambda: cluster.web_replicas_running(3), timeout=90, interval=0.5, what="web replicas on every node")
     balancer = Balancer([ports["node_b"], ports["node_a"]])
     # (A lost node's sockets: the clients notice within two heartbeats, as before CI41 at 300 ms.)
     shopper = PhoenixClient(phoenix_js, f"ws://127.0.0.1:{balancer.port}/product_socket", ["product:2"], heartbeat_ms=300)
@@ -227,7 +227,7 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
                  what=f"the shopper's sockets on node A's replica (held before node B was lost: {held_before})")
         # Only node B's own replicas went: two of each are left, and the other caches never restarted.
         # (Serve scales down once it has seen the lost replicas die: placement.DOWNSCALE_DELAY_S.)
-        wait_for(lambda: cluster.web_replicas_running(2), timeout=120, what="two web replicas of each")
+        wait_for(lambda: cluster.web_replicas_running(2), timeout=120, interval=0.5, what="two web replicas of each")
         for node, stats in others.items():
             now = _stats(node)
             assert (now.epoch, now.started_at) == (stats.epoch, stats.started_at)

@@ -53,7 +53,7 @@ def store_url(ray_cluster, ray_store, ray_settings, mailbox):
                                            "proof_of_work_max_number": 2_000, "entry_proof_of_work_max_number": 2_000}
                                    ).model_dump()
     url = nodes.deploy_store(args, port)
-    wait_for(lambda: web_replicas_running(live_node_count()), timeout=90, what="web replicas on every node")
+    wait_for(lambda: web_replicas_running(live_node_count()), timeout=90, interval=0.5, what="web replicas on every node")
     for node_url in [url, *(f"http://127.0.0.1:{p}" for p in ray_cluster.proxy_ports.values())]:
         wait_for(lambda node_url=node_url: _healthy(node_url), timeout=60, what=f"the store at {node_url}")
     yield url
