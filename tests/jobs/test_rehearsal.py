@@ -224,10 +224,9 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     assert set(draw["refused"]) <= {"draw_refused"}, draw
     # They arrive evenly over the 12 s before the close: at least the first half enter, those who
     # came 6 s or more before it. (CI65: none entered, the draw closed before any shopper read it.
-    # On record, a CI whose other worker was busy with the `ray up` drill's installs: shoppers who
-    # came 4.2 s before the close, with 8 s of arrivals, still had not entered; this is about a
-    # draw's outcomes, and bench/ measures its speed. How late the shoppers were, and how slow each
-    # step, say whether the generator or the store was behind.)
+    # On a busy CI, with 8 s of arrivals, shoppers who came 4.2 s before the close had not entered
+    # yet; this is about a draw's outcomes, and bench/ measures its speed. How late the shoppers
+    # were, and how slow each step, say whether the generator or the store was behind.)
     assert report["arrivals"]["shoppers"] == 60
     behind = json.dumps({"draw": draw, "arrivals": report["arrivals"], "steps": report["steps"]})
     assert draw["entries"] >= 30 and draw["never_told"] == 0, behind
