@@ -222,8 +222,8 @@ def test_a_small_draw_is_rehearsed_every_entrant_learns_its_outcome_and_the_pair
     closed = report["visits"]["ended"].get("leave: draw closed", 0)
     assert draw["entries"] + sum(draw["refused"].values()) + closed == 60, (draw, report["visits"])
     assert set(draw["refused"]) <= {"draw_refused"}, draw
-    # They arrive evenly over the 12 s before the close: at least the first half enter, those who
-    # came 6 s or more before it. (CI65: none entered, the draw closed before any shopper read it.
+    # They arrive evenly over the 12 s before the close: at least half of them enter (as many as
+    # came 6 s or more before it). (CI65: none entered, the draw closed before any shopper read it.
     # On a busy CI, with 8 s of arrivals, shoppers who came 4.2 s before the close had not entered
     # yet; this is about a draw's outcomes, and bench/ measures its speed. How late the shoppers
     # were, and how slow each step, say whether the generator or the store was behind.)
