@@ -10,6 +10,7 @@ from sneakers23.domain.changes import Cart
 from sneakers23.live import CART_WAITERS_MAX, LiveCatalog
 from tests.serve.test_channels import make_catalog
 from tests.support.aio import run
+from harness.waiting import until
 
 
 def live_catalog() -> LiveCatalog:
@@ -25,7 +26,7 @@ def test_a_page_waits_for_the_cart_its_shopper_saw_and_no_longer_than_it_must():
         assert (await asyncio.wait_for(live.cart_seen("ada", 3, 5.0), 1)).version == 3
         # Version 4 is on its way: the page waits for it, and has it as soon as it comes.
         waiting = asyncio.create_task(live.cart_seen("ada", 4, 5.0))
-        await asyncio.sleep(0.05)
+        await until(lambda: "ada" in live._cart_waiters, what="the page to wait")
         assert not waiting.done()
         live._apply([Cart("bob", 9, (2,))])  # (another shopper's: not this page's)
         await asyncio.sleep(0.05)
@@ -34,7 +35,7 @@ def test_a_page_waits_for_the_cart_its_shopper_saw_and_no_longer_than_it_must():
         assert (await asyncio.wait_for(waiting, 1)).item_ids == (1, 2)
         # The cart emptied at a later version (bought in another tab) ends the wait too.
         waiting = asyncio.create_task(live.cart_seen("ada", 5, 5.0))
-        await asyncio.sleep(0.01)
+        await until(lambda: "ada" in live._cart_waiters, what="the page to wait")
         live._apply([Cart("ada", 6, ())])
         assert (await asyncio.wait_for(waiting, 1)).item_ids == ()
         # A version that never comes: the cart as it is, after the time allowed; nothing is kept.
@@ -48,11 +49,11 @@ def test_a_shopper_holds_one_waiting_page_and_the_replica_a_few_the_rest_are_sho
     async def scenario():
         live = live_catalog()
         first = asyncio.create_task(live.cart_seen("ada", 4, 5.0))
-        await asyncio.sleep(0.01)
+        await until(lambda: "ada" in live._cart_waiters, what="the page to wait")
         # A second page of the same shopper, asking for a version that may never come: at once.
         assert (await asyncio.wait_for(live.cart_seen("ada", 99, 5.0), 0.5)).version == 3
         others = [asyncio.create_task(live.cart_seen(f"s{k}", 1, 5.0)) for k in range(CART_WAITERS_MAX - 1)]
-        await asyncio.sleep(0.01)
+        await until(lambda: len(live._cart_waiters) >= CART_WAITERS_MAX, what="the pages to wait")
         assert len(live._cart_waiters) == CART_WAITERS_MAX
         assert (await asyncio.wait_for(live.cart_seen("eve", 1, 5.0), 0.5)).version == 0  # (past the cap)
         # A page that goes away (its client left) leaves nothing behind.
@@ -68,7 +69,7 @@ def test_a_page_waiting_when_the_copy_starts_again_from_a_snapshot_gets_what_the
     async def scenario():
         live = live_catalog()
         waiting = asyncio.create_task(live.cart_seen("ada", 7, 5.0))
-        await asyncio.sleep(0.01)
+        await until(lambda: "ada" in live._cart_waiters, what="the page to wait")
         live._install(Snapshot("epoch-2", 0, make_catalog(released=True).products(), [Cart("ada", 7, (3,))]))
         assert (await asyncio.wait_for(waiting, 1)).item_ids == (3,)
         assert live._cart_waiters == {}
