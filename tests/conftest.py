@@ -39,28 +39,24 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
 
 
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one
-# worker, in the order below. The session's Ray cluster, and every test on it, on one worker, then
-# the stores of test_run.py and the hostile-client tests (each a Ray cluster of its own); on the
-# other, what needs no such cluster and mostly waits: the `ray up` drill's hosts, cluster.yaml's
-# head, the CLI's commands, a wheel's install. (Three workers were tried: the suite keeps both
-# cores about 80% busy, so a third only made the drills time out.)
+# worker, in the order below. The session's Ray cluster, and every test on it, on one worker; on the
+# other, what needs no such cluster: the `ray up` drill's hosts, cluster.yaml's head, the CLI's
+# commands, a wheel's install, then the stores of test_run.py and the hostile-client tests (each a
+# Ray cluster of its own). (Three workers were tried: the suite keeps both cores about 80% busy, so
+# a third only made the drills time out.)
 # The session's cluster is taken down as soon as its worker's last test on it is done
-# (`pytest_runtest_teardown` below): idle, its three nodes and store cost 45% of a core, which the
-# stores of their own after it were paying (CI49: the two-stores test took 272 s beside it, 120 s
-# alone). Those stores come after it, so that they meet the drill's hosts late, when their installs
+# (`pytest_runtest_teardown` below): idle, its three nodes and store cost 45% of a core.
+# The stores of their own come after the drill, so that they meet its hosts late, when their installs
 # are done (CI23's two-stores test took 461 s beside those installs, 98 s in CI22 without). The
-# hostile-client tests measure that nobody starves, so they come last on their worker, which is
-# usually after the drill, the CPU's other big user (an order, not a wait). Their store stays on the
-# session cluster's worker with test_run.py's: CI19 ran it on the other, beside test_run.py's stores,
-# and both workers slowed (20:53 against 19:01) until two of those stores' deadlines passed. (Stores
-# take turns to choose and free their ports all the same: tests/support/store_process.py.)
+# hostile-client tests measure that nobody starves, so they come last, after the drill and after
+# test_run.py's stores (CI19 ran them side by side, on two workers, and both slowed: an order, not
+# a wait). (Until the drill's hosts knew their own names, every `sudo` of its setup waited 20 s for
+# a name server, and the drill took 520 s of CI: the stores ran on the session cluster's worker then,
+# after that cluster. Stores take turns to choose and free their ports all the same:
+# tests/support/store_process.py.)
 APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster_yaml.py", "tests/test_cli.py",
-                 "tests/test_package.py",
-                 # (Processes of their own, and a store of its own stopped during its start: after
-                 # the drill, to even the two workers out: CI32 had 863 s here and 975 s on the
-                 # other; CI34, with the store's test moved, 769 s and 871 s.)
-                 "tests/test_node.py", "tests/serve/test_local_cluster.py",
-                 "tests/serve/test_run.py::test_a_stop_as_its_own_cluster_starts")
+                 "tests/test_package.py", "tests/test_node.py", "tests/serve/test_local_cluster.py",
+                 "tests/serve/test_run.py", "tests/serve/test_hostile.py")
 STORES_OF_THEIR_OWN = ("tests/serve/test_run.py",)
 AFTER_THE_DRILL = ("tests/serve/test_hostile.py",)
 LEAVES_A_NODE_OUT = ("tests/test_scale_out.py",)  # (the very last on its worker: node B is gone after it)

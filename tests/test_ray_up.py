@@ -26,7 +26,7 @@ from tests.support.store_fixtures import ADMIN_PASSWORD, PhoenixClient
 from harness.waiting import NotYet, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-# (Serially the drill takes about 7 minutes; beside the other test workers' clusters and stores, up to 12;
+# (Serially the drill takes about 4 minutes; beside the other test workers' clusters and stores, up to 6;
 # a stall of Ray's autoscaler, and the restart that gets past it, up to 20 more.)
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(2700)]
 SETTINGS = "set -a && . ~/sneakers23.env && set +a &&"  # a node's settings, as cluster.yaml reads them

@@ -210,6 +210,12 @@ class Hosts:
         self.operator.plan = self._operator_plan(self.operator)
         for host in self.hosts.values():
             host.plan["hostname"] = f"{self.prefix}{host.name}"
+            # A machine knows its own name (Debian's installer writes it in /etc/hosts). Without it
+            # every `sudo` waited 20 s for a name server these hosts cannot reach: cluster.yaml's
+            # setup runs two, on each host, and again on a host brought back.
+            names = host.files / "etc_hosts"
+            names.write_text(f"127.0.0.1 localhost\n127.0.1.1 {host.plan['hostname']}\n")
+            host.plan.setdefault("binds", []).append([str(names), "/etc/hosts"])
         for host in self.hosts.values():
             host.boot()
         try:
