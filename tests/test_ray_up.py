@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -171,6 +172,41 @@ def never_initialized(hosts: Hosts, head: Host, host: Host) -> bool:
     return f"{host.address}: local.cluster.node, uninitialized" in said
 
 
+class StopWatch:
+    """The head watched every 0.1 s, from a thread, while `ray down` runs cluster.yaml's `ray stop` on it:
+    when the stop started (its ssh session appeared), and when nothing else was left (init, sshd and
+    that session aside). (Folded in from tests/test_cluster_yaml.py, which started a head of its own
+    for it: a minute of CI.)"""
+
+    def __init__(self, head: Host):
+        self.head, self.started, self.ended = head, None, None
+        self.left: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.1):
+            commands = [cmd for pid, cmd in self.head.processes().items()
+                        if pid != self.head.init_pid and not cmd.startswith(("sshd:", "/usr/sbin/sshd"))]
+            stopping = [cmd for cmd in commands if "ray stop" in cmd]
+            if stopping and self.started is None:
+                self.started = time.monotonic()
+            if self.started is not None and self.ended is None:
+                self.left = sorted({_program(cmd) for cmd in commands if "ray stop" not in cmd})
+                if not self.left:
+                    self.ended = time.monotonic()
+
+    def took(self) -> float | NotYet:
+        if self.started is None or self.ended is None:
+            return NotYet({"started": self.started is not None, "left": self.left})
+        return self.ended - self.started
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+
 def only_what_an_operator_fills_in(original: str, filled: str) -> None:
     before, after = yaml.safe_load(original), yaml.safe_load(filled)
     for key in ("head_ip", "worker_ips"):
@@ -229,12 +265,13 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
         wait_for(lambda: shopper.of("released", topic="product:1"), timeout=30, what="the release on worker 1")
         release_s = time.monotonic() - released_at
 
-        # A stampede as a Ray job sells exactly the stock of a size.
+        # A stampede as a Ray job sells exactly the stock of a size: 100 buyers more than its pairs (the
+        # size's stock is seeded in the hundreds: three times as many buyers was a minute of CPU more).
         catalog = json.loads(hosts.ssh(head, f"{ON_A_NODE} products --json").stdout)
         item = min((i for i in catalog[0]["items"] if i["available_count"] > 0), key=lambda i: i["available_count"])
         stock = item["available_count"]
         job = hosts.run("ray", "job", "submit", "--address", f"http://{head.address}:8265", "--working-dir", ".",
-                        "--", "python", "-m", "sneakers23.jobs.drop", "stampede", "--buyers", str(stock * 3 + 60),
+                        "--", "python", "-m", "sneakers23.jobs.drop", "stampede", "--buyers", str(stock + 100),
                         "--concurrency", "32", "--items", str(item["id"]),
                         cwd=checkout, timeout=300, **ray_env).stdout
         assert re.search(rf"pairs sold\s+{stock}\b", job), job[-3000:]
@@ -297,10 +334,21 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
         assert catalog_on[worker2.name] == catalog_on[head.name], catalog_on  # (what differed)
         raise
 
-    # ray down: nothing of Ray's left on any host, no port but the host's own sshd.
+    # ray down: nothing of Ray's left on any host, no port but the host's own sshd. `ray down` runs
+    # cluster.yaml's `ray stop` on the head alone: the head is watched while it runs, so that the
+    # stop's own time is told apart from the command's (its start, its ssh, its wait for the nodes).
+    running = {_program(cmd) for cmd in head.processes().values()}
+    assert {"haproxy", "raylet"} <= running, running
+    assert {8000, 8265, 6379} <= set(head.listening_ports()), head.listening_ports()
+    stop = StopWatch(head)
     down_at = time.monotonic()
-    hosts.run("ray", "down", "-y", "cluster.yaml", cwd=checkout, timeout=300, **ray_env)
-    down_command_s = time.monotonic() - down_at
+    try:
+        hosts.run("ray", "down", "-y", "cluster.yaml", cwd=checkout, timeout=300, **ray_env)
+        down_command_s = time.monotonic() - down_at
+        stop_s = wait_for(stop.took, timeout=30, interval=0.2, what="the head's `ray stop` to end every process")
+    finally:
+        stop.close()
+    assert stop_s <= 10, f"the head's `ray stop` took {stop_s:.1f} s"
 
     def leftovers() -> dict[str, list[str]]:
         left = {}
@@ -338,7 +386,8 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
         f"{answered.count(False)} of {len(answered)} requests to the others failed at once, the shopper's socket "
         f"{'closed and joined again' if closed else 'stayed open'}, all served again and pushes flowing after "
         f"{steady_s:.1f} s; booted again, it was back with its cache and replicas in {back_s:.0f} s; "
-        f"ray down left nothing in {down_s:.1f} s (the command itself {down_command_s:.1f} s; clean after "
+        f"ray down left nothing in {down_s:.1f} s (the command itself {down_command_s:.1f} s, the head's `ray stop` in it "
+        f"{stop_s:.1f} s, HAProxy included; clean after "
         + ", ".join(f"{name} {seconds:.1f} s (last seen {', '.join(last_seen.get(name, [])) or 'nothing'})"
                     for name, seconds in clean_after.items()) + ")"
         + (f"; Ray's autoscaler left {', '.join(dict.fromkeys(stalled))} uninitialized: `ray up` again, restarting the head's Ray, "
