@@ -39,24 +39,26 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
 
 
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one
-# worker, in the order below. The session's Ray cluster, and every test on it, on one worker; on the
-# other, what needs no such cluster: the `ray up` drill's hosts, cluster.yaml's head, the CLI's
-# commands, a wheel's install, then the stores of test_run.py and the hostile-client tests (each a
-# Ray cluster of its own). (Three workers were tried: the suite keeps both cores about 80% busy, so
-# a third only made the drills time out.)
+# worker, in the order below. The session's Ray cluster, and every test on it, on one worker, then
+# the stores of test_run.py (each a Ray cluster of its own); on the other, what needs no such
+# cluster: the `ray up` drill's hosts, then the hostile-client tests' store, cluster.yaml, the CLI's
+# commands, a wheel's install. (Three workers were tried: the suite keeps both cores about 80% busy,
+# so a third only made the drills time out.)
 # The session's cluster is taken down as soon as its worker's last test on it is done
-# (`pytest_runtest_teardown` below): idle, its three nodes and store cost 45% of a core.
-# The stores of their own come after the drill, so that they meet its hosts late, when their installs
-# are done (CI23's two-stores test took 461 s beside those installs, 98 s in CI22 without). The
-# hostile-client tests measure that nobody starves, so they come last, after the drill and after
-# test_run.py's stores (CI19 ran them side by side, on two workers, and both slowed: an order, not
-# a wait). (Until the drill's hosts knew their own names, every `sudo` of its setup waited 20 s for
-# a name server, and the drill took 520 s of CI: the stores ran on the session cluster's worker then,
-# after that cluster. Stores take turns to choose and free their ports all the same:
-# tests/support/store_process.py.)
+# (`pytest_runtest_teardown` below): idle, its three nodes and store cost 45% of a core, which the
+# stores of their own after it were paying (CI49: the two-stores test took 272 s beside it, 120 s
+# alone). Those stores must not meet the session cluster's last tests, which add and remove its
+# nodes: CI94 ran them on the other worker, beside those tests, and a new node's cache missed its
+# 10 s (and the two-stores test took 175-257 s, against 129 s after the cluster).
+# The hostile-client tests measure that nobody starves: they come right after the drill (an order,
+# not a wait), while the session cluster's worker runs its ordinary tests. CI19 ran them beside
+# test_run.py's stores, and both workers slowed until two of those stores' deadlines passed.
+# (Stores take turns to choose and free their ports all the same: tests/support/store_process.py.)
 APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster_yaml.py", "tests/test_cli.py",
                  "tests/test_package.py", "tests/test_node.py", "tests/serve/test_local_cluster.py",
-                 "tests/serve/test_run.py", "tests/serve/test_hostile.py")
+                 "tests/serve/test_hostile.py",
+                 # (A store of its own stopped during its start: apart, last, to even the workers out.)
+                 "tests/serve/test_run.py::test_a_stop_as_its_own_cluster_starts")
 STORES_OF_THEIR_OWN = ("tests/serve/test_run.py",)
 AFTER_THE_DRILL = ("tests/serve/test_hostile.py",)
 LEAVES_A_NODE_OUT = ("tests/test_scale_out.py",)  # (the very last on its worker: node B is gone after it)
@@ -82,11 +84,10 @@ def pytest_collection_modifyitems(items):
     """The cheap tests first, and the drill right after them; tests that take nodes away and bring
     new ones last, so no other test meets a cluster that one of them left in the middle of a
     change."""
-    def cost(item) -> tuple[int, bool, bool, bool, bool]:
-        late = 2 if item.nodeid.startswith(AFTER_THE_DRILL) else 1 if item.nodeid.startswith(STORES_OF_THEIR_OWN) else 0
-        return (late, item.get_closest_marker("reshapes_cluster") is not None,
+    def cost(item) -> tuple[bool, bool, bool, bool, bool, bool]:
+        return (item.nodeid.startswith(STORES_OF_THEIR_OWN), item.get_closest_marker("reshapes_cluster") is not None,
                 item.nodeid.startswith(LEAVES_A_NODE_OUT), not item.nodeid.startswith(CHEAP),
-                item.get_closest_marker("hosts") is None)
+                item.get_closest_marker("hosts") is None, not item.nodeid.startswith(AFTER_THE_DRILL))
 
     items.sort(key=cost)
 

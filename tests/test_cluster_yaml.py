@@ -1,5 +1,5 @@
 """cluster.yaml passes the checks `ray up` runs, and every key in it is one Ray knows. (What its commands
-start, and that `ray stop` ends all of it, HAProxy included, within 10 s: the `ray up` drill,
+start, and that `ray stop` ends all of it, HAProxy included, within its grace period: the `ray up` drill,
 tests/test_ray_up.py.)"""
 
 from __future__ import annotations

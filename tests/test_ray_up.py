@@ -348,7 +348,11 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
         stop_s = wait_for(stop.took, timeout=30, interval=0.2, what="the head's `ray stop` to end every process")
     finally:
         stop.close()
-    assert stop_s <= 10, f"the head's `ray stop` took {stop_s:.1f} s"
+    # `ray stop` sends SIGTERM and gives each of its three rounds (the raylet, the rest, the GCS) a
+    # third of its 16 s grace period before SIGKILL. Measured from its session's start (its Python's
+    # start included): 2.5-4 s on a quiet head; 11.5 s once in CI (CI94, so loaded a run that two other
+    # tests missed their deadlines).
+    assert stop_s <= 16, f"the head's `ray stop` took {stop_s:.1f} s: longer than its grace period"
 
     def leftovers() -> dict[str, list[str]]:
         left = {}
