@@ -41,8 +41,8 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
 # `./dev test` runs the suite on two workers (pytest-xdist, `-n 2`), each group of tests on one
 # worker, in the order below. The session's Ray cluster, and every test on it, on one worker, then
 # the stores of test_run.py (each a Ray cluster of its own); on the other, what needs no such
-# cluster: the `ray up` drill's hosts, then the hostile-client tests' store, cluster.yaml, the CLI's
-# commands, a wheel's install. (Three workers were tried: the suite keeps both cores about 80% busy,
+# cluster: the cheap tests, the `ray up` drill's hosts, then the hostile-client tests' store,
+# cluster.yaml's checks, the CLI's commands, a wheel's install. (Three workers were tried: the suite keeps both cores about 80% busy,
 # so a third only made the drills time out.)
 # The session's cluster is taken down as soon as its worker's last test on it is done
 # (`pytest_runtest_teardown` below): idle, its three nodes and store cost 45% of a core, which the
@@ -51,7 +51,8 @@ CHEAP = ("tests/domain/", "tests/db/", "tests/test_layers.py", "tests/test_retri
 # nodes: CI94 ran them on the other worker, beside those tests, and a new node's cache missed its
 # 10 s (and the two-stores test took 175-257 s, against 129 s after the cluster).
 # The hostile-client tests measure that nobody starves: they come right after the drill (an order,
-# not a wait), while the session cluster's worker runs its ordinary tests. CI19 ran them beside
+# not a wait), when the session cluster's worker usually runs its ordinary tests (a drill stalled
+# by Ray's autoscaler would put them beside test_run.py's stores). CI19 ran them beside
 # test_run.py's stores, and both workers slowed until two of those stores' deadlines passed.
 # (Stores take turns to choose and free their ports all the same: tests/support/store_process.py.)
 APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster_yaml.py", "tests/test_cli.py",
@@ -61,7 +62,7 @@ APART = CHEAP + ("tests/inventory/", "tests/test_ray_up.py", "tests/test_cluster
                  "tests/serve/test_run.py::test_a_stop_as_its_own_cluster_starts")
 STORES_OF_THEIR_OWN = ("tests/serve/test_run.py",)
 AFTER_THE_DRILL = ("tests/serve/test_hostile.py",)
-LEAVES_A_NODE_OUT = ("tests/test_scale_out.py",)  # (the very last on its worker: node B is gone after it)
+LEAVES_A_NODE_OUT = ("tests/test_scale_out.py",)  # (the last on the session's cluster: node B is gone after it)
 
 
 def worker_group(nodeid: str) -> str:
@@ -81,9 +82,10 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(items):
-    """The cheap tests first, and the drill right after them; tests that take nodes away and bring
-    new ones last, so no other test meets a cluster that one of them left in the middle of a
-    change."""
+    """The cheap tests first, the drill right after them, and the hostile tests after it; on the
+    session's cluster, the tests that take nodes away and bring new ones last, so that no other test
+    meets a cluster that one of them left in the middle of a change; the stores of their own after
+    that cluster."""
     def cost(item) -> tuple[bool, bool, bool, bool, bool, bool]:
         return (item.nodeid.startswith(STORES_OF_THEIR_OWN), item.get_closest_marker("reshapes_cluster") is not None,
                 item.nodeid.startswith(LEAVES_A_NODE_OUT), not item.nodeid.startswith(CHEAP),

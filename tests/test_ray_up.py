@@ -27,7 +27,7 @@ from tests.support.store_fixtures import ADMIN_PASSWORD, PhoenixClient
 from harness.waiting import NotYet, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-# (Serially the drill takes about 4 minutes; beside the other test workers' clusters and stores, up to 6;
+# (Serially the drill takes about 4 minutes; beside the other test worker's cluster and stores, 7 to 10 in CI;
 # a stall of Ray's autoscaler, and the restart that gets past it, up to 20 more.)
 pytestmark = [pytest.mark.hosts, pytest.mark.timeout(2700)]
 SETTINGS = "set -a && . ~/sneakers23.env && set +a &&"  # a node's settings, as cluster.yaml reads them
@@ -174,8 +174,8 @@ def never_initialized(hosts: Hosts, head: Host, host: Host) -> bool:
 
 class StopWatch:
     """The head watched every 0.1 s, from a thread, while `ray down` runs cluster.yaml's `ray stop` on it:
-    when the stop's ssh session appeared, when the first of the head's processes went (its first
-    SIGTERM: the session's start and its Python's imports are before it), and when nothing was left
+    when the stop's ssh session appeared, when the first of the head's processes went (in its first
+    round of SIGTERM: the session's start and its Python's imports are before it), and when nothing was left
     (init, sshd and that session aside). (Folded in from tests/test_cluster_yaml.py, which started a
     head of its own for it: a minute of CI.)"""
 
@@ -207,7 +207,7 @@ class StopWatch:
                 self.ended = now
 
     def took(self) -> tuple[float, float] | NotYet:
-        """(seconds from its first kill until nothing was left, seconds from its session's start)."""
+        """(seconds from the first process gone until nothing was left, seconds from its session's start)."""
         if self.first_gone_at is None or self.ended is None:
             return NotYet({"session": self.session_at is not None, "a process gone": self.first_gone_at is not None,
                            "left": self.left})
@@ -354,7 +354,7 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
     stop = StopWatch(head)
     down_at = time.monotonic()
     try:
-        hosts.run("ray", "down", "-y", "cluster.yaml", cwd=checkout, timeout=300, **ray_env)
+        down = hosts.run("ray", "down", "-y", "cluster.yaml", cwd=checkout, timeout=300, **ray_env).stdout
         down_command_s = time.monotonic() - down_at
         stop_s, stop_with_start_s = wait_for(stop.took, timeout=30, interval=0.2,
                                              what="the head's `ray stop` to end every process")
@@ -362,10 +362,15 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
         stop.close()
     # `ray stop` sends SIGTERM and gives each of its three rounds (the raylet, the rest, the GCS) a
     # third of its 16 s grace period before SIGKILL. From its session's start (its Python's imports
-    # included) it took 8.4 s alone (6.5 s from its first kill), 11.5 and 12.9 s in two CI runs (CI94,
-    # CI96): timed from its first kill, so that a busy machine's slow start is not counted, and held
-    # to that period.
-    assert stop_s <= 16, f"the head's `ray stop` took {stop_s:.1f} s from its first kill to nothing left"
+    # included) it took 8.4 s alone (6.5 s from the first process gone), 11.5 and 12.9 s in two CI runs
+    # (CI94, CI96): timed from the first process gone (in its first round), so that a busy machine's
+    # slow start is not counted, and held to that period.
+    assert stop_s <= 16, f"the head's `ray stop` took {stop_s:.1f} s from the first process gone to nothing left"
+    # What `ray stop` said of it, passed on by `ray down`: on a quiet machine, "Stopped only 6 out of 7
+    # Ray processes within the grace period" (one of them was killed when its round ran out; Ray's
+    # own line, kept in the figures below).
+    said_by_stop = next((re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in down.splitlines()
+                         if "Stopped all" in line or "Stopped only" in line), "nothing")
 
     def leftovers() -> dict[str, list[str]]:
         left = {}
@@ -404,7 +409,8 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
         f"{'closed and joined again' if closed else 'stayed open'}, all served again and pushes flowing after "
         f"{steady_s:.1f} s; booted again, it was back with its cache and replicas in {back_s:.0f} s; "
         f"ray down left nothing in {down_s:.1f} s (the command itself {down_command_s:.1f} s, the head's `ray stop` in it "
-        f"{stop_s:.1f} s from its first kill, {stop_with_start_s:.1f} s with its start, HAProxy included; clean after "
+        f"{stop_s:.1f} s from the first process gone, {stop_with_start_s:.1f} s with its start, HAProxy included "
+        f"(it said: {said_by_stop}); clean after "
         + ", ".join(f"{name} {seconds:.1f} s (last seen {', '.join(last_seen.get(name, [])) or 'nothing'})"
                     for name, seconds in clean_after.items()) + ")"
         + (f"; Ray's autoscaler left {', '.join(dict.fromkeys(stalled))} uninitialized: `ray up` again, restarting the head's Ray, "
