@@ -254,7 +254,7 @@ def test_minted_shoppers_sockets_that_never_read_and_rejoin_floods_leave_no_stat
                        await reply_to("3", "remove_item", {"item_id": item})]
         return [reply["status"] if reply["status"] == "ok" else reply for reply in replies]
 
-    async def never_reading(stop: asyncio.Event) -> int:
+    async def never_reading(stop: asyncio.Event, flooding: asyncio.Event) -> int:
         sockets = [await websockets.asyncio.client.connect(socket_url, local_addr=("127.0.0.11", 0),
                                                            max_queue=1) for _ in range(50)]
         sent = 0
@@ -263,13 +263,14 @@ def test_minted_shoppers_sockets_that_never_read_and_rejoin_floods_leave_no_stat
                 for socket in sockets:
                     await socket.send(json.dumps([None, str(sent), "phoenix", "heartbeat", {}]))
                     sent += 1
+                flooding.set()
                 await asyncio.sleep(0.05)
         finally:
             for socket in sockets:
                 socket.transport.abort()
         return sent
 
-    async def rejoining(stop: asyncio.Event) -> dict:
+    async def rejoining(stop: asyncio.Event, flooding: asyncio.Event) -> dict:
         shopper, token = await asyncio.to_thread(cart_of, "127.0.0.12")
         replies: dict[str, int] = {}
 
@@ -281,14 +282,18 @@ def test_minted_shoppers_sockets_that_never_read_and_rejoin_floods_leave_no_stat
                     await socket.send(json.dumps(["1", str(ref), f"cart:{shopper}", "phx_join", {"token": token}]))
                     status = json.loads(await socket.recv())[4]["status"]
                     replies[status] = replies.get(status, 0) + 1
+                    flooding.set()
                     await asyncio.sleep(0.05)
 
         await asyncio.gather(*(one() for _ in range(20)))
         return replies
 
     async def run():
-        stop = asyncio.Event()
-        floods = asyncio.gather(never_reading(stop), rejoining(stop))
+        stop, heartbeating, rejoined = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        floods = asyncio.gather(never_reading(stop, heartbeating), rejoining(stop, rejoined))
+        # The floods under way before the minted shoppers come (CI98: the 50 never-reading sockets
+        # were still connecting, one by one on a busy machine, when everything else was done).
+        await asyncio.wait_for(asyncio.gather(heartbeating.wait(), rejoined.wait()), timeout=60)
         churned = []
         for first in range(0, 200, 50):
             churned += await asyncio.gather(*(minted(n) for n in range(first, first + 50)))
