@@ -367,8 +367,8 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
     # slow start is not counted, and held to that period.
     assert stop_s <= 16, f"the head's `ray stop` took {stop_s:.1f} s from the first process gone to nothing left"
     # What `ray stop` said of it, passed on by `ray down`: on a quiet machine, "Stopped only 6 out of 7
-    # Ray processes within the grace period" (one of them was killed when its round ran out; Ray's
-    # own line, kept in the figures below).
+    # Ray processes within the grace period" (the GCS server, its last round, was killed when the round
+    # ran out; Ray's own line, kept in the figures below).
     said_by_stop = next((re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in down.splitlines()
                          if "Stopped all" in line or "Stopped only" in line), "nothing")
 
