@@ -172,6 +172,12 @@ def never_initialized(hosts: Hosts, head: Host, host: Host) -> bool:
     return f"{host.address}: local.cluster.node, uninitialized" in said
 
 
+def beyond_the_host_itself(host: Host) -> dict[int, str]:
+    """The host's processes but its init and its sshd (and sshd's sessions): what Ray and the store left."""
+    return {pid: cmd for pid, cmd in host.processes().items()
+            if pid != host.init_pid and not cmd.startswith(("sshd:", "/usr/sbin/sshd"))}
+
+
 class StopWatch:
     """The head watched every 0.1 s, from a thread, while `ray down` runs cluster.yaml's `ray stop` on it:
     when the stop's ssh session appeared, when the first of the head's processes went (in its first
@@ -192,8 +198,7 @@ class StopWatch:
 
     def _watch(self) -> None:
         while not self.done.wait(0.1) and self.ended is None:
-            running = {pid: cmd for pid, cmd in self.head.processes().items()
-                       if pid != self.head.init_pid and not cmd.startswith(("sshd:", "/usr/sbin/sshd"))}
+            running = beyond_the_host_itself(self.head)
             theirs = {pid: cmd for pid, cmd in running.items() if "ray stop" not in cmd}
             now = time.monotonic()
             if self.session_at is None:
@@ -375,8 +380,7 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
     def leftovers() -> dict[str, list[str]]:
         left = {}
         for host in hosts.ray_hosts():
-            theirs = [cmd for pid, cmd in host.processes().items()
-                      if pid != host.init_pid and not cmd.startswith(("sshd:", "/usr/sbin/sshd"))]
+            theirs = list(beyond_the_host_itself(host).values())
             ports = [port for port in host.listening_ports() if port != 22]
             if theirs or ports:
                 left[host.name] = theirs + [f"port {port}" for port in ports]
