@@ -238,9 +238,9 @@ def _figures_table(report: dict) -> str:
                   f"{_number(out.get('sizes_sold_out'))}, {_number(out.get('pushes'))}, {_number(out.get('missed'))}"))
     shown += _visit_rows(report)
     if (queue := report.get("queue")) is not None:
-        shown += [("queue: places, let in, told sold out in line, never told",
-                   f"{_number(queue['places'])}, {_number(queue['admitted'])}, {_number(queue['told_sold_out'])}, "
-                   f"{_number(queue['untold'])}"),
+        shown += [("queue: places (taken before the release), let in, told sold out in line, never told",
+                   f"{_number(queue['places'])} ({_number(queue['pre_queued'])}), {_number(queue['admitted'])}, "
+                   f"{_number(queue['told_sold_out'])}, {_number(queue['untold'])}"),
                   ("queue: release to each pre-queued shopper's first position, p50 / p99 ms",
                    f"{_number(queue['first_position_p50_ms'])} / {_number(queue['first_position_p99_ms'])}"),
                   ("queue: longest wait for a new position in line, p99 / max ms",

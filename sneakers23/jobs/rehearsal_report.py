@@ -54,7 +54,8 @@ class RehearsalReport(DropReport):
             + (" (the shoppers' actors fell behind: the generator, not the store, set the pace)"
                if (self.arrivals['late_p99_ms'] or 0) > LAGGING_MS else ""),
             *([] if self.queue is None else [
-                f"queue: {self.queue['places']} places, {self.queue['admitted']} let in, {self.queue['told_sold_out']} told "
+                f"queue: {self.queue['places']} places ({self.queue['pre_queued']} taken before the release), "
+                f"{self.queue['admitted']} let in, {self.queue['told_sold_out']} told "
                 f"sold out in line, {self.queue['untold']} never told; release → first position p50 / p99 "
                 f"{ms(self.queue['first_position_p50_ms'])} / {ms(self.queue['first_position_p99_ms'])} ms; longest "
                 f"wait for a new position p99 / max {ms(self.queue['position_gap_p99_ms'])} / "
@@ -208,7 +209,7 @@ def arrivals(rows: list) -> dict:
 
 def queue_figures(rows: list, release_at: float) -> dict:
     """A queued drop's line as its shoppers were told it (their places' pushes and join answers):
-    the places taken; from the release time to each pre-queued shopper's first word of where it
+    the places taken, and how many before the release (in the pre-queue); from the release time to each pre-queued shopper's first word of where it
     stands (a position, or its turn); the longest each waited between two words while in line,
     up to its turn, the word that the pairs were gone, or the end of its visit; who was let in,
     who was told the pairs were gone (and how that word spread over those in line then), and who
@@ -223,7 +224,7 @@ def queue_figures(rows: list, release_at: float) -> dict:
     # (a visit that ended on an error, a request unanswered, was not the line's to tell: counted apart)
     failed = {row.shopper for row in rows if row.kind == "visit" and row.step == "error"
               and not row.outcome.startswith("reconnect")}  # (the store closing a socket for good is the line's)
-    first_told, gaps, untold = [], [], 0
+    first_told, gaps, untold, pre_queued = [], [], 0, 0
     admitted = {shopper for shopper, places in seen.items() if any(p.outcome == "admitted" for p in places)}
     # (a place bought, ended or taken out says its wait is over too: one let in and bought at once
     # may never see its admitted word)
@@ -233,8 +234,10 @@ def queue_figures(rows: list, release_at: float) -> dict:
     for shopper, places in seen.items():
         places.sort(key=lambda p: p.at)
         after = [p for p in places if p.at >= release_at and (p.outcome == "admitted" or p.position is not None)]
-        if any(p.outcome == "pre_queue" and p.at < release_at for p in places) and after:
-            first_told.append((after[0].at - release_at) * 1000)
+        if any(p.outcome == "pre_queue" and p.at < release_at for p in places):
+            pre_queued += 1
+            if after:
+                first_told.append((after[0].at - release_at) * 1000)
         ends = [p.at for p in places if p.outcome == "admitted" or p.level == "sold_out"]
         end = ends[0] if ends else last_seen[shopper]  # (its turn, the pairs gone, or the end of its visit)
         in_line = [p.at for p in places if p.outcome == "queue" and p.at < end]
@@ -249,7 +252,8 @@ def queue_figures(rows: list, release_at: float) -> dict:
     first_out = min(told_out.values(), default=0.0)
     in_line_then = {shopper for shopper, places in seen.items() if any(p.at < first_out for p in places)}
     spread = [(at - first_out) * 1000 for shopper, at in told_out.items() if shopper in in_line_then or at == first_out]
-    return {"places": len(seen), "admitted": len(admitted), "told_sold_out": len(told_out), "untold": untold,
+    return {"places": len(seen), "pre_queued": pre_queued, "admitted": len(admitted), "told_sold_out": len(told_out),
+            "untold": untold,
             "ended_on_an_error": sum(1 for shopper, places in seen.items() if shopper in failed
                                      and shopper not in admitted | over | set(told_out) | left_early
                                      and any(p.outcome in ("queue", "pre_queue") for p in places)),

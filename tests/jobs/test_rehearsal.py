@@ -40,7 +40,7 @@ product: 2
 mode: queue
 shoppers: 80
 queue: {admit_per_minute: 600, press_before_turn: 0.25}
-arrivals: {before_release_s: 6, share_before: 0.8, after_release_s: 2}
+arrivals: {before_release_s: 10, share_before: 0.8, after_release_s: 2}
 behaviour:
   buy_now: 0.5
   when_sold_out: {another_size: 1.0, most_sizes: 20}
@@ -179,10 +179,13 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     # (one let in between its "in line" word and its press buys in its turn, or is told the size
     # sold out meanwhile: the database's invariant above says no pair went outside a turn)
 
-    # Every shopper took a place (a proof of work each), and the line was told where it stood.
+    # Every shopper took a place (a proof of work each), and the line was told where it stood: most
+    # of the 64 early ones before the release (10 s of them: CI on record, beside the ray up drill,
+    # told none who came in 6 s a position after the release; the figures below say why if it fails).
     queue = report["queue"]
     assert queue["places"] == 80 and report["steps"]["proof"]["count"] >= 80, (queue, report["steps"])
-    assert queue["first_position_p99_ms"] is not None and queue["untold"] == 0
+    assert queue["pre_queued"] >= 32, (queue, report["steps"], report["arrivals"], report["visits"])
+    assert queue["first_position_p99_ms"] is not None and queue["untold"] == 0, queue
     # The pairs all sold, each to an account in its turn: the database's places say who bought.
     orders = {item_id: shop.order_count(inventory, item_id=item_id) for item_id in items}
     assert report["sold"] == sum(orders.values()) == PAIRS_PER_SIZE * len(items)

@@ -89,6 +89,7 @@ def test_a_queues_figures_come_from_what_each_shopper_in_line_was_told():
             place(4, T - 2, "pre_queue", kind="state"), Row(4, "visit", "leave", T - 1, None, "left", None, None)]
     figures = queue_figures(rows, T)
     assert (figures["places"], figures["admitted"], figures["told_sold_out"], figures["untold"]) == (5, 2, 1, 1)
+    assert figures["pre_queued"] == 4  # (all but shopper 3, who came after the release)
     # From the release to the first word after it, for the three who waited in the pre-queue and stayed.
     assert figures["first_position_p50_ms"] == pytest.approx(300.0)
     # Shopper 2 waited 5 s between two words (until the one that said the pairs were gone); shopper
