@@ -45,6 +45,15 @@ def web_replicas_running(count: int) -> bool:
     return bool(replicas) and all(states == {"RUNNING": count} for states in replicas.values())
 
 
+def web_replicas_scaled_to(count: int) -> bool:
+    """True once every web deployment runs exactly `count` replicas and starts none: Serve has
+    scaled it to `count`. A replica it could place nowhere (a lost node's, tried again) may still be
+    stopping: one that never started takes Serve's whole graceful period to go (20 s)."""
+    replicas = web_replicas()
+    return bool(replicas) and all(states.get("RUNNING") == count and set(states) <= {"RUNNING", "STOPPING"}
+                                  for states in replicas.values())
+
+
 def deploy_store(settings_args: dict, port: int) -> str:
     """The store's Serve applications, with a proxy on every node (the head's on `port`); returns
     the head's address. The caller waits for the replicas it needs."""

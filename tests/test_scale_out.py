@@ -226,8 +226,10 @@ def test_a_shopper_follows_the_cluster_as_nodes_come_and_go(
         wait_for(lambda: _moved_to(node_a, node_b, held_before, survivors), timeout=IDLE_TIMEOUT_S + 30,
                  what=f"the shopper's sockets on node A's replica (held before node B was lost: {held_before})")
         # Only node B's own replicas went: two of each are left, and the other caches never restarted.
-        # (Serve scales down once it has seen the lost replicas die: placement.DOWNSCALE_DELAY_S.)
-        wait_for(lambda: cluster.web_replicas_running(2), timeout=120, interval=0.5, what="two web replicas of each")
+        # (Serve scales to two once it has seen the lost replicas die, placement.DOWNSCALE_DELAY_S,
+        # and stops the third it could place nowhere: not waited for, as a replica that never
+        # started takes Serve's whole graceful period to go, 20 s.)
+        wait_for(lambda: cluster.web_replicas_scaled_to(2), timeout=120, interval=0.5, what="two web replicas of each")
         for node, stats in others.items():
             now = _stats(node)
             assert (now.epoch, now.started_at) == (stats.epoch, stats.started_at)

@@ -10,7 +10,7 @@ from sneakers23.actors.node_cache import cache_name
 from sneakers23.inventory import Inventory
 from sneakers23.settings import Settings
 from harness import nodes, shop
-from harness.nodes import PER_NODE, web_replicas, web_replicas_running  # noqa: F401 (the tests import them from here)
+from harness.nodes import PER_NODE, web_replicas, web_replicas_running, web_replicas_scaled_to  # noqa: F401 (the tests import them from here)
 
 
 def add_node(cluster, name: str):
