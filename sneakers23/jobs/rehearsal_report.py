@@ -209,11 +209,11 @@ def arrivals(rows: list) -> dict:
 
 def queue_figures(rows: list, release_at: float) -> dict:
     """A queued drop's line as its shoppers were told it (their places' pushes and join answers):
-    the places taken, and how many before the release (in the pre-queue); from the release time to each pre-queued shopper's first word of where it
-    stands (a position, or its turn); the longest each waited between two words while in line,
-    up to its turn, the word that the pairs were gone, or the end of its visit; who was let in,
-    who was told the pairs were gone (and how that word spread over those in line then), and who
-    in line was never told either."""
+    the places taken, and how many before the release (in the pre-queue); from the release time
+    to each pre-queued shopper's first word of where it stands (a position, or its turn); the
+    longest each waited between two words while in line, up to its turn, the word that the pairs
+    were gone, or the end of its visit; who was let in, who was told the pairs were gone (and how
+    that word spread over those in line then), and who in line was never told either."""
     seen: dict[int, list] = defaultdict(list)
     last_seen: dict[int, float] = {}
     for row in rows:

@@ -180,8 +180,9 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     # sold out meanwhile: the database's invariant above says no pair went outside a turn)
 
     # Every shopper took a place (a proof of work each), and the line was told where it stood: most
-    # of the 64 early ones before the release (10 s of them: CI on record, beside the ray up drill,
-    # told none who came in 6 s a position after the release; the figures below say why if it fails).
+    # of the 64 early ones took theirs before the release. (They come over 10 s: with 6 s, a CI run
+    # beside the ray up drill had no pre-queued shopper told a position after the release. The
+    # figures in the messages say why, if it happens again.)
     queue = report["queue"]
     assert queue["places"] == 80 and report["steps"]["proof"]["count"] >= 80, (queue, report["steps"])
     assert queue["pre_queued"] >= 32, (queue, report["steps"], report["arrivals"], report["visits"])
