@@ -35,7 +35,6 @@ class Tab(picows.WSListener):
         self.transport: picows.WSTransport | None = None
         self.parts: list[bytes] = []
         self.reply: asyncio.Future | None = None  # its join's reply, while it is awaited
-        self.closing = False
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self.transport = transport
@@ -43,7 +42,6 @@ class Tab(picows.WSListener):
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         kind = frame.msg_type
         if kind == WSMsgType.CLOSE:
-            self.closing = True
             transport.send_close(frame.get_close_code())
             transport.disconnect()
             return
