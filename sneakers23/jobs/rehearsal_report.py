@@ -224,13 +224,15 @@ def queue_figures(rows: list, release_at: float) -> dict:
     # (a visit that ended on an error, a request unanswered, was not the line's to tell: counted apart)
     failed = {row.shopper for row in rows if row.kind == "visit" and row.step == "error"
               and not row.outcome.startswith("reconnect")}  # (the store closing a socket for good is the line's)
-    first_told, gaps, untold, pre_queued = [], [], 0, 0
+    first_told, gaps, pre_queued = [], [], 0
     admitted = {shopper for shopper, places in seen.items() if any(p.outcome == "admitted" for p in places)}
     # (a place bought, ended or taken out says its wait is over too: one let in and bought at once
     # may never see its admitted word)
     over = {shopper for shopper, places in seen.items() if any(p.outcome in ("bought", "expired", "removed") for p in places)}
     told_out = {shopper: min(p.at for p in places if p.level == "sold_out")
                 for shopper, places in seen.items() if any(p.level == "sold_out" for p in places)}
+    in_line = {shopper for shopper, places in seen.items() if any(p.outcome in ("queue", "pre_queue") for p in places)}
+    told = admitted | over | set(told_out) | left_early  # (or left before it had to be)
     for shopper, places in seen.items():
         places.sort(key=lambda p: p.at)
         after = [p for p in places if p.at >= release_at and (p.outcome == "admitted" or p.position is not None)]
@@ -240,26 +242,23 @@ def queue_figures(rows: list, release_at: float) -> dict:
                 first_told.append((after[0].at - release_at) * 1000)
         ends = [p.at for p in places if p.outcome == "admitted" or p.level == "sold_out"]
         end = ends[0] if ends else last_seen[shopper]  # (its turn, the pairs gone, or the end of its visit)
-        in_line = [p.at for p in places if p.outcome == "queue" and p.at < end]
-        if in_line:
-            marks = [*in_line, end]
+        marks = [p.at for p in places if p.outcome == "queue" and p.at < end]
+        if marks:
+            marks.append(end)
             gaps.append(max((b - a) * 1000 for a, b in zip(marks, marks[1:])))
-        if shopper not in admitted | over and shopper not in told_out and shopper not in left_early | failed \
-                and any(p.outcome in ("queue", "pre_queue") for p in places):
-            untold += 1
-    # (the sold-out word's spread, over those already in line when it first went out: a later
-    # arrival's join said it at once)
-    first_out = min(told_out.values(), default=0.0)
-    in_line_then = {shopper for shopper, places in seen.items() if any(p.at < first_out for p in places)}
-    spread = [(at - first_out) * 1000 for shopper, at in told_out.items() if shopper in in_line_then or at == first_out]
     return {"places": len(seen), "pre_queued": pre_queued, "admitted": len(admitted), "told_sold_out": len(told_out),
-            "untold": untold,
-            "ended_on_an_error": sum(1 for shopper, places in seen.items() if shopper in failed
-                                     and shopper not in admitted | over | set(told_out) | left_early
-                                     and any(p.outcome in ("queue", "pre_queue") for p in places)),
+            "untold": len(in_line - told - failed), "ended_on_an_error": len((in_line & failed) - told),
             "first_position_p50_ms": percentile(first_told, 50), "first_position_p99_ms": percentile(first_told, 99),
             "position_gap_p99_ms": percentile(gaps, 99), "position_gap_max_ms": max(gaps, default=None),
-            "sold_out_told_p99_ms": percentile(spread, 99)}
+            "sold_out_told_p99_ms": percentile(_sold_out_spread_ms(seen, told_out), 99)}
+
+
+def _sold_out_spread_ms(seen: dict[int, list], told_out: dict[int, float]) -> list[float]:
+    """How long after the first sold-out word each shopper already in line then had it (a later
+    arrival's join said it at once)."""
+    first_out = min(told_out.values(), default=0.0)
+    in_line_then = {shopper for shopper, places in seen.items() if any(p.at < first_out for p in places)}
+    return [(at - first_out) * 1000 for shopper, at in told_out.items() if shopper in in_line_then or at == first_out]
 
 
 def with_the_queue(report: RehearsalReport, rows: list, release_at: float, sold_outside_turns: int) -> None:
