@@ -37,6 +37,7 @@ from harness.waiting import wait_for
 from sneakers23.db.models import AccountSessionRow
 from sneakers23.domain.accounts import account_shopper_id
 from sneakers23.inventory import Inventory
+from sneakers23.serve.local_cluster import WORKER_PRIORITY
 from sneakers23.serve.shoppers import CartTokens, SessionCookies, ShopperCookies, session_mark
 from sneakers23.settings import Settings
 
@@ -89,6 +90,7 @@ def main() -> None:
         inventory.close()
 
         os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="s23devices-", dir="/tmp")
+        os.environ.update(WORKER_PRIORITY)  # (the store's workers at the store's priority)
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"head": 1}})
         proxy_ports: dict[str, int] = {}
         add_node(cluster, "node_a", proxy_ports)

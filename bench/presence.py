@@ -138,6 +138,8 @@ def main() -> None:
 
     os.environ.update(MODES["direct"])
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="s23bench-", dir="/tmp")
+    from sneakers23.serve.local_cluster import WORKER_PRIORITY
+    os.environ.update(WORKER_PRIORITY)  # (the store's workers at the store's priority)
     import ray
     from ray import serve
     from ray.cluster_utils import Cluster

@@ -32,3 +32,15 @@ def test_cluster_yaml_keeps_secrets_out_and_token_authentication_on():
     assert "RAY_AUTH_MODE=token" in example
     assert "sneakers23.env" in (ROOT / ".gitignore").read_text().split()
     assert "serve deploy serve_config.yaml" in text and "ulimit -n" in text
+
+
+def test_cluster_yaml_starts_ray_as_sneakers23_serve_does():
+    """Every node's Ray gets the request path and the workers' priority `sneakers23 serve` gives its own
+    cluster (sneakers23/serve/local_cluster.py), and the head Serve's patience with a starting proxy."""
+    from sneakers23.serve.local_cluster import REQUEST_PATH, SERVE_PATIENCE, WORKER_PRIORITY
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    head, workers = (" ".join(config[key]).split() for key in ("head_start_ray_commands", "worker_start_ray_commands"))
+    every_node = {**REQUEST_PATH, **WORKER_PRIORITY}
+    assert {f"{name}={value}" for name, value in {**every_node, **SERVE_PATIENCE}.items()} <= set(head)
+    assert {f"{name}={value}" for name, value in every_node.items()} <= set(workers)

@@ -178,6 +178,18 @@ def beyond_the_host_itself(host: Host) -> dict[int, str]:
             if pid != host.init_pid and not cmd.startswith(("sshd:", "/usr/sbin/sshd"))}
 
 
+def workers_niceness(host: Host) -> set[int]:
+    """The niceness of the host's Ray workers (its `ray::` processes: replicas, caches, actors)."""
+    found = set()
+    for pid, command in host.processes().items():
+        if command.startswith("ray::"):
+            try:
+                found.add(os.getpriority(os.PRIO_PROCESS, pid))
+            except ProcessLookupError:  # (gone since it was listed)
+                continue
+    return found
+
+
 class StopWatch:
     """The head watched every 0.1 s, from a thread, while `ray down` runs cluster.yaml's `ray stop` on it:
     when the stop's ssh session appeared, when the first of the head's processes went (in its first
@@ -263,6 +275,9 @@ def test_ray_up_on_separate_hosts_then_the_drills(hosts, phoenix_js, figures):
     wait_for(lambda: set(web_replicas_by_address(hosts, checkout, ray_env)) == {h.address for h in hosts.ray_hosts()},
              timeout=300 if stalled else 120, interval=1, what="web replicas on every host")
     all_up = time.monotonic() - started
+    # cluster.yaml starts every node's workers at the niceness of its other processes, not Ray's 15.
+    niceness = {host.address: workers_niceness(host) for host in hosts.ray_hosts()}
+    assert all(found == {0} for found in niceness.values()), niceness
 
     # A release made on one host reaches a shopper's socket held on another: the socket comes in at
     # worker 1's address, and the release is made on a host whose replica does not hold it.

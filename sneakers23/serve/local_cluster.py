@@ -49,6 +49,13 @@ REQUEST_PATH = {
 # (CI22, CI25, CI26). cluster.yaml sets the same on the head.
 SERVE_PATIENCE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "45"}
 
+# The store's Ray workers (its web replicas, node caches and sales actors) at the niceness of the
+# node's other processes, not Ray's 15 (meant for batch tasks that must not slow the raylet): at 15,
+# any process of normal priority on the node (PostgreSQL, a backup, a test suite beside it) took the
+# CPU before them. A queued rehearsal beside six busy loops: page p50 14.8 s at 15, 0.2 s at 0
+# (docs/operations.md, "What runs where"). cluster.yaml sets the same on every node.
+WORKER_PRIORITY = {"RAY_worker_niceness": "0"}
+
 WANTED_OPEN_FILES = 1_048_576  # HAProxy asks for 2.5 per allowed connection
 START_TIMEOUT_S = 120.0
 
@@ -160,7 +167,7 @@ class LocalCluster:
         env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
         for name, value in REQUEST_PATH.items():
             env.setdefault(name, value)  # a benchmark may choose another request path
-        for name, value in SERVE_PATIENCE.items():
+        for name, value in {**SERVE_PATIENCE, **WORKER_PRIORITY}.items():
             env.setdefault(name, value)
         # HAProxy with the store's edge rules, and ended with the Serve process that starts it.
         env.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(Path(sys.executable).with_name("sneakers23-haproxy")))

@@ -155,7 +155,7 @@ def test_a_small_first_come_drop_is_rehearsed_and_its_three_reports_agree(
 
 
 def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_and_the_reports_agree(
-        ray_cluster, ray_settings, store_url, unreleased_drop, tmp_path):
+        ray_cluster, ray_settings, store_url, unreleased_drop, tmp_path, figures):
     inventory, items = unreleased_drop
     scenario = tmp_path / "queue.yaml"
     scenario.write_text(QUEUE_SCENARIO)
@@ -180,12 +180,15 @@ def test_a_small_queued_drop_is_rehearsed_its_shoppers_buy_only_in_their_turns_a
     # sold out meanwhile: the database's invariant above says no pair went outside a turn)
 
     # Every shopper took a place (a proof of work each), and the line was told where it stood: most
-    # of the 64 early ones took theirs before the release. (They come over 10 s: with 6 s, a CI run
-    # beside the ray up drill had no pre-queued shopper told a position after the release. The
-    # figures in the messages say why, if it happens again.)
+    # of the 64 early ones took theirs before the release. (They come over 10 s. CI, beside the ray up
+    # drill: 14 did, the pages' p50 2.6 s, when the store's Ray workers ran at Ray's niceness, 15.
+    # The run's figures say how many did; a failure says why, in full.)
     queue = report["queue"]
-    assert queue["places"] == 80 and report["steps"]["proof"]["count"] >= 80, (queue, report["steps"])
-    assert queue["pre_queued"] >= 32, (queue, report["steps"], report["arrivals"], report["visits"])
+    figures.append(f"queued rehearsal: {queue['pre_queued']} of 64 early shoppers in the pre-queue at the release "
+                   f"(pages p50 {report['steps']['page']['p50_ms']:.0f} ms)")
+    why = json.dumps({key: report[key] for key in ("queue", "steps", "arrivals", "visits")})
+    assert queue["places"] == 80 and report["steps"]["proof"]["count"] >= 80, why
+    assert queue["pre_queued"] >= 32, why
     assert queue["first_position_p99_ms"] is not None and queue["untold"] == 0, queue
     # The pairs all sold, each to an account in its turn: the database's places say who bought.
     orders = {item_id: shop.order_count(inventory, item_id=item_id) for item_id in items}

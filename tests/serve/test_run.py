@@ -202,6 +202,11 @@ def test_the_readmes_store_sells_in_the_browser_a_second_serve_leaves_it_alone_o
         return first_port in first.ports
 
     wait_for(first_listens, timeout=30, what="the first store's HAProxy listening on its port")
+    # Its replicas, caches and sales actors (Ray workers) at the niceness of its other processes, not
+    # Ray's 15: any busy process of normal priority beside them took the CPU first.
+    niceness = first.niceness()
+    workers = {nice for name, values in niceness.items() if name.startswith("ray::") for nice in values}
+    assert workers == {0} and niceness["haproxy"] == {0}, niceness
     assert cli("release", "2", env=second_env, cwd=second_dir).returncode == 0
     wait_for(lambda: released(second_url) == [False, True], what="the second store to show product 2 released")
     assert released(first_url) == [True, False]

@@ -51,6 +51,7 @@ class Proc:
     session: int
     state: str
     name: str
+    nice: int
 
 
 def process_table() -> dict[int, Proc]:
@@ -63,8 +64,9 @@ def process_table() -> dict[int, Proc]:
         except OSError:
             continue
         name = stat[stat.index("(") + 1:stat.rindex(")")]
-        state, ppid, _pgrp, session = stat[stat.rindex(")") + 2:].split()[:4]
-        table[int(entry.name)] = Proc(int(entry.name), int(ppid), int(session), state, name)
+        fields = stat[stat.rindex(")") + 2:].split()  # (from the state on: proc(5)'s third field)
+        state, ppid, session, nice = fields[0], fields[1], fields[3], fields[16]
+        table[int(entry.name)] = Proc(int(entry.name), int(ppid), int(session), state, name, int(nice))
     return table
 
 
@@ -198,6 +200,14 @@ class StoreProcess:
     def names(self) -> list[str]:
         table = process_table()
         return [table[pid].name for pid in self.processes() if pid in table]
+
+    def niceness(self) -> dict[str, set[int]]:
+        """Each of its process names with the niceness its processes run at."""
+        table, found = process_table(), {}
+        for pid in self.processes():
+            if pid in table:
+                found.setdefault(table[pid].name, set()).add(table[pid].nice)
+        return found
 
     def stop(self, sig: int = signal.SIGTERM, group: bool = True, timeout: float = 10.0) -> float:
         """Send the signal (to its process group, or to the process alone) and wait until every
