@@ -24,6 +24,7 @@ from sneakers23.domain.draws import outcome_reads_spread_s
 from sneakers23.domain.shopper_events import DrawOver, ProductWentOnSale, ReleaseScheduled, ShopperEvent, StockChanged
 from sneakers23.domain.views import item_level
 from sneakers23.serve import eager, phoenix
+from sneakers23.serve.guards import send_now_of
 from sneakers23.serve.render import size_html
 from sneakers23.tasks import InTurns, keep
 
@@ -73,6 +74,7 @@ def join_state(product: Product) -> dict:
 class Connection:
     def __init__(self, websocket: WebSocket):
         self.websocket = websocket
+        self._send_now = send_now_of(websocket)  # (the replica's own server's write, serve/guards.py)
         self.backlog: deque[str] = deque()  # frames waiting behind a send that had to wait
         self.backlog_chars = 0
         self.sending: asyncio.Task | None = None  # finishing that send, then the backlog
@@ -86,8 +88,9 @@ class Connection:
         self._tasks: set[asyncio.Task] = set()  # its closes under way
 
     def send(self, frame: str) -> None:
-        """Send now if the socket takes it at once (the usual case, with no task at all); else
-        queue behind the send under way, in order, and close a socket that falls too far behind."""
+        """Send now if the socket takes it at once (the usual case: written by the replica's own
+        server when it has one, else through ASGI, with no task at all); else queue behind the send
+        under way, in order, and close a socket that falls too far behind."""
         if self.broken:
             return
         if self.sending is not None:
@@ -99,8 +102,10 @@ class Connection:
             self.backlog.append(frame)
             self.backlog_chars += len(frame)
             return
-        coroutine = self.websocket.send_text(frame)
         try:
+            if self._send_now is not None and self._send_now(frame):
+                return
+            coroutine = self.websocket.send_text(frame)  # (ASGI: it waits for a paused socket, or refuses a closed one)
             waiting = eager.start(coroutine)
         except (Exception, asyncio.CancelledError) as error:  # never out into the publisher's loop
             self._failed(error)

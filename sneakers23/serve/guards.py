@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi.exceptions import RequestValidationError
@@ -73,7 +75,8 @@ def tune_replica_server(settings: Settings) -> None:
     the deployment's constructor has run). So the constructor sets them here, for its process:
     - WebSocket messages capped by the protocol layer, and no permessage-deflate (a few KB of
       compressed input must not cost megabytes);
-    - a message's fragments whole within WS_FRAGMENTS_DEADLINE_S (`fragments_deadline`);
+    - a message's fragments whole within WS_FRAGMENTS_DEADLINE_S, and frames written at once
+      below the ASGI layers (`replica_websocket`);
     - X-Forwarded-For believed from the store's HAProxy only (`trusted_proxies`), which sets it;
     - no keepalive pings of uvicorn's: the Phoenix heartbeat already tells a dead peer (every 30 s;
       a socket that sends nothing for IDLE_TIMEOUT_S is closed, serve/channels.py). At 10,000
@@ -84,7 +87,7 @@ def tune_replica_server(settings: Settings) -> None:
     if getattr(uvicorn.Config, "sneakers23", False):
         return
     trusted = [part.strip() for part in settings.trusted_proxies.split(",") if part.strip()]
-    protocol = fragments_deadline(WS_FRAGMENTS_DEADLINE_S)
+    protocol = replica_websocket(WS_FRAGMENTS_DEADLINE_S)
 
     class Config(uvicorn.Config):
         sneakers23 = True
@@ -112,16 +115,63 @@ def harden_fallback_proxy() -> list:
 FALLBACK_PROXY_CALLBACK = f"{__name__}:harden_fallback_proxy"
 
 
-def fragments_deadline(deadline_s: float):
-    """uvicorn's WebSocket protocol (the one it picks itself, on `websockets`' Sans-I/O layer) with a
-    deadline on fragmented messages: when the last fragment has not come `deadline_s` after the
-    first, the connection is failed with 1008 (policy violation), as a frame over the size cap is
-    with 1009. Whole messages and idle sockets are not concerned (the channels' idle deadline
-    is theirs)."""
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+# A replica's own sockets, each found by a token its ASGI scope carries (`send_now_of`). A token
+# rather than the protocol object: Serve's proxy forwards scopes to replicas in other processes.
+SEND_NOW = "sneakers23.send_now"
+_SEND_NOW: dict[str, Callable[[str], bool]] = {}
 
-    class FragmentsDeadline(WebSocketsSansIOProtocol):
+
+def send_now_of(websocket) -> Callable[[str], bool] | None:
+    """The socket's `send_now` when the replica's own server holds it (not through Serve's proxy,
+    and not a test's stand-in); else None."""
+    scope = getattr(websocket, "scope", None) or {}
+    return _SEND_NOW.get(scope.get("extensions", {}).get(SEND_NOW))
+
+
+def replica_websocket(deadline_s: float):
+    """uvicorn's WebSocket protocol (the one it picks itself, on `websockets`' Sans-I/O layer) with:
+    - a deadline on fragmented messages: when the last fragment has not come `deadline_s` after
+      the first, the connection is failed with 1008 (policy violation), as a frame over the size
+      cap is with 1009. Whole messages and idle sockets are not concerned (the channels' idle
+      deadline is theirs);
+    - `send_now(text)`: a text frame written to the socket at once, as uvicorn's own send writes
+      it, without the ASGI layers above it (Starlette's send, Serve's request-id wrapper, uvicorn's
+      dispatch, websockets' framing: 22-26 µs of CPU a push against 13.5-14, docs/performance.md). Only while
+      the socket takes it at once: open, no close sent or received, its transport not paused;
+      False otherwise, and the caller sends through ASGI, which waits."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.protocol import State
+
+    class ReplicaWebSocket(WebSocketsSansIOProtocol):
         _fragments_timer: asyncio.TimerHandle | None = None
+        _token: str | None = None
+
+        def handle_connect(self, event) -> None:
+            super().handle_connect(event)
+            if not self.close_sent:  # (a handshake refused has no scope, and no app)
+                self._token = secrets.token_hex(16)
+                _SEND_NOW[self._token] = self.send_now
+                self.scope["extensions"][SEND_NOW] = self._token
+
+        def send_now(self, text: str) -> bool:
+            if (self.close_sent or self.disconnected or not self.writable.is_set()
+                    or self.conn.state is not State.OPEN or self.transport.is_closing()):
+                return False
+            data = text.encode()
+            if self.conn.extensions:  # (none in a replica: no permessage-deflate)
+                self.conn.send_text(data)
+                self.transport.write(b"".join(self.conn.data_to_send()))
+                return True
+            # The frame as websockets writes it with no extension: final, text, unmasked (a server's).
+            size = len(data)
+            if size < 126:
+                head = bytes((0x81, size))
+            elif size < 65536:
+                head = b"\x81\x7e" + size.to_bytes(2, "big")
+            else:
+                head = b"\x81\x7f" + size.to_bytes(8, "big")
+            self.transport.write(head + data)
+            return True
 
         def handle_text(self, event) -> None:
             self._watch(event.fin)
@@ -138,6 +188,7 @@ def fragments_deadline(deadline_s: float):
 
         def connection_lost(self, exc) -> None:
             self._unwatch()
+            _SEND_NOW.pop(self._token, None)
             super().connection_lost(exc)
 
         def _watch(self, fin: bool) -> None:
@@ -158,7 +209,7 @@ def fragments_deadline(deadline_s: float):
             self.conn.fail(1008, "a fragmented message must be whole within seconds")
             self.handle_parser_exception()  # tells the app, sends the close frame, closes
 
-    return FragmentsDeadline
+    return ReplicaWebSocket
 
 
 class BodyRefused(Exception):

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "queue:"
 MAX_QUEUES_PER_SOCKET = 4
-POSITIONS_EVERY_S = 3.5  # a waiting tab's new position, at most this often (the target: every 5 s)
+POSITIONS_EVERY_S = 4.0  # a waiting tab's new position, at most this often (the target: every 5 s; docs/performance.md)
 TELLS_PER_TURN = 256  # tabs told in one turn of the event loop (as ChannelHub's pushes)
 SIGN_IN = SIGN_IN_TO_QUEUE[0].upper() + SIGN_IN_TO_QUEUE[1:]
 

@@ -21,3 +21,70 @@ def test_a_replicas_server_caps_messages_sends_no_pings_of_its_own_and_believes_
         assert config.proxy_headers and config.forwarded_allow_ips == ["127.0.0.1"]
     finally:
         uvicorn.Config = original
+
+
+def test_a_replicas_own_server_writes_pushes_at_once_and_through_asgi_in_order_once_the_socket_is_full():
+    """A push is written by the replica's server itself while the socket takes it; once the client
+    stops reading and the transport pauses, the rest go through ASGI, queued, in order; a push after
+    the client's close neither raises nor is written. (A real uvicorn with the replica's protocol.)"""
+    import json
+    import threading
+
+    import websockets.sync.client
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+
+    from harness.ports import free_port
+    from harness.waiting import wait_for
+    from sneakers23.serve.channels import OUTBOX_BYTES, Connection
+    from sneakers23.serve.guards import replica_websocket
+
+    chunk = "x" * 16_384
+    through_asgi: list[str] = []
+    server_side: dict = {}
+
+    async def endpoint(websocket):
+        await websocket.accept()
+        connection = Connection(websocket)
+        asgi_send = websocket.send_text
+
+        async def counted(text: str) -> None:
+            through_asgi.append(text)
+            await asgi_send(text)
+
+        websocket.send_text = counted
+        await websocket.receive_text()  # (the client's word: it stops reading now)
+        for sent, size in enumerate((1, 200, 70_000)):  # (each length of a frame's header)
+            connection.send(json.dumps([sent, "x" * size]))
+        sent = 3
+        while connection.sending is None and sent < 10_000:  # until the socket is full
+            connection.send(json.dumps([sent, chunk]))
+            sent += 1
+        for _ in range(OUTBOX_BYTES // len(chunk) // 2):  # queued behind, well under the cap
+            connection.send(json.dumps([sent, chunk]))
+            sent += 1
+        server_side["sent"] = sent
+        await websocket.receive()  # until the client closes
+        connection.send(json.dumps([sent, "after the close"]))
+        server_side["after_close"] = "sent without raising"
+
+    port = free_port()
+    config = uvicorn.Config(Starlette(routes=[WebSocketRoute("/", endpoint)]), host="127.0.0.1", port=port,
+                            ws=replica_websocket(5.0), ws_per_message_deflate=False, ws_ping_interval=None,
+                            lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=10, what="uvicorn")
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+            ws.send("go")
+            wait_for(lambda: "sent" in server_side, timeout=10, what="the pushes, the socket full")
+            pushes = [json.loads(ws.recv(timeout=10)) for _ in range(server_side["sent"])]
+        assert [number for number, _ in pushes] == list(range(server_side["sent"]))
+        assert [len(text) for _, text in pushes[:4]] == [1, 200, 70_000, len(chunk)]
+        assert server_side["sent"] > len(through_asgi) > 1, (server_side, len(through_asgi))  # (some of each)
+        wait_for(lambda: "after_close" in server_side, timeout=10, what="a push after the close")
+    finally:
+        server.should_exit = True
+        thread.join(10)
