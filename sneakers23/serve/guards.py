@@ -136,9 +136,9 @@ def replica_websocket(deadline_s: float):
       deadline is theirs);
     - `send_now(text)`: a text frame written to the socket at once, as uvicorn's own send writes
       it, without the ASGI layers above it (Starlette's send, Serve's request-id wrapper, uvicorn's
-      dispatch, websockets' framing: 22-26 µs of CPU a push against 13.5-14, docs/performance.md). Only while
-      the socket takes it at once: open, no close sent or received, its transport not paused;
-      False otherwise, and the caller sends through ASGI, which waits."""
+      dispatch, websockets' framing): 20-22 µs of CPU a push against 29-30 (`bench/ws_send_cost.py`).
+      Only while the socket takes it at once: open, no close sent or received, its transport not
+      paused; False otherwise, and the caller sends through ASGI, which waits."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     from websockets.protocol import State
 
