@@ -118,8 +118,8 @@ def main() -> None:
         wait_for(lambda: "ready" in Path(clients.log_path).read_text(), timeout=120, interval=0.2,
                  what=f"{args.sockets} sockets")
         results: dict[str, list[float]] = {}
-        for _run in range(args.runs):
-            for way in WAYS:
+        for run in range(args.runs):
+            for way in WAYS if run % 2 == 0 else reversed(WAYS):  # (neither always first)
                 said = httpx.get(f"http://127.0.0.1:{port}/push?way={way}&rounds={args.rounds}", timeout=300).json()
                 assert said["direct"] == args.sockets, said  # (every socket could be written directly)
                 results.setdefault(way, []).append(said["cpu_us"])

@@ -118,14 +118,23 @@ FALLBACK_PROXY_CALLBACK = f"{__name__}:harden_fallback_proxy"
 # A replica's own sockets, each found by a token its ASGI scope carries (`send_now_of`). A token
 # rather than the protocol object: Serve's proxy forwards scopes to replicas in other processes.
 SEND_NOW = "sneakers23.send_now"
-_SEND_NOW: dict[str, Callable[[str], bool]] = {}
+_SOCKETS: dict[str, "asyncio.Protocol"] = {}
 
 
 def send_now_of(websocket) -> Callable[[str], bool] | None:
-    """The socket's `send_now` when the replica's own server holds it (not through Serve's proxy,
-    and not a test's stand-in); else None."""
+    """The socket's `send_now` when the replica's own server holds it and the caller runs on that
+    server's loop; else None (through Serve's proxy, a test's stand-in, or the app on a thread of
+    its own, as Serve runs it without RAY_SERVE_THROUGHPUT_OPTIMIZED: the transport is the server
+    loop's alone)."""
     scope = getattr(websocket, "scope", None) or {}
-    return _SEND_NOW.get(scope.get("extensions", {}).get(SEND_NOW))
+    protocol = _SOCKETS.get(scope.get("extensions", {}).get(SEND_NOW))
+    if protocol is None:
+        return None
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return protocol.send_now if protocol.loop is running else None
 
 
 def replica_websocket(deadline_s: float):
@@ -150,7 +159,7 @@ def replica_websocket(deadline_s: float):
             super().handle_connect(event)
             if not self.close_sent:  # (a handshake refused has no scope, and no app)
                 self._token = secrets.token_hex(16)
-                _SEND_NOW[self._token] = self.send_now
+                _SOCKETS[self._token] = self
                 self.scope["extensions"][SEND_NOW] = self._token
 
         def send_now(self, text: str) -> bool:
@@ -188,7 +197,7 @@ def replica_websocket(deadline_s: float):
 
         def connection_lost(self, exc) -> None:
             self._unwatch()
-            _SEND_NOW.pop(self._token, None)
+            _SOCKETS.pop(self._token, None)
             super().connection_lost(exc)
 
         def _watch(self, fin: bool) -> None:

@@ -26,7 +26,10 @@ def test_a_replicas_server_caps_messages_sends_no_pings_of_its_own_and_believes_
 def test_a_replicas_own_server_writes_pushes_at_once_and_through_asgi_in_order_once_the_socket_is_full():
     """A push is written by the replica's server itself while the socket takes it; once the client
     stops reading and the transport pauses, the rest go through ASGI, queued, in order; a push after
-    the client's close neither raises nor is written. (A real uvicorn with the replica's protocol.)"""
+    the client's close neither raises nor is written. An app on another loop than the server's (Serve
+    runs user code on a thread of its own unless told otherwise) never writes to the transport
+    itself. (A real uvicorn with the replica's protocol.)"""
+    import asyncio
     import json
     import threading
 
@@ -37,7 +40,7 @@ def test_a_replicas_own_server_writes_pushes_at_once_and_through_asgi_in_order_o
     from harness.ports import free_port
     from harness.waiting import wait_for
     from sneakers23.serve.channels import OUTBOX_BYTES, Connection
-    from sneakers23.serve.guards import replica_websocket
+    from sneakers23.serve.guards import replica_websocket, send_now_of
 
     chunk = "x" * 16_384
     through_asgi: list[str] = []
@@ -46,6 +49,15 @@ def test_a_replicas_own_server_writes_pushes_at_once_and_through_asgi_in_order_o
     async def endpoint(websocket):
         await websocket.accept()
         connection = Connection(websocket)
+
+        async def from_another_loop():
+            return send_now_of(websocket)
+
+        elsewhere: list = []
+        other = threading.Thread(target=lambda: elsewhere.append(asyncio.run(from_another_loop())))
+        other.start()
+        other.join()
+        server_side["own loop, another loop"] = (send_now_of(websocket) is not None, elsewhere)
         asgi_send = websocket.send_text
 
         async def counted(text: str) -> None:
@@ -84,6 +96,7 @@ def test_a_replicas_own_server_writes_pushes_at_once_and_through_asgi_in_order_o
         assert [number for number, _ in pushes] == list(range(server_side["sent"]))
         assert [len(text) for _, text in pushes[:4]] == [1, 200, 70_000, len(chunk)]
         assert server_side["sent"] > len(through_asgi) > 1, (server_side, len(through_asgi))  # (some of each)
+        assert server_side["own loop, another loop"] == (True, [None])
         wait_for(lambda: "after_close" in server_side, timeout=10, what="a push after the close")
     finally:
         server.should_exit = True

@@ -312,3 +312,19 @@ def test_the_tabs_whose_place_has_news_are_those_a_look_at_each_would_find(chang
                     if _news_in_the_database(place, line) or (turns and place.stage is Stage.ADMITTED)}
         assert places.with_news(line, turns) == expected
         assert len(places) == len(kept) and set(places) == set(kept)
+
+
+def test_a_tab_leaving_and_joining_again_and_again_does_not_grow_the_index():
+    """(A number's tabs all gone and one back: its number goes into the heap again. The heap is
+    rebuilt from the numbers held once it holds more than twice as many, so it stays bounded.)"""
+    from sneakers23.serve.queue import TabPlaces
+
+    places = TabPlaces()
+    places["steady"] = LinePlace("a1", "e1", Stage.QUEUE, 7)
+    for _ in range(10_000):
+        places["reloading"] = LinePlace("a2", "e2", Stage.QUEUE, 500)
+        places.pop("reloading")
+    assert len(places._numbers) <= 2 * 2 + 64
+    places["reloading"] = LinePlace("a2", "e2", Stage.QUEUE, 500)
+    assert places.with_news(WaitingLine(2, 1, True, 8, ())) == {"steady"}
+    assert places.with_news(WaitingLine(2, 1, True, 501, ())) == {"steady", "reloading"}
