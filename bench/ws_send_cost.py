@@ -2,7 +2,8 @@
 a uvicorn with the replica's WebSocket protocol (serve/guards.py `replica_websocket`) and Serve's
 request-id wrapper around the app, as Ray's direct ingress serves a replica.
 
-Two ways, alternating, on the same SOCKETS sockets (held by one picows client process):
+Two ways, alternating, on the same SOCKETS sockets (held by a load generator of the fan-out
+benchmarks, bench/fanout_clients.py):
 - `asgi`: through Starlette's `send_text`, Serve's wrapper and uvicorn's send (the way before);
 - `direct`: written by the server's protocol itself (`send_now`), as the store now sends.
 The server's CPU (its process's, over the sends alone) divided by the pushes sent. Each push is a
@@ -18,8 +19,8 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 
+from bench.channel_fanout import LoadGenerator
 from bench.servers import Process
 from harness.ports import free_port
 from harness.waiting import wait_for
@@ -78,22 +79,6 @@ def serve(port: int) -> None:
                 ws_ping_interval=None, log_level="warning", backlog=4096)
 
 
-async def hold(port: int, sockets: int) -> None:
-    """The client: `sockets` picows sockets, each frame read as a callback and dropped."""
-    import picows
-
-    class Reader(picows.WSListener):
-        def on_ws_frame(self, transport, frame) -> None:
-            pass
-
-    held = []
-    for start in range(0, sockets, 500):
-        held += await asyncio.gather(*(picows.ws_connect(Reader, f"ws://127.0.0.1:{port}/")
-                                       for _ in range(min(500, sockets - start))))
-    print("ready", flush=True)
-    await asyncio.Future()
-
-
 def main() -> None:
     import httpx
 
@@ -113,10 +98,10 @@ def main() -> None:
                 return False
 
         wait_for(answers, timeout=30, interval=0.2, what="the server")
-        clients = Process([sys.executable, "-m", "bench.ws_send_cost", "--hold", str(port), str(args.sockets)], None,
-                          "send-cost-clients")
-        wait_for(lambda: "ready" in Path(clients.log_path).read_text(), timeout=120, interval=0.2,
-                 what=f"{args.sockets} sockets")
+        clients = LoadGenerator()
+        clients.send({"open": f"ws://127.0.0.1:{port}/", "count": args.sockets, "join": None})
+        opened = clients.answer()["opened"]
+        assert opened == args.sockets, f"{opened} of {args.sockets} sockets opened"
         results: dict[str, list[float]] = {}
         for run in range(args.runs):
             for way in WAYS if run % 2 == 0 else reversed(WAYS):  # (neither always first)
@@ -140,7 +125,5 @@ if __name__ == "__main__":
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if len(sys.argv) > 2 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
-    elif len(sys.argv) > 3 and sys.argv[1] == "--hold":
-        asyncio.run(hold(int(sys.argv[2]), int(sys.argv[3])))
     else:
         main()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import itertools
 import logging
 import math
@@ -37,6 +36,7 @@ from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueProofUsed, Qu
                                SchemaMissing)
 from sneakers23.serve import phoenix
 from sneakers23.serve.proof_of_work import FIELD, ProofsOfWork
+from sneakers23.serve.queue_places import TabPlaces, news_in_the_database
 from sneakers23.serve.shoppers import SESSION_COOKIE, SessionCookies
 from sneakers23.tasks import InTurns, keep
 
@@ -63,75 +63,6 @@ class QueueWrites(Protocol):
     async def queue_places_async(self, product_id: int, shopper_ids: list[str]) -> dict[str, LinePlace]: ...
 
     async def queue_record_async(self, product_id: int) -> tuple[str, ShuffleRecord | None] | None: ...
-
-
-class TabPlaces:
-    """A product's joined sockets and their places, those numbered in line indexed by number: the
-    tabs whose place the database has news of at a move of the line (`with_news`) are found without
-    a look at each of 10,000 tabs (two such looks a move: 3.1 ms, against 0.06; about 0.01 of a core
-    while letting in, docs/performance.md)."""
-
-    def __init__(self) -> None:
-        self._places: dict[object, LinePlace] = {}
-        self._numbered: dict[int, set] = {}  # a number in line -> the sockets whose place has it
-        self._numbers: list[int] = []  # a heap of those numbers (one gone since is skipped when met)
-        self._others: set = set()  # the sockets whose place has no number in line (pre-queue, let in, …)
-
-    def __len__(self) -> int:
-        return len(self._places)
-
-    def __iter__(self) -> Iterator:
-        return iter(self._places)
-
-    def get(self, connection, default: LinePlace | None = None) -> LinePlace | None:
-        return self._places.get(connection, default)
-
-    def values(self):
-        return self._places.values()
-
-    def __setitem__(self, connection, place: LinePlace) -> None:
-        self.pop(connection)
-        self._places[connection] = place
-        if place.stage is Stage.QUEUE and place.number is not None:
-            if place.number not in self._numbered:
-                self._numbered[place.number] = set()
-                heapq.heappush(self._numbers, place.number)
-                if len(self._numbers) > 2 * len(self._numbered) + 64:  # (tabs leaving and joining again)
-                    self._numbers = list(self._numbered)
-                    heapq.heapify(self._numbers)
-            self._numbered[place.number].add(connection)
-        else:
-            self._others.add(connection)
-
-    def pop(self, connection, default: LinePlace | None = None) -> LinePlace | None:
-        place = self._places.pop(connection, None)
-        if place is None:
-            return default
-        sockets = self._numbered.get(place.number) if place.stage is Stage.QUEUE else None
-        if sockets is not None:
-            sockets.discard(connection)
-            if not sockets:
-                del self._numbered[place.number]  # (its number leaves the heap when the head passes it)
-        self._others.discard(connection)
-        return place
-
-    def with_news(self, line: WaitingLine, turns: bool = False) -> set:
-        """The sockets whose place the line says the database has news of (`_news_in_the_database`),
-        and with `turns` those let in too: the numbered ones from the heap's numbers below the
-        line's head and the numbers taken out, the others one by one (a few, once the line opened)."""
-        found = {connection for connection in self._others
-                 if _news_in_the_database(place := self._places[connection], line)
-                 or (turns and place.stage is Stage.ADMITTED)}
-        passed = set()
-        while self._numbers and self._numbers[0] < line.head:
-            number = heapq.heappop(self._numbers)
-            if number in self._numbered:
-                passed.add(number)
-        for number in passed:  # (numbered still, until read again: met again at the next move)
-            heapq.heappush(self._numbers, number)
-        for number in passed.union(line.left):
-            found.update(self._numbered.get(number, ()))
-        return found
 
 
 def _error(reason: str, message: str) -> dict:
@@ -227,7 +158,7 @@ class QueueChannels:
         self._shown[(connection, product_id)] = _said(product_id, view)
         connection.send(phoenix.reply(message, "ok", view))
         line = self._live.line(product_id)
-        if line is not None and _news_in_the_database(place, line):  # (the line moved while it joined)
+        if line is not None and news_in_the_database(place, line):  # (the line moved while it joined)
             self._read_soon(product_id)
 
     def _proof(self, connection, message: phoenix.Message) -> tuple[tuple[str, str] | None, str | None]:
@@ -352,7 +283,7 @@ class QueueChannels:
         for connection in itertools.islice(pending, TELLS_PER_TURN):
             seen += 1
             place = places.get(connection)  # (None: it left meanwhile)
-            if place is not None and (line is None or not _news_in_the_database(place, line)):
+            if place is not None and (line is None or not news_in_the_database(place, line)):
                 self._tell(connection, product_id, place)
         return seen == TELLS_PER_TURN or self._next_pass(product_id)
 
@@ -426,7 +357,7 @@ class QueueChannels:
             if place is None or place.stage is not Stage.PRE_QUEUE or (number := numbers.get(place.entry)) is None:
                 continue
             now = LinePlace(place.account, place.entry, Stage.QUEUE, number)
-            if not _news_in_the_database(now, line):
+            if not news_in_the_database(now, line):
                 places[connection] = now
                 self._tell(connection, product_id, now)
 
@@ -445,16 +376,3 @@ def _said(product_id: int, view: dict) -> str:
     if "left_s" in view:
         view = {k: v for k, v in view.items() if k != "left_s"}
     return phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view)
-
-
-def _news_in_the_database(place: LinePlace, line: WaitingLine) -> bool:
-    """Whether the line says this place changed in a way only the database can tell: shuffled into
-    the line (its number), let in (until when), or its turn past its end."""
-    if place.stage is Stage.QUEUE:  # (the most of them: a few steps, asked of every tab at every move)
-        number = place.number
-        return number is None or number < line.head or (bool(line.left) and number in line.left)
-    if place.stage is Stage.PRE_QUEUE:
-        return line.opened
-    if place.stage is Stage.ADMITTED:
-        return place.until is not None and place.until <= time.time()
-    return False

@@ -4,15 +4,11 @@ from the waiting room once the line's head passed it)."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
@@ -286,45 +282,3 @@ def test_every_tab_is_told_a_part_a_turn_of_the_loop_and_a_tell_meanwhile_reache
         assert [len(tab.sent) for tab in tabs[:-1]] == [2] * (2 * TELLS_PER_TURN) + [1] * 9  # (the last ones once)
 
     run(scenario())
-
-
-@settings(max_examples=300, deadline=None)
-@example([(0, Stage.QUEUE, 5, None), (1, Stage.QUEUE, 1, None)], [(True, 3, [5], False)])  # (taken out, passed)
-@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from(list(Stage)), st.none() | st.integers(0, 40),
-                          st.none() | st.floats(0, 2)), max_size=40),
-       st.lists(st.tuples(st.booleans(), st.integers(0, 45), st.lists(st.integers(0, 45), max_size=4),
-                          st.booleans()), min_size=1, max_size=4))
-def test_the_tabs_whose_place_has_news_are_those_a_look_at_each_would_find(changes, lines):
-    """The index (`TabPlaces.with_news`) against the rule itself, asked of every tab: places set,
-    changed and dropped in any order (several tabs a number, numbers reused), lines moving on."""
-    from sneakers23.serve.queue import TabPlaces, _news_in_the_database
-
-    now = time.time()
-    places, kept = TabPlaces(), {}
-    for (tab, stage, number, until), (opened, head, left, turns) in zip(changes, itertools.cycle(lines)):
-        if stage is Stage.REMOVED and number is None:  # (a tab closed)
-            assert places.pop(tab) == kept.pop(tab, None)
-        else:
-            places[tab] = kept[tab] = LinePlace(f"a{tab}", f"e{tab}", stage, number,
-                                                None if until is None else now + until - 1)
-        line = WaitingLine(2, 1, opened, head, tuple(left))
-        expected = {tab for tab, place in kept.items()
-                    if _news_in_the_database(place, line) or (turns and place.stage is Stage.ADMITTED)}
-        assert places.with_news(line, turns) == expected
-        assert len(places) == len(kept) and set(places) == set(kept)
-
-
-def test_a_tab_leaving_and_joining_again_and_again_does_not_grow_the_index():
-    """(A number's tabs all gone and one back: its number goes into the heap again. The heap is
-    rebuilt from the numbers held once it holds more than twice as many, so it stays bounded.)"""
-    from sneakers23.serve.queue import TabPlaces
-
-    places = TabPlaces()
-    places["steady"] = LinePlace("a1", "e1", Stage.QUEUE, 7)
-    for _ in range(10_000):
-        places["reloading"] = LinePlace("a2", "e2", Stage.QUEUE, 500)
-        places.pop("reloading")
-    assert len(places._numbers) <= 2 * 2 + 64
-    places["reloading"] = LinePlace("a2", "e2", Stage.QUEUE, 500)
-    assert places.with_news(WaitingLine(2, 1, True, 8, ())) == {"steady"}
-    assert places.with_news(WaitingLine(2, 1, True, 501, ())) == {"steady", "reloading"}
