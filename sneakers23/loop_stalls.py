@@ -116,6 +116,19 @@ def _longest_since(recent: deque, since: float) -> float:
     return max((value for at, value in held if at >= since), default=0.0)
 
 
+# Objects made (less those freed) between two young collections: Python's 700 is a few pushes at
+# 10,000 sockets. A queue's release makes about 20,000 lasting objects in one pass (each tab's
+# place), and at 700 set off some thirty young collections and three of the middle generation in
+# mid-pass, which freed nothing (0.41-0.44 s for the pass at 50,000, against 0.57-0.66; docs/performance.md).
+YOUNG_COLLECTION_AFTER = 50_000
+
+
+def collect_young_less_often() -> None:
+    """A young collection each YOUNG_COLLECTION_AFTER objects made, in this process (the older
+    generations' thresholds as they are)."""
+    gc.set_threshold(YOUNG_COLLECTION_AFTER, *gc.get_threshold()[1:])
+
+
 FREEZE_AFTER_NEW_SOCKETS = 200  # sockets opened since the last freeze, before the next
 UNFREEZE_AFTER_CLOSED_SHARE = 0.5  # of the sockets open at the last freeze, closed since (and open now)
 COLLECT_ANYWAY_AFTER_TURNOVERS = 4  # closed since the last full collection, in sockets open at the last freeze

@@ -7,7 +7,7 @@ import asyncio
 import gc
 import time
 
-from sneakers23.loop_stalls import WAKE_EVERY_S, Freezer, LoopStalls
+from sneakers23.loop_stalls import WAKE_EVERY_S, YOUNG_COLLECTION_AFTER, Freezer, LoopStalls, collect_young_less_often
 from tests.support import aio
 
 
@@ -161,3 +161,27 @@ def test_in_a_busy_hour_the_garbage_of_closed_sockets_is_collected_after_four_tu
         assert stalls.figures()["planned_pause_ms"] == 0.0  # (shoppers are connected: not on purpose)
     finally:
         gc.unfreeze()
+
+
+def test_young_collections_wait_for_50000_new_objects_so_a_pass_over_10000_tabs_sets_off_none():
+    """A release's pass makes about two lasting objects a tab: at Python's 700 a young collection
+    came every 350 tabs."""
+    before = gc.get_threshold()
+    started: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    try:
+        collect_young_less_often()
+        assert gc.get_threshold() == (YOUNG_COLLECTION_AFTER, *before[1:])
+        gc.collect()  # (from none)
+        gc.callbacks.append(count)
+        kept = [{"place": n} for n in range(20_000)]
+        assert started == [] and len(kept) == 20_000
+        kept += [{"place": n} for n in range(YOUNG_COLLECTION_AFTER)]
+        assert started  # (past the threshold: a young collection)
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*before)

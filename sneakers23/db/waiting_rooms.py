@@ -78,7 +78,8 @@ class Room:
         self.pace_per_minute: float | None = row.pace_per_minute
         self.version: int = row.version
         self.released = bool(row.released)
-        self.scheduled = row.release_at is not None
+        self.release_at = _seconds(row.release_at)  # (None once released, or never scheduled)
+        self.scheduled = self.release_at is not None
 
 
 _ROOM = (rooms_t.c.product_id, rooms_t.c.seed, rooms_t.c.commitment, rooms_t.c.opened_at,

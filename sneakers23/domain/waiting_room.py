@@ -94,12 +94,36 @@ class LinePlace:
 def place_in_line(entry: str, number: int, line: WaitingLine) -> Place | None:
     """A place in line as the line's summary shows it to its tab; None once the line's head passed
     it (it was let in, or taken out: the database says which, and until when)."""
+    ahead = _ahead(number, line)
+    if ahead is None:
+        return None
+    return Place(entry, Stage.QUEUE, position=ahead + 1, ahead=ahead, wait_s=_wait_s(ahead, line),
+                 sold_out=line.sold_out)
+
+
+def _ahead(number: int, line: WaitingLine) -> int | None:
+    """How many are in line before this number; None once the head passed it."""
     gone_before = bisect.bisect_left(line.left, number)
     if number < line.head or line.left[gone_before:gone_before + 1] == (number,):
         return None
-    ahead = number - line.head - gone_before
-    wait = None if line.sold_out or line.pace_per_minute == 0 else (ahead + 1) * 60.0 / line.pace_per_minute
-    return Place(entry, Stage.QUEUE, position=ahead + 1, ahead=ahead, wait_s=wait, sold_out=line.sold_out)
+    return number - line.head - gone_before
+
+
+def _wait_s(ahead: int, line: WaitingLine) -> float | None:
+    return None if line.sold_out or line.pace_per_minute == 0 else (ahead + 1) * 60.0 / line.pace_per_minute
+
+
+def turns_ended(before: WaitingLine, after: WaitingLine) -> bool:
+    """Whether a live turn may have ended between two lines of a room (used, ended unused, or taken
+    out with its locked account), as their counts show; only then does a channel replica read its
+    tabs' live turns again. Live turns grow by at most the numbers the head passed, less those
+    taken out among them: fewer than that, and one ended. (True when in doubt: a read too many.)"""
+    live, used, ended = before.turns
+    live_now, used_now, ended_now = after.turns
+    if (used_now, ended_now) != (used, ended) or after.head < before.head:
+        return True
+    passed = after.head - before.head - sum(1 for number in before.left if number < after.head)
+    return live_now < live + passed
 
 
 def numbers_at_the_opening(record: ShuffleRecord) -> dict[str, int]:
@@ -335,15 +359,15 @@ def place_view(place: LinePlace | None, line: WaitingLine | None, now: float | N
     it ends."""
     if place is None:
         return None
+    if place.stage is Stage.QUEUE:  # (most tabs, at every pass: one dict, no Place made)
+        ahead = None if line is None or place.number is None else _ahead(place.number, line)
+        if ahead is None:
+            return {"entry": place.entry, "stage": Stage.QUEUE.value, "moving": True}
+        return {"entry": place.entry, "stage": Stage.QUEUE.value, "position": ahead + 1, "ahead": ahead,
+                "wait_s": _wait_s(ahead, line), "sold_out": line.sold_out}
     view: dict = {"entry": place.entry, "stage": str(place.stage)}
     if place.stage is Stage.PRE_QUEUE:
         view.update(waiting=None if line is None else line.waiting, sold_out=bool(line and line.sold_out))
-    elif place.stage is Stage.QUEUE:
-        shown = None if line is None or place.number is None else place_in_line(place.entry, place.number, line)
-        if shown is None:
-            view["moving"] = True
-        else:
-            view.update(position=shown.position, ahead=shown.ahead, wait_s=shown.wait_s, sold_out=shown.sold_out)
     elif place.stage is Stage.ADMITTED:
         view["until"] = place.until
         if now is not None and place.until is not None:

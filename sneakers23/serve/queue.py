@@ -30,7 +30,8 @@ from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.fairness import ShuffleRecord
 from sneakers23.domain.ids import parse_id
 from sneakers23.domain.shopper_events import LineMoved, ShopperEvent
-from sneakers23.domain.waiting_room import SIGN_IN_TO_QUEUE, LinePlace, Stage, numbers_at_the_opening, place_view
+from sneakers23.domain.waiting_room import (SIGN_IN_TO_QUEUE, LinePlace, Stage, numbers_at_the_opening, place_view,
+                                            turns_ended)
 from sneakers23.domain.throttle import Throttle
 from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired,
                                SchemaMissing)
@@ -154,12 +155,14 @@ class QueueChannels:
             self._places[product_id] = TabPlaces()
         self._places[product_id][connection] = place
         self._tabs.setdefault(product_id, {}).setdefault(place.account, set()).add(connection)
-        view = self._view(place, product_id)
+        line = self._live.line(product_id)
+        view = place_view(place, line, time.time())
         self._shown[(connection, product_id)] = _said(product_id, view)
         connection.send(phoenix.reply(message, "ok", view))
-        line = self._live.line(product_id)
-        if line is not None and news_in_the_database(place, line):  # (the line moved while it joined)
-            self._read_soon(product_id)
+        if line is not None:
+            self._lines.setdefault(product_id, line)  # (what the tab was told: the next line is news against it)
+            if news_in_the_database(place, line):  # (the line moved while it joined)
+                self._read_soon(product_id)
 
     def _proof(self, connection, message: phoenix.Message) -> tuple[tuple[str, str] | None, str | None]:
         """(why a new place is not taken: its reason and words, None), or (None, its proof's
@@ -239,11 +242,15 @@ class QueueChannels:
         if line.opened and (before is None or not before.opened):
             self._openings.add(product_id)  # (the release: numbers from the record, once it is read)
         # A turn used or ended shows in the line's counts only: the live turns here are read again.
-        turns_moved = before is not None and before.turns != line.turns  # (a lock ends a live one too)
+        turns_moved = before is not None and turns_ended(before, line)
         if self._places[product_id].with_news(line, turns_moved):
             self._read_soon(product_id, turns_moved)  # (a turn, a number: told as soon as read)
-        if before is None or (before.opened, before.sold_out) != (line.opened, line.sold_out):
-            self._tell_all(product_id)  # the release, a sell-out or its end: every tab at once
+        if before is not None and line.opened and not before.opened and before.sold_out == line.sold_out:
+            # The release: every tab waited in the pre-queue, and is told its number from the record
+            # (`_tell_shuffled`); a pass over them all meanwhile would only find each one told.
+            self._told_at[product_id] = time.monotonic()
+        elif before is None or (before.opened, before.sold_out) != (line.opened, line.sold_out):
+            self._tell_all(product_id)  # a sell-out or its end: every tab at once
         elif product_id not in self._positions_due:
             # Only positions and waits moved: told at most every POSITIONS_EVERY_S, from the line
             # as it is then (the line moves at every tick while letting in: a push per tab each time

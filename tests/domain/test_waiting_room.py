@@ -7,12 +7,14 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from sneakers23.domain.fairness import verify
 from sneakers23.domain.drops import DropMode
 from sneakers23.domain.waiting_room import (JoinRefusal, LinePlace, Stage, WaitingRoom, default_pace, join_refused,
-                                            numbers_at_the_opening, place_in_line)
+                                            numbers_at_the_opening, place_in_line, turns_ended)
 
 SEED = bytes(range(32))
 
@@ -155,6 +157,47 @@ def test_positions_stay_right_through_any_mix_of_joins_admissions_and_removals()
                 waiting.tick(now, pairs_left=rng.randrange(0, 10))
             line = waiting.waiting()
             assert [waiting.place(a).position for a in line] == list(range(1, len(line) + 1))
+
+
+_STEPS = st.lists(st.one_of(st.tuples(st.just("join"), st.integers(0, 0)),
+                            st.tuples(st.just("remove"), st.integers(0, 99)),
+                            st.tuples(st.just("bought"), st.integers(0, 99)),
+                            st.tuples(st.just("tick"), st.integers(0, 12))), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 12), _STEPS)
+def test_the_lines_counts_tell_when_a_live_turn_may_have_ended(pre_queue, steps):
+    """`turns_ended` between any two lines of a room (a replica may miss those between): True
+    whenever a turn live at the first is not at the second (used, ended, its account taken out);
+    False when nothing but joins and admissions came between."""
+    waiting = room(pace=600.0, window_s=2.0)
+    filled(waiting, pre_queue, "pre")
+    waiting.open(now=0.0)
+    now, seen = 0.0, [(waiting.line(), set(waiting.admitted()), False)]
+    for n, (action, pick) in enumerate(steps):
+        ended = False
+        if action == "join":
+            waiting.join(f"late-{n}", f"late-entry-{n}")
+        elif action == "remove" and (candidates := waiting.waiting() + waiting.admitted()):
+            account = candidates[pick % len(candidates)]
+            ended = account in waiting.admitted()
+            waiting.remove(account)
+        elif action == "bought" and waiting.admitted():
+            waiting.bought(waiting.admitted()[pick % len(waiting.admitted())])
+            ended = True
+        elif action == "tick":
+            now += 0.5
+            ended = bool(waiting.tick(now, pairs_left=pick)[1])
+        seen.append((waiting.line(), set(waiting.admitted()), ended))
+    for i, (before, live_before, _) in enumerate(seen):
+        for j in range(i + 1, len(seen)):
+            after, live_after, _ = seen[j]
+            if live_before - live_after:
+                assert turns_ended(before, after), (i, j)
+            if not any(ended for _, _, ended in seen[i + 1:j + 1]) and \
+                    not any(action == "remove" for action, _ in steps[i:j]):
+                assert not turns_ended(before, after), (i, j)
 
 
 def test_bad_settings_are_refused():

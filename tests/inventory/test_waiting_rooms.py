@@ -24,6 +24,7 @@ from sneakers23.domain.sales import Claim
 from sneakers23.domain.waiting_room import Stage
 from sneakers23.errors import DropModeRefused, NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired
 from sneakers23.inventory import Inventory
+from sneakers23.inventory.waiting_rooms import READ_AHEAD_S
 from tests.conftest import SEED
 from tests.inventory.test_draws import shoppers
 from tests.inventory.test_shop import Recorded
@@ -179,6 +180,36 @@ def test_one_who_comes_after_the_release_queues_behind_in_arrival_order(queued):
     assert [inventory.queue_place(s, 2).number for s in late] == [5, 6, 7]
     assert inventory.queue_for_shopper(2, late[-1], line)["place"]["position"] == 8
     assert inventory.queue_for_shopper(2, late[-1], line)["place"]["wait_s"] is None  # (paused)
+
+
+def test_the_pre_queue_is_read_ahead_of_the_release_and_its_tick_reads_only_the_joins_since(queued, monkeypatch):
+    """The keeper reads every place still to take in as the release comes near (READ_AHEAD_S), so
+    that the release's own tick, which the first positions wait for, reads only the places joined
+    since: nobody who joined before it is left out of the shuffle."""
+    inventory, _published = queued
+    release_at = datetime.now(timezone.utc) + timedelta(hours=1)
+    inventory.schedule_release(2, release_at)
+    early = [account(n) for n in range(6)]
+    for shopper in early:
+        inventory.join_queue(shopper, 2)
+    reads = []
+    real = place_rows.places_to_take
+    monkeypatch.setattr(place_rows, "places_to_take", lambda connection, product_id, since: reads.append(since) or
+                        real(connection, product_id, since))
+    approach = release_at.timestamp() - READ_AHEAD_S
+    inventory.keep_waiting_rooms(now=approach - 5)  # (a first tick reads them all)
+    inventory.keep_waiting_rooms(now=approach - 1)  # (a window)
+    inventory.keep_waiting_rooms(now=approach)  # the approach: all of them again
+    inventory.keep_waiting_rooms(now=approach + 0.5)  # (a window)
+    assert [since is None for since in reads] == [True, False, True, False]
+    late = account(6)
+    inventory.join_queue(late, 2)  # (after the approach's read, before the release)
+    inventory.release(2)
+    [opened] = inventory.keep_waiting_rooms(now=release_at.timestamp())
+    assert reads[-1] is not None  # the release's tick: only the joins since the approach's read
+    assert opened.opened and opened.waiting == 7
+    assert len(inventory.queue_for_shopper(2, None)["record"]["order"]) == 7
+    assert {inventory.queue_place(s, 2).stage for s in [*early, late]} == {Stage.QUEUE}
 
 
 def test_a_locked_account_loses_its_place_before_the_shuffle_in_line_and_in_its_turn(queued):
