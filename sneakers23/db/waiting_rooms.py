@@ -59,6 +59,11 @@ def places_count(connection: Connection, product_id: int) -> int:
                               .where(places_t.c.product_id == product_id)).scalar_one()
 
 
+def pre_queue_count(connection: Connection, product_id: int) -> int:
+    return connection.execute(select(func.count()).select_from(places_t).where(
+        places_t.c.product_id == product_id, places_t.c.stage == str(Stage.PRE_QUEUE))).scalar_one()
+
+
 def forget(connection: Connection, product_id: int) -> None:
     """The product's waiting room, gone (nobody holds a place: the caller checked, under the
     product's lock)."""

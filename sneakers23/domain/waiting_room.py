@@ -340,6 +340,9 @@ class WaitingRoom:
             return Place(entry, stage, until=self._until[account])
         return Place(entry, stage, sold_out=self.sold_out and stage is Stage.PRE_QUEUE)
 
+    def pre_queue_size(self) -> int:
+        return len(self._pre_queue)
+
     def waiting(self) -> list[str]:
         """Every account still waiting (pre-queue, then the line in order): whom a sell-out or a
         position update is told to."""

@@ -223,8 +223,8 @@ class WaitingRooms:
     def _take_in(self, connection, product_id: int, kept: _Kept, room: rows.Room, now: float) -> None:
         """The places to take in, written with their numbers: those joined lately (a window, for a
         join that commits late), and every one still to take in, now and then and as a scheduled
-        release comes near; at the release, every one joined since that read (nobody of the
-        pre-queue left out of its shuffle)."""
+        release comes near; at the release, every one joined since that read, or all of them when
+        the pre-queue counted in the rows says one is missing (nobody left out of its shuffle)."""
         waiting, released = kept.room, room.released
         opening = released and waiting.opened_at is None
         approaching = (waiting.opened_at is None and room.release_at is not None
@@ -236,9 +236,13 @@ class WaitingRooms:
             since = kept.read_since if opening else settled
         to_take = rows.places_to_take(connection, product_id, since)
         if waiting.opened_at is None:
-            for place in to_take:
-                if place.stage is Stage.PRE_QUEUE:
-                    waiting.join(place.account, place.entry)
+            _join_pre_queue(waiting, to_take)
+            if opening and since is not None and \
+                    rows.pre_queue_count(connection, product_id) != waiting.pre_queue_size():
+                # One is missing (a join stamped by a clock far behind the keeper's, or slow to
+                # commit): every place, as without the read ahead. (A count needs no clock.)
+                to_take = rows.places_to_take(connection, product_id, None)
+                _join_pre_queue(waiting, to_take)
             if released:  # the release: the pre-queue shuffled into the line
                 record = waiting.open(now)
                 rows.opened(connection, product_id, record, now,
@@ -275,6 +279,12 @@ class WaitingRooms:
         waiting = WaitingRoom.restore(room.seed, room.pace_per_minute or 0.0, self.settings.queue_turn_minutes * 60.0,
                                       self.settings.max_pairs_per_product, places, room.record, room.opened_at)
         return _Kept(waiting, room.commitment)
+
+
+def _join_pre_queue(waiting: WaitingRoom, places: list[LinePlace]) -> None:
+    for place in places:
+        if place.stage is Stage.PRE_QUEUE:
+            waiting.join(place.account, place.entry)  # (one held already keeps its entry)
 
 
 def _moved(before: WaitingLine, after: WaitingLine) -> bool:

@@ -120,6 +120,7 @@ class QueueChannels:
         return True
 
     async def _take_place(self, connection, message: phoenix.Message, product_id: int, token: str) -> None:
+        line_before = self._live.line(product_id)  # (a line that moves while the place is read is not told to it)
         try:
             account = await self._inventory.session_account_async(token)
             if not shops_as_account(account):
@@ -161,8 +162,9 @@ class QueueChannels:
         connection.send(phoenix.reply(message, "ok", view))
         if line is not None:
             self._lines.setdefault(product_id, line)  # (what the tab was told: the next line is news against it)
-            if news_in_the_database(place, line):  # (the line moved while it joined)
-                self._read_soon(product_id)
+            turn_ended = place.stage is Stage.ADMITTED and (line_before is None or turns_ended(line_before, line))
+            if news_in_the_database(place, line) or turn_ended:  # (the line moved while it joined)
+                self._read_soon(product_id, turn_ended)
 
     def _proof(self, connection, message: phoenix.Message) -> tuple[tuple[str, str] | None, str | None]:
         """(why a new place is not taken: its reason and words, None), or (None, its proof's

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from harness.waiting import wait_for
 from sneakers23.db import waiting_rooms as place_rows
@@ -182,10 +182,14 @@ def test_one_who_comes_after_the_release_queues_behind_in_arrival_order(queued):
     assert inventory.queue_for_shopper(2, late[-1], line)["place"]["wait_s"] is None  # (paused)
 
 
-def test_the_pre_queue_is_read_ahead_of_the_release_and_its_tick_reads_only_the_joins_since(queued, monkeypatch):
+@pytest.mark.parametrize("stamped_early", [False, True])
+def test_the_pre_queue_is_read_ahead_of_the_release_and_its_tick_reads_only_the_joins_since(queued, monkeypatch,
+                                                                                          stamped_early):
     """The keeper reads every place still to take in as the release comes near (READ_AHEAD_S), so
     that the release's own tick, which the first positions wait for, reads only the places joined
-    since: nobody who joined before it is left out of the shuffle."""
+    since: nobody who joined before it is left out of the shuffle. A join stamped earlier than that
+    read (a web node's clock far behind the keeper's) is missing from the window: the pre-queue
+    counted in the rows says so, and every place is read, as without the read ahead."""
     inventory, _published = queued
     release_at = datetime.now(timezone.utc) + timedelta(hours=1)
     inventory.schedule_release(2, release_at)
@@ -204,9 +208,15 @@ def test_the_pre_queue_is_read_ahead_of_the_release_and_its_tick_reads_only_the_
     assert [since is None for since in reads] == [True, False, True, False]
     late = account(6)
     inventory.join_queue(late, 2)  # (after the approach's read, before the release)
+    if stamped_early:
+        with inventory.engine.begin() as connection:
+            connection.execute(update(place_rows.places_t).where(place_rows.places_t.c.shopper_id == late)
+                               .values(joined_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
     inventory.release(2)
+    reads.clear()
     [opened] = inventory.keep_waiting_rooms(now=release_at.timestamp())
-    assert reads[-1] is not None  # the release's tick: only the joins since the approach's read
+    # The release's tick: only the joins since the approach's read (and all, when one is missing).
+    assert [since is None for since in reads] == ([False, True] if stamped_early else [False])
     assert opened.opened and opened.waiting == 7
     assert len(inventory.queue_for_shopper(2, None)["record"]["order"]) == 7
     assert {inventory.queue_place(s, 2).stage for s in [*early, late]} == {Stage.QUEUE}

@@ -186,6 +186,30 @@ def test_a_tab_let_in_by_the_releases_own_tick_is_read_from_its_place_and_one_ta
         assert (rooms.record_reads, rooms.reads) == (2, 2)
 
 
+def test_a_turn_used_while_its_tab_joins_is_read_again(parts):
+    """The line that counts the turn used moves while the tab's place is read (no tab of the product
+    here yet: nobody is told it): the tab, told its turn from the place as read, is read again."""
+    client, hub, live, rooms = parts
+    ada = account_shopper_id(ADA.id)
+    until = datetime.now(timezone.utc).timestamp() + 300
+    rooms.places[ada] = LinePlace(ada, "e-ada", Stage.ADMITTED, number=0, until=until)
+    live.lines[2] = WaitingLine(2, 1, opened=True, head=1, pace_per_minute=60.0, turns=(1, 0, 0))
+    read = rooms.queue_place_async
+
+    async def read_then_bought(shopper_id, product_id):
+        place = await read(shopper_id, product_id)
+        rooms.places[ada] = replace(place, stage=Stage.BOUGHT)  # (her purchase, on another node)
+        live.lines[2] = WaitingLine(2, 2, opened=True, head=1, pace_per_minute=60.0, turns=(0, 1, 0))
+        hub.publish([LineMoved(live.lines[2])])  # (on the hub's loop, as the live catalog tells it)
+        return place
+
+    rooms.queue_place_async = read_then_bought
+    with connect(client, "ada-session") as ws:
+        assert send(ws, "1", "queue:2", "phx_join")[4]["response"]["stage"] == "admitted"
+        assert json.loads(ws.receive_text())[4]["stage"] == "bought"
+        assert rooms.reads == 1
+
+
 def test_the_dashboard_says_where_a_queue_stands_from_its_line():
     from sneakers23.serve.dashboard import queue_text
 
