@@ -84,7 +84,6 @@ class Room:
         self.version: int = row.version
         self.released = bool(row.released)
         self.release_at = _seconds(row.release_at)  # (None once released, or never scheduled)
-        self.scheduled = self.release_at is not None
 
 
 _ROOM = (rooms_t.c.product_id, rooms_t.c.seed, rooms_t.c.commitment, rooms_t.c.opened_at,
