@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
+import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 SEED_BYTES = 32
 _WORD = 2 ** 64
+_FOUR_WORDS = struct.Struct(">4Q")  # a block of HMAC-SHA-256: four 64-bit big-endian words
 
 
 def commitment(seed: bytes) -> str:
@@ -47,7 +50,11 @@ def canonical(entries: Iterable[str]) -> list[str]:
 
 def public_value(entries: Iterable[str]) -> str:
     """The SHA-256, in hex, of the sorted entry ids, one per line (each line ends with \\n)."""
-    return hashlib.sha256("".join(f"{entry}\n" for entry in canonical(entries)).encode()).hexdigest()
+    return _public_value(canonical(entries))
+
+
+def _public_value(ordered: list[str]) -> str:
+    return hashlib.sha256("".join(f"{entry}\n" for entry in ordered).encode()).hexdigest()
 
 
 def shuffle_key(seed: bytes, public: str) -> bytes:
@@ -57,13 +64,13 @@ def shuffle_key(seed: bytes, public: str) -> bytes:
 
 def _words(key: bytes) -> Iterator[int]:
     """HMAC-SHA-256(key, counter) for counter = 0, 1, 2, … (8 bytes, big-endian); each block read
-    as four 64-bit big-endian unsigned integers, in order."""
-    counter = 0
-    while True:
-        block = hmac.new(key, counter.to_bytes(8, "big"), hashlib.sha256).digest()
-        for start in range(0, 32, 8):
-            yield int.from_bytes(block[start:start + 8], "big")
-        counter += 1
+    as four 64-bit big-endian unsigned integers, in order. (The HMAC keyed once and copied for each
+    counter: the same blocks in a quarter of the time, at a queue's release.)"""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    for counter in itertools.count():
+        block = keyed.copy()
+        block.update(counter.to_bytes(8, "big"))
+        yield from _FOUR_WORDS.unpack(block.digest())
 
 
 def _below(words: Iterator[int], bound: int) -> int:
@@ -78,7 +85,11 @@ def _below(words: Iterator[int], bound: int) -> int:
 
 def shuffled(entries: Iterable[str], key: bytes) -> list[str]:
     """Fisher-Yates from the last place down: place i (from n-1 to 1) swaps with place j = below(i+1)."""
-    order = canonical(entries)
+    return _shuffled(canonical(entries), key)
+
+
+def _shuffled(order: list[str], key: bytes) -> list[str]:
+    """`shuffled` of entries in canonical order already (sorted once, for a draw of 10,000)."""
     words = _words(key)
     for i in range(len(order) - 1, 0, -1):
         j = _below(words, i + 1)
@@ -123,9 +134,10 @@ class ShuffleRecord:
             raise ValueError(f"not a shuffle record: {missing} is missing or malformed") from None
 
 
-def _order(entries: Sequence[str], removed: Iterable[Removed], key: bytes) -> list[str]:
+def _order(ordered: list[str], removed: Iterable[Removed], key: bytes) -> list[str]:
+    """The entries (in canonical order) shuffled, less the removed."""
     gone = {r.entry for r in removed}
-    return [entry for entry in shuffled(entries, key) if entry not in gone]
+    return [entry for entry in _shuffled(list(ordered), key) if entry not in gone]
 
 
 def draw(seed: bytes, entries: Iterable[str], removed: Sequence[Removed] = ()) -> ShuffleRecord:
@@ -133,7 +145,7 @@ def draw(seed: bytes, entries: Iterable[str], removed: Sequence[Removed] = ()) -
     every = canonical(entries)
     if not {r.entry for r in removed} <= set(every):
         raise ValueError("a removed entry is not among the entries")
-    public = public_value(every)
+    public = _public_value(every)
     return ShuffleRecord(commitment(seed), seed.hex(), public, tuple(every),
                          tuple(_order(every, removed, shuffle_key(seed, public))), tuple(removed))
 
@@ -153,9 +165,10 @@ def verify(record: ShuffleRecord, published_commitment: str | None = None) -> li
     if published_commitment is not None and published_commitment != record.commitment:
         problems.append("the commitment is not the one published before the shuffle")
     try:
-        public = public_value(record.entries)
+        ordered = canonical(record.entries)
     except ValueError as wrong:
         return [*problems, f"the entries: {wrong}"]
+    public = _public_value(ordered)
     if public != record.public_value:
         problems.append("the entries' SHA-256 is not the public value")
     if len(record.public_value) != 64 or any(c not in "0123456789abcdef" for c in record.public_value):
@@ -163,6 +176,6 @@ def verify(record: ShuffleRecord, published_commitment: str | None = None) -> li
     strays = {r.entry for r in record.removed} - set(record.entries)
     if strays:
         problems.append(f"{len(strays)} removed entries are not among the entries")
-    if list(record.order) != _order(record.entries, record.removed, shuffle_key(seed, record.public_value)):
+    if list(record.order) != _order(ordered, record.removed, shuffle_key(seed, record.public_value)):
         problems.append("the order is not the shuffle of the entries with this seed, less the removed")
     return problems

@@ -210,7 +210,7 @@ class WaitingRooms:
                 waiting.bought(account)  # (its purchase came just before its window's end)
             line = waiting.line(product_id, room.version)
             if kept.sent is None or _moved(kept.sent, line):
-                line = waiting.line(product_id, rows.moved(connection, product_id))
+                line = replace(line, version=rows.moved(connection, product_id))
             elif now - kept.sent_at < SEND_AGAIN_S:
                 return None
             kept.sent, kept.sent_at = line, now

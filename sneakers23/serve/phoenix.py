@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 VERSION = "2.0.0"
 MAX_FRAME_CHARS = 64 * 1024
 # What a reply echoes back (refs, topic) is short: a reply never costs much more than its message.
@@ -68,7 +70,16 @@ _ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # (made once: json.dum
 
 
 def encode(join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> str:
-    return _ENCODE([join_ref, ref, topic, event, payload])
+    """A frame's text, written by orjson (0.34 us for a queue's place against 3.3 with the standard
+    library: a tenth of a push's CPU, at 2,500 pushes a second, docs/performance.md), the same text
+    but for non-ASCII characters, written as themselves. What orjson refuses is written by the
+    standard library, as JSON allows it: a lone surrogate that a client sent in a topic, a dict key
+    that is not a string, an integer past 64 bits."""
+    frame = [join_ref, ref, topic, event, payload]
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:  # (orjson.JSONEncodeError)
+        return _ENCODE(frame)
 
 
 def reply(message: Message, status: str, response: dict | None = None) -> str:
