@@ -130,19 +130,18 @@ def moved(connection: Connection, product_id: int) -> int:
     return version
 
 
-def opened(connection: Connection, product_id: int, record: ShuffleRecord, at: float, numbers: dict[str, int]) -> None:
-    """The release came: the pre-queue shuffled into the line (each account's number) and the
-    record, which publishes the seed."""
+def opened(connection: Connection, product_id: int, record: ShuffleRecord, at: float) -> None:
+    """The release came: the pre-queue shuffled into the line, by the record, which publishes the
+    seed (each account's number in it is written after, by `numbered`: the record gives them all)."""
     done = connection.execute(update(rooms_t).where(rooms_t.c.product_id == product_id, rooms_t.c.opened_at.is_(None))
                               .values(record=json.dumps(record.as_dict()), opened_at=_moment(at))).rowcount
     if done != 1:
         raise KeeperBehind(f"product {product_id}'s waiting room was opened already")
-    numbered(connection, product_id, numbers)
 
 
 def numbered(connection: Connection, product_id: int, numbers: dict[str, int]) -> None:
     """Accounts let into the line, with their numbers (a place numbered already keeps its number and
-    its stage: a number is given once)."""
+    its stage: a number is given once; one taken out, by a lock, stays out)."""
     if not numbers:
         return
     # One statement for them all, the numbers sent as one JSON object (account -> number): at the
@@ -158,7 +157,8 @@ def numbered(connection: Connection, product_id: int, numbers: dict[str, int]) -
     given = select(pairs.c.key.label("account"), number.label("number")).cte("given").prefix_with("MATERIALIZED")
     connection.execute(
         update(places_t).where(places_t.c.product_id == product_id, places_t.c.shopper_id == given.c.account,
-                               places_t.c.number.is_(None))
+                               places_t.c.number.is_(None),
+                               places_t.c.stage.in_([str(Stage.PRE_QUEUE), str(Stage.QUEUE)]))
         .values(stage=str(Stage.QUEUE), number=given.c.number, updated_at=_now()))
 
 

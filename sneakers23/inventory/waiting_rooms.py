@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from sneakers23.db import accounts as account_rows
@@ -29,7 +29,7 @@ from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.fairness import ShuffleRecord, verify
 from sneakers23.domain.purchases import signed_in
 from sneakers23.domain.waiting_room import (JoinRefusal, LinePlace, Stage, WaitingRoom, default_pace, join_refused,
-                                            place_view)
+                                            numbers_at_the_opening, place_view)
 from sneakers23.errors import NotFound, QueueProofUsed, QueueRefused, QueueSignInRequired
 from sneakers23.settings import Settings
 
@@ -54,6 +54,10 @@ class _Kept:
     read_since: datetime | None = None  # ...and from when a join may have committed after that read
     sent: WaitingLine | None = None
     sent_at: float = 0.0
+    # The numbers the release's shuffle gave, not written yet: the opened line is published first
+    # (every tab's first position waits for it; the record alone tells them), then these are
+    # written, before anyone is let in (10,000 rows: 50-200 ms of the release's tick).
+    owed: dict[str, int] = field(default_factory=dict)
 
 
 class WaitingRooms:
@@ -179,13 +183,13 @@ class WaitingRooms:
         published, failed = [], []
         for product_id in product_ids:
             try:
-                line = self._keep(product_id, now)
+                published.append(self._keep(product_id, now))
+                if product_id in self._kept and self._kept[product_id].owed:
+                    published.append(self._keep(product_id, now))  # (the release's numbers, then its tick)
             except Exception as error:
                 self._kept.pop(product_id, None)
                 failed.append(error)
-                continue
-            if line is not None:
-                published.append(line)
+        published = [line for line in published if line is not None]
         if failed:
             raise failed[0]
         return published
@@ -198,16 +202,18 @@ class WaitingRooms:
                 return None  # (no longer a queue)
             kept = self._kept_room(connection, product_id, room)
             waiting = kept.room
-            self._take_in(connection, product_id, kept, room, now)
-            for account in rows.bought_among(connection, product_id, waiting.admitted()):
-                waiting.bought(account)
+            opened = self._take_in(connection, product_id, kept, room, now)
             pairs_left = rows.pairs_left(connection, product_id)
             waiting.pace_per_minute = (room.pace_per_minute if room.pace_per_minute is not None
                                        else default_pace(pairs_left, self.settings.queue_admissions_per_minute))
-            let_in, ended = waiting.tick(now, pairs_left)
-            rows.admitted(connection, product_id, {account: waiting.until(account) for account in let_in})
-            for account in set(ended) - rows.expired(connection, product_id, ended):
-                waiting.bought(account)  # (its purchase came just before its window's end)
+            let_in: list[str] = []
+            if not opened:  # (at the release, nobody is let in before the shuffle's numbers are written)
+                for account in rows.bought_among(connection, product_id, waiting.admitted()):
+                    waiting.bought(account)
+                let_in, ended = waiting.tick(now, pairs_left)
+                rows.admitted(connection, product_id, {account: waiting.until(account) for account in let_in})
+                for account in set(ended) - rows.expired(connection, product_id, ended):
+                    waiting.bought(account)  # (its purchase came just before its window's end)
             line = waiting.line(product_id, room.version)
             if kept.sent is None or _moved(kept.sent, line):
                 line = replace(line, version=rows.moved(connection, product_id))
@@ -220,11 +226,15 @@ class WaitingRooms:
                      pairs_left)
         return line
 
-    def _take_in(self, connection, product_id: int, kept: _Kept, room: rows.Room, now: float) -> None:
+    def _take_in(self, connection, product_id: int, kept: _Kept, room: rows.Room, now: float) -> bool:
         """The places to take in, written with their numbers: those joined lately (a window, for a
         join that commits late), and every one still to take in, now and then and as a scheduled
         release comes near; at the release, every one joined since that read, or all of them when
-        the pre-queue counted in the rows says one is missing (nobody left out of its shuffle)."""
+        the pre-queue counted in the rows says one is missing (nobody left out of its shuffle).
+        True at the release: the shuffle's record is written, its numbers are owed (`_Kept.owed`)."""
+        if kept.owed:
+            rows.numbered(connection, product_id, kept.owed)
+            kept.owed = {}
         waiting, released = kept.room, room.released
         opening = released and waiting.opened_at is None
         approaching = (waiting.opened_at is None and room.release_at is not None
@@ -244,9 +254,8 @@ class WaitingRooms:
                 to_take = rows.places_to_take(connection, product_id, None)
                 _join_pre_queue(waiting, to_take)
             if released:  # the release: the pre-queue shuffled into the line
-                record = waiting.open(now)
-                rows.opened(connection, product_id, record, now,
-                            {account: waiting.number(account) for account in waiting.waiting()})
+                rows.opened(connection, product_id, waiting.open(now), now)
+                kept.owed = {account: waiting.number(account) for account in waiting.waiting()}
         if waiting.opened_at is not None:  # those who came after, behind, in the order they came
             numbers: dict[str, int] = {}
             for place in to_take:
@@ -254,6 +263,7 @@ class WaitingRooms:
                     waiting.join(place.account, place.entry)
                     numbers[place.account] = waiting.number(place.account)
             rows.numbered(connection, product_id, numbers)
+        return opening
 
     def _kept_room(self, connection, product_id: int, room) -> _Kept:
         """The room as this keeper holds it, read again from its rows when it was reseeded, or moved
@@ -269,16 +279,32 @@ class WaitingRooms:
         return fresh
 
     def _restore(self, connection, product_id: int) -> _Kept:
-        """The room as its rows keep it. The places not taken in yet (in line with no number, or in
-        the pre-queue of a room already shuffled) are taken in at the next tick, which reads every
-        place still to take in."""
+        """The room as its rows keep it. A place the release shuffled keeps the number the
+        shuffle's record gives it, written at the next tick when it was not yet (its keeper stopped
+        between the release and the write). The places not taken in yet (in line with no number)
+        are taken in at the next tick, which reads every place still to take in."""
         room = rows.room(connection, product_id)
-        places = [place for place in rows.places(connection, product_id)
+        places, owed = rows.places(connection, product_id), {}
+        if room.opened_at is not None and room.record is not None:
+            places = [_numbered_by_the_shuffle(place, numbers_at_the_opening(room.record), owed) for place in places]
+        places = [place for place in places
                   if not (room.opened_at is not None and place.number is None
                           and place.stage in (Stage.PRE_QUEUE, Stage.QUEUE))]
         waiting = WaitingRoom.restore(room.seed, room.pace_per_minute or 0.0, self.settings.queue_turn_minutes * 60.0,
                                       self.settings.max_pairs_per_product, places, room.record, room.opened_at)
-        return _Kept(waiting, room.commitment)
+        return _Kept(waiting, room.commitment, owed=owed)
+
+
+def _numbered_by_the_shuffle(place: LinePlace, shuffled: dict[str, int], owed: dict[str, int]) -> LinePlace:
+    """A place as the release left it: in line at its number in the shuffle (owed: to write), or
+    taken out of the line since (a lock) at that number; any other as its row says."""
+    number = shuffled.get(place.entry) if place.number is None else None
+    if number is None or place.stage not in (Stage.PRE_QUEUE, Stage.REMOVED):
+        return place
+    if place.stage is Stage.PRE_QUEUE:
+        owed[place.account] = number
+        return replace(place, stage=Stage.QUEUE, number=number)
+    return replace(place, number=number)
 
 
 def _join_pre_queue(waiting: WaitingRoom, places: list[LinePlace]) -> None:

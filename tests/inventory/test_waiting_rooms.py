@@ -165,6 +165,55 @@ def test_the_release_shuffles_the_pre_queue_checkably_and_lets_shoppers_in_at_th
         again.close()
 
 
+def test_the_releases_line_goes_out_before_its_numbers_and_a_keeper_stopped_between_numbers_by_the_record(
+        queued, settings, monkeypatch):
+    """At the release the opened line is published first (every tab's first position waits for it;
+    a channel replica tells them from the record alone), then the shuffle's numbers are written. A
+    keeper stopped in between leaves the record and places with no number: the next one numbers them
+    by the record, one locked meanwhile stays out, and the line is let in in the published order."""
+    inventory, published = queued
+    T = time.time()
+    inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
+    made = dict(shoppers(inventory, 6))
+    for shopper in made.values():
+        inventory.join_queue(shopper, 2)
+    inventory.keep_waiting_rooms(now=T)
+    inventory.release(2)
+    inventory.set_queue_pace(2, 60)  # one a second
+    real = place_rows.numbered
+
+    def stopped_before_the_numbers(connection, product_id, numbers):
+        if numbers:
+            raise RuntimeError("the keeper stopped here")
+        real(connection, product_id, numbers)
+
+    monkeypatch.setattr(place_rows, "numbered", stopped_before_the_numbers)
+    with pytest.raises(RuntimeError, match="stopped here"):
+        inventory.keep_waiting_rooms(now=T)
+    monkeypatch.setattr(place_rows, "numbered", real)
+    [opened] = [line for line in lines(published) if line.opened]  # (out, though its numbers were not written)
+    assert opened.head == 0 and opened.waiting == 6
+    order = inventory.queue_for_shopper(2, None)["record"]["order"]
+    entry_of = {shopper: inventory.queue_place(shopper, 2).entry for shopper in made.values()}
+    assert {inventory.queue_place(shopper, 2).number for shopper in made.values()} == {None}
+    by_number = sorted(made.items(), key=lambda made_one: order.index(entry_of[made_one[1]]))
+    (first_id, first), *rest = by_number
+    inventory.lock_account(first_id)  # (the first in the shuffle, locked before its number was written)
+
+    again = Inventory(settings, replication=Recorded())  # the keeper started again, in another process
+    try:
+        [line] = again.keep_waiting_rooms(now=T + 0.1)
+        assert line.opened and line.waiting == 5 and line.head == 1  # (the locked one, number 0, is passed)
+        assert [(again.queue_place(shopper, 2).stage, again.queue_place(shopper, 2).number) for _id, shopper in rest] \
+            == [(Stage.QUEUE, order.index(entry_of[shopper])) for _id, shopper in rest]
+        assert again.queue_place(first, 2).stage is Stage.REMOVED
+        assert again.verify_queue(2) == []
+        [_one_in] = again.keep_waiting_rooms(now=T + 1.5)  # (one a second, from the release as its row keeps it)
+        assert [again.queue_place(shopper, 2).stage for _id, shopper in rest] == [Stage.ADMITTED] + [Stage.QUEUE] * 4
+    finally:
+        again.close()
+
+
 def test_one_who_comes_after_the_release_queues_behind_in_arrival_order(queued):
     inventory, _published = queued
     inventory.schedule_release(2, datetime.now(timezone.utc) + timedelta(hours=1))
@@ -214,9 +263,10 @@ def test_the_pre_queue_is_read_ahead_of_the_release_and_its_tick_reads_only_the_
                                .values(joined_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
     inventory.release(2)
     reads.clear()
-    [opened] = inventory.keep_waiting_rooms(now=release_at.timestamp())
-    # The release's tick: only the joins since the approach's read (and all, when one is missing).
-    assert [since is None for since in reads] == ([False, True] if stamped_early else [False])
+    opened = inventory.keep_waiting_rooms(now=release_at.timestamp())[0]
+    # The release's tick: only the joins since the approach's read (and all, when one is missing);
+    # then, its line out, the shuffle's numbers written in a tick of their own (a window, as ever).
+    assert [since is None for since in reads] == ([False, True] if stamped_early else [False]) + [False]
     assert opened.opened and opened.waiting == 7
     assert len(inventory.queue_for_shopper(2, None)["record"]["order"]) == 7
     assert {inventory.queue_place(s, 2).stage for s in [*early, late]} == {Stage.QUEUE}
