@@ -202,6 +202,7 @@ class WaitingRooms:
                 return None  # (no longer a queue)
             kept = self._kept_room(connection, product_id, room)
             waiting = kept.room
+            owed = bool(kept.owed)
             opened = self._take_in(connection, product_id, kept, room, now)
             pairs_left = rows.pairs_left(connection, product_id)
             waiting.pace_per_minute = (room.pace_per_minute if room.pace_per_minute is not None
@@ -215,7 +216,9 @@ class WaitingRooms:
                 for account in set(ended) - rows.expired(connection, product_id, ended):
                     waiting.bought(account)  # (its purchase came just before its window's end)
             line = waiting.line(product_id, room.version)
-            if kept.sent is None or _moved(kept.sent, line):
+            # (the release's numbers written: a new version of the line, at which a replica reads
+            # again a tab whose place it read before them, in the pre-queue of an opened line)
+            if kept.sent is None or owed or _moved(kept.sent, line):
                 line = replace(line, version=rows.moved(connection, product_id))
             elif now - kept.sent_at < SEND_AGAIN_S:
                 return None
@@ -285,8 +288,10 @@ class WaitingRooms:
         are taken in at the next tick, which reads every place still to take in."""
         room = rows.room(connection, product_id)
         places, owed = rows.places(connection, product_id), {}
-        if room.opened_at is not None and room.record is not None:
-            places = [_numbered_by_the_shuffle(place, numbers_at_the_opening(room.record), owed) for place in places]
+        if room.opened_at is not None and room.record is not None and \
+                any(place.number is None and place.stage in (Stage.PRE_QUEUE, Stage.REMOVED) for place in places):
+            shuffled = numbers_at_the_opening(room.record)
+            places = [_numbered_by_the_shuffle(place, shuffled, owed) for place in places]
         places = [place for place in places
                   if not (room.opened_at is not None and place.number is None
                           and place.stage in (Stage.PRE_QUEUE, Stage.QUEUE))]

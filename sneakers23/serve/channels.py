@@ -71,12 +71,17 @@ def join_state(product: Product) -> dict:
     }
 
 
+def utf8_size(frame: str) -> int:
+    """A frame's size on the wire (orjson writes non-ASCII characters as themselves)."""
+    return len(frame) if frame.isascii() else len(frame.encode())
+
+
 class Connection:
     def __init__(self, websocket: WebSocket):
         self.websocket = websocket
         self._send_now = send_now_of(websocket)  # (the replica's own server's write, serve/guards.py)
         self.backlog: deque[str] = deque()  # frames waiting behind a send that had to wait
-        self.backlog_chars = 0
+        self.backlog_bytes = 0
         self.sending: asyncio.Task | None = None  # finishing that send, then the backlog
         self.joined: set[str] = set()  # topics
         self.joined_at: dict[str, int] = {}  # by product topic: the hub's last push published at its join
@@ -94,13 +99,13 @@ class Connection:
         if self.broken:
             return
         if self.sending is not None:
-            if len(self.backlog) >= OUTBOX_LIMIT or self.backlog_chars + len(frame) > OUTBOX_BYTES:
+            if len(self.backlog) >= OUTBOX_LIMIT or self.backlog_bytes + utf8_size(frame) > OUTBOX_BYTES:
                 if not self.overflowed:  # close it now; its page re-syncs when it rejoins
                     self.overflowed = True
                     keep(self._tasks, asyncio.get_running_loop().create_task(self._close_slow()))
                 return
             self.backlog.append(frame)
-            self.backlog_chars += len(frame)
+            self.backlog_bytes += utf8_size(frame)
             return
         try:
             if self._send_now is not None and self._send_now(frame):
@@ -118,7 +123,7 @@ class Connection:
             await eager.finish(coroutine, waiting)
             while self.backlog:
                 frame = self.backlog.popleft()
-                self.backlog_chars -= len(frame)
+                self.backlog_bytes -= utf8_size(frame)
                 await self.websocket.send_text(frame)
         except Exception as error:  # (a cancel, from serve() closing the socket, passes through)
             self._failed(error)

@@ -278,7 +278,14 @@ def test_a_socket_silent_past_the_heartbeat_period_is_let_go(monkeypatch):
     aio.run(scenario())
 
 
-@pytest.mark.parametrize("cap", [("OUTBOX_LIMIT", 20), ("OUTBOX_BYTES", 1200)])  # frames, or characters
+def test_a_frame_owed_to_a_slow_socket_is_counted_in_the_bytes_it_takes_on_the_wire():
+    # (frames are written with non-ASCII characters as themselves: a name in a cart, a topic)
+    frame = phoenix.push("cart:x", "cart", {"name": "Élan 👟"})
+    assert channels.utf8_size(frame) == len(frame.encode()) == len(frame) + 1 + 3
+    assert channels.utf8_size('[null,null,"queue:2","place",{}]') == 32
+
+
+@pytest.mark.parametrize("cap", [("OUTBOX_LIMIT", 20), ("OUTBOX_BYTES", 1200)])  # frames, or bytes
 def test_a_socket_too_slow_to_keep_up_is_closed_and_the_others_get_every_push(monkeypatch, cap):
     monkeypatch.setattr(channels, *cap)
     monkeypatch.setattr(channels, "CLOSE_WAIT_S", 0.2)  # its close frame cannot get through either

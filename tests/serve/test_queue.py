@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 
+from harness.waiting import wait_for
 from sneakers23.domain.accounts import Account, account_shopper_id
 from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.fairness import ShuffleRecord
@@ -156,6 +157,25 @@ def test_a_tab_is_told_its_place_as_the_line_moves_and_its_turn_from_the_waiting
         # A second tab finds the same place.
         with connect(client, "ada-session") as other:
             assert send(other, "1", "queue:2", "phx_join")[4]["response"]["stage"] == "admitted"
+
+
+def test_a_tab_that_joins_before_the_releases_numbers_are_written_is_told_its_number_at_the_next_line(parts):
+    """The keeper publishes the opened line, then writes the shuffle's numbers, then the line again
+    (a version on). A tab that joins between the two reads its place in the pre-queue: it is read
+    again at that next line, and told its number."""
+    client, hub, live, rooms = parts
+    ada = account_shopper_id(ADA.id)
+    rooms.places[ada] = LinePlace(ada, "e-ada", Stage.PRE_QUEUE)  # (her row: no number yet)
+    rooms.record = shuffled("e-b", "e-c", "e-d", "e-ada", "e-e")
+    opened = WaitingLine(2, 2, opened=True, head=0, pace_per_minute=60.0, waiting=5)
+    live.lines[2] = opened
+    with connect(client, "ada-session") as ws:
+        assert send(ws, "1", "queue:2", "phx_join")[4]["response"]["stage"] == "pre_queue"
+        wait_for(lambda: rooms.reads == 1, timeout=5, what="her place read again (no news yet)")
+        rooms.places[ada] = replace(rooms.places[ada], stage=Stage.QUEUE, number=3)  # the numbers written
+        moved(client, hub, live, replace(opened, version=3))
+        told = json.loads(ws.receive_text())
+        assert told[4]["stage"] == "queue" and told[4]["position"] == 4 and rooms.reads == 2
 
 
 def test_a_tab_let_in_by_the_releases_own_tick_is_read_from_its_place_and_one_taken_out_before_too(parts):
