@@ -5,9 +5,11 @@ Where the state lives, and why: in the database (db/waiting_rooms.py). Every pla
 admission and expiry is a row, written before anyone is told; a purchase of a queued drop uses its
 buyer's admission in the sale's transaction. So a node lost, or the keeper's actor restarted,
 loses nothing: the next keeper rebuilds its room from the rows (`WaitingRoom.restore`), nobody
-loses a place, and an admission marked once is never made again. The keeper is one actor per
-cluster (the release clock calls `keep_waiting_rooms` every tick); what it keeps in memory is only
-what it read, and the pace's few tokens. What shoppers see moves as the line's summary
+loses a place, and an admission marked once is never made again. (At the release, the shuffle's
+record is the row written before anyone is told: the places' numbers follow it, before anyone is
+let in, and a keeper that stopped between the two reads them from the record.) The keeper is one
+actor per cluster (the release clock calls `keep_waiting_rooms` every tick); what it keeps in
+memory is only what it read, and the pace's few tokens. What shoppers see moves as the line's summary
 (`WaitingLine`), a change published to every node's cache like any other, from which each socket
 shows its own place.
 """
