@@ -259,10 +259,8 @@ def last_held_at(inventory: Inventory, since: float) -> float | None:
     with inventory.engine.connect() as connection:
         moment = connection.execute(select(func.max(rooms.places_t.c.updated_at)).where(
             rooms.places_t.c.product_id == PRODUCT, rooms.places_t.c.stage == str(Stage.ADMITTED),
-            rooms.places_t.c.updated_at >= datetime.fromtimestamp(since, timezone.utc))).scalar_one()
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+            rooms.places_t.c.updated_at >= rooms._moment(since))).scalar_one()
+    return rooms._seconds(moment)  # (the rows' own conversions: SQLite keeps no time zone)
 
 
 def _let_in(log: list) -> bool:

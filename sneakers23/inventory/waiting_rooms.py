@@ -203,8 +203,10 @@ class WaitingRooms:
             if room is None:
                 return None  # (no longer a queue)
             kept = self._kept_room(connection, product_id, room)
-            waiting = kept.room
-            owed = bool(kept.owed)
+            waiting, owed = kept.room, kept.owed
+            if owed:  # the release's numbers, its line out (`_Kept.owed`)
+                rows.numbered(connection, product_id, owed)
+                kept.owed = {}
             opened = self._take_in(connection, product_id, kept, room, now)
             pairs_left = rows.pairs_left(connection, product_id)
             waiting.pace_per_minute = (room.pace_per_minute if room.pace_per_minute is not None
@@ -237,9 +239,6 @@ class WaitingRooms:
         release comes near; at the release, every one joined since that read, or all of them when
         the pre-queue counted in the rows says one is missing (nobody left out of its shuffle).
         True at the release: the shuffle's record is written, its numbers are owed (`_Kept.owed`)."""
-        if kept.owed:
-            rows.numbered(connection, product_id, kept.owed)
-            kept.owed = {}
         waiting, released = kept.room, room.released
         opening = released and waiting.opened_at is None
         approaching = (waiting.opened_at is None and room.release_at is not None
