@@ -6,9 +6,10 @@ as for bench/channel_fanout.py's 10,000 sockets), then, in one run:
    the pre-queue): from the release time to each tab's first push of its position in line;
    target p99 <= 1 s;
 2. the line paused for WINDOW s, then admitting at the staff's pace for WINDOW s: the longest time
-   a waiting tab goes without a push of its new position (target <= 5 s), and the channel
-   replica's CPU (its process's, read from /proc) over each window: admitting less paused is what
-   the position updates cost (target <= 10% of a core);
+   a waiting tab goes without a push of its new position (target <= 5 s; also the time between
+   two pushes, the window's edges aside), and the channel replica's CPU (its process's, read from
+   /proc, in user space and in the kernel) over each window: admitting less paused is what the
+   position updates cost (target <= 10% of a core);
 3. the sell-out: the pace raised so that live turns hold every pair left; from the moment the last
    pair was held (the keeper's tick that let in the last holders: their admissions' time, as the
    database keeps it) to each waiting tab's sold-out push; target p99 <= 1 s. Also from the
@@ -89,15 +90,16 @@ def say(what: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} queue: {what}", file=sys.stderr, flush=True)
 
 
-def replica_cpu_s() -> float:
-    """CPU seconds spent so far by the channel replica's process (user and system)."""
+def replica_cpu_s() -> tuple[float, float]:
+    """CPU seconds spent so far by the channel replica's process: in user space, and in the kernel
+    (a loopback send runs the receiving side's TCP too, docs/performance.md)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if REPLICA_TITLE in (entry / "cmdline").read_bytes():
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
         except OSError:
             continue
     raise RuntimeError("no channel replica process found")
@@ -202,29 +204,33 @@ def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> 
             say(f"the line paused for {window_s:g} s")
             cpu, started = replica_cpu_s(), time.monotonic()
             time.sleep(window_s)  # (a window of measure, not a wait for a condition)
-            paused_cpu = (replica_cpu_s() - cpu) / (time.monotonic() - started)
+            paused_cpu = [(b - a) / (time.monotonic() - started) for a, b in zip(cpu, replica_cpu_s())]
             pushes(generators)
             inventory.set_queue_pace(PRODUCT, ADMIT_PER_MINUTE)
             in_line = waiting_tabs()
             say(f"admitting {ADMIT_PER_MINUTE} a minute for {window_s:g} s")
             cpu, started, begun = replica_cpu_s(), time.monotonic(), time.time()
             time.sleep(window_s)
-            admitting_cpu = (replica_cpu_s() - cpu) / (time.monotonic() - started)
+            admitting_cpu = [(b - a) / (time.monotonic() - started) for a, b in zip(cpu, replica_cpu_s())]
             ended = time.time()
             logs, client_cpu = pushes(generators)
-            gaps = []
+            gaps, between = [], []
             for n in in_line & waiting_tabs():  # (those let in meanwhile wait no longer)
                 times = [t for t, view in places(logs[n]) if "position" in view and t <= ended]
                 edges = [begun, *times, ended]
                 gaps.append(max(b - a for a, b in zip(edges, edges[1:])))
+                between += [b - a for a, b in zip(times, times[1:])]
             figures["admitting"] = {
                 "pace_per_minute": ADMIT_PER_MINUTE, "window_s": window_s, "waiting_tabs": len(gaps),
                 "longest_gap_p99_s": round(percentile(gaps, 99), 2), "longest_gap_max_s": round(max(gaps), 2),
                 "tabs_over_5_s": sum(g > 5 for g in gaps),
+                "between_pushes_s": {"p50": round(statistics.median(between), 3),  # (a tab's two pushes, the window's edges aside)
+                                     "p99": round(percentile(between, 99), 3), "max": round(max(between), 3)},
                 "position_pushes_per_s": round(sum(1 for log in logs for _t, view in places(log) if "position" in view)
                                                / (ended - begun)),
-                "replica_cpu_admitting": round(admitting_cpu, 3), "replica_cpu_paused": round(paused_cpu, 3),
-                "replica_cpu_for_positions": round(admitting_cpu - paused_cpu, 3),
+                "replica_cpu_admitting": round(sum(admitting_cpu), 3), "replica_cpu_paused": round(sum(paused_cpu), 3),
+                "replica_cpu_for_positions": round(sum(admitting_cpu) - sum(paused_cpu), 3),
+                "of_which_user_system": [round(a - p, 3) for a, p in zip(admitting_cpu, paused_cpu)],
                 "client_cpu_busiest": round(client_cpu / (ended - begun), 3)}
 
             # 3. The sell-out: every pair left held by a live turn.

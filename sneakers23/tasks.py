@@ -25,11 +25,12 @@ def _log_failure(task: asyncio.Future) -> None:
 
 class InTurns:
     """Work done a part at a time, so that no one callback holds the event loop: `part()` does one
-    part and says whether more is waiting. `start()` does the first part at once, and the rest one
-    part a turn of the loop (everything else the loop has to do goes in between), in a task of its
-    own, one at a time."""
+    part and says whether more is waiting: True for the next turn of the loop, or a number of
+    seconds after which it is (work at a pace), False when done. `start()` does the first part at
+    once, and the rest one part a turn of the loop (everything else the loop has to do goes in
+    between), in a task of its own, one at a time."""
 
-    def __init__(self, part: Callable[[], bool]):
+    def __init__(self, part: Callable[[], bool | float]):
         self._part = part
         self._rest: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -40,14 +41,13 @@ class InTurns:
         return self._rest is not None
 
     def start(self) -> None:
-        if self._rest is None and self._part():
-            self._rest = keep(self._tasks, asyncio.get_running_loop().create_task(self._parts()))
+        if self._rest is None and (more := self._part()):
+            self._rest = keep(self._tasks, asyncio.get_running_loop().create_task(self._parts(more)))
 
-    async def _parts(self) -> None:
+    async def _parts(self, more: bool | float) -> None:
         try:
-            while True:
-                await asyncio.sleep(0)  # (a turn of the loop)
-                if not self._part():
-                    return
+            while more:
+                await asyncio.sleep(0 if more is True else more)  # (a turn of the loop, or the pace's wait)
+                more = self._part()
         finally:
             self._rest = None

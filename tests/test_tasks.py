@@ -49,3 +49,18 @@ def test_work_in_turns_does_its_first_part_at_once_and_the_rest_a_part_a_turn_of
         assert done == [0, 1, 2] and between == [[0]]  # (the loop's other work went in between)
 
     run_in_thread(scenario())
+
+
+def test_work_at_a_pace_waits_the_time_its_part_asks_for_between_parts():
+    async def scenario():
+        import time
+
+        times: list[float] = []
+        parts = InTurns(lambda: times.append(time.monotonic()) or (0.05 if len(times) < 3 else False))
+        parts.start()
+        assert len(times) == 1 and parts.running
+        await until(lambda: not parts.running)
+        assert len(times) == 3
+        assert all(b - a >= 0.05 for a, b in zip(times, times[1:])), times  # (not a turn of the loop: the pace)
+
+    run_in_thread(scenario())

@@ -12,18 +12,22 @@ move, however many wait. A place the line's head has passed (let in, or taken ou
 from the database, in one query for all of them. At the release, every pre-queue place's number
 comes from the shuffle's record (one row) rather than from 10,000 places read again. Every tab of a
 product is told TELLS_PER_TURN at a time, a turn of the event loop each, as the channel hub's
-pushes go: 10,000 sends in one callback held the loop for 0.37 s.
+pushes go: 10,000 sends in one callback held the loop for 0.37 s. A pass that only tells positions
+is spread over POSITIONS_SPREAD_S, each tab at its share of it: a tab is told at the same point of
+every pass, so its waits between pushes are the passes' interval (not the interval and the length
+of a pass run as fast as the loop goes, 0.25-0.42 s at 10,000 tabs), and the interval can be the
+longer (fewer pushes) for the same target.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 import math
 import time
-from typing import Iterator, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_account
 from sneakers23.domain.changes import WaitingLine
@@ -45,7 +49,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "queue:"
 MAX_QUEUES_PER_SOCKET = 4
-POSITIONS_EVERY_S = 4.0  # a waiting tab's new position, at most this often (the target: every 5 s; docs/performance.md)
+POSITIONS_EVERY_S = 4.5  # a waiting tab's new position, at most this often (the target: every 5 s; docs/performance.md)
+POSITIONS_SPREAD_S = 2.0  # a positions' pass tells its tabs over this long, each at its share of it
+PACE_STEP_S = 0.05  # a spread pass tells the tabs due at most this often (250 of 10,000 a step over 2 s)
 TELLS_PER_TURN = 256  # tabs told in one turn of the event loop (as ChannelHub's pushes)
 SIGN_IN = SIGN_IN_TO_QUEUE[0].upper() + SIGN_IN_TO_QUEUE[1:]
 
@@ -93,8 +99,8 @@ class QueueChannels:
         self._told_at: dict[int, float] = {}  # when each product's tabs were last told (monotonic)
         self._openings: set[int] = set()  # products released, their pre-queue tabs not yet told from the record
         self._telling: dict[int, InTurns] = {}  # each product's tabs told a part a turn
-        self._to_tell: dict[int, Iterator] = {}  # the tabs of the product still to be told in the pass under way
-        self._tell_again: set[int] = set()  # products told again meanwhile: another pass once this one ends
+        self._to_tell: dict[int, _Pass] = {}  # each product's pass under way
+        self._tell_again: dict[int, float] = {}  # products told again meanwhile: the spread of the pass after this one
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -210,7 +216,7 @@ class QueueChannels:
                 del self._places[product_id]
                 self._lines.pop(product_id, None)  # (its next line is news again, a release among them)
                 self._to_tell.pop(product_id, None)  # (its turns end by themselves)
-                self._tell_again.discard(product_id)
+                self._tell_again.pop(product_id, None)
                 if product_id in self._telling and not self._telling[product_id].running:
                     del self._telling[product_id]
             tabs = self._tabs.get(product_id, {})
@@ -259,50 +265,50 @@ class QueueChannels:
             # would cost a core at 10,000 tabs, docs/performance.md).
             wait_s = max(0.0, self._told_at.get(product_id, float("-inf")) + POSITIONS_EVERY_S - time.monotonic())
             self._positions_due.add(product_id)
-            asyncio.get_running_loop().call_later(wait_s, self._tell_all, product_id)
+            asyncio.get_running_loop().call_later(wait_s, self._tell_all, product_id, POSITIONS_SPREAD_S)
 
-    def _tell_all(self, product_id: int) -> None:
+    def _tell_all(self, product_id: int, spread_s: float = 0.0) -> None:
         """Every tab of the product whose place the line shows (the others are read again): the
-        first TELLS_PER_TURN now, the rest in the next turns of the loop. A tell that comes while a
-        pass is going lets it go on (each part is told from the line as it is then), and starts
-        another pass once it ends, for the tabs it had passed (what they were told already is not
-        sent again)."""
+        first TELLS_PER_TURN now, the rest in the next turns of the loop, or over `spread_s`. A tell
+        that comes while a pass is going lets it go on (each part is told from the line as it is
+        then; at once from then on if this one is), and starts another pass once it ends, for the
+        tabs it had passed (what they were told already is not sent again)."""
         self._positions_due.discard(product_id)
         self._told_at[product_id] = time.monotonic()
         telling = self._telling.get(product_id)
         if telling is None:
             telling = self._telling[product_id] = InTurns(functools.partial(self._tell_some, product_id))
         if telling.running:
-            self._tell_again.add(product_id)
+            self._tell_again[product_id] = min(spread_s, self._tell_again.get(product_id, spread_s))
+            if spread_s == 0 and product_id in self._to_tell:
+                self._to_tell[product_id].spread_s = 0.0  # (a sell-out is not told at a positions' pace)
             return
-        self._to_tell[product_id] = self._every_tab(product_id)
+        self._to_tell[product_id] = self._every_tab(product_id, spread_s)
         telling.start()
 
-    def _every_tab(self, product_id: int) -> Iterator:
-        return iter(list(self._places.get(product_id, {})))  # (the sockets alone: no pair for each, for the collector)
+    def _every_tab(self, product_id: int, spread_s: float) -> _Pass:
+        return _Pass(list(self._places.get(product_id, {})), spread_s)  # (the sockets alone: no pair for each, for the collector)
 
-    def _tell_some(self, product_id: int) -> bool:
-        """The next TELLS_PER_TURN tabs of the product's pass; whether more are waiting."""
+    def _tell_some(self, product_id: int) -> bool | float:
+        """The tabs of the product's pass that are due, TELLS_PER_TURN at most; whether more are
+        waiting, or in how long."""
         pending = self._to_tell.get(product_id)
         if pending is None:  # (its last tab left mid-pass; a tell since then is a pass of its own)
             return self._next_pass(product_id)
         line = self._live.line(product_id)  # (the line each view is made from)
         places = self._places.get(product_id, {})
-        seen = 0
-        for connection in itertools.islice(pending, TELLS_PER_TURN):
-            seen += 1
+        for connection in pending.due(TELLS_PER_TURN):
             place = places.get(connection)  # (None: it left meanwhile)
             if place is not None and (line is None or not news_in_the_database(place, line)):
                 self._tell(connection, product_id, place)
-        return seen == TELLS_PER_TURN or self._next_pass(product_id)
+        return pending.more() or self._next_pass(product_id)
 
     def _next_pass(self, product_id: int) -> bool:
         """At the end of a pass: another, from the first tab, when a tell came meanwhile."""
         if product_id not in self._tell_again:
             self._to_tell.pop(product_id, None)
             return False
-        self._tell_again.discard(product_id)
-        self._to_tell[product_id] = self._every_tab(product_id)
+        self._to_tell[product_id] = self._every_tab(product_id, self._tell_again.pop(product_id))
         return True
 
     def _read_soon(self, product_id: int, turns: bool = False) -> None:
@@ -378,6 +384,35 @@ class QueueChannels:
             return
         self._shown[key] = said
         connection.send(said if "left_s" not in view else phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view))
+
+
+@dataclass
+class _Pass:
+    """A pass over a product's tabs (the sockets, in the order they joined): at once, or spread
+    over `spread_s` from its start, the k-th of n tabs due at k/n of it."""
+    tabs: list
+    spread_s: float
+    started: float = field(default_factory=time.monotonic)
+    told: int = 0  # (the first `told` tabs are done)
+
+    def due(self, most: int) -> list:
+        """The next tabs due now, `most` at most, counted as told."""
+        end = len(self.tabs)
+        if self.spread_s > 0:
+            end = min(end, math.ceil((time.monotonic() - self.started) / self.spread_s * len(self.tabs)))
+        tabs = self.tabs[self.told:min(end, self.told + most)]
+        self.told += len(tabs)
+        return tabs
+
+    def more(self) -> bool | float:
+        """Whether tabs are left: True if one is due now, PACE_STEP_S if not yet (a step tells
+        those due by then together, and a pass made to go at once meanwhile waits no longer),
+        False when none is left."""
+        if self.told >= len(self.tabs):
+            return False
+        if self.spread_s <= 0 or self.started + self.told / len(self.tabs) * self.spread_s <= time.monotonic():
+            return True
+        return PACE_STEP_S
 
 
 def _said(product_id: int, view: dict) -> str:

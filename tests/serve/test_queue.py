@@ -326,3 +326,49 @@ def test_every_tab_is_told_a_part_a_turn_of_the_loop_and_a_tell_meanwhile_reache
         assert [len(tab.sent) for tab in tabs[:-1]] == [2] * (2 * TELLS_PER_TURN) + [1] * 9  # (the last ones once)
 
     run(scenario())
+
+
+def test_a_positions_pass_tells_each_tab_at_its_share_of_the_spread_and_a_sell_out_meanwhile_goes_at_once():
+    """A tab is told at the same point of every positions' pass (its waits are the passes' interval,
+    not that and a pass's length too); a sell-out does not wait for the pace."""
+    import time
+
+    from harness.waiting import until
+    from tests.support.aio import run
+
+    class TimedTab(Tab):
+        def __init__(self):
+            super().__init__()
+            self.at: list[float] = []
+
+        def send(self, frame: str) -> None:
+            super().send(frame)
+            self.at.append(time.monotonic())
+
+    async def scenario():
+        live, rooms = Live(), Rooms()
+        queue = QueueChannels(live, rooms, SessionCookies(SECRET))
+        tabs = [TimedTab() for _ in range(10)]
+        queue._places[2] = {tab: LinePlace(f"s{k}", f"e{k}", Stage.QUEUE, k) for k, tab in enumerate(tabs)}
+        live.lines[2] = WaitingLine(2, 2, opened=True, head=0, pace_per_minute=60.0, waiting=len(tabs))
+        spread_s = 0.5
+        started = time.monotonic()
+        queue._tell_all(2, spread_s)
+        await until(lambda: all(tab.sent for tab in tabs), what="every tab told")
+        assert [tab.at[0] for tab in tabs] == sorted(tab.at[0] for tab in tabs)  # (in the order they joined)
+        assert all(tab.at[0] >= started + k / len(tabs) * spread_s for k, tab in enumerate(tabs))
+        assert tabs[-1].at[0] - tabs[0].at[0] >= 0.9 * spread_s * (len(tabs) - 1) / len(tabs)
+
+        # The line moves, a positions' pass begins; the line sells out one tab in.
+        live.lines[2] = WaitingLine(2, 3, opened=True, head=0, pace_per_minute=30.0, waiting=len(tabs))
+        spread_s = 10.0
+        queue._tell_all(2, spread_s)
+        await until(lambda: len(tabs[0].sent) == 2, what="the first tab told the move")
+        live.lines[2] = WaitingLine(2, 4, opened=True, head=0, pace_per_minute=30.0, sold_out=True,
+                                    waiting=len(tabs))
+        sold_out_at = time.monotonic()
+        queue._tell_all(2)
+        await until(lambda: all(json.loads(tab.sent[-1])[4].get("sold_out") for tab in tabs), what="every tab told the sell-out")
+        assert max(tab.at[-1] for tab in tabs) - sold_out_at < spread_s / 4  # (at once, not at the pace)
+
+    run(scenario())
