@@ -29,7 +29,14 @@ async def main(port: int) -> None:
 
 if __name__ == "__main__":
     import resource
+    import signal
 
+    # Stopped by Ctrl-C (bench/servers.py), even when started from a shell's background job, which
+    # leaves SIGINT ignored in its children (asyncio.run then keeps it ignored: two minutes lost).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(main(int(sys.argv[1])))
+    try:
+        asyncio.run(main(int(sys.argv[1])))
+    except KeyboardInterrupt:
+        pass  # (stopped, as asked)
