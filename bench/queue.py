@@ -219,13 +219,15 @@ def the_queue(database_url: str, shoppers: int, window_s: float, pairs: int) -> 
                 times = [t for t, view in places(logs[n]) if "position" in view and t <= ended]
                 edges = [begun, *times, ended]
                 gaps.append(max(b - a for a, b in zip(edges, edges[1:])))
-                between += [b - a for a, b in zip(times, times[1:])]
+                inside = [t for t in times if t >= begun]
+                between += [b - a for a, b in zip(inside, inside[1:])]
             figures["admitting"] = {
                 "pace_per_minute": ADMIT_PER_MINUTE, "window_s": window_s, "waiting_tabs": len(gaps),
                 "longest_gap_p99_s": round(percentile(gaps, 99), 2), "longest_gap_max_s": round(max(gaps), 2),
                 "tabs_over_5_s": sum(g > 5 for g in gaps),
                 "between_pushes_s": {"p50": round(statistics.median(between), 3),  # (a tab's two pushes, the window's edges aside)
-                                     "p99": round(percentile(between, 99), 3), "max": round(max(between), 3)},
+                                     "p99": round(percentile(between, 99), 3), "max": round(max(between), 3)}
+                if between else None,  # (a window shorter than the interval has none)
                 "position_pushes_per_s": round(sum(1 for log in logs for _t, view in places(log) if "position" in view)
                                                / (ended - begun)),
                 "replica_cpu_admitting": round(sum(admitting_cpu), 3), "replica_cpu_paused": round(sum(paused_cpu), 3),

@@ -26,7 +26,7 @@ def _log_failure(task: asyncio.Future) -> None:
 class InTurns:
     """Work done a part at a time, so that no one callback holds the event loop: `part()` does one
     part and says whether more is waiting: True for the next turn of the loop, or a number of
-    seconds after which it is (work at a pace), False when done. `start()` does the first part at
+    seconds (above 0: 0.0 says done) after which it is (work at a pace), False when done. `start()` does the first part at
     once, and the rest one part a turn of the loop (everything else the loop has to do goes in
     between), in a task of its own, one at a time."""
 

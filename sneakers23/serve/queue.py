@@ -12,11 +12,16 @@ move, however many wait. A place the line's head has passed (let in, or taken ou
 from the database, in one query for all of them. At the release, every pre-queue place's number
 comes from the shuffle's record (one row) rather than from 10,000 places read again. Every tab of a
 product is told TELLS_PER_TURN at a time, a turn of the event loop each, as the channel hub's
-pushes go: 10,000 sends in one callback held the loop for 0.37 s. A pass that only tells positions
-is spread over POSITIONS_SPREAD_S, each tab at its share of it: a tab is told at the same point of
-every pass, so its waits between pushes are the passes' interval (not the interval and the length
-of a pass run as fast as the loop goes, 0.25-0.42 s at 10,000 tabs), and the interval can be the
-longer (fewer pushes) for the same target.
+pushes go: 10,000 sends in one callback held the loop for 0.37 s.
+
+While the line only moves positions, each tab is told POSITIONS_EVERY_S after it was last told
+(`LastTold`: the tabs in the order they were told, those told longest ago first), at steps of
+PACE_STEP_S: a tab's wait between two pushes is that interval whatever told it last (a join, a
+read, a pass over every tab), not the interval and a pass's length (0.25-0.42 s at 10,000 tabs,
+which kept the interval at 4 s for a 5 s target). A tab told in a pass over every tab counts as
+told a little earlier, by its share of POSITIONS_SPREAD_S, so that the next ones are spread
+rather than all due at once; so does one long overdue (the line stood still, then moved), at a
+random point of it.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import asyncio
 import functools
 import logging
 import math
+import random
 import time
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from sneakers23.domain.accounts import Account, account_shopper_id, shops_as_account
@@ -41,7 +46,7 @@ from sneakers23.errors import (DatabaseUnavailable, NotFound, QueueProofUsed, Qu
                                SchemaMissing)
 from sneakers23.serve import phoenix
 from sneakers23.serve.proof_of_work import FIELD, ProofsOfWork
-from sneakers23.serve.queue_places import TabPlaces, news_in_the_database
+from sneakers23.serve.queue_places import LastTold, TabPlaces, news_in_the_database
 from sneakers23.serve.shoppers import SESSION_COOKIE, SessionCookies
 from sneakers23.tasks import InTurns, keep
 
@@ -50,8 +55,9 @@ log = logging.getLogger(__name__)
 QUEUE_PREFIX = "queue:"
 MAX_QUEUES_PER_SOCKET = 4
 POSITIONS_EVERY_S = 4.5  # a waiting tab's new position, at most this often (the target: every 5 s; docs/performance.md)
-POSITIONS_SPREAD_S = 2.0  # a positions' pass tells its tabs over this long, each at its share of it
-PACE_STEP_S = 0.05  # a spread pass tells the tabs due at most this often (250 of 10,000 a step over 2 s)
+POSITIONS_SPREAD_S = 2.0  # the tabs told in one pass are due again spread over this long
+PACE_STEP_S = 0.05  # while the line moves, the tabs due are told this often (about 110 of 10,000 a step)
+OVERDUE_S = 0.5  # a tab due longer ago than this is told at once, and its next spread (`_tell_due`)
 TELLS_PER_TURN = 256  # tabs told in one turn of the event loop (as ChannelHub's pushes)
 SIGN_IN = SIGN_IN_TO_QUEUE[0].upper() + SIGN_IN_TO_QUEUE[1:]
 
@@ -95,12 +101,13 @@ class QueueChannels:
         self._reading: set[int] = set()  # products whose places are being read again
         self._lines: dict[int, WaitingLine] = {}  # the last line of each product told here
         self._turns_due: set[int] = set()  # products whose live turns are to be read again next
-        self._positions_due: set[int] = set()  # products whose tabs are to be told their positions soon
-        self._told_at: dict[int, float] = {}  # when each product's tabs were last told (monotonic)
+        self._last_told: dict[int, LastTold] = {}  # product -> its tabs, those told longest ago first
+        self._moved_at: dict[int, float] = {}  # when each product's line last moved its positions (monotonic)
+        self._rounds: dict[int, InTurns] = {}  # each product's tabs told their new positions as they fall due
         self._openings: set[int] = set()  # products released, their pre-queue tabs not yet told from the record
         self._telling: dict[int, InTurns] = {}  # each product's tabs told a part a turn
-        self._to_tell: dict[int, _Pass] = {}  # each product's pass under way
-        self._tell_again: dict[int, float] = {}  # products told again meanwhile: the spread of the pass after this one
+        self._to_tell: dict[int, _Pass] = {}  # each product's pass under way over every tab
+        self._tell_again: set[int] = set()  # products told again meanwhile: another pass once this one ends
         self._tasks: set[asyncio.Task] = set()
 
     @staticmethod
@@ -166,6 +173,7 @@ class QueueChannels:
         view = place_view(place, line, time.time())
         self._shown[(connection, product_id)] = _said(product_id, view)
         connection.send(phoenix.reply(message, "ok", view))
+        self._told(connection, product_id)
         if line is not None:
             self._lines.setdefault(product_id, line)  # (what the tab was told: the next line is news against it)
             turn_ended = place.stage is Stage.ADMITTED and (line_before is None or turns_ended(line_before, line))
@@ -199,6 +207,7 @@ class QueueChannels:
             connection.send(phoenix.reply(message, "error", _error("joining", "The queue is still joining: try again")))
             return
         connection.send(phoenix.reply(message, "ok", self._view(place, product_id)))
+        self._told(connection, product_id)
 
     def handle(self, connection, message: phoenix.Message) -> None:
         connection.send(phoenix.reply(message, "error", _error("unknown_event", f"unknown event {message.event[:64]!r}")))
@@ -216,9 +225,14 @@ class QueueChannels:
                 del self._places[product_id]
                 self._lines.pop(product_id, None)  # (its next line is news again, a release among them)
                 self._to_tell.pop(product_id, None)  # (its turns end by themselves)
-                self._tell_again.pop(product_id, None)
-                if product_id in self._telling and not self._telling[product_id].running:
-                    del self._telling[product_id]
+                self._tell_again.discard(product_id)
+                self._last_told.pop(product_id, None)
+                self._moved_at.pop(product_id, None)
+                for work in (self._telling, self._rounds):
+                    if product_id in work and not work[product_id].running:
+                        del work[product_id]
+            elif product_id in self._last_told:
+                self._last_told[product_id].forget(connection)
             tabs = self._tabs.get(product_id, {})
             if place is not None and place.account in tabs:
                 tabs[place.account].discard(connection)
@@ -254,61 +268,82 @@ class QueueChannels:
         if self._places[product_id].with_news(line, turns_moved):
             self._read_soon(product_id, turns_moved)  # (a turn, a number: told as soon as read)
         if before is not None and line.opened and not before.opened and before.sold_out == line.sold_out:
-            # The release: every tab waited in the pre-queue, and is told its number from the record
-            # (`_tell_shuffled`); a pass over them all meanwhile would only find each one told.
-            self._told_at[product_id] = time.monotonic()
-        elif before is None or (before.opened, before.sold_out) != (line.opened, line.sold_out):
+            return  # The release: every tab waited in the pre-queue, and is told its number from the record (`_tell_shuffled`).
+        if before is None or (before.opened, before.sold_out) != (line.opened, line.sold_out):
             self._tell_all(product_id)  # a sell-out or its end: every tab at once
-        elif product_id not in self._positions_due:
-            # Only positions and waits moved: told at most every POSITIONS_EVERY_S, from the line
-            # as it is then (the line moves at every tick while letting in: a push per tab each time
-            # would cost a core at 10,000 tabs, docs/performance.md).
-            wait_s = max(0.0, self._told_at.get(product_id, float("-inf")) + POSITIONS_EVERY_S - time.monotonic())
-            self._positions_due.add(product_id)
-            asyncio.get_running_loop().call_later(wait_s, self._tell_all, product_id, POSITIONS_SPREAD_S)
+            return
+        # Only positions and waits moved: each tab told POSITIONS_EVERY_S after it was last told,
+        # from the line as it is then (the line moves at every tick while letting in: a push per
+        # tab each time would cost a core at 10,000 tabs, docs/performance.md).
+        self._moved_at[product_id] = time.monotonic()
+        rounds = self._rounds.get(product_id)
+        if rounds is None:
+            rounds = self._rounds[product_id] = InTurns(functools.partial(self._tell_due, product_id))
+        rounds.start()
 
-    def _tell_all(self, product_id: int, spread_s: float = 0.0) -> None:
+    def _tell_due(self, product_id: int) -> bool | float:
+        """The tabs told POSITIONS_EVERY_S ago or more, TELLS_PER_TURN at most, told from the line
+        as it is; whether more are due now, or PACE_STEP_S until the next look while the line has
+        moved since the tabs were told (False once every tab was told since its last move)."""
+        now = time.monotonic()
+        last_told, places = self._last_told.get(product_id), self._places.get(product_id)
+        if last_told is None or places is None:
+            return False
+        line = self._live.line(product_id)
+        due = last_told.due(now - POSITIONS_EVERY_S, TELLS_PER_TURN)
+        for at, connection in due:
+            place = places.get(connection)
+            if place is None:
+                continue  # (it left meanwhile)
+            # One due long ago (the line stood still, then moved: every tab at once) counts as told
+            # at a random point of the spread, so that the next ones are spread, none later.
+            earlier_s = random.uniform(0, POSITIONS_SPREAD_S) if at < now - POSITIONS_EVERY_S - OVERDUE_S else 0.0
+            if line is None or not news_in_the_database(place, line):
+                self._tell(connection, product_id, place, earlier_s)
+            else:
+                self._told(connection, product_id, earlier_s)  # (its place is read again, and told then)
+        if len(due) == TELLS_PER_TURN:
+            return True
+        return PACE_STEP_S if now - self._moved_at.get(product_id, float("-inf")) < POSITIONS_EVERY_S else False
+
+    def _tell_all(self, product_id: int) -> None:
         """Every tab of the product whose place the line shows (the others are read again): the
-        first TELLS_PER_TURN now, the rest in the next turns of the loop, or over `spread_s`. A tell
-        that comes while a pass is going lets it go on (each part is told from the line as it is
-        then; at once from then on if this one is), and starts another pass once it ends, for the
-        tabs it had passed (what they were told already is not sent again)."""
-        self._positions_due.discard(product_id)
-        self._told_at[product_id] = time.monotonic()
+        first TELLS_PER_TURN now, the rest in the next turns of the loop. A tell that comes while a
+        pass is going lets it go on (each part is told from the line as it is then), and starts
+        another pass once it ends, for the tabs it had passed (what they were told already is not
+        sent again)."""
         telling = self._telling.get(product_id)
         if telling is None:
             telling = self._telling[product_id] = InTurns(functools.partial(self._tell_some, product_id))
         if telling.running:
-            self._tell_again[product_id] = min(spread_s, self._tell_again.get(product_id, spread_s))
-            if spread_s == 0 and product_id in self._to_tell:
-                self._to_tell[product_id].spread_s = 0.0  # (a sell-out is not told at a positions' pace)
+            self._tell_again.add(product_id)
             return
-        self._to_tell[product_id] = self._every_tab(product_id, spread_s)
+        self._to_tell[product_id] = self._every_tab(product_id)
         telling.start()
 
-    def _every_tab(self, product_id: int, spread_s: float) -> _Pass:
-        return _Pass(list(self._places.get(product_id, {})), spread_s)  # (the sockets alone: no pair for each, for the collector)
+    def _every_tab(self, product_id: int) -> _Pass:
+        return _Pass(list(self._places.get(product_id, {})))  # (the sockets alone: no pair for each, for the collector)
 
-    def _tell_some(self, product_id: int) -> bool | float:
-        """The tabs of the product's pass that are due, TELLS_PER_TURN at most; whether more are
-        waiting, or in how long."""
+    def _tell_some(self, product_id: int) -> bool:
+        """The next TELLS_PER_TURN tabs of the product's pass; whether more are waiting."""
         pending = self._to_tell.get(product_id)
         if pending is None:  # (its last tab left mid-pass; a tell since then is a pass of its own)
             return self._next_pass(product_id)
         line = self._live.line(product_id)  # (the line each view is made from)
         places = self._places.get(product_id, {})
-        for connection in pending.due(TELLS_PER_TURN):
+        for k, connection in pending.next(TELLS_PER_TURN):
             place = places.get(connection)  # (None: it left meanwhile)
             if place is not None and (line is None or not news_in_the_database(place, line)):
-                self._tell(connection, product_id, place)
-        return pending.more() or self._next_pass(product_id)
+                self._tell(connection, product_id, place, pending.earlier_s(k))
+        return pending.told < len(pending.tabs) or self._next_pass(product_id)
 
     def _next_pass(self, product_id: int) -> bool:
         """At the end of a pass: another, from the first tab, when a tell came meanwhile."""
         if product_id not in self._tell_again:
             self._to_tell.pop(product_id, None)
             return False
-        self._to_tell[product_id] = self._every_tab(product_id, self._tell_again.pop(product_id))
+        self._tell_again.discard(product_id)
+        self._to_tell[product_id] = self._every_tab(product_id)
         return True
 
     def _read_soon(self, product_id: int, turns: bool = False) -> None:
@@ -364,7 +399,8 @@ class QueueChannels:
         if kept is None or kept[1] is None or line is None:
             return
         numbers = numbers_at_the_opening(kept[1])
-        for told, connection in enumerate(list(places)):  # (the sockets alone: a send may close one meanwhile)
+        tabs = list(places)  # (the sockets alone: a send may close one meanwhile)
+        for told, connection in enumerate(tabs):
             if told and told % TELLS_PER_TURN == 0:
                 await asyncio.sleep(0)  # (a turn of the loop: no one callback sends to every tab)
                 line = self._live.line(product_id) or line
@@ -374,9 +410,19 @@ class QueueChannels:
             now = LinePlace(place.account, place.entry, Stage.QUEUE, number)
             if not news_in_the_database(now, line):
                 places[connection] = now
-                self._tell(connection, product_id, now)
+                self._tell(connection, product_id, now, POSITIONS_SPREAD_S * (1 - told / len(tabs)))
 
-    def _tell(self, connection, product_id: int, place: LinePlace) -> None:
+    def _told(self, connection, product_id: int, earlier_s: float = 0.0) -> None:
+        """The tab's place is told as the line is now: its next new position is due POSITIONS_EVERY_S
+        on, less `earlier_s` (a tab of a pass over every tab: its share of POSITIONS_SPREAD_S, the
+        pass's first the most, so that the next ones are spread)."""
+        last_told = self._last_told.get(product_id)
+        if last_told is None:
+            last_told = self._last_told[product_id] = LastTold()
+        last_told.told(connection, time.monotonic() - earlier_s)
+
+    def _tell(self, connection, product_id: int, place: LinePlace, earlier_s: float = 0.0) -> None:
+        self._told(connection, product_id, earlier_s)  # (told, if only that nothing is new)
         view = self._view(place, product_id)
         key = (connection, product_id)
         said = _said(product_id, view)
@@ -386,33 +432,22 @@ class QueueChannels:
         connection.send(said if "left_s" not in view else phoenix.push(f"{QUEUE_PREFIX}{product_id}", "place", view))
 
 
-@dataclass
 class _Pass:
-    """A pass over a product's tabs (the sockets, in the order they joined): at once, or spread
-    over `spread_s` from its start, the k-th of n tabs due at k/n of it."""
-    tabs: list
-    spread_s: float
-    started: float = field(default_factory=time.monotonic)
-    told: int = 0  # (the first `told` tabs are done)
+    """A pass over every tab of a product (the sockets, in the order they joined)."""
 
-    def due(self, most: int) -> list:
-        """The next tabs due now, `most` at most, counted as told."""
-        end = len(self.tabs)
-        if self.spread_s > 0:
-            end = min(end, math.ceil((time.monotonic() - self.started) / self.spread_s * len(self.tabs)))
-        tabs = self.tabs[self.told:min(end, self.told + most)]
-        self.told += len(tabs)
-        return tabs
+    def __init__(self, tabs: list):
+        self.tabs = tabs
+        self.told = 0  # (the first `told` are done)
 
-    def more(self) -> bool | float:
-        """Whether tabs are left: True if one is due now, PACE_STEP_S if not yet (a step tells
-        those due by then together, and a pass made to go at once meanwhile waits no longer),
-        False when none is left."""
-        if self.told >= len(self.tabs):
-            return False
-        if self.spread_s <= 0 or self.started + self.told / len(self.tabs) * self.spread_s <= time.monotonic():
-            return True
-        return PACE_STEP_S
+    def next(self, most: int) -> list[tuple[int, object]]:
+        """The next tabs, `most` at most, each with its place in the pass (counted as told)."""
+        start, self.told = self.told, min(len(self.tabs), self.told + most)
+        return list(enumerate(self.tabs[start:self.told], start))
+
+    def earlier_s(self, k: int) -> float:
+        """How much earlier than now the pass's k-th tab counts as told: its share of
+        POSITIONS_SPREAD_S, so that the pass's tabs are due again spread, the first the soonest."""
+        return POSITIONS_SPREAD_S * (1 - k / len(self.tabs))
 
 
 def _said(product_id: int, view: dict) -> str:

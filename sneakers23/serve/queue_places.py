@@ -1,12 +1,15 @@
 """A queue channel replica's tabs and their places (serve/queue.py): which places the database has
 news of when the line moves, asked of one place (`news_in_the_database`), or found among a
-product's tabs at once (`TabPlaces.with_news`) without a look at each of them.
+product's tabs at once (`TabPlaces.with_news`) without a look at each of them; and which tabs are
+due a new position (`LastTold`), also without a look at each.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
+from collections import deque
 from typing import Iterator
 
 from sneakers23.domain.changes import WaitingLine
@@ -93,3 +96,57 @@ def news_in_the_database(place: LinePlace, line: WaitingLine) -> bool:
     if place.stage is Stage.ADMITTED:
         return place.until is not None and place.until <= time.time()
     return False
+
+
+class LastTold:
+    """A product's tabs by when they were last told their place (a push, or a look that found
+    nothing new to push), those told longest ago first: the tabs due a new position are found at the
+    front, without a look at the others. Tabs are told in time order (a deque), but for a pass's
+    share of its spread, dated earlier (a heap beside it). Each tab's time is kept; an entry older
+    than its tab's time (told again since) is dropped when it is met."""
+
+    def __init__(self) -> None:
+        self._at: dict[object, float] = {}  # each tab's last time told (monotonic)
+        self._order: deque[tuple[float, object]] = deque()  # (time, tab), in time order
+        self._earlier: list[tuple[float, int, object]] = []  # a heap of (time, a count to break ties, tab)
+        self._count = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def told(self, connection, at: float) -> None:
+        self._at[connection] = at
+        if not self._order or at >= self._order[-1][0]:
+            self._order.append((at, connection))
+        else:
+            heapq.heappush(self._earlier, (at, next(self._count), connection))
+        if len(self._order) + len(self._earlier) > 2 * len(self._at) + 64:  # (told again and again: old entries dropped)
+            self._order = deque(sorted(((when, tab) for tab, when in self._at.items()), key=_time))
+            self._earlier = []
+
+    def forget(self, connection) -> None:
+        self._at.pop(connection, None)
+
+    def due(self, told_by: float, most: int) -> list[tuple[float, object]]:
+        """The tabs last told at `told_by` or before, the longest ago first, `most` at most, each
+        with its time. They are taken out until told again (`told`: the caller tells each one, or
+        lets it go)."""
+        found = []
+        while len(found) < most:
+            if self._earlier and (not self._order or self._earlier[0][0] < self._order[0][0]):
+                at, _n, connection = self._earlier[0]
+                if at > told_by:
+                    break
+                heapq.heappop(self._earlier)
+            elif self._order and self._order[0][0] <= told_by:
+                at, connection = self._order.popleft()
+            else:
+                break
+            if self._at.get(connection) == at:
+                del self._at[connection]
+                found.append((at, connection))
+        return found
+
+
+def _time(entry: tuple) -> float:
+    return entry[0]

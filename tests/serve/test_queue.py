@@ -328,13 +328,26 @@ def test_every_tab_is_told_a_part_a_turn_of_the_loop_and_a_tell_meanwhile_reache
     run(scenario())
 
 
-def test_a_positions_pass_tells_each_tab_at_its_share_of_the_spread_and_a_sell_out_meanwhile_goes_at_once():
-    """A tab is told at the same point of every positions' pass (its waits are the passes' interval,
-    not that and a pass's length too); a sell-out does not wait for the pace."""
+def test_each_tab_is_told_its_new_position_an_interval_after_it_was_last_told_and_a_pass_spreads_the_next(
+        monkeypatch):
+    """While the line only moves positions, a tab is told POSITIONS_EVERY_S after it was last told,
+    whatever told it (a tab that joins late is not told at the others' time, nor made to wait for
+    them); after a pass over every tab (a sell-out's end here), the next are spread over
+    POSITIONS_SPREAD_S, none later than the interval; once the line stands still, the rounds stop,
+    and when it moves again every tab is told at once and the next are spread again."""
+    import asyncio
     import time
 
     from harness.waiting import until
+    from sneakers23.serve import queue as queue_channels
+    from sneakers23.serve.queue_places import TabPlaces
     from tests.support.aio import run
+
+    every_s, spread_s = 0.6, 0.3
+    monkeypatch.setattr(queue_channels, "POSITIONS_EVERY_S", every_s)
+    monkeypatch.setattr(queue_channels, "POSITIONS_SPREAD_S", spread_s)
+    monkeypatch.setattr(queue_channels, "PACE_STEP_S", 0.01)
+    monkeypatch.setattr(queue_channels, "OVERDUE_S", 0.1)
 
     class TimedTab(Tab):
         def __init__(self):
@@ -349,26 +362,73 @@ def test_a_positions_pass_tells_each_tab_at_its_share_of_the_spread_and_a_sell_o
         live, rooms = Live(), Rooms()
         queue = QueueChannels(live, rooms, SessionCookies(SECRET))
         tabs = [TimedTab() for _ in range(10)]
-        queue._places[2] = {tab: LinePlace(f"s{k}", f"e{k}", Stage.QUEUE, k) for k, tab in enumerate(tabs)}
-        live.lines[2] = WaitingLine(2, 2, opened=True, head=0, pace_per_minute=60.0, waiting=len(tabs))
-        spread_s = 0.5
-        started = time.monotonic()
-        queue._tell_all(2, spread_s)
-        await until(lambda: all(tab.sent for tab in tabs), what="every tab told")
-        assert [tab.at[0] for tab in tabs] == sorted(tab.at[0] for tab in tabs)  # (in the order they joined)
-        assert all(tab.at[0] >= started + k / len(tabs) * spread_s for k, tab in enumerate(tabs))
-        assert tabs[-1].at[0] - tabs[0].at[0] >= 0.9 * spread_s * (len(tabs) - 1) / len(tabs)
+        queue._places[2] = TabPlaces()
+        for k, tab in enumerate(tabs):
+            queue._places[2][tab] = LinePlace(f"s{k}", f"e{k}", Stage.QUEUE, 10 + k)
+        lines = iter(range(2, 1000))
 
-        # The line moves, a positions' pass begins; the line sells out one tab in.
-        live.lines[2] = WaitingLine(2, 3, opened=True, head=0, pace_per_minute=30.0, waiting=len(tabs))
-        spread_s = 10.0
-        queue._tell_all(2, spread_s)
-        await until(lambda: len(tabs[0].sent) == 2, what="the first tab told the move")
-        live.lines[2] = WaitingLine(2, 4, opened=True, head=0, pace_per_minute=30.0, sold_out=True,
-                                    waiting=len(tabs))
-        sold_out_at = time.monotonic()
-        queue._tell_all(2)
-        await until(lambda: all(json.loads(tab.sent[-1])[4].get("sold_out") for tab in tabs), what="every tab told the sell-out")
-        assert max(tab.at[-1] for tab in tabs) - sold_out_at < spread_s / 4  # (at once, not at the pace)
+        def move(**changes) -> None:
+            line = WaitingLine(2, next(lines), opened=True, head=0, pace_per_minute=60.0, waiting=len(tabs))
+            live.lines[2] = replace(line, **changes)
+            queue.publish([LineMoved(live.lines[2])])
+
+        # Told as they joined: the first nine now, the last half an interval on.
+        told_at = {}
+        for tab in tabs[:9]:
+            queue._told(tab, 2)
+            told_at[tab] = time.monotonic()
+        move()  # (the first line this replica sees: every tab told at once)
+        await until(lambda: all(tab.sent for tab in tabs), what="every tab told the line")
+        started = time.monotonic()
+        late = tabs[9]
+        await until(lambda: time.monotonic() > started + every_s / 2, what="half an interval")
+        queue._told(late, 2)
+        late_at = time.monotonic()
+        # Positions move at every tick: each tab is told again an interval after it was told.
+        pace = 30.0
+        while time.monotonic() < late_at + 1.5 * every_s:
+            move(pace_per_minute=pace)
+            pace += 1
+            await asyncio.sleep(0.05)  # (the keeper's ticks: a move each, as it sends them)
+        for tab in tabs[:9]:
+            gaps = [b - a for a, b in zip(tab.at, tab.at[1:])]
+            # (the first after the pass that told every tab comes sooner, by the tab's share of the spread)
+            assert len(gaps) >= 2 and every_s - spread_s - 0.02 <= gaps[0] <= every_s + 0.15, gaps
+            assert all(every_s - 0.02 <= gap <= every_s + 0.15 for gap in gaps[1:]), gaps
+        assert late.at[1] >= late_at + every_s and late.at[1] - late_at <= every_s + 0.15, (late.at, late_at)
+
+        # A sell-out and its end: every tab told at once, twice; the next positions come spread.
+        move(sold_out=True)
+        await until(lambda: all(json.loads(tab.sent[-1])[4]["sold_out"] for tab in tabs), what="the sell-out")
+        move(sold_out=False)
+        await until(lambda: not any(json.loads(tab.sent[-1])[4]["sold_out"] for tab in tabs), what="its end")
+        ended_at = {tab: tab.at[-1] for tab in tabs}
+        while time.monotonic() < max(ended_at.values()) + every_s + 0.2:
+            move(pace_per_minute=pace)
+            pace += 1
+            await asyncio.sleep(0.02)  # (the keeper's ticks)
+        next_at = [next((t for t in tab.at if t > ended_at[tab]), float("inf")) for tab in tabs]
+        assert all(0 < next_at[k] - ended_at[tab] <= every_s + 0.15 for k, tab in enumerate(tabs)), (
+            [round(next_at[k] - ended_at[tab], 3) for k, tab in enumerate(tabs)])
+        assert max(next_at) - min(next_at) >= 0.6 * spread_s, next_at  # (spread, not all at once)
+
+        # The line stands still: the rounds end once every tab was told its last move.
+        await until(lambda: not queue._rounds[2].running, timeout=every_s + 2, what="the rounds to end")
+
+        # It moves again long after (a pause, then letting in): every tab is due at once and told
+        # at once; the next ones come spread, none later than the interval.
+        stood_at = time.monotonic()
+        await until(lambda: time.monotonic() > stood_at + every_s + 0.2, what="a while")
+        before = {tab: len(tab.at) for tab in tabs}
+        moved_at = time.monotonic()
+        while time.monotonic() < moved_at + 2 * every_s + 0.2:
+            move(pace_per_minute=pace)
+            pace += 1
+            await asyncio.sleep(0.02)  # (the keeper's ticks)
+        first = [tab.at[before[tab]] for tab in tabs]
+        second = [tab.at[before[tab] + 1] for tab in tabs]
+        assert max(first) - moved_at < 0.1  # (all at once)
+        assert all(0 < b - a <= every_s + 0.15 for a, b in zip(first, second)), [b - a for a, b in zip(first, second)]
+        assert max(second) - min(second) >= 0.3 * spread_s, second  # (spread: random points of it)
 
     run(scenario())

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sneakers23.domain.changes import WaitingLine
 from sneakers23.domain.waiting_room import LinePlace, Stage
-from sneakers23.serve.queue_places import TabPlaces, news_in_the_database
+from sneakers23.serve.queue_places import LastTold, TabPlaces, news_in_the_database
 
 
 @settings(max_examples=300, deadline=None)
@@ -50,3 +50,38 @@ def test_a_tab_leaving_and_joining_again_and_again_does_not_grow_the_index():
     places["reloading"] = LinePlace("a2", "e2", Stage.QUEUE, 500)
     assert places.with_news(WaitingLine(2, 1, True, 8, ())) == {"steady"}
     assert places.with_news(WaitingLine(2, 1, True, 501, ())) == {"steady", "reloading"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["told", "forget", "due"]), st.integers(0, 12), st.integers(0, 50)),
+                max_size=80))
+def test_the_tabs_due_a_new_position_are_those_told_longest_ago_by_the_time_asked(steps):
+    """`LastTold.due` against a look at every tab: tabs told, told again (at any time, a pass's share
+    earlier than the last), forgotten, and taken when due (then told again, as the channels do)."""
+    last_told, kept = LastTold(), {}
+    for kind, tab, at in steps:
+        if kind == "told":
+            last_told.told(tab, float(at))
+            kept[tab] = float(at)
+        elif kind == "forget":
+            last_told.forget(tab)
+            kept.pop(tab, None)
+        else:
+            most = 1 + tab % 4
+            expected = sorted((when, n) for n, when in kept.items() if when <= at)[:most]
+            got = last_told.due(float(at), most)
+            assert [(when, kept[n]) for when, n in got] == [(when, when) for when, _n in expected]  # (the longest ago first)
+            assert {n for _when, n in got} <= {n for n, w in kept.items() if w <= at}
+            for _when, n in got:  # (taken out until told again: told again now, a moment on)
+                last_told.told(n, float(at) + 0.5)
+                kept[n] = float(at) + 0.5
+        assert len(last_told) == len(kept)
+
+
+def test_a_tab_told_again_and_again_does_not_grow_the_heap():
+    last_told = LastTold()
+    last_told.told("steady", 0.0)
+    for n in range(10_000):
+        last_told.told("busy", float(n))
+    assert len(last_told._order) + len(last_told._earlier) <= 2 * 2 + 64
+    assert last_told.due(5.0, 10) == [(0.0, "steady")] and last_told.due(20_000.0, 10) == [(9999.0, "busy")]
