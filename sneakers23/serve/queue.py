@@ -14,8 +14,8 @@ comes from the shuffle's record (one row) rather than from 10,000 places read ag
 product is told TELLS_PER_TURN at a time, a turn of the event loop each, as the channel hub's
 pushes go: 10,000 sends in one callback held the loop for 0.37 s.
 
-While the line only moves positions, each tab is told POSITIONS_EVERY_S after it was last told
-(`LastTold`: the tabs in the order they were told, those told longest ago first), at steps of
+While the line only moves positions, each tab is told at most POSITIONS_EVERY_S after it was last
+told (`LastTold`: the tabs in the order they were told, those told longest ago first), at steps of
 PACE_STEP_S: a tab's wait between two pushes is that interval whatever told it last (a join, a
 read, a pass over every tab), not the interval and a pass's length (0.25-0.42 s at 10,000 tabs,
 which kept the interval at 4 s for a 5 s target). A tab told in a pass over every tab counts as
@@ -268,7 +268,7 @@ class QueueChannels:
         if self._places[product_id].with_news(line, turns_moved):
             self._read_soon(product_id, turns_moved)  # (a turn, a number: told as soon as read)
         if before is not None and line.opened and not before.opened and before.sold_out == line.sold_out:
-            return  # The release: every tab waited in the pre-queue, and is told its number from the record (`_tell_shuffled`).
+            return  # (the release: every tab waited in the pre-queue, and is told its number from the record)
         if before is None or (before.opened, before.sold_out) != (line.opened, line.sold_out):
             self._tell_all(product_id)  # a sell-out or its end: every tab at once
             return

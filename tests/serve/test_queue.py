@@ -101,6 +101,29 @@ def moved(client, hub, live, line):
     client.portal.call(hub.publish, [LineMoved(line)])
 
 
+def test_a_tab_that_joins_an_open_line_is_told_its_new_position_an_interval_after_its_join(parts, monkeypatch):
+    """Its join counts as told: its next position comes an interval after it, not at the others'
+    time nor never (a tab the rounds did not know of would be told nothing while the line moves)."""
+    import time
+
+    from sneakers23.serve import queue as queue_channels
+
+    every_s = 0.5
+    monkeypatch.setattr(queue_channels, "POSITIONS_EVERY_S", every_s)
+    client, hub, live, rooms = parts
+    ada = account_shopper_id(ADA.id)
+    rooms.places[ada] = LinePlace(ada, "e-ada", Stage.QUEUE, 5)
+    live.lines[2] = WaitingLine(2, 1, opened=True, head=0, pace_per_minute=60.0, waiting=6)
+    with connect(client, "ada-session") as ws:
+        assert send(ws, "1", "queue:2", "phx_join")[4]["response"]["position"] == 6
+        joined_at = time.monotonic()
+        moved(client, hub, live, WaitingLine(2, 2, opened=True, head=1, pace_per_minute=60.0, waiting=5))
+        told = json.loads(ws.receive_text())
+        told_at = time.monotonic()
+        assert told[3] == "place" and told[4]["position"] == 5
+        assert every_s - 0.05 <= told_at - joined_at <= every_s + 0.5, told_at - joined_at
+
+
 def test_a_guest_is_refused_and_a_queue_that_is_not_one_says_so(parts):
     client, _hub, _live, _rooms = parts
     with connect(client, None) as ws:
@@ -347,7 +370,7 @@ def test_each_tab_is_told_its_new_position_an_interval_after_it_was_last_told_an
     monkeypatch.setattr(queue_channels, "POSITIONS_EVERY_S", every_s)
     monkeypatch.setattr(queue_channels, "POSITIONS_SPREAD_S", spread_s)
     monkeypatch.setattr(queue_channels, "PACE_STEP_S", 0.01)
-    monkeypatch.setattr(queue_channels, "OVERDUE_S", 0.1)
+    monkeypatch.setattr(queue_channels, "OVERDUE_S", 0.25)
 
     class TimedTab(Tab):
         def __init__(self):
@@ -373,10 +396,8 @@ def test_each_tab_is_told_its_new_position_an_interval_after_it_was_last_told_an
             queue.publish([LineMoved(live.lines[2])])
 
         # Told as they joined: the first nine now, the last half an interval on.
-        told_at = {}
         for tab in tabs[:9]:
             queue._told(tab, 2)
-            told_at[tab] = time.monotonic()
         move()  # (the first line this replica sees: every tab told at once)
         await until(lambda: all(tab.sent for tab in tabs), what="every tab told the line")
         started = time.monotonic()
@@ -386,7 +407,7 @@ def test_each_tab_is_told_its_new_position_an_interval_after_it_was_last_told_an
         late_at = time.monotonic()
         # Positions move at every tick: each tab is told again an interval after it was told.
         pace = 30.0
-        while time.monotonic() < late_at + 1.5 * every_s:
+        while time.monotonic() < late_at + 2 * every_s:
             move(pace_per_minute=pace)
             pace += 1
             await asyncio.sleep(0.05)  # (the keeper's ticks: a move each, as it sends them)
@@ -418,7 +439,7 @@ def test_each_tab_is_told_its_new_position_an_interval_after_it_was_last_told_an
         # It moves again long after (a pause, then letting in): every tab is due at once and told
         # at once; the next ones come spread, none later than the interval.
         stood_at = time.monotonic()
-        await until(lambda: time.monotonic() > stood_at + every_s + 0.2, what="a while")
+        await until(lambda: time.monotonic() > stood_at + every_s + 0.6, what="a while")
         before = {tab: len(tab.at) for tab in tabs}
         moved_at = time.monotonic()
         while time.monotonic() < moved_at + 2 * every_s + 0.2:
