@@ -99,7 +99,8 @@ def replica_cpu_s() -> tuple[float, float]:
         try:
             if REPLICA_TITLE in (entry / "cmdline").read_bytes():
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+                tick = os.sysconf("SC_CLK_TCK")
+                return int(fields[11]) / tick, int(fields[12]) / tick
         except OSError:
             continue
     raise RuntimeError("no channel replica process found")

@@ -334,7 +334,7 @@ class QueueChannels:
         for k, connection in pending.next(TELLS_PER_TURN):
             place = places.get(connection)  # (None: it left meanwhile)
             if place is not None and (line is None or not news_in_the_database(place, line)):
-                self._tell(connection, product_id, place, pending.earlier_s(k))
+                self._tell(connection, product_id, place, _earlier_s(k, len(pending.tabs)))
         return pending.told < len(pending.tabs) or self._next_pass(product_id)
 
     def _next_pass(self, product_id: int) -> bool:
@@ -410,7 +410,7 @@ class QueueChannels:
             now = LinePlace(place.account, place.entry, Stage.QUEUE, number)
             if not news_in_the_database(now, line):
                 places[connection] = now
-                self._tell(connection, product_id, now, POSITIONS_SPREAD_S * (1 - told / len(tabs)))
+                self._tell(connection, product_id, now, _earlier_s(told, len(tabs)))
 
     def _told(self, connection, product_id: int, earlier_s: float = 0.0) -> None:
         """The tab's place is told as the line is now: its next new position is due POSITIONS_EVERY_S
@@ -444,10 +444,11 @@ class _Pass:
         start, self.told = self.told, min(len(self.tabs), self.told + most)
         return list(enumerate(self.tabs[start:self.told], start))
 
-    def earlier_s(self, k: int) -> float:
-        """How much earlier than now the pass's k-th tab counts as told: its share of
-        POSITIONS_SPREAD_S, so that the pass's tabs are due again spread, the first the soonest."""
-        return POSITIONS_SPREAD_S * (1 - k / len(self.tabs))
+
+def _earlier_s(k: int, n: int) -> float:
+    """How much earlier than now the k-th of n tabs told in one pass counts as told: its share of
+    POSITIONS_SPREAD_S, so that the pass's tabs are due again spread, the first the soonest."""
+    return POSITIONS_SPREAD_S * (1 - k / n)
 
 
 def _said(product_id: int, view: dict) -> str:
